@@ -1,0 +1,67 @@
+"""Quality against training time for the default model on Adult: trains once, and every few
+epochs samples a fixed number of rows and scores them with the pipeline's own metrics.
+
+    python benchmarks/quality_curve.py --epochs 60 --every 10 [--set train.batch_size=1000 ...]
+
+Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from pipeline.config import load_config, parse_overrides
+from pipeline.generate import sample_frame
+from pipeline.ingest import load_prepared
+from pipeline.io import StagePaths
+from pipeline.metrics.fidelity import score_fidelity
+from pipeline.metrics.utility import score_utility
+from pipeline.models.transformer import TableTransformer
+from pipeline.train import LoadedModel, build_model
+from pipeline.training.loop import fit, pick_device
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", default="adult")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    cfg = load_config("params.yaml", {**parse_overrides(args.overrides), "train.epochs": args.epochs})
+    train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, args.dataset))
+    target = cfg.dataset(args.dataset).target
+    device = pick_device(cfg.train.device)
+    t0 = time.perf_counter()
+    tf = TableTransformer(schema, cfg.model.quantile_knots, cfg.ingest.max_categories).fit(train)
+    data = torch.from_numpy(tf.transform(train, np.random.default_rng(cfg.seed))).to(device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tf).to(device)
+    rows, clock = [], {"train": 0.0}
+
+    def on_epoch(state) -> None:
+        if state.epoch % args.every and state.epoch != args.epochs:
+            return
+        elapsed = time.perf_counter() - t0
+        model.eval()
+        syn = sample_frame(LoadedModel(model, tf, schema, {}, ""), args.rows, seed=123)
+        model.train()
+        fid = score_fidelity(train.sample(args.rows, random_state=0), syn, schema)
+        util = score_utility(train, holdout, syn, schema, target) if target else None
+        rows.append({"epoch": state.epoch, "seconds": round(elapsed, 1), "overall": round(fid.overall, 4),
+                     "shapes": round(fid.column_shapes, 4), "pairs": round(fid.column_pair_trends, 4),
+                     "tstr": round(util.tstr, 4) if util else None})
+        print(rows[-1], flush=True)
+
+    fit(model, data, cfg.train, cfg.seed, on_epoch=on_epoch)
+    print(json.dumps({"params": {k: v for k, v in parse_overrides(args.overrides).items()}, "curve": rows}))
+
+
+if __name__ == "__main__":
+    main()

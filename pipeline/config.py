@@ -1,0 +1,200 @@
+"""The one typed configuration, mirroring params.yaml.
+
+Every section forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can
+be overridden with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
+``--set model.generator_dims=[128,128]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+
+ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetime", "id"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CsvOptions(_Section):
+    """How to read a CSV; ``auto`` values are detected from the file's first lines."""
+
+    header: bool | Literal["auto"] = "auto"
+    sep: str = "auto"
+    na_values: list[str] | Literal["auto"] = "auto"
+    encoding: str = "utf-8"
+
+
+class DatasetConfig(_Section):
+    source: str = Field(description="CSV or Parquet file with the real rows")
+    holdout_source: str | None = Field(
+        default=None, description="real rows kept out of training (a test split) for utility scoring"
+    )
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    target: str | None = Field(default=None, description="column predicted by the utility score")
+    csv: CsvOptions = CsvOptions()
+    column_types: dict[str, ColumnKind] = Field(default_factory=dict)
+    drop_columns: list[str] = Field(default_factory=list)
+
+
+class IngestConfig(_Section):
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="used when no holdout_source")
+    max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
+
+
+class ModelConfig(_Section):
+    name: str = "gan"
+    noise_dim: int = Field(128, ge=1)
+    generator_dims: list[int] = Field(default_factory=lambda: [256, 256])
+    discriminator_dims: list[int] = Field(default_factory=lambda: [256, 256])
+    pac: int = Field(10, ge=1, description="rows the critic judges together (PacGAN)")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(500, ge=2)
+    lr_generator: float = Field(2e-4, gt=0)
+    lr_discriminator: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    gp_weight: float = Field(10.0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    checkpoint_every: int = Field(10, ge=1, description="epochs between resumable checkpoints")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores")
+
+
+class GenerateConfig(_Section):
+    rows: int | None = Field(None, ge=1, description="rows to generate; null = as many as the source")
+    rows_per_shard: int = Field(100_000, ge=1)
+
+
+class Threshold(_Section):
+    min: float | None = None
+    max: float | None = None
+
+
+class ScoreConfig(_Section):
+    max_rows: int = Field(50_000, ge=100, description="rows of each side scored (seeded subsample)")
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+
+
+class PublishConfig(_Section):
+    release_root: str = "releases"
+    keep_staging: bool = False
+
+
+class Config(_Section):
+    seed: int = 0
+    work_dir: str = "work"
+    metrics_dir: str = "metrics"
+    datasets: dict[str, DatasetConfig]
+    ingest: IngestConfig = IngestConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    score: ScoreConfig = ScoreConfig()
+    publish: PublishConfig = PublishConfig()
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Config":
+        if self.train.batch_size % self.model.pac:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pac ({self.model.pac})"
+            )
+        from pipeline.models import MODELS  # late import: models import config types
+
+        if self.model.name not in MODELS:
+            raise ValueError(f"model.name '{self.model.name}' is not one of {sorted(MODELS)}")
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ConfigError(f"dataset '{name}' is not in params (datasets: {', '.join(self.datasets) or 'none'})")
+        return self.datasets[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short stable hash of the named sections (all when none), for lineage and resume checks."""
+        data = self.to_dict()
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", ...]`` into ``{"train.epochs": 3}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    return out
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if "input" in err and err["type"] not in ("extra_forbidden", "missing"):
+            got = err["input"]
+            if not isinstance(got, dict):
+                msg += f" (got {got!r})"
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, origin: str = "params") -> Config:
+    tree = copy.deepcopy(raw) if raw else {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    """Load params.yaml, apply ``--set`` overrides, validate; errors name the file and key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return build_config(raw, overrides, origin=str(path))

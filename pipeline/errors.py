@@ -1,0 +1,28 @@
+"""Errors the pipeline raises on purpose: each names what is wrong and where."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base for errors that the CLI reports as one clear line (no traceback)."""
+
+
+class ConfigError(PipelineError):
+    """params.yaml or an override names an unknown key or holds a wrong value."""
+
+
+class InputDataError(PipelineError):
+    """A source file cannot be used; the message names the file, the column and the reason."""
+
+    def __init__(self, path: object, reason: str, column: str | None = None):
+        self.path, self.column, self.reason = str(path), column, reason
+        where = f"{self.path}: column '{column}'" if column is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+class QualityGateError(PipelineError):
+    """The synthetic data failed the quality thresholds; nothing was published."""
+
+
+class ReleaseError(PipelineError):
+    """A release cannot be written (it exists already, or its inputs are inconsistent)."""

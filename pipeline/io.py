@@ -1,0 +1,167 @@
+"""File I/O shared by the stages: atomic writes, hashing, stage paths, code version.
+
+Every write goes to a temporary sibling first and is moved into place with ``os.replace``, so a
+crash never leaves a half-written file where a reader (or DVC) would take it for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LINEAGE_KEY = b"synthfactory.lineage"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where each stage of one dataset reads and writes (all under the work dir)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, work_dir: str | Path, dataset: str) -> "StagePaths":
+        return cls(Path(work_dir) / dataset)
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def train_data(self) -> Path:
+        return self.prepared / "train.parquet"
+
+    @property
+    def holdout_data(self) -> Path:
+        return self.prepared / "holdout.parquet"
+
+    @property
+    def schema(self) -> Path:
+        return self.prepared / "schema.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic"
+
+    @property
+    def score(self) -> Path:
+        return self.root / "score"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_files(paths: list[Path]) -> str:
+    """One hash over several files (names and contents), order-independent of the file system."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place, else remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; on success it replaces ``path`` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | None = None) -> None:
+    """Write one Parquet file atomically, with lineage in its key-value metadata when given."""
+    if lineage is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[LINEAGE_KEY] = json.dumps(lineage, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout (``+dirty`` with local changes), if any."""
+    from pipeline import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return __version__
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "pipeline"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        )
+        suffix = "+dirty" if dirty.stdout.strip() else ""
+        return f"{__version__}+g{commit.stdout.strip()}{suffix}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__

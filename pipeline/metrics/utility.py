@@ -1,0 +1,94 @@
+"""Machine-learning utility: train on synthetic, test on real (TSTR) against train on real (TRTR).
+
+The task follows the target's kind: a categorical or boolean target is classification (ROC AUC
+when binary, macro F1 otherwise), a numeric one is regression (R^2). The model is scikit-learn's
+HistGradientBoosting with a fixed seed; categoricals are native categorical features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.metrics import f1_score, r2_score, roc_auc_score
+
+from pipeline.schema import TableSchema
+
+_MAX_NATIVE_CATEGORIES = 250  # HistGradientBoosting's limit is 255 bins
+
+
+@dataclass
+class UtilityResult:
+    task: str
+    metric: str
+    tstr: float
+    trtr: float
+
+
+def _features(frames: list[pd.DataFrame], schema: TableSchema, target: str) -> tuple[list[pd.DataFrame], list[bool]]:
+    cols = [c for c in schema.modeled if c.name != target]
+    out: list[dict[str, object]] = [{} for _ in frames]
+    is_cat = []
+    for c in cols:
+        if c.kind in ("categorical", "boolean"):
+            values = pd.concat([f[c.name] for f in frames]).astype(object).dropna().unique()
+            cats = pd.Index(values).astype(str)
+            native = len(cats) <= _MAX_NATIVE_CATEGORIES
+            for o, f in zip(out, frames):
+                codes = pd.Categorical(f[c.name].astype(object).where(f[c.name].notna(), None).map(
+                    lambda v: None if v is None else str(v)), categories=cats).codes.astype(float)
+                codes[codes < 0] = np.nan
+                o[c.name] = codes
+            is_cat.append(native)
+        else:
+            for o, f in zip(out, frames):
+                s = f[c.name]
+                if pd.api.types.is_datetime64_any_dtype(s.dtype):
+                    v = s.astype("int64").astype(float).where(s.notna(), np.nan)
+                else:
+                    v = pd.to_numeric(s).astype(float)
+                o[c.name] = v.to_numpy()
+            is_cat.append(False)
+    return [pd.DataFrame(o) for o in out], is_cat
+
+
+def _fit_score(task: str, metric: str, X, y, Xt, yt, is_cat, classes) -> float:
+    if task == "regression":
+        model = HistGradientBoostingRegressor(random_state=0, categorical_features=is_cat or None)
+        model.fit(X, y)
+        return float(r2_score(yt, model.predict(Xt)))
+    if len(np.unique(y)) < 2:
+        # A synthetic target with one class predicts nothing: chance level.
+        return 0.5 if metric == "roc_auc" else float(f1_score(yt, np.full(len(yt), y[0]), average="macro"))
+    model = HistGradientBoostingClassifier(random_state=0, categorical_features=is_cat or None)
+    model.fit(X, y)
+    if metric == "roc_auc":
+        proba = model.predict_proba(Xt)
+        pos = list(model.classes_).index(classes[1]) if classes[1] in model.classes_ else None
+        return float(roc_auc_score(yt == classes[1], proba[:, pos])) if pos is not None else 0.5
+    return float(f1_score(yt, model.predict(Xt), average="macro"))
+
+
+def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
+                  schema: TableSchema, target: str) -> UtilityResult:
+    kind = schema[target].kind
+    frames = [f[f[target].notna()] for f in (train, holdout, syn)]
+    (X_tr, X_ho, X_syn), is_cat = _features(frames, schema, target)
+    if kind in ("categorical", "boolean"):
+        y_tr, y_ho, y_syn = (f[target].astype(str).to_numpy() for f in frames)
+        classes = sorted(np.unique(y_tr))
+        task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
+    else:
+        y_tr, y_ho, y_syn = (_as_float(f[target]) for f in frames)
+        classes, task, metric = [], "regression", "r2"
+    trtr = _fit_score(task, metric, X_tr, y_tr, X_ho, y_ho, is_cat, classes)
+    tstr = _fit_score(task, metric, X_syn, y_syn, X_ho, y_ho, is_cat, classes)
+    return UtilityResult(task, metric, tstr, trtr)
+
+
+def _as_float(s: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return s.astype("int64").to_numpy().astype(float)
+    return pd.to_numeric(s).astype(float).to_numpy()

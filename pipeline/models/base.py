@@ -1,0 +1,100 @@
+"""What every model offers the training loop and the generate stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from pipeline.models.transformer import Span
+
+
+@dataclass
+class Phase:
+    """One optimisation step of a training iteration, with the parameters it updates."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+
+
+class OutputLayout:
+    """Index tensors for activating the model's raw output in one shot (no loop over columns)."""
+
+    def __init__(self, spans: list[Span], width: int):
+        self.width = width
+        self.spans = spans
+        self.tanh_idx = torch.tensor([s.start for s in spans if s.activation == "tanh"], dtype=torch.long)
+        groups = [s for s in spans if s.activation == "softmax"]
+        max_w = max((s.width for s in groups), default=1)
+        index = torch.zeros(len(groups), max_w, dtype=torch.long)
+        mask = torch.zeros(len(groups), max_w, dtype=torch.bool)
+        for g, s in enumerate(groups):
+            index[g, : s.width] = torch.arange(s.start, s.start + s.width)
+            mask[g, : s.width] = True
+        self.group_index, self.group_mask = index, mask
+        self.flat_index = index[mask]
+
+    def to(self, device: torch.device) -> "OutputLayout":
+        for name in ("tanh_idx", "group_index", "group_mask", "flat_index"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def activate(raw: torch.Tensor, layout: OutputLayout, tau: float = 0.2,
+             generator: torch.Generator | None = None, hard: bool = False) -> torch.Tensor:
+    """tanh on scalar columns, Gumbel-softmax on every one-hot block, all blocks at once.
+
+    ``hard=True`` returns exact one-hot samples (used when generating rows).
+    """
+    out = raw.new_zeros(raw.shape)
+    out[:, layout.tanh_idx] = torch.tanh(raw[:, layout.tanh_idx])
+    if layout.flat_index.numel():
+        logits = raw[:, layout.group_index].masked_fill(~layout.group_mask, float("-inf"))
+        u = torch.rand(logits.shape, device=raw.device, generator=generator, dtype=raw.dtype)
+        exp1 = -torch.log(u.clamp_min(1e-20))  # Exp(1) noise; Gumbel = -log(Exp(1))
+        gumbel = -torch.log(exp1.clamp_min(1e-20))
+        y = torch.softmax((logits + gumbel) / tau, dim=-1)
+        if hard:
+            y = torch.zeros_like(y).scatter_(-1, y.argmax(-1, keepdim=True), 1.0)
+        out[:, layout.flat_index] = y[:, layout.group_mask]
+    return out
+
+
+class TabularModel(nn.Module):
+    """Base for tabular generative models; subclasses register themselves by name."""
+
+    name: ClassVar[str]
+    batch_multiple: int = 1  # batch sizes must be a multiple of this (PacGAN packs rows)
+
+    def __init__(self, layout: OutputLayout):
+        super().__init__()
+        self.layout = layout
+
+    def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar to minimise in ``phase`` for a batch of real rows, plus figures to log."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` rows in the transformer's space, drawn only from ``generator``."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def to(self, *args, **kwargs):  # keep the layout's index tensors beside the weights
+        module = super().to(*args, **kwargs)
+        device = next(self.parameters()).device
+        self.layout.to(device)
+        return module
+
+    def inference_state(self) -> dict[str, torch.Tensor]:
+        """The weights generation needs (a state dict of tensors)."""
+        return self.state_dict()
+
+    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state)

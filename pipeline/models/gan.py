@@ -1,0 +1,105 @@
+"""A WGAN-GP for tables: residual MLP generator, PacGAN critic (the CTGAN architecture, without
+the conditional vector, which a later model adds)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.models import register_model
+from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
+
+
+class Residual(nn.Module):
+    """Linear -> BatchNorm -> ReLU, concatenated to its input (CTGAN's generator block)."""
+
+    def __init__(self, i: int, o: int):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(i, o), nn.BatchNorm1d(o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.relu(self.bn(self.fc(x))), x], dim=1)
+
+
+class Generator(nn.Module):
+    def __init__(self, noise_dim: int, dims: list[int], out_dim: int):
+        super().__init__()
+        layers, width = [], noise_dim
+        for d in dims:
+            layers.append(Residual(width, d))
+            width += d
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Critic(nn.Module):
+    """Scores ``pac`` rows at once, which lets it see (and punish) mode collapse."""
+
+    def __init__(self, in_dim: int, dims: list[int], pac: int, dropout: float):
+        super().__init__()
+        self.pac = pac
+        layers, width = [], in_dim * pac
+        for d in dims:
+            layers += [nn.Linear(width, d), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            width = d
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, x.shape[1] * self.pac))
+
+
+@register_model("gan")
+class TabularGAN(TabularModel):
+    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+        super().__init__(layout)
+        self.cfg, self.gp_weight = cfg, train.gp_weight
+        self.batch_multiple = cfg.pac
+        self.generator = Generator(cfg.noise_dim, cfg.generator_dims, layout.width)
+        self.critic = Critic(layout.width, cfg.discriminator_dims, cfg.pac, cfg.dropout)
+
+    def phases(self, t: TrainConfig) -> list[Phase]:
+        return [
+            Phase("critic", list(self.critic.parameters()), t.lr_discriminator, weight_decay=t.weight_decay),
+            Phase("generator", list(self.generator.parameters()), t.lr_generator, weight_decay=t.weight_decay),
+        ]
+
+    def _fake(self, n: int, device: torch.device) -> torch.Tensor:
+        z = torch.randn(n, self.cfg.noise_dim, device=device)
+        return activate(self.generator(z), self.layout)
+
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        # One mixing weight per pac group, so each packed sample interpolates coherently.
+        pac = self.cfg.pac
+        alpha = torch.rand(real.shape[0] // pac, 1, 1, device=real.device).expand(-1, pac, real.shape[1])
+        mixed = (alpha.reshape(real.shape) * real + (1 - alpha.reshape(real.shape)) * fake).requires_grad_(True)
+        grad = torch.autograd.grad(self.critic(mixed).sum(), mixed, create_graph=True)[0]
+        grad = grad.reshape(-1, pac * real.shape[1])
+        return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if phase == "critic":
+            with torch.no_grad():
+                fake = self._fake(real.shape[0], real.device)
+            wdist = self.critic(real).mean() - self.critic(fake).mean()
+            gp = self._gradient_penalty(real, fake)
+            return -wdist + self.gp_weight * gp, {"critic_loss": -wdist, "gradient_penalty": gp}
+        fake = self._fake(real.shape[0], real.device)
+        g = -self.critic(fake).mean()
+        return g, {"generator_loss": g}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.cfg.noise_dim, device=device, generator=generator)
+        return activate(self.generator(z), self.layout, generator=generator, hard=True)
+
+    def inference_state(self) -> dict[str, torch.Tensor]:
+        return {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+
+    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.load_state_dict({k.removeprefix("generator."): v for k, v in state.items()})

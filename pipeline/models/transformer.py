@@ -1,0 +1,237 @@
+"""The reversible per-column transform between a table and the model's numeric space.
+
+* Numeric columns (continuous, integer, datetime) go through their empirical quantile function to a
+  standard normal, scaled into (-1, 1) for a tanh output. Ties (a spike such as the zeros of
+  ``capital-gain``) are spread uniformly over their probability interval, so the model sees a smooth
+  marginal, and every value inside that interval maps back to the tied value exactly. This is a
+  "mode-specific" normalisation without fitting mixtures: one sort per column, no EM.
+* Missing numeric values add a two-way (present, missing) one-hot block.
+* Categorical and boolean columns are one-hot, with missing as its own category. Beyond
+  ``max_categories`` the rarest share one "other" slot, resolved back to one of those rare values
+  in proportion to their counts, so generated categories only take values seen in the source.
+
+The fitted state is plain JSON (no pickles): :meth:`state` / :meth:`from_state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
+
+_SCALE = 5.0  # z-scores are divided by this before tanh; ndtri(1e-6) = -4.75
+_P_EPS = 1e-6
+_OTHER = "__other__"
+_MISSING = "__missing__"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A slice of the model's output: ``tanh`` (one scalar) or ``softmax`` (a one-hot block)."""
+
+    column: str
+    start: int
+    width: int
+    activation: str
+
+
+def _nullable(dtype: str) -> str:
+    """The pandas dtype that can hold nulls for ``dtype`` (int64 -> Int64, bool -> boolean)."""
+    if dtype == "bool":
+        return "boolean"
+    if dtype.startswith(("int", "uint")):
+        return dtype[0].upper() + dtype[1:] if dtype.startswith("int") else "U" + dtype[1:].capitalize()
+    return dtype
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    return v
+
+
+class TableTransformer:
+    def __init__(self, schema: TableSchema, knots: int = 1001, max_categories: int = 500):
+        self.schema = schema
+        self.n_knots = knots
+        self.max_categories = max_categories
+        self.columns: list[dict[str, Any]] = []
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def fit(self, df: pd.DataFrame) -> "TableTransformer":
+        self.columns = []
+        for col in self.schema.modeled:
+            s = df[col.name]
+            if col.kind in NUMERIC_KINDS:
+                x = self._to_float(s, col.kind)
+                finite = np.sort(x[~np.isnan(x)])
+                levels = np.linspace(0.0, 1.0, self.n_knots)
+                # Knots are actual data values (inverted-CDF quantiles), so spikes stay exact.
+                idx = np.minimum((levels * len(finite)).astype(np.int64), len(finite) - 1)
+                self.columns.append({
+                    "name": col.name, "kind": col.kind, "knots": finite[idx].tolist(),
+                    "has_missing": bool(np.isnan(x).any()), "unit": col.datetime_unit,
+                })
+            elif col.kind in DISCRETE_KINDS:
+                counts = s.astype(object).where(s.notna(), None).value_counts(dropna=True)
+                values = [_json_value(v) for v in counts.index]
+                keep, tail = values[: self.max_categories - 1], values[self.max_categories - 1:]
+                tail_counts = counts.to_numpy()[self.max_categories - 1:]
+                if len(values) <= self.max_categories:
+                    keep, tail, tail_counts = values, [], np.array([])
+                self.columns.append({
+                    "name": col.name, "kind": col.kind, "categories": keep,
+                    "other": tail, "other_p": (tail_counts / tail_counts.sum()).tolist() if len(tail) else [],
+                    "has_missing": bool(s.isna().any()),
+                })
+        self._build_spans()
+        return self
+
+    def _build_spans(self) -> None:
+        spans, pos = [], 0
+        for c in self.columns:
+            if c["kind"] in NUMERIC_KINDS:
+                spans.append(Span(c["name"], pos, 1, "tanh"))
+                pos += 1
+                if c["has_missing"]:
+                    spans.append(Span(c["name"], pos, 2, "softmax"))
+                    pos += 2
+            else:
+                width = len(c["categories"]) + bool(c["other"]) + c["has_missing"]
+                spans.append(Span(c["name"], pos, width, "softmax"))
+                pos += width
+        self.spans, self.width = spans, pos
+
+    @staticmethod
+    def _to_float(s: pd.Series, kind: str) -> np.ndarray:
+        if kind == "datetime":
+            out = s.astype("datetime64[ns]").astype("int64").to_numpy().astype(np.float64)
+            out[s.isna().to_numpy()] = np.nan
+            return out
+        return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def transform(self, df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        """Rows -> model space (float32). ``rng`` spreads tied values over their interval."""
+        n = len(df)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        span_iter = iter(self.spans)
+        for c in self.columns:
+            s = df[c["name"]]
+            if c["kind"] in NUMERIC_KINDS:
+                span = next(span_iter)
+                x = self._to_float(s, c["kind"])
+                miss = np.isnan(x)
+                knots = np.asarray(c["knots"])
+                levels = np.linspace(0.0, 1.0, len(knots))
+                p = self._quantile_level(np.where(miss, knots[0], x), knots, levels, rng)
+                # A missing value's scalar is noise: it carries nothing, and keeps the marginal normal.
+                p = np.where(miss, rng.random(n), p)
+                p = np.clip(p, _P_EPS, 1 - _P_EPS)
+                out[:, span.start] = ndtri(p) / _SCALE
+                if c["has_missing"]:
+                    span = next(span_iter)
+                    out[np.arange(n), span.start + miss.astype(np.int64)] = 1.0
+            else:
+                span = next(span_iter)
+                out[np.arange(n), span.start + self._codes(s, c)] = 1.0
+        return out
+
+    @staticmethod
+    def _quantile_level(x: np.ndarray, knots: np.ndarray, levels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The exact inverse of ``np.interp(p, levels, knots)``: a value between two knots gets the
+        linearly interpolated level; a value equal to knots ``a..b`` a uniform level in
+        ``[levels[a], levels[b]]`` (every one of which maps back to it)."""
+        last = len(knots) - 1
+        lo = np.searchsorted(knots, x, side="left")
+        hi = np.searchsorted(knots, x, side="right")
+        tied = hi > lo
+        a, b = np.clip(lo, 0, last), np.clip(hi - 1, 0, last)
+        p_tied = levels[a] + rng.random(len(x)) * (levels[b] - levels[a])
+        j0, j1 = np.clip(lo - 1, 0, last), np.clip(lo, 0, last)
+        gap = knots[j1] - knots[j0]
+        frac = np.divide(x - knots[j0], gap, out=np.zeros_like(x), where=gap > 0)
+        p_between = levels[j0] + frac * (levels[j1] - levels[j0])
+        return np.where(tied, p_tied, p_between)
+
+    @staticmethod
+    def _codes(s: pd.Series, c: dict[str, Any]) -> np.ndarray:
+        lookup = {v: i for i, v in enumerate(c["categories"])}
+        other = len(c["categories"])
+        missing = other + bool(c["other"])
+        vals = s.astype(object).where(s.notna(), None).to_numpy()
+        return np.fromiter(
+            (missing if v is None else lookup.get(_json_value(v), other) for v in vals), dtype=np.int64, count=len(vals)
+        )
+
+    # -- inverse -----------------------------------------------------------------------------
+
+    def inverse_transform(self, data: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+        """Model space -> rows with the schema's columns (IDs excluded) and dtypes."""
+        cols: dict[str, pd.Series] = {}
+        span_iter = iter(self.spans)
+        for c in self.columns:
+            dtype = self.schema[c["name"]].dtype
+            if c["kind"] in NUMERIC_KINDS:
+                span = next(span_iter)
+                knots = np.asarray(c["knots"])
+                levels = np.linspace(0.0, 1.0, len(knots))
+                p = ndtr(np.clip(data[:, span.start].astype(np.float64), -0.99999, 0.99999) * _SCALE)
+                x = np.interp(p, levels, knots)
+                miss = np.zeros(len(x), dtype=bool)
+                if c["has_missing"]:
+                    span = next(span_iter)
+                    miss = data[:, span.start + 1] > data[:, span.start]
+                cols[c["name"]] = self._numeric_out(x, miss, c, dtype)
+            else:
+                span = next(span_iter)
+                code = data[:, span.start:span.start + span.width].argmax(axis=1)
+                cats = list(c["categories"])
+                values = np.empty(len(code), dtype=object)
+                known = code < len(cats)
+                values[known] = np.asarray(cats, dtype=object)[code[known]] if cats else None
+                is_other = code == len(cats) if c["other"] else np.zeros(len(code), bool)
+                if is_other.any():
+                    values[is_other] = rng.choice(np.asarray(c["other"], dtype=object), size=int(is_other.sum()), p=c["other_p"])
+                values[~known & ~is_other] = None
+                cols[c["name"]] = self._discrete_out(values, dtype)
+        return pd.DataFrame(cols)
+
+    @staticmethod
+    def _numeric_out(x: np.ndarray, miss: np.ndarray, c: dict[str, Any], dtype: str) -> pd.Series:
+        if c["kind"] == "datetime":
+            step = pd.Timedelta(1, unit=c["unit"] or "ns").value
+            s = pd.Series((np.round(x / step) * step).astype(np.int64).astype("datetime64[ns]"))
+            s[miss] = pd.NaT
+            return s.astype(dtype)
+        if c["kind"] == "integer":
+            x = np.round(x)
+        s = pd.Series(x)
+        s[miss] = np.nan
+        return s.astype(_nullable(dtype) if miss.any() else dtype)
+
+    @staticmethod
+    def _discrete_out(values: np.ndarray, dtype: str) -> pd.Series:
+        s = pd.Series(values, dtype=object)
+        if dtype == "object":
+            return s
+        return s.astype(_nullable(dtype) if s.isna().any() else dtype)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"knots": self.n_knots, "max_categories": self.max_categories, "columns": self.columns}
+
+    @classmethod
+    def from_state(cls, schema: TableSchema, state: dict[str, Any]) -> "TableTransformer":
+        t = cls(schema, state["knots"], state["max_categories"])
+        t.columns = state["columns"]
+        t._build_spans()
+        return t

@@ -1,0 +1,133 @@
+"""Stage 2, train: fit the transformer and the model named in params; save weights + JSON metadata.
+
+Output ``<work>/<dataset>/model/``: ``model.pt`` (a state dict of tensors, loaded with
+``weights_only=True``) and ``model.json`` (model name and config, transformer state, schema,
+training summary). ``train_log.csv`` holds one row of losses per epoch; a resumable checkpoint is
+kept under ``checkpoints/`` every ``train.checkpoint_every`` epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.ingest import load_prepared
+from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_files, write_json
+from pipeline.models import MODELS
+from pipeline.models.base import OutputLayout, TabularModel
+from pipeline.models.transformer import TableTransformer
+from pipeline.schema import TableSchema
+from pipeline.training.loop import TrainState, fit, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    dataset: str
+    epochs: int
+    seconds: float
+    device: str
+    model_hash: str
+    final: dict[str, float]
+
+
+def build_model(cfg: Config, transformer: TableTransformer) -> TabularModel:
+    layout = OutputLayout(transformer.spans, transformer.width)
+    return MODELS[cfg.model.name](layout, cfg.model, cfg.train)
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
+def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
+    """Train the configured model on the prepared data of ``dataset``."""
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    train_df, _, schema, meta = load_prepared(paths)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+
+    t0 = time.perf_counter()
+    transformer = TableTransformer(schema, cfg.model.quantile_knots, cfg.ingest.max_categories).fit(train_df)
+    data = transformer.transform(train_df, np.random.default_rng(cfg.seed))
+    # The whole table lives on the device; batches are index lookups there.
+    tensor = torch.from_numpy(data).to(device)
+    t_transform = time.perf_counter() - t0
+    log.info("transform: %d rows -> %d features in %.2fs", *data.shape, t_transform)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, transformer).to(device)
+    # Resume only from a checkpoint of the same data, model and recipe (epochs may grow).
+    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device"})
+    recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
+    fingerprint = f"{cfg.fingerprint('model')}-{meta['source_hash'][:12]}-{recipe_hash}"
+    ckpt = paths.checkpoints / "last.pt"
+
+    def on_epoch(state: TrainState) -> None:
+        _write_log(paths.train_log, state.history)
+
+    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume,
+                fingerprint=fingerprint, on_epoch=on_epoch)
+    seconds = time.perf_counter() - t0
+
+    info = {
+        "model": cfg.model.name,
+        "model_config": cfg.model.model_dump(mode="json"),
+        "train_config": cfg.train.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "device": str(device),
+        "epochs": state.epoch,
+        "seconds": round(seconds, 3),
+        "transform_seconds": round(t_transform, 3),
+        "source_hash": meta["source_hash"],
+        "rows": len(train_df),
+        "final": state.history[-1] if state.history else {},
+        "schema": schema.to_dict(),
+        "transformer": transformer.state(),
+    }
+    with atomic_dir(paths.model) as tmp:
+        torch.save(model.inference_state(), tmp / "model.pt")
+        write_json(tmp / "model.json", info)
+    model_hash = sha256_files([paths.model / "model.pt", paths.model / "model.json"])
+    log.info("trained %s on %s for %d epochs in %.1fs (%s)", cfg.model.name, dataset, state.epoch, seconds, device)
+    return TrainResult(dataset, state.epoch, seconds, str(device), model_hash, info["final"])
+
+
+@dataclass
+class LoadedModel:
+    model: TabularModel
+    transformer: TableTransformer
+    schema: TableSchema
+    info: dict
+    model_hash: str
+
+
+def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None) -> LoadedModel:
+    """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
+    info = read_json(model_dir / "model.json")
+    schema = TableSchema.from_dict(info["schema"])
+    transformer = TableTransformer.from_state(schema, info["transformer"])
+    model_cfg = cfg.model.model_validate(info["model_config"])
+    train_cfg = cfg.train.model_validate(info["train_config"])
+    layout = OutputLayout(transformer.spans, transformer.width)
+    model = MODELS[info["model"]](layout, model_cfg, train_cfg)
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_inference_state(state)
+    model = model.to(device or torch.device("cpu")).eval()
+    return LoadedModel(model, transformer, schema, info,
+                       sha256_files([model_dir / "model.pt", model_dir / "model.json"]))

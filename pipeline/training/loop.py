@@ -1,0 +1,138 @@
+"""The training loop: epochs of device-side batches, one optimiser step per model phase.
+
+It knows nothing of GANs or VAEs: a model lists its phases and computes each phase's loss.
+Checkpoints are plain dicts of state dicts and tensors (``torch.load(..., weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.config import TrainConfig
+from pipeline.models.base import TabularModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def make_optimizers(model: TabularModel, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    return {
+        p.name: torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
+        for p in model.phases(cfg)
+    }
+
+
+def save_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
+                    state: TrainState, batch_gen: torch.Generator, fingerprint: str) -> None:
+    from pipeline.io import atomic_path
+
+    blob = {
+        "model": model.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in opts.items()},
+        "epoch": state.epoch,
+        "history": state.history,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batch_rng": batch_gen.get_state(),
+        "fingerprint": fingerprint,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
+                    batch_gen: torch.Generator, fingerprint: str) -> TrainState:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob["fingerprint"] != fingerprint:
+        raise RuntimeError(
+            f"{path}: checkpoint was made from other data or params (fingerprint {blob['fingerprint']}, "
+            f"now {fingerprint}); delete it or train without --resume"
+        )
+    model.load_state_dict(blob["model"])
+    for k, o in opts.items():
+        o.load_state_dict(blob["optimizers"][k])
+    torch.set_rng_state(blob["torch_rng"])
+    if blob["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    batch_gen.set_state(blob["batch_rng"])
+    return TrainState(epoch=int(blob["epoch"]), history=list(blob["history"]))
+
+
+def fit(
+    model: TabularModel,
+    data: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    fingerprint: str = "",
+    on_epoch: Callable[[TrainState], None] | None = None,
+) -> TrainState:
+    """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs."""
+    device = data.device
+    torch.manual_seed(seed)
+    batch_gen = torch.Generator(device=device).manual_seed(seed)
+    opts = make_optimizers(model, cfg)
+    state = TrainState()
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint)
+        log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
+
+    n = data.shape[0]
+    multiple = model.batch_multiple
+    if n < multiple:
+        raise ValueError(f"{n} training rows: fewer than one batch of {multiple}")
+    batch = min(cfg.batch_size, n // multiple * multiple)
+    steps = max(1, n // batch)
+    model.train()
+    bar = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        # Batches are drawn on the device: no host round trip per step.
+        order = torch.randperm(n, device=device, generator=batch_gen)
+        for step in range(steps):
+            real = data[order[step * batch:(step + 1) * batch]]
+            for name, opt in opts.items():
+                opt.zero_grad(set_to_none=True)
+                loss, figures = model.loss(name, real)
+                loss.backward()
+                opt.step()
+                for k, v in figures.items():
+                    sums[k] = sums.get(k, 0) + v.detach()
+        # .item() is a device sync point: once per epoch, not per step.
+        row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
+               "seconds": time.perf_counter() - t0}
+        state.epoch, state.history = epoch + 1, state.history + [row]
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
+        if checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
+            save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint)
+        if on_epoch is not None:
+            on_epoch(state)
+    model.eval()
+    return state

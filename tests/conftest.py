@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny tables and a tiny, fast config rooted in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import Config, build_config
+
+REPO = Path(__file__).resolve().parent.parent
+ADULT = REPO / "data" / "adult" / "train.parquet"
+
+
+def tiny_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Every kind of column, with missing values in some."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, n)
+    income = np.where(age + rng.normal(0, 10, n) > 45, ">50K", "<=50K")
+    city = rng.choice(["Paris", "Lyon", "Nice", "Lille"], n, p=[0.5, 0.3, 0.15, 0.05]).astype(object)
+    city[rng.random(n) < 0.1] = None
+    score = rng.gamma(2.0, 3.0, n)
+    score[rng.random(n) < 0.05] = np.nan
+    return pd.DataFrame({
+        "user_id": np.arange(1000, 1000 + n),
+        "age": age,
+        "score": score,
+        "gain": np.where(rng.random(n) < 0.8, 0, rng.integers(100, 5000, n)),
+        "city": city,
+        "member": rng.random(n) < 0.3,
+        "joined": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D"),
+        "income": income,
+    })
+
+
+def tiny_config(tmp_path: Path, source: Path, *, target: str | None = "income", holdout: Path | None = None,
+                **overrides) -> Config:
+    raw = {
+        "seed": 7,
+        "work_dir": str(tmp_path / "work"),
+        "metrics_dir": str(tmp_path / "metrics"),
+        "datasets": {"tiny": {"source": str(source), "target": target,
+                              "holdout_source": str(holdout) if holdout else None}},
+        "model": {"noise_dim": 16, "generator_dims": [32, 32], "discriminator_dims": [32, 32], "pac": 2,
+                  "quantile_knots": 101},
+        "train": {"epochs": 2, "batch_size": 40, "device": "cpu", "checkpoint_every": 1},
+        "generate": {"rows_per_shard": 100},
+        "score": {"thresholds": {}},
+        "publish": {"release_root": str(tmp_path / "releases")},
+    }
+    return build_config(raw, overrides)
+
+
+@pytest.fixture
+def tiny_source(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.parquet"
+    tiny_frame().to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path, tiny_source: Path) -> Config:
+    return tiny_config(tmp_path, tiny_source)

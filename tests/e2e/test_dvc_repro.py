@@ -1,0 +1,94 @@
+"""The real `dvc repro` on a small sample of Adult, in a temporary copy of the repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("pipeline", "dvc.yaml", "params.yaml", ".dvcignore"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    shutil.rmtree(root / "pipeline" / "__pycache__", ignore_errors=True)
+    (root / "data" / "adult").mkdir(parents=True)
+    pd.read_parquet(REPO / "data/adult/train.parquet").sample(600, random_state=0).to_parquet(
+        root / "data/adult/train.parquet", index=False)
+    pd.read_parquet(REPO / "data/adult/test.parquet").sample(300, random_state=0).to_parquet(
+        root / "data/adult/test.parquet", index=False)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["model"].update({"generator_dims": [64], "discriminator_dims": [64], "noise_dim": 32})
+    params["train"].update({"epochs": 1, "batch_size": 100, "device": "cpu"})
+    params["score"]["thresholds"] = {"quality.overall": {"min": 0.3}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("PYTHONPATH", None)
+    _sh(["git", "init", "-q"], root, env)
+    _sh([sys.executable, "-m", "dvc", "init", "-q"], root, env)
+    _sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root, env)
+    return root, env
+
+
+def _repro(root: Path, env: dict) -> str:
+    return _sh([sys.executable, "-m", "dvc", "repro"], root, env).stdout
+
+
+def _versions(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "releases" / "adult").iterdir() if p.name.startswith("v"))
+
+
+def test_dvc_repro_runs_every_stage_and_releases_parquet(repo):
+    root, env = repo
+    out = _repro(root, env)
+    for stage in ("ingest", "train", "generate", "score", "publish"):
+        assert f"'{stage}@adult'" in out
+    latest = json.loads((root / "releases/adult/latest.json").read_text())
+    release = pd.read_parquet(root / "releases/adult" / latest["version"])
+    source = pd.read_parquet(root / "data/adult/train.parquet")
+    assert list(release.columns) == list(source.columns)
+    assert dict(release.dtypes.astype(str)) == dict(source.dtypes.astype(str))
+    assert len(release) == 600
+    metrics = json.loads((root / "metrics/adult.json").read_text())
+    for key in ("quality.column_shapes", "quality.column_pair_trends", "quality.overall", "utility.tstr_score",
+                "utility.trtr_score", "privacy.exact_match_rate", "rows"):
+        assert key in metrics
+    assert (root / "dvc.lock").exists()
+    shown = _sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root, env).stdout
+    assert "quality.overall" in shown
+
+
+def test_nothing_changed_reruns_nothing_and_a_train_param_reruns_train_onwards(repo):
+    root, env = repo
+    before = _versions(root)
+    out = _repro(root, env)
+    assert "Running stage" not in out and _versions(root) == before
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _repro(root, env)
+    assert "Running stage 'ingest@adult'" not in out
+    for stage in ("train", "generate", "score", "publish"):
+        assert f"Running stage '{stage}@adult'" in out
+    after = _versions(root)
+    assert len(after) == len(before) + 1 and set(before) <= set(after)  # the old release is kept

@@ -1,0 +1,54 @@
+import pytest
+
+from pipeline.config import load_config, parse_overrides
+from pipeline.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_default_params_load():
+    cfg = load_config(REPO / "params.yaml")
+    assert "adult" in cfg.datasets and cfg.datasets["adult"].target == "income"
+    assert cfg.model.name == "gan"
+
+
+def test_override_any_key_parsed_as_yaml():
+    cfg = load_config(REPO / "params.yaml", parse_overrides(
+        ["train.epochs=3", "model.generator_dims=[64, 32]", "datasets.adult.target=age", "train.device=cpu"]))
+    assert cfg.train.epochs == 3 and cfg.model.generator_dims == [64, 32]
+    assert cfg.datasets["adult"].target == "age" and cfg.train.device == "cpu"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epoch=3", "train.epoch: unknown key"),
+    ("train.epochs=many", "train.epochs"),
+    ("train.device=tpu", "train.device"),
+    ("model.generator_dims=12", "model.generator_dims"),
+    ("datasets.adult.colour=red", "datasets.adult.colour: unknown key"),
+])
+def test_bad_keys_and_types_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "params.yaml", parse_overrides([override]))
+    assert key in str(err.value)
+    assert "params.yaml" in str(err.value)
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_overrides(["train.epochs"])
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(REPO / "params.yaml", {"seed.x": 1})
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="multiple of model.pac"):
+        load_config(REPO / "params.yaml", {"train.batch_size": 55})
+    with pytest.raises(ConfigError, match="model.name 'nope'"):
+        load_config(REPO / "params.yaml", {"model.name": "nope"})
+
+
+def test_unknown_dataset_is_named():
+    cfg = load_config(REPO / "params.yaml")
+    with pytest.raises(ConfigError, match="dataset 'nope' is not in params"):
+        cfg.dataset("nope")

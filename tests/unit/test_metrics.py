@@ -1,0 +1,114 @@
+"""Our fidelity metrics against the reference implementation (the sdmetrics package)."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.metrics import evaluate_gate
+from pipeline.metrics.fidelity import score_fidelity
+from pipeline.metrics.privacy import exact_match_rate
+from pipeline.metrics.utility import score_utility
+from pipeline.config import Threshold
+from pipeline.schema import TableSchema, describe, infer_kind
+from tests.conftest import ADULT, tiny_frame
+
+SDTYPE = {"continuous": "numerical", "integer": "numerical", "datetime": "datetime",
+          "categorical": "categorical", "boolean": "boolean", "id": "id"}
+
+
+def _schema(df):
+    return TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+
+
+def _perturb(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A 'synthetic' table: some columns shuffled (pairs broken), some noised, some nulls moved."""
+    rng = np.random.default_rng(seed)
+    out = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    cols = list(df.columns)
+    for c in cols[::3]:
+        out[c] = out[c].sample(frac=1.0, random_state=seed + 1).to_numpy()
+    for c in cols:
+        if pd.api.types.is_integer_dtype(out[c]) and out[c].nunique() > 20:
+            out[c] = out[c] + rng.integers(-3, 4, len(out))
+    return out
+
+
+def _reference(real, syn, schema):
+    from sdmetrics.reports.single_table import QualityReport
+
+    md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.columns}}
+    report = QualityReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report.generate(real, syn, md, verbose=False)
+    return report
+
+
+@pytest.mark.parametrize("which", ["adult", "mixed"])
+def test_fidelity_matches_sdmetrics_per_column_per_pair_and_overall(which):
+    if which == "adult":
+        real = pd.read_parquet(ADULT).sample(3000, random_state=0).reset_index(drop=True)
+    else:
+        real = tiny_frame(2000).drop(columns=["user_id"])
+    schema = _schema(real)
+    syn = _perturb(real, 1)
+    ours = score_fidelity(real, syn, schema)
+    ref = _reference(real, syn, schema)
+
+    shapes = ref.get_details("Column Shapes")
+    assert len(shapes) == len(ours.columns)
+    for _, row in shapes.iterrows():
+        assert ours.columns[row["Column"]]["score"] == pytest.approx(row["Score"], abs=1e-9)
+    pairs = ref.get_details("Column Pair Trends")
+    mine = {tuple(p["columns"]): p for p in ours.pairs}
+    assert len(pairs) == len(mine)
+    for _, row in pairs.iterrows():
+        p = mine[(row["Column 1"], row["Column 2"])]
+        assert p["metric"] == row["Metric"]
+        assert p["counted"] == bool(row["Meets Threshold?"] is True or row["Meets Threshold?"] == True)
+        if p["counted"]:
+            assert p["score"] == pytest.approx(row["Score"], abs=1e-9)
+    props = ref.get_properties().set_index("Property")["Score"]
+    assert ours.column_shapes == pytest.approx(props["Column Shapes"], abs=1e-9)
+    assert ours.column_pair_trends == pytest.approx(props["Column Pair Trends"], abs=1e-9)
+    assert ours.overall == pytest.approx(ref.get_score(), abs=1e-9)
+    assert ours.overall < 0.99  # the perturbation is visible: the test can fail
+
+
+def test_identical_tables_score_one():
+    real = tiny_frame(500).drop(columns=["user_id"])
+    res = score_fidelity(real, real.copy(), _schema(real))
+    assert res.column_shapes == pytest.approx(1.0) and res.overall == pytest.approx(1.0)
+
+
+def test_exact_match_rate_counts_copied_rows_with_nulls_and_dtypes():
+    real = tiny_frame(200)
+    cols = [c for c in real.columns if c != "user_id"]
+    syn = real.sample(50, random_state=0).reset_index(drop=True)
+    syn.loc[:24, "age"] = syn.loc[:24, "age"] + 1000  # half of them no longer match
+    syn["age"] = syn["age"].astype("Int64")  # a different integer dtype still matches
+    assert exact_match_rate(real, syn, cols) == pytest.approx(0.5)
+
+
+def test_utility_tstr_close_to_trtr_when_synthetic_is_real():
+    df = tiny_frame(1200)
+    schema = _schema(df)
+    train, hold = df.iloc[:800], df.iloc[800:]
+    copy = score_utility(train, hold, train, schema, "income")
+    assert copy.metric == "roc_auc" and copy.tstr == pytest.approx(copy.trtr)
+    noise = train.copy()
+    noise["income"] = noise["income"].sample(frac=1.0, random_state=0).to_numpy()
+    assert score_utility(train, hold, noise, schema, "income").tstr < copy.trtr - 0.1
+    reg = score_utility(train, hold, train, schema, "score")
+    assert reg.metric == "r2"
+
+
+def test_gate_checks_min_max_and_missing_keys():
+    th = {"quality.overall": Threshold(min=0.8), "privacy.exact_match_rate": Threshold(max=0.01),
+          "utility.tstr_score": Threshold(min=0.5)}
+    ok, fails = evaluate_gate({"quality.overall": 0.9, "privacy.exact_match_rate": 0.0, "utility.tstr_score": 0.7}, th)
+    assert ok and not fails
+    ok, fails = evaluate_gate({"quality.overall": 0.7, "privacy.exact_match_rate": 0.2}, th)
+    assert not ok and len(fails) == 3 and any("not computed" in f for f in fails)

@@ -1,0 +1,91 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import generate, ingest, publish, score, train
+from pipeline.config import Threshold
+from pipeline.errors import QualityGateError, ReleaseError
+from pipeline.io import LINEAGE_KEY, sha256_file
+
+
+@pytest.fixture
+def scored(tiny_cfg):
+    tiny_cfg.generate.rows = 250
+    for stage in (ingest, train, generate, score):
+        stage.run(tiny_cfg, "tiny")
+    return tiny_cfg
+
+
+def _root(cfg) -> Path:
+    return Path(cfg.publish.release_root) / "tiny"
+
+
+def test_release_has_manifest_checksums_lineage_and_latest(scored):
+    res = publish.run(scored, "tiny")
+    root = _root(scored)
+    assert publish.latest_version(root) == res.version and publish.list_versions(root) == [res.version]
+    manifest = json.loads((res.path / publish.MANIFEST).read_text())
+    assert manifest["rows"] == 250 == len(pd.read_parquet(res.path))
+    for f in manifest["files"]:
+        assert sha256_file(res.path / f["path"]) == f["sha256"]
+    for key in ("source_hash", "params", "model_hash", "code_version", "metrics", "seed"):
+        assert manifest[key] is not None
+    assert manifest["metrics"]["quality.overall"] > 0
+    lineage = json.loads(pq.read_schema(res.path / "part-00000.parquet").metadata[LINEAGE_KEY])
+    assert lineage["model_hash"] == manifest["model_hash"] and lineage["version"] == res.version
+    # readable by plain pandas with the source's columns and dtypes
+    real = pd.read_parquet(Path(scored.work_dir) / "tiny" / "prepared" / "train.parquet")
+    assert dict(pd.read_parquet(res.path).dtypes.astype(str)) == dict(real.dtypes.astype(str))
+
+
+def test_failing_gate_publishes_nothing_and_keeps_latest(scored):
+    first = publish.run(scored, "tiny")
+    scored.score.thresholds = {"quality.overall": Threshold(min=0.9999)}
+    with pytest.raises(QualityGateError, match="quality.overall"):
+        publish.run(scored, "tiny")
+    assert publish.list_versions(_root(scored)) == [first.version]
+    assert publish.latest_version(_root(scored)) == first.version
+
+
+def test_versions_are_never_overwritten(scored):
+    a = publish.run(scored, "tiny", version="v1")
+    before = sha256_file(a.path / "part-00000.parquet")
+    with pytest.raises(ReleaseError, match="never overwritten"):
+        publish.run(scored, "tiny", version="v1")
+    assert sha256_file(a.path / "part-00000.parquet") == before
+    b = publish.run(scored, "tiny")
+    c = publish.run(scored, "tiny")
+    assert len({a.version, b.version, c.version}) == 3
+    assert publish.latest_version(_root(scored)) == c.version
+
+
+def test_crash_mid_publish_leaves_no_partial_release(scored, monkeypatch):
+    scored.generate.rows_per_shard = 100  # 3 shards
+    generate.run(scored, "tiny")
+    first = publish.run(scored, "tiny")
+    calls = {"n": 0}
+    real_write = publish.write_parquet
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(publish, "write_parquet", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        publish.run(scored, "tiny")
+    root = _root(scored)
+    assert publish.list_versions(root) == [first.version]
+    assert publish.latest_version(root) == first.version
+    assert not [p for p in root.iterdir() if p.name.startswith(".staging")]
+
+
+def test_publish_refuses_synthetic_data_from_another_model(scored):
+    scored.train.epochs = 3
+    train.run(scored, "tiny")  # new model; synthetic data is stale
+    with pytest.raises(ReleaseError, match="another model"):
+        publish.run(scored, "tiny")
