@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     if bool(args.source) == bool(args.dataset):
-        raise_usage = "give either --dataset NAME or --source FILE --name NAME"
-        print(f"error: {raise_usage}", file=sys.stderr)
+        print("error: give either --dataset NAME or --source FILE [--name NAME]", file=sys.stderr)
         return 2
     dataset = args.dataset
     if args.source:

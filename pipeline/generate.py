@@ -69,7 +69,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     n_shards = (rows + per - 1) // per
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
-        for i in tqdm(range(n_shards), desc="generate", unit="shard"):
+        for i in tqdm(range(n_shards), desc="generate", unit="shard", disable=None):
             n = min(per, rows - i * per)
             frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per)
             table = pa.Table.from_pandas(frame, preserve_index=False)

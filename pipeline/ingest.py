@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # pandas' own NA spellings plus "?" (the UCI convention).
 DEFAULT_NA = ["", "?", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A", "<NA>"]
 _SNIFF_BYTES = 64 * 1024
+_WHITESPACE = r"\s+"  # columns separated by runs of spaces or tabs
 
 
 @dataclass
@@ -50,16 +51,26 @@ def _format_of(path: Path, fmt: str) -> str:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    if suffix in (".csv", ".tsv", ".txt", ".data", ".dat", ".gz"):
+    if suffix in (".csv", ".tsv", ".txt", ".data", ".dat", ".gz", ".bz2", ".xz"):
         return "csv"
     with open(path, "rb") as f:
         magic = f.read(4)
     return "parquet" if magic == b"PAR1" else "csv"
 
 
+def _open_text(path: Path, encoding: str):
+    """Open a possibly compressed text file (by suffix, as pandas does)."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    return opener(path, "rt", encoding=encoding, errors="replace", newline="")
+
+
 def _sniff(path: Path, opts: CsvOptions) -> tuple[str, list[str]]:
     """Detect the delimiter; return it with the first parsed lines (for header detection)."""
-    with open(path, encoding=opts.encoding, errors="replace", newline="") as f:
+    with _open_text(path, opts.encoding) as f:
         head = f.read(_SNIFF_BYTES)
     if not head.strip():
         raise InputDataError(path, "the file is empty")
@@ -73,11 +84,22 @@ def _sniff(path: Path, opts: CsvOptions) -> tuple[str, list[str]]:
             sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
         except csv.Error:
             counts = {d: sample.splitlines()[0].count(d) for d in ",;\t|"}
-            sep = max(counts, key=counts.get) if max(counts.values()) else ","
+            sep = max(counts, key=counts.get) if max(counts.values()) else _WHITESPACE
+        if sep in ("\t", _WHITESPACE) and _constant_width(sample.split("\n"), None) > _constant_width(sample.split("\n"), "\t"):
+            sep = _WHITESPACE  # aligned columns: runs of spaces (and tabs) separate them
     elif sep == "\\t":
         sep = "\t"
-    rows = list(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True))
+    if sep == _WHITESPACE:
+        rows = [line.split() for line in sample.splitlines()]
+    else:
+        rows = list(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True))
     return sep, [r for r in rows if r]
+
+
+def _constant_width(lines: list[str], sep: str | None) -> int:
+    """The field count shared by every non-empty line when split on ``sep`` (None: whitespace), else 0."""
+    widths = {len(line.split(sep)) for line in lines if line.strip()}
+    return widths.pop() if len(widths) == 1 else 0
 
 
 def _looks_numeric(v: str) -> bool:
@@ -119,7 +141,8 @@ def _read_csv(path: Path, opts: CsvOptions) -> pd.DataFrame:
     try:
         df = pd.read_csv(
             path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False,
-            na_values=na, skipinitialspace=True, encoding=opts.encoding, engine="c",
+            na_values=na, skipinitialspace=True, encoding=opts.encoding,
+            engine="c",  # the C engine also handles the whitespace pattern
         )
     except pd.errors.EmptyDataError:
         raise InputDataError(path, "the file is empty") from None

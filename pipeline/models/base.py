@@ -54,13 +54,17 @@ def activate(raw: torch.Tensor, layout: OutputLayout, tau: float = 0.2,
     out = raw.new_zeros(raw.shape)
     out[:, layout.tanh_idx] = torch.tanh(raw[:, layout.tanh_idx])
     if layout.flat_index.numel():
-        logits = raw[:, layout.group_index].masked_fill(~layout.group_mask, float("-inf"))
+        # Noise only for real entries; the padded [batch, group, width] view is for the softmax.
+        logits = raw[:, layout.flat_index]
         u = torch.rand(logits.shape, device=raw.device, generator=generator, dtype=raw.dtype)
         exp1 = -torch.log(u.clamp_min(1e-20))  # Exp(1) noise; Gumbel = -log(Exp(1))
-        gumbel = -torch.log(exp1.clamp_min(1e-20))
-        y = torch.softmax((logits + gumbel) / tau, dim=-1)
+        noisy = (logits - torch.log(exp1.clamp_min(1e-20))) / tau
+        padded = noisy.new_full((raw.shape[0], *layout.group_mask.shape), float("-inf"))
+        padded[:, layout.group_mask] = noisy
         if hard:
-            y = torch.zeros_like(y).scatter_(-1, y.argmax(-1, keepdim=True), 1.0)
+            y = torch.zeros_like(padded).scatter_(-1, padded.argmax(-1, keepdim=True), 1.0)
+        else:
+            y = torch.softmax(padded, dim=-1)
         out[:, layout.flat_index] = y[:, layout.group_mask]
     return out
 

@@ -110,7 +110,7 @@ def fit(
     batch = min(cfg.batch_size, n // multiple * multiple)
     steps = max(1, n // batch)
     model.train()
-    bar = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch")
+    bar = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch", disable=None)
     for epoch in bar:
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}

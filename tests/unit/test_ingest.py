@@ -136,3 +136,16 @@ def test_holdout_file_must_match_the_source(tmp_path, tiny_source):
     tiny_frame(50, seed=1).to_parquet(hold)
     res = ingest.run(cfg, "tiny")
     assert res.rows == 240 and res.holdout_rows == 50
+
+
+def test_gzipped_whitespace_separated_file(tmp_path):
+    import gzip
+
+    src = tmp_path / "diabetes.data.gz"
+    lines = [f"{20 + i % 50}  {1 + i % 2}\t{18.5 + i * 0.37:.2f}  {'?' if i % 9 == 0 else 100 + i}" for i in range(60)]
+    with gzip.open(src, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    res = ingest.run(tiny_config(tmp_path, src, target=None), "tiny")
+    kinds = [c.kind for c in res.schema.columns]
+    assert kinds == ["integer", "integer", "continuous", "integer"]
+    assert res.schema["column_3"].null_rate > 0
