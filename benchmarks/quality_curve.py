@@ -39,7 +39,7 @@ def main() -> None:
     target = cfg.dataset(args.dataset).target
     device = pick_device(cfg.train.device)
     t0 = time.perf_counter()
-    tf = TableTransformer(schema, cfg.model.quantile_knots, cfg.ingest.max_categories).fit(train)
+    tf = TableTransformer(schema, cfg.model.quantile_knots, cfg.model.max_categories).fit(train)
     data = torch.from_numpy(tf.transform(train, np.random.default_rng(cfg.seed))).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tf).to(device)

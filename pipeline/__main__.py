@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import Config, load_config, parse_overrides
+from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import PipelineError
 
 STAGES = ("ingest", "train", "generate", "score", "publish")
@@ -94,9 +94,12 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
         dataset = args.name or Path(args.source).stem.replace(".", "_")
         # An ad-hoc dataset: it replaces any configured ones for this run only.
         entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout}
-        user = {k[len(f"datasets.{dataset}."):]: v for k, v in overrides.items() if k.startswith(f"datasets.{dataset}.")}
+        prefix = f"datasets.{dataset}."
+        for key, value in overrides.items():  # --set datasets.NAME.csv.sep=';' and the like
+            if key.startswith(prefix):
+                set_dotted(entry, key[len(prefix):], value)
         overrides = {k: v for k, v in overrides.items() if not k.startswith("datasets.")}
-        overrides["datasets"] = {dataset: {**entry, **user}}
+        overrides["datasets"] = {dataset: entry}
         thresholds = overrides.get("score.thresholds")
         cfg = load_config(args.params, overrides)
         if not args.target and thresholds is None:

@@ -22,14 +22,15 @@ ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetim
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a wrong type is an error, never coerced (epochs: true is not 1)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class CsvOptions(_Section):
     """How to read a CSV; ``auto`` values are detected from the file's first lines."""
 
     header: bool | Literal["auto"] = "auto"
-    sep: str = "auto"
+    sep: str = Field("auto", pattern=r"^(auto|.|\\t|\\s\+)$", description="one character, \\t, \\s+ or auto")
     na_values: list[str] | Literal["auto"] = "auto"
     encoding: str = "utf-8"
 
@@ -48,17 +49,36 @@ class DatasetConfig(_Section):
 
 class IngestConfig(_Section):
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="used when no holdout_source")
-    max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
 
 
-class ModelConfig(_Section):
-    name: str = "gan"
+class GanConfig(_Section):
+    """The GANs (``gan``, ``ctgan``): generator and PacGAN critic sizes."""
+
     noise_dim: int = Field(128, ge=1)
     generator_dims: list[int] = Field(default_factory=lambda: [256, 256])
     discriminator_dims: list[int] = Field(default_factory=lambda: [256, 256])
     pac: int = Field(10, ge=1, description="rows the critic judges together (PacGAN)")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    log_frequency: bool = Field(True, description="ctgan: condition on categories by log frequency in training")
+
+
+class TvaeConfig(_Section):
+    """The tabular VAE (``tvae``)."""
+
+    latent_dim: int = Field(128, ge=1)
+    encoder_dims: list[int] = Field(default_factory=lambda: [128, 128])
+    decoder_dims: list[int] = Field(default_factory=lambda: [128, 128])
+    loss_factor: float = Field(2.0, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+
+
+class ModelConfig(_Section):
+    name: str = "gan"
     quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
+    max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
+    gan: GanConfig = GanConfig()
+    tvae: TvaeConfig = TvaeConfig()
 
 
 class TrainConfig(_Section):
@@ -90,7 +110,6 @@ class ScoreConfig(_Section):
 
 class PublishConfig(_Section):
     release_root: str = "releases"
-    keep_staging: bool = False
 
 
 class Config(_Section):
@@ -107,14 +126,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
-        if self.train.batch_size % self.model.pac:
-            raise ValueError(
-                f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pac ({self.model.pac})"
-            )
+        from pipeline.metrics import METRICS
         from pipeline.models import MODELS  # late import: models import config types
 
+        unknown = sorted(set(self.score.thresholds) - set(METRICS))
+        if unknown:
+            raise ValueError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(METRICS))})")
         if self.model.name not in MODELS:
             raise ValueError(f"model.name '{self.model.name}' is not one of {sorted(MODELS)}")
+        pac = self.model.gan.pac
+        if self.model.name in ("gan", "ctgan") and self.train.batch_size % pac:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:
@@ -134,7 +156,7 @@ class Config(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
     for i, part in enumerate(parts[:-1]):
@@ -179,7 +201,7 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
 def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, origin: str = "params") -> Config:
     tree = copy.deepcopy(raw) if raw else {}
     for key, value in (overrides or {}).items():
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

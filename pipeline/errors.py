@@ -20,6 +20,10 @@ class InputDataError(PipelineError):
         super().__init__(f"{where}: {reason}")
 
 
+class CheckpointError(PipelineError):
+    """A checkpoint cannot be resumed (it belongs to other data or params)."""
+
+
 class QualityGateError(PipelineError):
     """The synthetic data failed the quality thresholds; nothing was published."""
 

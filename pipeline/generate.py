@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import Config
-from pipeline.io import StagePaths, atomic_dir, write_json, write_parquet
+from pipeline.io import StagePaths, atomic_dir, sha256_files, write_json, write_parquet
 from pipeline.schema import TableSchema
 from pipeline.train import LoadedModel, load_model
 from pipeline.training.loop import pick_device
@@ -40,10 +40,11 @@ def shard_seed(seed: int, shard: int) -> int:
 
 
 def fresh_ids(col, start: int, n: int) -> pd.Series:
-    """Unique IDs for rows ``start .. start+n`` of the whole output: numbers, or ``syn-<n>`` text."""
+    """Unique IDs for rows ``start .. start+n`` of the whole output: integers above every real ID
+    (so none can be linked to a real row), or ``syn-<n>`` text."""
     idx = np.arange(start, start + n, dtype=np.int64)
     if col.dtype.lower().startswith(("int", "uint")):
-        return pd.Series(idx + 1, dtype=col.dtype)
+        return pd.Series(idx + 1 + int(col.stats.get("max", 0)), dtype=col.dtype)
     return pd.Series([f"syn-{i:09d}" for i in idx], dtype=object)
 
 
@@ -67,16 +68,20 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     rows = cfg.generate.rows or int(loaded.info["rows"])
     per = cfg.generate.rows_per_shard
     n_shards = (rows + per - 1) // per
+    arrow_schema = loaded.schema.arrow()
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
         for i in tqdm(range(n_shards), desc="generate", unit="shard", disable=None):
             n = min(per, rows - i * per)
             frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            # One fixed schema for every shard: a shard whose text column happens to be all null
+            # must still say 'string', or the folder stops being one readable dataset.
+            table = pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False)
             write_parquet(table, tmp / f"part-{i:05d}.parquet")
         write_json(tmp / "_generated.json", {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
             "model_hash": loaded.model_hash,
+            "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
         })
     seconds = time.perf_counter() - t0
     log.info("generated %d rows of %s in %d shards in %.1fs (%.0f rows/s)", rows, dataset, n_shards, seconds,

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pipeline.config import Config, CsvOptions, DatasetConfig
 from pipeline.errors import InputDataError
 from pipeline.io import StagePaths, atomic_dir, sha256_file, write_json
-from pipeline.schema import CastError, TableSchema, cast_column, describe, infer_kind
+from pipeline.schema import CastError, TableSchema, arrow_schema_b64, cast_column, describe, infer_kind, nullable_dtype
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _read_csv(path: Path, opts: CsvOptions) -> pd.DataFrame:
             raise InputDataError(path, "duplicate column name in the header", column=dupes[0])
     try:
         df = pd.read_csv(
-            path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False,
+            path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, index_col=False,
             na_values=na, skipinitialspace=True, encoding=opts.encoding,
             engine="c",  # the C engine also handles the whitespace pattern
         )
@@ -164,7 +164,15 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if dupes:
         raise InputDataError(path, "duplicate column name", column=dupes[0])
-    return pq.read_table(path).to_pandas()
+    table = pq.read_table(path)
+    df = table.to_pandas()
+    # Integer columns with nulls would turn float in pandas; keep them integers (nullable).
+    for field in table.schema:
+        if pa.types.is_integer(field.type) and table.column(field.name).null_count:
+            dtype = pd.api.types.pandas_dtype(("UInt" if pa.types.is_unsigned_integer(field.type) else "Int")
+                                              + str(field.type.bit_width))
+            df[field.name] = table.column(field.name).to_pandas(types_mapper={field.type: dtype}.get)
+    return df
 
 
 def read_source(path: str | Path, ds: DatasetConfig, column_names: list[str] | None = None) -> pd.DataFrame:
@@ -216,7 +224,7 @@ def _prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFr
         out[name] = values
         columns.append(describe(values, kind))
     frame = pd.DataFrame(out)
-    schema = TableSchema(columns=columns, target=ds.target)
+    schema = TableSchema(columns=columns, target=ds.target, arrow_schema=arrow_schema_b64(frame))
     if not schema.modeled:
         raise InputDataError(path, "no usable column: every column is an ID or was dropped")
     if ds.target is not None and schema[ds.target].kind == "id":
@@ -234,7 +242,8 @@ def _conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfi
     for col in schema.columns:
         try:
             values = cast_column(df[col.name], col.kind)
-            out[col.name] = values.astype(col.dtype) if str(values.dtype) != col.dtype else values
+            dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
+            out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
         except (CastError, ValueError, TypeError) as exc:
             raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}", column=col.name) from None
     return pd.DataFrame(out)

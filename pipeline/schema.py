@@ -6,12 +6,14 @@ Kinds: ``continuous`` (floats), ``integer``, ``categorical``, ``boolean``, ``dat
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 NUMERIC_KINDS = ("continuous", "integer", "datetime")
 DISCRETE_KINDS = ("categorical", "boolean")
@@ -45,6 +47,12 @@ class ColumnSchema:
 class TableSchema:
     columns: list[ColumnSchema]
     target: str | None = None
+    arrow_schema: str | None = None  # base64 Arrow IPC schema of the prepared data: every shard's schema
+
+    def arrow(self) -> pa.Schema | None:
+        if not self.arrow_schema:
+            return None
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.arrow_schema)))
 
     @property
     def names(self) -> list[str]:
@@ -62,26 +70,58 @@ class TableSchema:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "columns": [asdict(c) for c in self.columns]}
+        return {"target": self.target, "columns": [asdict(c) for c in self.columns], "arrow_schema": self.arrow_schema}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableSchema":
-        return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"))
+        return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"),
+                   arrow_schema=data.get("arrow_schema"))
 
     def empty_frame(self) -> pd.DataFrame:
         """A zero-row frame with exactly these columns and dtypes."""
         return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in self.columns})
 
 
+def arrow_schema_b64(frame: pd.DataFrame) -> str:
+    """The Arrow schema pandas writes for ``frame`` (pandas metadata included), as base64."""
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    # An all-null object column would be typed 'null'; a text column it is.
+    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
+                       metadata=schema.metadata)
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def nullable_dtype(dtype: str) -> str:
+    """The pandas dtype that can hold nulls for ``dtype`` (int64 -> Int64, bool -> boolean)."""
+    if dtype == "bool":
+        return "boolean"
+    if dtype.startswith("int"):
+        return "I" + dtype[1:]
+    if dtype.startswith("uint"):
+        return "UI" + dtype[2:]
+    return dtype
+
+
+def datetime_ns(s: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch as float64 (NaN for NaT), whatever the unit or time zone."""
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    out = s.astype("datetime64[ns]").astype("int64").to_numpy().astype(np.float64)
+    out[s.isna().to_numpy()] = np.nan
+    return out
+
+
 def _is_string_like(s: pd.Series) -> bool:
     return s.dtype == object or pd.api.types.is_string_dtype(s.dtype) or isinstance(s.dtype, pd.CategoricalDtype)
 
 
-def _parse_bool(values: pd.Series) -> pd.Series | None:
+def _parse_bool(values: pd.Series, digits: bool = False) -> pd.Series | None:
+    """true/false, yes/no, t/f, y/n (and 1/0 when ``digits``: a declared boolean) -> bool."""
     low = values.astype(str).str.strip().str.lower()
+    true, false = (_TRUE | {"1", "1.0"}, _FALSE | {"0", "0.0"}) if digits else (_TRUE, _FALSE)
     uniq = set(low.unique())
-    if uniq and uniq <= (_TRUE | _FALSE) and (uniq & _TRUE or uniq & _FALSE):
-        return low.isin(_TRUE)
+    if uniq and uniq <= (true | false):
+        return low.isin(true)
     return None
 
 
@@ -151,6 +191,11 @@ def _looks_like_id(series: pd.Series, kind: str) -> bool:
 def cast_column(series: pd.Series, kind: str) -> pd.Series:
     """Cast raw values to the canonical dtype of ``kind``; raise CastError naming a bad value."""
     name, mask = series.name, series.isna()
+    if kind == "id" and _is_string_like(series) and not mask.any():
+        text = series.astype(str).str.strip()
+        # Integer IDs written as text stay integers (but not codes with leading zeros: '007').
+        if text.str.fullmatch(r"-?[1-9]\d{0,17}|0").all():
+            return text.astype("int64").rename(name)
     if kind in ("categorical", "id") and not pd.api.types.is_numeric_dtype(series.dtype):
         out = series.astype(object).where(~mask, None)
         out = out.map(lambda v: v.strip() if isinstance(v, str) else (None if v is None else str(v)))
@@ -160,10 +205,10 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
     if kind == "boolean":
         if pd.api.types.is_bool_dtype(series.dtype):
             return series
-        parsed = _parse_bool(series[~mask])
+        parsed = _parse_bool(series[~mask], digits=True)
         if parsed is None:
             bad = series[~mask].astype(str).str.strip().str.lower()
-            raise CastError(kind, series[~mask][~bad.isin(_TRUE | _FALSE)].iloc[0])
+            raise CastError(kind, series[~mask][~bad.isin(_TRUE | _FALSE | {"1", "0", "1.0", "0.0"})].iloc[0])
         out = pd.Series(pd.NA, index=series.index, dtype="boolean")
         out[~mask] = parsed.to_numpy()
         return out.astype("bool" if not mask.any() else "boolean").rename(name)
@@ -201,7 +246,7 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
 
 def datetime_unit(values: pd.Series) -> str:
     """The coarsest unit that every value is a whole multiple of (day, second, ... ns)."""
-    ns = values.dropna().astype("int64").to_numpy()
+    ns = datetime_ns(values.dropna()).astype(np.int64)
     for unit, step in (("D", 86_400 * 10**9), ("h", 3_600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
         if np.all(ns % step == 0):
             return unit
@@ -221,6 +266,8 @@ def describe(series: pd.Series, kind: str) -> ColumnSchema:
         col.datetime_unit = datetime_unit(series)
         v = series.dropna()
         col.stats = {"min": str(v.min()), "max": str(v.max())}
+    elif kind == "id" and pd.api.types.is_integer_dtype(series.dtype):
+        col.stats = {"max": int(series.max())}  # fresh synthetic IDs start above it
     elif kind in DISCRETE_KINDS:
         top = series.value_counts().head(5)
         col.stats = {"top": {str(k): int(c) for k, c in top.items()}}

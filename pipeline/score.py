@@ -77,6 +77,8 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     fid = score_fidelity(real, syn, schema)
     metrics: dict[str, object] = {
         "rows": syn_rows,
+        # Which synthetic data these scores are for: publish releases only exactly that data.
+        "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
         "quality.column_shapes": fid.column_shapes,
         "quality.column_pair_trends": fid.column_pair_trends,
         "quality.column_pair_trends_all": fid.column_pair_trends_all,

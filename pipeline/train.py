@@ -63,7 +63,7 @@ def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
     device = pick_device(cfg.train.device)
 
     t0 = time.perf_counter()
-    transformer = TableTransformer(schema, cfg.model.quantile_knots, cfg.ingest.max_categories).fit(train_df)
+    transformer = TableTransformer(schema, cfg.model.quantile_knots, cfg.model.max_categories).fit(train_df)
     data = transformer.transform(train_df, np.random.default_rng(cfg.seed))
     # The whole table lives on the device; batches are index lookups there.
     tensor = torch.from_numpy(data).to(device)
@@ -75,7 +75,8 @@ def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
     # Resume only from a checkpoint of the same data, model and recipe (epochs may grow).
     recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device"})
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
-    fingerprint = f"{cfg.fingerprint('model')}-{meta['source_hash'][:12]}-{recipe_hash}"
+    data_hash = sha256_files([paths.train_data, paths.schema])
+    fingerprint = f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
     ckpt = paths.checkpoints / "last.pt"
 
     def on_epoch(state: TrainState) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.schema import TableSchema
+from pipeline.schema import TableSchema, datetime_ns
 
 CORRELATION_THRESHOLD = 0.5
 ASSOCIATION_THRESHOLD = 0.3
@@ -41,9 +41,7 @@ class FidelityResult:
 
 def _numeric(s: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        out = s.astype("int64").to_numpy().astype(np.float64)
-        out[s.isna().to_numpy()] = np.nan
-        return out
+        return datetime_ns(s)
     return pd.to_numeric(s).astype("float64").to_numpy(na_value=np.nan)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from pipeline.schema import TableSchema
+from pipeline.schema import TableSchema, datetime_ns
 
 _MAX_NATIVE_CATEGORIES = 250  # HistGradientBoosting's limit is 255 bins
 
@@ -45,11 +45,7 @@ def _features(frames: list[pd.DataFrame], schema: TableSchema, target: str) -> t
         else:
             for o, f in zip(out, frames):
                 s = f[c.name]
-                if pd.api.types.is_datetime64_any_dtype(s.dtype):
-                    v = s.astype("int64").astype(float).where(s.notna(), np.nan)
-                else:
-                    v = pd.to_numeric(s).astype(float)
-                o[c.name] = v.to_numpy()
+                o[c.name] = _as_float(s)
             is_cat.append(False)
     return [pd.DataFrame(o) for o in out], is_cat
 
@@ -90,5 +86,5 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
 
 def _as_float(s: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return s.astype("int64").to_numpy().astype(float)
-    return pd.to_numeric(s).astype(float).to_numpy()
+        return datetime_ns(s)
+    return pd.to_numeric(s).astype(float).to_numpy(na_value=np.nan)

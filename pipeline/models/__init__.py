@@ -21,4 +21,4 @@ def register_model(name: str) -> Callable[[type], type]:
     return deco
 
 
-from pipeline.models import gan  # noqa: E402,F401  (registers "gan")
+from pipeline.models import ctgan, gan, tvae  # noqa: E402,F401  (register themselves)

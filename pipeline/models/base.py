@@ -30,6 +30,9 @@ class OutputLayout:
         self.spans = spans
         self.tanh_idx = torch.tensor([s.start for s in spans if s.activation == "tanh"], dtype=torch.long)
         groups = [s for s in spans if s.activation == "softmax"]
+        self.groups = groups
+        # Indices (into groups) of categorical columns' blocks: what a conditional model conditions on.
+        self.category_groups = [g for g, s in enumerate(groups) if s.role == "category"]
         max_w = max((s.width for s in groups), default=1)
         index = torch.zeros(len(groups), max_w, dtype=torch.long)
         mask = torch.zeros(len(groups), max_w, dtype=torch.bool)
@@ -82,12 +85,22 @@ class TabularModel(nn.Module):
     def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def prepare(self, data: torch.Tensor) -> None:
+        """Called once with the whole training tensor (on the device) before training."""
+
+    def after_step(self, phase: str) -> None:
+        """Called after each optimiser step of ``phase`` (e.g. to clamp parameters)."""
+
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar to minimise in ``phase`` for a batch of real rows, plus figures to log."""
         raise NotImplementedError  # pragma: no cover - interface
 
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` rows in the transformer's space, drawn only from ``generator``."""
+    def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
+        """``n`` rows in the transformer's space, drawn only from ``generator``.
+
+        ``condition`` = (softmax group index, slot): a conditional model steers its rows towards
+        that category; callers still check and reject rows that miss it.
+        """
         raise NotImplementedError  # pragma: no cover - interface
 
     def to(self, *args, **kwargs):  # keep the layout's index tensors beside the weights

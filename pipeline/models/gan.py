@@ -1,5 +1,5 @@
-"""A WGAN-GP for tables: residual MLP generator, PacGAN critic (the CTGAN architecture, without
-the conditional vector, which a later model adds)."""
+"""A WGAN-GP for tables: residual MLP generator, PacGAN critic (CTGAN's architecture, without the
+conditional vector; ``ctgan`` adds it)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ class Residual(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, noise_dim: int, dims: list[int], out_dim: int):
+    def __init__(self, in_dim: int, dims: list[int], out_dim: int):
         super().__init__()
-        layers, width = [], noise_dim
+        layers, width = [], in_dim
         for d in dims:
             layers.append(Residual(width, d))
             width += d
@@ -53,14 +53,25 @@ class Critic(nn.Module):
         return self.net(x.reshape(-1, x.shape[1] * self.pac))
 
 
+def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: unit gradient norm on points between real and fake, one mix per pac group."""
+    pac, width = critic.pac, real.shape[1]
+    alpha = torch.rand(real.shape[0] // pac, 1, 1, device=real.device).expand(-1, pac, width).reshape(real.shape)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
+    return ((grad.reshape(-1, pac * width).norm(2, dim=1) - 1) ** 2).mean()
+
+
 @register_model("gan")
 class TabularGAN(TabularModel):
+    cond_dim = 0
+
     def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
         super().__init__(layout)
-        self.cfg, self.gp_weight = cfg, train.gp_weight
-        self.batch_multiple = cfg.pac
-        self.generator = Generator(cfg.noise_dim, cfg.generator_dims, layout.width)
-        self.critic = Critic(layout.width, cfg.discriminator_dims, cfg.pac, cfg.dropout)
+        g = cfg.gan
+        self.noise_dim, self.gp_weight, self.batch_multiple = g.noise_dim, train.gp_weight, g.pac
+        self.generator = Generator(g.noise_dim + self.cond_dim, g.generator_dims, layout.width)
+        self.critic = Critic(layout.width + self.cond_dim, g.discriminator_dims, g.pac, g.dropout)
 
     def phases(self, t: TrainConfig) -> list[Phase]:
         return [
@@ -69,33 +80,23 @@ class TabularGAN(TabularModel):
         ]
 
     def _fake(self, n: int, device: torch.device) -> torch.Tensor:
-        z = torch.randn(n, self.cfg.noise_dim, device=device)
+        z = torch.randn(n, self.noise_dim, device=device)
         return activate(self.generator(z), self.layout)
 
-    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        # One mixing weight per pac group, so each packed sample interpolates coherently.
-        pac = self.cfg.pac
-        alpha = torch.rand(real.shape[0] // pac, 1, 1, device=real.device).expand(-1, pac, real.shape[1])
-        mixed = (alpha.reshape(real.shape) * real + (1 - alpha.reshape(real.shape)) * fake).requires_grad_(True)
-        grad = torch.autograd.grad(self.critic(mixed).sum(), mixed, create_graph=True)[0]
-        grad = grad.reshape(-1, pac * real.shape[1])
-        return ((grad.norm(2, dim=1) - 1) ** 2).mean()
-
-    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if phase == "critic":
             with torch.no_grad():
                 fake = self._fake(real.shape[0], real.device)
             wdist = self.critic(real).mean() - self.critic(fake).mean()
-            gp = self._gradient_penalty(real, fake)
+            gp = gradient_penalty(self.critic, real, fake)
             return -wdist + self.gp_weight * gp, {"critic_loss": -wdist, "gradient_penalty": gp}
-        fake = self._fake(real.shape[0], real.device)
-        g = -self.critic(fake).mean()
+        g = -self.critic(self._fake(real.shape[0], real.device)).mean()
         return g, {"generator_loss": g}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
-        z = torch.randn(n, self.cfg.noise_dim, device=device, generator=generator)
+        z = torch.randn(n, self.noise_dim, device=device, generator=generator)
         return activate(self.generator(z), self.layout, generator=generator, hard=True)
 
     def inference_state(self) -> dict[str, torch.Tensor]:

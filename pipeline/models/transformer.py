@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
+from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema, datetime_ns, nullable_dtype
 
 _SCALE = 5.0  # z-scores are divided by this before tanh; ndtri(1e-6) = -4.75
 _P_EPS = 1e-6
@@ -32,21 +32,17 @@ _MISSING = "__missing__"
 
 @dataclass(frozen=True)
 class Span:
-    """A slice of the model's output: ``tanh`` (one scalar) or ``softmax`` (a one-hot block)."""
+    """A slice of the model's output: ``tanh`` (one scalar) or ``softmax`` (a one-hot block).
+
+    ``role``: ``value`` (a numeric column's scalar), ``missing`` (its present/missing block) or
+    ``category`` (a categorical or boolean column's one-hot block).
+    """
 
     column: str
     start: int
     width: int
     activation: str
-
-
-def _nullable(dtype: str) -> str:
-    """The pandas dtype that can hold nulls for ``dtype`` (int64 -> Int64, bool -> boolean)."""
-    if dtype == "bool":
-        return "boolean"
-    if dtype.startswith(("int", "uint")):
-        return dtype[0].upper() + dtype[1:] if dtype.startswith("int") else "U" + dtype[1:].capitalize()
-    return dtype
+    role: str = "value"
 
 
 def _json_value(v: Any) -> Any:
@@ -97,23 +93,21 @@ class TableTransformer:
         spans, pos = [], 0
         for c in self.columns:
             if c["kind"] in NUMERIC_KINDS:
-                spans.append(Span(c["name"], pos, 1, "tanh"))
+                spans.append(Span(c["name"], pos, 1, "tanh", "value"))
                 pos += 1
                 if c["has_missing"]:
-                    spans.append(Span(c["name"], pos, 2, "softmax"))
+                    spans.append(Span(c["name"], pos, 2, "softmax", "missing"))
                     pos += 2
             else:
                 width = len(c["categories"]) + bool(c["other"]) + c["has_missing"]
-                spans.append(Span(c["name"], pos, width, "softmax"))
+                spans.append(Span(c["name"], pos, width, "softmax", "category"))
                 pos += width
         self.spans, self.width = spans, pos
 
     @staticmethod
     def _to_float(s: pd.Series, kind: str) -> np.ndarray:
         if kind == "datetime":
-            out = s.astype("datetime64[ns]").astype("int64").to_numpy().astype(np.float64)
-            out[s.isna().to_numpy()] = np.nan
-            return out
+            return datetime_ns(s)
         return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
     # -- forward -----------------------------------------------------------------------------
@@ -210,19 +204,41 @@ class TableTransformer:
             step = pd.Timedelta(1, unit=c["unit"] or "ns").value
             s = pd.Series((np.round(x / step) * step).astype(np.int64).astype("datetime64[ns]"))
             s[miss] = pd.NaT
+            if "," in dtype:  # tz-aware: values were learned in UTC
+                s = s.dt.tz_localize("UTC")
             return s.astype(dtype)
         if c["kind"] == "integer":
             x = np.round(x)
         s = pd.Series(x)
         s[miss] = np.nan
-        return s.astype(_nullable(dtype) if miss.any() else dtype)
+        return s.astype(nullable_dtype(dtype) if miss.any() else dtype)
 
     @staticmethod
     def _discrete_out(values: np.ndarray, dtype: str) -> pd.Series:
         s = pd.Series(values, dtype=object)
         if dtype == "object":
             return s
-        return s.astype(_nullable(dtype) if s.isna().any() else dtype)
+        return s.astype(nullable_dtype(dtype) if s.isna().any() else dtype)
+
+    def category_slot(self, column: str, value: Any) -> tuple[Span, int]:
+        """The one-hot block of a categorical column and the slot of ``value`` in it (conditions)."""
+        for c in self.columns:
+            if c["name"] != column:
+                continue
+            if c["kind"] in NUMERIC_KINDS:
+                raise ValueError(f"column '{column}' is {c['kind']}: conditions take categorical or boolean columns")
+            span = next(sp for sp in self.spans if sp.column == column)
+            if value is None:
+                if not c["has_missing"]:
+                    raise ValueError(f"column '{column}' has no missing values to condition on")
+                return span, span.width - 1
+            values = [str(v) for v in c["categories"]]
+            if str(value) in values:
+                return span, values.index(str(value))
+            if str(value) in [str(v) for v in c["other"]]:
+                return span, len(c["categories"])
+            raise ValueError(f"column '{column}' never takes the value {value!r} in the source")
+        raise ValueError(f"no modelled column '{column}'")
 
     # -- persistence -------------------------------------------------------------------------
 

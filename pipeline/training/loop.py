@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import TrainConfig
+from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.models.base import TabularModel
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+        raise ConfigError("train.device is 'cuda' but torch sees no CUDA device (use auto or cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device is 'mps' but torch sees no MPS device (use auto or cpu)")
     return torch.device(name)
 
 
@@ -69,7 +72,7 @@ def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim
                     batch_gen: torch.Generator, fingerprint: str) -> TrainState:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob["fingerprint"] != fingerprint:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path}: checkpoint was made from other data or params (fingerprint {blob['fingerprint']}, "
             f"now {fingerprint}); delete it or train without --resume"
         )
@@ -103,10 +106,11 @@ def fit(
         state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint)
         log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
 
+    model.prepare(data)
     n = data.shape[0]
     multiple = model.batch_multiple
     if n < multiple:
-        raise ValueError(f"{n} training rows: fewer than one batch of {multiple}")
+        raise InputDataError("training data", f"{n} rows: fewer than one batch of {multiple}")
     batch = min(cfg.batch_size, n // multiple * multiple)
     steps = max(1, n // batch)
     model.train()
@@ -123,6 +127,7 @@ def fit(
                 loss, figures = model.loss(name, real)
                 loss.backward()
                 opt.step()
+                model.after_step(name)
                 for k, v in figures.items():
                     sums[k] = sums.get(k, 0) + v.detach()
         # .item() is a device sync point: once per epoch, not per step.

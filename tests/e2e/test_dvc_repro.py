@@ -35,7 +35,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     pd.read_parquet(REPO / "data/adult/test.parquet").sample(300, random_state=0).to_parquet(
         root / "data/adult/test.parquet", index=False)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["model"].update({"generator_dims": [64], "discriminator_dims": [64], "noise_dim": 32})
+    params["model"]["gan"].update({"generator_dims": [64], "discriminator_dims": [64], "noise_dim": 32})
     params["train"].update({"epochs": 1, "batch_size": 100, "device": "cpu"})
     params["score"]["thresholds"] = {"quality.overall": {"min": 0.3}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -22,7 +22,7 @@ def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, monkeypatch
     params = {
         "seed": 3, "work_dir": str(tmp_path / "work"), "metrics_dir": str(tmp_path / "metrics"),
         "datasets": {"tiny": {"source": str(src), "target": "income"}},
-        "model": {"noise_dim": 16, "generator_dims": [32], "discriminator_dims": [32], "pac": 2},
+        "model": {"gan": {"noise_dim": 16, "generator_dims": [32], "discriminator_dims": [32], "pac": 2}},
         "train": {"epochs": 1, "batch_size": 40, "device": "cpu"},
         "score": {"thresholds": {"quality.overall": {"min": 0.2}}},
         "publish": {"release_root": str(tmp_path / "releases")},

@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
-FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "model.pac=5",
-        "--set", "model.generator_dims=[32]", "--set", "model.discriminator_dims=[32]",
+FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "model.gan.pac=5",
+        "--set", "model.gan.generator_dims=[32]", "--set", "model.gan.discriminator_dims=[32]",
         "--set", "score.thresholds={}", "-q"]
 
 
@@ -81,9 +81,23 @@ def test_run_on_any_csv_releases_readable_parquet(tmp_path, name):
         assert str(release["returned"].dtype) == "bool" and release["region"].isna().any()
 
 
+def test_run_source_takes_nested_dataset_overrides(tmp_path):
+    src = tmp_path / "semi.txt"
+    src.write_text("a|b\n" + "\n".join(f"{i}|{i % 3}" for i in range(80)) + "\n")
+    out = _cli("run", "--source", str(src), "--name", "semi", "--params", str(_params(tmp_path)),
+               "--set", "datasets.semi.csv.sep='|'", "--set", "datasets.semi.column_types={b: categorical}", *FAST,
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kinds = {c["name"]: c["kind"] for c in json.loads((tmp_path / "work/semi/prepared/schema.json").read_text())["columns"]}
+    assert kinds == {"a": "id", "b": "categorical"}
+
+
 def test_cli_errors_are_one_clear_line(tmp_path):
     params = _params(tmp_path)
     out = _cli("run", "--source", str(tmp_path / "missing.csv"), "--params", str(params), cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip() == f"error: {tmp_path / 'missing.csv'}: file not found"
     out = _cli("ingest", "--dataset", "adult", "--params", str(params), "--set", "train.epoch=3", cwd=tmp_path)
     assert out.returncode == 2 and "train.epoch: unknown key" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("run", "--dataset", "adult", "--params", str(params), "--set", "train.device=cuda", cwd=tmp_path)
+    if "no CUDA device" in out.stderr:  # on a machine with a GPU this run would simply work
+        assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -13,8 +13,8 @@ def test_default_params_load():
 
 def test_override_any_key_parsed_as_yaml():
     cfg = load_config(REPO / "params.yaml", parse_overrides(
-        ["train.epochs=3", "model.generator_dims=[64, 32]", "datasets.adult.target=age", "train.device=cpu"]))
-    assert cfg.train.epochs == 3 and cfg.model.generator_dims == [64, 32]
+        ["train.epochs=3", "model.gan.generator_dims=[64, 32]", "datasets.adult.target=age", "train.device=cpu"]))
+    assert cfg.train.epochs == 3 and cfg.model.gan.generator_dims == [64, 32]
     assert cfg.datasets["adult"].target == "age" and cfg.train.device == "cpu"
 
 
@@ -22,8 +22,12 @@ def test_override_any_key_parsed_as_yaml():
     ("train.epoch=3", "train.epoch: unknown key"),
     ("train.epochs=many", "train.epochs"),
     ("train.device=tpu", "train.device"),
-    ("model.generator_dims=12", "model.generator_dims"),
+    ("model.gan.generator_dims=12", "model.gan.generator_dims"),
     ("datasets.adult.colour=red", "datasets.adult.colour: unknown key"),
+    ("train.epochs=true", "train.epochs"),  # strict: no bool -> int coercion
+    ("train.gp_weight=yes", "train.gp_weight"),
+    ("datasets.adult.csv.sep=|", "datasets.adult.csv.sep"),  # YAML reads a bare | as '': quote it
+    ("score.thresholds={quality.overal: {min: 0.5}}", "unknown metric 'quality.overal'"),
 ])
 def test_bad_keys_and_types_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -42,7 +46,7 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 
 def test_cross_field_checks():
-    with pytest.raises(ConfigError, match="multiple of model.pac"):
+    with pytest.raises(ConfigError, match="multiple of model.gan.pac"):
         load_config(REPO / "params.yaml", {"train.batch_size": 55})
     with pytest.raises(ConfigError, match="model.name 'nope'"):
         load_config(REPO / "params.yaml", {"model.name": "nope"})

@@ -62,26 +62,54 @@ def test_versions_are_never_overwritten(scored):
     assert publish.latest_version(_root(scored)) == c.version
 
 
-def test_crash_mid_publish_leaves_no_partial_release(scored, monkeypatch):
-    scored.generate.rows_per_shard = 100  # 3 shards
-    generate.run(scored, "tiny")
-    first = publish.run(scored, "tiny")
-    calls = {"n": 0}
-    real_write = publish.write_parquet
+CRASH = """
+import os, sys
+from pipeline import publish
+from tests.conftest import tiny_config
+calls = {"n": 0}
+real = publish.write_parquet
+def dying(*a, **k):
+    calls["n"] += 1
+    if calls["n"] == 2:
+        os._exit(9)  # a hard crash: no exception handler, no cleanup runs
+    return real(*a, **k)
+publish.write_parquet = dying
+cfg = tiny_config(__import__("pathlib").Path(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]))
+cfg.generate.rows_per_shard = 100
+publish.run(cfg, "tiny")
+"""
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(publish, "write_parquet", flaky)
-    with pytest.raises(OSError, match="disk full"):
-        publish.run(scored, "tiny")
-    root = _root(scored)
-    assert publish.list_versions(root) == [first.version]
+def test_hard_crash_mid_publish_leaves_no_partial_release(tmp_path, tiny_source):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_source)
+    cfg.generate.rows, cfg.generate.rows_per_shard = 250, 100  # 3 shards
+    for stage in (ingest, train, generate, score):
+        stage.run(cfg, "tiny")
+    first = publish.run(cfg, "tiny")
+    out = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path), str(tiny_source)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 9, out.stderr
+    root = _root(cfg)
+    visible = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+    assert sorted(visible) == sorted([first.version, publish.LATEST])  # nothing half-made is visible
     assert publish.latest_version(root) == first.version
+    assert [p for p in root.iterdir() if p.name.startswith(".staging")]  # the crash left its staging...
+    second = publish.run(cfg, "tiny")  # ...which the next publish clears away
     assert not [p for p in root.iterdir() if p.name.startswith(".staging")]
+    assert publish.list_versions(root) == sorted([first.version, second.version])
+
+
+def test_publish_refuses_rows_that_were_not_scored(scored):
+    scored.seed = 99
+    generate.run(scored, "tiny")  # new rows, old scores
+    with pytest.raises(ReleaseError, match="not the rows that were scored"):
+        publish.run(scored, "tiny")
+    assert publish.list_versions(_root(scored)) == []
 
 
 def test_publish_refuses_synthetic_data_from_another_model(scored):

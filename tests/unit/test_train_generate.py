@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pipeline import generate, ingest, train
+from pipeline.errors import CheckpointError
 from pipeline.io import StagePaths
 
 
@@ -80,5 +81,5 @@ def test_resume_refuses_a_checkpoint_from_other_params(tiny_cfg):
     train.run(tiny_cfg, "tiny")
     tiny_cfg.train.lr_generator = 1e-3
     tiny_cfg.train.epochs = 3
-    with pytest.raises(RuntimeError, match="checkpoint was made from other data or params"):
+    with pytest.raises(CheckpointError, match="checkpoint was made from other data or params"):
         train.run(tiny_cfg, "tiny", resume=True)
