@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config, load_config, parse_overrides, set_dotted
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 STAGES = ("ingest", "train", "generate", "score", "publish")
 _HELP = {
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if stage == "train":
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint if it matches")
+        if stage == "generate":
+            p.add_argument("--condition", action="append", default=[], metavar="COLUMN=VALUE",
+                           help="fix a categorical column's value in every row (repeatable), e.g. income='>50K'")
     p = sub.add_parser(
         "run", help="run all five stages on a configured dataset or on any CSV/Parquet file",
         description="Run ingest, train, generate, score and publish in order. Either --dataset NAME "
@@ -73,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         overrides = parse_overrides(args.overrides)
+        for item in getattr(args, "condition", []):
+            col, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--condition {item!r}: expected COLUMN=VALUE")
+            overrides.setdefault("generate.conditions", {})[col] = value
         if args.command == "run":
             return _run_all(args, overrides)
         cfg = load_config(args.params, overrides)

@@ -90,12 +90,16 @@ class TrainConfig(_Section):
     gp_weight: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     checkpoint_every: int = Field(10, ge=1, description="epochs between resumable checkpoints")
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default (the cores)")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
 
 
 class GenerateConfig(_Section):
     rows: int | None = Field(None, ge=1, description="rows to generate; null = as many as the source")
     rows_per_shard: int = Field(100_000, ge=1)
+    conditions: dict[str, str | int | bool | None] = Field(
+        default_factory=dict, description="fixed values of categorical columns, e.g. {income: '>50K'}")
 
 
 class Threshold(_Section):

@@ -24,6 +24,10 @@ class CheckpointError(PipelineError):
     """A checkpoint cannot be resumed (it belongs to other data or params)."""
 
 
+class ConditionError(PipelineError):
+    """Conditional sampling was asked for something the schema or the model cannot give."""
+
+
 class QualityGateError(PipelineError):
     """The synthetic data failed the quality thresholds; nothing was published."""
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
-from pipeline.config import Config
-from pipeline.io import StagePaths, atomic_dir, sha256_files, write_json, write_parquet
+from pipeline.errors import ConditionError
+from pipeline.io import StagePaths, atomic_dir, progress, sha256_files, write_json, write_parquet
 from pipeline.schema import TableSchema
-from pipeline.train import LoadedModel, load_model
 from pipeline.training.loop import pick_device
+
+if TYPE_CHECKING:  # sampling itself needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)
+    from pipeline.config import Config
+    from pipeline.train import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,48 @@ def fresh_ids(col, start: int, n: int) -> pd.Series:
     return pd.Series([f"syn-{i:09d}" for i in idx], dtype=object)
 
 
-def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0) -> pd.DataFrame:
-    """``n`` synthetic rows in the source's column order and dtypes, from ``seed`` alone."""
+def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | None) -> pd.DataFrame:
     device = next(loaded.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    raw = loaded.model.sample(n, gen).float().cpu().numpy()
-    frame = loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
+    raw = loaded.model.sample(n, gen, condition).float().cpu().numpy()
+    return loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
+
+
+def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:
+    keep = np.ones(len(frame), dtype=bool)
+    for col, value in conditions.items():
+        s = frame[col]
+        keep &= s.isna().to_numpy() if value is None else (s.astype(str) == str(value)).to_numpy()
+    return keep
+
+
+def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
+                 conditions: dict[str, Any] | None = None, max_tries: int = 100) -> pd.DataFrame:
+    """``n`` synthetic rows in the source's column order and dtypes, from ``seed`` alone.
+
+    ``conditions`` ({column: value}, categorical or boolean columns) fixes values: a conditional
+    model is steered to the first one, and rows that miss any are rejected and redrawn, so every
+    returned row honours all of them.
+    """
+    if not conditions:
+        frame = _draw(loaded, n, seed, None)
+    else:
+        group = _condition_group(loaded, conditions)
+        parts, have, batch = [], 0, max(n, 256)
+        for attempt in range(max_tries):
+            drawn = _draw(loaded, batch, shard_seed(seed, attempt), group)
+            ok = _matches(drawn, conditions)
+            parts.append(drawn[ok])
+            have += int(ok.sum())
+            if have >= n:
+                break
+            # Draw enough for the rest at the acceptance rate seen so far.
+            rate = max(have, 1) / (batch * (attempt + 1))
+            batch = int(min(max((n - have) / rate * 1.2, 256), 1_000_000))
+        if have < n:
+            raise ConditionError(f"only {have} of {n} rows met {conditions} after {max_tries} draws: "
+                                 "the model rarely makes that combination")
+        frame = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
     schema: TableSchema = loaded.schema
     out = {}
     for col in schema.columns:
@@ -61,7 +100,36 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0) -> pd.D
     return pd.DataFrame(out)
 
 
+def _condition_group(loaded: LoadedModel, conditions: dict[str, Any]) -> tuple[int, int]:
+    """Check the conditions against the schema; the first one as (group index, slot) for the model."""
+    first = None
+    for col, value in conditions.items():
+        if col not in loaded.schema.names:
+            raise ConditionError(f"condition on '{col}': no such column")
+        try:
+            span, slot = loaded.transformer.category_slot(col, value)
+        except ValueError as exc:
+            raise ConditionError(f"condition on '{col}': {exc}") from None
+        if first is None:
+            first = (loaded.model.layout.groups.index(span), slot)
+    return first
+
+
+def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | None = None,
+           seed: int | None = None) -> pd.DataFrame:
+    """Python API: ``rows`` synthetic rows of a trained dataset, optionally with fixed values.
+
+    >>> sample(load_config(), "adult", 10_000, {"income": ">50K"})  # doctest: +SKIP
+    """
+    from pipeline.train import load_model
+
+    loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, cfg, pick_device(cfg.train.device))
+    return sample_frame(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0), conditions=conditions)
+
+
 def run(cfg: Config, dataset: str) -> GenerateResult:
+    from pipeline.train import load_model
+
     paths = StagePaths.of(cfg.work_dir, dataset)
     device = pick_device(cfg.train.device)
     loaded = load_model(paths.model, cfg, device)
@@ -71,15 +139,17 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     arrow_schema = loaded.schema.arrow()
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
-        for i in tqdm(range(n_shards), desc="generate", unit="shard", disable=None):
+        for i in progress(range(n_shards), desc="generate", unit="shard"):
             n = min(per, rows - i * per)
-            frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per)
+            frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per,
+                                 conditions=cfg.generate.conditions)
             # One fixed schema for every shard: a shard whose text column happens to be all null
             # must still say 'string', or the folder stops being one readable dataset.
             table = pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False)
             write_parquet(table, tmp / f"part-{i:05d}.parquet")
         write_json(tmp / "_generated.json", {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
+            "conditions": cfg.generate.conditions,
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
         })

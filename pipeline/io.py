@@ -155,6 +155,15 @@ def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | N
         pq.write_table(table, tmp, compression="zstd")
 
 
+def progress(iterable, **kwargs):
+    """A tqdm progress bar on a terminal; plain iteration where tqdm is missing (a bare GPU box)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, disable=None, **kwargs)
+
+
 def code_version() -> str:
     """Package version plus the git commit of the checkout (``+dirty`` with local changes), if any."""
     from pipeline import __version__

@@ -88,6 +88,11 @@ class TabularModel(nn.Module):
     def prepare(self, data: torch.Tensor) -> None:
         """Called once with the whole training tensor (on the device) before training."""
 
+    def compile_modules(self) -> None:
+        """torch.compile the networks in place (state-dict keys unchanged)."""
+        for module in self.children():
+            module.compile()
+
     def after_step(self, phase: str) -> None:
         """Called after each optimiser step of ``phase`` (e.g. to clamp parameters)."""
 

@@ -8,13 +8,17 @@ the conditional loss are a handful of tensor ops, with no Python loop over rows 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ModelConfig, TrainConfig
 from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, activate
 from pipeline.models.gan import TabularGAN, gradient_penalty
+
+if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
+    from pipeline.config import ModelConfig, TrainConfig
 
 
 @register_model("ctgan")

@@ -3,12 +3,16 @@ conditional vector; ``ctgan`` adds it)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig, TrainConfig
 from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
+
+if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
+    from pipeline.config import ModelConfig, TrainConfig
 
 
 class Residual(nn.Module):
@@ -78,6 +82,10 @@ class TabularGAN(TabularModel):
             Phase("critic", list(self.critic.parameters()), t.lr_discriminator, weight_decay=t.weight_decay),
             Phase("generator", list(self.generator.parameters()), t.lr_generator, weight_decay=t.weight_decay),
         ]
+
+    def compile_modules(self) -> None:
+        # The critic is differentiated twice (gradient penalty), which compiled graphs do not support.
+        self.generator.compile()
 
     def _fake(self, n: int, device: torch.device) -> torch.Tensor:
         z = torch.randn(n, self.noise_dim, device=device)

@@ -3,13 +3,17 @@ learned scale per scalar column, categorical likelihood per one-hot block, both 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ModelConfig, TrainConfig
 from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
+
+if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
+    from pipeline.config import ModelConfig, TrainConfig
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:

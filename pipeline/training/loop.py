@@ -6,6 +6,9 @@ Checkpoints are plain dicts of state dicts and tensors (``torch.load(..., weight
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,11 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from pipeline.config import TrainConfig
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
+from pipeline.io import atomic_path, progress
 from pipeline.models.base import TabularModel
+
+if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
+    from pipeline.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,6 @@ def make_optimizers(model: TabularModel, cfg: TrainConfig) -> dict[str, torch.op
 
 def save_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
                     state: TrainState, batch_gen: torch.Generator, fingerprint: str) -> None:
-    from pipeline.io import atomic_path
-
     blob = {
         "model": model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in opts.items()},
@@ -113,8 +116,12 @@ def fit(
         raise InputDataError("training data", f"{n} rows: fewer than one batch of {multiple}")
     batch = min(cfg.batch_size, n // multiple * multiple)
     steps = max(1, n // batch)
+    # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    if cfg.compile:
+        model.compile_modules()
     model.train()
-    bar = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch", disable=None)
+    bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
@@ -124,17 +131,19 @@ def fit(
             real = data[order[step * batch:(step + 1) * batch]]
             for name, opt in opts.items():
                 opt.zero_grad(set_to_none=True)
-                loss, figures = model.loss(name, real)
+                with amp:
+                    loss, figures = model.loss(name, real)
                 loss.backward()
                 opt.step()
                 model.after_step(name)
                 for k, v in figures.items():
-                    sums[k] = sums.get(k, 0) + v.detach()
+                    sums[k] = sums.get(k, 0) + v.detach().float()
         # .item() is a device sync point: once per epoch, not per step.
         row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
                "seconds": time.perf_counter() - t0}
         state.epoch, state.history = epoch + 1, state.history + [row]
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
         if checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
             save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint)
         if on_epoch is not None:

@@ -1,0 +1,138 @@
+"""One prepared check for a GPU machine: train on cuda, compare with the same run on CPU, sample
+1M rows to Parquet. Exits non-zero if cuda was not used.
+
+    python benchmarks/gpu_check.py [--model ctgan] [--epochs 20] [--cpu-epochs 2] [--rows 1000000]
+
+Needs only torch, numpy, pandas, pyarrow and scikit-learn (what a bare GPU box has): no pydantic,
+PyYAML, tqdm, Prefect or DVC. Settings mirror the defaults of params.yaml. Prints a table, then
+one JSON line. ``--device cpu --allow-cpu`` runs it end to end without a GPU (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.generate import sample_frame, shard_seed  # noqa: E402
+from pipeline.models import MODELS  # noqa: E402
+from pipeline.models.base import OutputLayout  # noqa: E402
+from pipeline.models.transformer import TableTransformer  # noqa: E402
+from pipeline.schema import TableSchema, arrow_schema_b64, describe, infer_kind  # noqa: E402
+from pipeline.training.loop import fit  # noqa: E402
+
+
+def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """The model and train sections of params.yaml's defaults, as plain attribute objects."""
+    model_cfg = SimpleNamespace(
+        name=model, quantile_knots=1001, max_categories=500,
+        gan=SimpleNamespace(noise_dim=128, generator_dims=[256, 256], discriminator_dims=[256, 256], pac=10,
+                            dropout=0.5, log_frequency=True),
+        tvae=SimpleNamespace(latent_dim=128, encoder_dims=[128, 128], decoder_dims=[128, 128], loss_factor=2.0,
+                             lr=1e-3, weight_decay=1e-5),
+    )
+    train_cfg = SimpleNamespace(epochs=epochs, batch_size=batch, lr_generator=2e-4, lr_discriminator=2e-4,
+                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp,
+                                compile=compile_)
+    return model_cfg, train_cfg
+
+
+def train_once(df, schema, device, model, epochs, batch, amp, compile_, seed=0):
+    model_cfg, train_cfg = configs(model, epochs, batch, amp, compile_)
+    t0 = time.perf_counter()
+    tf = TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(seed))).to(device)
+    torch.manual_seed(seed)
+    net = MODELS[model](OutputLayout(tf.spans, tf.width), model_cfg, train_cfg).to(device)
+    state = fit(net, data, train_cfg, seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    # The first epoch carries warm-up (CUDA context, kernel selection, compilation): leave it out.
+    steady = [h["seconds"] for h in state.history[1:]] or [state.history[0]["seconds"]]
+    used = {p.device.type for p in net.parameters()} | {data.device.type}
+    return net, tf, float(np.median(steady)), wall, used, state.history[-1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="ctgan", choices=sorted(MODELS))
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--cpu-epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--shard", type=int, default=250_000)
+    ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--allow-cpu", action="store_true", help="do not fail without cuda (smoke test)")
+    ap.add_argument("--out", default=None, help="folder for the sampled Parquet (default: a temp dir)")
+    args = ap.parse_args()
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: torch sees no CUDA device", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    df = pd.read_parquet(REPO / "data/adult/train.parquet")
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns], target="income",
+                         arrow_schema=arrow_schema_b64(df))
+    amp = not args.no_amp
+    res: dict = {"model": args.model, "device": str(device), "rows_train": len(df), "batch_size": args.batch_size,
+                 "amp": amp and device.type == "cuda", "compile": args.compile, "torch": torch.__version__}
+    if device.type == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(0)
+
+    net, tf, epoch_s, wall, used, last = train_once(df, schema, device, args.model, args.epochs, args.batch_size,
+                                                    amp, args.compile)
+    res.update({"epochs": args.epochs, "epoch_s": epoch_s, "train_wall_s": wall, "rows_per_s": len(df) / epoch_s,
+                "final_losses": last, "devices_used": sorted(used)})
+    _, _, cpu_epoch_s, _, _, _ = train_once(df, schema, torch.device("cpu"), args.model, args.cpu_epochs,
+                                            args.batch_size, False, False)
+    res.update({"cpu_epochs": args.cpu_epochs, "cpu_epoch_s": cpu_epoch_s, "cpu_rows_per_s": len(df) / cpu_epoch_s,
+                "speedup_vs_cpu": cpu_epoch_s / epoch_s})
+
+    net.eval()
+    loaded = SimpleNamespace(model=net, transformer=tf, schema=schema)
+    arrow = schema.arrow()
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i, start in enumerate(range(0, args.rows, args.shard)):
+        n = min(args.shard, args.rows - start)
+        frame = sample_frame(loaded, n, shard_seed(0, i), start=start)
+        pq.write_table(pa.Table.from_pandas(frame, schema=arrow, preserve_index=False), out_dir / f"part-{i:05d}.parquet")
+    sample_s = time.perf_counter() - t0
+    back = pd.read_parquet(out_dir)
+    res.update({"sampled_rows": len(back), "sample_s": sample_s, "sample_rows_per_s": len(back) / sample_s,
+                "parquet": str(out_dir), "dtypes_match": dict(back.dtypes.astype(str)) == dict(df.dtypes.astype(str))})
+
+    print(f"{'measure':<28} {args.device:>14} {'cpu':>14}")
+    print(f"{'s/epoch (batch ' + str(args.batch_size) + ')':<28} {epoch_s:>14.3f} {cpu_epoch_s:>14.3f}")
+    print(f"{'training rows/s':<28} {res['rows_per_s']:>14,.0f} {res['cpu_rows_per_s']:>14,.0f}")
+    print(f"{'sampling rows/s':<28} {res['sample_rows_per_s']:>14,.0f} {'':>14}")
+    print(f"speedup vs cpu: {res['speedup_vs_cpu']:.1f}x; {len(back):,} rows in {out_dir}; dtypes match: {res['dtypes_match']}")
+    print(json.dumps(res))
+    if device.type == "cuda" and "cuda" not in used:
+        print("gpu_check: training did not run on cuda", file=sys.stderr)
+        return 1
+    if device.type != "cuda" and not args.allow_cpu:
+        print("gpu_check: not a cuda run (pass --allow-cpu for a smoke test)", file=sys.stderr)
+        return 1
+    return 0 if len(back) == args.rows and res["dtypes_match"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
