@@ -64,8 +64,8 @@ def test_every_shard_has_the_same_schema_even_when_a_column_is_all_null(tmp_path
     cfg = tiny_config(tmp_path, tiny_source)
     real_sample = generate.sample_frame
 
-    def null_city_after_first(loaded, n, seed, start=0):
-        frame = real_sample(loaded, n, seed, start)
+    def null_city_after_first(loaded, n, seed, start=0, **kwargs):
+        frame = real_sample(loaded, n, seed, start, **kwargs)
         if start:
             frame["city"] = None
         return frame
