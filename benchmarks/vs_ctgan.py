@@ -95,16 +95,25 @@ def job_ref(model: str, epochs: int, eval_rows: int) -> dict:
 
     train, test, discrete = load()
     out: dict = {}
+    # Time ctgan's own transformer inside its fit (fit + transform), to split transform from epochs.
+    spent = {"s": 0.0}
+    for name in ("fit", "transform"):
+        original = getattr(DataTransformer, name)
+
+        def timed(self, *a, _original=original, **k):
+            t = time.perf_counter()
+            try:
+                return _original(self, *a, **k)
+            finally:
+                spent["s"] += time.perf_counter() - t
+
+        setattr(DataTransformer, name, timed)
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        tf = DataTransformer()
-        tf.fit(train, discrete)
-        tf.transform(train)
-        out["transform_s"] = time.perf_counter() - t0
         synth = CTGAN(epochs=epochs, batch_size=500) if model == "ctgan" else TVAE(epochs=epochs, batch_size=500)
         t0 = time.perf_counter()
         synth.fit(train, discrete)
         out["fit_s"] = time.perf_counter() - t0
+        out["transform_s"] = spent["s"]
         t0 = time.perf_counter()
         big = synth.sample(SAMPLE_ROWS)
         out["sample_rows_per_s"] = SAMPLE_ROWS / (time.perf_counter() - t0)
@@ -239,7 +248,7 @@ def main() -> None:
     ]
     print(f"{'measure':<34} {'ctgan pkg':>12} {'ours':>12} {'ratio':>8}")
     for name, ref, ours in rows:
-        better_high = "rows/s" in name or "quality" in name or "AUC" in name
+        better_high = name.endswith(("rows/s", "SDMetrics quality", "AUC"))
         r = ratio(ours, ref) if better_high else ratio(ref, ours)
         fmt = lambda v: "n/a" if v is None else (f"{v:,.3f}" if v < 10 else f"{v:,.1f}")
         print(f"{name:<34} {fmt(ref):>12} {fmt(ours):>12} {fmt(r):>8}")

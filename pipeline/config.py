@@ -74,7 +74,7 @@ class TvaeConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = "gan"
+    name: str = "ctgan"
     quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
     max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
     gan: GanConfig = GanConfig()

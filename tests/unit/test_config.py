@@ -8,7 +8,7 @@ from tests.conftest import REPO
 def test_default_params_load():
     cfg = load_config(REPO / "params.yaml")
     assert "adult" in cfg.datasets and cfg.datasets["adult"].target == "income"
-    assert cfg.model.name == "gan"
+    assert cfg.model.name == "ctgan"
 
 
 def test_override_any_key_parsed_as_yaml():

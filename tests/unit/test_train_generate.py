@@ -21,7 +21,7 @@ def test_model_is_state_dict_plus_json_loaded_without_pickle(trained):
     state = torch.load(paths.model / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     info = json.loads((paths.model / "model.json").read_text())
-    assert info["model"] == "gan" and info["epochs"] == 2 and info["transformer"]["columns"]
+    assert info["model"] == trained.model.name and info["epochs"] == 2 and info["transformer"]["columns"]
     log = pd.read_csv(paths.train_log)
     assert list(log["epoch"]) == [1, 2] and {"critic_loss", "generator_loss"} <= set(log.columns)
     assert log[["critic_loss", "generator_loss"]].notna().all().all()
