@@ -100,7 +100,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield tmp_path
-        _fsync(tmp_path)  # the bytes are on disk before the name says the file is complete
+        fsync_path(tmp_path)  # the bytes are on disk before the name says the file is complete
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -128,7 +128,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder: so a rename in it survives power loss)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.errors import InputDataError, QualityGateError, ReleaseError
-from pipeline.io import StagePaths, code_version, read_json, sha256_file, sha256_files, write_json, write_parquet
+from pipeline.io import (StagePaths, code_version, fsync_path, read_json, sha256_file, sha256_files, write_json,
+                         write_parquet)
 from pipeline.metrics import evaluate_gate
 from pipeline.score import load_metrics
 
@@ -146,7 +147,7 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
                 "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
             }
             write_json(staging / MANIFEST, manifest)
-            _fsync_dir(staging)
+            fsync_path(staging)
             if (root / version).exists():
                 raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
             os.rename(staging, root / version)  # the release appears whole, or not at all
@@ -154,18 +155,10 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         write_json(root / LATEST, {"dataset": dataset, "version": version, "manifest": f"{version}/{MANIFEST}"})
-        _fsync_dir(root)
+        fsync_path(root)
     log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
     return PublishResult(dataset, version, root / version, rows)
 
 
 def _model_hash(paths: StagePaths) -> str:
     return sha256_files([paths.model / "model.pt", paths.model / "model.json"])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
