@@ -78,17 +78,17 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
         frame = _draw(loaded, n, seed, None)
     else:
         group = _condition_group(loaded, conditions)
-        parts, have, batch = [], 0, max(n, 256)
+        parts, have, total, batch = [], 0, 0, max(n, 256)
         for attempt in range(max_tries):
-            drawn = _draw(loaded, batch, shard_seed(seed, attempt), group)
-            ok = _matches(drawn, conditions)
-            parts.append(drawn[ok])
-            have += int(ok.sum())
+            rows = _draw(loaded, batch, shard_seed(seed, attempt), group)
+            ok = _matches(rows, conditions)
+            parts.append(rows[ok])
+            have, total = have + int(ok.sum()), total + batch
             if have >= n:
                 break
-            # Draw enough for the rest at the acceptance rate seen so far.
-            rate = max(have, 1) / (batch * (attempt + 1))
-            batch = int(min(max((n - have) / rate * 1.2, 256), 1_000_000))
+            # Draw enough for the rest at the acceptance rate seen so far, at most 4 shards' worth.
+            rate = max(have, 1) / total
+            batch = int(min(max((n - have) / rate * 1.2, 256), 4 * max(n, 256)))
         if have < n:
             raise ConditionError(f"only {have} of {n} rows met {conditions} after {max_tries} draws: "
                                  "the model rarely makes that combination")

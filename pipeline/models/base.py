@@ -54,6 +54,9 @@ def activate(raw: torch.Tensor, layout: OutputLayout, tau: float = 0.2,
 
     ``hard=True`` returns exact one-hot samples (used when generating rows).
     """
+    # float32 throughout: under CUDA autocast raw is bf16, softmax comes back fp32, and bf16 uniforms
+    # would cap the Gumbel noise (few distinct values, exact zeros).
+    raw = raw.float()
     out = raw.new_zeros(raw.shape)
     out[:, layout.tanh_idx] = torch.tanh(raw[:, layout.tanh_idx])
     if layout.flat_index.numel():

@@ -48,9 +48,11 @@ class ConditionalGAN(TabularGAN):
             return
         codes = torch.stack([data[:, s:s + int(w)].argmax(1) for s, w in zip(self.data_starts, self.cond_widths)])
         width = self.category_counts.shape[1]
-        counts = torch.zeros(codes.shape[0], width, device=data.device)
-        counts.scatter_add_(1, codes, torch.ones_like(codes, dtype=counts.dtype))
+        # Integer counts and offsets: exact however many rows (float32 stops at 2**24).
+        counts = torch.zeros(codes.shape[0], width, dtype=torch.long, device=data.device)
+        counts.scatter_add_(1, codes, torch.ones_like(codes))
         self.category_counts.copy_(counts)
+        self.counts_long = counts
         self.rows_by_category = codes.argsort(dim=1, stable=True)  # [cols, n]
         self.category_starts = torch.cumsum(counts, 1) - counts  # first sorted position per category
         self.group_of_col = self.group_of_col.to(data.device)
@@ -67,9 +69,9 @@ class ConditionalGAN(TabularGAN):
 
     def _real_rows(self, col: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """For each (column, category), a uniformly drawn training row that has it."""
-        count = self.category_counts[col, cat]
-        pick = (torch.rand(col.shape[0], device=col.device) * count).long()
-        pos = self.category_starts[col, cat].long() + pick
+        count = self.counts_long[col, cat]
+        pick = torch.minimum((torch.rand(col.shape[0], device=col.device) * count).long(), count - 1)
+        pos = self.category_starts[col, cat] + pick
         return self.data[self.rows_by_category[col, pos]]
 
     def _generate(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,6 +124,7 @@ class ConditionalGAN(TabularGAN):
         return state
 
     def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)  # the caller's dict stays whole
         for k in ("cond_offsets", "cond_widths", "category_counts"):
             getattr(self, k).copy_(state.pop(k))
         super().load_inference_state(state)

@@ -88,3 +88,18 @@ def test_conditional_sampling_honours_every_condition(tmp_path, tiny_source, mod
         generate.sample(cfg, "tiny", 10, {"city": "Berlin"})
     with pytest.raises(ConditionError, match="'age'.*conditions take categorical"):
         generate.sample(cfg, "tiny", 10, {"age": 30})
+
+
+def test_activation_is_float32_even_from_bf16_logits():
+    """Under CUDA autocast the generator's logits are bf16: the one-hot blocks and their Gumbel
+    noise must still be computed (and stored) in float32."""
+    from pipeline.models.base import activate
+    from pipeline.models.transformer import Span
+
+    layout = OutputLayout([Span("a", 0, 1, "tanh"), Span("b", 1, 3, "softmax", "category")], 4)
+    raw = torch.randn(4096, 4).to(torch.bfloat16).requires_grad_(True)
+    out = activate(raw, layout)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out[:, 1:].sum(1), torch.ones(4096))
+    out.sum().backward()
+    assert raw.grad is not None and raw.grad.dtype == torch.bfloat16
