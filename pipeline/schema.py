@@ -77,10 +77,6 @@ class TableSchema:
         return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"),
                    arrow_schema=data.get("arrow_schema"))
 
-    def empty_frame(self) -> pd.DataFrame:
-        """A zero-row frame with exactly these columns and dtypes."""
-        return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in self.columns})
-
 
 def arrow_schema_b64(frame: pd.DataFrame) -> str:
     """The Arrow schema pandas writes for ``frame`` (pandas metadata included), as base64."""
