@@ -29,10 +29,9 @@ import torch  # noqa: E402
 
 from pipeline.generate import sample_frame, shard_seed  # noqa: E402
 from pipeline.models import MODELS  # noqa: E402
-from pipeline.models.base import OutputLayout  # noqa: E402
-from pipeline.models.transformer import TableTransformer  # noqa: E402
 from pipeline.schema import TableSchema, arrow_schema_b64, describe, infer_kind  # noqa: E402
 from pipeline.training.loop import fit  # noqa: E402
+from pipeline.training.setup import build_model, transform_table  # noqa: E402
 
 
 def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> tuple[SimpleNamespace, SimpleNamespace]:
@@ -53,10 +52,9 @@ def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> t
 def train_once(df, schema, device, model, epochs, batch, amp, compile_, seed=0):
     model_cfg, train_cfg = configs(model, epochs, batch, amp, compile_)
     t0 = time.perf_counter()
-    tf = TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
-    data = torch.from_numpy(tf.transform(df, np.random.default_rng(seed))).to(device)
+    tf, data = transform_table(df, schema, model_cfg, seed, device)
     torch.manual_seed(seed)
-    net = MODELS[model](OutputLayout(tf.spans, tf.width), model_cfg, train_cfg).to(device)
+    net = build_model(model_cfg, train_cfg, tf).to(device)
     state = fit(net, data, train_cfg, seed)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -12,7 +12,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from pipeline.config import load_config, parse_overrides
@@ -21,9 +20,9 @@ from pipeline.ingest import load_prepared
 from pipeline.io import StagePaths
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.utility import score_utility
-from pipeline.models.transformer import TableTransformer
-from pipeline.train import LoadedModel, build_model
+from pipeline.train import LoadedModel
 from pipeline.training.loop import fit, pick_device
+from pipeline.training.setup import build_model, transform_table
 
 
 def main() -> None:
@@ -39,10 +38,9 @@ def main() -> None:
     target = cfg.dataset(args.dataset).target
     device = pick_device(cfg.train.device)
     t0 = time.perf_counter()
-    tf = TableTransformer(schema, cfg.model.quantile_knots, cfg.model.max_categories).fit(train)
-    data = torch.from_numpy(tf.transform(train, np.random.default_rng(cfg.seed))).to(device)
+    tf, data = transform_table(train, schema, cfg.model, cfg.seed, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, tf).to(device)
+    model = build_model(cfg.model, cfg.train, tf).to(device)
     rows, paused = [], {"s": 0.0}
 
     def on_epoch(state) -> None:

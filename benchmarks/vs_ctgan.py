@@ -130,10 +130,10 @@ def job_ours(model: str, epochs: int, eval_rows: int, every: int, target_quality
 
     from pipeline.config import load_config
     from pipeline.generate import sample_frame
-    from pipeline.models.transformer import TableTransformer
     from pipeline.schema import TableSchema, describe, infer_kind
-    from pipeline.train import LoadedModel, build_model
+    from pipeline.train import LoadedModel
     from pipeline.training.loop import fit, pick_device
+    from pipeline.training.setup import build_model, transform_table
 
     train, test, _ = load()
     cfg = load_config(REPO / "params.yaml", {"model.name": model, "train.epochs": epochs, "train.batch_size": 500})
@@ -142,13 +142,10 @@ def job_ours(model: str, epochs: int, eval_rows: int, every: int, target_quality
     paused = {"s": 0.0}
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        tf = TableTransformer(schema, cfg.model.quantile_knots, cfg.model.max_categories).fit(train)
-        data = tf.transform(train, np.random.default_rng(cfg.seed))
+        tf, tensor = transform_table(train, schema, cfg.model, cfg.seed, pick_device(cfg.train.device))
         out["transform_s"] = time.perf_counter() - t0
-        device = pick_device(cfg.train.device)
-        tensor = torch.from_numpy(data).to(device)
         torch.manual_seed(cfg.seed)
-        net = build_model(cfg, tf).to(device)
+        net = build_model(cfg.model, cfg.train, tf).to(tensor.device)
         loaded = LoadedModel(net, tf, schema, {}, "")
 
         def check(state) -> None:

@@ -15,17 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pipeline.config import Config
 from pipeline.ingest import load_prepared
 from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_files, write_json
-from pipeline.models import MODELS
-from pipeline.models.base import OutputLayout, TabularModel
+from pipeline.models.base import TabularModel
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.training.loop import TrainState, fit, pick_device
+from pipeline.training.setup import build_model, transform_table
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,6 @@ class TrainResult:
     device: str
     model_hash: str
     final: dict[str, float]
-
-
-def build_model(cfg: Config, transformer: TableTransformer) -> TabularModel:
-    layout = OutputLayout(transformer.spans, transformer.width)
-    return MODELS[cfg.model.name](layout, cfg.model, cfg.train)
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
@@ -63,17 +57,15 @@ def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
     device = pick_device(cfg.train.device)
 
     t0 = time.perf_counter()
-    transformer = TableTransformer(schema, cfg.model.quantile_knots, cfg.model.max_categories).fit(train_df)
-    data = transformer.transform(train_df, np.random.default_rng(cfg.seed))
-    # The whole table lives on the device; batches are index lookups there.
-    tensor = torch.from_numpy(data).to(device)
+    transformer, tensor = transform_table(train_df, schema, cfg.model, cfg.seed, device)
     t_transform = time.perf_counter() - t0
-    log.info("transform: %d rows -> %d features in %.2fs", *data.shape, t_transform)
+    log.info("transform: %d rows -> %d features in %.2fs", *tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, transformer).to(device)
-    # Resume only from a checkpoint of the same data, model and recipe (epochs may grow).
-    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device"})
+    model = build_model(cfg.model, cfg.train, transformer).to(device)
+    # Resume only from a checkpoint of the same data, model and recipe (epochs may grow; where and
+    # how fast it runs does not matter).
+    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile"})
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
     data_hash = sha256_files([paths.train_data, paths.schema])
     fingerprint = f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
@@ -125,8 +117,7 @@ def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None)
     transformer = TableTransformer.from_state(schema, info["transformer"])
     model_cfg = cfg.model.model_validate(info["model_config"])
     train_cfg = cfg.train.model_validate(info["train_config"])
-    layout = OutputLayout(transformer.spans, transformer.width)
-    model = MODELS[info["model"]](layout, model_cfg, train_cfg)
+    model = build_model(model_cfg, train_cfg, transformer, name=info["model"])
     state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
     model.load_inference_state(state)
     model = model.to(device or torch.device("cpu")).eval()

@@ -35,9 +35,10 @@ class ConditionalGAN(TabularGAN):
         offsets = torch.tensor([0] + [s.width for s in groups[:-1]], dtype=torch.long).cumsum(0) if groups else torch.zeros(0, dtype=torch.long)
         self.register_buffer("cond_offsets", offsets)
         self.register_buffer("cond_widths", torch.tensor([s.width for s in groups], dtype=torch.long))
-        self.register_buffer("category_counts", torch.zeros(n_cols, width))
+        # Integer counts: exact however many rows (float32 stops at 2**24).
+        self.register_buffer("category_counts", torch.zeros(n_cols, width, dtype=torch.long))
+        self.register_buffer("group_of_col", torch.tensor(layout.category_groups, dtype=torch.long), persistent=False)
         self.data_starts = [s.start for s in groups]
-        self.group_of_col = torch.tensor(layout.category_groups, dtype=torch.long)
 
     # -- training-by-sampling ------------------------------------------------------------------
 
@@ -47,21 +48,17 @@ class ConditionalGAN(TabularGAN):
         if not self.cond_dim:
             return
         codes = torch.stack([data[:, s:s + int(w)].argmax(1) for s, w in zip(self.data_starts, self.cond_widths)])
-        width = self.category_counts.shape[1]
-        # Integer counts and offsets: exact however many rows (float32 stops at 2**24).
-        counts = torch.zeros(codes.shape[0], width, dtype=torch.long, device=data.device)
+        counts = self.category_counts.zero_()
         counts.scatter_add_(1, codes, torch.ones_like(codes))
-        self.category_counts.copy_(counts)
-        self.counts_long = counts
         self.rows_by_category = codes.argsort(dim=1, stable=True)  # [cols, n]
         self.category_starts = torch.cumsum(counts, 1) - counts  # first sorted position per category
-        self.group_of_col = self.group_of_col.to(data.device)
 
     def _draw_conditions(self, n: int, log_frequency: bool, generator: torch.Generator | None = None):
         """A column uniformly, then a category by (log) frequency; returns (cond, col, cat)."""
         device = self.category_counts.device
         col = torch.randint(len(self.cond_widths), (n,), device=device, generator=generator)
-        weights = torch.log1p(self.category_counts) if log_frequency else self.category_counts
+        counts = self.category_counts.float()
+        weights = torch.log1p(counts) if log_frequency else counts
         cat = torch.multinomial(weights[col], 1, generator=generator).squeeze(1)
         cond = torch.zeros(n, self.cond_dim, device=device)
         cond[torch.arange(n, device=device), self.cond_offsets[col] + cat] = 1.0
@@ -69,7 +66,7 @@ class ConditionalGAN(TabularGAN):
 
     def _real_rows(self, col: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """For each (column, category), a uniformly drawn training row that has it."""
-        count = self.counts_long[col, cat]
+        count = self.category_counts[col, cat]
         pick = torch.minimum((torch.rand(col.shape[0], device=col.device) * count).long(), count - 1)
         pos = self.category_starts[col, cat] + pick
         return self.data[self.rows_by_category[col, pos]]

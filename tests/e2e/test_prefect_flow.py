@@ -1,7 +1,6 @@
 """The real Prefect flow (ephemeral API, no server) on a tiny table."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
