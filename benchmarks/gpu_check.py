@@ -38,12 +38,12 @@ def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> t
     """The model and train sections of params.yaml's defaults, as plain attribute objects."""
     model_cfg = SimpleNamespace(
         name=model, quantile_knots=1001, max_categories=500,
-        gan=SimpleNamespace(noise_dim=128, generator_dims=[256, 256], discriminator_dims=[256, 256], pac=10,
-                            dropout=0.5, log_frequency=True),
+        gan=SimpleNamespace(noise_dim=128, generator_dims=[256, 256], discriminator_dims=[256, 256], pac=5,
+                            dropout=0.5, log_frequency=True, ema_decay=0.99),
         tvae=SimpleNamespace(latent_dim=128, encoder_dims=[128, 128], decoder_dims=[128, 128], loss_factor=2.0,
                              lr=1e-3, weight_decay=1e-5),
     )
-    train_cfg = SimpleNamespace(epochs=epochs, batch_size=batch, lr_generator=2e-4, lr_discriminator=2e-4,
+    train_cfg = SimpleNamespace(epochs=epochs, batch_size=batch, lr_generator=4e-4, lr_discriminator=4e-4,
                                 weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp,
                                 compile=compile_)
     return model_cfg, train_cfg

@@ -57,9 +57,10 @@ class GanConfig(_Section):
     noise_dim: int = Field(128, ge=1)
     generator_dims: list[int] = Field(default_factory=lambda: [256, 256])
     discriminator_dims: list[int] = Field(default_factory=lambda: [256, 256])
-    pac: int = Field(10, ge=1, description="rows the critic judges together (PacGAN)")
+    pac: int = Field(5, ge=1, description="rows the critic judges together (PacGAN)")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     log_frequency: bool = Field(True, description="ctgan: condition on categories by log frequency in training")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="rows come from an average of the generator's weights (0: off)")
 
 
 class TvaeConfig(_Section):
@@ -84,8 +85,8 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(500, ge=2)
-    lr_generator: float = Field(2e-4, gt=0)
-    lr_discriminator: float = Field(2e-4, gt=0)
+    lr_generator: float = Field(4e-4, gt=0)
+    lr_discriminator: float = Field(4e-4, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
     gp_weight: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -100,6 +101,8 @@ class GenerateConfig(_Section):
     rows_per_shard: int = Field(100_000, ge=1)
     conditions: dict[str, str | int | bool | None] = Field(
         default_factory=dict, description="fixed values of categorical columns, e.g. {income: '>50K'}")
+    drop_training_copies: bool = Field(
+        False, description="drop generated rows identical to a training row (and draw more in their place)")
 
 
 class Threshold(_Section):
@@ -108,7 +111,10 @@ class Threshold(_Section):
 
 
 class ScoreConfig(_Section):
-    max_rows: int = Field(50_000, ge=100, description="rows of each side scored (seeded subsample)")
+    utility_rows: int = Field(200_000, ge=100, description="rows the utility models train on (seeded subsample)")
+    detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
+    privacy_rows: int = Field(5_000, ge=10, description="synthetic rows (and train, holdout rows) for DCR")
+    report: bool = Field(True, description="write report.html and report.md")
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 

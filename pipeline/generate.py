@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import ConditionError
 from pipeline.io import StagePaths, atomic_dir, progress, sha256_files, write_json, write_parquet
+from pipeline.metrics.privacy import row_hashes
 from pipeline.schema import TableSchema
 from pipeline.training.loop import pick_device
 
@@ -67,31 +68,47 @@ def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:
 
 
 def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
-                 conditions: dict[str, Any] | None = None, max_tries: int = 100) -> pd.DataFrame:
+                 conditions: dict[str, Any] | None = None, exclude: np.ndarray | None = None,
+                 max_tries: int = 100, stats: dict[str, int] | None = None) -> pd.DataFrame:
     """``n`` synthetic rows in the source's column order and dtypes, from ``seed`` alone.
 
     ``conditions`` ({column: value}, categorical or boolean columns) fixes values: a conditional
     model is steered to the first one, and rows that miss any are rejected and redrawn, so every
-    returned row honours all of them.
+    returned row honours all of them. ``exclude`` (row hashes of the modeled columns, as
+    ``pipeline.metrics.privacy.row_hashes`` makes them) rejects and redraws rows equal to any of
+    those rows: the training rows, so that no released row copies one. ``stats`` (if given) counts
+    the rows ``drawn`` and ``rejected_copies``.
     """
-    if not conditions:
+    stats = stats if stats is not None else {}
+    stats.setdefault("drawn", 0)
+    stats.setdefault("rejected_copies", 0)
+    if not conditions and exclude is None:
         frame = _draw(loaded, n, seed, None)
+        stats["drawn"] += n
     else:
-        group = _condition_group(loaded, conditions)
-        parts, have, total, batch = [], 0, 0, max(n, 256)
+        group = _condition_group(loaded, conditions) if conditions else None
+        modeled = [c.name for c in loaded.schema.modeled]
+        parts, have, total, batch = [], 0, 0, max(n, 256) if conditions else n
         for attempt in range(max_tries):
-            rows = _draw(loaded, batch, shard_seed(seed, attempt), group)
-            ok = _matches(rows, conditions)
+            # Without conditions the first draw is the unfiltered one, so filtering only removes rows.
+            rows = _draw(loaded, batch, seed if not conditions and attempt == 0 else shard_seed(seed, attempt), group)
+            ok = _matches(rows, conditions or {})
+            if exclude is not None:
+                copies = np.isin(row_hashes(rows, modeled), exclude)
+                stats["rejected_copies"] += int((copies & ok).sum())
+                ok &= ~copies
             parts.append(rows[ok])
             have, total = have + int(ok.sum()), total + batch
+            stats["drawn"] += batch
             if have >= n:
                 break
             # Draw enough for the rest at the acceptance rate seen so far, at most 4 shards' worth.
             rate = max(have, 1) / total
             batch = int(min(max((n - have) / rate * 1.2, 256), 4 * max(n, 256)))
         if have < n:
-            raise ConditionError(f"only {have} of {n} rows met {conditions} after {max_tries} draws: "
-                                 "the model rarely makes that combination")
+            what = f"met {conditions}" if conditions else "differed from every training row"
+            raise ConditionError(f"only {have} of {n} rows {what} after {max_tries} draws: "
+                                 "the model rarely makes such rows")
         frame = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
     schema: TableSchema = loaded.schema
     out = {}
@@ -137,12 +154,19 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     per = cfg.generate.rows_per_shard
     n_shards = (rows + per - 1) // per
     arrow_schema = loaded.schema.arrow()
+    exclude = None
+    if cfg.generate.drop_training_copies:
+        from pipeline.ingest import load_prepared
+
+        train = load_prepared(paths)[0]
+        exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
+    stats: dict[str, int] = {}
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
         for i in progress(range(n_shards), desc="generate", unit="shard"):
             n = min(per, rows - i * per)
             frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per,
-                                 conditions=cfg.generate.conditions)
+                                 conditions=cfg.generate.conditions, exclude=exclude, stats=stats)
             # One fixed schema for every shard: a shard whose text column happens to be all null
             # must still say 'string', or the folder stops being one readable dataset.
             table = pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False)
@@ -150,10 +174,14 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
         write_json(tmp / "_generated.json", {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
             "conditions": cfg.generate.conditions,
+            "drop_training_copies": cfg.generate.drop_training_copies,
+            "rows_drawn": stats.get("drawn", rows),
+            "training_copies_dropped": stats.get("rejected_copies", 0),
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
         })
     seconds = time.perf_counter() - t0
-    log.info("generated %d rows of %s in %d shards in %.1fs (%.0f rows/s)", rows, dataset, n_shards, seconds,
-             rows / max(seconds, 1e-9))
+    log.info("generated %d rows of %s in %d shards in %.1fs (%.0f rows/s)%s", rows, dataset, n_shards, seconds,
+             rows / max(seconds, 1e-9), f"; dropped {stats['rejected_copies']} copies of training rows"
+             if cfg.generate.drop_training_copies else "")
     return GenerateResult(dataset, rows, n_shards, seconds)

@@ -4,6 +4,7 @@ Layout::
 
     <release_root>/<dataset>/<version>/part-00000.parquet ...   lineage in each file's metadata
     <release_root>/<dataset>/<version>/_manifest.json           rows, schema, checksums, lineage, scores
+    <release_root>/<dataset>/<version>/_report.html, _report.md  the quality report (when scored with one)
     <release_root>/<dataset>/latest.json                        {"version": ...}, moved last
 
 The manifest's leading underscore keeps the version folder a clean Parquet dataset: pandas,
@@ -146,6 +147,10 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
                 "metrics": metrics,
                 "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
             }
+            for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
+                if (paths.score / name).exists():
+                    shutil.copyfile(paths.score / name, staging / f"_{name}")
+                    manifest.setdefault("reports", []).append(f"_{name}")
             write_json(staging / MANIFEST, manifest)
             fsync_path(staging)
             if (root / version).exists():

@@ -1,8 +1,14 @@
-"""Stage 4, score: fidelity, utility and privacy of the synthetic rows, and the quality gate.
+"""Stage 4, score: fidelity, coverage, detection, utility and privacy of the synthetic rows, the
+quality gate, and the report.
 
 Writes ``metrics/<dataset>.json`` (flat keys, declared as DVC metrics; the gate verdict included)
-and ``<work>/<dataset>/score/details.json`` (per-column and per-pair scores). Scoring always writes
-its verdict; it is the publish stage that refuses a failing release.
+and, in ``<work>/<dataset>/score/``, ``details.json`` (per-column and per-pair scores, samples and
+seeds), ``report.html`` (self-contained) and ``report.md``. Scoring always writes its verdict; it
+is the publish stage that refuses a failing release.
+
+Fidelity, coverage and exact matches are computed on every row. Metrics that train models
+(utility, detection) or are quadratic in the rows (DCR) run on seeded samples whose sizes are
+``score.*_rows``; the sizes and the seed are in ``details.json`` and the report.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import pyarrow.dataset as pads
 from pipeline.config import Config
 from pipeline.errors import InputDataError
 from pipeline.ingest import load_prepared
-from pipeline.io import StagePaths, read_json, write_json
+from pipeline.io import StagePaths, atomic_path, read_json, write_json
 from pipeline.metrics import evaluate_gate
+from pipeline.metrics.coverage import score_coverage
+from pipeline.metrics.detection import score_detection
 from pipeline.metrics.fidelity import score_fidelity
-from pipeline.metrics.privacy import exact_match_rate
+from pipeline.metrics.privacy import exact_match_rate, score_dcr
 from pipeline.metrics.utility import score_utility
 
 log = logging.getLogger(__name__)
@@ -37,23 +45,9 @@ class ScoreResult:
     failures: list[str]
 
 
-def read_sample(path: Path, n: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """A seeded uniform sample of at most ``n`` rows from a Parquet file or folder of shards,
-    reading one shard at a time. Returns (sample, total rows)."""
-    dataset = pads.dataset(path, format="parquet")
-    fragments = list(dataset.get_fragments())
-    counts = [f.count_rows() for f in fragments]
-    total = sum(counts)
-    if total <= n:
-        return dataset.to_table().to_pandas(), total
-    picks = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-    parts, offset = [], 0
-    for frag, count in zip(fragments, counts):
-        local = picks[(picks >= offset) & (picks < offset + count)] - offset
-        if len(local):
-            parts.append(frag.to_table().take(local).to_pandas())
-        offset += count
-    return pd.concat(parts, ignore_index=True), total
+def read_synthetic(path: Path) -> pd.DataFrame:
+    """Every synthetic row (a Parquet file or a folder of shards)."""
+    return pads.dataset(path, format="parquet").to_table().to_pandas()
 
 
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -61,6 +55,8 @@ def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def _clean(v):
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
@@ -70,54 +66,130 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     if not paths.synthetic.exists():
         raise InputDataError(paths.synthetic, "no synthetic data: run the generate stage first")
     t0 = time.perf_counter()
-    n = cfg.score.max_rows
-    syn, syn_rows = read_sample(paths.synthetic, n, cfg.seed)
-    real = _sample(train, n, cfg.seed)
+    sc, seed = cfg.score, cfg.seed
+    syn = read_synthetic(paths.synthetic)
+    timings: dict[str, float] = {}
 
-    fid = score_fidelity(real, syn, schema)
+    def timed(name, fn, *a, **k):
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        timings[name] = round(time.perf_counter() - t, 3)
+        return out
+
+    fid = timed("fidelity", score_fidelity, train, syn, schema)
+    cov = timed("coverage", score_coverage, train, syn, schema)
     metrics: dict[str, object] = {
-        "rows": syn_rows,
+        "rows": len(syn),
         # Which synthetic data these scores are for: publish releases only exactly that data.
         "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
         "quality.column_shapes": fid.column_shapes,
         "quality.column_pair_trends": fid.column_pair_trends,
         "quality.column_pair_trends_all": fid.column_pair_trends_all,
         "quality.overall": fid.overall,
+        "coverage.category": cov.category,
+        "coverage.range": cov.range,
+        "coverage.missing_values": cov.missing_values,
     }
+    det = timed("detection", score_detection, train, syn, schema, rows=sc.detection_rows, seed=seed)
+    metrics.update({"detection.auc": det.auc, "detection.score": det.score})
     target = cfg.dataset(dataset).target
     utility = None
     if target and len(holdout):
-        utility = score_utility(_sample(train, n, cfg.seed), _sample(holdout, n, cfg.seed), syn, schema, target)
+        utility = timed("utility", score_utility, _sample(train, sc.utility_rows, seed), _sample(holdout, sc.utility_rows, seed),
+                        _sample(syn, sc.utility_rows, seed), schema, target)
         metrics.update({
+            "utility.task": utility.task,
+            "utility.metric": utility.metric,
             "utility.tstr_score": utility.tstr,
             "utility.trtr_score": utility.trtr,
             "utility.ratio": utility.tstr / utility.trtr if utility.trtr else None,
         })
     modeled = [c.name for c in schema.modeled]
-    metrics["privacy.exact_match_rate"] = exact_match_rate(train, syn, modeled)
+    metrics["privacy.exact_match_rate"] = timed("exact_match", exact_match_rate, train, syn, modeled)
+    privacy = None
     if len(holdout):
-        metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(train, _sample(holdout, n, cfg.seed), modeled)
+        metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(train, holdout, modeled)
+        privacy = timed("dcr", score_dcr, train, holdout, syn, schema, rows=sc.privacy_rows, seed=seed)
+        metrics.update({
+            "privacy.dcr_share": privacy.dcr_share,
+            "privacy.dcr_protection": privacy.dcr_protection,
+            "privacy.dcr_median": privacy.dcr_median,
+            "privacy.dcr_holdout_median": privacy.dcr_holdout_median,
+            "privacy.nndr_median": privacy.nndr_median,
+        })
     metrics = {k: _clean(v) for k, v in metrics.items()}
-    passed, failures = evaluate_gate(metrics, cfg.score.thresholds)
+    passed, failures = evaluate_gate(metrics, sc.thresholds)
     metrics["gate.passed"] = passed
     metrics["gate.failures"] = failures
-    seconds = time.perf_counter() - t0
-    metrics["score.seconds"] = round(seconds, 3)
+    metrics["score.seconds"] = round(time.perf_counter() - t0, 3)
 
-    write_json(Path(cfg.metrics_dir) / f"{dataset}.json", metrics)
+    samples = {
+        "seed": seed,
+        "fidelity_coverage_exact_match": {"real": len(train), "synthetic": len(syn)},
+        "utility": {"rows": min(sc.utility_rows, len(syn))} if utility else None,
+        "detection": {"rows_per_side": det.rows_per_side, "folds": det.folds},
+        "privacy_dcr": privacy.rows if privacy else None,
+    }
+    columns = {name: {**fid.columns.get(name, {}), **cov.columns.get(name, {})} for name in cov.columns}
+    # Everything is computed before anything is written; the metrics file (what publish reads)
+    # is written last, so a failure leaves no new verdict beside old evidence or the reverse.
+    reports = {}
+    if sc.report:
+        t = time.perf_counter()
+        reports = render_report(cfg, dataset, metrics, columns, fid.pairs, train, syn, schema, privacy, samples)
+        timings["report"] = round(time.perf_counter() - t, 3)
+    paths.score.mkdir(parents=True, exist_ok=True)
+    metrics_path = Path(cfg.metrics_dir) / f"{dataset}.json"
+    # No verdict while the evidence is being replaced: publish refuses to run without one.
+    metrics_path.unlink(missing_ok=True)
+    for name in ("report.html", "report.md"):
+        (paths.score / name).unlink(missing_ok=True)
     write_json(paths.score / "details.json", {
         "dataset": dataset,
-        "sample_rows": {"real": len(real), "synthetic": len(syn)},
-        "seed": cfg.seed,
+        "samples": samples,
+        "seconds": timings,
         "utility": asdict(utility) if utility else None,
-        "thresholds": {k: v.model_dump() for k, v in cfg.score.thresholds.items()},
-        "columns": fid.columns,
-        "pairs": fid.pairs,
+        "thresholds": {k: v.model_dump() for k, v in sc.thresholds.items()},
+        "columns": {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in columns.items()},
+        "pairs": [{k: _clean(v) for k, v in p.items()} for p in fid.pairs],
     })
-    log.info("score %s: overall %.3f, shapes %.3f, pairs %.3f, gate %s%s", dataset, fid.overall,
-             fid.column_shapes, fid.column_pair_trends, "passed" if passed else "FAILED",
-             "" if passed else f" ({'; '.join(failures)})")
+    for name, text in reports.items():
+        with atomic_path(paths.score / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    write_json(metrics_path, metrics)
+    log.info("score %s: overall %.3f, shapes %.3f, pairs %.3f, detection AUC %.3f, gate %s%s (%s)", dataset,
+             fid.overall, fid.column_shapes, fid.column_pair_trends, det.auc, "passed" if passed else "FAILED",
+             "" if passed else f" ({'; '.join(failures)})", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return ScoreResult(dataset, metrics, passed, failures)
+
+
+def render_report(cfg: Config, dataset: str, metrics: dict, columns: dict, pairs: list[dict], real: pd.DataFrame,
+                  syn: pd.DataFrame, schema, privacy, samples: dict) -> dict[str, str]:
+    """The report files' contents: {file name: text}."""
+    from pipeline.report import ReportInput, render_html, render_markdown
+
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    log_df = pd.read_csv(paths.train_log) if paths.train_log.exists() else None
+    seed = samples["seed"]
+    notes = [f"Fidelity, coverage and exact matches: all {len(syn):,} synthetic and {len(real):,} training rows."]
+    if samples["detection"]:
+        notes.append(f"Detection: {samples['detection']['rows_per_side']:,} rows per side, "
+                     f"{samples['detection']['folds']}-fold cross-validation, seed {seed}.")
+    if samples["utility"]:
+        notes.append(f"Utility: models trained on at most {cfg.score.utility_rows:,} rows, seed {seed}.")
+    if samples["privacy_dcr"]:
+        r = samples["privacy_dcr"]
+        notes.append(f"DCR: {r['synthetic']:,} synthetic rows; the share against equal samples of {r['train']:,} "
+                     f"training and {r['holdout']:,} holdout rows, the medians and the plot against "
+                     f"{r['train_reference']:,} training rows; seed {seed}.")
+    inp = ReportInput(
+        dataset=dataset, metrics=metrics,
+        thresholds={k: v.model_dump() for k, v in cfg.score.thresholds.items()},
+        schema=schema, real=_sample(real, 200_000, seed), synthetic=_sample(syn, 200_000, seed),
+        columns=columns, pairs=pairs,
+        privacy_distances=privacy.distances if privacy else {}, train_log=log_df, notes=notes,
+    )
+    return {"report.html": render_html(inp), "report.md": render_markdown(inp)}
 
 
 def load_metrics(cfg: Config, dataset: str) -> dict:

@@ -30,11 +30,21 @@ register_metric("quality.column_shapes", "maximize", 0, 1, "mean KSComplement / 
 register_metric("quality.column_pair_trends", "maximize", 0, 1, "mean CorrelationSimilarity / ContingencySimilarity over associated pairs (SDMetrics QualityReport)")
 register_metric("quality.column_pair_trends_all", "maximize", 0, 1, "the same over every pair, with no association threshold")
 register_metric("quality.overall", "maximize", 0, 1, "mean of column shapes and column pair trends (SDMetrics QualityReport)")
+register_metric("coverage.category", "maximize", 0, 1, "mean CategoryCoverage: share of real categories the synthetic data has (SDMetrics)")
+register_metric("coverage.range", "maximize", 0, 1, "mean RangeCoverage: share of the real numeric range the synthetic data spans (SDMetrics)")
+register_metric("coverage.missing_values", "maximize", 0, 1, "mean MissingValueSimilarity: 1 - |null share real - null share synthetic| (SDMetrics)")
+register_metric("detection.auc", "minimize", 0, 1, "cross-validated ROC AUC of a classifier telling real from synthetic rows (0.5 = indistinguishable)")
+register_metric("detection.score", "maximize", 0, 1, "1 - (max(detection AUC, 0.5) * 2 - 1), SDMetrics' detection normalisation")
 register_metric("utility.tstr_score", "maximize", 0, 1, "model trained on synthetic, tested on real holdout")
 register_metric("utility.trtr_score", "maximize", 0, 1, "the same model trained on real, tested on real holdout")
 register_metric("utility.ratio", "maximize", 0, float("inf"), "tstr_score / trtr_score")
 register_metric("privacy.exact_match_rate", "minimize", 0, 1, "share of synthetic rows identical to a training row")
 register_metric("privacy.exact_match_rate_holdout", "minimize", 0, 1, "share of real holdout rows identical to a training row (reference)")
+register_metric("privacy.dcr_share", "minimize", 0, 1, "share of synthetic rows closer to a training row than to any holdout row (0.5 = no closer to train than unseen data)")
+register_metric("privacy.dcr_protection", "maximize", 0, 1, "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection")
+register_metric("privacy.dcr_median", "maximize", 0, 1, "median distance of a synthetic row to its closest training row (SDMetrics DCR distance)")
+register_metric("privacy.dcr_holdout_median", "maximize", 0, 1, "median distance of a real holdout row to its closest training row (reference)")
+register_metric("privacy.nndr_median", "maximize", 0, 1, "median ratio of a synthetic row's nearest to second-nearest training distance (near 0: a near-copy of one row)")
 
 
 def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -> tuple[bool, list[str]]:

@@ -39,7 +39,7 @@ class FidelityResult:
     pairs: list[dict] = field(default_factory=list)
 
 
-def _numeric(s: pd.Series) -> np.ndarray:
+def numeric_values(s: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         return datetime_ns(s)
     return pd.to_numeric(s).astype("float64").to_numpy(na_value=np.nan)
@@ -50,22 +50,28 @@ def ks_complement(real: np.ndarray, syn: np.ndarray) -> float:
     s = np.sort(np.round(syn[~np.isnan(syn)], 15))
     if not len(r) or not len(s):
         return float("nan")
-    grid = np.concatenate([r, s])
+    # The KS statistic is attained at an observed value: each side's distinct values suffice.
+    grid = np.concatenate([r[np.r_[True, r[1:] != r[:-1]]], s[np.r_[True, s[1:] != s[:-1]]]])
     d = np.abs(np.searchsorted(r, grid, "right") / len(r) - np.searchsorted(s, grid, "right") / len(s)).max()
     return float(1.0 - d)
 
 
 def tv_complement(real: pd.Series, syn: pd.Series) -> float:
-    r = real.dropna().value_counts()
-    s = syn.dropna().value_counts()
-    if not len(r) or not len(s):
+    code_r, code_s, k, na = _codes(real, syn)
+    return tv_from_codes(code_r, code_s, k, na)
+
+
+def tv_from_codes(code_r: np.ndarray, code_s: np.ndarray, k: int, na: int | None) -> float:
+    """1 - total variation distance of the category frequencies, nulls dropped. SDMetrics'
+    regularisation: a category only the synthetic side has gets a real count of 1e-6."""
+    r = np.bincount(code_r, minlength=k).astype(float)
+    s = np.bincount(code_s, minlength=k).astype(float)
+    if na is not None:
+        r[na] = s[na] = 0.0
+    if not r.sum() or not s.sum():
         return float("nan")
-    # SDMetrics' regularisation: a synthetic-only value gets a real count of 1e-6.
-    extra = s.index.difference(r.index)
-    r = pd.concat([r.astype(float), pd.Series(1e-6, index=extra)]) if len(extra) else r.astype(float)
-    f_exp = r / r.sum()
-    f_obs = s.reindex(r.index, fill_value=0) / s.sum()
-    return float(1.0 - 0.5 * np.abs(f_obs.to_numpy() - f_exp.to_numpy()).sum())
+    r[(r == 0) & (s > 0)] = 1e-6
+    return float(1.0 - 0.5 * np.abs(s / s.sum() - r / r.sum()).sum())
 
 
 def _bins(values: np.ndarray) -> np.ndarray:
@@ -75,11 +81,18 @@ def _bins(values: np.ndarray) -> np.ndarray:
     return np.digitize(values, edges)
 
 
-def _codes(real: pd.Series, syn: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
-    """Joint integer codes for two columns (NaN is a code of its own)."""
-    both = pd.concat([real, syn], ignore_index=True).astype(object)
-    codes, uniques = pd.factorize(both, use_na_sentinel=False)
-    return codes[: len(real)], codes[len(real):], max(len(uniques), 1)
+def _codes(real: pd.Series, syn: pd.Series) -> tuple[np.ndarray, np.ndarray, int, int | None]:
+    """Joint integer codes for two columns (null is a code of its own); (real, syn, count, null code)."""
+    both = pd.concat([real, syn], ignore_index=True)
+    if both.dtype == bool or both.dtype.kind in "iuf" or isinstance(both.dtype, pd.CategoricalDtype):
+        both = both.astype(object)  # one code per value whatever the source dtype
+    codes, uniques = pd.factorize(both.to_numpy(), use_na_sentinel=True)  # nulls -> -1 (one pass)
+    k = len(uniques)
+    na = None
+    if (codes < 0).any():
+        codes = np.where(codes < 0, k, codes)
+        na, k = k, k + 1
+    return codes[: len(real)], codes[len(real):], max(k, 1), na
 
 
 def _cramers_v(table: np.ndarray) -> float:
@@ -102,27 +115,52 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(max(min(r, 1.0), -1.0))
 
 
+def _pearson_matrix(cols: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
+    """Pearson r of every pair of columns: one matrix product for the columns without nulls,
+    pairwise-complete rows for the rest."""
+    names = list(cols)
+    out: dict[tuple[str, str], float] = {}
+    full = [n for n in names if not np.isnan(cols[n]).any()]
+    if len(full) > 1 and len(cols[full[0]]) > 1:
+        x = np.column_stack([cols[n] for n in full])
+        xm = x - x.mean(0)
+        cov = xm.T @ xm
+        var = np.diag(cov).copy()
+        const = np.array([np.all(cols[n] == cols[n][0]) for n in full])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.clip(cov / np.sqrt(np.outer(var, var)), -1.0, 1.0)
+        for i, a in enumerate(full):
+            for j in range(i + 1, len(full)):
+                value = float("nan") if const[i] or const[j] else float(r[i, j])
+                out[(a, full[j])] = out[(full[j], a)] = value
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if (a, b) not in out:
+                out[(a, b)] = out[(b, a)] = _pearson(cols[a], cols[b])
+    return out
+
+
 def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -> FidelityResult:
     cols = [c for c in schema.columns if c.kind in _SHAPE]
     shape_scores: dict[str, dict] = {}
     num_r, num_s, code_r, code_s, n_codes = {}, {}, {}, {}, {}
     for c in cols:
         if _SHAPE[c.kind] == "continuous":
-            num_r[c.name], num_s[c.name] = _numeric(real[c.name]), _numeric(syn[c.name])
+            num_r[c.name], num_s[c.name] = numeric_values(real[c.name]), numeric_values(syn[c.name])
             score = ks_complement(num_r[c.name], num_s[c.name])
             shape_scores[c.name] = {"metric": "KSComplement", "score": score}
             # Discretised copies for mixed pairs; each side binned on its own values (as SDMetrics).
             code_r[c.name], code_s[c.name], n_codes[c.name] = _bins(num_r[c.name]), _bins(num_s[c.name]), 12
         else:
-            score = tv_complement(real[c.name], syn[c.name])
-            shape_scores[c.name] = {"metric": "TVComplement", "score": score}
-            code_r[c.name], code_s[c.name], n_codes[c.name] = _codes(real[c.name], syn[c.name])
+            cr, cs, k, na = _codes(real[c.name], syn[c.name])
+            shape_scores[c.name] = {"metric": "TVComplement", "score": tv_from_codes(cr, cs, k, na)}
+            code_r[c.name], code_s[c.name], n_codes[c.name] = cr, cs, k
 
     pairs = []
+    corr_real, corr_syn = _pearson_matrix(num_r), _pearson_matrix(num_s)
     for a, b in itertools.combinations(cols, 2):
         if _SHAPE[a.kind] == _SHAPE[b.kind] == "continuous":
-            r_real = _pearson(num_r[a.name], num_r[b.name])
-            r_syn = _pearson(num_s[a.name], num_s[b.name])
+            r_real, r_syn = corr_real[(a.name, b.name)], corr_syn[(a.name, b.name)]
             score = 1 - abs(r_real - r_syn) / 2
             counts = not math.isnan(r_real) and abs(r_real) > CORRELATION_THRESHOLD
             pairs.append({"columns": [a.name, b.name], "metric": "CorrelationSimilarity", "score": score,

@@ -14,7 +14,8 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from pipeline.schema import TableSchema, datetime_ns
+from pipeline.metrics.fidelity import numeric_values
+from pipeline.schema import TableSchema
 
 _MAX_NATIVE_CATEGORIES = 250  # HistGradientBoosting's limit is 255 bins
 
@@ -27,25 +28,24 @@ class UtilityResult:
     trtr: float
 
 
-def _features(frames: list[pd.DataFrame], schema: TableSchema, target: str) -> tuple[list[pd.DataFrame], list[bool]]:
-    cols = [c for c in schema.modeled if c.name != target]
+def features(frames: list[pd.DataFrame], schema: TableSchema, exclude: tuple[str, ...] = ()
+             ) -> tuple[list[pd.DataFrame], list[bool]]:
+    """Model inputs for each frame: numbers as floats, categories as shared integer codes (NaN for
+    nulls), and which columns are categorical (native categories up to HistGradientBoosting's limit)."""
+    cols = [c for c in schema.modeled if c.name not in exclude]
     out: list[dict[str, object]] = [{} for _ in frames]
     is_cat = []
     for c in cols:
         if c.kind in ("categorical", "boolean"):
-            values = pd.concat([f[c.name] for f in frames]).astype(object).dropna().unique()
-            cats = pd.Index(values).astype(str)
-            native = len(cats) <= _MAX_NATIVE_CATEGORIES
+            cats = pd.Index(pd.concat([f[c.name] for f in frames], ignore_index=True).dropna().unique())
             for o, f in zip(out, frames):
-                codes = pd.Categorical(f[c.name].astype(object).where(f[c.name].notna(), None).map(
-                    lambda v: None if v is None else str(v)), categories=cats).codes.astype(float)
+                codes = pd.Categorical(f[c.name], categories=cats).codes.astype(float)
                 codes[codes < 0] = np.nan
                 o[c.name] = codes
-            is_cat.append(native)
+            is_cat.append(len(cats) <= _MAX_NATIVE_CATEGORIES)
         else:
             for o, f in zip(out, frames):
-                s = f[c.name]
-                o[c.name] = _as_float(s)
+                o[c.name] = numeric_values(f[c.name])
             is_cat.append(False)
     return [pd.DataFrame(o) for o in out], is_cat
 
@@ -71,20 +71,15 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
                   schema: TableSchema, target: str) -> UtilityResult:
     kind = schema[target].kind
     frames = [f[f[target].notna()] for f in (train, holdout, syn)]
-    (X_tr, X_ho, X_syn), is_cat = _features(frames, schema, target)
+    (X_tr, X_ho, X_syn), is_cat = features(frames, schema, exclude=(target,))
     if kind in ("categorical", "boolean"):
         y_tr, y_ho, y_syn = (f[target].astype(str).to_numpy() for f in frames)
         classes = sorted(np.unique(y_tr))
         task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
     else:
-        y_tr, y_ho, y_syn = (_as_float(f[target]) for f in frames)
+        y_tr, y_ho, y_syn = (numeric_values(f[target]) for f in frames)
         classes, task, metric = [], "regression", "r2"
     trtr = _fit_score(task, metric, X_tr, y_tr, X_ho, y_ho, is_cat, classes)
     tstr = _fit_score(task, metric, X_syn, y_syn, X_ho, y_ho, is_cat, classes)
     return UtilityResult(task, metric, tstr, trtr)
 
-
-def _as_float(s: pd.Series) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return datetime_ns(s)
-    return pd.to_numeric(s).astype(float).to_numpy(na_value=np.nan)

@@ -44,6 +44,7 @@ class ConditionalGAN(TabularGAN):
 
     def prepare(self, data: torch.Tensor) -> None:
         """Index the training rows by category, once: rows sorted per column, with offsets."""
+        super().prepare(data)
         self.data = data
         if not self.cond_dim:
             return
@@ -71,9 +72,10 @@ class ConditionalGAN(TabularGAN):
         pos = self.category_starts[col, cat] + pick
         return self.data[self.rows_by_category[col, pos]]
 
-    def _generate(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def _generate(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                  net: torch.nn.Module | None = None) -> torch.Tensor:
         z = torch.randn(cond.shape[0], self.noise_dim, device=cond.device, generator=generator)
-        return self.generator(torch.cat([z, cond], dim=1))
+        return (net or self.generator)(torch.cat([z, cond], dim=1))
 
     def _condition_loss(self, raw: torch.Tensor, col: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of each row's conditioned column against its condition (one op)."""
@@ -113,7 +115,7 @@ class ConditionalGAN(TabularGAN):
             col = self.layout.category_groups.index(condition[0])
             cond.zero_()
             cond[:, self.cond_offsets[col] + condition[1]] = 1.0
-        return activate(self._generate(cond, generator), self.layout, generator=generator, hard=True)
+        return activate(self._generate(cond, generator, self.sampler), self.layout, generator=generator, hard=True)
 
     def inference_state(self) -> dict[str, torch.Tensor]:
         state = super().inference_state()

@@ -3,6 +3,7 @@ conditional vector; ``ctgan`` adds it)."""
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,6 +77,34 @@ class TabularGAN(TabularModel):
         self.noise_dim, self.gp_weight, self.batch_multiple = g.noise_dim, train.gp_weight, g.pac
         self.generator = Generator(g.noise_dim + self.cond_dim, g.generator_dims, layout.width)
         self.critic = Critic(layout.width + self.cond_dim, g.discriminator_dims, g.pac, g.dropout)
+        # An exponential moving average of the generator's weights samples the rows: it smooths the
+        # step-to-step wander of adversarial training (rows are better, and vary less by epoch).
+        self.ema_decay = g.ema_decay
+        if self.ema_decay:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+            self._ema_n = 0
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator that makes the rows: the averaged one when there is one."""
+        return self.generator_ema if self.ema_decay else self.generator
+
+    def prepare(self, data: torch.Tensor) -> None:
+        if self.ema_decay:
+            self._ema_n = int(self.ema_steps)  # resumed training continues the warm-up where it was
+
+    @torch.no_grad()
+    def after_step(self, phase: str) -> None:
+        if phase != "generator" or not self.ema_decay:
+            return
+        self._ema_n += 1
+        self.ema_steps += 1
+        # Warm-up: early on the average follows the weights closely (decay grows to ema_decay).
+        decay = min(self.ema_decay, (1 + self._ema_n) / (10 + self._ema_n))
+        torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()), 1 - decay)
+        for avg, cur in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            avg.copy_(cur)  # BatchNorm running statistics
 
     def phases(self, t: TrainConfig) -> list[Phase]:
         return [
@@ -105,10 +134,14 @@ class TabularGAN(TabularModel):
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
         z = torch.randn(n, self.noise_dim, device=device, generator=generator)
-        return activate(self.generator(z), self.layout, generator=generator, hard=True)
+        return activate(self.sampler(z), self.layout, generator=generator, hard=True)
 
     def inference_state(self) -> dict[str, torch.Tensor]:
-        return {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        """The sampling generator's weights (the average, if any) under ``generator.*``."""
+        return {f"generator.{k}": v for k, v in self.sampler.state_dict().items()}
 
     def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.load_state_dict({k.removeprefix("generator."): v for k, v in state.items()})
+        weights = {k.removeprefix("generator."): v for k, v in state.items()}
+        self.generator.load_state_dict(weights)
+        if self.ema_decay:
+            self.generator_ema.load_state_dict(weights)

@@ -70,8 +70,13 @@ def test_dvc_repro_runs_every_stage_and_releases_parquet(repo):
     assert len(release) == 600
     metrics = json.loads((root / "metrics/adult.json").read_text())
     for key in ("quality.column_shapes", "quality.column_pair_trends", "quality.overall", "utility.tstr_score",
-                "utility.trtr_score", "privacy.exact_match_rate", "rows"):
+                "utility.trtr_score", "privacy.exact_match_rate", "rows", "coverage.category", "detection.auc",
+                "privacy.dcr_share", "privacy.nndr_median"):
         assert key in metrics
+    # the release carries its quality report, the one the score stage wrote
+    release_dir = root / "releases/adult" / latest["version"]
+    assert (release_dir / "_report.html").read_bytes() == (root / "work/adult/score/report.html").read_bytes()
+    assert "quality.overall" in (release_dir / "_report.md").read_text()
     assert (root / "dvc.lock").exists()
     shown = _sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root, env).stdout
     assert "quality.overall" in shown

@@ -47,7 +47,7 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="multiple of model.gan.pac"):
-        load_config(REPO / "params.yaml", {"train.batch_size": 55})
+        load_config(REPO / "params.yaml", {"train.batch_size": 53})
     with pytest.raises(ConfigError, match="model.name 'nope'"):
         load_config(REPO / "params.yaml", {"model.name": "nope"})
 

@@ -103,3 +103,24 @@ def test_activation_is_float32_even_from_bf16_logits():
     assert torch.allclose(out[:, 1:].sum(1), torch.ones(4096))
     out.sum().backward()
     assert raw.grad is not None and raw.grad.dtype == torch.bfloat16
+
+
+def test_generator_average_makes_the_rows_and_is_what_the_model_file_holds(tmp_path, tiny_source):
+    cfg = tiny_config(tmp_path, tiny_source, **{"model.name": "ctgan", "model.gan.ema_decay": 0.9})
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    loaded = load_model(paths.model, cfg)
+    net = loaded.model
+    assert net.sampler is net.generator_ema
+    saved = torch.load(paths.model / "model.pt", weights_only=True)
+    # Both copies hold the saved (averaged) weights after loading; the rows come from them.
+    for k, v in net.generator_ema.state_dict().items():
+        assert torch.equal(saved[f"generator.{k}"], v)
+    # During training the average trails the trained weights (it is not a copy of them).
+    ckpt = torch.load(paths.checkpoints / "last.pt", weights_only=True)["model"]
+    online = {k.removeprefix("generator."): v for k, v in ckpt.items() if k.startswith("generator.")}
+    average = {k.removeprefix("generator_ema."): v for k, v in ckpt.items() if k.startswith("generator_ema.")}
+    assert set(online) == set(average) and int(ckpt["ema_steps"]) > 0
+    assert any(not torch.equal(online[k], average[k]) for k in online if online[k].is_floating_point())
+    assert all(torch.equal(average[k], saved[f"generator.{k}"]) for k in average)

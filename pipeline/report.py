@@ -1,0 +1,321 @@
+"""The quality report of a release: one self-contained HTML file (plots embedded as PNG data URIs,
+no script, no network) and a markdown summary (for Prefect artifacts and the data card).
+
+A reviewer reads, top to bottom: the verdict and every score against its threshold; the worst
+columns and pairs; real-vs-synthetic distributions per column; the pair-trend difference heatmap;
+the privacy distances; the training loss curves.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import METRICS
+from pipeline.metrics.fidelity import numeric_values
+from pipeline.schema import TableSchema
+
+MAX_PLOTTED_COLUMNS = 36  # beyond this, the worst-scoring columns are plotted
+TOP_CATEGORIES = 12
+REAL, SYN, HOLD = "#4C72B0", "#DD8452", "#55A868"
+
+
+@dataclass
+class ReportInput:
+    dataset: str
+    metrics: dict[str, object]
+    thresholds: dict[str, dict[str, float | None]]
+    schema: TableSchema
+    real: pd.DataFrame  # the real rows the synthetic ones were scored against (a sample at most)
+    synthetic: pd.DataFrame
+    columns: dict[str, dict]  # per-column shape scores (fidelity) merged with coverage
+    pairs: list[dict]
+    privacy_distances: dict[str, np.ndarray] = field(default_factory=dict)
+    train_log: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)  # sampling and seeds, said plainly
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4f}"
+    if v is None:
+        return "n/a"
+    return str(v)
+
+
+def _threshold_text(th: dict[str, float | None] | None) -> str:
+    if not th:
+        return ""
+    parts = []
+    if th.get("min") is not None:
+        parts.append(f"≥ {th['min']}")
+    if th.get("max") is not None:
+        parts.append(f"≤ {th['max']}")
+    return " and ".join(parts)
+
+
+def _status(key: str, value: object, th: dict[str, float | None] | None) -> str:
+    if not th:
+        return ""
+    if not isinstance(value, (int, float)) or value != value:
+        return "FAIL"
+    if th.get("min") is not None and value < th["min"]:
+        return "FAIL"
+    if th.get("max") is not None and value > th["max"]:
+        return "FAIL"
+    return "pass"
+
+
+def summary_rows(inp: ReportInput) -> list[tuple[str, str, str, str, str]]:
+    """(key, value, threshold, status, description) for every registered metric that was computed."""
+    rows = []
+    for key, info in METRICS.items():
+        if key not in inp.metrics and key not in inp.thresholds:
+            continue
+        value = inp.metrics.get(key)
+        th = inp.thresholds.get(key)
+        rows.append((key, _fmt(value), _threshold_text(th), _status(key, value, th), info.description))
+    return rows
+
+
+def worst_columns(inp: ReportInput, n: int = 5) -> list[tuple[str, str, float]]:
+    scored = [(name, c.get("metric", ""), c["score"]) for name, c in inp.columns.items()
+              if isinstance(c.get("score"), float) and not math.isnan(c["score"])]
+    return sorted(scored, key=lambda t: t[2])[:n]
+
+
+def worst_pairs(inp: ReportInput, n: int = 10) -> list[tuple[str, str, str, float]]:
+    scored = [(p["columns"][0], p["columns"][1], p["metric"], p["score"]) for p in inp.pairs
+              if p.get("counted") and not math.isnan(p["score"])]
+    return sorted(scored, key=lambda t: t[3])[:n]
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    matplotlib.rcParams["text.parse_math"] = False  # column names and values are text, '$' included
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_distributions(inp: ReportInput) -> str | None:
+    cols = [c for c in inp.schema.modeled if c.name in inp.real.columns]
+    if not cols:
+        return None
+    if len(cols) > MAX_PLOTTED_COLUMNS:
+        order = {name: score for name, _, score in worst_columns(inp, n=len(cols))}
+        cols = sorted(cols, key=lambda c: order.get(c.name, 1.0))[:MAX_PLOTTED_COLUMNS]
+    plt = _plt()
+    ncol = 3
+    nrow = math.ceil(len(cols) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, c in zip(axes.flat, cols):
+        score = inp.columns.get(c.name, {}).get("score")
+        ax.set_title(f"{c.name} ({c.kind})" + (f"  score {score:.3f}" if isinstance(score, float) and score == score else ""),
+                     fontsize=9)
+        if c.kind in ("continuous", "integer", "datetime"):
+            r, s = numeric_values(inp.real[c.name]), numeric_values(inp.synthetic[c.name])
+            r, s = r[~np.isnan(r)], s[~np.isnan(s)]
+            if not len(r):
+                continue
+            lo, hi = np.quantile(r, [0.005, 0.995])
+            if lo == hi:
+                lo, hi = lo - 0.5, hi + 0.5
+            bins = np.linspace(lo, hi, 41)
+            ax.hist(np.clip(r, lo, hi), bins=bins, density=True, color=REAL, alpha=0.45, label="real")
+            ax.hist(np.clip(s, lo, hi), bins=bins, density=True, histtype="step", color=SYN, lw=1.6, label="synthetic")
+            if c.kind == "datetime":
+                ticks = np.linspace(lo, hi, 3)
+                ax.set_xticks(ticks, [str(pd.Timestamp(int(t)).date()) for t in ticks])
+        else:
+            r = inp.real[c.name].astype(object).where(inp.real[c.name].notna(), "(null)").astype(str)
+            s = inp.synthetic[c.name].astype(object).where(inp.synthetic[c.name].notna(), "(null)").astype(str)
+            fr, fs = r.value_counts(normalize=True), s.value_counts(normalize=True)
+            top = list(fr.index[:TOP_CATEGORIES])
+            vr = [fr.get(k, 0.0) for k in top]
+            vs = [fs.get(k, 0.0) for k in top]
+            if len(fr) > len(top):
+                top.append("(other)")
+                vr.append(1 - sum(vr))
+                vs.append(max(1 - sum(vs), 0.0))
+            x = np.arange(len(top))
+            ax.bar(x - 0.2, vr, 0.4, color=REAL, label="real")
+            ax.bar(x + 0.2, vs, 0.4, color=SYN, label="synthetic")
+            ax.set_xticks(x, [t[:14] for t in top], rotation=60, ha="right", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_pair_heatmap(inp: ReportInput) -> str | None:
+    names = [c.name for c in inp.schema.modeled]
+    index = {n: i for i, n in enumerate(names)}
+    m = np.full((len(names), len(names)), np.nan)
+    for p in inp.pairs:
+        a, b = p["columns"]
+        if a in index and b in index and not math.isnan(p["score"]):
+            m[index[a], index[b]] = m[index[b], index[a]] = 1 - p["score"]
+    if np.isnan(m).all():
+        return None
+    plt = _plt()
+    size = max(4.0, 0.38 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(m, cmap="Reds", vmin=0, vmax=max(0.3, float(np.nanmax(m))))
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_title("pair trend difference, 1 - score (correlation or contingency)", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def plot_training(log: pd.DataFrame | None) -> str | None:
+    if log is None or log.empty or "epoch" not in log:
+        return None
+    series = [c for c in log.columns if c not in ("epoch", "seconds")]
+    if not series:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 2.8), squeeze=False)
+    for ax, c in zip(axes.flat, series):
+        ax.plot(log["epoch"], log[c], color=REAL)
+        ax.set_title(c, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_privacy(distances: dict[str, np.ndarray]) -> str | None:
+    if not distances or not any(len(v) for v in distances.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    hi = max(float(np.quantile(v, 0.99)) for v in distances.values() if len(v)) or 1.0
+    bins = np.linspace(0, hi, 41)
+    colors = {"synthetic_to_train": SYN, "holdout_to_train": HOLD}
+    for name, v in distances.items():
+        if len(v):
+            ax.hist(np.clip(v, 0, hi), bins=bins, density=True, histtype="step", lw=1.6,
+                    color=colors.get(name), label=name.replace("_to_", " rows to closest ").replace("_", " ") + " row")
+    ax.set_xlabel("distance to closest record (mean per-column distance)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    return _png(fig)
+
+
+# -- documents -----------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px} td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
+th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#1a7f37;font-weight:600} .FAIL{color:#cf222e;font-weight:700}
+.verdict{display:inline-block;padding:.3em .8em;border-radius:4px;color:#fff;font-weight:700}
+.ok{background:#1a7f37} .bad{background:#cf222e} .muted{color:#666;font-size:13px} img{max-width:100%}
+"""
+
+
+def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), classes: dict[int, bool] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cells = []
+        for i, v in enumerate(row):
+            cls = []
+            if i in numeric:
+                cls.append("num")
+            if classes and classes.get(i) and v in ("pass", "FAIL"):
+                cls.append(v)
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            cells.append(f"<td{attr}>{html.escape(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out) + "</table>"
+
+
+def render_html(inp: ReportInput) -> str:
+    passed = bool(inp.metrics.get("gate.passed"))
+    failures = inp.metrics.get("gate.failures") or []
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Quality report: {html.escape(inp.dataset)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Synthetic data quality: {html.escape(inp.dataset)}</h1>",
+        f"<p><span class='verdict {'ok' if passed else 'bad'}'>{'gate passed' if passed else 'gate FAILED'}</span> "
+        f"&nbsp; {html.escape(_fmt(inp.metrics.get('rows')))} synthetic rows"
+        f" &middot; synthetic data sha256 <code>{html.escape(str(inp.metrics.get('synthetic_hash', ''))[:16])}</code></p>",
+    ]
+    if failures:
+        parts.append("<p class='FAIL'>" + "<br>".join(html.escape(f) for f in failures) + "</p>")
+    parts.append("<h2>Scores</h2>")
+    parts.append(_table(["metric", "value", "threshold", "status", "what it measures"],
+                        [list(r) for r in summary_rows(inp)], numeric={1}, classes={3: True}))
+    if inp.notes:
+        parts.append("<p class='muted'>" + "<br>".join(html.escape(n) for n in inp.notes) + "</p>")
+    parts.append("<h2>Worst columns and pairs</h2>")
+    parts.append(_table(["column", "metric", "score"], [[a, b, f"{s:.4f}"] for a, b, s in worst_columns(inp)], numeric={2}))
+    parts.append(_table(["column", "column", "metric", "score"],
+                        [[a, b, m, f"{s:.4f}"] for a, b, m, s in worst_pairs(inp)], numeric={3}))
+    cov_rows = []
+    for name, c in inp.columns.items():
+        cov = c.get("category_coverage", c.get("range_coverage"))
+        cov_rows.append([name, _fmt(c.get("score")), _fmt(cov), _fmt(c.get("missing_value_similarity"))])
+    parts.append("<h2>Columns</h2>")
+    parts.append(_table(["column", "shape score", "coverage (category or range)", "missing-value similarity"],
+                        cov_rows, numeric={1, 2, 3}))
+    for title, img in (("Distributions, real vs synthetic", plot_distributions(inp)),
+                       ("Column pair trends", plot_pair_heatmap(inp)),
+                       ("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
+                       ("Training", plot_training(inp.train_log))):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(f"<img alt='{html.escape(title)}' src='{img}'>" if img else "<p class='muted'>not available</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _md(text: object) -> str:
+    """Text safe inside a markdown table cell or inline code span."""
+    return html.escape(str(text)).replace("|", "\\|").replace("`", "'")
+
+
+def render_markdown(inp: ReportInput) -> str:
+    passed = bool(inp.metrics.get("gate.passed"))
+    lines = [f"## Synthetic data quality: {_md(inp.dataset)}", "",
+             f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(inp.metrics.get('rows'))} synthetic rows", ""]
+    for f in inp.metrics.get("gate.failures") or []:
+        lines.append(f"- failing: {_md(f)}")
+    lines += ["", "| metric | value | threshold | status |", "|---|---:|---|---|"]
+    for key, value, th, status, _ in summary_rows(inp):
+        lines.append(f"| `{key}` | {value} | {th} | {status} |")
+    worst = worst_columns(inp, 3)
+    if worst:
+        lines += ["", "Worst columns: " + ", ".join(f"`{_md(a)}` {s:.3f}" for a, _, s in worst)]
+    pairs = worst_pairs(inp, 3)
+    if pairs:
+        lines += ["", "Worst pairs: " + ", ".join(f"`{_md(a)}`/`{_md(b)}` {s:.3f}" for a, b, _, s in pairs)]
+    if inp.notes:
+        lines += [""] + [f"_{_md(n)}_" for n in inp.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,228 @@
+"""Coverage, detection and privacy metrics (against sdmetrics where it defines them), the score
+stage's outputs, the HTML/markdown report, and dropping copies of training rows."""
+
+import base64
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import generate, ingest, score, train
+from pipeline.config import Threshold
+from pipeline.io import StagePaths
+from pipeline.metrics import METRICS
+from pipeline.metrics.coverage import score_coverage
+from pipeline.metrics.detection import score_detection
+from pipeline.metrics.privacy import encode_for_distance, nearest_distances, row_hashes, score_dcr
+from pipeline.schema import TableSchema, describe, infer_kind
+from pipeline.train import load_model
+from tests.conftest import ADULT
+
+SDTYPE = {"continuous": "numerical", "integer": "numerical", "datetime": "datetime",
+          "categorical": "categorical", "boolean": "boolean"}
+
+
+def _schema(df):
+    return TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+
+
+def _adult(n, seed):
+    return pd.read_parquet(ADULT).sample(n, random_state=seed).reset_index(drop=True)
+
+
+def _with_gaps(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Nulls in a numeric and a categorical column, a narrower range, and a missing category."""
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    out["age"] = out["age"].astype(float)
+    out.loc[rng.random(len(out)) < 0.1, "age"] = np.nan
+    out.loc[rng.random(len(out)) < 0.05, "workclass"] = None
+    out["hours-per-week"] = out["hours-per-week"].clip(20, 60)
+    out.loc[out["race"] == "Other", "race"] = "White"
+    return out
+
+
+def test_coverage_matches_sdmetrics_per_column():
+    from sdmetrics.single_column import CategoryCoverage, MissingValueSimilarity, RangeCoverage
+
+    real = _adult(3000, 0)
+    syn = _with_gaps(_adult(2000, 1), 2)
+    schema = _schema(real)
+    ours = score_coverage(real, syn, schema)
+    checked = 0
+    for c in schema.modeled:
+        got = ours.columns[c.name]
+        assert got["missing_value_similarity"] == pytest.approx(
+            MissingValueSimilarity.compute(real[c.name], syn[c.name]), abs=1e-9)
+        if c.kind == "categorical":
+            assert got["category_coverage"] == pytest.approx(CategoryCoverage.compute(real[c.name], syn[c.name]), abs=1e-9)
+        else:
+            ref = RangeCoverage.compute(real[c.name].astype(float), syn[c.name].astype(float))
+            assert got["range_coverage"] == pytest.approx(ref, abs=1e-9)
+        checked += 1
+    assert checked == 15
+    # the gaps are visible, so the test can fail
+    assert ours.columns["race"]["category_coverage"] < 1 and ours.columns["hours-per-week"]["range_coverage"] < 1
+    assert ours.columns["age"]["missing_value_similarity"] < 1
+
+
+def test_dcr_distances_match_sdmetrics_including_nulls():
+    from sdmetrics.single_table.privacy.dcr_utils import calculate_dcr
+
+    data = _with_gaps(_adult(300, 3), 4)
+    ref_rows = _with_gaps(_adult(700, 5), 6)
+    schema = _schema(_adult(50, 0))
+    md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.modeled}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = calculate_dcr(data, ref_rows, md).to_numpy()
+    enc_data, enc_ref = encode_for_distance([data, ref_rows], schema)
+    got = nearest_distances(enc_data, enc_ref, k=2)
+    np.testing.assert_allclose(got[:, 0], expected, atol=1e-6)
+    assert (got[:, 1] >= got[:, 0]).all()
+
+
+def test_dcr_share_and_protection_match_sdmetrics_and_flag_copies():
+    from sdmetrics.single_table import DCROverfittingProtection
+
+    pool = _adult(1500, 7)
+    schema = _schema(pool)
+    train_rows, holdout, fresh = pool.iloc[:500], pool.iloc[500:1000], pool.iloc[1000:]
+    md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.modeled}}
+    res = score_dcr(train_rows, holdout, fresh, schema, rows=500, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = DCROverfittingProtection.compute_breakdown(train_rows, fresh, holdout, md, None)
+    assert res.dcr_share == pytest.approx(ref["synthetic_data_percentages"]["closer_to_training"], abs=1e-9)
+    assert res.dcr_protection == pytest.approx(ref["score"], abs=1e-9)
+    assert 0.35 < res.dcr_share < 0.65  # unseen real rows: about as close to train as to holdout
+    copies = score_dcr(train_rows, holdout, train_rows, schema, rows=500, seed=0)
+    assert copies.dcr_share > 0.95 and copies.dcr_median == 0 and copies.nndr_median < 0.05
+
+
+def test_detection_auc_near_half_for_same_distribution_and_high_for_broken_data():
+    pool = _adult(3000, 8)
+    schema = _schema(pool)
+    same = score_detection(pool.iloc[:1500], pool.iloc[1500:], schema, seed=0)
+    assert 0.4 < same.auc < 0.6 and same.score > 0.8
+    broken = pool.iloc[1500:].copy()
+    broken["age"] = broken["age"].sample(frac=1, random_state=0).to_numpy() + 40
+    far = score_detection(pool.iloc[:1500], broken, schema, seed=0)
+    assert far.auc > 0.9 and far.score < 0.2
+
+
+@pytest.fixture
+def scored_with_report(tiny_cfg):
+    tiny_cfg.generate.rows = 300
+    tiny_cfg.score.report = True
+    tiny_cfg.score.thresholds = {"quality.overall": Threshold(min=0.1), "detection.auc": Threshold(max=0.999)}
+    for stage in (ingest, train, generate, score):
+        stage.run(tiny_cfg, "tiny")
+    return tiny_cfg
+
+
+def test_score_writes_every_metric_family_and_a_self_contained_report(scored_with_report):
+    cfg = scored_with_report
+    metrics = json.loads((Path(cfg.metrics_dir) / "tiny.json").read_text())
+    for key in ("quality.overall", "coverage.category", "coverage.range", "coverage.missing_values",
+                "detection.auc", "utility.tstr_score", "utility.trtr_score", "privacy.exact_match_rate",
+                "privacy.dcr_share", "privacy.nndr_median", "gate.passed", "gate.failures"):
+        assert key in metrics, key
+    for key, value in metrics.items():
+        if key in METRICS and isinstance(value, float):
+            assert METRICS[key].lower <= value <= METRICS[key].upper, key
+    folder = StagePaths.of(cfg.work_dir, "tiny").score
+    details = json.loads((folder / "details.json").read_text())
+    assert details["samples"]["seed"] == cfg.seed and details["samples"]["detection"]["rows_per_side"] > 0
+
+    page = (folder / "report.html").read_text()
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)  # nothing fetched from the network
+    assert "<script" not in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 4  # distributions, pair heatmap, privacy, training curves
+    for img in images:
+        assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
+    for key in ("quality.overall", "detection.auc", "privacy.dcr_share"):
+        assert key in page
+    assert ("gate passed" in page) == metrics["gate.passed"]
+    md = (folder / "report.md").read_text()
+    assert "| `quality.overall` |" in md and ("passed" if metrics["gate.passed"] else "FAILED") in md
+
+
+def test_report_shows_a_failing_gate_and_its_failing_keys(scored_with_report):
+    cfg = scored_with_report
+    cfg.score.thresholds = {"detection.auc": Threshold(max=0.0)}
+    res = score.run(cfg, "tiny")
+    assert not res.passed and res.failures[0].startswith("detection.auc")
+    folder = StagePaths.of(cfg.work_dir, "tiny").score
+    page = (folder / "report.html").read_text()
+    assert "gate FAILED" in page and "detection.auc: " in page and "FAIL</td>" in page
+    assert "failing: detection.auc" in (folder / "report.md").read_text()
+
+
+def test_drop_training_copies_rejects_and_replaces_copied_rows(tiny_cfg):
+    ingest.run(tiny_cfg, "tiny")
+    train.run(tiny_cfg, "tiny")
+    loaded = load_model(StagePaths.of(tiny_cfg.work_dir, "tiny").model, tiny_cfg)
+    modeled = [c.name for c in loaded.schema.modeled]
+    plain = generate.sample_frame(loaded, 200, seed=3)
+    banned = row_hashes(plain.iloc[:60], modeled)  # pretend the first 60 rows were training rows
+    stats: dict[str, int] = {}
+    kept = generate.sample_frame(loaded, 200, seed=3, exclude=banned, stats=stats)
+    assert len(kept) == 200 and not np.isin(row_hashes(kept, modeled), banned).any()
+    assert stats["rejected_copies"] >= 60 and stats["drawn"] > 200
+    # filtering only removes rows: the others of the first draw come first, in order
+    pd.testing.assert_frame_equal(kept.iloc[:140][modeled].reset_index(drop=True),
+                                  plain.iloc[60:][modeled].reset_index(drop=True))
+
+
+def test_generate_stage_drops_training_copies_and_records_the_count(tiny_cfg):
+    tiny_cfg.generate.drop_training_copies = True
+    tiny_cfg.generate.rows = 150
+    for stage in (ingest, train, generate):
+        stage.run(tiny_cfg, "tiny")
+    paths = StagePaths.of(tiny_cfg.work_dir, "tiny")
+    info = json.loads((paths.synthetic / "_generated.json").read_text())
+    assert info["drop_training_copies"] and info["training_copies_dropped"] >= 0 and info["rows_drawn"] >= 150
+    syn = pd.read_parquet(paths.synthetic)
+    real = pd.read_parquet(paths.train_data)
+    modeled = [c for c in real.columns if c != "user_id"]
+    assert len(syn) == 150 and not np.isin(row_hashes(syn, modeled), row_hashes(real, modeled)).any()
+
+
+def test_dcr_keeps_precision_on_offset_timestamps_and_constant_columns():
+    from sdmetrics.single_table.privacy.dcr_utils import calculate_dcr
+
+    base = pd.Timestamp("2024-05-01 12:00:00")
+
+    def frame(n, seed):
+        r = np.random.default_rng(seed)
+        return pd.DataFrame({
+            "at": base + pd.to_timedelta(r.integers(0, 3600, n), unit="s"),  # one hour, far from 1970
+            "big": np.where(r.random(n) < 0.5, 1e8, 1e8 + 1),
+            "kind": r.choice(["a", "b"], n),
+        })
+
+    data, ref_rows = frame(200, 1), frame(300, 2)
+    ref_rows["big"] = 1e8  # constant in the reference: any difference counts 1
+    schema = TableSchema([describe(ref_rows[c], k) for c, k in
+                          (("at", "datetime"), ("big", "continuous"), ("kind", "categorical"))])
+    md = {"columns": {"at": {"sdtype": "datetime"}, "big": {"sdtype": "numerical"}, "kind": {"sdtype": "categorical"}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = calculate_dcr(data, ref_rows, md).to_numpy()
+    enc_data, enc_ref = encode_for_distance([data, ref_rows], schema)
+    np.testing.assert_allclose(nearest_distances(enc_data, enc_ref)[:, 0], expected, atol=1e-6)
+    assert expected.max() > expected.min()  # distances vary: the test can fail
+
+
+def test_nndr_counts_a_copy_of_a_duplicated_training_row_as_a_near_copy():
+    pool = _adult(600, 9)
+    schema = _schema(pool)
+    train_rows = pd.concat([pool.iloc[:300], pool.iloc[:50]], ignore_index=True)  # 50 rows occur twice
+    res = score_dcr(train_rows, pool.iloc[300:], pool.iloc[:50], schema, rows=300, seed=0)
+    assert res.dcr_median == 0 and res.nndr_median == 0
