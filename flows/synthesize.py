@@ -1,6 +1,6 @@
 """Prefect flow for one dataset: the five stages as tasks, each calling the stage function that the
-DVC stage calls too (``pipeline.<stage>.run``). Scheduling, retries per stage and the nightly
-multi-dataset flow build on this.
+DVC stage calls too (``pipeline.<stage>.run``), with the nightly flow's retries, lock, artifacts
+and run id in the manifest (``flows/nightly.py`` runs many datasets, with a new seed per run).
 
     python -m flows.synthesize --dataset adult [--set train.epochs=5 ...]
 """
@@ -10,30 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow, get_run_logger, task
+from prefect import flow
 
-from pipeline.__main__ import STAGES, run_stage
-from pipeline.config import load_config, parse_overrides
-
-
-@task(name="stage", task_run_name="{stage}-{dataset}")
-def stage_task(stage: str, params: str, overrides: dict, dataset: str) -> dict:
-    cfg = load_config(params, overrides)
-    result = run_stage(stage, cfg, dataset)
-    return {k: str(v) for k, v in vars(result).items() if k in ("rows", "epochs", "seconds", "version", "path", "passed")}
+from flows.nightly import DatasetsFailed, run_datasets
+from pipeline.config import parse_overrides
 
 
 @flow(name="synthesize", flow_run_name="synthesize-{dataset}")
 def synthesize(dataset: str = "adult", params: str = "params.yaml", overrides: dict | None = None) -> dict:
     """ingest -> train -> generate -> score -> publish for one dataset; fails if any stage fails."""
-    logger = get_run_logger()
-    overrides = overrides or {}
-    load_config(params, overrides).dataset(dataset)  # fail fast on bad params
-    results = {}
-    for stage in STAGES:
-        results[stage] = stage_task(stage, params, overrides, dataset)
-        logger.info("%s: %s", stage, results[stage])
-    return results
+    return run_datasets(params, overrides or {}, [dataset], nightly=False)[dataset]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    synthesize(dataset=args.dataset, params=args.params, overrides=parse_overrides(args.overrides))
+    try:
+        result = synthesize(dataset=args.dataset, params=args.params, overrides=parse_overrides(args.overrides))
+    except DatasetsFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.dataset}: released {result['publish']['version']} -> {result['publish']['path']}")
     return 0
 
 

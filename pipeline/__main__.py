@@ -29,9 +29,19 @@ log = logging.getLogger("pipeline")
 
 
 def run_stage(stage: str, cfg: Config, dataset: str, **kwargs):
-    """Run one stage by name (imported lazily so ``--help`` stays fast)."""
+    """Run one stage by name (imported lazily so ``--help`` stays fast); its wall time is kept in
+    ``<work>/<dataset>/stage_seconds.json`` for the release manifest."""
+    from pipeline.io import StagePaths, read_json, write_json
+
     module = importlib.import_module(f"pipeline.{stage}")
-    return module.run(cfg, dataset, **kwargs)
+    t0 = time.perf_counter()
+    result = module.run(cfg, dataset, **kwargs)
+    path = StagePaths.of(cfg.work_dir, dataset).stage_seconds
+    seconds = read_json(path) if path.exists() and stage != "ingest" else {}
+    seconds[stage] = round(time.perf_counter() - t0, 3)
+    if stage != "publish":  # publish reads them; its own time is its run's business
+        write_json(path, seconds)
+    return result
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -122,6 +122,22 @@ class PublishConfig(_Section):
     release_root: str = "releases"
 
 
+class NightlyConfig(_Section):
+    """The scheduled run (``flows/nightly.py``); the stages themselves read the other sections."""
+
+    cron: str = Field("0 2 * * *", description="when the nightly deployment runs (cron, in `timezone`)")
+    timezone: str = "UTC"
+    datasets: list[str] = Field(default_factory=list, description="datasets to run; empty = every dataset")
+    keep_releases: int | None = Field(14, ge=1, description="releases kept per dataset (the newest; latest never pruned); null = all")
+    new_seed: bool = Field(True, description="each nightly run draws its own seed (recorded in the manifest)")
+    task_runner: Literal["sequential", "threads", "dask"] = "sequential"
+    max_workers: int = Field(2, ge=1, description="threads, or dask LocalCluster workers")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler (tcp://host:8786); null = a LocalCluster")
+    retries: int = Field(2, ge=0, description="retries per stage for transient failures (I/O), with back-off")
+    retry_delay_seconds: float = Field(10.0, ge=0)
+    lock_wait_seconds: float = Field(0.0, ge=0, description="how long a run waits for another run of the same dataset")
+
+
 class Config(_Section):
     seed: int = 0
     work_dir: str = "work"
@@ -133,6 +149,7 @@ class Config(_Section):
     generate: GenerateConfig = GenerateConfig()
     score: ScoreConfig = ScoreConfig()
     publish: PublishConfig = PublishConfig()
+    nightly: NightlyConfig = NightlyConfig()
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":

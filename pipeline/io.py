@@ -68,8 +68,45 @@ class StagePaths:
         return self.root / "synthetic"
 
     @property
+    def stage_seconds(self) -> Path:
+        """Wall seconds of each stage's last run (the release manifest carries them)."""
+        return self.root / "stage_seconds.json"
+
+    @property
     def score(self) -> Path:
         return self.root / "score"
+
+
+@contextlib.contextmanager
+def dataset_run_lock(work_dir: str | Path, dataset: str, wait_seconds: float = 0.0) -> Iterator[Path]:
+    """Hold an exclusive lock on one dataset's work folder for a whole run (all stages).
+
+    A second run of the same dataset waits up to ``wait_seconds`` and then fails with a message
+    naming the lock, instead of interleaving with the first (the OS drops the lock if its holder
+    dies, so a crashed run never blocks the next one).
+    """
+    import fcntl
+    import time
+
+    from pipeline.errors import PipelineError
+
+    path = Path(work_dir) / dataset / ".run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    with open(path, "w") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PipelineError(f"{dataset}: another run of this dataset holds {path} "
+                                        f"(waited {wait_seconds:g}s); try again when it has finished") from None
+                time.sleep(0.5)
+        try:
+            yield path
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

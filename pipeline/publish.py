@@ -84,7 +84,26 @@ def latest_version(root: Path) -> str | None:
     return read_json(path)["version"] if path.exists() else None
 
 
-def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
+def prune_releases(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions; the one ``latest.json`` names is always kept.
+    Call under the dataset lock. Returns the deleted versions."""
+    versions = list_versions(root)
+    latest = latest_version(root)
+    doomed = [v for v in versions[:-keep] if v != latest] if keep < len(versions) else []
+    for v in doomed:
+        # Renamed out of sight first, so no reader ever sees a half-deleted release.
+        trash = root / f".deleting-{v}-{os.getpid()}"
+        os.rename(root / v, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    if doomed:
+        log.info("pruned %d old release(s) of %s: %s", len(doomed), root.name, ", ".join(doomed))
+    return doomed
+
+
+def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | None = None,
+        keep: int | None = None) -> PublishResult:
+    """Release the scored synthetic rows as a new version. ``run_info`` (e.g. the orchestrator's
+    run id) goes into the manifest; ``keep`` prunes all but the newest ``keep`` versions after."""
     paths = StagePaths.of(cfg.work_dir, dataset)
     metrics = load_metrics(cfg, dataset)
     # The gate is re-checked against the thresholds in force now, not only the verdict on file.
@@ -109,7 +128,7 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
 
     root = Path(cfg.publish.release_root) / dataset
     with dataset_lock(root):
-        for stale in root.glob(".staging-*"):  # left by a crashed publish
+        for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:  # left by a crashed publish
             shutil.rmtree(stale, ignore_errors=True)
         if version is not None and (root / version).exists():
             raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
@@ -146,6 +165,8 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
                 "files": files,
                 "metrics": metrics,
                 "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
+                "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
+                "run": run_info or {},
             }
             for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
                 if (paths.score / name).exists():
@@ -161,6 +182,8 @@ def run(cfg: Config, dataset: str, version: str | None = None) -> PublishResult:
             raise
         write_json(root / LATEST, {"dataset": dataset, "version": version, "manifest": f"{version}/{MANIFEST}"})
         fsync_path(root)
+        if keep is not None:
+            prune_releases(root, keep)
     log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
     return PublishResult(dataset, version, root / version, rows)
 

@@ -23,7 +23,7 @@ from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_f
 from pipeline.models.base import TabularModel
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
-from pipeline.training.loop import TrainState, fit, pick_device
+from pipeline.training.loop import TrainState, checkpoint_fingerprint, fit, pick_device
 from pipeline.training.setup import build_model, transform_table
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,12 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
         w.writerows(history)
 
 
-def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
-    """Train the configured model on the prepared data of ``dataset``."""
+def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
+    """Train the configured model on the prepared data of ``dataset``.
+
+    ``resume``: True continues from the checkpoint (an error if it was made from other data or
+    params); ``"if-compatible"`` continues from it when it matches and starts afresh otherwise
+    (what a retried or re-run orchestrated task wants)."""
     paths = StagePaths.of(cfg.work_dir, dataset)
     train_df, _, schema, meta = load_prepared(paths)
     if cfg.train.threads:
@@ -74,7 +78,9 @@ def run(cfg: Config, dataset: str, resume: bool = False) -> TrainResult:
     def on_epoch(state: TrainState) -> None:
         _write_log(paths.train_log, state.history)
 
-    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume,
+    if resume == "if-compatible":
+        resume = ckpt.exists() and checkpoint_fingerprint(ckpt) == fingerprint
+    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=bool(resume),
                 fingerprint=fingerprint, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
 

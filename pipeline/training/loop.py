@@ -71,6 +71,14 @@ def save_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim
         torch.save(blob, tmp)
 
 
+def checkpoint_fingerprint(path: Path) -> str | None:
+    """The fingerprint a checkpoint was made with (None if it cannot be read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("fingerprint")
+    except Exception:  # a truncated or foreign file: not something to resume from
+        return None
+
+
 def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
                     batch_gen: torch.Generator, fingerprint: str) -> TrainState:
     blob = torch.load(path, map_location="cpu", weights_only=True)

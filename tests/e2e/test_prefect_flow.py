@@ -1,35 +1,193 @@
-"""The real Prefect flow (ephemeral API, no server) on a tiny table."""
+"""The real Prefect flows (ephemeral API, no server) on tiny tables: one dataset, the nightly run
+over several, failures that stay contained, retries, the lock, retention, the schedule, Dask."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from pipeline import publish
+from pipeline.io import dataset_run_lock
 from tests.conftest import tiny_frame
 
 pytestmark = pytest.mark.e2e
 
 
-def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.synthesize import synthesize
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
-    src = tmp_path / "tiny.parquet"
-    tiny_frame(300).to_parquet(src, index=False)
+
+def _params(tmp_path: Path, names=("tiny",), **sections) -> Path:
+    datasets = {}
+    for i, name in enumerate(names):
+        src = tmp_path / f"{name}.parquet"
+        tiny_frame(300, seed=i).to_parquet(src, index=False)
+        datasets[name] = {"source": str(src), "target": "income"}
     params = {
         "seed": 3, "work_dir": str(tmp_path / "work"), "metrics_dir": str(tmp_path / "metrics"),
-        "datasets": {"tiny": {"source": str(src), "target": "income"}},
+        "datasets": datasets,
         "model": {"gan": {"noise_dim": 16, "generator_dims": [32], "discriminator_dims": [32], "pac": 2}},
         "train": {"epochs": 1, "batch_size": 40, "device": "cpu"},
-        "score": {"thresholds": {"quality.overall": {"min": 0.2}}},
+        "score": {"thresholds": {"quality.overall": {"min": 0.2}}, "report": False},
         "publish": {"release_root": str(tmp_path / "releases")},
+        "nightly": {"retry_delay_seconds": 0, **sections.pop("nightly", {})},
+        **sections,
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with prefect_test_harness(server_startup_timeout=120):
-        result = synthesize(dataset="tiny", params=str(tmp_path / "params.yaml"),
-                            overrides={"generate.rows": 123})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _latest(tmp_path: Path, name: str = "tiny") -> dict:
+    root = tmp_path / "releases" / name
+    version = json.loads((root / "latest.json").read_text())["version"]
+    return json.loads((root / version / publish.MANIFEST).read_text())
+
+
+def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, harness):
+    from flows.synthesize import synthesize
+
+    params = _params(tmp_path, score={"thresholds": {"quality.overall": {"min": 0.2}}, "report": True})
+    result = synthesize(dataset="tiny", params=str(params), overrides={"generate.rows": 123})
     assert set(result) == {"ingest", "train", "generate", "score", "publish"}
-    latest = json.loads((tmp_path / "releases/tiny/latest.json").read_text())
-    assert len(pd.read_parquet(tmp_path / "releases/tiny" / latest["version"])) == 123
+    manifest = _latest(tmp_path)
+    assert manifest["rows"] == 123 == len(pd.read_parquet(Path(result["publish"]["path"])))
+    assert manifest["run"]["orchestrator"] == "prefect" and manifest["run"]["flow_run_id"]
+    assert set(manifest["stage_seconds"]) == {"ingest", "train", "generate", "score"}
+    assert manifest["seed"] == 3  # a one-off run keeps the configured seed
+
+    from prefect.artifacts import Artifact
+
+    summary = Artifact.get("synthesis-tiny")
+    assert summary is not None and "quality.overall" in summary.data and result["publish"]["version"] in summary.data
+    assert Artifact.get("synthesis-tiny-metrics") is not None
+
+
+def test_a_failed_gate_fails_the_flow_releases_nothing_and_keeps_latest(tmp_path, harness):
+    from flows.nightly import DatasetsFailed
+    from flows.synthesize import synthesize
+
+    params = _params(tmp_path)
+    synthesize(dataset="tiny", params=str(params))
+    before = _latest(tmp_path)["version"]
+    with pytest.raises(DatasetsFailed, match="publish: QualityGateError"):
+        synthesize(dataset="tiny", params=str(params), overrides={"score.thresholds": {"quality.overall": {"min": 0.9999}}})
+    assert publish.list_versions(tmp_path / "releases/tiny") == [before]
+    assert _latest(tmp_path)["version"] == before
+
+
+def test_nightly_a_failing_dataset_does_not_stop_the_others_and_fails_the_run(tmp_path, harness):
+    from flows.nightly import DatasetsFailed, nightly
+
+    params = _params(tmp_path, names=("good", "bad"))
+    raw = yaml.safe_load(params.read_text())
+    raw["datasets"]["bad"]["source"] = str(tmp_path / "missing.csv")
+    params.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DatasetsFailed) as info:
+        nightly(params=str(params))
+    assert "bad: ingest" in str(info.value) and "released: good" in str(info.value)
+    manifest = _latest(tmp_path, "good")
+    assert manifest["run"]["nightly"] and manifest["seed"] != 3  # a nightly run draws its own seed
+    assert not (tmp_path / "releases/bad").exists()
+
+
+def test_transient_errors_are_retried_and_a_held_lock_fails_clearly(tmp_path, harness, monkeypatch):
+    from flows.nightly import DatasetsFailed
+    from flows.synthesize import synthesize
+    from pipeline import generate
+
+    params = _params(tmp_path)
+    real_run, calls = generate.run, []
+
+    def flaky(cfg, dataset, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk hiccup")
+        return real_run(cfg, dataset, **kw)
+
+    monkeypatch.setattr(generate, "run", flaky)
+    synthesize(dataset="tiny", params=str(params))
+    assert len(calls) == 2
+    with dataset_run_lock(tmp_path / "work", "tiny"):
+        with pytest.raises(DatasetsFailed, match="another run of this dataset holds"):
+            synthesize(dataset="tiny", params=str(params))
+
+
+def test_nightly_keeps_the_newest_releases(tmp_path, harness):
+    from flows.nightly import nightly
+
+    params = _params(tmp_path, nightly={"keep_releases": 2})
+    for _ in range(3):
+        nightly(params=str(params), overrides={"train.epochs": 1})
+    root = tmp_path / "releases/tiny"
+    versions = publish.list_versions(root)
+    assert len(versions) == 2 and publish.latest_version(root) == versions[-1]
+
+
+def test_retention_never_prunes_latest(tmp_path, tiny_cfg):
+    from pipeline import generate, ingest, score, train
+
+    tiny_cfg.score.report = False
+    for stage in (ingest, train, generate, score):
+        stage.run(tiny_cfg, "tiny")
+    made = [publish.run(tiny_cfg, "tiny", version=f"v{i}").version for i in range(4)]
+    root = Path(tiny_cfg.publish.release_root) / "tiny"
+    (root / publish.LATEST).write_text(json.dumps({"version": made[0]}))  # latest pinned to the oldest
+    assert publish.prune_releases(root, keep=1) == made[1:3]
+    assert publish.list_versions(root) == [made[0], made[3]]
+
+
+def test_the_served_deployment_carries_the_schedule_from_params(tmp_path):
+    from flows.nightly import build_deployment
+    from pipeline.config import load_config
+
+    params = _params(tmp_path, nightly={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"})
+    deployment = build_deployment(load_config(params), str(params))
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "30 3 * * 1-5" and schedule.schedule.timezone == "Europe/Berlin"
+    assert deployment.name == "nightly" and deployment.parameters["params"] == str(params)
+
+
+def test_the_dask_task_runner_runs_two_datasets(tmp_path, harness, monkeypatch):
+    from flows.nightly import configured
+    from pipeline.config import load_config
+
+    monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "warning")
+    monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path / "dask"))
+    params = _params(tmp_path, names=("one", "two"), nightly={"task_runner": "dask", "max_workers": 2})
+    results = configured(load_config(params))(params=str(params))
+    assert set(results) == {"one", "two"}
+    for name in results:
+        assert _latest(tmp_path, name)["rows"] > 0
+
+
+def test_stage_logs_reach_the_task_runs_logger_from_its_own_thread_only():
+    import logging
+    import threading
+
+    from flows.nightly import _ToRunLogger
+
+    seen = []
+
+    class Sink:
+        def log(self, level, fmt, msg):
+            seen.append((level, msg))
+
+    handler = _ToRunLogger(Sink())
+    source = logging.getLogger("pipeline.test")
+    source.addHandler(handler)
+    source.setLevel(logging.INFO)
+    try:
+        source.info("trained %s", "tiny")
+        other = threading.Thread(target=lambda: source.info("another dataset's line"))
+        other.start()
+        other.join()
+    finally:
+        source.removeHandler(handler)
+    assert seen == [(logging.INFO, "trained tiny")]

@@ -1,0 +1,255 @@
+"""The nightly synthetic-data run: every dataset in params.yaml (or a chosen subset) through
+ingest -> train -> generate -> score -> publish, as Prefect tasks that call the same stage
+functions as the DVC stages.
+
+    python -m flows.nightly run   [--dataset adult ...] [--set key=value ...]   # once, now
+    python -m flows.nightly serve [--params params.yaml]                          # on the cron in params
+
+Both work with no Prefect server (Prefect's ephemeral local API); with ``PREFECT_API_URL`` set
+they report to that server. ``prefect deploy`` (see ``prefect.yaml``) registers the same flow on a
+work pool instead.
+
+Each run: a new seed per run (``nightly.new_seed``, derived from the flow run id and recorded in
+the manifest with the run id), a lock per dataset (a second run of the same dataset waits
+``nightly.lock_wait_seconds`` and then fails clearly), stage retries with back-off for transient
+errors (never for bad input or a failed quality gate), training resumed from its checkpoint when a
+retry finds a compatible one, datasets in parallel on the task runner in ``nightly.task_runner``,
+old releases pruned to ``nightly.keep_releases`` (never ``latest``), and per dataset a markdown
+and a table artifact. A dataset that fails fails alone; the flow run ends failed if any did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import sys
+import threading
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
+
+from pipeline.__main__ import STAGES, run_stage
+from pipeline.config import Config, load_config, parse_overrides
+from pipeline.errors import PipelineError
+from pipeline.io import StagePaths, dataset_run_lock, read_json
+
+DEPLOYMENT = "nightly"
+
+
+class DatasetsFailed(Exception):
+    """One or more datasets of a run failed (each named with its reason)."""
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O and other unexpected errors; never our own verdicts (bad input, gate, config)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - the result itself could not be read: retry
+        return True
+    return not isinstance(exc, PipelineError)
+
+
+class _ToRunLogger(logging.Handler):
+    """Forwards the stage code's own log records (logger ``pipeline``) to the Prefect task run's
+    logger, from this thread only (tasks of other datasets may run in other threads)."""
+
+    def __init__(self, run_logger) -> None:
+        super().__init__(logging.INFO)
+        self.run_logger, self.thread = run_logger, threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.run_logger.log(record.levelno, "%s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _stage_logs_to_prefect():
+    source = logging.getLogger("pipeline")
+    handler = _ToRunLogger(get_run_logger())
+    level = source.level
+    source.addHandler(handler)
+    if source.getEffectiveLevel() > logging.INFO:
+        source.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(level)
+
+
+@task(name="stage", retry_condition_fn=_transient)
+def stage_task(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None = None) -> dict:
+    """One stage of one dataset; the config is re-read from params + overrides in the worker."""
+    with _stage_logs_to_prefect():
+        return _run_stage(stage, params, overrides, dataset, run_info)
+
+
+def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None) -> dict:
+    cfg = load_config(params, overrides)
+    kwargs: dict[str, Any] = {}
+    if stage == "train":
+        kwargs["resume"] = "if-compatible"  # a retry (or a re-run) continues from its checkpoint
+    if stage == "publish":
+        kwargs.update(run_info=run_info, keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
+    result = run_stage(stage, cfg, dataset, **kwargs)
+    return {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v))
+            for k, v in vars(result).items() if k in ("rows", "epochs", "seconds", "version", "path", "passed")}
+
+
+def _artifact_key(dataset: str) -> str:
+    return "synthesis-" + (re.sub(r"[^a-z0-9-]+", "-", dataset.lower()).strip("-") or "dataset")
+
+
+def _artifacts(cfg: Config, dataset: str, results: dict[str, dict]) -> None:
+    """A markdown summary (the score report's summary, stage timings, the release) and a table."""
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    release = results.get("publish", {})
+    seconds = read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {}
+    lines = [f"# {dataset}: released {release.get('version')}", "",
+             f"- release: `{release.get('path')}` ({release.get('rows')} rows)",
+             "- stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()), ""]
+    report = paths.score / "report.md"
+    if report.exists():
+        lines.append(report.read_text())
+    key = _artifact_key(dataset)
+    create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"synthetic {dataset}")
+    metrics = read_json(f"{cfg.metrics_dir}/{dataset}.json")
+    thresholds = cfg.score.thresholds
+    rows = [{"metric": k, "value": v, "min": thresholds[k].min if k in thresholds else None,
+             "max": thresholds[k].max if k in thresholds else None}
+            for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    create_table_artifact(table=rows, key=f"{key}-metrics", description=f"scores of {dataset}")
+
+
+def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: bool) -> dict[str, dict]:
+    """Submit every dataset's stage chain to the flow's task runner; collect results and failures."""
+    logger = get_run_logger()
+    ctx = get_run_context()
+    run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+    overrides = dict(overrides)
+    cfg = load_config(params, overrides)
+    if nightly and cfg.nightly.new_seed and "seed" not in overrides:
+        overrides["seed"] = uuid.UUID(run_id).int % 2**31 if run_id else cfg.seed
+        cfg = load_config(params, overrides)
+    for name in datasets:
+        cfg.dataset(name)  # an unknown name fails the run before anything starts
+    run_info = {"orchestrator": "prefect", "flow_run_id": run_id, "flow": ctx.flow.name if ctx else None,
+                "nightly": nightly, "seed": cfg.seed}
+    nc = cfg.nightly
+    staged = stage_task.with_options(retries=nc.retries,
+                                     retry_delay_seconds=[nc.retry_delay_seconds * 2**i for i in range(nc.retries)])
+    failures: dict[str, str] = {}
+    results: dict[str, dict] = {}
+    with contextlib.ExitStack() as locks:
+        chains = {}
+        for name in datasets:
+            try:
+                locks.enter_context(dataset_run_lock(cfg.work_dir, name, nc.lock_wait_seconds))
+            except PipelineError as exc:
+                failures[name] = str(exc)
+                logger.error("%s", exc)
+                continue
+            chain, previous = {}, None
+            for stage in STAGES:
+                chain[stage] = staged.with_options(task_run_name=f"{stage}-{name}").submit(
+                    stage, params, overrides, name, run_info if stage == "publish" else None,
+                    wait_for=[previous] if previous is not None else None)
+                previous = chain[stage]
+            chains[name] = chain
+        for name, chain in chains.items():
+            done: dict[str, dict] = {}
+            try:
+                for stage, future in chain.items():
+                    done[stage] = future.result()
+            except Exception as exc:  # noqa: BLE001 - each dataset fails alone
+                failed_at = next((s for s in STAGES if s not in done), "?")
+                failures[name] = f"{failed_at}: {type(exc).__name__}: {exc}"
+                logger.error("%s failed at %s: %s", name, failed_at, exc)
+                continue
+            results[name] = done
+            _artifacts(cfg, name, done)
+            logger.info("%s released %s -> %s", name, done["publish"].get("version"), done["publish"].get("path"))
+    if failures:
+        raise DatasetsFailed("; ".join(f"{k}: {v}" for k, v in failures.items())
+                             + (f" (released: {', '.join(results)})" if results else " (nothing released)"))
+    return results
+
+
+@flow(name="nightly", flow_run_name="nightly")
+def nightly(params: str = "params.yaml", overrides: dict | None = None, datasets: list[str] | None = None) -> dict:
+    """Every dataset (or ``datasets``, or ``nightly.datasets``) through all five stages."""
+    cfg = load_config(params, overrides or {})
+    names = list(datasets or cfg.nightly.datasets or cfg.datasets)
+    return run_datasets(params, overrides or {}, names, nightly=True)
+
+
+def task_runner(cfg: Config):
+    """The task runner ``nightly.task_runner`` names (datasets run in parallel on all but sequential)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    nc = cfg.nightly
+    if nc.task_runner == "sequential":
+        return ThreadPoolTaskRunner(max_workers=1)
+    if nc.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=nc.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if nc.dask_address:
+        return DaskTaskRunner(address=nc.dask_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": nc.max_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
+
+
+def configured(cfg: Config):
+    """The nightly flow with the task runner from params."""
+    return nightly.with_options(task_runner=task_runner(cfg))
+
+
+def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict | None = None):
+    """The ``nightly`` deployment ``serve`` runs: the flow, the cron and time zone from params."""
+    from prefect.schedules import Cron
+
+    return configured(cfg).to_deployment(
+        name=DEPLOYMENT,
+        schedule=Cron(cfg.nightly.cron, timezone=cfg.nightly.timezone),
+        parameters={"params": params, "overrides": overrides or {}},
+        description="ingest -> train -> generate -> score -> publish for every dataset in params",
+        concurrency_limit=1,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["run", "serve"], help="run once now, or serve the scheduled deployment")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", action="append", default=[], help="only these datasets (repeatable)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
+    cfg = load_config(args.params, overrides)
+    if args.command == "serve":
+        from prefect import serve
+
+        deployment = build_deployment(cfg, args.params, overrides)
+        print(f"serving deployment 'nightly/{DEPLOYMENT}' on cron '{cfg.nightly.cron}' ({cfg.nightly.timezone}); "
+              "Ctrl-C stops it", flush=True)
+        serve(deployment)
+        return 0
+    try:
+        results = configured(cfg)(params=args.params, overrides=overrides, datasets=args.dataset or None)
+    except DatasetsFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, res in results.items():
+        print(f"{name}: {res['publish']['rows']} rows released as {res['publish']['version']} -> {res['publish']['path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
