@@ -77,15 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="column for the utility score (optional)")
     p.add_argument("--holdout", help="real rows kept out of training (default: a random share of --source)")
     _common(p)
+
+    p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
+                       description="The release catalog. REF is DATASET (its latest) or DATASET@VERSION.")
+    p.add_argument("--root", help="release root: a folder or fsspec URL (default: publish.release_root of --params)")
+    p.add_argument("--params", default="params.yaml", help="params file for the default root (default: %(default)s)")
+    rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = rsub.add_parser("list", help="datasets, or one dataset's versions")
+    q.add_argument("dataset", nargs="?")
+    q = rsub.add_parser("show", help="a release's manifest: rows, schema, scores, lineage")
+    q.add_argument("ref")
+    q = rsub.add_parser("diff", help="schema changes, row counts, metric deltas and drift between two releases")
+    q.add_argument("a")
+    q.add_argument("b")
+    q = rsub.add_parser("export", help="write a release to one Parquet or CSV file")
+    q.add_argument("ref")
+    q.add_argument("--to", required=True, help="output file (path or fsspec URL)")
+    q.add_argument("--format", choices=["parquet", "csv"], default=None, help="default: from --to's extension")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides = parse_overrides(getattr(args, "overrides", []))
         for item in getattr(args, "condition", []):
             col, sep, value = item.partition("=")
             if not sep:
@@ -93,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.setdefault("generate.conditions", {})[col] = value
         if args.command == "run":
             return _run_all(args, overrides)
+        if args.command == "releases":
+            return _releases(args)
         cfg = load_config(args.params, overrides)
         cfg.dataset(args.dataset)
         kwargs = {"resume": args.resume} if args.command == "train" else {}
@@ -101,6 +120,37 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if not type(exc).__name__ == "QualityGateError" else 1
+
+
+def _releases(args: argparse.Namespace) -> int:
+    from pipeline.catalog import Catalog
+
+    root = args.root
+    if root is None:
+        root = load_config(args.params).publish.release_root if Path(args.params).exists() else "releases"
+    cat = Catalog(root)
+    if args.action == "list":
+        if args.dataset:
+            latest = cat.latest(args.dataset)
+            for v in cat.versions(args.dataset):
+                m = cat.manifest(f"{args.dataset}@{v}")
+                print(f"{v}  {m['rows']:>10,} rows  quality {m.get('metrics', {}).get('quality.overall', float('nan')):.3f}"
+                      f"{'  (latest)' if v == latest else ''}")
+        else:
+            for name in cat.datasets():
+                print(f"{name}  latest {cat.latest(name)}  ({len(cat.versions(name))} versions)")
+        return 0
+    if args.action == "show":
+        print(json.dumps(cat.manifest(args.ref), indent=2))
+        return 0
+    if args.action == "diff":
+        print(json.dumps(cat.diff(args.a, args.b), indent=2))
+        return 0
+    fmt = args.format or ("csv" if args.to.endswith((".csv", ".csv.gz")) else "parquet")
+    ref = cat.resolve(args.ref)
+    cat.export(ref, args.to, fmt)
+    print(f"{ref}: {cat.manifest(ref)['rows']:,} rows -> {args.to} ({fmt})")
+    return 0
 
 
 def _run_all(args: argparse.Namespace, overrides: dict) -> int:

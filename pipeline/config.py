@@ -120,6 +120,8 @@ class ScoreConfig(_Section):
 
 class PublishConfig(_Section):
     release_root: str = "releases"
+    allow_breaking_changes: bool = Field(
+        False, description="release even if the schema breaks latest's (a column removed, a type narrowed)")
 
 
 class NightlyConfig(_Section):

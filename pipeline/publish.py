@@ -5,6 +5,7 @@ Layout::
     <release_root>/<dataset>/<version>/part-00000.parquet ...   lineage in each file's metadata
     <release_root>/<dataset>/<version>/_manifest.json           rows, schema, checksums, lineage, scores
     <release_root>/<dataset>/<version>/_report.html, _report.md  the quality report (when scored with one)
+    <release_root>/<dataset>/<version>/_DATACARD.md             source, recipe, scores, intended use, limits
     <release_root>/<dataset>/latest.json                        {"version": ...}, moved last
 
 The manifest's leading underscore keeps the version folder a clean Parquet dataset: pandas,
@@ -29,7 +30,9 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from pipeline.catalog import schema_changes
 from pipeline.config import Config
+from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.errors import InputDataError, QualityGateError, ReleaseError
 from pipeline.io import (StagePaths, code_version, fsync_path, read_json, sha256_file, sha256_files, write_json,
                          write_parquet)
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 MANIFEST = "_manifest.json"
+DATACARD = "_DATACARD.md"
 
 
 @dataclass
@@ -133,6 +137,17 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         if version is not None and (root / version).exists():
             raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
         version = version or new_version(root)
+        # The schema contract with the current latest: breaking changes need explicit consent.
+        new_schema = [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]]
+        previous = latest_version(root)
+        changes = {"breaking": [], "compatible": []}
+        if previous is not None and (root / previous / MANIFEST).exists():
+            changes = schema_changes(read_json(root / previous / MANIFEST)["schema"], new_schema)
+            changes["against"] = previous
+            if changes["breaking"] and not cfg.publish.allow_breaking_changes:
+                raise ReleaseError(
+                    f"{dataset}: the new schema breaks {previous}'s ({'; '.join(changes['breaking'])}); "
+                    "nothing published. Set publish.allow_breaking_changes: true to release it anyway")
         staging = root / f".staging-{version}-{os.getpid()}"
         staging.mkdir(parents=True)
         try:
@@ -161,17 +176,27 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                 **lineage,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "rows": rows,
-                "schema": [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]],
+                "source_rows": schema_meta.get("rows"),
+                "holdout_rows": schema_meta.get("holdout_rows"),
+                "schema": new_schema,
+                "schema_changes": changes,
                 "files": files,
                 "metrics": metrics,
                 "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
                 "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
                 "run": run_info or {},
             }
+            thresholds = {k: v.model_dump() for k, v in cfg.score.thresholds.items()}
+            card = render_datacard(manifest, thresholds)
+            (staging / DATACARD).write_text(card, encoding="utf-8")
+            manifest["reports"] = [DATACARD]
             for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
                 if (paths.score / name).exists():
-                    shutil.copyfile(paths.score / name, staging / f"_{name}")
-                    manifest.setdefault("reports", []).append(f"_{name}")
+                    text = (paths.score / name).read_text(encoding="utf-8")
+                    if name == "report.html":
+                        text = embed_in_report(text, card)
+                    (staging / f"_{name}").write_text(text, encoding="utf-8")
+                    manifest["reports"].append(f"_{name}")
             write_json(staging / MANIFEST, manifest)
             fsync_path(staging)
             if (root / version).exists():
