@@ -136,6 +136,7 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     if nightly and cfg.nightly.new_seed and "seed" not in overrides:
         overrides["seed"] = uuid.UUID(run_id).int % 2**31 if run_id else cfg.seed
         cfg = load_config(params, overrides)
+    datasets = list(dict.fromkeys(datasets))  # a name given twice runs once
     for name in datasets:
         cfg.dataset(name)  # an unknown name fails the run before anything starts
     run_info = {"orchestrator": "prefect", "flow_run_id": run_id, "flow": ctx.flow.name if ctx else None,
@@ -146,46 +147,63 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
     with contextlib.ExitStack() as locks:
-        chains = {}
+        chains: dict[str, dict] = {}
         for name in datasets:
             try:
                 locks.enter_context(dataset_run_lock(cfg.work_dir, name, nc.lock_wait_seconds))
+                chains[name] = {}
             except PipelineError as exc:
                 failures[name] = str(exc)
                 logger.error("%s", exc)
-                continue
-            chain, previous = {}, None
-            for stage in STAGES:
+        # Stage by stage across datasets, so that a pool's workers take the same stage of different
+        # datasets rather than sit waiting on the previous stage of one.
+        for stage in STAGES:
+            for name, chain in chains.items():
+                previous = chain.get(STAGES[STAGES.index(stage) - 1]) if stage != STAGES[0] else None
                 chain[stage] = staged.with_options(task_run_name=f"{stage}-{name}").submit(
                     stage, params, overrides, name, run_info if stage == "publish" else None,
                     wait_for=[previous] if previous is not None else None)
-                previous = chain[stage]
-            chains[name] = chain
-        for name, chain in chains.items():
-            done: dict[str, dict] = {}
-            try:
-                for stage, future in chain.items():
-                    done[stage] = future.result()
-            except Exception as exc:  # noqa: BLE001 - each dataset fails alone
-                failed_at = next((s for s in STAGES if s not in done), "?")
-                failures[name] = f"{failed_at}: {type(exc).__name__}: {exc}"
-                logger.error("%s failed at %s: %s", name, failed_at, exc)
-                continue
-            results[name] = done
-            _artifacts(cfg, name, done)
-            logger.info("%s released %s -> %s", name, done["publish"].get("version"), done["publish"].get("path"))
+        try:
+            for name, chain in chains.items():
+                done: dict[str, dict] = {}
+                try:
+                    for stage, future in chain.items():
+                        done[stage] = future.result()
+                except Exception as exc:  # noqa: BLE001 - each dataset fails alone
+                    failed_at = next((s for s in STAGES if s not in done), "?")
+                    failures[name] = f"{failed_at}: {type(exc).__name__}: {exc}"
+                    logger.error("%s failed at %s: %s", name, failed_at, exc)
+                    continue
+                results[name] = done
+                logger.info("%s released %s -> %s", name, done["publish"].get("version"), done["publish"].get("path"))
+                try:
+                    _artifacts(cfg, name, done)
+                except Exception as exc:  # noqa: BLE001 - a report we could not attach fails nothing
+                    logger.warning("%s: could not create the run's artifacts: %s", name, exc)
+        finally:
+            # The locks are held until every submitted task has finished, whatever happened above.
+            for chain in chains.values():
+                for future in chain.values():
+                    future.wait()
     if failures:
         raise DatasetsFailed("; ".join(f"{k}: {v}" for k, v in failures.items())
                              + (f" (released: {', '.join(results)})" if results else " (nothing released)"))
     return results
 
 
+@flow(name="nightly-datasets")
+def _nightly_datasets(params: str, overrides: dict, datasets: list[str]) -> dict:
+    return run_datasets(params, overrides, datasets, nightly=True)
+
+
 @flow(name="nightly", flow_run_name="nightly")
 def nightly(params: str = "params.yaml", overrides: dict | None = None, datasets: list[str] | None = None) -> dict:
-    """Every dataset (or ``datasets``, or ``nightly.datasets``) through all five stages."""
+    """Every dataset (or ``datasets``, or ``nightly.datasets``) through all five stages, on the
+    task runner ``nightly.task_runner`` names (so a deployment from prefect.yaml honours it too)."""
     cfg = load_config(params, overrides or {})
     names = list(datasets or cfg.nightly.datasets or cfg.datasets)
-    return run_datasets(params, overrides or {}, names, nightly=True)
+    runner = _nightly_datasets.with_options(task_runner=task_runner(cfg))
+    return runner(params=params, overrides=overrides or {}, datasets=names)
 
 
 def task_runner(cfg: Config):
@@ -199,26 +217,22 @@ def task_runner(cfg: Config):
         return ThreadPoolTaskRunner(max_workers=nc.max_workers)
     from prefect_dask import DaskTaskRunner
 
-    if nc.dask_address:
+    if nc.dask_address:  # workers must see the same work and release folders (a shared filesystem)
         return DaskTaskRunner(address=nc.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": nc.max_workers, "threads_per_worker": 1,
                                           "processes": True, "dashboard_address": None})
 
 
-def configured(cfg: Config):
-    """The nightly flow with the task runner from params."""
-    return nightly.with_options(task_runner=task_runner(cfg))
-
-
-def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict | None = None):
+def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict | None = None,
+                     datasets: list[str] | None = None):
     """The ``nightly`` deployment ``serve`` runs: the flow, the cron and time zone from params."""
     from prefect.schedules import Cron
 
-    return configured(cfg).to_deployment(
+    return nightly.to_deployment(
         name=DEPLOYMENT,
         schedule=Cron(cfg.nightly.cron, timezone=cfg.nightly.timezone),
-        parameters={"params": params, "overrides": overrides or {}},
+        parameters={"params": params, "overrides": overrides or {}, "datasets": datasets or None},
         description="ingest -> train -> generate -> score -> publish for every dataset in params",
         concurrency_limit=1,
     )
@@ -231,18 +245,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", action="append", default=[], help="only these datasets (repeatable)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    overrides = parse_overrides(args.overrides)
-    cfg = load_config(args.params, overrides)
+    try:
+        overrides = parse_overrides(args.overrides)
+        cfg = load_config(args.params, overrides)
+        for name in args.dataset:
+            cfg.dataset(name)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from prefect import serve
 
-        deployment = build_deployment(cfg, args.params, overrides)
+        deployment = build_deployment(cfg, args.params, overrides, args.dataset or None)
         print(f"serving deployment 'nightly/{DEPLOYMENT}' on cron '{cfg.nightly.cron}' ({cfg.nightly.timezone}); "
               "Ctrl-C stops it", flush=True)
         serve(deployment)
         return 0
     try:
-        results = configured(cfg)(params=args.params, overrides=overrides, datasets=args.dataset or None)
+        results = nightly(params=args.params, overrides=overrides, datasets=args.dataset or None)
     except DatasetsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

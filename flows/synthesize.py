@@ -13,7 +13,8 @@ import sys
 from prefect import flow
 
 from flows.nightly import DatasetsFailed, run_datasets
-from pipeline.config import parse_overrides
+from pipeline.config import load_config, parse_overrides
+from pipeline.errors import PipelineError
 
 
 @flow(name="synthesize", flow_run_name="synthesize-{dataset}")
@@ -29,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     try:
-        result = synthesize(dataset=args.dataset, params=args.params, overrides=parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
+        load_config(args.params, overrides).dataset(args.dataset)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = synthesize(dataset=args.dataset, params=args.params, overrides=overrides)
     except DatasetsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run_all(args, overrides)
         if args.command == "releases":
-            return _releases(args)
+            try:
+                return _releases(args)
+            except (OSError, ImportError) as exc:  # e.g. an unreadable root, a missing fsspec extra
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         cfg = load_config(args.params, overrides)
         cfg.dataset(args.dataset)
         kwargs = {"resume": args.resume} if args.command == "train" else {}

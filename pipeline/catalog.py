@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +77,10 @@ class Catalog:
         out = []
         for entry in self.fs.ls(folder, detail=False):
             name = posixpath.basename(entry.rstrip("/"))
-            if not name.startswith((".", "_")) and self.fs.exists(self._path(dataset, name, MANIFEST)):
-                out.append(name)
-        return sorted(out)
+            path = self._path(dataset, name, MANIFEST)
+            if not name.startswith((".", "_")) and self.fs.exists(path):
+                out.append((self._read_json(path).get("created_at", ""), natural_key(name), name))
+        return [name for *_, name in sorted(out)]
 
     def latest(self, dataset: str) -> str:
         path = self._path(dataset, LATEST)
@@ -163,7 +165,7 @@ class Catalog:
         import fsspec
 
         frame = self.load(ref)
-        with fsspec.open(to, "wb") as f:
+        with fsspec.open(to, "wb", compression="infer") as f:
             if fmt == "parquet":
                 frame.to_parquet(f, index=False)
             elif fmt == "csv":
@@ -171,6 +173,11 @@ class Catalog:
             else:
                 raise ReleaseError(f"export format '{fmt}': use parquet or csv")
         return to
+
+
+def natural_key(name: str) -> list:
+    """Sort key: digit runs compare as numbers (v2 < v10)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 # -- schema contracts ------------------------------------------------------------------------------
@@ -184,9 +191,19 @@ _WIDENING = {
 }
 
 
+_SAME = {"object": "string", "str": "string", "string": "string", "large_string": "string"}
+# Nullability changes a reader survives either way (a night without nulls must not break a release).
+_NULLABLE = {("Int64", "int64"), ("Int32", "int32"), ("Int16", "int16"), ("Int8", "int8"),
+             ("boolean", "bool"), ("bool", "boolean")}
+
+
+def _dtype(d: str) -> str:
+    return _SAME.get(d, d)
+
+
 def schema_changes(old: list[dict], new: list[dict]) -> dict:
-    """Compare two manifests' schemas: ``breaking`` (removed columns, changed types that are not
-    widenings) and ``compatible`` (added columns, widened types)."""
+    """Compare two manifests' schemas: ``breaking`` (removed columns, changed kinds, changed types
+    that are not widenings) and ``compatible`` (added columns, widened types, nullability)."""
     before = {c["name"]: c for c in old}
     after = {c["name"]: c for c in new}
     breaking, compatible = [], []
@@ -194,10 +211,11 @@ def schema_changes(old: list[dict], new: list[dict]) -> dict:
         if name not in after:
             breaking.append(f"column '{name}' removed")
             continue
-        a, b = col["dtype"], after[name]["dtype"]
+        a, b = _dtype(col["dtype"]), _dtype(after[name]["dtype"])
         if a != b:
-            (compatible if (a, b) in _WIDENING else breaking).append(f"column '{name}' type {a} -> {b}")
-        elif col["kind"] != after[name]["kind"]:
+            ok = (a, b) in _WIDENING or (a, b) in _NULLABLE or (b, a) in _NULLABLE
+            (compatible if ok else breaking).append(f"column '{name}' type {col['dtype']} -> {after[name]['dtype']}")
+        if col["kind"] != after[name]["kind"]:
             breaking.append(f"column '{name}' kind {col['kind']} -> {after[name]['kind']}")
     for name in after:
         if name not in before:

@@ -17,6 +17,10 @@ _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_tr
 
 
 def _value(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.4f}"
     return "n/a" if v is None else str(v)
@@ -32,10 +36,10 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     params = manifest.get("params", {})
     model_cfg = params.get("model", {})
     lines = [
-        f"# Data card: {_cell(manifest['dataset'])} {_cell(manifest['version'])}",
+        f"# Data card: {_cell(manifest.get('dataset'))} {_cell(manifest.get('version'))}",
         "",
         f"Synthetic rows made by a generative model trained on real data. Released "
-        f"{_cell(manifest.get('created_at'))}; {manifest.get('rows'):,} rows in {len(manifest.get('files', []))} Parquet file(s).",
+        f"{_cell(manifest.get('created_at'))}; {_value(manifest.get('rows'))} rows in {len(manifest.get('files', []))} Parquet file(s).",
         "",
         "## Source",
         f"- file: `{_cell(manifest.get('source'))}`, sha256 `{_cell(manifest.get('source_hash'))}`",
@@ -45,7 +49,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         "## How it was made",
         f"- model: `{_cell(manifest.get('model'))}` (model sha256 `{_cell(manifest.get('model_hash'))}`), "
         f"{_value(training.get('epochs'))} epochs in {_value(training.get('seconds'))} s on {_cell(training.get('device'))}",
-        f"- seed {_value(manifest.get('seed'))}; params sha `{_cell(manifest.get('params_hash'))}` (all params in `_manifest.json`); "
+        f"- seed {manifest.get('seed')}; params sha `{_cell(manifest.get('params_hash'))}` (all params in `_manifest.json`); "
         f"code `{_cell(manifest.get('code_version'))}`",
     ]
     if model_cfg.get("name") in ("gan", "ctgan"):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, CsvOptions, DatasetConfig
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import StagePaths, atomic_dir, sha256_file, write_json
 from pipeline.schema import CastError, TableSchema, arrow_schema_b64, cast_column, describe, infer_kind, nullable_dtype
 
@@ -37,7 +37,7 @@ class IngestResult:
     dataset: str
     rows: int
     holdout_rows: int
-    schema: TableSchema
+    schema: TableSchema | None  # None for images
     source_hash: str
 
 
@@ -253,9 +253,63 @@ def _conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfi
 # Stage
 
 
+def _ingest_images(cfg: Config, dataset: str) -> IngestResult:
+    """Images: the same prepared layout (train/holdout Parquet + schema.json), rows are images."""
+    from pipeline.images import read_images
+
+    ds = cfg.dataset(dataset)
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    source = Path(ds.source)
+    frame = read_images(source)
+    source_hash = _tree_hash(source)
+    if ds.holdout_source:
+        holdout, train = read_images(ds.holdout_source), frame
+        if (holdout["height"].iloc[0], holdout["width"].iloc[0]) != (train["height"].iloc[0], train["width"].iloc[0]):
+            raise InputDataError(ds.holdout_source, "holdout images differ in size from the source's")
+        holdout_hash = _tree_hash(Path(ds.holdout_source))
+    else:
+        order = np.random.default_rng(cfg.seed).permutation(len(frame))
+        n_hold = int(round(len(frame) * cfg.ingest.holdout_fraction))
+        if len(frame) - n_hold < 2:
+            raise InputDataError(source, f"only {len(frame)} images: too few to train on")
+        holdout = frame.iloc[np.sort(order[:n_hold])].reset_index(drop=True)
+        train = frame.iloc[np.sort(order[n_hold:])].reset_index(drop=True)
+        holdout_hash = None
+    counts = train["label"].value_counts().sort_index()
+    meta = {
+        "dataset": dataset, "modality": "image", "source": str(source), "source_hash": source_hash,
+        "holdout_source": ds.holdout_source, "holdout_hash": holdout_hash,
+        "rows": len(train), "holdout_rows": len(holdout),
+        "height": int(train["height"].iloc[0]), "width": int(train["width"].iloc[0]), "channels": 1,
+        "labels": [int(k) for k in counts.index], "label_counts": [int(v) for v in counts.to_numpy()],
+        "target": "label",
+    }
+    with atomic_dir(paths.prepared) as tmp:
+        train.to_parquet(tmp / "train.parquet", index=False)
+        holdout.to_parquet(tmp / "holdout.parquet", index=False)
+        write_json(tmp / "schema.json", meta)
+    log.info("ingest %s: %d training images, %d holdout images, %dx%d, %d labels", dataset, len(train),
+             len(holdout), meta["height"], meta["width"], len(meta["labels"]))
+    return IngestResult(dataset, len(train), len(holdout), None, source_hash)
+
+
+def _tree_hash(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(file)))
+    return h.hexdigest()
+
+
 def run(cfg: Config, dataset: str) -> IngestResult:
     """Read the dataset's source (and holdout), infer its schema, write the prepared directory."""
     ds = cfg.dataset(dataset)
+    if ds.modality == "image":
+        return _ingest_images(cfg, dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
     source = Path(ds.source)
     df = read_source(source, ds)
@@ -303,5 +357,8 @@ def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableS
     if not paths.schema.exists():
         raise InputDataError(paths.prepared, "no prepared data: run the ingest stage first")
     meta = read_json(paths.schema)
+    if meta.get("modality") == "image":
+        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}); training, "
+                          "generating and scoring images are not built yet: only tables go past ingest")
     return (pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data),
             TableSchema.from_dict(meta), meta)

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from pipeline.catalog import schema_changes
+from pipeline.catalog import natural_key, schema_changes
 from pipeline.config import Config
 from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.errors import InputDataError, QualityGateError, ReleaseError
@@ -76,11 +76,12 @@ def new_version(root: Path, now: datetime | None = None) -> str:
 
 
 def list_versions(root: Path) -> list[str]:
-    """Published versions, oldest first (hidden staging folders are not versions)."""
+    """Published versions, oldest first by their manifests' creation time (then by name, digit runs
+    as numbers); hidden staging folders are not versions."""
     if not root.exists():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (p / MANIFEST).exists())
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
+    return [p.name for p in sorted(found, key=lambda p: (read_json(p / MANIFEST).get("created_at", ""), natural_key(p.name)))]
 
 
 def latest_version(root: Path) -> str | None:
@@ -134,12 +135,19 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
     with dataset_lock(root):
         for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:  # left by a crashed publish
             shutil.rmtree(stale, ignore_errors=True)
+        previous = latest_version(root)
+        if version is None and previous is not None and (root / previous / MANIFEST).exists():
+            # A retried publish (the release landed, then something failed) returns that release
+            # instead of making a duplicate of the same rows.
+            last = read_json(root / previous / MANIFEST)
+            if last.get("synthetic_hash") == metrics.get("synthetic_hash") and last.get("model_hash") == gen_info["model_hash"]:
+                log.info("publish %s: these rows are already released as %s", dataset, previous)
+                return PublishResult(dataset, previous, root / previous, int(last["rows"]))
         if version is not None and (root / version).exists():
             raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
         version = version or new_version(root)
         # The schema contract with the current latest: breaking changes need explicit consent.
         new_schema = [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]]
-        previous = latest_version(root)
         changes = {"breaking": [], "compatible": []}
         if previous is not None and (root / previous / MANIFEST).exists():
             changes = schema_changes(read_json(root / previous / MANIFEST)["schema"], new_schema)
@@ -181,7 +189,9 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                 "schema": new_schema,
                 "schema_changes": changes,
                 "files": files,
-                "metrics": metrics,
+                # The verdict is the one just re-checked against the thresholds in force.
+                "metrics": {**metrics, "gate.passed": passed, "gate.failures": failures},
+                "synthetic_hash": metrics.get("synthetic_hash"),
                 "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
                 "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
                 "run": run_info or {},
@@ -208,7 +218,10 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         write_json(root / LATEST, {"dataset": dataset, "version": version, "manifest": f"{version}/{MANIFEST}"})
         fsync_path(root)
         if keep is not None:
-            prune_releases(root, keep)
+            try:
+                prune_releases(root, keep)
+            except OSError as exc:  # the release stands; old ones are pruned next time
+                log.warning("could not prune old releases of %s: %s", dataset, exc)
     log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
     return PublishResult(dataset, version, root / version, rows)
 

@@ -148,20 +148,20 @@ def test_the_served_deployment_carries_the_schedule_from_params(tmp_path):
     from pipeline.config import load_config
 
     params = _params(tmp_path, nightly={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"})
-    deployment = build_deployment(load_config(params), str(params))
+    deployment = build_deployment(load_config(params), str(params), datasets=["tiny"])
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == "30 3 * * 1-5" and schedule.schedule.timezone == "Europe/Berlin"
     assert deployment.name == "nightly" and deployment.parameters["params"] == str(params)
+    assert deployment.parameters["datasets"] == ["tiny"]
 
 
 def test_the_dask_task_runner_runs_two_datasets(tmp_path, harness, monkeypatch):
-    from flows.nightly import configured
-    from pipeline.config import load_config
+    from flows.nightly import nightly
 
     monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "warning")
     monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path / "dask"))
     params = _params(tmp_path, names=("one", "two"), nightly={"task_runner": "dask", "max_workers": 2})
-    results = configured(load_config(params))(params=str(params))
+    results = nightly(params=str(params))  # the runner comes from params, as in a deployment
     assert set(results) == {"one", "two"}
     for name in results:
         assert _latest(tmp_path, name)["rows"] > 0
