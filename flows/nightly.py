@@ -71,15 +71,13 @@ class _ToRunLogger(logging.Handler):
 def _stage_logs_to_prefect():
     source = logging.getLogger("pipeline")
     handler = _ToRunLogger(get_run_logger())
-    level = source.level
-    source.addHandler(handler)
     if source.getEffectiveLevel() > logging.INFO:
-        source.setLevel(logging.INFO)
+        source.setLevel(logging.INFO)  # once, for every task alike (no restore: threads share it)
+    source.addHandler(handler)
     try:
         yield
     finally:
         source.removeHandler(handler)
-        source.setLevel(level)
 
 
 @task(name="stage", retry_condition_fn=_transient)

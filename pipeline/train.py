@@ -23,7 +23,7 @@ from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_f
 from pipeline.models.base import TabularModel
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
-from pipeline.training.loop import TrainState, checkpoint_fingerprint, fit, pick_device
+from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
 from pipeline.training.setup import build_model, transform_table
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
         _write_log(paths.train_log, state.history)
 
     if resume == "if-compatible":
-        resume = ckpt.exists() and checkpoint_fingerprint(ckpt) == fingerprint
+        # Same data and recipe, and not past the epochs asked for (that run would train nothing).
+        found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
+        resume = found == fingerprint and done <= cfg.train.epochs
     state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=bool(resume),
                 fingerprint=fingerprint, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0

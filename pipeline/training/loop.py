@@ -71,12 +71,13 @@ def save_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim
         torch.save(blob, tmp)
 
 
-def checkpoint_fingerprint(path: Path) -> str | None:
-    """The fingerprint a checkpoint was made with (None if it cannot be read)."""
+def checkpoint_info(path: Path) -> tuple[str | None, int]:
+    """(fingerprint, epochs done) of a checkpoint; (None, 0) if it cannot be read."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True).get("fingerprint")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob.get("fingerprint"), int(blob.get("epoch", 0))
     except Exception:  # a truncated or foreign file: not something to resume from
-        return None
+        return None, 0
 
 
 def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],

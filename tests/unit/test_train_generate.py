@@ -83,3 +83,20 @@ def test_resume_refuses_a_checkpoint_from_other_params(tiny_cfg):
     tiny_cfg.train.epochs = 3
     with pytest.raises(CheckpointError, match="checkpoint was made from other data or params"):
         train.run(tiny_cfg, "tiny", resume=True)
+
+
+def test_if_compatible_resume_continues_a_matching_checkpoint_and_ignores_others(tiny_cfg):
+    ingest.run(tiny_cfg, "tiny")
+    train.run(tiny_cfg, "tiny")  # 2 epochs, checkpointed
+    log_path = StagePaths.of(tiny_cfg.work_dir, "tiny").train_log
+    first = pd.read_csv(log_path)
+    tiny_cfg.train.epochs = 3
+    res = train.run(tiny_cfg, "tiny", resume="if-compatible")
+    log = pd.read_csv(log_path)
+    # continued: epochs 1-2 come from the checkpoint (their wall times too), one more is trained
+    assert res.epochs == 3 and len(log) == 3 and log["seconds"].iloc[:2].tolist() == first["seconds"].tolist()
+    tiny_cfg.train.lr_generator = 1e-3  # another recipe: its checkpoint is not resumed (no error)
+    res = train.run(tiny_cfg, "tiny", resume="if-compatible")
+    assert res.epochs == 3 and pd.read_csv(log_path)["seconds"].iloc[0] != first["seconds"].iloc[0]
+    tiny_cfg.train.epochs = 2  # fewer epochs than the checkpoint has: trained afresh, not skipped
+    assert train.run(tiny_cfg, "tiny", resume="if-compatible").epochs == 2
