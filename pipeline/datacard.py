@@ -10,6 +10,7 @@ import html
 import math
 
 from pipeline.metrics import METRICS
+from pipeline.report import threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
              "coverage.range", "detection.auc", "utility.tstr_score", "utility.trtr_score",
@@ -64,9 +65,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     for key in _HEADLINE:
         if key not in m:
             continue
-        th = thresholds.get(key) or {}
-        bound = " and ".join(x for x in (f"≥ {th['min']}" if th.get("min") is not None else "",
-                                         f"≤ {th['max']}" if th.get("max") is not None else "") if x)
+        bound = threshold_text(thresholds.get(key))
         lines.append(f"| `{key}` | {_value(m[key])} | {bound} | {_cell(METRICS[key].description) if key in METRICS else ''} |")
     lines += [
         "",

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from pipeline.catalog import natural_key, schema_changes
+from pipeline.catalog import LATEST, MANIFEST, natural_key, schema_changes
 from pipeline.config import Config
 from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.errors import InputDataError, QualityGateError, ReleaseError
@@ -41,8 +41,6 @@ from pipeline.score import load_metrics
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest.json"
-MANIFEST = "_manifest.json"
 DATACARD = "_DATACARD.md"
 
 

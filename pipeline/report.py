@@ -51,7 +51,7 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def _threshold_text(th: dict[str, float | None] | None) -> str:
+def threshold_text(th: dict[str, float | None] | None) -> str:
     if not th:
         return ""
     parts = []
@@ -62,27 +62,16 @@ def _threshold_text(th: dict[str, float | None] | None) -> str:
     return " and ".join(parts)
 
 
-def _status(key: str, value: object, th: dict[str, float | None] | None) -> str:
-    if not th:
-        return ""
-    if not isinstance(value, (int, float)) or value != value:
-        return "FAIL"
-    if th.get("min") is not None and value < th["min"]:
-        return "FAIL"
-    if th.get("max") is not None and value > th["max"]:
-        return "FAIL"
-    return "pass"
-
-
 def summary_rows(inp: ReportInput) -> list[tuple[str, str, str, str, str]]:
     """(key, value, threshold, status, description) for every registered metric that was computed."""
+    # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
+    failed = {f.split(":", 1)[0] for f in inp.metrics.get("gate.failures") or []}
     rows = []
     for key, info in METRICS.items():
         if key not in inp.metrics and key not in inp.thresholds:
             continue
-        value = inp.metrics.get(key)
-        th = inp.thresholds.get(key)
-        rows.append((key, _fmt(value), _threshold_text(th), _status(key, value, th), info.description))
+        status = ("FAIL" if key in failed else "pass") if key in inp.thresholds else ""
+        rows.append((key, _fmt(inp.metrics.get(key)), threshold_text(inp.thresholds.get(key)), status, info.description))
     return rows
 
 

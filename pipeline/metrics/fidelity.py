@@ -57,7 +57,7 @@ def ks_complement(real: np.ndarray, syn: np.ndarray) -> float:
 
 
 def tv_complement(real: pd.Series, syn: pd.Series) -> float:
-    code_r, code_s, k, na = _codes(real, syn)
+    (code_r, code_s), k, na = joint_codes(real, syn)
     return tv_from_codes(code_r, code_s, k, na)
 
 
@@ -81,9 +81,10 @@ def _bins(values: np.ndarray) -> np.ndarray:
     return np.digitize(values, edges)
 
 
-def _codes(real: pd.Series, syn: pd.Series) -> tuple[np.ndarray, np.ndarray, int, int | None]:
-    """Joint integer codes for two columns (null is a code of its own); (real, syn, count, null code)."""
-    both = pd.concat([real, syn], ignore_index=True)
+def joint_codes(*series: pd.Series) -> tuple[list[np.ndarray], int, int | None]:
+    """Integer codes shared by several columns (equal values, equal codes; null is a code of its
+    own): ([codes per series], number of codes, the null code or None)."""
+    both = pd.concat(series, ignore_index=True)
     if both.dtype == bool or both.dtype.kind in "iuf" or isinstance(both.dtype, pd.CategoricalDtype):
         both = both.astype(object)  # one code per value whatever the source dtype
     codes, uniques = pd.factorize(both.to_numpy(), use_na_sentinel=True)  # nulls -> -1 (one pass)
@@ -92,7 +93,8 @@ def _codes(real: pd.Series, syn: pd.Series) -> tuple[np.ndarray, np.ndarray, int
     if (codes < 0).any():
         codes = np.where(codes < 0, k, codes)
         na, k = k, k + 1
-    return codes[: len(real)], codes[len(real):], max(k, 1), na
+    bounds = np.cumsum([0] + [len(x) for x in series])
+    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])], max(k, 1), na
 
 
 def _cramers_v(table: np.ndarray) -> float:
@@ -152,7 +154,7 @@ def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
             # Discretised copies for mixed pairs; each side binned on its own values (as SDMetrics).
             code_r[c.name], code_s[c.name], n_codes[c.name] = _bins(num_r[c.name]), _bins(num_s[c.name]), 12
         else:
-            cr, cs, k, na = _codes(real[c.name], syn[c.name])
+            (cr, cs), k, na = joint_codes(real[c.name], syn[c.name])
             shape_scores[c.name] = {"metric": "TVComplement", "score": tv_from_codes(cr, cs, k, na)}
             code_r[c.name], code_s[c.name], n_codes[c.name] = cr, cs, k
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.metrics.fidelity import numeric_values
+from pipeline.metrics.fidelity import joint_codes, numeric_values
 from pipeline.schema import TableSchema
 
 _DISTANCE_KINDS = ("continuous", "integer", "datetime", "categorical", "boolean")
@@ -55,7 +55,7 @@ def encode_for_distance(frames: list[pd.DataFrame], schema: TableSchema) -> list
     cols = [c for c in schema.modeled if c.kind in _DISTANCE_KINDS]
     num = [c.name for c in cols if c.kind in ("continuous", "integer", "datetime")]
     cat = [c.name for c in cols if c.kind in ("categorical", "boolean")]
-    codes = {name: _joint_codes([f[name] for f in frames]) for name in cat}
+    codes = {name: joint_codes(*(f[name] for f in frames))[0] for name in cat}
     out = []
     for i, f in enumerate(frames):
         x = np.column_stack([numeric_values(f[name]) for name in num]) if num else np.zeros((len(f), 0))
@@ -63,13 +63,6 @@ def encode_for_distance(frames: list[pd.DataFrame], schema: TableSchema) -> list
         out.append(DistanceEncoding(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)),
                                     torch.from_numpy(np.ascontiguousarray(k, dtype=np.int64)), len(cols)))
     return out
-
-
-def _joint_codes(series: list[pd.Series]) -> list[np.ndarray]:
-    both = pd.concat(series, ignore_index=True)
-    codes, _ = pd.factorize(both, use_na_sentinel=False)
-    bounds = np.cumsum([0] + [len(s) for s in series])
-    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: int = 1,

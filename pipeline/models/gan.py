@@ -93,6 +93,9 @@ class TabularGAN(TabularModel):
     def prepare(self, data: torch.Tensor) -> None:
         if self.ema_decay:
             self._ema_n = int(self.ema_steps)  # resumed training continues the warm-up where it was
+            # The tensors the average follows, listed once (not per step): weights, then BatchNorm statistics.
+            self._ema_params = (list(self.generator_ema.parameters()), list(self.generator.parameters()))
+            self._ema_buffers = list(zip(self.generator_ema.buffers(), self.generator.buffers()))
 
     @torch.no_grad()
     def after_step(self, phase: str) -> None:
@@ -102,9 +105,9 @@ class TabularGAN(TabularModel):
         self.ema_steps += 1
         # Warm-up: early on the average follows the weights closely (decay grows to ema_decay).
         decay = min(self.ema_decay, (1 + self._ema_n) / (10 + self._ema_n))
-        torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()), 1 - decay)
-        for avg, cur in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            avg.copy_(cur)  # BatchNorm running statistics
+        torch._foreach_lerp_(*self._ema_params, 1 - decay)
+        for avg, cur in self._ema_buffers:
+            avg.copy_(cur)
 
     def phases(self, t: TrainConfig) -> list[Phase]:
         return [
