@@ -117,7 +117,7 @@ def _artifacts(cfg: Config, dataset: str, results: dict[str, dict]) -> None:
     key = _artifact_key(dataset)
     create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"synthetic {dataset}")
     metrics = read_json(f"{cfg.metrics_dir}/{dataset}.json")
-    thresholds = cfg.score.thresholds
+    thresholds = cfg.for_dataset(dataset).score.thresholds  # a dataset may set its own
     rows = [{"metric": k, "value": v, "min": thresholds[k].min if k in thresholds else None,
              "max": thresholds[k].max if k in thresholds else None}
             for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="dataset name for --source (used in paths and releases)")
     p.add_argument("--target", help="column for the utility score (optional)")
     p.add_argument("--holdout", help="real rows kept out of training (default: a random share of --source)")
+    p.add_argument("--modality", choices=["table", "image"], default="table",
+                   help="image: --source is an idx file, a folder of <label>/ image folders, or a Parquet of image bytes")
     _common(p)
 
     p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
@@ -165,7 +167,9 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     if args.source:
         dataset = args.name or Path(args.source).stem.replace(".", "_")
         # An ad-hoc dataset: it replaces any configured ones for this run only.
-        entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout}
+        entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout, "modality": args.modality}
+        if args.modality == "image":
+            entry["overrides"] = {"model.name": "dcgan"}
         prefix = f"datasets.{dataset}."
         for key, value in overrides.items():  # --set datasets.NAME.csv.sep=';' and the like
             if key.startswith(prefix):
@@ -174,10 +178,13 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
         overrides["datasets"] = {dataset: entry}
         thresholds = overrides.get("score.thresholds")
         cfg = load_config(args.params, overrides)
-        if not args.target and thresholds is None:
-            # No target, no utility score: drop utility thresholds rather than fail on a missing key.
-            kept = {k: v for k, v in cfg.score.thresholds.items() if not k.startswith("utility.")}
-            cfg.score.thresholds = kept
+        if thresholds is None:
+            # Thresholds on scores this data will not have (no target: no utility score; images: no
+            # table scores) are dropped rather than failing on a missing key.
+            skip = ("utility.",) if not args.target else ()
+            if args.modality == "image":
+                skip = ("utility.", "quality.", "coverage.", "detection.", "privacy.dcr", "privacy.nndr")
+            cfg.score.thresholds = {k: v for k, v in cfg.score.thresholds.items() if not k.startswith(skip)}
     else:
         cfg = load_config(args.params, overrides)
         cfg.dataset(dataset)

@@ -11,13 +11,15 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
 
+# Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
+OVERRIDABLE = ("model", "train", "generate", "score")
 ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetime", "id"]
 
 
@@ -47,6 +49,10 @@ class DatasetConfig(_Section):
     csv: CsvOptions = CsvOptions()
     column_types: dict[str, ColumnKind] = Field(default_factory=dict)
     drop_columns: list[str] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings this dataset runs with instead of the shared sections, as dotted keys "
+                    "(e.g. {model.name: dcgan, train.epochs: 30}); a --set on the command line still wins")
 
 
 class IngestConfig(_Section):
@@ -76,12 +82,32 @@ class TvaeConfig(_Section):
     weight_decay: float = Field(1e-5, ge=0)
 
 
+class DcganConfig(_Section):
+    """The class-conditional image GAN (``dcgan``)."""
+
+    noise_dim: int = Field(64, ge=1)
+    width: int = Field(32, ge=4, description="channels of the outer conv layers (the inner ones have twice as many)")
+    label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps images on their label")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="images come from an average of the generator's weights (0: off)")
+
+
+class ConvVaeConfig(_Section):
+    """The class-conditional convolutional VAE (``conv_vae``)."""
+
+    latent_dim: int = Field(16, ge=1)
+    width: int = Field(32, ge=4)
+    lr: float = Field(1e-3, gt=0)
+    beta: float = Field(1.0, gt=0, description="weight of the KL term")
+
+
 class ModelConfig(_Section):
     name: str = "ctgan"
     quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
     max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
     gan: GanConfig = GanConfig()
     tvae: TvaeConfig = TvaeConfig()
+    dcgan: DcganConfig = DcganConfig()
+    conv_vae: ConvVaeConfig = ConvVaeConfig()
 
 
 class TrainConfig(_Section):
@@ -105,6 +131,11 @@ class GenerateConfig(_Section):
         default_factory=dict, description="fixed values of categorical columns, e.g. {income: '>50K'}")
     drop_training_copies: bool = Field(
         False, description="drop generated rows identical to a training row (and draw more in their place)")
+    labels: dict[Annotated[int, Strict(False)], Annotated[float, Strict(False)]] = Field(
+        default_factory=dict, description="images: the label mix, {label: share} (e.g. {3: 1} for only threes); "
+                                          "empty = the training data's mix")
+    rows_per_label: int | None = Field(None, ge=1, description="images: this many of each label (of the mix), "
+                                                               "instead of `rows` in all")
 
 
 class Threshold(_Section):
@@ -117,6 +148,11 @@ class ScoreConfig(_Section):
     detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
     privacy_rows: int = Field(5_000, ge=10, description="synthetic rows (and train, holdout rows) for DCR")
     report: bool = Field(True, description="write report.html and report.md")
+    image_rows: int = Field(10_000, ge=10, description="images: generated and held-out images compared by FID, KID, "
+                                                       "precision and recall (equal seeded samples)")
+    classifier_epochs: int = Field(3, ge=1, description="images: epochs of the evaluator CNN trained on the real training images")
+    memorization_quantile: float = Field(0.01, gt=0, lt=1, description="images: memorised = nearer a training image than "
+                                                                        "all but this share of unseen real images are")
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 
@@ -154,6 +190,8 @@ class Config(_Section):
     score: ScoreConfig = ScoreConfig()
     publish: PublishConfig = PublishConfig()
     nightly: NightlyConfig = NightlyConfig()
+    # The command line's --set overrides: re-applied over a dataset's own overrides (they win).
+    _cli: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
@@ -168,12 +206,44 @@ class Config(_Section):
         pac = self.model.gan.pac
         if self.model.name in ("gan", "ctgan") and self.train.batch_size % pac:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
+        for name, ds in self.datasets.items():
+            bad = [k for k in ds.overrides if k.split(".")[0] not in OVERRIDABLE or "." not in k]
+            if bad:
+                raise ValueError(f"datasets.{name}.overrides: '{bad[0]}' is not a dotted key of "
+                                 f"{', '.join(OVERRIDABLE)} (e.g. train.epochs)")
+            model = ds.overrides.get("model.name", self.model.name)
+            if model in MODELS and MODELS[model].modality != ds.modality:
+                hint = "dcgan or conv_vae" if ds.modality == "image" else "ctgan, gan or tvae"
+                raise ValueError(f"datasets.{name}: model '{model}' is for {MODELS[model].modality}s but {name} is "
+                                 f"{'an image' if ds.modality == 'image' else 'a table'} dataset "
+                                 f"(set datasets.{name}.overrides: {{model.name: ...}}, {hint})")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
             raise ConfigError(f"dataset '{name}' is not in params (datasets: {', '.join(self.datasets) or 'none'})")
         return self.datasets[name]
+
+    def for_dataset(self, name: str, cli: bool = True) -> "Config":
+        """The config ``name`` runs with: its ``overrides`` applied over the shared sections, then
+        (``cli``) the command line's ``--set`` values again: the most specific setting wins."""
+        ds = self.dataset(name)
+        if not ds.overrides:
+            return self
+        tree = self.to_dict()
+        for key, value in ds.overrides.items():
+            set_dotted(tree, key, value)
+        # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
+        tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
+        for key, value in self._cli.items() if cli else ():
+            if not key.startswith("datasets."):
+                set_dotted(tree, key, value)
+        try:
+            resolved = Config.model_validate(tree)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
+        resolved._cli = self._cli
+        return resolved
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -234,9 +304,15 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin)) from None
+    cfg._cli = dict(overrides or {})
+    # Every dataset's overrides are checked now, so a bad one fails before any stage runs (a --set
+    # that does not suit some dataset fails only when that dataset runs).
+    for name in cfg.datasets:
+        cfg.for_dataset(name, cli=False)
+    return cfg
 
 
 def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:

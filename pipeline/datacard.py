@@ -14,7 +14,9 @@ from pipeline.report import threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
              "coverage.range", "detection.auc", "utility.tstr_score", "utility.trtr_score",
-             "privacy.exact_match_rate", "privacy.dcr_share", "privacy.nndr_median")
+             "privacy.exact_match_rate", "privacy.dcr_share", "privacy.nndr_median",
+             "image.label_accuracy", "image.fid", "image.fid_real_floor", "image.fid_ratio", "image.kid",
+             "image.precision", "image.recall", "image.memorized_rate", "image.classifier_accuracy")
 
 
 def _value(v) -> str:
@@ -57,6 +59,10 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         gan = model_cfg.get("gan", {})
         lines.append(f"- generator {gan.get('generator_dims')}, critic {gan.get('discriminator_dims')}, pac {gan.get('pac')}, "
                      f"weight average {gan.get('ema_decay')}")
+    if model_cfg.get("name") == "dcgan":
+        d = model_cfg.get("dcgan", {})
+        lines.append(f"- class-conditional DCGAN, width {d.get('width')}, noise {d.get('noise_dim')}, "
+                     f"label loss {d.get('label_loss')}, weight average {d.get('ema_decay')}")
     run = manifest.get("run") or {}
     if run.get("flow_run_id"):
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
@@ -67,10 +73,34 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
             continue
         bound = threshold_text(thresholds.get(key))
         lines.append(f"| `{key}` | {_value(m[key])} | {bound} | {_cell(METRICS[key].description) if key in METRICS else ''} |")
-    lines += [
-        "",
-        f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. The full report is `_report.html`.",
-        "",
+    lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
+                  "The full report is `_report.html`.", ""]
+    if manifest.get("modality") == "image":
+        lines += _IMAGE_USE
+    else:
+        lines += _TABLE_USE
+    changes = manifest.get("schema_changes") or {}
+    if changes.get("compatible") or changes.get("breaking"):
+        lines += ["", "## Schema changes since the previous release"]
+        lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
+    return "\n".join(lines) + "\n"
+
+
+_IMAGE_USE = [
+    "## Intended use",
+    "- Augmenting or prototyping image classifiers, demos and tests where the real images may not be shared.",
+    "- Each image has the label it was generated for; `image.label_accuracy` is how often an independent "
+    "classifier agrees.",
+    "",
+    "## Known limits",
+    "- Judged by a small classifier trained on the real images (no external feature network): FID and KID are "
+    "comparable within this dataset's releases and against its real-vs-real floor, not with published FIDs.",
+    "- Fine strokes, rare writing styles and unusual digits are under-represented (see `image.recall`).",
+    "- Privacy: the share of generated images nearer a training image than unseen real ones are is shown "
+    "(`image.memorized_rate`); this is an empirical check, not a formal guarantee such as differential privacy.",
+]
+
+_TABLE_USE = [
         "## Intended use",
         "- Development, testing, analytics and model prototyping where the real rows may not be shared.",
         "- Statistics of single columns and of associated pairs of columns follow the real data to the "
@@ -84,12 +114,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         "- Privacy: no synthetic row equals a training row at the rate shown; this is an empirical check "
         "(exact matches, distance to closest record), not a formal guarantee such as differential privacy.",
         "- IDs are fresh values that do not link to real records.",
-    ]
-    changes = manifest.get("schema_changes") or {}
-    if changes.get("compatible") or changes.get("breaking"):
-        lines += ["", "## Schema changes since the previous release"]
-        lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
-    return "\n".join(lines) + "\n"
+]
 
 
 def embed_in_report(report_html: str, card_md: str) -> str:

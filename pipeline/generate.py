@@ -1,8 +1,9 @@
-"""Stage 3, generate: sample N rows from the trained model, streamed to Parquet shards.
+"""Stage 3, generate: sample N rows (or labelled images) from the trained model, streamed to Parquet shards.
 
 Shard ``i`` is drawn from generators seeded by (seed, i) alone, so the same params give the same
 rows, and shards could be made in any order or in parallel. Memory is bounded by one shard.
-Output ``<work>/<dataset>/synthetic/part-00000.parquet, ...`` (replaced whole, atomically).
+Output ``<work>/<dataset>/synthetic/part-00000.parquet, ...`` (replaced whole, atomically); for
+images, in the source's layout (PNG bytes, label, height, width), with a preview grid ``_grid.png``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from pipeline.errors import ConditionError
 from pipeline.io import StagePaths, atomic_dir, progress, sha256_files, write_json, write_parquet
 from pipeline.metrics.privacy import row_hashes
+from pipeline.models.image import ImageSpec
 from pipeline.schema import TableSchema
 from pipeline.training.loop import pick_device
 
@@ -144,12 +146,117 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
     return sample_frame(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0), conditions=conditions)
 
 
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def label_plan(spec: ImageSpec, counts: np.ndarray, rows: int | None, mix: dict[int, float],
+               per_label: int | None, seed: int) -> np.ndarray:
+    """The label index of every image to make, in output order: exact counts for the mix (the
+    training counts when ``mix`` is empty), by largest remainder, in a seeded order. It depends on
+    nothing but its arguments, so any shard can be made alone."""
+    if mix:
+        unknown = sorted(set(mix) - set(spec.labels))
+        if unknown:
+            raise ConditionError(f"generate.labels: label {unknown[0]} is not one the model knows ({spec.labels})")
+        weights = np.array([float(mix.get(v, 0.0)) for v in spec.labels])
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ConditionError(f"generate.labels: shares must be >= 0 and not all 0 (got {mix})")
+    else:
+        weights = np.asarray(counts, dtype=float)
+    if per_label is not None:
+        exact = np.where(weights > 0, per_label, 0)
+    else:
+        quota = weights / weights.sum() * rows
+        exact = np.floor(quota).astype(np.int64)
+        short = rows - int(exact.sum())
+        exact[np.argsort(-(quota - exact), kind="stable")[:short]] += 1
+    plan = np.repeat(np.arange(len(spec.labels)), exact)
+    return plan[np.random.default_rng(seed).permutation(len(plan))]
+
+
+def sample_images(loaded: LoadedModel, labels: np.ndarray, seed: int) -> np.ndarray:
+    """[n, H, W] uint8 images for label indices ``labels``, from ``seed`` alone."""
+    from pipeline.models.image import to_uint8
+
+    device = next(loaded.model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = [to_uint8(loaded.model.sample(torch.from_numpy(labels[i:i + 4096]).to(device), gen))
+           for i in range(0, len(labels), 4096)]
+    return np.concatenate(out) if out else np.zeros((0, loaded.spec.height, loaded.spec.width), np.uint8)
+
+
+def image_grid(pixels: np.ndarray, labels: np.ndarray, per_label: int = 10, pad: int = 2) -> np.ndarray:
+    """A preview: one row per label (in label order), ``per_label`` images each, on black."""
+    h, w = pixels.shape[1:]
+    values = np.unique(labels)
+    grid = np.zeros((len(values) * (h + pad) + pad, per_label * (w + pad) + pad), dtype=np.uint8)
+    for r, v in enumerate(values):
+        for c, i in enumerate(np.flatnonzero(labels == v)[:per_label]):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y:y + h, x:x + w] = pixels[i]
+    return grid
+
+
+def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: StagePaths) -> GenerateResult:
+    from pipeline.images import IMAGE_ARROW_SCHEMA, encode_png, frame_of, pixel_hashes
+
+    g = cfg.generate
+    if g.conditions:
+        raise ConditionError("generate.conditions is for tables; for images set generate.labels ({label: share})")
+    spec = loaded.spec
+    counts = loaded.model.label_counts.cpu().numpy()
+    plan = label_plan(spec, counts, g.rows or int(loaded.info["rows"]), g.labels, g.rows_per_label, cfg.seed)
+    rows, per = len(plan), g.rows_per_shard
+    n_shards = (rows + per - 1) // per
+    exclude = None
+    if g.drop_training_copies:
+        from pipeline.ingest import load_prepared_images
+        from pipeline.images import pixels_of
+
+        exclude = np.unique(pixel_hashes(pixels_of(load_prepared_images(paths)[0])))
+    values = np.asarray(spec.labels)
+    dropped, preview = 0, None
+    t0 = time.perf_counter()
+    with atomic_dir(paths.synthetic) as tmp:
+        for i in progress(range(n_shards), desc="generate", unit="shard"):
+            labels = plan[i * per:(i + 1) * per]
+            pixels = sample_images(loaded, labels, shard_seed(cfg.seed, i))
+            for attempt in range(1, 101) if exclude is not None else ():
+                copies = np.isin(pixel_hashes(pixels), exclude)
+                if not copies.any():
+                    break
+                dropped += int(copies.sum())
+                pixels[copies] = sample_images(loaded, labels[copies], shard_seed(shard_seed(cfg.seed, i), attempt))
+            frame = frame_of(pixels, values[labels])
+            write_parquet(pa.Table.from_pandas(frame, schema=IMAGE_ARROW_SCHEMA, preserve_index=False),
+                          tmp / f"part-{i:05d}.parquet")
+            if preview is None:
+                preview = (pixels, labels)
+        if preview is not None:
+            (tmp / "_grid.png").write_bytes(encode_png(image_grid(preview[0], values[preview[1]])))
+        write_json(tmp / "_generated.json", {
+            "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed, "modality": "image",
+            "labels": {int(v): int(c) for v, c in zip(values, np.bincount(plan, minlength=len(values)))},
+            "drop_training_copies": g.drop_training_copies, "training_copies_dropped": dropped,
+            "model_hash": loaded.model_hash,
+            "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
+        })
+    seconds = time.perf_counter() - t0
+    log.info("generated %d images of %s in %d shards in %.1fs (%.0f images/s)", rows, dataset, n_shards, seconds,
+             rows / max(seconds, 1e-9))
+    return GenerateResult(dataset, rows, n_shards, seconds)
+
+
 def run(cfg: Config, dataset: str) -> GenerateResult:
     from pipeline.train import load_model
 
+    cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
     device = pick_device(cfg.train.device)
     loaded = load_model(paths.model, cfg, device)
+    if loaded.spec is not None:
+        return _generate_images(cfg, dataset, loaded, paths)
     rows = cfg.generate.rows or int(loaded.info["rows"])
     per = cfg.generate.rows_per_shard
     n_shards = (rows + per - 1) // per

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.errors import InputDataError
 
+# Every image Parquet we write (prepared, synthetic, released) has exactly this schema.
+IMAGE_ARROW_SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("height", pa.int32()), ("width", pa.int32())])
+# The same columns described as a schema (kind and dtype), for manifests and schema contracts.
+IMAGE_COLUMNS = [{"name": "image", "kind": "image", "dtype": "binary"}, {"name": "label", "kind": "categorical", "dtype": "int64"},
+                 {"name": "height", "kind": "integer", "dtype": "int32"}, {"name": "width", "kind": "integer", "dtype": "int32"}]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
 
@@ -137,3 +143,10 @@ def read_images(source: str | Path) -> pd.DataFrame:
 def pixels_of(frame: pd.DataFrame) -> np.ndarray:
     """[N, H, W] uint8 pixels of an image frame."""
     return np.stack([decode_image(b, f"row {i}") for i, b in enumerate(frame["image"])])
+
+
+def pixel_hashes(pixels: np.ndarray) -> np.ndarray:
+    """A short hash of each image's pixels ([N, H, W] uint8): equal images, equal hashes."""
+    import hashlib
+
+    return np.array([hashlib.blake2b(p.tobytes(), digest_size=8).hexdigest() for p in pixels], dtype=object)

@@ -255,7 +255,7 @@ def _conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfi
 
 def _ingest_images(cfg: Config, dataset: str) -> IngestResult:
     """Images: the same prepared layout (train/holdout Parquet + schema.json), rows are images."""
-    from pipeline.images import read_images
+    from pipeline.images import IMAGE_COLUMNS, read_images
 
     ds = cfg.dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
@@ -282,7 +282,7 @@ def _ingest_images(cfg: Config, dataset: str) -> IngestResult:
         "rows": len(train), "holdout_rows": len(holdout),
         "height": int(train["height"].iloc[0]), "width": int(train["width"].iloc[0]), "channels": 1,
         "labels": [int(k) for k in counts.index], "label_counts": [int(v) for v in counts.to_numpy()],
-        "target": "label",
+        "target": "label", "columns": IMAGE_COLUMNS,
     }
     with atomic_dir(paths.prepared) as tmp:
         train.to_parquet(tmp / "train.parquet", index=False)
@@ -350,15 +350,28 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     return IngestResult(dataset, len(train), len(holdout), schema, source_hash)
 
 
-def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
-    """Read what ingest wrote: (train, holdout, schema, schema.json contents)."""
+def prepared_meta(paths: StagePaths) -> dict:
+    """What ingest recorded (``schema.json``); its ``modality`` says which loader fits."""
     from pipeline.io import read_json
 
     if not paths.schema.exists():
         raise InputDataError(paths.prepared, "no prepared data: run the ingest stage first")
-    meta = read_json(paths.schema)
+    return read_json(paths.schema)
+
+
+def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
+    """Read what ingest wrote for a table: (train, holdout, schema, schema.json contents)."""
+    meta = prepared_meta(paths)
     if meta.get("modality") == "image":
-        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}); training, "
-                          "generating and scoring images are not built yet: only tables go past ingest")
+        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}), not a table")
     return (pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data),
             TableSchema.from_dict(meta), meta)
+
+
+def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Read what ingest wrote for images: (train, holdout, schema.json contents), frames in the
+    image layout (``pipeline.images``)."""
+    meta = prepared_meta(paths)
+    if meta.get("modality") != "image":
+        raise ConfigError(f"{paths.root.name}: a table dataset (ingested to {paths.prepared}), not images")
+    return pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data), meta

@@ -107,6 +107,7 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         keep: int | None = None) -> PublishResult:
     """Release the scored synthetic rows as a new version. ``run_info`` (e.g. the orchestrator's
     run id) goes into the manifest; ``keep`` prunes all but the newest ``keep`` versions after."""
+    cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
     metrics = load_metrics(cfg, dataset)
     # The gate is re-checked against the thresholds in force now, not only the verdict on file.
@@ -162,6 +163,7 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                 "version": version,
                 "source": schema_meta["source"],
                 "source_hash": schema_meta["source_hash"],
+                "modality": schema_meta.get("modality", "table"),
                 "holdout_hash": schema_meta.get("holdout_hash"),
                 "model": model_info["model"],
                 "model_hash": gen_info["model_hash"],
@@ -198,6 +200,9 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
             card = render_datacard(manifest, thresholds)
             (staging / DATACARD).write_text(card, encoding="utf-8")
             manifest["reports"] = [DATACARD]
+            if (paths.synthetic / "_grid.png").exists():  # images: the preview grid
+                shutil.copyfile(paths.synthetic / "_grid.png", staging / "_samples.png")
+                manifest["reports"].append("_samples.png")
             for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
                 if (paths.score / name).exists():
                     text = (paths.score / name).read_text(encoding="utf-8")

@@ -64,14 +64,18 @@ def threshold_text(th: dict[str, float | None] | None) -> str:
 
 def summary_rows(inp: ReportInput) -> list[tuple[str, str, str, str, str]]:
     """(key, value, threshold, status, description) for every registered metric that was computed."""
+    return _summary(inp.metrics, inp.thresholds)
+
+
+def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str]]:
     # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
-    failed = {f.split(":", 1)[0] for f in inp.metrics.get("gate.failures") or []}
+    failed = {f.split(":", 1)[0] for f in metrics.get("gate.failures") or []}
     rows = []
     for key, info in METRICS.items():
-        if key not in inp.metrics and key not in inp.thresholds:
+        if key not in metrics and key not in thresholds:
             continue
-        status = ("FAIL" if key in failed else "pass") if key in inp.thresholds else ""
-        rows.append((key, _fmt(inp.metrics.get(key)), threshold_text(inp.thresholds.get(key)), status, info.description))
+        status = ("FAIL" if key in failed else "pass") if key in thresholds else ""
+        rows.append((key, _fmt(metrics.get(key)), threshold_text(thresholds.get(key)), status, info.description))
     return rows
 
 
@@ -199,19 +203,20 @@ def plot_training(log: pd.DataFrame | None) -> str | None:
     return _png(fig)
 
 
-def plot_privacy(distances: dict[str, np.ndarray]) -> str | None:
+def plot_privacy(distances: dict[str, np.ndarray],
+                 xlabel: str = "distance to closest record (mean per-column distance)") -> str | None:
     if not distances or not any(len(v) for v in distances.values()):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     hi = max(float(np.quantile(v, 0.99)) for v in distances.values() if len(v)) or 1.0
     bins = np.linspace(0, hi, 41)
-    colors = {"synthetic_to_train": SYN, "holdout_to_train": HOLD}
+    colors = {"synthetic_to_train": SYN, "holdout_to_train": HOLD, "synthetic": SYN, "holdout": HOLD}
     for name, v in distances.items():
         if len(v):
             ax.hist(np.clip(v, 0, hi), bins=bins, density=True, histtype="step", lw=1.6,
                     color=colors.get(name), label=name.replace("_to_", " rows to closest ").replace("_", " ") + " row")
-    ax.set_xlabel("distance to closest record (mean per-column distance)", fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
     return _png(fig)
@@ -246,24 +251,36 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
     return "\n".join(out) + "</table>"
 
 
-def render_html(inp: ReportInput) -> str:
-    passed = bool(inp.metrics.get("gate.passed"))
-    failures = inp.metrics.get("gate.failures") or []
+def _html_head(dataset: str, metrics: dict, thresholds: dict, unit: str, notes: list[str]) -> list[str]:
+    """The top of a report: title, verdict, failing keys, every score against its threshold."""
+    passed = bool(metrics.get("gate.passed"))
+    failures = metrics.get("gate.failures") or []
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Quality report: {html.escape(inp.dataset)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Synthetic data quality: {html.escape(inp.dataset)}</h1>",
+        f"<title>Quality report: {html.escape(dataset)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Synthetic data quality: {html.escape(dataset)}</h1>",
         f"<p><span class='verdict {'ok' if passed else 'bad'}'>{'gate passed' if passed else 'gate FAILED'}</span> "
-        f"&nbsp; {html.escape(_fmt(inp.metrics.get('rows')))} synthetic rows"
-        f" &middot; synthetic data sha256 <code>{html.escape(str(inp.metrics.get('synthetic_hash', ''))[:16])}</code></p>",
+        f"&nbsp; {html.escape(_fmt(metrics.get('rows')))} synthetic {unit}"
+        f" &middot; synthetic data sha256 <code>{html.escape(str(metrics.get('synthetic_hash', ''))[:16])}</code></p>",
     ]
     if failures:
         parts.append("<p class='FAIL'>" + "<br>".join(html.escape(f) for f in failures) + "</p>")
     parts.append("<h2>Scores</h2>")
     parts.append(_table(["metric", "value", "threshold", "status", "what it measures"],
-                        [list(r) for r in summary_rows(inp)], numeric={1}, classes={3: True}))
-    if inp.notes:
-        parts.append("<p class='muted'>" + "<br>".join(html.escape(n) for n in inp.notes) + "</p>")
+                        [list(r) for r in _summary(metrics, thresholds)], numeric={1}, classes={3: True}))
+    if notes:
+        parts.append("<p class='muted'>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    return parts
+
+
+def _figures(parts: list[str], figures: list[tuple[str, str | None]]) -> None:
+    for title, img in figures:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(f"<img alt='{html.escape(title)}' src='{img}'>" if img else "<p class='muted'>not available</p>")
+
+
+def render_html(inp: ReportInput) -> str:
+    parts = _html_head(inp.dataset, inp.metrics, inp.thresholds, "rows", inp.notes)
     parts.append("<h2>Worst columns and pairs</h2>")
     parts.append(_table(["column", "metric", "score"], [[a, b, f"{s:.4f}"] for a, b, s in worst_columns(inp)], numeric={2}))
     parts.append(_table(["column", "column", "metric", "score"],
@@ -275,12 +292,10 @@ def render_html(inp: ReportInput) -> str:
     parts.append("<h2>Columns</h2>")
     parts.append(_table(["column", "shape score", "coverage (category or range)", "missing-value similarity"],
                         cov_rows, numeric={1, 2, 3}))
-    for title, img in (("Distributions, real vs synthetic", plot_distributions(inp)),
-                       ("Column pair trends", plot_pair_heatmap(inp)),
-                       ("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
-                       ("Training", plot_training(inp.train_log))):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(f"<img alt='{html.escape(title)}' src='{img}'>" if img else "<p class='muted'>not available</p>")
+    _figures(parts, [("Distributions, real vs synthetic", plot_distributions(inp)),
+                     ("Column pair trends", plot_pair_heatmap(inp)),
+                     ("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
+                     ("Training", plot_training(inp.train_log))])
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -290,15 +305,20 @@ def _md(text: object) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("`", "'")
 
 
-def render_markdown(inp: ReportInput) -> str:
-    passed = bool(inp.metrics.get("gate.passed"))
-    lines = [f"## Synthetic data quality: {_md(inp.dataset)}", "",
-             f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(inp.metrics.get('rows'))} synthetic rows", ""]
-    for f in inp.metrics.get("gate.failures") or []:
+def _md_head(dataset: str, metrics: dict, thresholds: dict, unit: str) -> list[str]:
+    passed = bool(metrics.get("gate.passed"))
+    lines = [f"## Synthetic data quality: {_md(dataset)}", "",
+             f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
+    for f in metrics.get("gate.failures") or []:
         lines.append(f"- failing: {_md(f)}")
     lines += ["", "| metric | value | threshold | status |", "|---|---:|---|---|"]
-    for key, value, th, status, _ in summary_rows(inp):
+    for key, value, th, status, _ in _summary(metrics, thresholds):
         lines.append(f"| `{key}` | {value} | {th} | {status} |")
+    return lines
+
+
+def render_markdown(inp: ReportInput) -> str:
+    lines = _md_head(inp.dataset, inp.metrics, inp.thresholds, "rows")
     worst = worst_columns(inp, 3)
     if worst:
         lines += ["", "Worst columns: " + ", ".join(f"`{_md(a)}` {s:.3f}" for a, _, s in worst)]
@@ -308,3 +328,53 @@ def render_markdown(inp: ReportInput) -> str:
     if inp.notes:
         lines += [""] + [f"_{_md(n)}_" for n in inp.notes]
     return "\n".join(lines) + "\n"
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+def _grid_uri(pixels: np.ndarray, labels: np.ndarray, scale: int = 2) -> str | None:
+    from pipeline.generate import image_grid
+    from pipeline.images import encode_png
+
+    if not len(pixels):
+        return None
+    grid = image_grid(pixels, labels)
+    grid = np.kron(grid, np.ones((scale, scale), dtype=np.uint8))  # crisp pixels at twice the size
+    return "data:image/png;base64," + base64.b64encode(encode_png(grid)).decode("ascii")
+
+
+_SANITY = (("fid", "FID (lower is better)"), ("kid", "KID"), ("precision", "precision"), ("recall", "recall"),
+           ("label_accuracy", "label accuracy"), ("memorized_rate", "memorised share"))
+
+
+def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str, dict], real_pixels: np.ndarray,
+                 real_labels: np.ndarray, syn_pixels: np.ndarray, syn_labels: np.ndarray, evaluation,
+                 train_log: pd.DataFrame | None) -> dict[str, str]:
+    """The report of an image dataset: scores against thresholds, each metric for generated images
+    beside its real-vs-real floor and noise ceiling, sample grids per label, nearest-training-image
+    distances and the loss curves. Returns {file name: text}."""
+    rows = evaluation.rows
+    notes = [f"Evaluator: a CNN trained on the {rows['train']:,} real training images; its accuracy on "
+             f"{rows['holdout']:,} held-out images is {evaluation.classifier_accuracy:.4f}. FID, KID, precision and recall "
+             f"compare {rows['compared']:,} images of each kind with the training images (equal seeded samples); "
+             f"label accuracy and memorisation use all {rows['synthetic']:,} generated images.",
+             f"Memorised: nearer (in pixels) to a training image than {evaluation.memorization_threshold:.2f}, "
+             "the distance only the closest held-out real images come within."]
+    header = ["metric", "generated", "real held-out (floor)", "uniform noise (ceiling)"]
+    table = [[label, *(_fmt(sanity[k][key]) for k in ("synthetic", "floor", "ceiling"))] for key, label in _SANITY]
+    parts = _html_head(dataset, metrics, thresholds, "images", notes)
+    parts.append("<h2>Against real and noise</h2>")
+    parts.append(_table(header, table, numeric={1, 2, 3}))
+    distances = {"synthetic_to_train": evaluation.nearest["synthetic"], "holdout_to_train": evaluation.nearest["holdout"]}
+    _figures(parts, [("Generated samples, one row per label", _grid_uri(syn_pixels, syn_labels)),
+                     ("Real training samples, one row per label", _grid_uri(real_pixels, real_labels)),
+                     ("Privacy: pixel distance to the nearest training image",
+                      plot_privacy(distances, "Euclidean pixel distance to the nearest training image (0-255 scale / 127.5)")),
+                     ("Training", plot_training(train_log))])
+    parts.append("</body></html>")
+    lines = _md_head(dataset, metrics, thresholds, "images")
+    lines += ["", "| metric | " + " | ".join(header[1:]) + " |", "|---|---:|---:|---:|"]
+    lines += ["| " + " | ".join(r) + " |" for r in table]
+    lines += [""] + [f"_{_md(n)}_" for n in notes]
+    return {"report.html": "\n".join(parts), "report.md": "\n".join(lines) + "\n"}

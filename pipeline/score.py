@@ -13,6 +13,7 @@ Fidelity, coverage and exact matches are computed on every row. Metrics that tra
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ import pyarrow.dataset as pads
 
 from pipeline.config import Config
 from pipeline.errors import InputDataError
-from pipeline.ingest import load_prepared
+from pipeline.ingest import load_prepared, prepared_meta
 from pipeline.io import StagePaths, atomic_path, read_json, write_json
 from pipeline.metrics import evaluate_gate
 from pipeline.metrics.coverage import score_coverage
@@ -61,10 +62,13 @@ def _clean(v):
 
 
 def run(cfg: Config, dataset: str) -> ScoreResult:
+    cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
-    train, holdout, schema, meta = load_prepared(paths)
     if not paths.synthetic.exists():
         raise InputDataError(paths.synthetic, "no synthetic data: run the generate stage first")
+    if prepared_meta(paths).get("modality") == "image":
+        return _score_images(cfg, dataset, paths)
+    train, holdout, schema, meta = load_prepared(paths)
     t0 = time.perf_counter()
     sc, seed = cfg.score, cfg.seed
     syn = read_synthetic(paths.synthetic)
@@ -117,11 +121,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
             "privacy.dcr_holdout_median": privacy.dcr_holdout_median,
             "privacy.nndr_median": privacy.nndr_median,
         })
-    metrics = {k: _clean(v) for k, v in metrics.items()}
-    passed, failures = evaluate_gate(metrics, sc.thresholds)
-    metrics["gate.passed"] = passed
-    metrics["gate.failures"] = failures
-    metrics["score.seconds"] = round(time.perf_counter() - t0, 3)
+    metrics, passed, failures = _verdict(metrics, sc.thresholds, t0)
 
     samples = {
         "seed": seed,
@@ -138,13 +138,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         t = time.perf_counter()
         reports = render_report(cfg, dataset, metrics, columns, fid.pairs, train, syn, schema, privacy, samples)
         timings["report"] = round(time.perf_counter() - t, 3)
-    paths.score.mkdir(parents=True, exist_ok=True)
-    metrics_path = Path(cfg.metrics_dir) / f"{dataset}.json"
-    # No verdict while the evidence is being replaced: publish refuses to run without one.
-    metrics_path.unlink(missing_ok=True)
-    for name in ("report.html", "report.md"):
-        (paths.score / name).unlink(missing_ok=True)
-    write_json(paths.score / "details.json", {
+    _write(cfg, dataset, paths, metrics, reports, {
         "dataset": dataset,
         "samples": samples,
         "seconds": timings,
@@ -153,13 +147,121 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         "columns": {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in columns.items()},
         "pairs": [{k: _clean(v) for k, v in p.items()} for p in fid.pairs],
     })
-    for name, text in reports.items():
-        with atomic_path(paths.score / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    write_json(metrics_path, metrics)
     log.info("score %s: overall %.3f, shapes %.3f, pairs %.3f, detection AUC %.3f, gate %s%s (%s)", dataset,
              fid.overall, fid.column_shapes, fid.column_pair_trends, det.auc, "passed" if passed else "FAILED",
              "" if passed else f" ({'; '.join(failures)})", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return ScoreResult(dataset, metrics, passed, failures)
+
+
+def _verdict(metrics: dict, thresholds: dict, t0: float) -> tuple[dict, bool, list[str]]:
+    metrics = {k: _clean(v) for k, v in metrics.items()}
+    passed, failures = evaluate_gate(metrics, thresholds)
+    metrics["gate.passed"] = passed
+    metrics["gate.failures"] = failures
+    metrics["score.seconds"] = round(time.perf_counter() - t0, 3)
+    return metrics, passed, failures
+
+
+def _write(cfg: Config, dataset: str, paths: StagePaths, metrics: dict, files: dict[str, str | bytes],
+           details: dict) -> None:
+    """Replace the evidence (``details.json`` and ``files``: reports, the image evaluator), then
+    write the verdict (the metrics file publish reads) last, so a failure leaves no new verdict
+    beside old evidence or the reverse."""
+    paths.score.mkdir(parents=True, exist_ok=True)
+    metrics_path = Path(cfg.metrics_dir) / f"{dataset}.json"
+    # No verdict while the evidence is being replaced: publish refuses to run without one.
+    metrics_path.unlink(missing_ok=True)
+    for name in ("report.html", "report.md"):
+        (paths.score / name).unlink(missing_ok=True)
+    write_json(paths.score / "details.json", details)
+    for name, content in files.items():
+        with atomic_path(paths.score / name) as tmp:
+            tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content, encoding="utf-8")
+    write_json(metrics_path, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
+    """FID, KID, precision/recall, label accuracy and memorisation of generated images, each with
+    its real-vs-real floor and noise ceiling (``pipeline.metrics.image``)."""
+    import torch
+
+    from pipeline.images import pixel_hashes, pixels_of
+    from pipeline.ingest import load_prepared_images
+    from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator
+    from pipeline.models.image import images_to_tensor
+    from pipeline.training.loop import pick_device
+
+    t0 = time.perf_counter()
+    sc, seed = cfg.score, cfg.seed
+    train, holdout, meta = load_prepared_images(paths)
+    syn = read_synthetic(paths.synthetic)
+    labels = np.asarray(meta["labels"])
+    unknown = sorted(set(syn["label"].unique()) - set(labels.tolist()))
+    if unknown:
+        raise InputDataError(paths.synthetic, f"column label: value {unknown[0]} is not a training label")
+    if len(holdout) < 10:
+        raise InputDataError(paths.holdout_data, f"{len(holdout)} held-out images: too few for the real-vs-real floor")
+    device = pick_device(cfg.train.device)
+
+    def tensors(px: np.ndarray, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        data = images_to_tensor(px, np.searchsorted(labels, frame["label"].to_numpy()))
+        return data[:, 1:].reshape(len(px), 1, *px.shape[1:]).to(device), data[:, 0].long().to(device)
+
+    px_train, px_syn = pixels_of(train), pixels_of(syn)
+    (x_train, y_train), (x_hold, y_hold), (x_syn, y_syn) = (
+        tensors(px_train, train), tensors(pixels_of(holdout), holdout), tensors(px_syn, syn))
+    t = time.perf_counter()
+    evaluator = train_evaluator(x_train, y_train, len(labels), sc.classifier_epochs, seed)
+    evaluator_seconds = round(time.perf_counter() - t, 3)
+    ev = evaluate_images(evaluator, x_train.cpu(), x_hold.cpu(), y_hold.cpu(), x_syn.cpu(), y_syn.cpu(),
+                         rows=sc.image_rows, seed=seed, memorization_quantile=sc.memorization_quantile)
+    s, floor = ev.synthetic, ev.floor
+    metrics: dict[str, object] = {
+        "rows": len(syn),
+        "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
+        "image.fid": s.fid,
+        "image.fid_real_floor": floor.fid,
+        "image.fid_ratio": fid_ratio(s.fid, floor.fid),
+        "image.kid": s.kid,
+        "image.precision": s.precision,
+        "image.recall": s.recall,
+        "image.label_accuracy": s.label_accuracy,
+        "image.classifier_accuracy": ev.classifier_accuracy,
+        "image.memorized_rate": s.memorized_rate,
+        "privacy.exact_match_rate": float(np.isin(pixel_hashes(px_syn), pixel_hashes(px_train)).mean()),
+    }
+    metrics, passed, failures = _verdict(metrics, sc.thresholds, t0)
+    sanity = {name: asdict(getattr(ev, name)) for name in ("synthetic", "floor", "ceiling")}
+    details = {
+        "dataset": dataset, "modality": "image",
+        "samples": {"seed": seed, **ev.rows},
+        "seconds": {"evaluator": evaluator_seconds, **ev.seconds},
+        "evaluator": {"epochs": sc.classifier_epochs, "holdout_accuracy": ev.classifier_accuracy,
+                      "features": 128, "file": "evaluator.pt"},
+        "memorization": {"quantile": sc.memorization_quantile, "threshold": ev.memorization_threshold},
+        "sanity": sanity,
+        "thresholds": {k: v.model_dump() for k, v in sc.thresholds.items()},
+    }
+    files: dict[str, str | bytes] = {}
+    if sc.report:
+        from pipeline.report import image_report
+
+        log_df = pd.read_csv(paths.train_log) if paths.train_log.exists() else None
+        files = image_report(dataset, metrics, {k: v.model_dump() for k, v in sc.thresholds.items()}, sanity,
+                               px_train[:2000], train["label"].to_numpy()[:2000],
+                               px_syn[:2000], syn["label"].to_numpy()[:2000], ev, log_df)
+    buf = io.BytesIO()
+    torch.save(evaluator.state_dict(), buf)  # the evaluator is an artifact too: its judgement can be re-checked
+    files["evaluator.pt"] = buf.getvalue()
+    _write(cfg, dataset, paths, metrics, files, details)
+    log.info("score %s: FID %.2f (real floor %.2f, ratio %.2f), label accuracy %.3f, precision %.3f, recall %.3f, "
+             "memorised %.4f, gate %s%s", dataset, s.fid, floor.fid, metrics["image.fid_ratio"], s.label_accuracy,
+             s.precision, s.recall, s.memorized_rate, "passed" if passed else "FAILED",
+             "" if passed else f" ({'; '.join(failures)})")
     return ScoreResult(dataset, metrics, passed, failures)
 
 

@@ -1,8 +1,11 @@
 """Stage 2, train: fit the transformer and the model named in params; save weights + JSON metadata.
 
+Tables and images go through the same loop: a table becomes the transformer's tensor, images become
+``[label, pixels...]`` rows (``pipeline.models.image``).
+
 Output ``<work>/<dataset>/model/``: ``model.pt`` (a state dict of tensors, loaded with
-``weights_only=True``) and ``model.json`` (model name and config, transformer state, schema,
-training summary). ``train_log.csv`` holds one row of losses per epoch; a resumable checkpoint is
+``weights_only=True``) and ``model.json`` (model name and config, transformer state and schema, or
+the image spec; training summary). ``train_log.csv`` holds one row of losses per epoch; a resumable checkpoint is
 kept under ``checkpoints/`` every ``train.checkpoint_every`` epochs.
 """
 
@@ -18,13 +21,16 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Config
-from pipeline.ingest import load_prepared
+from pipeline.errors import ConfigError
+from pipeline.models import MODELS
+from pipeline.ingest import load_prepared, load_prepared_images, prepared_meta
 from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_files, write_json
-from pipeline.models.base import TabularModel
+from pipeline.models.base import GenerativeModel
+from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
-from pipeline.training.setup import build_model, transform_table
+from pipeline.training.setup import build_model, image_tensor, transform_table
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +60,32 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     ``resume``: True continues from the checkpoint (an error if it was made from other data or
     params); ``"if-compatible"`` continues from it when it matches and starts afresh otherwise
     (what a retried or re-run orchestrated task wants)."""
+    cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
-    train_df, _, schema, meta = load_prepared(paths)
+    image = prepared_meta(paths).get("modality") == "image"
+    if MODELS[cfg.model.name].modality != ("image" if image else "table"):
+        raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {MODELS[cfg.model.name].modality}s, but "
+                          f"{paths.prepared} holds {'images' if image else 'a table'}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
 
     t0 = time.perf_counter()
-    transformer, tensor = transform_table(train_df, schema, cfg.model, cfg.seed, device)
+    if image:
+        train_df, _, meta = load_prepared_images(paths)
+        spec, tensor = image_tensor(train_df, None, device)
+        described = {"image_spec": spec.to_dict()}
+        over: TableTransformer | ImageSpec = spec
+    else:
+        train_df, _, schema, meta = load_prepared(paths)
+        transformer, tensor = transform_table(train_df, schema, cfg.model, cfg.seed, device)
+        described = {"schema": schema.to_dict(), "transformer": transformer.state()}
+        over = transformer
     t_transform = time.perf_counter() - t0
     log.info("transform: %d rows -> %d features in %.2fs", *tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.train, transformer).to(device)
+    model = build_model(cfg.model, cfg.train, over).to(device)
     # Resume only from a checkpoint of the same data, model and recipe (epochs may grow; where and
     # how fast it runs does not matter).
     recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile"})
@@ -98,8 +117,8 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
         "source_hash": meta["source_hash"],
         "rows": len(train_df),
         "final": state.history[-1] if state.history else {},
-        "schema": schema.to_dict(),
-        "transformer": transformer.state(),
+        "modality": model.modality,
+        **described,
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
@@ -111,23 +130,28 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
 
 @dataclass
 class LoadedModel:
-    model: TabularModel
-    transformer: TableTransformer
-    schema: TableSchema
+    model: GenerativeModel
+    transformer: TableTransformer | None  # tables
+    schema: TableSchema | None            # tables
     info: dict
     model_hash: str
+    spec: ImageSpec | None = None         # images
 
 
 def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None) -> LoadedModel:
     """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
     info = read_json(model_dir / "model.json")
-    schema = TableSchema.from_dict(info["schema"])
-    transformer = TableTransformer.from_state(schema, info["transformer"])
+    schema = transformer = spec = None
+    if "image_spec" in info:
+        spec = ImageSpec.from_dict(info["image_spec"])
+    else:
+        schema = TableSchema.from_dict(info["schema"])
+        transformer = TableTransformer.from_state(schema, info["transformer"])
     model_cfg = cfg.model.model_validate(info["model_config"])
     train_cfg = cfg.train.model_validate(info["train_config"])
-    model = build_model(model_cfg, train_cfg, transformer, name=info["model"])
+    model = build_model(model_cfg, train_cfg, spec or transformer, name=info["model"])
     state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
     model.load_inference_state(state)
     model = model.to(device or torch.device("cpu")).eval()
     return LoadedModel(model, transformer, schema, info,
-                       sha256_files([model_dir / "model.pt", model_dir / "model.json"]))
+                       sha256_files([model_dir / "model.pt", model_dir / "model.json"]), spec)

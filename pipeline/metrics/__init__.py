@@ -46,6 +46,17 @@ register_metric("privacy.dcr_median", "maximize", 0, 1, "median distance of a sy
 register_metric("privacy.dcr_holdout_median", "maximize", 0, 1, "median distance of a real holdout row to its closest training row (reference)")
 register_metric("privacy.nndr_median", "maximize", 0, 1, "median ratio of a synthetic row's nearest to second-nearest training distance (near 0: a near-copy of one row)")
 
+# Images (pipeline.metrics.image): read each against its real-vs-real floor, in the report.
+register_metric("image.fid", "minimize", 0, float("inf"), "Fréchet distance of generated to real training images in the evaluator's feature space")
+register_metric("image.fid_real_floor", "minimize", 0, float("inf"), "the same for real held-out images (what a perfect generator scores)")
+register_metric("image.fid_ratio", "minimize", 0, float("inf"), "image.fid / image.fid_real_floor (1 = as close as unseen real images)")
+register_metric("image.kid", "minimize", float("-inf"), float("inf"), "kernel inception distance (unbiased MMD^2, cubic kernel) in the evaluator's feature space")
+register_metric("image.precision", "maximize", 0, 1, "share of generated images inside the real images' k-NN manifold (fidelity)")
+register_metric("image.recall", "maximize", 0, 1, "share of real images inside the generated images' k-NN manifold (diversity)")
+register_metric("image.label_accuracy", "maximize", 0, 1, "the evaluator's accuracy on generated images against their requested labels")
+register_metric("image.classifier_accuracy", "maximize", 0, 1, "the evaluator's accuracy on real held-out images (how far its judgement goes)")
+register_metric("image.memorized_rate", "minimize", 0, 1, "share of generated images nearer a training image than most unseen real images are")
+
 
 def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -> tuple[bool, list[str]]:
     """Check every threshold; a key that was not computed fails the gate rather than passing it."""

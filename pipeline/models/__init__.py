@@ -21,4 +21,4 @@ def register_model(name: str) -> Callable[[type], type]:
     return deco
 
 
-from pipeline.models import ctgan, gan, tvae  # noqa: E402,F401  (register themselves)
+from pipeline.models import ctgan, gan, image, tvae  # noqa: E402,F401  (register themselves)

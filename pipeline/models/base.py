@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -75,15 +76,13 @@ def activate(raw: torch.Tensor, layout: OutputLayout, tau: float = 0.2,
     return out
 
 
-class TabularModel(nn.Module):
-    """Base for tabular generative models; subclasses register themselves by name."""
+class GenerativeModel(nn.Module):
+    """What the training loop sees of any model (tables or images): phases, their losses, and the
+    weights generation needs. Subclasses register themselves by name."""
 
     name: ClassVar[str]
+    modality: ClassVar[str] = "table"
     batch_multiple: int = 1  # batch sizes must be a multiple of this (PacGAN packs rows)
-
-    def __init__(self, layout: OutputLayout):
-        super().__init__()
-        self.layout = layout
 
     def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -103,6 +102,72 @@ class TabularModel(nn.Module):
         """The scalar to minimise in ``phase`` for a batch of real rows, plus figures to log."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def inference_state(self) -> dict[str, torch.Tensor]:
+        """The weights generation needs (a state dict of tensors)."""
+        return self.state_dict()
+
+    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state)
+
+
+class AveragedGenerator:
+    """Mixin for GANs: an exponential moving average of ``self.generator``'s weights makes the
+    samples. It smooths the step-to-step wander of adversarial training (samples are better, and
+    vary less by epoch). State-dict keys: ``generator_ema.*`` and ``ema_steps``."""
+
+    generator: nn.Module
+
+    def init_average(self, decay: float) -> None:
+        self.ema_decay = decay
+        if decay:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+            self._ema_n = 0
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that makes the samples: the averaged one when there is one."""
+        return self.generator_ema if self.ema_decay else self.generator
+
+    def prepare_average(self) -> None:
+        if self.ema_decay:
+            self._ema_n = int(self.ema_steps)  # resumed training continues the warm-up where it was
+            # The tensors the average follows, listed once (not per step): weights, then BatchNorm statistics.
+            self._ema_params = (list(self.generator_ema.parameters()), list(self.generator.parameters()))
+            self._ema_buffers = list(zip(self.generator_ema.buffers(), self.generator.buffers()))
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        if not self.ema_decay:
+            return
+        self._ema_n += 1
+        self.ema_steps += 1
+        # Warm-up: early on the average follows the weights closely (decay grows to ema_decay).
+        decay = min(self.ema_decay, (1 + self._ema_n) / (10 + self._ema_n))
+        torch._foreach_lerp_(*self._ema_params, 1 - decay)
+        for avg, cur in self._ema_buffers:
+            avg.copy_(cur)
+
+    def averaged_state(self) -> dict[str, torch.Tensor]:
+        """The sampling generator's weights (the average, if any) under ``generator.*``."""
+        return {f"generator.{k}": v for k, v in self.sampler.state_dict().items()}
+
+    def load_averaged_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Load ``generator.*`` weights into both generators; returns the other entries."""
+        weights = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
+        self.generator.load_state_dict(weights)
+        if self.ema_decay:
+            self.generator_ema.load_state_dict(weights)
+        return {k: v for k, v in state.items() if not k.startswith("generator.")}
+
+
+class TabularModel(GenerativeModel):
+    """Base for tabular generative models over the transformer's output layout."""
+
+    def __init__(self, layout: OutputLayout):
+        super().__init__()
+        self.layout = layout
+
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
         """``n`` rows in the transformer's space, drawn only from ``generator``.
 
@@ -116,10 +181,3 @@ class TabularModel(nn.Module):
         device = next(self.parameters()).device
         self.layout.to(device)
         return module
-
-    def inference_state(self) -> dict[str, torch.Tensor]:
-        """The weights generation needs (a state dict of tensors)."""
-        return self.state_dict()
-
-    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(state)

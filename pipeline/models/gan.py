@@ -3,14 +3,13 @@ conditional vector; ``ctgan`` adds it)."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from pipeline.models import register_model
-from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
+from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel, activate
 
 if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
     from pipeline.config import ModelConfig, TrainConfig
@@ -68,7 +67,7 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> 
 
 
 @register_model("gan")
-class TabularGAN(TabularModel):
+class TabularGAN(AveragedGenerator, TabularModel):
     cond_dim = 0
 
     def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
@@ -77,37 +76,14 @@ class TabularGAN(TabularModel):
         self.noise_dim, self.gp_weight, self.batch_multiple = g.noise_dim, train.gp_weight, g.pac
         self.generator = Generator(g.noise_dim + self.cond_dim, g.generator_dims, layout.width)
         self.critic = Critic(layout.width + self.cond_dim, g.discriminator_dims, g.pac, g.dropout)
-        # An exponential moving average of the generator's weights samples the rows: it smooths the
-        # step-to-step wander of adversarial training (rows are better, and vary less by epoch).
-        self.ema_decay = g.ema_decay
-        if self.ema_decay:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
-            self._ema_n = 0
-
-    @property
-    def sampler(self) -> Generator:
-        """The generator that makes the rows: the averaged one when there is one."""
-        return self.generator_ema if self.ema_decay else self.generator
+        self.init_average(g.ema_decay)  # rows come from the generator's weight average
 
     def prepare(self, data: torch.Tensor) -> None:
-        if self.ema_decay:
-            self._ema_n = int(self.ema_steps)  # resumed training continues the warm-up where it was
-            # The tensors the average follows, listed once (not per step): weights, then BatchNorm statistics.
-            self._ema_params = (list(self.generator_ema.parameters()), list(self.generator.parameters()))
-            self._ema_buffers = list(zip(self.generator_ema.buffers(), self.generator.buffers()))
+        self.prepare_average()
 
-    @torch.no_grad()
     def after_step(self, phase: str) -> None:
-        if phase != "generator" or not self.ema_decay:
-            return
-        self._ema_n += 1
-        self.ema_steps += 1
-        # Warm-up: early on the average follows the weights closely (decay grows to ema_decay).
-        decay = min(self.ema_decay, (1 + self._ema_n) / (10 + self._ema_n))
-        torch._foreach_lerp_(*self._ema_params, 1 - decay)
-        for avg, cur in self._ema_buffers:
-            avg.copy_(cur)
+        if phase == "generator":
+            self.update_average()
 
     def phases(self, t: TrainConfig) -> list[Phase]:
         return [
@@ -140,11 +116,7 @@ class TabularGAN(TabularModel):
         return activate(self.sampler(z), self.layout, generator=generator, hard=True)
 
     def inference_state(self) -> dict[str, torch.Tensor]:
-        """The sampling generator's weights (the average, if any) under ``generator.*``."""
-        return {f"generator.{k}": v for k, v in self.sampler.state_dict().items()}
+        return self.averaged_state()
 
     def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
-        weights = {k.removeprefix("generator."): v for k, v in state.items()}
-        self.generator.load_state_dict(weights)
-        if self.ema_decay:
-            self.generator_ema.load_state_dict(weights)
+        self.load_averaged_state(state)

@@ -19,7 +19,7 @@ import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.io import atomic_path, progress
-from pipeline.models.base import TabularModel
+from pipeline.models.base import GenerativeModel
 
 if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
     from pipeline.config import TrainConfig
@@ -48,14 +48,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizers(model: TabularModel, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+def make_optimizers(model: GenerativeModel, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     return {
         p.name: torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
         for p in model.phases(cfg)
     }
 
 
-def save_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
+def save_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
                     state: TrainState, batch_gen: torch.Generator, fingerprint: str) -> None:
     blob = {
         "model": model.state_dict(),
@@ -80,7 +80,7 @@ def checkpoint_info(path: Path) -> tuple[str | None, int]:
         return None, 0
 
 
-def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim.Optimizer],
+def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
                     batch_gen: torch.Generator, fingerprint: str) -> TrainState:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob["fingerprint"] != fingerprint:
@@ -99,7 +99,7 @@ def load_checkpoint(path: Path, model: TabularModel, opts: dict[str, torch.optim
 
 
 def fit(
-    model: TabularModel,
+    model: GenerativeModel,
     data: torch.Tensor,
     cfg: TrainConfig,
     seed: int,

@@ -1,5 +1,5 @@
-"""Turning a table into what the training loop needs: the fitted transformer, the data tensor on
-the device, and the model. Shared by the train stage and the benchmarks; needs no pydantic (any
+"""Turning a table (or a set of images) into what the training loop needs: the fitted transformer
+(or image spec), the data tensor on the device, and the model. Shared by the train stage and the benchmarks; needs no pydantic (any
 objects with the config sections' attributes will do, as on a bare GPU box)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from pipeline.models import MODELS
-from pipeline.models.base import OutputLayout, TabularModel
+from pipeline.models.base import GenerativeModel, OutputLayout
+from pipeline.models.image import ImageSpec, images_to_tensor
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 
@@ -28,8 +29,24 @@ def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelConfi
     return transformer, torch.from_numpy(data).to(device)
 
 
-def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, transformer: TableTransformer,
-                name: str | None = None) -> TabularModel:
-    """The model named ``name`` (default ``model_cfg.name``) over the transformer's output layout."""
-    layout = OutputLayout(transformer.spans, transformer.width)
-    return MODELS[name or model_cfg.name](layout, model_cfg, train_cfg)
+def image_tensor(frame: pd.DataFrame, spec: ImageSpec | None, device: torch.device) -> tuple[ImageSpec, torch.Tensor]:
+    """An image frame as the image models' tensor on ``device``; the spec (size, label values) is
+    read from the frame unless given."""
+    from pipeline.images import pixels_of
+
+    pixels = pixels_of(frame)
+    labels = frame["label"].to_numpy()
+    if spec is None:
+        spec = ImageSpec(int(pixels.shape[1]), int(pixels.shape[2]), sorted(int(v) for v in np.unique(labels)))
+    index = np.searchsorted(np.asarray(spec.labels), labels)
+    return spec, images_to_tensor(pixels, index).to(device)
+
+
+def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, over: TableTransformer | ImageSpec,
+                name: str | None = None) -> GenerativeModel:
+    """The model named ``name`` (default ``model_cfg.name``) over the transformer's output layout,
+    or for the images an ``ImageSpec`` describes."""
+    cls = MODELS[name or model_cfg.name]
+    if isinstance(over, ImageSpec):
+        return cls(over, model_cfg, train_cfg)
+    return cls(OutputLayout(over.spans, over.width), model_cfg, train_cfg)

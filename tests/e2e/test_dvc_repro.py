@@ -34,7 +34,12 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         root / "data/adult/train.parquet", index=False)
     pd.read_parquet(REPO / "data/adult/test.parquet").sample(300, random_state=0).to_parquet(
         root / "data/adult/test.parquet", index=False)
+    (root / "data" / "mnist").mkdir(parents=True)
+    pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:300].to_parquet(root / "data/mnist/digits.parquet")
     params = yaml.safe_load((root / "params.yaml").read_text())
+    params["datasets"]["mnist"]["overrides"].update({
+        "train.epochs": 1, "train.batch_size": 32, "model.dcgan.width": 8, "score.classifier_epochs": 1,
+        "score.thresholds": {"image.label_accuracy": {"min": 0.0}}})
     params["model"]["gan"].update({"generator_dims": [64], "discriminator_dims": [64], "noise_dim": 32})
     params["train"].update({"epochs": 1, "batch_size": 100, "device": "cpu"})
     params["score"]["thresholds"] = {"quality.overall": {"min": 0.3}}
@@ -82,7 +87,15 @@ def test_dvc_repro_runs_every_stage_and_releases_parquet(repo):
     assert "quality.overall" in (release_dir / "_report.md").read_text()
     assert (root / "dvc.lock").exists()
     shown = _sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root, env).stdout
-    assert "quality.overall" in shown
+    assert "quality.overall" in shown and "image.fid" in shown
+
+    # The default params release synthetic digits too, in the source's layout.
+    latest = json.loads((root / "releases/mnist/latest.json").read_text())
+    digits = pd.read_parquet(root / "releases/mnist" / latest["version"])
+    assert list(digits.columns) == ["image", "label", "height", "width"] and len(digits) == 240
+    metrics = json.loads((root / "metrics/mnist.json").read_text())
+    assert {"image.fid", "image.fid_real_floor", "image.label_accuracy", "image.memorized_rate"} <= set(metrics)
+    assert (root / "releases/mnist" / latest["version"] / "_samples.png").exists()
 
 
 def test_nothing_changed_reruns_nothing_and_a_train_param_reruns_train_onwards(repo):

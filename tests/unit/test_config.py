@@ -56,3 +56,25 @@ def test_unknown_dataset_is_named():
     cfg = load_config(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="dataset 'nope' is not in params"):
         cfg.dataset("nope")
+
+
+def test_dataset_overrides_resolve_and_the_command_line_wins():
+    cfg = load_config(REPO / "params.yaml")
+    mnist = cfg.for_dataset("mnist")
+    assert mnist.model.name == "dcgan" and cfg.model.name == "ctgan"
+    assert "image.label_accuracy" in mnist.score.thresholds and "quality.overall" not in mnist.score.thresholds
+    assert cfg.for_dataset("adult") is cfg  # no overrides: the shared sections as they are
+    cli = load_config(REPO / "params.yaml", {"train.epochs": 2})
+    assert cli.for_dataset("mnist").train.epochs == 2 and cli.for_dataset("mnist").model.name == "dcgan"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": {"epochs": 3}}, "'train' is not a dotted key"),
+    ({"publish.release_root": "x"}, "'publish.release_root' is not a dotted key of model, train, generate, score"),
+    ({"model.name": "dcgan", "train.epochz": 3}, "datasets.mnist.overrides: train.epochz: unknown key"),
+    ({"model.name": "ctgan"}, "model 'ctgan' is for tables but mnist is an image dataset"),
+])
+def test_bad_dataset_overrides_are_named(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides})
+    assert message in str(err.value)

@@ -75,7 +75,7 @@ def test_png_folder_ingest_and_corrupt_image_names_its_file(tmp_path):
         ingest.run(cfg, "tiny")
 
 
-def test_parquet_layout_round_trips_and_image_datasets_stop_clearly_after_ingest(tmp_path):
+def test_parquet_layout_round_trips_and_a_table_model_on_images_stops_clearly(tmp_path):
     pixels, labels = _digits(20)
     src = tmp_path / "imgs.parquet"
     frame_of(pixels, labels).to_parquet(src, index=False)
@@ -90,7 +90,9 @@ def test_parquet_layout_round_trips_and_image_datasets_stop_clearly_after_ingest
         ingest.run(cfg, "tiny")
     from pipeline import train
 
-    with pytest.raises(ConfigError, match="image dataset"):
+    frame_of(pixels, labels).to_parquet(src, index=False)
+    ingest.run(cfg, "tiny")
+    with pytest.raises(ConfigError, match="model 'ctgan' is for tables"):
         train.run(cfg, "tiny")
 
 

@@ -1,0 +1,145 @@
+"""Image models and metrics: conditional generation honours labels, the label plan, the metrics'
+sanity (real vs real far below noise vs real) and the Fréchet distance against a reference formula."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import generate, ingest, publish, score, train
+from pipeline.catalog import Catalog
+from pipeline.errors import ConditionError
+from pipeline.images import IMAGE_ARROW_SCHEMA, frame_of, pixels_of
+from pipeline.io import StagePaths, read_json
+from pipeline.metrics.image import evaluate_images, frechet_distance, train_evaluator
+from pipeline.models.image import ImageSpec, images_to_tensor
+from tests.conftest import REPO, tiny_config
+
+
+def quadrant_images(n: int, seed: int = 0, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Label k (0..3): a bright block in quadrant k (row-major) on dim noise; easy to check by eye
+    and by rule (the brightest quadrant)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    pixels = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    h = size // 2
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), 2)
+        pixels[i, r * h:(r + 1) * h, c * h:(c + 1) * h] = rng.integers(180, 256, (h, h))
+    return pixels, labels
+
+
+def brightest_quadrant(pixels: np.ndarray) -> np.ndarray:
+    h = pixels.shape[1] // 2
+    sums = [pixels[:, r * h:(r + 1) * h, c * h:(c + 1) * h].reshape(len(pixels), -1).mean(1) for r in (0, 1) for c in (0, 1)]
+    return np.argmax(np.stack(sums, 1), 1)
+
+
+def image_config(tmp_path, source, model="conv_vae", **overrides):
+    cfg = tiny_config(tmp_path, source, target=None, **{
+        "datasets.tiny.modality": "image",
+        "datasets.tiny.overrides": {"model.name": model, "train.batch_size": 32, "train.epochs": 30,
+                                    "train.lr_generator": 0.002, "train.lr_discriminator": 0.002},
+        "model.dcgan": {"width": 8, "noise_dim": 8, "ema_decay": 0.9},
+        "model.conv_vae": {"width": 8, "latent_dim": 4, "lr": 0.01},
+        "score.classifier_epochs": 2, **overrides})
+    return cfg
+
+
+@pytest.mark.parametrize("model", ["conv_vae", "dcgan"])
+def test_conditional_generation_honours_labels(tmp_path, model):
+    pixels, labels = quadrant_images(320)
+    src = tmp_path / "quadrants.parquet"
+    frame_of(pixels, labels).to_parquet(src, index=False)
+    cfg = image_config(tmp_path, src, model, **{"generate.rows_per_label": 50})
+    ingest.run(cfg, "tiny")
+    result = train.run(cfg, "tiny")
+    assert result.epochs == 30
+    generate.run(cfg, "tiny")
+    out = pd.read_parquet(StagePaths.of(cfg.work_dir, "tiny").synthetic)
+    assert out["label"].value_counts().to_dict() == {0: 50, 1: 50, 2: 50, 3: 50}
+    made = pixels_of(out)
+    # Each generated image has its bright block where its label says.
+    assert (brightest_quadrant(made) == out["label"].to_numpy()).mean() >= 0.9
+
+
+def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path):
+    pixels, labels = quadrant_images(200, seed=1)
+    src = tmp_path / "quadrants.parquet"
+    frame_of(pixels, labels).to_parquet(src, index=False)
+    cfg = image_config(tmp_path, src, "conv_vae", **{
+        "generate.labels": {2: 1.0}, "generate.rows": 30, "generate.rows_per_shard": 12,
+        "score.thresholds": {"image.label_accuracy": {"min": 0.0}}})
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    generate.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    parts = sorted(paths.synthetic.glob("part-*.parquet"))
+    assert len(parts) == 3 and (paths.synthetic / "_grid.png").stat().st_size > 0
+    import pyarrow.parquet as pq
+
+    assert all(pq.read_schema(p).remove_metadata() == IMAGE_ARROW_SCHEMA for p in parts)
+    first = pd.read_parquet(paths.synthetic)
+    assert (first["label"] == 2).all() and len(first) == 30 and (first["height"] == 8).all()
+    # Same params, same images (shards are seeded by (seed, shard)).
+    generate.run(cfg, "tiny")
+    pd.testing.assert_frame_equal(pd.read_parquet(paths.synthetic), first)
+
+    result = score.run(cfg, "tiny")
+    for key in ("image.fid", "image.fid_real_floor", "image.fid_ratio", "image.kid", "image.precision", "image.recall",
+                "image.label_accuracy", "image.memorized_rate", "image.classifier_accuracy", "privacy.exact_match_rate"):
+        assert isinstance(result.metrics[key], float), key
+    report = (paths.score / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 3 and "real held-out (floor)" in report
+    release = publish.run(cfg, "tiny")
+    back = Catalog(cfg.publish.release_root).load("tiny")
+    np.testing.assert_array_equal(pixels_of(back), pixels_of(first))  # pixels survive the release exactly
+    manifest = read_json(release.path / "_manifest.json")
+    assert manifest["modality"] == "image" and manifest["model"] == "conv_vae"
+    assert [c["name"] for c in manifest["schema"]] == ["image", "label", "height", "width"]
+    assert {"_samples.png", "_report.html", "_DATACARD.md"} <= set(manifest["reports"])
+    assert "image.label_accuracy" in (release.path / "_DATACARD.md").read_text()
+
+
+def test_label_plan_counts_and_errors():
+    spec = ImageSpec(8, 8, [0, 1, 7])
+    plan = generate.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0)
+    assert np.bincount(plan).tolist() == [100, 300, 600]
+    assert not np.array_equal(plan[:50], np.sort(plan[:50]))  # shuffled, not in blocks
+    np.testing.assert_array_equal(plan, generate.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0))
+    mix = generate.label_plan(spec, np.ones(3), 7, {0: 1, 7: 1}, None, seed=1)
+    assert sorted(np.bincount(mix, minlength=3).tolist()) == [0, 3, 4] and np.bincount(mix, minlength=3)[1] == 0
+    assert np.bincount(generate.label_plan(spec, np.ones(3), None, {}, 5, seed=0)).tolist() == [5, 5, 5]
+    with pytest.raises(ConditionError, match="label 4"):
+        generate.label_plan(spec, np.ones(3), 10, {4: 1.0}, None, seed=0)
+
+
+def test_metric_sanity_real_vs_real_far_below_noise_vs_real():
+    df = pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:2800]
+    px, labels = pixels_of(df), df["label"].to_numpy()
+    data = images_to_tensor(px, labels)
+    x, y = data[:, 1:].reshape(-1, 1, 28, 28), data[:, 0].long()
+    tr, ho = slice(0, 2400), slice(2400, 2800)
+    evaluator = train_evaluator(x[tr], y[tr], 10, epochs=3, seed=0)
+    # "Generated" = blurred real held-out digits with shuffled labels: worse than real, better than noise.
+    blurred = torch.nn.functional.avg_pool2d(x[ho], 3, 1, 1)
+    shuffled = y[ho][torch.randperm(400, generator=torch.Generator().manual_seed(0))]
+    ev = evaluate_images(evaluator, x[tr], x[ho], y[ho], blurred, shuffled, rows=400, seed=0)
+    assert ev.classifier_accuracy > 0.8
+    assert ev.floor.fid < 0.1 * ev.ceiling.fid and ev.floor.kid < 0.1 * ev.ceiling.kid
+    assert ev.floor.fid < ev.synthetic.fid < ev.ceiling.fid
+    assert ev.floor.precision > 0.7 and ev.floor.recall > 0.7 and ev.ceiling.recall < 0.1
+    assert ev.synthetic.label_accuracy < 0.3  # shuffled labels are caught
+    assert ev.floor.memorized_rate == pytest.approx(0.01, abs=0.01) and ev.ceiling.memorized_rate == 0.0
+
+
+def test_frechet_distance_matches_the_scipy_formula():
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)))
+    b = torch.from_numpy(rng.normal(0.3, 1.2, size=(400, 6)) @ rng.normal(size=(6, 6)))
+    s1, s2 = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    ref = ((a.numpy().mean(0) - b.numpy().mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
