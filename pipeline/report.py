@@ -204,18 +204,18 @@ def plot_training(log: pd.DataFrame | None) -> str | None:
 
 
 def plot_privacy(distances: dict[str, np.ndarray],
-                 xlabel: str = "distance to closest record (mean per-column distance)") -> str | None:
+                 xlabel: str = "distance to closest record (mean per-column distance)", unit: str = "row") -> str | None:
     if not distances or not any(len(v) for v in distances.values()):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     hi = max(float(np.quantile(v, 0.99)) for v in distances.values() if len(v)) or 1.0
     bins = np.linspace(0, hi, 41)
-    colors = {"synthetic_to_train": SYN, "holdout_to_train": HOLD, "synthetic": SYN, "holdout": HOLD}
+    colors = {"synthetic_to_train": SYN, "holdout_to_train": HOLD}
     for name, v in distances.items():
         if len(v):
             ax.hist(np.clip(v, 0, hi), bins=bins, density=True, histtype="step", lw=1.6,
-                    color=colors.get(name), label=name.replace("_to_", " rows to closest ").replace("_", " ") + " row")
+                    color=colors.get(name), label=name.replace("_to_", f" {unit}s to closest ").replace("_", " ") + f" {unit}")
     ax.set_xlabel(xlabel, fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
@@ -370,7 +370,8 @@ def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str
     _figures(parts, [("Generated samples, one row per label", _grid_uri(syn_pixels, syn_labels)),
                      ("Real training samples, one row per label", _grid_uri(real_pixels, real_labels)),
                      ("Privacy: pixel distance to the nearest training image",
-                      plot_privacy(distances, "Euclidean pixel distance to the nearest training image (0-255 scale / 127.5)")),
+                      plot_privacy(distances, "Euclidean pixel distance to the nearest training image (pixels scaled to [-1, 1])",
+                                   unit="image")),
                      ("Training", plot_training(train_log))])
     parts.append("</body></html>")
     lines = _md_head(dataset, metrics, thresholds, "images")
