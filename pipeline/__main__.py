@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ def run_stage(stage: str, cfg: Config, dataset: str, **kwargs):
     path = StagePaths.of(cfg.work_dir, dataset).stage_seconds
     seconds = read_json(path) if path.exists() and stage != "ingest" else {}
     seconds[stage] = round(time.perf_counter() - t0, 3)
-    if stage != "publish":  # publish reads them; its own time is its run's business
+    # publish reads them (its own time is its run's business); of torchrun's ranks, rank 0 writes.
+    if stage != "publish" and os.environ.get("RANK", "0") == "0":
         write_json(path, seconds)
     return result
 
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True, help="a dataset named in params.yaml (datasets.NAME)")
         _common(p)
         if stage == "train":
-            p.add_argument("--resume", action="store_true", help="continue from the last checkpoint if it matches")
+            p.add_argument("--resume", nargs="?", const="yes", choices=["yes", "if-compatible"], default=None,
+                           help="continue from the last checkpoint (an error if it does not match); "
+                                "if-compatible: only when it matches, else start afresh")
         if stage == "generate":
             p.add_argument("--condition", action="append", default=[], metavar="COLUMN=VALUE",
                            help="fix a categorical column's value in every row (repeatable), e.g. income='>50K'")
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         cfg = load_config(args.params, overrides)
         cfg.dataset(args.dataset)
-        kwargs = {"resume": args.resume} if args.command == "train" else {}
+        kwargs = {"resume": {None: False, "yes": True}.get(args.resume, args.resume)} if args.command == "train" else {}
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
     except PipelineError as exc:

@@ -110,6 +110,16 @@ class ModelConfig(_Section):
     conv_vae: ConvVaeConfig = ConvVaeConfig()
 
 
+class DistributedConfig(_Section):
+    """Data-parallel training (``pipeline/training/distributed.py``): the train stage launches itself
+    under torchrun with nproc_per_node x nnodes ranks (or joins the ranks torchrun started it as)."""
+
+    nproc_per_node: int = Field(1, ge=1, description="ranks per machine (GPUs, or CPU processes)")
+    nnodes: int = Field(1, ge=1, description="machines; each runs the train stage with the same params")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous (node 0) when nnodes > 1")
+
+
 class TrainConfig(_Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(500, ge=2)
@@ -122,6 +132,7 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default (the cores)")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class GenerateConfig(_Section):
@@ -136,6 +147,12 @@ class GenerateConfig(_Section):
                                           "empty = the training data's mix")
     rows_per_label: int | None = Field(None, ge=1, description="images: this many of each label (of the mix), "
                                                                "instead of `rows` in all")
+    workers: int = Field(1, ge=1, description="processes that make shards in parallel (the output is the same bytes "
+                                              "whatever the count)")
+    backend: Literal["processes", "dask"] = Field("processes", description="where the workers run: local processes, "
+                                                                         "or a Dask cluster")
+    dask_address: str | None = Field(None, description="dask: an existing scheduler (tcp://host:8786); null = a "
+                                                       "local cluster of `workers` processes")
 
 
 class Threshold(_Section):

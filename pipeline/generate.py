@@ -9,8 +9,10 @@ images, in the source's layout (PNG bytes, label, height, width), with a preview
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -199,7 +201,7 @@ def image_grid(pixels: np.ndarray, labels: np.ndarray, per_label: int = 10, pad:
 
 
 def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: StagePaths) -> GenerateResult:
-    from pipeline.images import IMAGE_ARROW_SCHEMA, encode_png, frame_of, pixel_hashes
+    from pipeline.images import decode_image, encode_png, pixel_hashes
 
     g = cfg.generate
     if g.conditions:
@@ -216,29 +218,24 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
 
         exclude = np.unique(pixel_hashes(pixels_of(load_prepared_images(paths)[0])))
     values = np.asarray(spec.labels)
-    dropped, preview = 0, None
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
-        for i in progress(range(n_shards), desc="generate", unit="shard"):
-            labels = plan[i * per:(i + 1) * per]
-            pixels = sample_images(loaded, labels, shard_seed(cfg.seed, i))
-            for attempt in range(1, 101) if exclude is not None else ():
-                copies = np.isin(pixel_hashes(pixels), exclude)
-                if not copies.any():
-                    break
-                dropped += int(copies.sum())
-                pixels[copies] = sample_images(loaded, labels[copies], shard_seed(shard_seed(cfg.seed, i), attempt))
-            frame = frame_of(pixels, values[labels])
-            write_parquet(pa.Table.from_pandas(frame, schema=IMAGE_ARROW_SCHEMA, preserve_index=False),
-                          tmp / f"part-{i:05d}.parquet")
-            if preview is None:
-                preview = (pixels, labels)
-        if preview is not None:
-            (tmp / "_grid.png").write_bytes(encode_png(image_grid(preview[0], values[preview[1]])))
+        jobs = [ShardJob(i, len(plan[i * per:(i + 1) * per]), i * per, shard_seed(cfg.seed, i),
+                         str(tmp / f"part-{i:05d}.parquet"), exclude, labels=plan[i * per:(i + 1) * per])
+                for i in range(n_shards)]
+        stats = make_shards(cfg, paths, jobs, loaded)
+        if n_shards:  # the preview: the first images of the first shard, 10 per label
+            import pyarrow.parquet as pq
+
+            head = pq.read_table(jobs[0].out, columns=["image", "label"]).slice(0, 2000).to_pandas()
+            pixels = np.stack([decode_image(b, jobs[0].out) for b in head["image"]])
+            (tmp / "_grid.png").write_bytes(encode_png(image_grid(pixels, head["label"].to_numpy())))
         write_json(tmp / "_generated.json", {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed, "modality": "image",
             "labels": {int(v): int(c) for v, c in zip(values, np.bincount(plan, minlength=len(values)))},
-            "drop_training_copies": g.drop_training_copies, "training_copies_dropped": dropped,
+            "drop_training_copies": g.drop_training_copies,
+            "training_copies_dropped": stats.get("rejected_copies", 0),
+            "workers": g.workers, "backend": g.backend if g.workers > 1 else "in-process",
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
         })
@@ -246,6 +243,100 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
     log.info("generated %d images of %s in %d shards in %.1fs (%.0f images/s)", rows, dataset, n_shards, seconds,
              rows / max(seconds, 1e-9))
     return GenerateResult(dataset, rows, n_shards, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards, in this process or across worker processes (local, or Dask)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One output file: which shard, how many rows from which global row, its seed, where to write,
+    and the training-row hashes to avoid (``exclude``). Images also carry their label indices."""
+
+    index: int
+    rows: int
+    start: int
+    seed: int
+    out: str
+    exclude: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+_WORKER_MODELS: dict[str, Any] = {}  # a worker loads each model once, not once per shard
+
+
+def _worker_model(cfg: Config, paths: StagePaths) -> LoadedModel:
+    from pipeline.train import load_model
+
+    key = str(paths.model)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = load_model(paths.model, cfg, pick_device(cfg.train.device))
+    return _WORKER_MODELS[key]
+
+
+def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedModel | None = None) -> dict[str, int]:
+    """Make and write one shard; returns its counts. Depends only on the job, so any process
+    (any worker count) writes the same bytes."""
+    loaded = loaded or _worker_model(cfg, paths)
+    stats: dict[str, int] = {}
+    if loaded.spec is not None:
+        from pipeline.images import IMAGE_ARROW_SCHEMA, frame_of, pixel_hashes
+
+        pixels = sample_images(loaded, job.labels, job.seed)
+        for attempt in range(1, 101) if job.exclude is not None else ():
+            copies = np.isin(pixel_hashes(pixels), job.exclude)
+            if not copies.any():
+                break
+            stats["rejected_copies"] = stats.get("rejected_copies", 0) + int(copies.sum())
+            pixels[copies] = sample_images(loaded, job.labels[copies], shard_seed(job.seed, attempt))
+        frame = frame_of(pixels, np.asarray(loaded.spec.labels)[job.labels])
+        table = pa.Table.from_pandas(frame, schema=IMAGE_ARROW_SCHEMA, preserve_index=False)
+    else:
+        frame = sample_frame(loaded, job.rows, job.seed, start=job.start, conditions=cfg.generate.conditions,
+                             exclude=job.exclude, stats=stats)
+        # One fixed schema for every shard: a shard whose text column happens to be all null
+        # must still say 'string', or the folder stops being one readable dataset.
+        table = pa.Table.from_pandas(frame, schema=loaded.schema.arrow(), preserve_index=False)
+    write_parquet(table, Path(job.out))
+    return stats
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)  # workers share the cores instead of each taking them all
+
+
+def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: LoadedModel) -> dict[str, int]:
+    """Write every job's shard: in this process (``generate.workers: 1``), or on that many worker
+    processes (``generate.backend: processes``) or Dask workers (``dask``). Returns summed counts."""
+    g = cfg.generate
+    if g.workers <= 1 or len(jobs) <= 1:
+        results = [write_shard(job, cfg, paths, loaded) for job in progress(jobs, desc="generate", unit="shard")]
+    elif g.backend == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // g.workers)
+        # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
+        with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            results = list(pool.map(write_shard, jobs, [cfg] * len(jobs), [paths] * len(jobs)))
+    else:
+        from distributed import Client, LocalCluster
+
+        # Workers write straight into the output folder: on a remote cluster it must be shared storage.
+        cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
+                                                           processes=True, dashboard_address=None)
+        with Client(g.dask_address or cluster) as client:
+            results = client.gather(client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False))
+        if cluster is not None:
+            cluster.close()
+    total: dict[str, int] = {}
+    for r in results:
+        for k, v in r.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def run(cfg: Config, dataset: str) -> GenerateResult:
@@ -260,35 +351,32 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     rows = cfg.generate.rows or int(loaded.info["rows"])
     per = cfg.generate.rows_per_shard
     n_shards = (rows + per - 1) // per
-    arrow_schema = loaded.schema.arrow()
     exclude = None
     if cfg.generate.drop_training_copies:
         from pipeline.ingest import load_prepared
 
         train = load_prepared(paths)[0]
         exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
-    stats: dict[str, int] = {}
+    if cfg.generate.conditions:
+        _condition_group(loaded, cfg.generate.conditions)  # a bad condition fails before any worker starts
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
-        for i in progress(range(n_shards), desc="generate", unit="shard"):
-            n = min(per, rows - i * per)
-            frame = sample_frame(loaded, n, shard_seed(cfg.seed, i), start=i * per,
-                                 conditions=cfg.generate.conditions, exclude=exclude, stats=stats)
-            # One fixed schema for every shard: a shard whose text column happens to be all null
-            # must still say 'string', or the folder stops being one readable dataset.
-            table = pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False)
-            write_parquet(table, tmp / f"part-{i:05d}.parquet")
+        jobs = [ShardJob(i, min(per, rows - i * per), i * per, shard_seed(cfg.seed, i),
+                         str(tmp / f"part-{i:05d}.parquet"), exclude) for i in range(n_shards)]
+        stats = make_shards(cfg, paths, jobs, loaded)
         write_json(tmp / "_generated.json", {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
             "conditions": cfg.generate.conditions,
             "drop_training_copies": cfg.generate.drop_training_copies,
             "rows_drawn": stats.get("drawn", rows),
             "training_copies_dropped": stats.get("rejected_copies", 0),
+            "workers": cfg.generate.workers,
+            "backend": cfg.generate.backend if cfg.generate.workers > 1 else "in-process",
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
         })
     seconds = time.perf_counter() - t0
     log.info("generated %d rows of %s in %d shards in %.1fs (%.0f rows/s)%s", rows, dataset, n_shards, seconds,
-             rows / max(seconds, 1e-9), f"; dropped {stats['rejected_copies']} copies of training rows"
+             rows / max(seconds, 1e-9), f"; dropped {stats.get('rejected_copies', 0)} copies of training rows"
              if cfg.generate.drop_training_copies else "")
     return GenerateResult(dataset, rows, n_shards, seconds)

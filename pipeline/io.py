@@ -199,7 +199,8 @@ def progress(iterable, **kwargs):
         from tqdm.auto import tqdm
     except ImportError:
         return iterable
-    return tqdm(iterable, disable=None, **kwargs)
+    kwargs.setdefault("disable", None)  # None: off when not on a terminal
+    return tqdm(iterable, **kwargs) if kwargs["disable"] is not True else iterable
 
 
 def code_version() -> str:

@@ -29,6 +29,7 @@ from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
+from pipeline.training import distributed
 from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
 from pipeline.training.setup import build_model, image_tensor, transform_table
 
@@ -68,7 +69,21 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
                           f"{paths.prepared} holds {'images' if image else 'a table'}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    dcfg = cfg.train.distributed
+    if dcfg.nproc_per_node * dcfg.nnodes > 1 and not distributed.launched():
+        # This process only launches: torchrun starts the ranks, which run this function again.
+        t0 = time.perf_counter()
+        distributed.launch_train(cfg.to_dict(), dataset, dcfg.nproc_per_node, dcfg.nnodes, dcfg.rdzv_endpoint,
+                                 resume, cfg.work_dir)
+        info = read_json(paths.model / "model.json")
+        return TrainResult(dataset, info["epochs"], time.perf_counter() - t0, info["device"],
+                           sha256_files([paths.model / "model.pt", paths.model / "model.json"]), info["final"])
+    rank = None
+    if distributed.launched():
+        rank, device = distributed.setup(dcfg.backend, cfg.train.device)
+        log.info("rank %d of %d on %s", rank.rank, rank.world, device)
+    else:
+        device = pick_device(cfg.train.device)
 
     t0 = time.perf_counter()
     if image:
@@ -88,7 +103,8 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     model = build_model(cfg.model, cfg.train, over).to(device)
     # Resume only from a checkpoint of the same data, model and recipe (epochs may grow; where and
     # how fast it runs does not matter).
-    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile"})
+    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile",
+                                           "distributed"})
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
     data_hash = sha256_files([paths.train_data, paths.schema])
     fingerprint = f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
@@ -104,6 +120,11 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=bool(resume),
                 fingerprint=fingerprint, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
+    if rank is not None:
+        torch.distributed.destroy_process_group()
+        if rank.rank != 0:
+            log.info("rank %d of %d: done; rank 0 writes the model", rank.rank, rank.world)
+            return TrainResult(dataset, state.epoch, seconds, str(device), "", state.history[-1] if state.history else {})
 
     info = {
         "model": cfg.model.name,
@@ -111,6 +132,7 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
         "train_config": cfg.train.model_dump(mode="json"),
         "seed": cfg.seed,
         "device": str(device),
+        "world_size": rank.world if rank else 1,
         "epochs": state.epoch,
         "seconds": round(seconds, 3),
         "transform_seconds": round(t_transform, 3),

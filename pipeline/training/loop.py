@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.io import atomic_path, progress
+from pipeline.training import distributed
 from pipeline.models.base import GenerativeModel
 
 if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
@@ -56,8 +57,9 @@ def make_optimizers(model: GenerativeModel, cfg: TrainConfig) -> dict[str, torch
 
 
 def save_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
-                    state: TrainState, batch_gen: torch.Generator, fingerprint: str) -> None:
+                    state: TrainState, batch_gen: torch.Generator, fingerprint: str, world: int = 1) -> None:
     blob = {
+        "world_size": world,
         "model": model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in opts.items()},
         "epoch": state.epoch,
@@ -81,7 +83,9 @@ def checkpoint_info(path: Path) -> tuple[str | None, int]:
 
 
 def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
-                    batch_gen: torch.Generator, fingerprint: str) -> TrainState:
+                    batch_gen: torch.Generator, fingerprint: str, restore_rng: bool = True) -> TrainState:
+    """Load weights, optimiser states and history; and the RNG states when ``restore_rng`` and the
+    checkpoint came from one process (so a one-process resume continues exactly)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob["fingerprint"] != fingerprint:
         raise CheckpointError(
@@ -91,10 +95,11 @@ def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
     model.load_state_dict(blob["model"])
     for k, o in opts.items():
         o.load_state_dict(blob["optimizers"][k])
-    torch.set_rng_state(blob["torch_rng"])
-    if blob["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["cuda_rng"])
-    batch_gen.set_state(blob["batch_rng"])
+    if restore_rng and int(blob.get("world_size", 1)) == 1:
+        torch.set_rng_state(blob["torch_rng"])
+        if blob["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        batch_gen.set_state(blob["batch_rng"])
     return TrainState(epoch=int(blob["epoch"]), history=list(blob["history"]))
 
 
@@ -108,31 +113,48 @@ def fit(
     fingerprint: str = "",
     on_epoch: Callable[[TrainState], None] | None = None,
 ) -> TrainState:
-    """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs."""
+    """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs.
+
+    Under torchrun (``pipeline.training.distributed``) each rank trains on its shard of ``data``
+    with its part of each global batch of ``cfg.batch_size`` rows, gradients are averaged per
+    phase, and only rank 0 writes checkpoints and calls ``on_epoch``.
+    """
+    ddp = distributed.current()
+    world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     device = data.device
     torch.manual_seed(seed)
     batch_gen = torch.Generator(device=device).manual_seed(seed)
     opts = make_optimizers(model, cfg)
+    phase_params = {p.name: p.params for p in model.phases(cfg)}
     state = TrainState()
     if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint)
+        state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint, restore_rng=world == 1)
         log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
 
-    model.prepare(data)
-    n = data.shape[0]
+    model.prepare(data)  # statistics of the whole table (e.g. category frequencies), on every rank
     multiple = model.batch_multiple
+    if ddp:
+        distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
+        data = data[rank::world]  # this rank's rows; the full table is not kept
+    n = data.shape[0]
     if n < multiple:
         raise InputDataError("training data", f"{n} rows: fewer than one batch of {multiple}")
-    batch = min(cfg.batch_size, n // multiple * multiple)
+    # The global batch is split across ranks (each part a multiple of the model's packing).
+    batch = min(max(cfg.batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
     steps = max(1, n // batch)
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
     if cfg.compile:
         model.compile_modules()
     model.train()
-    bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch")
+    writer = rank == 0
+    bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch",
+                   disable=None if writer else True)
     for epoch in bar:
         t0 = time.perf_counter()
+        if ddp:  # per-rank draws from (seed, rank, epoch): a resume of any world size needs no RNG state
+            torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
+            batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
         sums: dict[str, torch.Tensor] = {}
         # Batches are drawn on the device: no host round trip per step.
         order = torch.randperm(n, device=device, generator=batch_gen)
@@ -143,19 +165,31 @@ def fit(
                 with amp:
                     loss, figures = model.loss(name, real)
                 loss.backward()
+                if ddp:
+                    distributed.average_gradients(phase_params[name], world)
                 opt.step()
                 model.after_step(name)
                 for k, v in figures.items():
                     sums[k] = sums.get(k, 0) + v.detach().float()
+        if ddp:
+            distributed.broadcast_state(model)  # rank 0's BatchNorm statistics (weights already agree)
+            keys = sorted(sums)
+            if keys:
+                together = torch.stack([sums[k] for k in keys]).to(device)
+                together = together.cpu() if device.type == "cpu" else together
+                torch.distributed.all_reduce(together)
+                sums = {k: v / world for k, v in zip(keys, together)}
         # .item() is a device sync point: once per epoch, not per step.
         row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
                "seconds": time.perf_counter() - t0}
         state.epoch, state.history = epoch + 1, state.history + [row]
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
-            save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint)
-        if on_epoch is not None:
+        if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
+            save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
+        if writer and on_epoch is not None:
             on_epoch(state)
     model.eval()
+    if ddp and not distributed.replicas_agree(model):
+        raise RuntimeError(f"rank {rank}: the model replicas differ after training (gradients were not averaged)")
     return state
