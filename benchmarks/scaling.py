@@ -55,6 +55,32 @@ print(json.dumps({"ranks": int(ranks), "epochs": len(log), "rows": info["rows"],
 """
 
 
+SCORE_CHILD = """
+import json, resource, sys, time
+from pipeline.config import load_config
+from pipeline import score
+work, dataset, limit = sys.argv[1:4]
+cfg = load_config("params.yaml", {"work_dir": work, "metrics_dir": work + "/metrics", "score.in_memory_rows": int(limit),
+                                  "score.report": False})
+t0 = time.perf_counter()
+m = score.run(cfg, dataset).metrics
+print(json.dumps({"streamed": int(limit) < m["rows"], "rows": m["rows"], "seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "scores": {k: m[k] for k in ("quality.overall", "quality.column_shapes", "quality.column_pair_trends",
+                                               "coverage.range", "privacy.exact_match_rate")}}))
+"""
+
+
+def score_scaling(args, tmp: str) -> list[dict]:
+    """Score the generated rows in memory and streamed: time, peak memory, and the exact scores."""
+    out = []
+    for limit in (10**12, 1):
+        r = subprocess.run([sys.executable, "-c", SCORE_CHILD, tmp, args.dataset, str(limit)],
+                           capture_output=True, text=True, check=True)
+        out.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def train_scaling(args, tmp: str) -> list[dict]:
     results = []
     for ranks in args.ranks:
@@ -79,6 +105,7 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="data-parallel training ranks to compare")
     ap.add_argument("--epochs", type=int, default=3, help="training epochs per rank count")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--score", action="store_true", help="also score the generated rows in memory and streamed")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--shard", type=int, default=100_000)
@@ -97,6 +124,7 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             r["rows_per_s"] = r["rows"] / r["seconds"]
             results.append(r)
+        scoring = score_scaling(args, tmp) if args.score else []
     if training:
         print(f"{'ranks':>7} {'device':>8} {'s/epoch':>8} {'rows/s':>10} {'speed-up':>8}")
         for r in training:
@@ -110,7 +138,14 @@ def main() -> None:
         print(f"{r['workers']:>7} {r['rows']:>11,} {r['seconds']:>8.1f} {r['rows_per_s']:>10,.0f} "
               f"{r['rows_per_s'] / base:>7.2f}x {r['parent_peak_rss_mb']:>10,.0f} {worker}")
     print(f"byte-identical output for every worker count: {identical}")
-    print(json.dumps({"training": training, "backend": args.backend, "shard_rows": args.shard, "identical": identical,
+    if scoring:
+        print(f"{'scoring':>10} {'rows':>11} {'seconds':>8} {'peak MB':>8}  quality.overall")
+        for r in scoring:
+            print(f"{'streamed' if r['streamed'] else 'in memory':>10} {r['rows']:>11,} {r['seconds']:>8.1f} "
+                  f"{r['peak_rss_mb']:>8,.0f}  {r['scores']['quality.overall']:.12f}")
+        same = all(abs(scoring[0]['scores'][k] - scoring[1]['scores'][k]) < 1e-9 for k in scoring[0]['scores'])
+        print(f"streamed scores equal the in-memory ones (1e-9): {same}")
+    print(json.dumps({"training": training, "scoring": scoring, "backend": args.backend, "shard_rows": args.shard, "identical": identical,
                       "results": results}))
     if not identical:
         sys.exit(1)

@@ -165,6 +165,9 @@ class ScoreConfig(_Section):
     detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
     privacy_rows: int = Field(5_000, ge=10, description="synthetic rows (and train, holdout rows) for DCR")
     report: bool = Field(True, description="write report.html and report.md")
+    in_memory_rows: int = Field(5_000_000, ge=1, description="above this many synthetic rows, fidelity, coverage and "
+                                "exact matches are merged from per-shard statistics (the same scores, bounded "
+                                "memory) and the sampled metrics read a seeded sample of the shards")
     image_rows: int = Field(10_000, ge=10, description="images: generated and held-out images compared by FID, KID, "
                                                        "precision and recall (equal seeded samples)")
     classifier_epochs: int = Field(3, ge=1, description="images: epochs of the evaluator CNN trained on the real training images")

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipeline.config import Config
 from pipeline.errors import InputDataError
@@ -33,6 +35,7 @@ from pipeline.metrics.coverage import score_coverage
 from pipeline.metrics.detection import score_detection
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.privacy import exact_match_rate, score_dcr
+from pipeline.metrics.streaming import score_streaming
 from pipeline.metrics.utility import score_utility
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,27 @@ class ScoreResult:
     failures: list[str]
 
 
+REPORT_ROWS = 200_000  # rows of each side the report's plots draw from
+
+
 def read_synthetic(path: Path) -> pd.DataFrame:
     """Every synthetic row (a Parquet file or a folder of shards)."""
     return pads.dataset(path, format="parquet").to_table().to_pandas()
+
+
+def read_sample(files: list[Path], total: int, rows: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``rows`` of the ``total`` rows in ``files`` (in order), read shard by shard."""
+    if rows >= total:
+        return pads.dataset(files, format="parquet").to_table().to_pandas()
+    pick = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
+    parts, start = [], 0
+    for f in files:
+        n = pq.ParquetFile(f).metadata.num_rows
+        local = pick[(pick >= start) & (pick < start + n)] - start
+        if len(local):
+            parts.append(pq.read_table(f).take(local))
+        start += n
+    return pa.concat_tables(parts).to_pandas()
 
 
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -71,7 +92,6 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     train, holdout, schema, meta = load_prepared(paths)
     t0 = time.perf_counter()
     sc, seed = cfg.score, cfg.seed
-    syn = read_synthetic(paths.synthetic)
     timings: dict[str, float] = {}
 
     def timed(name, fn, *a, **k):
@@ -80,10 +100,22 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         timings[name] = round(time.perf_counter() - t, 3)
         return out
 
-    fid = timed("fidelity", score_fidelity, train, syn, schema)
-    cov = timed("coverage", score_coverage, train, syn, schema)
+    total = pads.dataset(paths.synthetic, format="parquet").count_rows()
+    streamed = total > sc.in_memory_rows
+    if streamed:
+        # Too many rows to hold: exact scores from per-shard statistics, the rest on a seeded sample.
+        files = sorted(paths.synthetic.glob("part-*.parquet"))
+        scorer = timed("fidelity_coverage_exact_match", score_streaming, train,
+                       lambda: (pq.read_table(f).to_pandas() for f in files), schema)
+        fid, cov, exact = scorer.fidelity(), scorer.coverage(), scorer.exact_match_rate()
+        sample_rows = max(sc.utility_rows, sc.detection_rows, sc.privacy_rows, REPORT_ROWS)
+        syn = read_sample(files, total, sample_rows, seed)
+    else:
+        syn = read_synthetic(paths.synthetic)
+        fid = timed("fidelity", score_fidelity, train, syn, schema)
+        cov = timed("coverage", score_coverage, train, syn, schema)
     metrics: dict[str, object] = {
-        "rows": len(syn),
+        "rows": total,
         # Which synthetic data these scores are for: publish releases only exactly that data.
         "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
         "quality.column_shapes": fid.column_shapes,
@@ -109,7 +141,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
             "utility.ratio": utility.tstr / utility.trtr if utility.trtr else None,
         })
     modeled = [c.name for c in schema.modeled]
-    metrics["privacy.exact_match_rate"] = timed("exact_match", exact_match_rate, train, syn, modeled)
+    metrics["privacy.exact_match_rate"] = exact if streamed else timed("exact_match", exact_match_rate, train, syn, modeled)
     privacy = None
     if len(holdout):
         metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(train, holdout, modeled)
@@ -125,7 +157,9 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
 
     samples = {
         "seed": seed,
-        "fidelity_coverage_exact_match": {"real": len(train), "synthetic": len(syn)},
+        "fidelity_coverage_exact_match": {"real": len(train), "synthetic": total,
+                                          "method": "merged per-shard statistics" if streamed else "in memory"},
+        "synthetic_sample": len(syn) if streamed else None,
         "utility": {"rows": min(sc.utility_rows, len(syn))} if utility else None,
         "detection": {"rows_per_side": det.rows_per_side, "folds": det.folds},
         "privacy_dcr": privacy.rows if privacy else None,
@@ -273,7 +307,12 @@ def render_report(cfg: Config, dataset: str, metrics: dict, columns: dict, pairs
     paths = StagePaths.of(cfg.work_dir, dataset)
     log_df = pd.read_csv(paths.train_log) if paths.train_log.exists() else None
     seed = samples["seed"]
-    notes = [f"Fidelity, coverage and exact matches: all {len(syn):,} synthetic and {len(real):,} training rows."]
+    every = samples["fidelity_coverage_exact_match"]
+    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and {len(real):,} training rows"
+             + (" (merged from per-shard statistics: the same scores as in memory)." if samples.get("synthetic_sample") else ".")]
+    if samples.get("synthetic_sample"):
+        notes.append(f"The other metrics and the plots: a seeded sample of {samples['synthetic_sample']:,} synthetic rows "
+                     f"(seed {samples['seed']}).")
     if samples["detection"]:
         notes.append(f"Detection: {samples['detection']['rows_per_side']:,} rows per side, "
                      f"{samples['detection']['folds']}-fold cross-validation, seed {seed}.")
@@ -287,7 +326,7 @@ def render_report(cfg: Config, dataset: str, metrics: dict, columns: dict, pairs
     inp = ReportInput(
         dataset=dataset, metrics=metrics,
         thresholds={k: v.model_dump() for k, v in cfg.score.thresholds.items()},
-        schema=schema, real=_sample(real, 200_000, seed), synthetic=_sample(syn, 200_000, seed),
+        schema=schema, real=_sample(real, REPORT_ROWS, seed), synthetic=_sample(syn, REPORT_ROWS, seed),
         columns=columns, pairs=pairs,
         privacy_distances=privacy.distances if privacy else {}, train_log=log_df, notes=notes,
     )
