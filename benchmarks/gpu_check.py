@@ -1,7 +1,8 @@
 """One prepared check for a GPU machine: train on cuda, compare with the same run on CPU, sample
-1M rows to Parquet. Exits non-zero if cuda was not used.
+1M rows to Parquet; on a machine with several GPUs, also data-parallel training on all of them
+(one rank per GPU, nccl) against one GPU. Exits non-zero if cuda was not used.
 
-    python benchmarks/gpu_check.py [--model ctgan] [--epochs 20] [--cpu-epochs 2] [--rows 1000000]
+    python benchmarks/gpu_check.py [--model ctgan] [--epochs 20] [--cpu-epochs 2] [--rows 1000000] [--ranks N]
 
 Needs only torch, numpy, pandas, pyarrow and scikit-learn (what a bare GPU box has): no pydantic,
 PyYAML, tqdm, Prefect or DVC. Settings mirror the defaults of params.yaml. Prints a table, then
@@ -65,6 +66,39 @@ def train_once(df, schema, device, model, epochs, batch, amp, compile_, seed=0):
     return net, tf, float(np.median(steady)), wall, used, state.history[-1]
 
 
+def _ddp_rank(rank: int, world: int, port: int, device_type: str, model: str, epochs: int, batch: int,
+              amp: bool, out: str) -> None:
+    """One rank of the data-parallel run (torch.multiprocessing.spawn): the pipeline's own loop."""
+    import os
+
+    from pipeline.training import distributed
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    _, device = distributed.setup("auto", "cuda" if device_type == "cuda" else "cpu")
+    df = pd.read_parquet(REPO / "data/adult/train.parquet")
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns], target="income",
+                         arrow_schema=arrow_schema_b64(df))
+    _, _, epoch_s, _, _, _ = train_once(df, schema, device, model, epochs, batch, amp, False)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"epoch_s": epoch_s}))
+    torch.distributed.destroy_process_group()
+
+
+def ddp_epoch_seconds(world: int, device_type: str, model: str, epochs: int, batch: int, amp: bool) -> float:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "rank0.json")
+        mp.spawn(_ddp_rank, args=(world, port, device_type, model, epochs, batch, amp, out), nprocs=world, join=True)
+        return json.loads(Path(out).read_text())["epoch_s"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ctgan", choices=sorted(MODELS))
@@ -78,6 +112,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--allow-cpu", action="store_true", help="do not fail without cuda (smoke test)")
     ap.add_argument("--out", default=None, help="folder for the sampled Parquet (default: a temp dir)")
+    ap.add_argument("--ranks", type=int, default=None,
+                    help="data-parallel ranks to compare with one device (default: every GPU, when there are 2+)")
     args = ap.parse_args()
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -102,6 +138,12 @@ def main() -> int:
     res.update({"cpu_epochs": args.cpu_epochs, "cpu_epoch_s": cpu_epoch_s, "cpu_rows_per_s": len(df) / cpu_epoch_s,
                 "speedup_vs_cpu": cpu_epoch_s / epoch_s})
 
+    ranks = args.ranks if args.ranks is not None else (torch.cuda.device_count() if device.type == "cuda" else 1)
+    if ranks > 1:  # the same global batch on every device at once
+        ddp_s = ddp_epoch_seconds(ranks, device.type, args.model, args.epochs, args.batch_size, amp)
+        res.update({"ddp_ranks": ranks, "ddp_epoch_s": ddp_s, "ddp_rows_per_s": len(df) / ddp_s,
+                    "ddp_speedup_vs_one": epoch_s / ddp_s})
+
     net.eval()
     loaded = SimpleNamespace(model=net, transformer=tf, schema=schema)
     arrow = schema.arrow()
@@ -121,6 +163,9 @@ def main() -> int:
     print(f"{'s/epoch (batch ' + str(args.batch_size) + ')':<28} {epoch_s:>14.3f} {cpu_epoch_s:>14.3f}")
     print(f"{'training rows/s':<28} {res['rows_per_s']:>14,.0f} {res['cpu_rows_per_s']:>14,.0f}")
     print(f"{'sampling rows/s':<28} {res['sample_rows_per_s']:>14,.0f} {'':>14}")
+    if "ddp_ranks" in res:
+        print(f"{str(res['ddp_ranks']) + ' ranks s/epoch':<28} {res['ddp_epoch_s']:>14.3f}   "
+              f"({res['ddp_speedup_vs_one']:.2f}x one {device.type})")
     print(f"speedup vs cpu: {res['speedup_vs_cpu']:.1f}x; {len(back):,} rows in {out_dir}; dtypes match: {res['dtypes_match']}")
     print(json.dumps(res))
     if device.type == "cuda" and "cuda" not in used:

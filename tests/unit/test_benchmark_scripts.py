@@ -37,3 +37,12 @@ def test_gpu_check_runs_end_to_end_with_only_the_bare_box_packages(tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["sampled_rows"] == 3000 and res["dtypes_match"] and res["devices_used"] == ["cpu"]
     assert len(list(tmp_path.glob("part-*.parquet"))) == 3
+
+
+def test_gpu_check_runs_its_data_parallel_part_with_gloo_on_cpu(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--device", "cpu", "--allow-cpu",
+                          "--model", "tvae", "--epochs", "2", "--cpu-epochs", "1", "--rows", "1000", "--shard", "1000",
+                          "--ranks", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["ddp_ranks"] == 2 and res["ddp_epoch_s"] > 0 and res["ddp_speedup_vs_one"] > 0
