@@ -223,6 +223,9 @@ class Config(_Section):
             raise ValueError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(METRICS))})")
         if self.model.name not in MODELS:
             raise ValueError(f"model.name '{self.model.name}' is not one of {sorted(MODELS)}")
+        dist = self.train.distributed
+        if dist.nnodes > 1 and not dist.rdzv_endpoint:
+            raise ValueError("train.distributed.nnodes > 1 needs train.distributed.rdzv_endpoint (host:port of node 0)")
         pac = self.model.gan.pac
         if self.model.name in ("gan", "ctgan") and self.train.batch_size % pac:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
@@ -256,7 +259,7 @@ class Config(_Section):
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
         for key, value in self._cli.items() if cli else ():
-            if not key.startswith("datasets."):
+            if key.split(".")[0] != "datasets":  # applied already, and the resolved tree has only this one
                 set_dotted(tree, key, value)
         try:
             resolved = Config.model_validate(tree)

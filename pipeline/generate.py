@@ -144,7 +144,10 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
     """
     from pipeline.train import load_model
 
+    cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, cfg, pick_device(cfg.train.device))
+    if loaded.spec is not None:
+        raise ConditionError(f"{dataset} is an image dataset: use sample_images(loaded, labels, seed) or the generate stage")
     return sample_frame(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0), conditions=conditions)
 
 
@@ -285,10 +288,13 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
         from pipeline.images import IMAGE_ARROW_SCHEMA, frame_of, pixel_hashes
 
         pixels = sample_images(loaded, job.labels, job.seed)
-        for attempt in range(1, 101) if job.exclude is not None else ():
+        for attempt in range(1, 102) if job.exclude is not None else ():
             copies = np.isin(pixel_hashes(pixels), job.exclude)
             if not copies.any():
                 break
+            if attempt == 101:
+                raise ConditionError(f"shard {job.index}: {int(copies.sum())} images still copy a training image "
+                                     "after 100 redraws: the model has memorised them")
             stats["rejected_copies"] = stats.get("rejected_copies", 0) + int(copies.sum())
             pixels[copies] = sample_images(loaded, job.labels[copies], shard_seed(job.seed, attempt))
         frame = frame_of(pixels, np.asarray(loaded.spec.labels)[job.labels])

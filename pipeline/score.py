@@ -234,9 +234,10 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
     train, holdout, meta = load_prepared_images(paths)
     syn = read_synthetic(paths.synthetic)
     labels = np.asarray(meta["labels"])
-    unknown = sorted(set(syn["label"].unique()) - set(labels.tolist()))
-    if unknown:
-        raise InputDataError(paths.synthetic, f"column label: value {unknown[0]} is not a training label")
+    for where, frame in ((paths.synthetic, syn), (paths.holdout_data, holdout)):
+        unknown = sorted(set(frame["label"].unique()) - set(labels.tolist()))
+        if unknown:
+            raise InputDataError(where, f"column label: value {unknown[0]} is not a training label")
     if len(holdout) < 10:
         raise InputDataError(paths.holdout_data, f"{len(holdout)} held-out images: too few for the real-vs-real floor")
     device = pick_device(cfg.train.device)
@@ -251,6 +252,7 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
     t = time.perf_counter()
     evaluator = train_evaluator(x_train, y_train, len(labels), sc.classifier_epochs, seed)
     evaluator_seconds = round(time.perf_counter() - t, 3)
+    evaluator = evaluator.cpu()  # the statistics run on CPU tensors (float64 covariances, cdist in chunks)
     ev = evaluate_images(evaluator, x_train.cpu(), x_hold.cpu(), y_hold.cpu(), x_syn.cpu(), y_syn.cpu(),
                          rows=sc.image_rows, seed=seed, memorization_quantile=sc.memorization_quantile)
     s, floor = ev.synthetic, ev.floor

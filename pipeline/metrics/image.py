@@ -99,9 +99,10 @@ def kernel_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 10, size: i
     return total / subsets
 
 
-def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
-    d = torch.cdist(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # k+1: the point itself is at distance 0
+def _kth_radius(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Distance of each point to its k-th nearest other point (k+1: the point itself is at 0)."""
+    k = min(k, len(x) - 1)
+    return torch.cat([torch.cdist(x[i:i + chunk], x).kthvalue(k + 1, dim=1).values for i in range(0, len(x), chunk)])
 
 
 def _inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> float:
@@ -111,6 +112,8 @@ def _inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, ch
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
     """k-NN manifold precision and recall of ``fake`` against ``real`` (equal sizes are fairest)."""
+    if len(real) < 2 or len(fake) < 2:
+        return float("nan"), float("nan")
     return (_inside(fake, real, _kth_radius(real, k)), _inside(real, fake, _kth_radius(fake, k)))
 
 

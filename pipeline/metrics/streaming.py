@@ -13,8 +13,8 @@ Every statistic is additive over shards, so the merged scores are the whole-tabl
   joint counts, null counts (exact). A mixed pair bins the continuous column on the synthetic
   column's own range (as SDMetrics), so the first pass finds each column's range and categories.
 * CorrelationSimilarity: Pearson r from pairwise-complete sums of x, y, x^2, y^2 and xy, shifted by
-  the real means (exact up to float rounding, ~1e-12); a column that is constant as a whole counts
-  as constant in every pair.
+  the real means (exact up to float rounding, ~1e-12), and each pair's value ranges on those rows
+  (a column constant there has no correlation, as in the whole-table score).
 * Exact matches: row hashes of each shard against the training rows'.
 """
 
@@ -132,6 +132,7 @@ class StreamingScorer:
         self.train_hashes = np.unique(row_hashes(real, [c.name for c in schema.modeled]))
         self.matches = self.rows = 0
         self.moments: dict[tuple[str, str], np.ndarray] = {}
+        self.extent: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def scan(self, shard: pd.DataFrame) -> None:
         for name, col in self.cols.items():
@@ -158,6 +159,9 @@ class StreamingScorer:
             x, y = x[ok], y[ok]
             m = np.array([len(x), x.sum(), y.sum(), x @ x, y @ y, x @ y])
             self.moments[(a, b)] = self.moments.get((a, b), 0) + m
+            if len(x):  # ranges on the rows both have: a column constant there gives no correlation
+                lo, hi = self.extent.get((a, b), (np.full(2, np.inf), np.full(2, -np.inf)))
+                self.extent[(a, b)] = (np.minimum(lo, [x.min(), y.min()]), np.maximum(hi, [x.max(), y.max()]))
         self.matches += int(np.isin(row_hashes(shard, [c.name for c in self.schema.modeled]), self.train_hashes).sum())
         self.rows += len(shard)
 
@@ -169,8 +173,8 @@ class StreamingScorer:
 
     def _syn_r(self, a: str, b: str) -> float:
         n, sx, sy, sxx, syy, sxy = self.moments.get((a, b), np.zeros(6))
-        ca, cb = self.cols[a], self.cols[b]
-        if n < 2 or ca.syn_min == ca.syn_max or cb.syn_min == cb.syn_max:
+        lo, hi = self.extent.get((a, b), (np.zeros(2), np.zeros(2)))
+        if n < 2 or (lo == hi).any():
             return float("nan")
         vx, vy = sxx - sx * sx / n, syy - sy * sy / n
         if vx <= 0 or vy <= 0:

@@ -87,8 +87,10 @@ def _downsampling(in_channels: int, width: int, norm=lambda m: m) -> nn.Sequenti
     )
 
 
-def _features(spec: ImageSpec, width: int) -> int:
-    return 2 * width * math.ceil(math.ceil(spec.height / 2) / 2) * math.ceil(math.ceil(spec.width / 2) / 2)
+def _features(body: nn.Module, in_channels: int, spec: ImageSpec) -> int:
+    """Width of ``body``'s flattened output for one image (measured, so any H and W work)."""
+    with torch.no_grad():
+        return int(body(torch.zeros(1, in_channels, spec.height, spec.width)).shape[1])
 
 
 class ProjectionCritic(nn.Module):
@@ -97,8 +99,8 @@ class ProjectionCritic(nn.Module):
 
     def __init__(self, spec: ImageSpec, width: int):
         super().__init__()
-        feat = _features(spec, width)
         self.body = _downsampling(1, width, spectral_norm)
+        feat = _features(self.body, 1, spec)
         self.out = spectral_norm(nn.Linear(feat, 1))
         self.embed = spectral_norm(nn.Embedding(spec.n_labels, feat))
         self.classify = nn.Linear(feat, spec.n_labels)
@@ -205,7 +207,7 @@ class ConditionalConvVAE(ImageModel):
         super().__init__(spec)
         c = self.cfg = cfg.conv_vae
         self.encoder = _downsampling(1 + spec.n_labels, c.width)
-        feat = _features(spec, c.width)
+        feat = _features(self.encoder, 1 + spec.n_labels, spec)
         self.mu, self.logvar = nn.Linear(feat, c.latent_dim), nn.Linear(feat, c.latent_dim)
         self.decoder = UpsamplingNet(c.latent_dim, spec, c.width)
 

@@ -133,12 +133,14 @@ def fit(
 
     model.prepare(data)  # statistics of the whole table (e.g. category frequencies), on every rank
     multiple = model.batch_multiple
+    # Every rank gets the same number of rows (so the same number of steps and collectives).
+    n = data.shape[0] // world
+    if n < multiple:
+        raise InputDataError("training data", f"{data.shape[0]} rows: fewer than one batch of {multiple}"
+                             + (f" per rank ({world} ranks)" if ddp else ""))
     if ddp:
         distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
-        data = data[rank::world]  # this rank's rows; the full table is not kept
-    n = data.shape[0]
-    if n < multiple:
-        raise InputDataError("training data", f"{n} rows: fewer than one batch of {multiple}")
+        data = data[rank::world][:n]  # this rank's rows (a strided view of the table)
     # The global batch is split across ranks (each part a multiple of the model's packing).
     batch = min(max(cfg.batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
     steps = max(1, n // batch)

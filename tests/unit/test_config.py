@@ -78,3 +78,8 @@ def test_bad_dataset_overrides_are_named(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides})
     assert message in str(err.value)
+
+
+def test_more_than_one_node_needs_a_rendezvous_endpoint():
+    with pytest.raises(ConfigError, match="rdzv_endpoint"):
+        load_config(REPO / "params.yaml", {"train.distributed.nnodes": 2})

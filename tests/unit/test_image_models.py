@@ -143,3 +143,19 @@ def test_frechet_distance_matches_the_scipy_formula():
     ref = ((a.numpy().mean(0) - b.numpy().mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
     assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "conv_vae"])
+def test_image_models_take_any_image_size(tmp_path, model):
+    from pipeline.models import MODELS
+
+    cfg = image_config(tmp_path, tmp_path / "unused.parquet", model).for_dataset("tiny")
+    spec = ImageSpec(26, 30, [0, 1, 2])
+    net = MODELS[model](spec, cfg.model, cfg.train)
+    batch = images_to_tensor(np.random.default_rng(0).integers(0, 256, (6, 26, 30), dtype=np.uint8), np.arange(6) % 3)
+    net.prepare(batch)
+    for phase in [p.name for p in net.phases(cfg.train)]:
+        loss, _ = net.loss(phase, batch)
+        assert torch.isfinite(loss)
+    net.eval()
+    assert net.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0)).shape == (2, 1, 26, 30)

@@ -93,3 +93,15 @@ def test_read_sample_takes_the_seeded_rows_across_shards(tmp_path):
     got = read_sample(files, 100, 17, seed=3)["row"].to_numpy()
     assert len(got) == 17 and len(set(got)) == 17
     np.testing.assert_array_equal(got, np.sort(np.random.default_rng(3).choice(100, 17, replace=False)))
+
+
+def test_a_column_constant_where_its_pair_is_present_has_no_streamed_correlation():
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"a": rng.normal(size=50), "b": np.r_[rng.normal(size=25), np.full(25, np.nan)]})
+    syn = pd.DataFrame({"a": np.r_[np.full(30, 1000.7), rng.normal(size=20)],
+                        "b": np.r_[rng.normal(size=30), np.full(20, np.nan)]})
+    schema = TableSchema([describe(real[c], "continuous") for c in real.columns])
+    whole = {tuple(p["columns"]): p for p in score_fidelity(real, syn, schema).pairs}
+    merged = {tuple(p["columns"]): p for p in score_streaming(real, lambda: (syn.iloc[:17], syn.iloc[17:]), schema)
+              .fidelity().pairs}
+    assert np.isnan(whole[("a", "b")]["synthetic"]) and np.isnan(merged[("a", "b")]["synthetic"])
