@@ -234,13 +234,17 @@ class Config(_Section):
             if bad:
                 raise ValueError(f"datasets.{name}.overrides: '{bad[0]}' is not a dotted key of "
                                  f"{', '.join(OVERRIDABLE)} (e.g. train.epochs)")
-            model = ds.overrides.get("model.name", self.model.name)
-            if model in MODELS and MODELS[model].modality != ds.modality:
-                hint = "dcgan or conv_vae" if ds.modality == "image" else "ctgan, gan or tvae"
-                raise ValueError(f"datasets.{name}: model '{model}' is for {MODELS[model].modality}s but {name} is "
-                                 f"{'an image' if ds.modality == 'image' else 'a table'} dataset "
-                                 f"(set datasets.{name}.overrides: {{model.name: ...}}, {hint})")
         return self
+
+    def _check_modality(self, name: str) -> None:
+        from pipeline.models import MODELS
+
+        ds, model = self.datasets[name], self.model.name
+        if MODELS[model].modality != ds.modality:
+            hint = "dcgan or conv_vae" if ds.modality == "image" else "ctgan, gan or tvae"
+            raise ConfigError(f"datasets.{name}: model '{model}' is for {MODELS[model].modality}s but {name} is "
+                              f"{'an image' if ds.modality == 'image' else 'a table'} dataset "
+                              f"(set datasets.{name}.overrides: {{model.name: ...}}, {hint})")
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -252,6 +256,7 @@ class Config(_Section):
         (``cli``) the command line's ``--set`` values again: the most specific setting wins."""
         ds = self.dataset(name)
         if not ds.overrides:
+            self._check_modality(name)
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
@@ -266,6 +271,7 @@ class Config(_Section):
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
         resolved._cli = self._cli
+        resolved._check_modality(name)
         return resolved
 
     def to_dict(self) -> dict[str, Any]:
@@ -331,10 +337,17 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin)) from None
     cfg._cli = dict(overrides or {})
-    # Every dataset's overrides are checked now, so a bad one fails before any stage runs (a --set
-    # that does not suit some dataset fails only when that dataset runs).
-    for name in cfg.datasets:
-        cfg.for_dataset(name, cli=False)
+    # Every dataset of the params file is checked now, so a bad one fails before any stage runs; a
+    # --set that does not suit some dataset (--set model.name=tvae beside an image dataset) fails
+    # only if that dataset runs.
+    base = cfg
+    if overrides:
+        try:
+            base = Config.model_validate(copy.deepcopy(raw) if raw else {})
+        except ValidationError:
+            base = None  # the params file alone is not valid; with the --set values it is
+    for name in base.datasets if base is not None else ():
+        base.for_dataset(name, cli=False)
     return cfg
 
 

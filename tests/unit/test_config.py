@@ -76,8 +76,21 @@ def test_dataset_overrides_resolve_and_the_command_line_wins():
 ])
 def test_bad_dataset_overrides_are_named(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides})
+        load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides}).for_dataset("mnist")
     assert message in str(err.value)
+
+
+def test_a_set_model_applies_to_the_dataset_that_runs_and_params_errors_fail_at_load(tmp_path):
+    cfg = load_config(REPO / "params.yaml", {"model.name": "conv_vae"})  # fine: only checked when a dataset runs
+    assert cfg.for_dataset("mnist").model.name == "conv_vae"  # the command line beats the dataset's dcgan
+    with pytest.raises(ConfigError, match="model 'conv_vae' is for images but adult is a table dataset"):
+        cfg.for_dataset("adult")
+    text = (REPO / "params.yaml").read_text().replace("      model.name: dcgan\n", "")
+    text = text.replace("      train.batch_size: 32", "      train.batch_size: 50")  # (a multiple of ctgan's pac)
+    assert text != (REPO / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="model 'ctgan' is for tables but mnist is an image dataset"):
+        load_config(tmp_path / "params.yaml")
 
 
 def test_more_than_one_node_needs_a_rendezvous_endpoint():
