@@ -347,7 +347,10 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
         except ValidationError:
             base = None  # the params file alone is not valid; with the --set values it is
     for name in base.datasets if base is not None else ():
-        base.for_dataset(name, cli=False)
+        try:
+            base.for_dataset(name, cli=False)
+        except ConfigError:
+            cfg.for_dataset(name)  # unless the --set values put it right
     return cfg
 
 
