@@ -191,3 +191,25 @@ def test_stage_logs_reach_the_task_runs_logger_from_its_own_thread_only():
     finally:
         source.removeHandler(handler)
     assert seen == [(logging.INFO, "trained tiny")]
+
+
+def test_nightly_releases_a_table_and_an_image_dataset_side_by_side(tmp_path, harness):
+    import pandas as pd
+
+    from flows.nightly import nightly
+    from tests.conftest import REPO
+
+    params = _params(tmp_path)
+    tree = yaml.safe_load(params.read_text())
+    digits = tmp_path / "digits.parquet"
+    pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:200].to_parquet(digits, index=False)
+    tree["datasets"]["digits"] = {"source": str(digits), "modality": "image", "overrides": {
+        "model.name": "dcgan", "model.dcgan.width": 8, "train.batch_size": 32, "score.classifier_epochs": 1,
+        "score.thresholds": {"image.label_accuracy": {"min": 0.0}}}}
+    params.write_text(yaml.safe_dump(tree))
+    results = nightly(params=str(params))
+    assert set(results) == {"tiny", "digits"}
+    image = _latest(tmp_path, "digits")
+    assert image["modality"] == "image" and image["model"] == "dcgan" and image["rows"] == 160
+    assert "image.fid" in image["metrics"] and "_samples.png" in image["reports"]
+    assert _latest(tmp_path, "tiny")["modality"] == "table"
