@@ -45,7 +45,7 @@ def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> t
                              lr=1e-3, weight_decay=1e-5),
     )
     train_cfg = SimpleNamespace(epochs=epochs, batch_size=batch, lr_generator=4e-4, lr_discriminator=4e-4,
-                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp,
+                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp, lr_decay_epochs=0,
                                 compile=compile_)
     return model_cfg, train_cfg
 

@@ -132,6 +132,8 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default (the cores)")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
+    lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "
+                                                     "epochs (0: constant)")
     distributed: DistributedConfig = DistributedConfig()
 
 

@@ -152,8 +152,14 @@ def fit(
     writer = rank == 0
     bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch",
                    disable=None if writer else True)
+    base_lr = {p.name: p.lr for p in model.phases(cfg)}
     for epoch in bar:
         t0 = time.perf_counter()
+        if cfg.lr_decay_epochs:  # linear decay to zero over the last lr_decay_epochs (from the epoch alone)
+            scale = min(1.0, (cfg.epochs - epoch) / cfg.lr_decay_epochs)
+            for name, opt in opts.items():
+                for group in opt.param_groups:
+                    group["lr"] = base_lr[name] * scale
         if ddp:  # per-rank draws from (seed, rank, epoch): a resume of any world size needs no RNG state
             torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
             batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
