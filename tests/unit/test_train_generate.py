@@ -100,3 +100,14 @@ def test_if_compatible_resume_continues_a_matching_checkpoint_and_ignores_others
     assert res.epochs == 3 and pd.read_csv(log_path)["seconds"].iloc[0] != first["seconds"].iloc[0]
     tiny_cfg.train.epochs = 2  # fewer epochs than the checkpoint has: trained afresh, not skipped
     assert train.run(tiny_cfg, "tiny", resume="if-compatible").epochs == 2
+
+
+def test_learning_rates_decay_linearly_over_the_last_epochs(tiny_cfg):
+    cfg = tiny_cfg
+    cfg.train.epochs, cfg.train.lr_decay_epochs = 3, 2
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
+    # The last epoch (index 2) ran at (3 - 2) / 2 of each phase's rate.
+    assert blob["optimizers"]["critic"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_discriminator / 2)
+    assert blob["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_generator / 2)
