@@ -43,13 +43,17 @@ def range_coverage(real: np.ndarray, syn: np.ndarray) -> float:
     r, s = real[~np.isnan(real)], syn[~np.isnan(syn)]
     if not len(r):
         return float("nan")
-    r_min, r_max = r.min(), r.max()
-    if r_min == r_max:
-        return float("nan")
     if not len(s):
         return float("nan")  # as SDMetrics: an all-null synthetic column has no range to compare
-    low = max((s.min() - r_min) / (r_max - r_min), 0.0)
-    high = max((r_max - s.max()) / (r_max - r_min), 0.0)
+    return range_from_bounds(r.min(), r.max(), s.min(), s.max())
+
+
+def range_from_bounds(r_min: float, r_max: float, s_min: float, s_max: float) -> float:
+    """RangeCoverage from the real and synthetic minima and maxima (NaN for a constant real column)."""
+    if r_min == r_max:
+        return float("nan")
+    low = max((s_min - r_min) / (r_max - r_min), 0.0)
+    high = max((r_max - s_max) / (r_max - r_min), 0.0)
     return float(max(1.0 - (low + high), 0.0))
 
 

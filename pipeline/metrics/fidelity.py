@@ -62,10 +62,13 @@ def tv_complement(real: pd.Series, syn: pd.Series) -> float:
 
 
 def tv_from_codes(code_r: np.ndarray, code_s: np.ndarray, k: int, na: int | None) -> float:
-    """1 - total variation distance of the category frequencies, nulls dropped. SDMetrics'
-    regularisation: a category only the synthetic side has gets a real count of 1e-6."""
-    r = np.bincount(code_r, minlength=k).astype(float)
-    s = np.bincount(code_s, minlength=k).astype(float)
+    return tv_from_counts(np.bincount(code_r, minlength=k), np.bincount(code_s, minlength=k), na)
+
+
+def tv_from_counts(r: np.ndarray, s: np.ndarray, na: int | None) -> float:
+    """1 - total variation distance of the category frequencies (counts per code), nulls dropped.
+    SDMetrics' regularisation: a category only the synthetic side has gets a real count of 1e-6."""
+    r, s = r.astype(float), s.astype(float)
     if na is not None:
         r[na] = s[na] = 0.0
     if not r.sum() or not s.sum():
@@ -162,22 +165,34 @@ def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
     corr_real, corr_syn = _pearson_matrix(num_r), _pearson_matrix(num_s)
     for a, b in itertools.combinations(cols, 2):
         if _SHAPE[a.kind] == _SHAPE[b.kind] == "continuous":
-            r_real, r_syn = corr_real[(a.name, b.name)], corr_syn[(a.name, b.name)]
-            score = 1 - abs(r_real - r_syn) / 2
-            counts = not math.isnan(r_real) and abs(r_real) > CORRELATION_THRESHOLD
-            pairs.append({"columns": [a.name, b.name], "metric": "CorrelationSimilarity", "score": score,
-                          "real": r_real, "synthetic": r_syn, "counted": bool(counts)})
+            pairs.append(correlation_pair(a.name, b.name, corr_real[(a.name, b.name)], corr_syn[(a.name, b.name)]))
             continue
         kb = n_codes[b.name]
         size = n_codes[a.name] * kb
         t_real = np.bincount(code_r[a.name] * kb + code_r[b.name], minlength=size)
         t_syn = np.bincount(code_s[a.name] * kb + code_s[b.name], minlength=size)
-        score = 1 - 0.5 * np.abs(t_real / t_real.sum() - t_syn / t_syn.sum()).sum()
-        v = _cramers_v(t_real.reshape(-1, kb).astype(float))
-        counts = not math.isnan(v) and v > ASSOCIATION_THRESHOLD
-        pairs.append({"columns": [a.name, b.name], "metric": "ContingencySimilarity", "score": float(score),
-                      "real_association": v, "counted": bool(counts)})
+        pairs.append(contingency_pair(a.name, b.name, t_real, t_syn, kb))
+    return summarize(shape_scores, pairs)
 
+
+def correlation_pair(a: str, b: str, r_real: float, r_syn: float) -> dict:
+    """CorrelationSimilarity of a pair from its real and synthetic Pearson r."""
+    counts = not math.isnan(r_real) and abs(r_real) > CORRELATION_THRESHOLD
+    return {"columns": [a, b], "metric": "CorrelationSimilarity", "score": 1 - abs(r_real - r_syn) / 2,
+            "real": r_real, "synthetic": r_syn, "counted": bool(counts)}
+
+
+def contingency_pair(a: str, b: str, t_real: np.ndarray, t_syn: np.ndarray, kb: int) -> dict:
+    """ContingencySimilarity of a pair from its flattened joint counts (``kb`` codes of ``b``)."""
+    score = 1 - 0.5 * np.abs(t_real / t_real.sum() - t_syn / t_syn.sum()).sum()
+    v = _cramers_v(t_real.reshape(-1, kb).astype(float))
+    counts = not math.isnan(v) and v > ASSOCIATION_THRESHOLD
+    return {"columns": [a, b], "metric": "ContingencySimilarity", "score": float(score),
+            "real_association": v, "counted": bool(counts)}
+
+
+def summarize(shape_scores: dict[str, dict], pairs: list[dict]) -> FidelityResult:
+    """The QualityReport's property scores and overall from per-column and per-pair scores."""
     shapes = float(np.nanmean([v["score"] for v in shape_scores.values()])) if shape_scores else float("nan")
     counted = [p["score"] for p in pairs if p["counted"]]
     trends = float(np.nanmean(counted)) if counted else float("nan")

@@ -27,9 +27,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics.coverage import CoverageResult, _mean
-from pipeline.metrics.fidelity import (ASSOCIATION_THRESHOLD, CORRELATION_THRESHOLD, _SHAPE, FidelityResult,
-                                       _bins, _cramers_v, numeric_values)
+from pipeline.metrics.coverage import CoverageResult, _mean, range_from_bounds
+from pipeline.metrics.fidelity import (_SHAPE, FidelityResult, _bins, _pearson, contingency_pair, correlation_pair,
+                                       numeric_values, summarize, tv_from_counts)
 from pipeline.metrics.privacy import row_hashes
 from pipeline.schema import TableSchema
 
@@ -111,13 +111,7 @@ class _Column:
             f_r_before = np.r_[0.0, f_r[:-1]]  # the real CDF just left of each grid value
             d = max(np.abs(f_r - self.le / n_s).max(), np.abs(f_r_before - self.lt / n_s).max())
             return float(1.0 - d)
-        r = np.bincount(self.real_codes, minlength=self.k).astype(float)
-        s = self.counts.astype(float)
-        r[self.na] = s[self.na] = 0.0
-        if not r.sum() or not s.sum():
-            return float("nan")
-        r[(r == 0) & (s > 0)] = 1e-6
-        return float(1.0 - 0.5 * np.abs(s / s.sum() - r / r.sum()).sum())
+        return tv_from_counts(np.bincount(self.real_codes, minlength=self.k), self.counts, self.na)
 
 
 class StreamingScorer:
@@ -167,8 +161,6 @@ class StreamingScorer:
 
     # -- results ----------------------------------------------------------------------------------
     def _real_r(self, a: str, b: str) -> float:
-        from pipeline.metrics.fidelity import _pearson
-
         return _pearson(self.cols[a].real_values, self.cols[b].real_values)
 
     def _syn_r(self, a: str, b: str) -> float:
@@ -187,25 +179,12 @@ class StreamingScorer:
         pairs = []
         for a, b in self.pairs:
             if (a, b) not in self.tables:
-                r_real, r_syn = self._real_r(a, b), self._syn_r(a, b)
-                counts = not math.isnan(r_real) and abs(r_real) > CORRELATION_THRESHOLD
-                pairs.append({"columns": [a, b], "metric": "CorrelationSimilarity", "score": 1 - abs(r_real - r_syn) / 2,
-                              "real": r_real, "synthetic": r_syn, "counted": bool(counts)})
+                pairs.append(correlation_pair(a, b, self._real_r(a, b), self._syn_r(a, b)))
                 continue
             kb = self.cols[b].k
             t_real = np.bincount(self.cols[a].real_codes * kb + self.cols[b].real_codes, minlength=len(self.tables[(a, b)]))
-            t_syn = self.tables[(a, b)]
-            score = 1 - 0.5 * np.abs(t_real / t_real.sum() - t_syn / t_syn.sum()).sum()
-            v = _cramers_v(t_real.reshape(-1, kb).astype(float))
-            pairs.append({"columns": [a, b], "metric": "ContingencySimilarity", "score": float(score),
-                          "real_association": v, "counted": bool(not math.isnan(v) and v > ASSOCIATION_THRESHOLD)})
-        shape = float(np.nanmean([v["score"] for v in shapes.values()])) if shapes else float("nan")
-        counted = [p["score"] for p in pairs if p["counted"]]
-        trends = float(np.nanmean(counted)) if counted else float("nan")
-        every = [p["score"] for p in pairs if not math.isnan(p["score"])]
-        trends_all = float(np.mean(every)) if every else float("nan")
-        parts = [x for x in (shape, trends) if not math.isnan(x)]
-        return FidelityResult(shape, trends, trends_all, float(np.mean(parts)) if parts else float("nan"), shapes, pairs)
+            pairs.append(contingency_pair(a, b, t_real, self.tables[(a, b)], kb))
+        return summarize(shapes, pairs)
 
     def coverage(self) -> CoverageResult:
         columns: dict[str, dict] = {}
@@ -218,12 +197,9 @@ class StreamingScorer:
                                               if len(real) else float("nan"))
             elif col.continuous:
                 r = col.real_values[~np.isnan(col.real_values)]
-                if not len(r) or r.min() == r.max() or col.syn_max < col.syn_min:
-                    entry["range_coverage"] = float("nan")
-                else:
-                    span = r.max() - r.min()
-                    low, high = max((col.syn_min - r.min()) / span, 0.0), max((r.max() - col.syn_max) / span, 0.0)
-                    entry["range_coverage"] = float(max(1.0 - (low + high), 0.0))
+                no_range = not len(r) or col.syn_max < col.syn_min  # no real values, or no synthetic ones
+                entry["range_coverage"] = (float("nan") if no_range
+                                           else range_from_bounds(r.min(), r.max(), col.syn_min, col.syn_max))
             columns[name] = entry
         pick = lambda key: _mean([e[key] for e in columns.values() if key in e])  # noqa: E731
         return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"), columns)
