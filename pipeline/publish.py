@@ -230,4 +230,6 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
 
 
 def _model_hash(paths: StagePaths) -> str:
-    return sha256_files([paths.model / "model.pt", paths.model / "model.json"])
+    from pipeline.train import model_hash
+
+    return model_hash(paths.model)

@@ -77,7 +77,7 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
                                  resume, cfg.work_dir)
         info = read_json(paths.model / "model.json")
         return TrainResult(dataset, info["epochs"], time.perf_counter() - t0, info["device"],
-                           sha256_files([paths.model / "model.pt", paths.model / "model.json"]), info["final"])
+                           model_hash(paths.model), info["final"])
     rank = None
     if distributed.launched():
         rank, device = distributed.setup(dcfg.backend, cfg.train.device)
@@ -145,9 +145,14 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
         write_json(tmp / "model.json", info)
-    model_hash = sha256_files([paths.model / "model.pt", paths.model / "model.json"])
+    digest = model_hash(paths.model)
     log.info("trained %s on %s for %d epochs in %.1fs (%s)", cfg.model.name, dataset, state.epoch, seconds, device)
-    return TrainResult(dataset, state.epoch, seconds, str(device), model_hash, info["final"])
+    return TrainResult(dataset, state.epoch, seconds, str(device), digest, info["final"])
+
+
+def model_hash(model_dir: Path) -> str:
+    """The hash that names a trained model (its weights and metadata) in lineage."""
+    return sha256_files([model_dir / "model.pt", model_dir / "model.json"])
 
 
 @dataclass
@@ -176,4 +181,4 @@ def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None)
     model.load_inference_state(state)
     model = model.to(device or torch.device("cpu")).eval()
     return LoadedModel(model, transformer, schema, info,
-                       sha256_files([model_dir / "model.pt", model_dir / "model.json"]), spec)
+                       model_hash(model_dir), spec)
