@@ -88,7 +88,7 @@ class DcganConfig(_Section):
     noise_dim: int = Field(64, ge=1)
     width: int = Field(32, ge=4, description="channels of the outer conv layers (the inner ones have twice as many)")
     label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps images on their label")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="images come from an average of the generator's weights (0: off)")
+    ema_decay: float = Field(0.997, ge=0.0, lt=1.0, description="images come from an average of the generator's weights (0: off)")
 
 
 class ConvVaeConfig(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -98,6 +98,10 @@ class GenerativeModel(nn.Module):
     def after_step(self, phase: str) -> None:
         """Called after each optimiser step of ``phase`` (e.g. to clamp parameters)."""
 
+    def finish(self) -> None:
+        """Called once when training ends (also after a resume that had nothing left to train),
+        before the weights are saved; must depend only on the weights (every rank calls it)."""
+
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar to minimise in ``phase`` for a batch of real rows, plus figures to log."""
         raise NotImplementedError  # pragma: no cover - interface
@@ -147,6 +151,37 @@ class AveragedGenerator:
         torch._foreach_lerp_(*self._ema_params, 1 - decay)
         for avg, cur in self._ema_buffers:
             avg.copy_(cur)
+
+    @torch.no_grad()
+    def recalibrate_average(self, inputs: Callable[[int, torch.Generator], tuple[torch.Tensor, ...]],
+                            batches: int = 50, size: int = 256) -> None:
+        """Give the averaged generator BatchNorm statistics of its own.
+
+        During training its statistics are copies of the online generator's, which were measured
+        on other weights; sampled with those, the average's images wander from epoch to epoch. This
+        re-measures them as plain means over ``batches`` batches of ``inputs(size, generator)`` run
+        through the averaged weights, from a fixed seed (so it depends only on the weights).
+        """
+        if not self.ema_decay:
+            return
+        norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        device = next(self.generator_ema.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(0)
+        momenta = [m.momentum for m in norms]
+        was_training = self.generator_ema.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative mean over the batches
+        self.generator_ema.train()
+        try:
+            for _ in range(batches):
+                self.generator_ema(*inputs(size, gen))
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.generator_ema.train(was_training)
 
     def averaged_state(self) -> dict[str, torch.Tensor]:
         """The sampling generator's weights (the average, if any) under ``generator.*``."""

@@ -148,6 +148,7 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
         self.generator = UpsamplingNet(c.noise_dim, spec, c.width)
         self.critic = ProjectionCritic(spec, c.width)
         self.init_average(c.ema_decay)
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # the step's fake batch, critic -> generator
 
     def phases(self, t: TrainConfig) -> list[Phase]:
         return [
@@ -163,6 +164,13 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
         if phase == "generator":
             self.update_average()
 
+    def finish(self) -> None:
+        def inputs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.multinomial(self.label_counts, n, replacement=True, generator=gen)
+            return torch.randn(n, self.noise_dim, device=gen.device, generator=gen), self.onehot(labels)
+
+        self.recalibrate_average(inputs)
+
     def _fake(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         labels = self.random_labels(n, device)
         z = torch.randn(n, self.noise_dim, device=device)
@@ -170,16 +178,21 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
 
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = self.split(real)
+        n = x.shape[0]
         if phase == "critic":
-            with torch.no_grad():
-                fake, fy = self._fake(x.shape[0], x.device)
-            s_real, c_real = self.critic(x, y)
-            s_fake, _ = self.critic(fake, fy)
+            # One fake batch per step (as in the DCGAN reference): made here with its graph, judged
+            # detached by the critic, then reused by the generator phase that follows. Real and fake
+            # go through the critic as one batch (it has no batch statistics, so this is the same
+            # function, in fewer and larger convolutions).
+            fake, fy = self._fake(n, x.device)
+            self._pending = (fake, fy)
+            score, logits = self.critic(torch.cat([x, fake.detach()]), torch.cat([y, fy]))
             # The non-saturating GAN loss; the class head learns from real images only.
-            adv = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
-            cls = F.cross_entropy(c_real, y)
+            adv = F.softplus(-score[:n]).mean() + F.softplus(score[n:]).mean()
+            cls = F.cross_entropy(logits[:n], y)
             return adv + self.label_loss * cls, {"critic_loss": adv, "critic_label_loss": cls}
-        fake, fy = self._fake(x.shape[0], x.device)
+        pending, self._pending = self._pending, None
+        fake, fy = pending if pending is not None and pending[0].shape[0] == n else self._fake(n, x.device)
         s_fake, c_fake = self.critic(fake, fy)
         adv = F.softplus(-s_fake).mean()
         cls = F.cross_entropy(c_fake, fy)

@@ -197,6 +197,7 @@ def fit(
             save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
         if writer and on_epoch is not None:
             on_epoch(state)
+    model.finish()
     model.eval()
     if ddp and not distributed.replicas_agree(model):
         raise RuntimeError(f"rank {rank}: the model replicas differ after training (gradients were not averaged)")

@@ -159,3 +159,71 @@ def test_image_models_take_any_image_size(tmp_path, model):
         assert torch.isfinite(loss)
     net.eval()
     assert net.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0)).shape == (2, 1, 26, 30)
+
+
+def _tiny_dcgan(ema_decay: float = 0.9):
+    from pipeline.config import DcganConfig
+    from pipeline.models.image import ConditionalDCGAN
+
+    class Cfg:  # the model reads only model.dcgan
+        dcgan = DcganConfig(width=4, noise_dim=4, ema_decay=ema_decay)
+
+    torch.manual_seed(0)
+    return ConditionalDCGAN(ImageSpec(8, 8, [0, 1, 2, 3]), Cfg(), None)
+
+
+def test_finish_gives_the_averaged_generator_its_own_batchnorm_statistics():
+    pixels, labels = quadrant_images(64)
+    data = images_to_tensor(pixels, labels)
+    model = _tiny_dcgan()
+    model.prepare(data)
+    opts = {p.name: torch.optim.Adam(p.params, lr=0.01) for p in model.phases(type("T", (), {
+        "lr_discriminator": 0.01, "lr_generator": 0.01})())}
+    model.train()
+    for step in range(20):  # the generator moves, so the average's weights differ from the online ones
+        for name, opt in opts.items():
+            opt.zero_grad()
+            model.loss(name, data[step % 2 * 32:(step % 2 + 1) * 32])[0].backward()
+            opt.step()
+            model.after_step(name)
+    fc_norm = model.generator_ema.fc[1]
+    assert torch.equal(fc_norm.running_mean, model.generator.fc[1].running_mean)  # copied during training
+    model.finish()
+    assert not torch.equal(fc_norm.running_mean, model.generator.fc[1].running_mean)
+    # The statistics are those of the averaged weights' own activations (measured afresh here).
+    gen = torch.Generator().manual_seed(123)
+    y = torch.multinomial(model.label_counts, 20000, replacement=True, generator=gen)
+    z = torch.randn(20000, 4, generator=gen)
+    with torch.no_grad():
+        pre = model.generator_ema.fc[0](torch.cat([z, model.onehot(y)], 1))
+    torch.testing.assert_close(fc_norm.running_mean, pre.mean(0), atol=0.03 * float(pre.std(0).mean()), rtol=0)
+    torch.testing.assert_close(fc_norm.running_var, pre.var(0), rtol=0.1, atol=1e-6)
+    assert fc_norm.momentum == 0.1 and model.generator_ema.training  # left as it was found
+    again = {k: v.clone() for k, v in model.generator_ema.state_dict().items()}
+    model.finish()  # a function of the weights alone: calling it again changes nothing
+    for k, v in model.generator_ema.state_dict().items():
+        assert torch.equal(v, again[k]), k
+
+
+def test_dcgan_critic_sees_real_and_fake_in_one_pass_and_the_generator_reuses_the_fake():
+    pixels, labels = quadrant_images(32)
+    real = images_to_tensor(pixels, labels)
+    model = _tiny_dcgan(ema_decay=0.0)
+    model.prepare(real)
+    model.eval()  # no power-iteration updates: the critic is a fixed function here
+    calls = []
+    model.generator.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    loss, figures = model.loss("critic", real)
+    fake, fy = model._pending
+    x, y = model.split(real)
+    with torch.no_grad():
+        s_real, c_real = model.critic(x, y)
+        s_fake, _ = model.critic(fake, fy)
+    separate = (torch.nn.functional.softplus(-s_real).mean() + torch.nn.functional.softplus(s_fake).mean())
+    torch.testing.assert_close(figures["critic_loss"], separate)
+    torch.testing.assert_close(figures["critic_label_loss"], torch.nn.functional.cross_entropy(c_real, y))
+    model.loss("generator", real)[0].backward()
+    assert calls == [32] and model._pending is None  # one generator pass per step
+    assert all(p.grad is not None for p in model.generator.parameters())
+    model.loss("generator", real)  # without a critic phase before it, it makes its own fake batch
+    assert calls == [32, 32]
