@@ -357,8 +357,9 @@ def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str
     rows = evaluation.rows
     notes = [f"Evaluator: a CNN trained on the {rows['train']:,} real training images; its accuracy on "
              f"{rows['holdout']:,} held-out images is {evaluation.classifier_accuracy:.4f}. FID, KID, precision and recall "
-             f"compare {rows['compared']:,} images of each kind with the training images (equal seeded samples); "
-             f"label accuracy and memorisation use all {rows['synthetic']:,} generated images.",
+             f"compare sets of {rows['compared']:,} images of each kind with the training images (seeded samples of "
+             f"equal size); the generated figures are the mean over {rows.get('synthetic_sets', 1)} disjoint generated "
+             f"set(s). Label accuracy and memorisation use all {rows['synthetic']:,} generated images.",
              f"Memorised: nearer (in pixels) to a training image than {evaluation.memorization_threshold:.2f}, "
              "the distance only the closest held-out real images come within."]
     header = ["metric", "generated", "real held-out (floor)", "uniform noise (ceiling)"]

@@ -280,6 +280,7 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
                       "features": 128, "file": "evaluator.pt"},
         "memorization": {"quantile": sc.memorization_quantile, "threshold": ev.memorization_threshold},
         "sanity": sanity,
+        "synthetic_sets": ev.synthetic_sets,
         "thresholds": {k: v.model_dump() for k, v in sc.thresholds.items()},
     }
     files: dict[str, str | bytes] = {}

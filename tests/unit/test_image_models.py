@@ -227,3 +227,20 @@ def test_dcgan_critic_sees_real_and_fake_in_one_pass_and_the_generator_reuses_th
     assert all(p.grad is not None for p in model.generator.parameters())
     model.loss("generator", real)  # without a critic phase before it, it makes its own fake batch
     assert calls == [32, 32]
+
+
+def test_generated_figures_are_the_mean_over_disjoint_sets_the_size_of_the_holdout():
+    df = pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:1300]
+    data = images_to_tensor(pixels_of(df), df["label"].to_numpy())
+    x, y = data[:, 1:].reshape(-1, 1, 28, 28), data[:, 0].long()
+    evaluator = train_evaluator(x[:800], y[:800], 10, epochs=1, seed=0)
+    # 400 "generated" images against 100 held-out: four disjoint sets of 100.
+    syn, y_syn = x[800:1200], y[800:1200]
+    ev = evaluate_images(evaluator, x[:800], x[1200:], y[1200:], syn, y_syn, rows=1000, seed=0)
+    assert ev.rows["compared"] == 100 and ev.rows["synthetic_sets"] == 4 and len(ev.synthetic_sets) == 4
+    fids = [s["fid"] for s in ev.synthetic_sets]
+    assert len(set(fids)) == 4  # different images in each set
+    assert ev.synthetic.fid == pytest.approx(np.mean(fids))
+    assert ev.synthetic.recall == pytest.approx(np.mean([s["recall"] for s in ev.synthetic_sets]))
+    # `rows` caps the generated images used: 250 make two sets of 100.
+    assert evaluate_images(evaluator, x[:800], x[1200:], y[1200:], syn, y_syn, rows=250, seed=0).rows["synthetic_sets"] == 2
