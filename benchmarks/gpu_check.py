@@ -56,14 +56,20 @@ def train_once(df, schema, device, model, epochs, batch, amp, compile_, seed=0):
     tf, data = transform_table(df, schema, model_cfg, seed, device)
     torch.manual_seed(seed)
     net = build_model(model_cfg, train_cfg, tf).to(device)
+    epoch_s, wall, used, state = timed_fit(net, data, train_cfg, seed, t0)
+    return net, tf, epoch_s, wall, used, state.history[-1]
+
+
+def timed_fit(net, data: torch.Tensor, train_cfg, seed: int, t0: float):
+    """The pipeline's loop on ``net``: (median steady s/epoch, wall since ``t0``, device types used, state)."""
     state = fit(net, data, train_cfg, seed)
-    if device.type == "cuda":
+    if data.device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     # The first epoch carries warm-up (CUDA context, kernel selection, compilation): leave it out.
     steady = [h["seconds"] for h in state.history[1:]] or [state.history[0]["seconds"]]
     used = {p.device.type for p in net.parameters()} | {data.device.type}
-    return net, tf, float(np.median(steady)), wall, used, state.history[-1]
+    return float(np.median(steady)), wall, used, state
 
 
 def _ddp_rank(rank: int, world: int, port: int, device_type: str, model: str, epochs: int, batch: int,
@@ -97,6 +103,17 @@ def ddp_epoch_seconds(world: int, device_type: str, model: str, epochs: int, bat
         out = str(Path(tmp) / "rank0.json")
         mp.spawn(_ddp_rank, args=(world, port, device_type, model, epochs, batch, amp, out), nprocs=world, join=True)
         return json.loads(Path(out).read_text())["epoch_s"]
+
+
+def device_refusal(script: str, device: torch.device, used: set[str], allow_cpu: bool) -> int:
+    """1 (with the reason on stderr) when a check meant for cuda did not train there, else 0."""
+    if device.type == "cuda" and "cuda" not in used:
+        print(f"{script}: training did not run on cuda", file=sys.stderr)
+        return 1
+    if device.type != "cuda" and not allow_cpu:
+        print(f"{script}: not a cuda run (pass --allow-cpu for a smoke test)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main() -> int:
@@ -168,12 +185,9 @@ def main() -> int:
               f"({res['ddp_speedup_vs_one']:.2f}x one {device.type})")
     print(f"speedup vs cpu: {res['speedup_vs_cpu']:.1f}x; {len(back):,} rows in {out_dir}; dtypes match: {res['dtypes_match']}")
     print(json.dumps(res))
-    if device.type == "cuda" and "cuda" not in used:
-        print("gpu_check: training did not run on cuda", file=sys.stderr)
-        return 1
-    if device.type != "cuda" and not args.allow_cpu:
-        print("gpu_check: not a cuda run (pass --allow-cpu for a smoke test)", file=sys.stderr)
-        return 1
+    refused = device_refusal("gpu_check", device, used, args.allow_cpu)
+    if refused:
+        return refused
     return 0 if len(back) == args.rows and res["dtypes_match"] else 1
 
 

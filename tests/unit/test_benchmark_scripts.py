@@ -1,5 +1,5 @@
-"""The prepared GPU check runs on a bare box (no pydantic, PyYAML, Prefect or DVC) and refuses to
-pass without cuda."""
+"""The prepared GPU checks (tables and images) run on a bare box (no pydantic, PyYAML, Prefect or
+DVC; for images not even Pillow) and refuse to pass without cuda."""
 
 import json
 import subprocess
@@ -11,15 +11,15 @@ from tests.conftest import REPO
 
 BLOCKED = """
 import runpy, sys
-for name in ("pydantic", "yaml", "prefect", "dvc"):
+for name in ("pydantic", "yaml", "prefect", "dvc", *sys.argv[2].split(",")[1:]):
     sys.modules[name] = None  # importing any of these now fails, as on a bare GPU box
-sys.argv = sys.argv[1:]
+sys.argv = sys.argv[1:2] + sys.argv[3:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 def _gpu_check(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKED, str(REPO / "benchmarks/gpu_check.py"), *args],
+    return subprocess.run([sys.executable, "-c", BLOCKED, str(REPO / "benchmarks/gpu_check.py"), "-", *args],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -46,3 +46,39 @@ def test_gpu_check_runs_its_data_parallel_part_with_gloo_on_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["ddp_ranks"] == 2 and res["ddp_epoch_s"] > 0 and res["ddp_speedup_vs_one"] > 0
+
+
+def test_image_gpu_check_runs_without_pillow_and_decodes_the_pngs_itself(tmp_path):
+    out = subprocess.run([sys.executable, "-c", BLOCKED, str(REPO / "benchmarks/gpu_check_images.py"), "-,PIL",
+                          "--device", "cpu", "--allow-cpu", "--epochs", "2", "--cpu-epochs", "1", "--limit", "600",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["image_format"] == "raw" and res["devices_used"] == ["cpu"] and res["sampled_images"] == 480
+    assert res["image.fid"] > 0 and res["image.fid_real_floor"] > 0 and 0 <= res["image.label_accuracy"] <= 1
+    import pandas as pd
+
+    back = pd.read_parquet(tmp_path)
+    assert len(back) == 480 and back["image"].str.len().eq(28 * 28).all()
+
+
+def test_the_image_checks_png_decoder_matches_pillow():
+    import numpy as np
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gpu_check_images import png_gray
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from pipeline.images import encode_png, pixels_of
+
+    frame = pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:300]
+    ours = np.stack([png_gray(b) for b in frame["image"]])
+    np.testing.assert_array_equal(ours, pixels_of(frame))
+    # Every PNG row filter (Pillow's optimiser picks them per row): noise and gradients use several.
+    rng = np.random.default_rng(0)
+    for img in (rng.integers(0, 256, (13, 17)), np.add.outer(np.arange(20), np.arange(9)) * 5,
+                rng.integers(0, 3, (8, 8)) * 100):
+        img = img.astype(np.uint8)
+        np.testing.assert_array_equal(png_gray(encode_png(img)), img)
