@@ -168,10 +168,10 @@ def main() -> int:
     def as_x(px: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(px).float().div(127.5).sub(1).unsqueeze(1)
 
+    x_train, y_train = data[:, 1:].reshape(-1, 1, spec.height, spec.width), data[:, 0].long()
     t0 = time.perf_counter()
-    evaluator = train_evaluator(as_x(pixels[tr]).to(device), torch.from_numpy(index[tr]).to(device), spec.n_labels,
-                                3, args.seed).cpu()
-    ev = evaluate_images(evaluator, as_x(pixels[tr]), as_x(pixels[hold]), torch.from_numpy(index[hold]), as_x(made),
+    evaluator = train_evaluator(x_train.to(device), y_train.to(device), spec.n_labels, 3, args.seed).cpu()
+    ev = evaluate_images(evaluator, x_train, as_x(pixels[hold]), torch.from_numpy(index[hold]), as_x(made),
                          torch.from_numpy(plan), rows=10_000, seed=args.seed)
     s, floor = ev.synthetic, ev.floor
     res.update({"score_s": time.perf_counter() - t0, "image.fid": s.fid, "image.fid_real_floor": floor.fid,

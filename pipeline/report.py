@@ -358,7 +358,7 @@ def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str
     notes = [f"Evaluator: a CNN trained on the {rows['train']:,} real training images; its accuracy on "
              f"{rows['holdout']:,} held-out images is {evaluation.classifier_accuracy:.4f}. FID, KID, precision and recall "
              f"compare sets of {rows['compared']:,} images of each kind with the training images (seeded samples of "
-             f"equal size); the generated figures are the mean over {rows.get('synthetic_sets', 1)} disjoint generated "
+             f"equal size); the generated figures are the mean over {rows['synthetic_sets']} disjoint generated "
              f"set(s). Label accuracy and memorisation use all {rows['synthetic']:,} generated images.",
              f"Memorised: nearer (in pixels) to a training image than {evaluation.memorization_threshold:.2f}, "
              "the distance only the closest held-out real images come within."]

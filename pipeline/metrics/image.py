@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -143,7 +143,7 @@ class ImageEvaluation:
     rows: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     nearest: dict[str, np.ndarray] = field(default_factory=dict)  # pixel distances, for the report
-    synthetic_sets: list[dict] = field(default_factory=list)  # the figures of each generated set (averaged above)
+    synthetic_sets: list[dict] = field(default_factory=list)  # fid, kid, precision, recall of each generated set
 
 
 def evaluate_images(evaluator: Evaluator, train: torch.Tensor, holdout: torch.Tensor, y_holdout: torch.Tensor,
@@ -179,22 +179,28 @@ def evaluate_images(evaluator: Evaluator, train: torch.Tensor, holdout: torch.Te
             "noise": nearest_distances(noise, train)}
     threshold = float(torch.quantile(near["holdout"], memorization_quantile))
 
-    def scores(f: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None, distances: torch.Tensor) -> ImageScores:
+    def set_figures(f: torch.Tensor) -> dict[str, float]:
+        """The figures that depend on the sample size, for one set of ``n`` images' features."""
         p, r = precision_recall(real_ref, f)
-        acc = float((logits.argmax(1) == labels).double().mean()) if labels is not None else 1.0 / logits.shape[1]
-        return ImageScores(fid=frechet_distance(f, f_train), kid=kernel_distance(f, f_train, seed=seed), precision=p,
-                           recall=r, label_accuracy=acc, memorized_rate=float((distances < threshold).double().mean()))
+        return {"fid": frechet_distance(f, f_train), "kid": kernel_distance(f, f_train, seed=seed), "precision": p,
+                "recall": r}
 
-    per_set = [scores(f_syn[idx], logits_syn, y_synthetic, near["synthetic"]) for idx in s_sets]
-    synthetic_scores = ImageScores(**{k: float(np.mean([asdict(one)[k] for one in per_set])) for k in asdict(per_set[0])})
-    floor = scores(f_hold[h_idx], logits_hold, y_holdout, near["holdout"])
-    ceiling = scores(f_noise, logits_noise, None, near["noise"])
+    def scores(sets: list[dict[str, float]], logits: torch.Tensor, labels: torch.Tensor | None,
+               distances: torch.Tensor) -> ImageScores:
+        acc = float((logits.argmax(1) == labels).double().mean()) if labels is not None else 1.0 / logits.shape[1]
+        return ImageScores(**{k: float(np.mean([one[k] for one in sets])) for k in sets[0]}, label_accuracy=acc,
+                           memorized_rate=float((distances < threshold).double().mean()))
+
+    synthetic_sets = [set_figures(f_syn[idx]) for idx in s_sets]
+    synthetic_scores = scores(synthetic_sets, logits_syn, y_synthetic, near["synthetic"])
+    floor = scores([set_figures(f_hold[h_idx])], logits_hold, y_holdout, near["holdout"])
+    ceiling = scores([set_figures(f_noise)], logits_noise, None, near["noise"])
     return ImageEvaluation(
         synthetic=synthetic_scores, floor=floor, ceiling=ceiling, classifier_accuracy=classifier_accuracy,
         memorization_threshold=threshold,
         rows={"compared": n, "synthetic_sets": len(s_sets), "train": len(train), "holdout": len(holdout),
               "synthetic": len(synthetic)},
-        synthetic_sets=[asdict(one) for one in per_set],
+        synthetic_sets=synthetic_sets,
         seconds={"metrics": round(time.perf_counter() - t0, 3)},
         nearest={k: v.numpy() for k, v in near.items()},
     )

@@ -130,8 +130,8 @@ class ImageModel(GenerativeModel):
     def prepare(self, data: torch.Tensor) -> None:
         self.label_counts.copy_(torch.bincount(data[:, 0].long(), minlength=self.spec.n_labels).float())
 
-    def random_labels(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.multinomial(self.label_counts, n, replacement=True).to(device)
+    def random_labels(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.multinomial(self.label_counts, n, replacement=True, generator=generator).to(device)
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Images in [-1, 1], ``[n, 1, H, W]``, one per label index in ``labels``, drawn only from
@@ -166,7 +166,7 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
 
     def finish(self) -> None:
         def inputs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            labels = torch.multinomial(self.label_counts, n, replacement=True, generator=gen)
+            labels = self.random_labels(n, gen.device, gen)
             return torch.randn(n, self.noise_dim, device=gen.device, generator=gen), self.onehot(labels)
 
         self.recalibrate_average(inputs)
