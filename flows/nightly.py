@@ -36,7 +36,7 @@ from prefect.context import get_run_context
 from pipeline.__main__ import STAGES, run_stage
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
-from pipeline.io import StagePaths, dataset_run_lock, read_json
+from pipeline.io import StagePaths, check_writable, dataset_run_lock, read_json
 
 DEPLOYMENT = "nightly"
 
@@ -131,6 +131,9 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
     overrides = dict(overrides)
     cfg = load_config(params, overrides)
+    for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
+                        ("publish.release_root", cfg.publish.release_root)):
+        check_writable(folder, key)  # before hours of training, not after
     if nightly and cfg.nightly.new_seed and "seed" not in overrides:
         overrides["seed"] = uuid.UUID(run_id).int % 2**31 if run_id else cfg.seed
         cfg = load_config(params, overrides)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.names import check_name, name_from_file
 
 STAGES = ("ingest", "train", "generate", "score", "publish")
 _HELP = {
@@ -32,9 +33,12 @@ log = logging.getLogger("pipeline")
 def run_stage(stage: str, cfg: Config, dataset: str, **kwargs):
     """Run one stage by name (imported lazily so ``--help`` stays fast); its wall time is kept in
     ``<work>/<dataset>/stage_seconds.json`` for the release manifest."""
-    from pipeline.io import StagePaths, read_json, write_json
+    from pipeline.io import StagePaths, read_json, remove_leftovers, write_json
 
     module = importlib.import_module(f"pipeline.{stage}")
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
+        log.info("removed %s, left by a run that died", gone)
     t0 = time.perf_counter()
     result = module.run(cfg, dataset, **kwargs)
     path = StagePaths.of(cfg.work_dir, dataset).stage_seconds
@@ -99,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = rsub.add_parser("export", help="write a release to one Parquet or CSV file")
     q.add_argument("ref")
     q.add_argument("--to", required=True, help="output file (path or fsspec URL)")
-    q.add_argument("--format", choices=["parquet", "csv"], default=None, help="default: from --to's extension")
+    q.add_argument("--format", choices=["parquet", "csv"], default=None,
+                   help="default: from --to's ending (.parquet, .pq, .csv, .csv.gz, .csv.bz2, .csv.xz); "
+                        "any other ending needs --format")
     return parser
 
 
@@ -133,22 +139,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _releases(args: argparse.Namespace) -> int:
-    from pipeline.catalog import Catalog
+    from pipeline.catalog import Catalog, Ref, export_format
+    from pipeline.errors import ReleaseError
 
     root = args.root
     if root is None:
         root = load_config(args.params).publish.release_root if Path(args.params).exists() else "releases"
     cat = Catalog(root)
+
+    def number(value, spec: str, missing: str) -> str:  # a hand-edited manifest may lack or mistype it
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return format(value, spec) if ok else missing
+
+    def summary(m: dict) -> str:
+        metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        rows, quality = number(m.get("rows"), ">10,", "?".rjust(10)), number(metrics.get("quality.overall"), ".3f", "nan")
+        return f"{rows} rows  quality {quality}"
+
     if args.action == "list":
+        # One broken latest.json or manifest is shown as broken; the rest is still listed.
         if args.dataset:
-            latest = cat.latest(args.dataset)
-            for v in cat.versions(args.dataset):
-                m = cat.manifest(f"{args.dataset}@{v}")
-                print(f"{v}  {m['rows']:>10,} rows  quality {m.get('metrics', {}).get('quality.overall', float('nan')):.3f}"
-                      f"{'  (latest)' if v == latest else ''}")
+            versions = cat.versions(args.dataset)
+            try:
+                latest = cat.latest(args.dataset)
+            except ReleaseError as exc:
+                latest = None
+                print(f"latest  broken: {exc}")
+            for v in versions:
+                try:
+                    line = summary(cat.manifest(Ref(args.dataset, v)))
+                except ReleaseError as exc:
+                    line = f"broken: {exc}"
+                print(f"{v}  {line}{'  (latest)' if v == latest else ''}")
         else:
+            if not cat.fs.exists(cat.root):
+                raise ReleaseError(f"release root {root} does not exist")
             for name in cat.datasets():
-                print(f"{name}  latest {cat.latest(name)}  ({len(cat.versions(name))} versions)")
+                try:
+                    print(f"{name}  latest {cat.latest(name)}  ({len(cat.versions(name))} versions)")
+                except ReleaseError as exc:
+                    print(f"{name}  broken: {exc}")
         return 0
     if args.action == "show":
         print(json.dumps(cat.manifest(args.ref), indent=2))
@@ -156,11 +186,29 @@ def _releases(args: argparse.Namespace) -> int:
     if args.action == "diff":
         print(json.dumps(cat.diff(args.a, args.b), indent=2))
         return 0
-    fmt = args.format or ("csv" if args.to.endswith((".csv", ".csv.gz")) else "parquet")
+    fmt = args.format or export_format(args.to)  # before any reading: a wrong name fails at once
     ref = cat.resolve(args.ref)
     cat.export(ref, args.to, fmt)
-    print(f"{ref}: {cat.manifest(ref)['rows']:,} rows -> {args.to} ({fmt})")
+    print(f"{ref}: {number(cat.manifest(ref).get('rows'), ',', '?')} rows -> {args.to} ({fmt})")
     return 0
+
+
+def _source_stem(source: str) -> str:
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(suffix)
+    return Path(name).stem
+
+
+def _params_datasets(params: str) -> set[str]:
+    """Names of the datasets a params file configures (none if it cannot be read: load_config says why)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(params).read_text(encoding="utf-8")) or {}
+        return set(raw.get("datasets") or {}) if isinstance(raw, dict) else set()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return set()
 
 
 def _run_all(args: argparse.Namespace, overrides: dict) -> int:
@@ -169,7 +217,15 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
         return 2
     dataset = args.dataset
     if args.source:
-        dataset = args.name or Path(args.source).stem.replace(".", "_")
+        if args.name is not None:
+            dataset, origin = check_name(args.name, "--name"), f"--name {args.name}"
+        else:
+            dataset = name_from_file(_source_stem(args.source))
+            origin = f"--source {args.source}: its name '{dataset}'"
+        if dataset in _params_datasets(args.params):
+            # Its work folder and release line belong to the configured dataset: never take them over.
+            raise ConfigError(f"{origin} is a dataset in {args.params} (its work folder and releases); "
+                              f"choose another --name, or run --dataset {dataset}")
         # An ad-hoc dataset: it replaces any configured ones for this run only.
         entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout, "modality": args.modality}
         if args.modality == "image":
@@ -192,6 +248,11 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     else:
         cfg = load_config(args.params, overrides)
         cfg.dataset(dataset)
+    from pipeline.io import check_writable
+
+    for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
+                        ("publish.release_root", cfg.publish.release_root)):
+        check_writable(folder, key)
     timings = {}
     for stage in STAGES:
         t0 = time.perf_counter()

@@ -13,23 +13,36 @@
 A reference is ``DATASET`` (the version ``latest.json`` names) or ``DATASET@VERSION``. Remote
 filesystems need their fsspec extra (``s3fs``, ``gcsfs``, ...); nothing here needs project state
 beyond the release folders themselves.
+
+Nothing read from outside is trusted to stay inside the release root: dataset names and versions
+(from a reference, a folder listing or ``latest.json``) follow ``pipeline.names``, and every path a
+manifest lists must be a plain file name in its version folder. A corrupt ``latest.json`` or
+manifest is a one-line ``ReleaseError`` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import ntpath
+import os
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 
-from pipeline.errors import ReleaseError
+from pipeline.errors import BadNameError, ReleaseError
+from pipeline.names import check_name, name_problem
 
 LATEST = "latest.json"
 MANIFEST = "_manifest.json"
+# What ``export`` writes when no format is given, by the destination's (lower-case) ending.
+EXPORT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv",
+                   ".csv.bz2": "csv", ".csv.xz": "csv"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,12 @@ class Catalog:
         import fsspec
 
         self.url = str(root)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        if not self.url.strip():
+            raise ReleaseError("release root is empty: give a folder or an fsspec URL")
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        except (ValueError, ImportError) as exc:  # an unknown protocol, a missing fsspec extra
+            raise ReleaseError(f"release root {self.url!r}: {_one_line(exc)}") from None
         self.root = self.root.rstrip("/")
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -54,46 +72,91 @@ class Catalog:
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
+    def _shown(self, path: str) -> str:
+        """``path`` as the user wrote the root (``releases/adult/latest.json``), for messages."""
+        rel = path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
+        return f"{self.url.rstrip('/')}/{rel}"
+
     def _read_json(self, path: str) -> dict:
-        with self.fs.open(path, "r") as f:
-            return json.load(f)
+        """A JSON object from ``path``, or a one-line ReleaseError naming the file and the reason."""
+        try:
+            with self.fs.open(path, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ReleaseError(f"{self._shown(path)} unreadable: not JSON ({exc})") from None
+        except UnicodeDecodeError:
+            raise ReleaseError(f"{self._shown(path)} unreadable: not UTF-8 text") from None
+        except OSError as exc:
+            raise ReleaseError(f"{self._shown(path)} unreadable: {_one_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise ReleaseError(f"{self._shown(path)} unreadable: holds a JSON {type(data).__name__}, not an object")
+        return data
+
+    def _ls(self, folder: str) -> list[str]:
+        """Names in ``folder`` that may become path parts (hidden and odd names left out)."""
+        try:
+            entries = self.fs.ls(folder, detail=False)
+        except OSError as exc:  # e.g. a folder we may not read
+            raise ReleaseError(f"{self._shown(folder)}: cannot list it ({_one_line(exc)})") from None
+        names = (posixpath.basename(str(e).rstrip("/")) for e in entries)
+        return [n for n in names if name_problem(n) is None]
+
+    def _no_releases(self, dataset: str) -> ReleaseError:
+        return ReleaseError(f"{self.url}: no releases of '{dataset}' (datasets: {', '.join(self.datasets()) or 'none'})")
 
     def datasets(self) -> list[str]:
-        """Datasets with at least one release (a ``latest.json``)."""
+        """Datasets with at least one release (a ``latest.json``); none if the root does not exist."""
         if not self.fs.exists(self.root):
             return []
-        names = []
-        for entry in self.fs.ls(self.root, detail=False):
-            name = posixpath.basename(entry.rstrip("/"))
-            if not name.startswith(".") and self.fs.exists(self._path(name, LATEST)):
-                names.append(name)
-        return sorted(names)
+        if not self.fs.isdir(self.root):
+            raise ReleaseError(f"release root {self.url} is not a folder")
+        return sorted(n for n in self._ls(self.root) if self.fs.exists(self._path(n, LATEST)))
 
     def versions(self, dataset: str) -> list[str]:
         """Published versions of ``dataset``, oldest first (hidden staging folders excluded)."""
-        folder = self._path(dataset)
-        if not self.fs.exists(folder):
-            raise ReleaseError(f"{self.url}: no releases of '{dataset}' (datasets: {', '.join(self.datasets()) or 'none'})")
+        folder = self._path(check_name(dataset, "dataset name"))
+        if not self.fs.isdir(folder):
+            raise self._no_releases(dataset)
         out = []
-        for entry in self.fs.ls(folder, detail=False):
-            name = posixpath.basename(entry.rstrip("/"))
+        for name in self._ls(folder):
             path = self._path(dataset, name, MANIFEST)
-            if not name.startswith((".", "_")) and self.fs.exists(path):
-                out.append((self._read_json(path).get("created_at", ""), natural_key(name), name))
+            if self.fs.exists(path):
+                out.append((self._created_at(path), natural_key(name), name))
         return [name for *_, name in sorted(out)]
 
+    def _created_at(self, path: str) -> str:
+        # A broken manifest still names a version (sorted first): readers of it get the error.
+        try:
+            created = self._read_json(path).get("created_at")
+        except ReleaseError:
+            return ""
+        return created if isinstance(created, str) else ""
+
     def latest(self, dataset: str) -> str:
-        path = self._path(dataset, LATEST)
+        """The version ``DATASET/latest.json`` names (checked like any version name)."""
+        path = self._path(check_name(dataset, "dataset name"), LATEST)
         if not self.fs.exists(path):
-            raise ReleaseError(f"{self.url}: no releases of '{dataset}' (datasets: {', '.join(self.datasets()) or 'none'})")
-        return self._read_json(path)["version"]
+            raise self._no_releases(dataset)
+        version = self._read_json(path).get("version")
+        problem = "is missing" if version is None else name_problem(version)
+        if problem is not None:
+            raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' {'' if version is None else repr(version) + ' '}"
+                               f"{problem}")
+        return version
 
     def resolve(self, ref: str | Ref) -> Ref:
         """``DATASET`` (latest) or ``DATASET@VERSION`` -> a checked reference."""
         if isinstance(ref, Ref):
-            return ref
-        dataset, _, version = str(ref).partition("@")
-        version = version or self.latest(dataset)
+            return Ref(check_name(ref.dataset, "dataset name"), check_name(ref.version, "version"))
+        text = str(ref)
+        dataset, at, version = text.partition("@")
+        try:
+            check_name(dataset, "dataset name")
+            if at:  # "ds@" names no version: an error, not the latest
+                check_name(version, "version")
+        except BadNameError as exc:
+            raise BadNameError(f"reference {text!r}: {exc}") from None
+        version = version if at else self.latest(dataset)
         if not self.fs.exists(self._path(dataset, version, MANIFEST)):
             known = self.versions(dataset)
             raise ReleaseError(f"{self.url}: '{dataset}' has no version '{version}' "
@@ -103,8 +166,21 @@ class Catalog:
     # -- reading ---------------------------------------------------------------------------------------
 
     def manifest(self, ref: str | Ref) -> dict:
+        """The release's manifest, checked: its ``files`` and ``reports`` are plain file names."""
         r = self.resolve(ref)
-        return self._read_json(self._path(r.dataset, r.version, MANIFEST))
+        path = self._path(r.dataset, r.version, MANIFEST)
+        manifest = self._read_json(path)
+        files, reports = manifest.get("files"), manifest.get("reports", [])
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise ReleaseError(f"{self._shown(path)} unreadable: 'files' is not a list of {{\"path\": ...}} entries")
+        if not isinstance(reports, list):
+            raise ReleaseError(f"{self._shown(path)} unreadable: 'reports' is not a list of file names")
+        for key, name in [("files", f.get("path")) for f in files] + [("reports", n) for n in reports]:
+            problem = file_name_problem(name)
+            if problem is not None:
+                raise ReleaseError(f"{self._shown(path)}: {key} entry {name!r} {problem} "
+                                   f"(a release lists plain file names in its own folder)")
+        return manifest
 
     def files(self, ref: str | Ref) -> list[str]:
         r = self.resolve(ref)
@@ -112,18 +188,34 @@ class Catalog:
 
     def dataset(self, ref: str | Ref) -> pads.Dataset:
         """A lazy pyarrow dataset over exactly the release's files (its manifest's list)."""
-        return pads.dataset(self.files(ref), format="parquet", filesystem=self.fs)
+        r = self.resolve(ref)
+        try:
+            return pads.dataset(self.files(r), format="parquet", filesystem=self.fs)
+        except pa.ArrowException as exc:  # a part file that is not Parquet
+            raise ReleaseError(f"{r}: cannot read its Parquet files: {_one_line(exc)}") from None
 
     def load(self, ref: str | Ref, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
         """The release as pandas (source dtypes restored); ``columns`` and ``filter`` (a pyarrow
         compute expression) are pushed down to the Parquet reader."""
-        table = self.dataset(ref).to_table(columns=columns, filter=filter)
+        r = self.resolve(ref)
+        try:
+            table = self.dataset(r).to_table(columns=columns, filter=filter)
+        except pa.ArrowException as exc:
+            raise ReleaseError(f"{r}: reading its Parquet files failed: {_one_line(exc)}") from None
         return table.to_pandas()
 
     def read_text(self, ref: str | Ref, name: str) -> str:
+        """A text file of the release (``_DATACARD.md``, ``_report.md``): a plain file name."""
+        problem = file_name_problem(name)
+        if problem is not None:
+            raise ReleaseError(f"release file {name!r} {problem} (give a plain file name, e.g. _DATACARD.md)")
         r = self.resolve(ref)
-        with self.fs.open(self._path(r.dataset, r.version, name), "r") as f:
-            return f.read()
+        self.manifest(r)  # a release whose manifest is corrupt or escapes its folder is read no further
+        try:
+            with self.fs.open(self._path(r.dataset, r.version, name), "r", encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ReleaseError(f"{r}: has no file {name!r}") from None
 
     # -- comparing and exporting ---------------------------------------------------------------------
 
@@ -134,7 +226,15 @@ class Catalog:
         from pipeline.schema import TableSchema, describe
 
         ra, rb = self.resolve(a), self.resolve(b)
+        if ra.dataset != rb.dataset:
+            raise ReleaseError(f"cannot diff {ra} with {rb}: the two refs name different datasets "
+                               f"('{ra.dataset}' and '{rb.dataset}'); diff compares two versions of one dataset")
         ma, mb = self.manifest(ra), self.manifest(rb)
+        for r, m in ((ra, ma), (rb, mb)):
+            missing = [k for k in ("schema", "rows") if k not in m]
+            if missing:
+                raise ReleaseError(f"{self._shown(self._path(r.dataset, r.version, MANIFEST))}: "
+                                   f"has no {' or '.join(map(repr, missing))}")
         changes = schema_changes(ma["schema"], mb["schema"])
         metrics = {}
         for key in sorted(set(ma.get("metrics", {})) | set(mb.get("metrics", {}))):
@@ -160,19 +260,86 @@ class Catalog:
                       "columns": {k: v["score"] for k, v in drift.columns.items()}},
         }
 
-    def export(self, ref: str | Ref, to: str, fmt: str = "parquet") -> str:
-        """Write the release to one local or fsspec file (``parquet`` or ``csv``); returns its path."""
+    def export(self, ref: str | Ref, to: str, fmt: str | None = None) -> str:
+        """Write the release to one local or fsspec file (``parquet`` or ``csv``; by default from
+        ``to``'s ending, see ``export_format``); returns its path. A local file appears whole or not
+        at all, only in a folder that exists, never inside the release root."""
         import fsspec
 
-        frame = self.load(ref)
-        with fsspec.open(to, "wb", compression="infer") as f:
-            if fmt == "parquet":
-                frame.to_parquet(f, index=False)
-            elif fmt == "csv":
-                f.write(frame.to_csv(index=False).encode())
-            else:
-                raise ReleaseError(f"export format '{fmt}': use parquet or csv")
+        fmt = fmt or export_format(to)
+        if fmt not in ("parquet", "csv"):
+            raise ReleaseError(f"export format '{fmt}': use parquet or csv")
+        compression = fsspec.utils.infer_compression(to) if fmt == "csv" else None
+        target = self._local_target(to) if fsspec.utils.get_protocol(to) in ("file", "local") else None
+        r = self.resolve(ref)
+        frame = self.load(r)
+        if target is None:  # a remote store: its own upload is all or nothing
+            with fsspec.open(to, "wb", compression=compression) as f:
+                _write_frame(frame, f, fmt)
+            return to
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            with fsspec.open(str(partial), "wb", compression=compression) as f:
+                _write_frame(frame, f, fmt)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         return to
+
+    def _local_target(self, to: str) -> Path:
+        """The local file ``to`` names, checked: its folder exists, it is no folder itself, and it
+        lies outside a local release root (releases are immutable)."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        target = Path(LocalFileSystem._strip_protocol(to))
+        if not target.parent.is_dir():
+            raise ReleaseError(f"export folder {str(target.parent)!r} does not exist (create it first)")
+        if target.is_dir():
+            raise ReleaseError(f"export destination {to!r} is a folder: name a file")
+        if isinstance(self.fs, LocalFileSystem):
+            root = os.path.realpath(self.root)
+            if os.path.realpath(target) == root or os.path.realpath(target).startswith(root + os.sep):
+                raise ReleaseError(f"export destination {to!r} is inside the release root {self.url}: write elsewhere")
+        return target
+
+
+def export_format(to: str) -> str:
+    """``parquet`` or ``csv`` from the destination's ending (``EXPORT_SUFFIXES``), else an error:
+    an unknown ending needs an explicit format, so ``x.xlsx`` never silently holds Parquet."""
+    name = str(to).lower()
+    for suffix, fmt in sorted(EXPORT_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return fmt
+    raise ReleaseError(f"cannot tell the export format of {str(to)!r} from its ending "
+                       f"({', '.join(EXPORT_SUFFIXES)}): give --format parquet or --format csv")
+
+
+def file_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a plain file name inside a version folder (None when it is)."""
+    if not isinstance(name, str):
+        return f"is not text ({type(name).__name__})"
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name or ntpath.splitdrive(name)[0]:
+        return "is a path, not a file name"
+    if ".." in name:
+        return "holds '..'"
+    if name.startswith("."):
+        return "is hidden"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character"
+    return None
+
+
+def _write_frame(frame: pd.DataFrame, f, fmt: str) -> None:
+    if fmt == "parquet":
+        frame.to_parquet(f, index=False)
+    else:
+        f.write(frame.to_csv(index=False).encode())
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def natural_key(name: str) -> list:

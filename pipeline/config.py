@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.names import name_problem
 
 # Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
 OVERRIDABLE = ("model", "train", "generate", "score")
@@ -232,6 +233,9 @@ class Config(_Section):
         if self.model.name in ("gan", "ctgan") and self.train.batch_size % pac:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
         for name, ds in self.datasets.items():
+            problem = name_problem(name)
+            if problem is not None:
+                raise ValueError(f"datasets: the name {name!r} {problem} (it becomes a folder name)")
             bad = [k for k in ds.overrides if k.split(".")[0] not in OVERRIDABLE or "." not in k]
             if bad:
                 raise ValueError(f"datasets.{name}.overrides: '{bad[0]}' is not a dotted key of "
@@ -337,6 +341,13 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
+        if overrides:
+            # Blame the params file only when it is wrong on its own; else the --set values are.
+            try:
+                Config.model_validate(copy.deepcopy(raw) if raw else {})
+                origin = "--set"
+            except ValidationError:
+                pass
         raise ConfigError(_format_validation_error(exc, origin)) from None
     cfg._cli = dict(overrides or {})
     # Every dataset of the params file is checked now, so a bad one fails before any stage runs; a
@@ -361,10 +372,14 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a directory, not a params file (--params takes a YAML file such as params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(raw, overrides, origin=str(path))

@@ -34,3 +34,7 @@ class QualityGateError(PipelineError):
 
 class ReleaseError(PipelineError):
     """A release cannot be written (it exists already, or its inputs are inconsistent)."""
+
+
+class BadNameError(PipelineError):
+    """A dataset name or release version that cannot be a folder name (``pipeline.names``)."""

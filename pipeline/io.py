@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +35,9 @@ class StagePaths:
 
     @classmethod
     def of(cls, work_dir: str | Path, dataset: str) -> "StagePaths":
-        return cls(Path(work_dir) / dataset)
+        from pipeline.names import check_name
+
+        return cls(Path(work_dir) / check_name(dataset))
 
     @property
     def prepared(self) -> Path:
@@ -100,13 +104,36 @@ def dataset_run_lock(work_dir: str | Path, dataset: str, wait_seconds: float = 0
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise PipelineError(f"{dataset}: another run of this dataset holds {path} "
+                    raise PipelineError(f"another run of this dataset holds {path} "
                                         f"(waited {wait_seconds:g}s); try again when it has finished") from None
                 time.sleep(0.5)
         try:
             yield path
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Fail now, with a one-line error naming the setting, if ``path`` could not be written later
+    (a run must not find out after hours of training). Creates nothing: it writes one temporary
+    file in the nearest folder that exists, and removes it."""
+    from pipeline.errors import ConfigError
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{key}: {path} cannot be a folder: {probe} is a file; set {key} to a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} is not writable ({exc.strerror or exc}); set {key} to a folder "
+                          "you can write") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -126,12 +153,56 @@ def sha256_files(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+# Temporaries carry their maker (host and pid), so a later run can tell a dead run's leftovers
+# from a live run's work in progress: .<name>.<host>-<pid>.<random>.tmp, .<name>.old-<host>-<pid>.
+_OWNER = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+_LEFTOVER = re.compile(r"^\.(?:.+\.(?P<h1>[^.]+)-(?P<p1>\d+)\.[^.]+\.tmp|.+\.old-(?P<h2>[^.]+)-(?P<p2>\d+))$")
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{_OWNER}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path, depth: int = 2) -> list[Path]:
+    """Remove temporary files and folders that dead runs on this host left under ``folder`` (a
+    killed generate's ``.synthetic.*.tmp``, a ``.prepared.old-*``); a live run's are kept, and so
+    is anything made on another host (its liveness cannot be seen from here). Returns what went."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if depth < 0 or not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _LEFTOVER.match(entry.name)
+        if m is not None:
+            host, pid = (m["h1"], m["p1"]) if m["h1"] else (m["h2"], m["p2"])
+            if host == _OWNER and int(pid) != os.getpid() and not _alive(int(pid)):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+                continue
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
+            removed += remove_leftovers(entry, depth - 1)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place, else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
@@ -149,12 +220,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path`` whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{_OWNER}-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

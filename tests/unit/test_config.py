@@ -33,7 +33,21 @@ def test_bad_keys_and_types_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(REPO / "params.yaml", parse_overrides([override]))
     assert key in str(err.value)
-    assert "params.yaml" in str(err.value)
+    # The params file is fine on its own: the error is the --set value's, and says so.
+    assert str(err.value).startswith("--set: ") and "params.yaml" not in str(err.value)
+
+
+def test_params_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 100", "epochs: many"))
+    with pytest.raises(ConfigError, match=r"^.*bad\.yaml: train\.epochs"):
+        load_config(bad, {"seed": 1})
+    with pytest.raises(ConfigError, match="is a directory, not a params file"):
+        load_config(tmp_path)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text((REPO / "params.yaml").read_text().replace("  adult:\n", "  ../adult:\n", 1))
+    with pytest.raises(ConfigError, match=r"datasets: the name '\.\./adult' has '/'"):
+        load_config(evil)
 
 
 def test_malformed_override_and_missing_file(tmp_path):
