@@ -241,6 +241,7 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
             "workers": g.workers, "backend": g.backend if g.workers > 1 else "in-process",
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
+            "params": {"seed": cfg.seed, "generate": cfg.generate.model_dump(mode="json")},  # what made these rows
         })
     seconds = time.perf_counter() - t0
     log.info("generated %d images of %s in %d shards in %.1fs (%.0f images/s)", rows, dataset, n_shards, seconds,
@@ -303,8 +304,9 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
         frame = sample_frame(loaded, job.rows, job.seed, start=job.start, conditions=cfg.generate.conditions,
                              exclude=job.exclude, stats=stats)
         # One fixed schema for every shard: a shard whose text column happens to be all null
-        # must still say 'string', or the folder stops being one readable dataset.
-        table = pa.Table.from_pandas(frame, schema=loaded.schema.arrow(), preserve_index=False)
+        # must still say 'string', or the folder stops being one readable dataset. Then the
+        # source's own types where pandas had changed them (decimal, dictionary).
+        table = loaded.schema.to_release(pa.Table.from_pandas(frame, schema=loaded.schema.arrow(), preserve_index=False))
     write_parquet(table, Path(job.out))
     return stats
 
@@ -380,6 +382,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
             "backend": cfg.generate.backend if cfg.generate.workers > 1 else "in-process",
             "model_hash": loaded.model_hash,
             "data_hash": sha256_files(sorted(tmp.glob("part-*.parquet"))),
+            "params": {"seed": cfg.seed, "generate": cfg.generate.model_dump(mode="json")},  # what made these rows
         })
     seconds = time.perf_counter() - t0
     log.info("generated %d rows of %s in %d shards in %.1fs (%.0f rows/s)%s", rows, dataset, n_shards, seconds,

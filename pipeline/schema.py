@@ -2,11 +2,18 @@
 
 Kinds: ``continuous`` (floats), ``integer``, ``categorical``, ``boolean``, ``datetime`` and ``id``
 (unique per row: not learned, regenerated as fresh unique values).
+
+Inference is conservative: only ``true``/``false`` (any case) is read as boolean; other two-valued
+text (yes/no, y/n, t/f) stays categorical text exactly as written (a column declared boolean in
+``column_types`` still reads yes/no, t/f, y/n and 1/0). Datetimes with UTC offsets are converted to
+UTC; a column that mixes values with and without an offset is refused (which zone the bare ones are
+in is a guess). Numbers must be finite and at most ``MAX_MAGNITUDE`` in size (see there).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,22 +21,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 NUMERIC_KINDS = ("continuous", "integer", "datetime")
 DISCRETE_KINDS = ("categorical", "boolean")
 
+# Declared booleans read every spelling; inference only the ones a reader takes as a boolean, so
+# Yes/No or Y/N text is released as written.
 _TRUE = {"true", "t", "yes", "y"}
 _FALSE = {"false", "f", "no", "n"}
+_INFER_TRUE, _INFER_FALSE = {"true"}, {"false"}
 _DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})\s*$")  # after a time: 1-1-2020 has none
+# The largest magnitude a number may have. The metrics square values and sum them over rows
+# (Pearson correlation, R^2): from about 1e154 those overflow and the scores turn NaN, and near
+# 1e305 np.interp in the quantile transform does too. 1e150 squared, summed over a billion rows,
+# still fits in a float64 (max 1.8e308).
+MAX_MAGNITUDE = 1e150
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]|Id$|ID$")
 
 
 class CastError(ValueError):
-    """A value cannot be read as the column's kind; carries one offending example."""
+    """A value cannot be read as the column's kind; carries one offending example (and why, with
+    the fix, when the plain "cannot read" would not say it)."""
 
-    def __init__(self, kind: str, example: Any):
+    def __init__(self, kind: str, example: Any, reason: str | None = None):
         self.kind, self.example = kind, example
-        super().__init__(f"cannot read {example!r} as {kind}")
+        super().__init__(reason or f"cannot read {example!r} as {kind}")
 
 
 @dataclass
@@ -48,11 +66,22 @@ class TableSchema:
     columns: list[ColumnSchema]
     target: str | None = None
     arrow_schema: str | None = None  # base64 Arrow IPC schema of the prepared data: every shard's schema
+    # The same with the source's own Arrow types where pandas changed them (decimal, dictionary,
+    # large_string): released shards are cast to it. None when it equals arrow_schema.
+    release_schema: str | None = None
 
     def arrow(self) -> pa.Schema | None:
         if not self.arrow_schema:
             return None
         return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.arrow_schema)))
+
+    def to_release(self, table: pa.Table) -> pa.Table:
+        """A table in the prepared schema, cast to the source's types (a no-op for most sources)."""
+        if not self.release_schema:
+            return table
+        target = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.release_schema)))
+        cols = [to_source_type(table.column(f.name), f.type) for f in target]
+        return pa.Table.from_arrays(cols, schema=target)
 
     @property
     def names(self) -> list[str]:
@@ -70,12 +99,15 @@ class TableSchema:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "columns": [asdict(c) for c in self.columns], "arrow_schema": self.arrow_schema}
+        out = {"target": self.target, "columns": [asdict(c) for c in self.columns], "arrow_schema": self.arrow_schema}
+        if self.release_schema:  # only when it says something: most schema.json files stay as they were
+            out["release_schema"] = self.release_schema
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableSchema":
         return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"),
-                   arrow_schema=data.get("arrow_schema"))
+                   arrow_schema=data.get("arrow_schema"), release_schema=data.get("release_schema"))
 
 
 def arrow_schema_b64(frame: pd.DataFrame) -> str:
@@ -84,6 +116,51 @@ def arrow_schema_b64(frame: pd.DataFrame) -> str:
     # An all-null object column would be typed 'null'; a text column it is.
     schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
                        metadata=schema.metadata)
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def to_source_type(col: pa.ChunkedArray | pa.Array, source: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    """One prepared column cast back to its source Arrow type (decimals rounded to their scale)."""
+    if col.type == source:
+        return col
+    if pa.types.is_decimal(source) and pa.types.is_floating(col.type):
+        col = pc.round(col, ndigits=source.scale)
+    return col.cast(source)
+
+
+def release_schema_b64(frame: pd.DataFrame, prepared_b64: str, source_types: dict[str, pa.DataType]) -> str | None:
+    """The prepared Arrow schema with ``source_types`` (column -> the source's Arrow type) put back
+    for every column whose prepared values cast to it and back unchanged; None when none does."""
+    prepared = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(prepared_b64)))
+    fields, restored = list(prepared), {}
+    for i, f in enumerate(fields):
+        source = source_types.get(f.name)
+        # Dates stay timestamps (at midnight): the score stage reads shards with pyarrow's default,
+        # which turns date32 into Python date objects that its metrics cannot measure.
+        if source is None or source == f.type or pa.types.is_date(source):
+            continue
+        values = pa.Table.from_pandas(frame[[f.name]], schema=pa.schema([f]), preserve_index=False).column(0)
+        try:
+            back = to_source_type(values, source)
+            again = back.cast(f.type)
+            # Arrow's decimal -> double is not always the nearest double: within an ulp is the same.
+            same = again.equals(values) or (pa.types.is_decimal(source) and np.allclose(
+                again.to_numpy(), values.to_numpy(), rtol=1e-15, atol=0, equal_nan=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            same = False
+        if same:
+            fields[i] = f.with_type(source)
+            restored[f.name] = back
+    if not restored:
+        return None
+    # pandas metadata as pandas itself writes it for those types (object for decimals and dates,
+    # categorical for dictionaries), so a reader gets what the source would have given.
+    meta = json.loads(prepared.metadata[b"pandas"])
+    own = json.loads(pa.Schema.from_pandas(pa.table(restored).slice(0, 100).to_pandas(), preserve_index=False)
+                     .metadata[b"pandas"])
+    by_name = {c["name"]: c for c in own["columns"]}
+    meta["columns"] = [by_name.get(c["name"], c) for c in meta["columns"]]
+    schema = pa.schema(fields, metadata={**prepared.metadata, b"pandas": json.dumps(meta).encode()})
     return base64.b64encode(schema.serialize().to_pybytes()).decode()
 
 
@@ -111,10 +188,10 @@ def _is_string_like(s: pd.Series) -> bool:
     return s.dtype == object or pd.api.types.is_string_dtype(s.dtype) or isinstance(s.dtype, pd.CategoricalDtype)
 
 
-def _parse_bool(values: pd.Series, digits: bool = False) -> pd.Series | None:
-    """true/false, yes/no, t/f, y/n (and 1/0 when ``digits``: a declared boolean) -> bool."""
+def _parse_bool(values: pd.Series, declared: bool = False) -> pd.Series | None:
+    """true/false (any case) -> bool; a ``declared`` boolean also reads yes/no, t/f, y/n and 1/0."""
     low = values.astype(str).str.strip().str.lower()
-    true, false = (_TRUE | {"1", "1.0"}, _FALSE | {"0", "0.0"}) if digits else (_TRUE, _FALSE)
+    true, false = (_TRUE | {"1", "1.0"}, _FALSE | {"0", "0.0"}) if declared else (_INFER_TRUE, _INFER_FALSE)
     uniq = set(low.unique())
     if uniq and uniq <= (true | false):
         return low.isin(true)
@@ -122,19 +199,43 @@ def _parse_bool(values: pd.Series, digits: bool = False) -> pd.Series | None:
 
 
 def _parse_datetime(values: pd.Series) -> pd.Series | None:
+    """Date-like text -> naive datetime64[ns] (UTC when the values carry offsets); None when not
+    date-like. Raises CastError for a mix of offsets and none, or a date pandas cannot hold."""
     text = values.astype(str)
     if not text.str.match(_DATE_LIKE).all():
         return None
+    offset = text.str.contains(_OFFSET)
+    if offset.any() and not offset.all():
+        raise CastError("datetime", text[~offset].iloc[0], reason=(
+            f"some values have a UTC offset ({text[offset].iloc[0]!r}) and some have none "
+            f"({text[~offset].iloc[0]!r}): write every value with an offset, or none"))
     for fmt in ("ISO8601", "mixed"):
         try:
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+            # utc=True: values with different offsets become one UTC column (else an object column).
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=bool(offset.all()))
         except (ValueError, TypeError):
             continue
         if parsed.notna().all():
             if getattr(parsed.dt, "tz", None) is not None:
                 parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
             return parsed.astype("datetime64[ns]")
+    for v in text:
+        try:
+            ts = pd.Timestamp(v)  # pandas 2 holds any year here (in seconds), not in ns columns
+        except (ValueError, TypeError):
+            continue
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert(None)
+        if not pd.Timestamp.min <= ts <= pd.Timestamp.max:
+            raise _out_of_range(v)
     return None
+
+
+def _out_of_range(value: Any) -> CastError:
+    return CastError("datetime", value, reason=(
+        f"{str(value)!r} is outside the dates this pipeline can hold ({pd.Timestamp.min.date()} to "
+        f"{pd.Timestamp.max.date()}): leave the cell empty for a null, or declare the column "
+        "categorical in column_types"))
 
 
 def infer_kind(series: pd.Series) -> str:
@@ -153,7 +254,10 @@ def infer_kind(series: pd.Series) -> str:
     elif _is_string_like(series):
         text = values.astype(str).str.strip()
         numbers = pd.to_numeric(text, errors="coerce")
-        if numbers.notna().all():
+        failing = text[numbers.isna()]
+        # A number too large for a float64 ('1e400') is NaN to pandas: still a number column, so
+        # that casting refuses the value by name instead of the column turning into text.
+        if numbers.notna().all() or (len(failing) <= 100 and failing.map(_overflows).all()):
             arr = numbers.to_numpy(dtype=float)
             integral = np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and not text.str.contains(r"[.eE]").any()
             kind = "integer" if integral else "continuous"
@@ -201,7 +305,7 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
     if kind == "boolean":
         if pd.api.types.is_bool_dtype(series.dtype):
             return series
-        parsed = _parse_bool(series[~mask], digits=True)
+        parsed = _parse_bool(series[~mask], declared=True)
         if parsed is None:
             bad = series[~mask].astype(str).str.strip().str.lower()
             raise CastError(kind, series[~mask][~bad.isin(_TRUE | _FALSE | {"1", "0", "1.0", "0.0"})].iloc[0])
@@ -210,6 +314,10 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
         return out.astype("bool" if not mask.any() else "boolean").rename(name)
     if kind == "datetime":
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            try:
+                datetime_ns(series)  # a typed source may hold years pandas' nanoseconds cannot
+            except (pd.errors.OutOfBoundsDatetime, OverflowError):
+                raise _out_of_range(max(series.dropna(), key=lambda t: abs(t.year - 1970))) from None
             return series
         parsed = _parse_datetime(series[~mask])
         if parsed is None:
@@ -226,10 +334,13 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
             lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
         bad = numbers.isna() & ~mask
         if bad.any():
-            raise CastError(kind, series[bad].iloc[0])
+            v = series[bad].iloc[0]
+            raise CastError(kind, v, reason=f"{v!r} is not a finite number: leave the cell empty for a null"
+                            if _overflows(v) else None)
+    arr = numbers.to_numpy(dtype=float, na_value=np.nan)
+    _check_magnitude(series[~mask], arr[~mask.to_numpy()], kind)
     if kind == "continuous":
         return numbers if pd.api.types.is_float_dtype(numbers.dtype) else numbers.astype("float64")
-    arr = numbers.to_numpy(dtype=float, na_value=np.nan)
     finite = arr[~np.isnan(arr)]
     if np.any(finite != np.round(finite)):
         raise CastError(kind, series[~mask][finite != np.round(finite)].iloc[0])
@@ -238,6 +349,34 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
     if pd.api.types.is_float_dtype(series.dtype):
         return series  # integral floats from a typed source keep their dtype
     return numbers.astype("Int64" if mask.any() else "int64")
+
+
+def _overflows(v: Any) -> bool:
+    """Text that Python reads as an infinite float ('1e400', 'Infinity')."""
+    try:
+        return bool(np.isinf(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _example(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v  # -inf, not np.float64(-inf)
+
+
+def _check_magnitude(raw: pd.Series, arr: np.ndarray, kind: str) -> None:
+    """Refuse inf and numbers the metrics cannot square (``MAX_MAGNITUDE``); integers must also
+    fit in 64 bits."""
+    inf = np.isinf(arr)
+    if inf.any():
+        v = _example(raw[inf].iloc[0])
+        raise CastError(kind, v, reason=f"{v!r} is not a finite number: leave the cell empty for a null")
+    big = np.abs(arr) >= 2.0**63 if kind == "integer" else np.abs(arr) > MAX_MAGNITUDE
+    if big.any():
+        v = _example(raw[big].iloc[0])
+        what = "does not fit in a 64-bit integer" if kind == "integer" else f"is larger in magnitude than {MAX_MAGNITUDE:g}"
+        fix = ("declare the column categorical (a code) or continuous in column_types" if kind == "integer"
+               else "rescale the column (e.g. to other units or its logarithm)")
+        raise CastError(kind, v, reason=f"{v!r} {what}, which the model and the metrics cannot handle: {fix}")
 
 
 def datetime_unit(values: pd.Series) -> str:

@@ -1,8 +1,11 @@
 """Machine-learning utility: train on synthetic, test on real (TSTR) against train on real (TRTR).
 
 The task follows the target's kind: a categorical or boolean target is classification (ROC AUC
-when binary, macro F1 otherwise), a numeric one is regression (R^2). The model is scikit-learn's
-HistGradientBoosting with a fixed seed; categoricals are native categorical features.
+when binary, macro F1 otherwise), and so is an integer target with at most ``MAX_CLASS_CODES``
+(10) distinct values in the real data (the schema's ``n_unique``): a label coded 1/2 or a 1-5
+rating, where predicting 1.5 means nothing. Any other numeric target is regression (R^2). The
+model is scikit-learn's HistGradientBoosting with a fixed seed; categoricals are native
+categorical features.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import TableSchema
 
 _MAX_NATIVE_CATEGORIES = 250  # HistGradientBoosting's limit is 255 bins
+MAX_CLASS_CODES = 10  # an integer target with this many distinct values or fewer is a class label
 
 
 @dataclass
@@ -74,6 +78,11 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
     (X_tr, X_ho, X_syn), is_cat = features(frames, schema, exclude=(target,))
     if kind in ("categorical", "boolean"):
         y_tr, y_ho, y_syn = (f[target].astype(str).to_numpy() for f in frames)
+        classes = sorted(np.unique(y_tr))
+        task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
+    elif kind == "integer" and schema[target].n_unique <= MAX_CLASS_CODES:
+        # Codes compared as integers: 2 and 2.0 (a float-typed source) are the same class.
+        y_tr, y_ho, y_syn = (numeric_values(f[target]).astype(np.int64) for f in frames)
         classes = sorted(np.unique(y_tr))
         task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
     else:

@@ -21,7 +21,8 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     (["1.5", "2.25", "3"], "continuous"),
     (["1", "2", "2", "40"], "integer"),
     (["a", "b", "a"], "categorical"),
-    (["yes", "no", "Yes"], "boolean"),
+    (["yes", "no", "Yes"], "categorical"),  # text keeps its spelling: only true/false is a boolean
+    (["true", "FALSE", "True"], "boolean"),
     (["2021-01-03", "2022-12-31", "2021-01-03"], "datetime"),
     (["2021-01-03 10:00:00", "2022-12-31 23:59:59", None], "datetime"),
     ([f"u{i}" for i in range(20)], "id"),
