@@ -75,6 +75,13 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         lines.append(f"| `{key}` | {_value(m[key])} | {bound} | {_cell(METRICS[key].description) if key in METRICS else ''} |")
     lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
                   "The full report is `_report.html`.", ""]
+    gate = manifest.get("gate") or {}
+    if gate.get("changed_at_publish"):
+        who = gate.get("changed_by") or {}
+        lines += [f"Thresholds changed at publish, after scoring (by {_cell(who.get('user'))} on {_cell(who.get('host'))}):"]
+        lines += [f"- `{c['metric']}`: {threshold_text(c['from']) or 'none'} → {threshold_text(c['to']) or 'none'}"
+                  for c in gate["changed_at_publish"]]
+        lines.append("")
     if manifest.get("modality") == "image":
         lines += _IMAGE_USE
     else:

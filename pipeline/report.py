@@ -251,23 +251,41 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
     return "\n".join(out) + "</table>"
 
 
-def _html_head(dataset: str, metrics: dict, thresholds: dict, unit: str, notes: list[str]) -> list[str]:
-    """The top of a report: title, verdict, failing keys, every score against its threshold."""
+# The verdict and the scores table sit between these markers, so that publish can render them
+# again when it re-checks the gate against other thresholds (one verdict everywhere).
+GATE_BEGIN, GATE_END = "<!-- gate:begin -->", "<!-- gate:end -->"
+
+
+def gate_html(metrics: dict, thresholds: dict, unit: str, changes: list[str] = ()) -> str:
+    """The verdict, the failing keys, any thresholds changed after scoring, and every score."""
     passed = bool(metrics.get("gate.passed"))
     failures = metrics.get("gate.failures") or []
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Quality report: {html.escape(dataset)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Synthetic data quality: {html.escape(dataset)}</h1>",
+        GATE_BEGIN,
         f"<p><span class='verdict {'ok' if passed else 'bad'}'>{'gate passed' if passed else 'gate FAILED'}</span> "
         f"&nbsp; {html.escape(_fmt(metrics.get('rows')))} synthetic {unit}"
         f" &middot; synthetic data sha256 <code>{html.escape(str(metrics.get('synthetic_hash', ''))[:16])}</code></p>",
     ]
     if failures:
         parts.append("<p class='FAIL'>" + "<br>".join(html.escape(f) for f in failures) + "</p>")
+    if changes:
+        parts.append("<p class='FAIL'>Thresholds changed at publish, after scoring: "
+                     + "<br>".join(html.escape(c) for c in changes) + "</p>")
     parts.append("<h2>Scores</h2>")
     parts.append(_table(["metric", "value", "threshold", "status", "what it measures"],
                         [list(r) for r in _summary(metrics, thresholds)], numeric={1}, classes={3: True}))
+    parts.append(GATE_END)
+    return "\n".join(parts)
+
+
+def _html_head(dataset: str, metrics: dict, thresholds: dict, unit: str, notes: list[str]) -> list[str]:
+    """The top of a report: title, verdict, failing keys, every score against its threshold."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Quality report: {html.escape(dataset)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Synthetic data quality: {html.escape(dataset)}</h1>",
+        gate_html(metrics, thresholds, unit),
+    ]
     if notes:
         parts.append("<p class='muted'>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
     return parts
@@ -305,16 +323,32 @@ def _md(text: object) -> str:
     return html.escape(str(text)).replace("|", "\\|").replace("`", "'")
 
 
-def _md_head(dataset: str, metrics: dict, thresholds: dict, unit: str) -> list[str]:
+def gate_markdown(metrics: dict, thresholds: dict, unit: str, changes: list[str] = ()) -> str:
     passed = bool(metrics.get("gate.passed"))
-    lines = [f"## Synthetic data quality: {_md(dataset)}", "",
-             f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
+    lines = [GATE_BEGIN, f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
     for f in metrics.get("gate.failures") or []:
         lines.append(f"- failing: {_md(f)}")
+    for c in changes:
+        lines.append(f"- threshold changed at publish, after scoring: {_md(c)}")
     lines += ["", "| metric | value | threshold | status |", "|---|---:|---|---|"]
     for key, value, th, status, _ in _summary(metrics, thresholds):
         lines.append(f"| `{key}` | {value} | {th} | {status} |")
-    return lines
+    lines.append(GATE_END)
+    return "\n".join(lines)
+
+
+def regate(report: str, gate: str) -> str:
+    """``report`` with its verdict section replaced by ``gate`` (inserted at the top if it has none)."""
+    start, end = report.find(GATE_BEGIN), report.find(GATE_END)
+    if start >= 0 and end > start:
+        return report[:start] + gate + report[end + len(GATE_END):]
+    at = report.find("<body>")
+    at = at + len("<body>") if at >= 0 else 0
+    return report[:at] + gate + "\n" + report[at:]
+
+
+def _md_head(dataset: str, metrics: dict, thresholds: dict, unit: str) -> list[str]:
+    return [f"## Synthetic data quality: {_md(dataset)}", "", gate_markdown(metrics, thresholds, unit)]
 
 
 def render_markdown(inp: ReportInput) -> str:

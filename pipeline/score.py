@@ -178,6 +178,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         "seconds": timings,
         "utility": asdict(utility) if utility else None,
         "thresholds": {k: v.model_dump() for k, v in sc.thresholds.items()},
+        "params": {"seed": seed, "score": sc.model_dump(mode="json")},  # what these scores were made with
         "columns": {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in columns.items()},
         "pairs": [{k: _clean(v) for k, v in p.items()} for p in fid.pairs],
     })
@@ -282,6 +283,7 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
         "sanity": sanity,
         "synthetic_sets": ev.synthetic_sets,
         "thresholds": {k: v.model_dump() for k, v in sc.thresholds.items()},
+        "params": {"seed": seed, "score": sc.model_dump(mode="json")},
     }
     files: dict[str, str | bytes] = {}
     if sc.report:

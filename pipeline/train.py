@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.models import MODELS
 from pipeline.ingest import load_prepared, load_prepared_images, prepared_meta
 from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_files, write_json
@@ -30,7 +30,7 @@ from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.training import distributed
-from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
+from pipeline.training.loop import TrainState, checkpoint_info, fit, load_tensors, pick_device
 from pipeline.training.setup import build_model, image_tensor, transform_table
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,12 @@ class LoadedModel:
 
 def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None) -> LoadedModel:
     """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
-    info = read_json(model_dir / "model.json")
+    if not (model_dir / "model.json").is_file() or not (model_dir / "model.pt").is_file():
+        raise InputDataError(model_dir, "no trained model: run the train stage first")
+    try:
+        info = read_json(model_dir / "model.json")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputDataError(model_dir / "model.json", f"not valid JSON ({exc}); re-run the train stage") from None
     schema = transformer = spec = None
     if "image_spec" in info:
         spec = ImageSpec.from_dict(info["image_spec"])
@@ -177,8 +182,12 @@ def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None)
     model_cfg = cfg.model.model_validate(info["model_config"])
     train_cfg = cfg.train.model_validate(info["train_config"])
     model = build_model(model_cfg, train_cfg, spec or transformer, name=info["model"])
-    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-    model.load_inference_state(state)
+    state = load_tensors(model_dir / "model.pt", "re-run the train stage")
+    try:
+        model.load_inference_state(state)
+    except (KeyError, RuntimeError) as exc:
+        raise InputDataError(model_dir / "model.pt", f"does not fit {model_dir / 'model.json'} "
+                                                     f"({str(exc).splitlines()[0]}); re-run the train stage") from None
     model = model.to(device or torch.device("cpu")).eval()
     return LoadedModel(model, transformer, schema, info,
                        model_hash(model_dir), spec)

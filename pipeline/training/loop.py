@@ -73,6 +73,25 @@ def save_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
         torch.save(blob, tmp)
 
 
+def load_tensors(path: Path, fix: str) -> dict:
+    """``torch.load`` of a file this pipeline wrote (tensors and plain containers only). Anything
+    else is refused with a one-line error instead of torch's advice to unpickle it (which could
+    run code)."""
+    import pickle
+
+    if not Path(path).is_file():
+        raise InputDataError(path, f"not found; {fix}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as exc:
+        why = "it holds Python objects, not only tensors (refused: unpickling could run code)" \
+            if isinstance(exc, pickle.UnpicklingError) else "truncated or not a torch file"
+        raise InputDataError(path, f"cannot be loaded: {why}; {fix}") from None
+    if not isinstance(blob, dict):
+        raise InputDataError(path, f"cannot be loaded: holds a {type(blob).__name__}, not a dict of tensors; {fix}")
+    return blob
+
+
 def checkpoint_info(path: Path) -> tuple[str | None, int]:
     """(fingerprint, epochs done) of a checkpoint; (None, 0) if it cannot be read."""
     try:
@@ -86,10 +105,10 @@ def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
                     batch_gen: torch.Generator, fingerprint: str, restore_rng: bool = True) -> TrainState:
     """Load weights, optimiser states and history; and the RNG states when ``restore_rng`` and the
     checkpoint came from one process (so a one-process resume continues exactly)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob["fingerprint"] != fingerprint:
+    blob = load_tensors(path, "delete it or train without --resume")
+    if blob.get("fingerprint") != fingerprint:
         raise CheckpointError(
-            f"{path}: checkpoint was made from other data or params (fingerprint {blob['fingerprint']}, "
+            f"{path}: checkpoint was made from other data or params (fingerprint {blob.get('fingerprint')}, "
             f"now {fingerprint}); delete it or train without --resume"
         )
     model.load_state_dict(blob["model"])
