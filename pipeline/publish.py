@@ -39,7 +39,7 @@ from pipeline.errors import InputDataError, QualityGateError, ReleaseError
 from pipeline.io import (StagePaths, code_version, fsync_path, read_json, sha256_file, sha256_files, write_json,
                          write_parquet)
 from pipeline.metrics import evaluate_gate
-from pipeline.names import check_name
+from pipeline.names import check_name, name_problem
 from pipeline.report import gate_html, gate_markdown, regate, threshold_text
 from pipeline.score import load_metrics
 
@@ -87,8 +87,20 @@ def list_versions(root: Path) -> list[str]:
 
 
 def latest_version(root: Path) -> str | None:
+    """The version ``latest.json`` names (None before the first release); a one-line error if the
+    file is unreadable or names something that is not a version."""
     path = root / LATEST
-    return read_json(path)["version"] if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        version = read_json(path).get("version")
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise ReleaseError(f"{path}: unreadable ({exc}); repair it or delete it (releases stay listed by "
+                           "`python -m pipeline releases list`)") from None
+    problem = name_problem(version) if isinstance(version, str) else "is missing"
+    if problem is not None or not (root / version / MANIFEST).is_file():
+        raise ReleaseError(f"{path}: its version {version!r} {problem or 'has no manifest'}; repair it or delete it")
+    return version
 
 
 def prune_releases(root: Path, keep: int) -> list[str]:

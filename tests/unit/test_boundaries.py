@@ -235,3 +235,36 @@ def test_atomic_dir_temporaries_name_their_maker(tmp_path):
 
     with atomic_dir(tmp_path / "out") as tmp:
         assert tmp.name.startswith(f".out.{_OWNER}-{os.getpid()}.") and tmp.name.endswith(".tmp")
+
+
+def test_generate_failing_mid_shard_keeps_the_previous_rows_and_leaves_nothing(trained, monkeypatch):
+    cfg = trained
+    cfg.generate.rows = 250  # three shards of 100
+    generate.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    before = {p.name: p.read_bytes() for p in paths.synthetic.iterdir()}
+    original = generate.write_parquet
+
+    def fail_on_second_shard(table, path, *a, **k):
+        if Path(path).name == "part-00001.parquet":
+            raise OSError("injected: disk full")
+        return original(table, path, *a, **k)
+
+    monkeypatch.setattr(generate, "write_parquet", fail_on_second_shard)
+    cfg.seed = 8
+    with pytest.raises(OSError, match="injected"):
+        generate.run(cfg, "tiny")
+    assert {p.name: p.read_bytes() for p in paths.synthetic.iterdir()} == before
+    assert not [p for p in paths.root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_corrupt_latest_json_stops_publish_with_one_line(trained):
+    cfg = trained
+    for stage in (generate, score, publish):
+        stage.run(cfg, "tiny")
+    latest = Path(cfg.publish.release_root) / "tiny" / "latest.json"
+    for text, words in (("{oops", "unreadable"), ('{"version": "../../etc"}', "has '/'"),
+                        ('{"version": "v99"}', "has no manifest")):
+        latest.write_text(text)
+        with pytest.raises(publish.ReleaseError, match=f"latest.json: .*{words}.*repair it or delete it"):
+            publish.run(cfg, "tiny")
