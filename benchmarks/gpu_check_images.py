@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-
 from gpu_check import device_refusal, timed_fit  # noqa: E402
+
 from pipeline.generate import label_plan, sample_images  # noqa: E402
 from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator  # noqa: E402
 from pipeline.models import MODELS  # noqa: E402

@@ -14,13 +14,12 @@ import time
 
 import torch
 
+from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.config import load_config, parse_overrides
 from pipeline.generate import sample_frame
-from pipeline.ingest import load_prepared
-from pipeline.io import StagePaths
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.utility import score_utility
-from pipeline.train import LoadedModel
+from pipeline.models.saved import LoadedModel
 from pipeline.training.loop import fit, pick_device
 from pipeline.training.setup import build_model, transform_table
 

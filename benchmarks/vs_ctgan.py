@@ -130,8 +130,8 @@ def job_ours(model: str, epochs: int, eval_rows: int, every: int, target_quality
 
     from pipeline.config import load_config
     from pipeline.generate import sample_frame
+    from pipeline.models.saved import LoadedModel
     from pipeline.schema import TableSchema, describe, infer_kind
-    from pipeline.train import LoadedModel
     from pipeline.training.loop import fit, pick_device
     from pipeline.training.setup import build_model, transform_table
 

@@ -33,10 +33,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 
-from pipeline.__main__ import STAGES, run_stage
+from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
-from pipeline.io import StagePaths, check_writable, dataset_run_lock, read_json
+from pipeline.io import check_writable, dataset_run_lock, read_json
+from pipeline.stages import STAGE_NAMES as STAGES
+from pipeline.stages import check_config, run_stage
+from pipeline.training.resume import Resume
 
 DEPLOYMENT = "nightly"
 
@@ -80,18 +83,21 @@ def _stage_logs_to_prefect():
         source.removeHandler(handler)
 
 
-@task(name="stage", retry_condition_fn=_transient)
 def stage_task(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None = None) -> dict:
     """One stage of one dataset; the config is re-read from params + overrides in the worker."""
     with _stage_logs_to_prefect():
         return _run_stage(stage, params, overrides, dataset, run_info)
 
 
+# One Prefect task per stage, named as the stage (and as its DVC stage and module).
+STAGE_TASKS = {name: task(name=name, retry_condition_fn=_transient)(stage_task) for name in STAGES}
+
+
 def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None) -> dict:
     cfg = load_config(params, overrides)
     kwargs: dict[str, Any] = {}
     if stage == "train":
-        kwargs["resume"] = "if-compatible"  # a retry (or a re-run) continues from its checkpoint
+        kwargs["resume"] = Resume.IF_COMPATIBLE  # a retry (or a re-run) continues from its checkpoint
     if stage == "publish":
         kwargs.update(run_info=run_info, keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
     result = run_stage(stage, cfg, dataset, **kwargs)
@@ -116,7 +122,7 @@ def _artifacts(cfg: Config, dataset: str, results: dict[str, dict]) -> None:
         lines.append(report.read_text())
     key = _artifact_key(dataset)
     create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"synthetic {dataset}")
-    metrics = read_json(f"{cfg.metrics_dir}/{dataset}.json")
+    metrics = read_json(metrics_path(cfg.metrics_dir, dataset))
     thresholds = cfg.for_dataset(dataset).score.thresholds  # a dataset may set its own
     rows = [{"metric": k, "value": v, "min": thresholds[k].min if k in thresholds else None,
              "max": thresholds[k].max if k in thresholds else None}
@@ -140,11 +146,11 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     datasets = list(dict.fromkeys(datasets))  # a name given twice runs once
     for name in datasets:
         cfg.dataset(name)  # an unknown name fails the run before anything starts
+    check_config(cfg, datasets)
     run_info = {"orchestrator": "prefect", "flow_run_id": run_id, "flow": ctx.flow.name if ctx else None,
                 "nightly": nightly, "seed": cfg.seed}
     nc = cfg.nightly
-    staged = stage_task.with_options(retries=nc.retries,
-                                     retry_delay_seconds=[nc.retry_delay_seconds * 2**i for i in range(nc.retries)])
+    retry = {"retries": nc.retries, "retry_delay_seconds": [nc.retry_delay_seconds * 2**i for i in range(nc.retries)]}
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
     with contextlib.ExitStack() as locks:
@@ -161,7 +167,7 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
         for stage in STAGES:
             for name, chain in chains.items():
                 previous = chain.get(STAGES[STAGES.index(stage) - 1]) if stage != STAGES[0] else None
-                chain[stage] = staged.with_options(task_run_name=f"{stage}-{name}").submit(
+                chain[stage] = STAGE_TASKS[stage].with_options(task_run_name=f"{stage}-{name}", **retry).submit(
                     stage, params, overrides, name, run_info if stage == "publish" else None,
                     wait_for=[previous] if previous is not None else None)
         try:
@@ -251,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.params, overrides)
         for name in args.dataset:
             cfg.dataset(name)
+        check_config(cfg, list(args.dataset or cfg.nightly.datasets or cfg.datasets))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,47 +7,19 @@ arguments, loads and validates the config, and calls them.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from pipeline.config import Config, load_config, parse_overrides, set_dotted
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.config import load_config, parse_overrides, set_dotted
+from pipeline.errors import ConfigError, PipelineError, QualityGateError
 from pipeline.names import check_name, name_from_file
+from pipeline.stages import STAGE_NAMES, STAGES, check_config, run_stage
+from pipeline.training.resume import Resume
 
-STAGES = ("ingest", "train", "generate", "score", "publish")
-_HELP = {
-    "ingest": "read the source CSV/Parquet, infer the schema, write prepared Parquet + schema.json",
-    "train": "fit the transformer and the model; write model.pt + model.json and the loss log",
-    "generate": "sample synthetic rows to Parquet shards",
-    "score": "score fidelity, utility and privacy; write metrics/<dataset>.json with the gate verdict",
-    "publish": "release the synthetic data as a new immutable version if it passed the gate",
-}
 log = logging.getLogger("pipeline")
-
-
-def run_stage(stage: str, cfg: Config, dataset: str, **kwargs):
-    """Run one stage by name (imported lazily so ``--help`` stays fast); its wall time is kept in
-    ``<work>/<dataset>/stage_seconds.json`` for the release manifest."""
-    from pipeline.io import StagePaths, read_json, remove_leftovers, write_json
-
-    module = importlib.import_module(f"pipeline.{stage}")
-    paths = StagePaths.of(cfg.work_dir, dataset)
-    for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
-        log.info("removed %s, left by a run that died", gone)
-    t0 = time.perf_counter()
-    result = module.run(cfg, dataset, **kwargs)
-    path = StagePaths.of(cfg.work_dir, dataset).stage_seconds
-    seconds = read_json(path) if path.exists() and stage != "ingest" else {}
-    seconds[stage] = round(time.perf_counter() - t0, 3)
-    # publish reads them (its own time is its run's business); of torchrun's ranks, rank 0 writes.
-    if stage != "publish" and os.environ.get("RANK", "0") == "0":
-        write_json(path, seconds)
-    return result
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -63,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthetic-data factory: ingest -> train -> generate -> score -> publish.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=_HELP[stage], description=_HELP[stage])
+    for st in STAGES:
+        stage = st.name
+        p = sub.add_parser(stage, help=st.help, description=st.help)
         p.add_argument("--dataset", required=True, help="a dataset named in params.yaml (datasets.NAME)")
         _common(p)
         if stage == "train":
@@ -130,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         cfg = load_config(args.params, overrides)
         cfg.dataset(args.dataset)
-        kwargs = {"resume": {None: False, "yes": True}.get(args.resume, args.resume)} if args.command == "train" else {}
+        check_config(cfg, [args.dataset])
+        kwargs = {"resume": Resume(args.resume or "no")} if args.command == "train" else {}
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if not type(exc).__name__ == "QualityGateError" else 1
+        return 1 if isinstance(exc, QualityGateError) else 2
 
 
 def _releases(args: argparse.Namespace) -> int:
@@ -248,13 +222,14 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     else:
         cfg = load_config(args.params, overrides)
         cfg.dataset(dataset)
+    check_config(cfg, [dataset])
     from pipeline.io import check_writable
 
     for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
                         ("publish.release_root", cfg.publish.release_root)):
         check_writable(folder, key)
     timings = {}
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         t0 = time.perf_counter()
         result = run_stage(stage, cfg, dataset)
         timings[stage] = round(time.perf_counter() - t0, 2)

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.names import name_problem
@@ -218,14 +226,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
-        from pipeline.metrics import METRICS
-        from pipeline.models import MODELS  # late import: models import config types
-
-        unknown = sorted(set(self.score.thresholds) - set(METRICS))
-        if unknown:
-            raise ValueError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(METRICS))})")
-        if self.model.name not in MODELS:
-            raise ValueError(f"model.name '{self.model.name}' is not one of {sorted(MODELS)}")
+        # Names checked against the model and metric registries: pipeline.stages.check_config
+        # (config stays free of torch and of the registries).
         dist = self.train.distributed
         if dist.nnodes > 1 and not dist.rdzv_endpoint:
             raise ValueError("train.distributed.nnodes > 1 needs train.distributed.rdzv_endpoint (host:port of node 0)")
@@ -242,16 +244,6 @@ class Config(_Section):
                                  f"{', '.join(OVERRIDABLE)} (e.g. train.epochs)")
         return self
 
-    def _check_modality(self, name: str) -> None:
-        from pipeline.models import MODELS
-
-        ds, model = self.datasets[name], self.model.name
-        if MODELS[model].modality != ds.modality:
-            hint = "dcgan or conv_vae" if ds.modality == "image" else "ctgan, gan or tvae"
-            raise ConfigError(f"datasets.{name}: model '{model}' is for {MODELS[model].modality}s but {name} is "
-                              f"{'an image' if ds.modality == 'image' else 'a table'} dataset "
-                              f"(set datasets.{name}.overrides: {{model.name: ...}}, {hint})")
-
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
             raise ConfigError(f"dataset '{name}' is not in params (datasets: {', '.join(self.datasets) or 'none'})")
@@ -262,7 +254,6 @@ class Config(_Section):
         (``cli``) the command line's ``--set`` values again: the most specific setting wins."""
         ds = self.dataset(name)
         if not ds.overrides:
-            self._check_modality(name)
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
@@ -277,7 +268,6 @@ class Config(_Section):
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
         resolved._cli = self._cli
-        resolved._check_modality(name)
         return resolved
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from pipeline.artifacts import StagePaths, shard_name
 from pipeline.errors import ConditionError
-from pipeline.io import StagePaths, atomic_dir, progress, sha256_files, write_json, write_parquet
+from pipeline.io import atomic_dir, progress, sha256_files, write_json, write_parquet
 from pipeline.metrics.privacy import row_hashes
 from pipeline.models.image import ImageSpec
 from pipeline.schema import TableSchema
@@ -29,7 +30,7 @@ from pipeline.training.loop import pick_device
 
 if TYPE_CHECKING:  # sampling itself needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)
     from pipeline.config import Config
-    from pipeline.train import LoadedModel
+    from pipeline.models.saved import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
 
     >>> sample(load_config(), "adult", 10_000, {"income": ">50K"})  # doctest: +SKIP
     """
-    from pipeline.train import load_model
+    from pipeline.models.saved import load_model
 
     cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, cfg, pick_device(cfg.train.device))
@@ -191,20 +192,8 @@ def sample_images(loaded: LoadedModel, labels: np.ndarray, seed: int) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, loaded.spec.height, loaded.spec.width), np.uint8)
 
 
-def image_grid(pixels: np.ndarray, labels: np.ndarray, per_label: int = 10, pad: int = 2) -> np.ndarray:
-    """A preview: one row per label (in label order), ``per_label`` images each, on black."""
-    h, w = pixels.shape[1:]
-    values = np.unique(labels)
-    grid = np.zeros((len(values) * (h + pad) + pad, per_label * (w + pad) + pad), dtype=np.uint8)
-    for r, v in enumerate(values):
-        for c, i in enumerate(np.flatnonzero(labels == v)[:per_label]):
-            y, x = pad + r * (h + pad), pad + c * (w + pad)
-            grid[y:y + h, x:x + w] = pixels[i]
-    return grid
-
-
 def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: StagePaths) -> GenerateResult:
-    from pipeline.images import decode_image, encode_png, pixel_hashes
+    from pipeline.images import decode_image, encode_png, image_grid, pixel_hashes
 
     g = cfg.generate
     if g.conditions:
@@ -216,7 +205,7 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
     n_shards = (rows + per - 1) // per
     exclude = None
     if g.drop_training_copies:
-        from pipeline.ingest import load_prepared_images
+        from pipeline.artifacts import load_prepared_images
         from pipeline.images import pixels_of
 
         exclude = np.unique(pixel_hashes(pixels_of(load_prepared_images(paths)[0])))
@@ -224,7 +213,7 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
         jobs = [ShardJob(i, len(plan[i * per:(i + 1) * per]), i * per, shard_seed(cfg.seed, i),
-                         str(tmp / f"part-{i:05d}.parquet"), exclude, labels=plan[i * per:(i + 1) * per])
+                         str(tmp / shard_name(i)), exclude, labels=plan[i * per:(i + 1) * per])
                 for i in range(n_shards)]
         stats = make_shards(cfg, paths, jobs, loaded)
         if n_shards:  # the preview: the first images of the first shard, 10 per label
@@ -233,7 +222,7 @@ def _generate_images(cfg: Config, dataset: str, loaded: LoadedModel, paths: Stag
             head = pq.read_table(jobs[0].out, columns=["image", "label"]).slice(0, 2000).to_pandas()
             pixels = np.stack([decode_image(b, jobs[0].out) for b in head["image"]])
             (tmp / "_grid.png").write_bytes(encode_png(image_grid(pixels, head["label"].to_numpy())))
-        write_json(tmp / "_generated.json", {
+        write_json(tmp / paths.generated.name, {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed, "modality": "image",
             "labels": {int(v): int(c) for v, c in zip(values, np.bincount(plan, minlength=len(values)))},
             "drop_training_copies": g.drop_training_copies,
@@ -271,7 +260,7 @@ _WORKER_MODELS: dict[str, Any] = {}  # a worker loads each model once, not once 
 
 
 def _worker_model(cfg: Config, paths: StagePaths) -> LoadedModel:
-    from pipeline.train import load_model
+    from pipeline.models.saved import load_model
 
     key = str(paths.model)
     if key not in _WORKER_MODELS:
@@ -348,7 +337,7 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
 
 
 def run(cfg: Config, dataset: str) -> GenerateResult:
-    from pipeline.train import load_model
+    from pipeline.models.saved import load_model
 
     cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
@@ -361,7 +350,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     n_shards = (rows + per - 1) // per
     exclude = None
     if cfg.generate.drop_training_copies:
-        from pipeline.ingest import load_prepared
+        from pipeline.artifacts import load_prepared
 
         train = load_prepared(paths)[0]
         exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
@@ -370,9 +359,9 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     t0 = time.perf_counter()
     with atomic_dir(paths.synthetic) as tmp:
         jobs = [ShardJob(i, min(per, rows - i * per), i * per, shard_seed(cfg.seed, i),
-                         str(tmp / f"part-{i:05d}.parquet"), exclude) for i in range(n_shards)]
+                         str(tmp / shard_name(i)), exclude) for i in range(n_shards)]
         stats = make_shards(cfg, paths, jobs, loaded)
-        write_json(tmp / "_generated.json", {
+        write_json(tmp / paths.generated.name, {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
             "conditions": cfg.generate.conditions,
             "drop_training_copies": cfg.generate.drop_training_copies,

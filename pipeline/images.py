@@ -150,3 +150,15 @@ def pixel_hashes(pixels: np.ndarray) -> np.ndarray:
     import hashlib
 
     return np.array([hashlib.blake2b(p.tobytes(), digest_size=8).hexdigest() for p in pixels], dtype=object)
+
+
+def image_grid(pixels: np.ndarray, labels: np.ndarray, per_label: int = 10, pad: int = 2) -> np.ndarray:
+    """A preview: one row per label (in label order), ``per_label`` images each, on black."""
+    h, w = pixels.shape[1:]
+    values = np.unique(labels)
+    grid = np.zeros((len(values) * (h + pad) + pad, per_label * (w + pad) + pad), dtype=np.uint8)
+    for r, v in enumerate(values):
+        for c, i in enumerate(np.flatnonzero(labels == v)[:per_label]):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y:y + h, x:x + w] = pixels[i]
+    return grid

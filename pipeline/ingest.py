@@ -21,11 +21,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.artifacts import StagePaths
 from pipeline.config import Config, CsvOptions, DatasetConfig
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import StagePaths, atomic_dir, sha256_file, write_json
-from pipeline.schema import (CastError, TableSchema, arrow_schema_b64, cast_column, describe, infer_kind, nullable_dtype,
-                             release_schema_b64)
+from pipeline.io import atomic_dir, sha256_file, write_json
+from pipeline.schema import (
+    CastError,
+    TableSchema,
+    arrow_schema_b64,
+    cast_column,
+    describe,
+    infer_kind,
+    nullable_dtype,
+    release_schema_b64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -546,30 +555,3 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     log.info("ingest %s: %d training rows, %d holdout rows, kinds: %s", dataset, len(train), len(holdout),
              ", ".join(f"{c.name}={c.kind}" for c in schema.columns))
     return IngestResult(dataset, len(train), len(holdout), schema, source_hash)
-
-
-def prepared_meta(paths: StagePaths) -> dict:
-    """What ingest recorded (``schema.json``); its ``modality`` says which loader fits."""
-    from pipeline.io import read_json
-
-    if not paths.schema.exists():
-        raise InputDataError(paths.prepared, "no prepared data: run the ingest stage first")
-    return read_json(paths.schema)
-
-
-def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
-    """Read what ingest wrote for a table: (train, holdout, schema, schema.json contents)."""
-    meta = prepared_meta(paths)
-    if meta.get("modality") == "image":
-        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}), not a table")
-    return (pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data),
-            TableSchema.from_dict(meta), meta)
-
-
-def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Read what ingest wrote for images: (train, holdout, schema.json contents), frames in the
-    image layout (``pipeline.images``)."""
-    meta = prepared_meta(paths)
-    if meta.get("modality") != "image":
-        raise ConfigError(f"{paths.root.name}: a table dataset (ingested to {paths.prepared}), not images")
-    return pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data), meta

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,60 +24,6 @@ import pyarrow.parquet as pq
 LINEAGE_KEY = b"synthfactory.lineage"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-@dataclass(frozen=True)
-class StagePaths:
-    """Where each stage of one dataset reads and writes (all under the work dir)."""
-
-    root: Path
-
-    @classmethod
-    def of(cls, work_dir: str | Path, dataset: str) -> "StagePaths":
-        from pipeline.names import check_name
-
-        return cls(Path(work_dir) / check_name(dataset))
-
-    @property
-    def prepared(self) -> Path:
-        return self.root / "prepared"
-
-    @property
-    def train_data(self) -> Path:
-        return self.prepared / "train.parquet"
-
-    @property
-    def holdout_data(self) -> Path:
-        return self.prepared / "holdout.parquet"
-
-    @property
-    def schema(self) -> Path:
-        return self.prepared / "schema.json"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def train_log(self) -> Path:
-        return self.root / "train_log.csv"
-
-    @property
-    def synthetic(self) -> Path:
-        return self.root / "synthetic"
-
-    @property
-    def stage_seconds(self) -> Path:
-        """Wall seconds of each stage's last run (the release manifest carries them)."""
-        return self.root / "stage_seconds.json"
-
-    @property
-    def score(self) -> Path:
-        return self.root / "score"
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.metrics import METRICS
 from pipeline.metrics.fidelity import numeric_values
-from pipeline.schema import TableSchema
+from pipeline.schema import NUMERIC_KINDS, TableSchema
 
 MAX_PLOTTED_COLUMNS = 36  # beyond this, the worst-scoring columns are plotted
 TOP_CATEGORIES = 12
@@ -60,11 +60,6 @@ def threshold_text(th: dict[str, float | None] | None) -> str:
     if th.get("max") is not None:
         parts.append(f"≤ {th['max']}")
     return " and ".join(parts)
-
-
-def summary_rows(inp: ReportInput) -> list[tuple[str, str, str, str, str]]:
-    """(key, value, threshold, status, description) for every registered metric that was computed."""
-    return _summary(inp.metrics, inp.thresholds)
 
 
 def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str]]:
@@ -128,7 +123,7 @@ def plot_distributions(inp: ReportInput) -> str | None:
         score = inp.columns.get(c.name, {}).get("score")
         ax.set_title(f"{c.name} ({c.kind})" + (f"  score {score:.3f}" if isinstance(score, float) and score == score else ""),
                      fontsize=9)
-        if c.kind in ("continuous", "integer", "datetime"):
+        if c.kind in NUMERIC_KINDS:
             r, s = numeric_values(inp.real[c.name]), numeric_values(inp.synthetic[c.name])
             r, s = r[~np.isnan(r)], s[~np.isnan(s)]
             if not len(r):
@@ -368,8 +363,7 @@ def render_markdown(inp: ReportInput) -> str:
 
 
 def _grid_uri(pixels: np.ndarray, labels: np.ndarray, scale: int = 2) -> str | None:
-    from pipeline.generate import image_grid
-    from pipeline.images import encode_png
+    from pipeline.images import encode_png, image_grid
 
     if not len(pixels):
         return None

@@ -26,10 +26,16 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from pipeline.artifacts import (
+    StagePaths,
+    load_prepared,
+    metrics_path,
+    prepared_meta,
+    read_synthetic,
+)
 from pipeline.config import Config
 from pipeline.errors import InputDataError
-from pipeline.ingest import load_prepared, prepared_meta
-from pipeline.io import StagePaths, atomic_path, read_json, write_json
+from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import evaluate_gate
 from pipeline.metrics.coverage import score_coverage
 from pipeline.metrics.detection import score_detection
@@ -50,11 +56,6 @@ class ScoreResult:
 
 
 REPORT_ROWS = 200_000  # rows of each side the report's plots draw from
-
-
-def read_synthetic(path: Path) -> pd.DataFrame:
-    """Every synthetic row (a Parquet file or a folder of shards)."""
-    return pads.dataset(path, format="parquet").to_table().to_pandas()
 
 
 def read_sample(files: list[Path], total: int, rows: int, seed: int) -> pd.DataFrame:
@@ -117,7 +118,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     metrics: dict[str, object] = {
         "rows": total,
         # Which synthetic data these scores are for: publish releases only exactly that data.
-        "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
+        "synthetic_hash": read_json(paths.generated)["data_hash"],
         "quality.column_shapes": fid.column_shapes,
         "quality.column_pair_trends": fid.column_pair_trends,
         "quality.column_pair_trends_all": fid.column_pair_trends_all,
@@ -203,16 +204,16 @@ def _write(cfg: Config, dataset: str, paths: StagePaths, metrics: dict, files: d
     write the verdict (the metrics file publish reads) last, so a failure leaves no new verdict
     beside old evidence or the reverse."""
     paths.score.mkdir(parents=True, exist_ok=True)
-    metrics_path = Path(cfg.metrics_dir) / f"{dataset}.json"
+    verdict = metrics_path(cfg.metrics_dir, dataset)
     # No verdict while the evidence is being replaced: publish refuses to run without one.
-    metrics_path.unlink(missing_ok=True)
+    verdict.unlink(missing_ok=True)
     for name in ("report.html", "report.md"):
         (paths.score / name).unlink(missing_ok=True)
-    write_json(paths.score / "details.json", details)
+    write_json(paths.details, details)
     for name, content in files.items():
         with atomic_path(paths.score / name) as tmp:
             tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content, encoding="utf-8")
-    write_json(metrics_path, metrics)
+    write_json(verdict, metrics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +225,8 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
     its real-vs-real floor and noise ceiling (``pipeline.metrics.image``)."""
     import torch
 
+    from pipeline.artifacts import load_prepared_images
     from pipeline.images import pixel_hashes, pixels_of
-    from pipeline.ingest import load_prepared_images
     from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator
     from pipeline.models.image import images_to_tensor
     from pipeline.training.loop import pick_device
@@ -259,7 +260,7 @@ def _score_images(cfg: Config, dataset: str, paths: StagePaths) -> ScoreResult:
     s, floor = ev.synthetic, ev.floor
     metrics: dict[str, object] = {
         "rows": len(syn),
-        "synthetic_hash": read_json(paths.synthetic / "_generated.json")["data_hash"],
+        "synthetic_hash": read_json(paths.generated)["data_hash"],
         "image.fid": s.fid,
         "image.fid_real_floor": floor.fid,
         "image.fid_ratio": fid_ratio(s.fid, floor.fid),
@@ -336,10 +337,3 @@ def render_report(cfg: Config, dataset: str, metrics: dict, columns: dict, pairs
         privacy_distances=privacy.distances if privacy else {}, train_log=log_df, notes=notes,
     )
     return {"report.html": render_html(inp), "report.md": render_markdown(inp)}
-
-
-def load_metrics(cfg: Config, dataset: str) -> dict:
-    path = Path(cfg.metrics_dir) / f"{dataset}.json"
-    if not path.exists():
-        raise InputDataError(path, "no metrics: run the score stage first")
-    return read_json(path)

@@ -20,17 +20,22 @@ from pathlib import Path
 
 import torch
 
+from pipeline.artifacts import (
+    StagePaths,
+    load_prepared,
+    load_prepared_images,
+    prepared_meta,
+)
 from pipeline.config import Config
-from pipeline.errors import ConfigError, InputDataError
+from pipeline.errors import ConfigError
+from pipeline.io import atomic_dir, atomic_path, read_json, sha256_files, write_json
 from pipeline.models import MODELS
-from pipeline.ingest import load_prepared, load_prepared_images, prepared_meta
-from pipeline.io import StagePaths, atomic_dir, atomic_path, read_json, sha256_files, write_json
-from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
+from pipeline.models.saved import model_hash
 from pipeline.models.transformer import TableTransformer
-from pipeline.schema import TableSchema
 from pipeline.training import distributed
-from pipeline.training.loop import TrainState, checkpoint_info, fit, load_tensors, pick_device
+from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
+from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model, image_tensor, transform_table
 
 log = logging.getLogger(__name__)
@@ -55,12 +60,13 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
         w.writerows(history)
 
 
-def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
+def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> TrainResult:
     """Train the configured model on the prepared data of ``dataset``.
 
     ``resume``: True continues from the checkpoint (an error if it was made from other data or
     params); ``"if-compatible"`` continues from it when it matches and starts afresh otherwise
     (what a retried or re-run orchestrated task wants)."""
+    resume = Resume.of(resume)
     cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
     image = prepared_meta(paths).get("modality") == "image"
@@ -113,11 +119,12 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     def on_epoch(state: TrainState) -> None:
         _write_log(paths.train_log, state.history)
 
-    if resume == "if-compatible":
+    resume_now = resume is Resume.YES
+    if resume is Resume.IF_COMPATIBLE:
         # Same data and recipe, and not past the epochs asked for (that run would train nothing).
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
-        resume = found == fingerprint and done <= cfg.train.epochs
-    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=bool(resume),
+        resume_now = found == fingerprint and done <= cfg.train.epochs
+    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume_now,
                 fingerprint=fingerprint, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
     if rank is not None:
@@ -148,46 +155,3 @@ def run(cfg: Config, dataset: str, resume: bool | str = False) -> TrainResult:
     digest = model_hash(paths.model)
     log.info("trained %s on %s for %d epochs in %.1fs (%s)", cfg.model.name, dataset, state.epoch, seconds, device)
     return TrainResult(dataset, state.epoch, seconds, str(device), digest, info["final"])
-
-
-def model_hash(model_dir: Path) -> str:
-    """The hash that names a trained model (its weights and metadata) in lineage."""
-    return sha256_files([model_dir / "model.pt", model_dir / "model.json"])
-
-
-@dataclass
-class LoadedModel:
-    model: GenerativeModel
-    transformer: TableTransformer | None  # tables
-    schema: TableSchema | None            # tables
-    info: dict
-    model_hash: str
-    spec: ImageSpec | None = None         # images
-
-
-def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None) -> LoadedModel:
-    """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
-    if not (model_dir / "model.json").is_file() or not (model_dir / "model.pt").is_file():
-        raise InputDataError(model_dir, "no trained model: run the train stage first")
-    try:
-        info = read_json(model_dir / "model.json")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputDataError(model_dir / "model.json", f"not valid JSON ({exc}); re-run the train stage") from None
-    schema = transformer = spec = None
-    if "image_spec" in info:
-        spec = ImageSpec.from_dict(info["image_spec"])
-    else:
-        schema = TableSchema.from_dict(info["schema"])
-        transformer = TableTransformer.from_state(schema, info["transformer"])
-    model_cfg = cfg.model.model_validate(info["model_config"])
-    train_cfg = cfg.train.model_validate(info["train_config"])
-    model = build_model(model_cfg, train_cfg, spec or transformer, name=info["model"])
-    state = load_tensors(model_dir / "model.pt", "re-run the train stage")
-    try:
-        model.load_inference_state(state)
-    except (KeyError, RuntimeError) as exc:
-        raise InputDataError(model_dir / "model.pt", f"does not fit {model_dir / 'model.json'} "
-                                                     f"({str(exc).splitlines()[0]}); re-run the train stage") from None
-    model = model.to(device or torch.device("cpu")).eval()
-    return LoadedModel(model, transformer, schema, info,
-                       model_hash(model_dir), spec)

@@ -22,6 +22,15 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {}
 
 
+def check_thresholds(thresholds: dict) -> None:
+    """A ConfigError naming the first threshold on a metric that does not exist."""
+    from pipeline.errors import ConfigError
+
+    unknown = sorted(set(thresholds) - set(METRICS))
+    if unknown:
+        raise ConfigError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(METRICS))})")
+
+
 def register_metric(key: str, goal: str, lower: float, upper: float, description: str) -> None:
     METRICS[key] = MetricInfo(key, goal, lower, upper, description)  # type: ignore[arg-type]
 

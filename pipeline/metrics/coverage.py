@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics.fidelity import numeric_values
-from pipeline.schema import TableSchema
+from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
-_NUMERIC = ("continuous", "integer", "datetime")
-_DISCRETE = ("categorical", "boolean")
+_NUMERIC, _DISCRETE = NUMERIC_KINDS, DISCRETE_KINDS
 
 
 @dataclass

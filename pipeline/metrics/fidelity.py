@@ -56,11 +56,6 @@ def ks_complement(real: np.ndarray, syn: np.ndarray) -> float:
     return float(1.0 - d)
 
 
-def tv_complement(real: pd.Series, syn: pd.Series) -> float:
-    (code_r, code_s), k, na = joint_codes(real, syn)
-    return tv_from_codes(code_r, code_s, k, na)
-
-
 def tv_from_codes(code_r: np.ndarray, code_s: np.ndarray, k: int, na: int | None) -> float:
     return tv_from_counts(np.bincount(code_r, minlength=k), np.bincount(code_s, minlength=k), na)
 

@@ -28,8 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
-
 class Evaluator(nn.Module):
     """A small CNN: two conv blocks, a 128-unit feature layer, a label head."""
 

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 
 from pipeline.metrics.fidelity import joint_codes, numeric_values
-from pipeline.schema import TableSchema
+from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
-_DISTANCE_KINDS = ("continuous", "integer", "datetime", "categorical", "boolean")
+_DISTANCE_KINDS = NUMERIC_KINDS + DISCRETE_KINDS
 
 
 def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -53,8 +53,8 @@ class DistanceEncoding:
 
 def encode_for_distance(frames: list[pd.DataFrame], schema: TableSchema) -> list[DistanceEncoding]:
     cols = [c for c in schema.modeled if c.kind in _DISTANCE_KINDS]
-    num = [c.name for c in cols if c.kind in ("continuous", "integer", "datetime")]
-    cat = [c.name for c in cols if c.kind in ("categorical", "boolean")]
+    num = [c.name for c in cols if c.kind in NUMERIC_KINDS]
+    cat = [c.name for c in cols if c.kind in DISCRETE_KINDS]
     codes = {name: joint_codes(*(f[name] for f in frames))[0] for name in cat}
     out = []
     for i, f in enumerate(frames):

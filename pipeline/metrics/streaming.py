@@ -28,10 +28,19 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics.coverage import CoverageResult, _mean, range_from_bounds
-from pipeline.metrics.fidelity import (_SHAPE, FidelityResult, _bins, _pearson, contingency_pair, correlation_pair,
-                                       numeric_values, summarize, tv_from_counts)
+from pipeline.metrics.fidelity import (
+    _SHAPE,
+    FidelityResult,
+    _bins,
+    _pearson,
+    contingency_pair,
+    correlation_pair,
+    numeric_values,
+    summarize,
+    tv_from_counts,
+)
 from pipeline.metrics.privacy import row_hashes
-from pipeline.schema import TableSchema
+from pipeline.schema import DISCRETE_KINDS, TableSchema
 
 
 class _Column:
@@ -191,7 +200,7 @@ class StreamingScorer:
         for name, col in self.cols.items():
             entry = {"missing_value_similarity": float(1.0 - abs(col.real_nulls / col.real_n - col.syn_nulls / col.syn_n))
                      if col.real_n and col.syn_n else float("nan")}
-            if col.kind in ("categorical", "boolean"):
+            if col.kind in DISCRETE_KINDS:
                 real = pd.unique(col.real.dropna())
                 entry["category_coverage"] = (float(pd.Index(real).isin(list(col.syn_values)).sum() / len(real))
                                               if len(real) else float("nan"))

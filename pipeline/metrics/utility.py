@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 from pipeline.metrics.fidelity import numeric_values
-from pipeline.schema import TableSchema
+from pipeline.schema import DISCRETE_KINDS, TableSchema
 
 _MAX_NATIVE_CATEGORIES = 250  # HistGradientBoosting's limit is 255 bins
 MAX_CLASS_CODES = 10  # an integer target with this many distinct values or fewer is a class label
@@ -40,7 +43,7 @@ def features(frames: list[pd.DataFrame], schema: TableSchema, exclude: tuple[str
     out: list[dict[str, object]] = [{} for _ in frames]
     is_cat = []
     for c in cols:
-        if c.kind in ("categorical", "boolean"):
+        if c.kind in DISCRETE_KINDS:
             cats = pd.Index(pd.concat([f[c.name] for f in frames], ignore_index=True).dropna().unique())
             for o, f in zip(out, frames):
                 codes = pd.Categorical(f[c.name], categories=cats).codes.astype(float)
@@ -76,7 +79,7 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
     kind = schema[target].kind
     frames = [f[f[target].notna()] for f in (train, holdout, syn)]
     (X_tr, X_ho, X_syn), is_cat = features(frames, schema, exclude=(target,))
-    if kind in ("categorical", "boolean"):
+    if kind in DISCRETE_KINDS:
         y_tr, y_ho, y_syn = (f[target].astype(str).to_numpy() for f in frames)
         classes = sorted(np.unique(y_tr))
         task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"

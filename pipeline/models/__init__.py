@@ -21,4 +21,17 @@ def register_model(name: str) -> Callable[[type], type]:
     return deco
 
 
+def check_model(name: str, modality: str, dataset: str) -> None:
+    """A ConfigError unless ``name`` is a registered model for ``modality`` (the dataset's)."""
+    from pipeline.errors import ConfigError
+
+    if name not in MODELS:
+        raise ConfigError(f"model.name '{name}' is not one of {sorted(MODELS)}")
+    if MODELS[name].modality != modality:
+        hint = ", ".join(sorted(n for n, m in MODELS.items() if m.modality == modality))
+        raise ConfigError(f"datasets.{dataset}: model '{name}' is for {MODELS[name].modality}s but {dataset} is "
+                          f"{'an image' if modality == 'image' else 'a table'} dataset "
+                          f"(set datasets.{dataset}.overrides: {{model.name: ...}}, {hint})")
+
+
 from pipeline.models import ctgan, gan, image, tvae  # noqa: E402,F401  (register themselves)

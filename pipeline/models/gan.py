@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from pipeline.models import register_model
-from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel, activate
+from pipeline.models.base import (
+    AveragedGenerator,
+    OutputLayout,
+    Phase,
+    TabularModel,
+    activate,
+)
 
 if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
     from pipeline.config import ModelConfig, TrainConfig

@@ -22,12 +22,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema, datetime_ns, nullable_dtype
+from pipeline.schema import (
+    DISCRETE_KINDS,
+    NUMERIC_KINDS,
+    TableSchema,
+    datetime_ns,
+    nullable_dtype,
+)
 
 _SCALE = 5.0  # z-scores are divided by this before tanh; ndtri(1e-6) = -4.75
 _P_EPS = 1e-6
-_OTHER = "__other__"
-_MISSING = "__missing__"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from pipeline.training.resume import Resume
+
 
 @dataclass(frozen=True)
 class Rank:
@@ -95,7 +97,7 @@ def replicas_agree(module: torch.nn.Module) -> bool:
 
 
 def launch_train(config_tree: dict, dataset: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str | None,
-                 resume: bool | str, work_dir: str) -> None:
+                 resume: Resume, work_dir: str) -> None:
     """Run ``python -m pipeline train`` under torchrun with this exact (resolved) config."""
     import yaml
 
@@ -109,8 +111,8 @@ def launch_train(config_tree: dict, dataset: str, nproc_per_node: int, nnodes: i
     else:
         cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"]
     cmd += ["-m", "pipeline", "train", "--dataset", dataset, "--params", params]
-    if resume:
-        cmd += ["--resume", "if-compatible" if resume == "if-compatible" else "yes"]
+    if resume is not Resume.NO:
+        cmd += ["--resume", resume.value]
     try:
         subprocess.run(cmd, check=True)
     finally:

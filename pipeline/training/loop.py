@@ -6,21 +6,19 @@ Checkpoints are plain dicts of state dicts and tensors (``torch.load(..., weight
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.io import atomic_path, progress
-from pipeline.training import distributed
 from pipeline.models.base import GenerativeModel
+from pipeline.training import distributed
 
 if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
     from pipeline.config import TrainConfig

@@ -12,7 +12,7 @@ from pipeline import publish
 from pipeline.io import dataset_run_lock
 from tests.conftest import tiny_frame
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import generate, ingest, score, train
+from pipeline.artifacts import StagePaths
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import StagePaths, read_json
+from pipeline.io import read_json
 from pipeline.metrics.utility import score_utility
 from pipeline.schema import TableSchema, describe
 from tests.conftest import REPO, tiny_config

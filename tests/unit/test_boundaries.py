@@ -14,9 +14,10 @@ import pytest
 
 from pipeline import generate, ingest, publish, score, train
 from pipeline.__main__ import main
+from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
 from pipeline.errors import BadNameError, InputDataError
-from pipeline.io import StagePaths, atomic_dir, remove_leftovers
+from pipeline.io import atomic_dir, remove_leftovers
 from pipeline.names import check_name, name_from_file
 from tests.conftest import REPO, tiny_config, tiny_frame
 
@@ -144,6 +145,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     assert all(p.exists() for p in live + keep) and not any(p.exists() for p in stale)
 
 
+@pytest.mark.slow  # a subprocess, killed
 def test_killed_generate_leaves_a_temporary_that_the_next_run_removes(trained, tmp_path):
     cfg = trained
     paths = StagePaths.of(cfg.work_dir, "tiny")

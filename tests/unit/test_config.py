@@ -2,6 +2,7 @@ import pytest
 
 from pipeline.config import load_config, parse_overrides
 from pipeline.errors import ConfigError
+from pipeline.stages import check_config
 from tests.conftest import REPO
 
 
@@ -27,7 +28,6 @@ def test_override_any_key_parsed_as_yaml():
     ("train.epochs=true", "train.epochs"),  # strict: no bool -> int coercion
     ("train.gp_weight=yes", "train.gp_weight"),
     ("datasets.adult.csv.sep=|", "datasets.adult.csv.sep"),  # YAML reads a bare | as '': quote it
-    ("score.thresholds={quality.overal: {min: 0.5}}", "unknown metric 'quality.overal'"),
 ])
 def test_bad_keys_and_types_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -62,8 +62,26 @@ def test_malformed_override_and_missing_file(tmp_path):
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="multiple of model.gan.pac"):
         load_config(REPO / "params.yaml", {"train.batch_size": 53})
-    with pytest.raises(ConfigError, match="model.name 'nope'"):
-        load_config(REPO / "params.yaml", {"model.name": "nope"})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.name": "nope"}, "model.name 'nope' is not one of"),
+    ({"score.thresholds": {"quality.overal": {"min": 0.5}}}, "unknown metric 'quality.overal'"),
+])
+def test_names_are_checked_against_the_registries_before_any_stage(override, message):
+    cfg = load_config(REPO / "params.yaml", override)  # config knows no registry (and no torch)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg, ["adult"])
+
+
+def test_config_imports_neither_torch_nor_the_registries():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.config; print(sorted(m for m in ('torch', 'pipeline.models', 'pipeline.metrics') " \
+           "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_unknown_dataset_is_named():
@@ -90,21 +108,22 @@ def test_dataset_overrides_resolve_and_the_command_line_wins():
 ])
 def test_bad_dataset_overrides_are_named(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides}).for_dataset("mnist")
+        check_config(load_config(REPO / "params.yaml", {"datasets.mnist.overrides": overrides}), ["mnist"])
     assert message in str(err.value)
 
 
 def test_a_set_model_applies_to_the_dataset_that_runs_and_params_errors_fail_at_load(tmp_path):
     cfg = load_config(REPO / "params.yaml", {"model.name": "conv_vae"})  # fine: only checked when a dataset runs
     assert cfg.for_dataset("mnist").model.name == "conv_vae"  # the command line beats the dataset's dcgan
+    check_config(cfg, ["mnist"])
     with pytest.raises(ConfigError, match="model 'conv_vae' is for images but adult is a table dataset"):
-        cfg.for_dataset("adult")
+        check_config(cfg, ["adult"])
     text = (REPO / "params.yaml").read_text().replace("      model.name: dcgan\n", "")
     text = text.replace("      train.batch_size: 32", "      train.batch_size: 50")  # (a multiple of ctgan's pac)
     assert text != (REPO / "params.yaml").read_text()
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ConfigError, match="model 'ctgan' is for tables but mnist is an image dataset"):
-        load_config(tmp_path / "params.yaml")
+        check_config(load_config(tmp_path / "params.yaml"))  # every dataset of the file
 
 
 def test_more_than_one_node_needs_a_rendezvous_endpoint():

@@ -1,10 +1,14 @@
 """Data-parallel training on CPU with gloo: the train stage launches itself under torchrun."""
 
 import pandas as pd
+import pytest
 
 from pipeline import ingest, train
-from pipeline.io import StagePaths, read_json
+from pipeline.artifacts import StagePaths
+from pipeline.io import read_json
 from tests.conftest import tiny_config, tiny_frame
+
+pytestmark = pytest.mark.slow  # torchrun ranks
 
 
 def _run(tmp_path, source, nproc, **overrides):

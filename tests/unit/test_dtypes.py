@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import generate, ingest, train
-from pipeline.io import StagePaths
+from pipeline.artifacts import StagePaths
 from tests.conftest import tiny_config
 
 

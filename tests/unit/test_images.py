@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from pipeline import ingest
+from pipeline.artifacts import StagePaths
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.images import encode_png, frame_of, pixels_of, read_idx
-from pipeline.io import StagePaths
 from tests.conftest import REPO, tiny_config
 
 

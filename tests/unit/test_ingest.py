@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from pipeline import ingest
+from pipeline.artifacts import StagePaths
 from pipeline.errors import InputDataError
-from pipeline.io import StagePaths
 from pipeline.schema import infer_kind
 from tests.conftest import tiny_config, tiny_frame
 

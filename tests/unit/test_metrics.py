@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import Threshold
 from pipeline.metrics import evaluate_gate
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.privacy import exact_match_rate
 from pipeline.metrics.utility import score_utility
-from pipeline.config import Threshold
 from pipeline.schema import TableSchema, describe, infer_kind
 from tests.conftest import ADULT, tiny_frame
 

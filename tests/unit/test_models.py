@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from pipeline import generate, ingest, train
+from pipeline.artifacts import StagePaths
 from pipeline.errors import ConditionError
-from pipeline.io import StagePaths
 from pipeline.models.base import OutputLayout
 from pipeline.models.ctgan import ConditionalGAN
+from pipeline.models.saved import load_model
 from pipeline.models.transformer import TableTransformer
-from pipeline.train import load_model
 from tests.conftest import tiny_config
 
 

@@ -3,11 +3,15 @@
 import hashlib
 
 import numpy as np
+import pytest
 
 from pipeline import generate, ingest, train
+from pipeline.artifacts import StagePaths
 from pipeline.images import frame_of
-from pipeline.io import StagePaths, read_json
+from pipeline.io import read_json
 from tests.unit.test_image_models import image_config, quadrant_images
+
+pytestmark = pytest.mark.slow  # worker processes and Dask
 
 
 def _digests(cfg, dataset="tiny") -> dict[str, str]:

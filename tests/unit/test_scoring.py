@@ -12,14 +12,19 @@ import pandas as pd
 import pytest
 
 from pipeline import generate, ingest, score, train
+from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
-from pipeline.io import StagePaths
 from pipeline.metrics import METRICS
 from pipeline.metrics.coverage import score_coverage
 from pipeline.metrics.detection import score_detection
-from pipeline.metrics.privacy import encode_for_distance, nearest_distances, row_hashes, score_dcr
+from pipeline.metrics.privacy import (
+    encode_for_distance,
+    nearest_distances,
+    row_hashes,
+    score_dcr,
+)
+from pipeline.models.saved import load_model
 from pipeline.schema import TableSchema, describe, infer_kind
-from pipeline.train import load_model
 from tests.conftest import ADULT
 
 SDTYPE = {"continuous": "numerical", "integer": "numerical", "datetime": "datetime",
@@ -47,7 +52,11 @@ def _with_gaps(df: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def test_coverage_matches_sdmetrics_per_column():
-    from sdmetrics.single_column import CategoryCoverage, MissingValueSimilarity, RangeCoverage
+    from sdmetrics.single_column import (
+        CategoryCoverage,
+        MissingValueSimilarity,
+        RangeCoverage,
+    )
 
     real = _adult(3000, 0)
     syn = _with_gaps(_adult(2000, 1), 2)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline import generate, ingest, train
+from pipeline.artifacts import StagePaths
 from pipeline.errors import CheckpointError
-from pipeline.io import StagePaths
 
 
 @pytest.fixture

@@ -1,0 +1,154 @@
+"""The stage I/O contract: where every stage output lives and how it is read back.
+
+A stage reads what an earlier stage wrote only through this module (never by importing that
+stage), so the five stages stand side by side:
+
+    <work>/<dataset>/prepared/train.parquet, holdout.parquet, schema.json   ingest
+    <work>/<dataset>/model/model.pt, model.json; checkpoints/; train_log.csv train
+    <work>/<dataset>/synthetic/part-00000.parquet ..., _generated.json       generate
+    <work>/<dataset>/score/details.json, report.html, report.md              score
+    <metrics>/<dataset>.json                                                 score (the verdict)
+    <release_root>/<dataset>/<version>/...                                   publish (pipeline.catalog)
+
+Every write is atomic (``pipeline.io``); each stage records the settings it ran with beside its
+outputs (a ``params`` entry), which is what a release's manifest reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as pads
+
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.io import read_json
+from pipeline.names import check_name
+from pipeline.schema import TableSchema
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where each stage of one dataset reads and writes (all under the work dir)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, work_dir: str | Path, dataset: str) -> "StagePaths":
+        return cls(Path(work_dir) / check_name(dataset))
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def train_data(self) -> Path:
+        return self.prepared / "train.parquet"
+
+    @property
+    def holdout_data(self) -> Path:
+        return self.prepared / "holdout.parquet"
+
+    @property
+    def schema(self) -> Path:
+        return self.prepared / "schema.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic"
+
+    @property
+    def generated(self) -> Path:
+        """What generate recorded: rows, seeds, settings, the model's hash and the data's."""
+        return self.synthetic / "_generated.json"
+
+    def shards(self) -> list[Path]:
+        return sorted(self.synthetic.glob("part-*.parquet"))
+
+    @property
+    def stage_seconds(self) -> Path:
+        """Wall seconds of each stage's last run (the release manifest carries them)."""
+        return self.root / "stage_seconds.json"
+
+    @property
+    def score(self) -> Path:
+        return self.root / "score"
+
+    @property
+    def details(self) -> Path:
+        return self.score / "details.json"
+
+
+def shard_name(index: int) -> str:
+    """The file name of shard ``index`` (of the synthetic data, and of a release)."""
+    return f"part-{index:05d}.parquet"
+
+
+def metrics_path(metrics_dir: str | Path, dataset: str) -> Path:
+    """``<metrics>/<dataset>.json``: the score stage's verdict (DVC metrics), which publish reads."""
+    return Path(metrics_dir) / f"{check_name(dataset)}.json"
+
+
+def read_record(path: Path, stage: str) -> dict:
+    """A JSON object a stage wrote; a one-line error naming the stage to run if it is missing or
+    unreadable."""
+    if not path.is_file():
+        raise InputDataError(path, f"not found: run the {stage} stage first")
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputDataError(path, f"not valid JSON ({exc}); re-run the {stage} stage") from None
+    if not isinstance(data, dict):
+        raise InputDataError(path, f"not a JSON object; re-run the {stage} stage")
+    return data
+
+
+def prepared_meta(paths: StagePaths) -> dict:
+    """What ingest recorded (``schema.json``); its ``modality`` says which loader fits."""
+    if not paths.schema.exists():
+        raise InputDataError(paths.prepared, "no prepared data: run the ingest stage first")
+    return read_json(paths.schema)
+
+
+def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
+    """Read what ingest wrote for a table: (train, holdout, schema, schema.json contents)."""
+    meta = prepared_meta(paths)
+    if meta.get("modality") == "image":
+        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}), not a table")
+    return (pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data),
+            TableSchema.from_dict(meta), meta)
+
+
+def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Read what ingest wrote for images: (train, holdout, schema.json contents), frames in the
+    image layout (``pipeline.images``)."""
+    meta = prepared_meta(paths)
+    if meta.get("modality") != "image":
+        raise ConfigError(f"{paths.root.name}: a table dataset (ingested to {paths.prepared}), not images")
+    return pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data), meta
+
+
+def read_synthetic(path: Path) -> pd.DataFrame:
+    """Every synthetic row (a Parquet file or a folder of shards)."""
+    return pads.dataset(path, format="parquet").to_table().to_pandas()
+
+
+def load_metrics(metrics_dir: str | Path, dataset: str) -> dict:
+    """The score stage's metrics and verdict for ``dataset``."""
+    path = metrics_path(metrics_dir, dataset)
+    if not path.exists():
+        raise InputDataError(path, "no metrics: run the score stage first")
+    return read_json(path)

@@ -1,0 +1,81 @@
+"""The five stages, in order: the one table that the CLI (``pipeline/__main__.py``), the Prefect
+flows (``flows/``) and ``dvc.yaml`` run. Nothing else imports a stage module.
+
+Each stage is a function ``run(cfg, dataset, **kwargs)`` that reads its inputs from the work folder
+and writes its outputs there (``pipeline.io.StagePaths`` names them). ``run_stage`` adds what every
+stage gets alike: the leftovers of dead runs removed first, and its wall time kept for the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.artifacts import StagePaths
+from pipeline.config import Config
+from pipeline.io import read_json, remove_leftovers, write_json
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    module: str  # imported on first use, so ``--help`` and the flow's definition stay fast
+
+    @property
+    def run(self) -> Callable[..., Any]:
+        import importlib
+
+        return importlib.import_module(self.module).run
+
+
+STAGES = (
+    Stage("ingest", "read the source CSV/Parquet, infer the schema, write prepared Parquet + schema.json",
+          "pipeline.ingest"),
+    Stage("train", "fit the transformer and the model; write model.pt + model.json and the loss log", "pipeline.train"),
+    Stage("generate", "sample synthetic rows to Parquet shards", "pipeline.generate"),
+    Stage("score", "score fidelity, utility and privacy; write metrics/<dataset>.json with the gate verdict",
+          "pipeline.score"),
+    Stage("publish", "release the synthetic data as a new immutable version if it passed the gate",
+          "pipeline.publish"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    return _BY_NAME[name]
+
+
+def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
+    """The checks that need the registries (a model name, metric names in thresholds, a model for
+    the dataset's modality), for ``datasets`` (default: all) as each would run: before any stage,
+    so a typo fails in a second, not after training."""
+    from pipeline.metrics import check_thresholds
+    from pipeline.models import check_model
+
+    for name in datasets if datasets is not None else list(cfg.datasets):
+        resolved = cfg.for_dataset(name)
+        check_model(resolved.model.name, resolved.dataset(name).modality, name)
+        check_thresholds(resolved.score.thresholds)
+
+
+def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    """Run one stage of one dataset; its wall time goes to ``<work>/<dataset>/stage_seconds.json``
+    (the release manifest carries them)."""
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
+        log.info("removed %s, left by a run that died", gone)
+    t0 = time.perf_counter()
+    result = stage(name).run(cfg, dataset, **kwargs)
+    seconds = read_json(paths.stage_seconds) if paths.stage_seconds.exists() and name != "ingest" else {}
+    seconds[name] = round(time.perf_counter() - t0, 3)
+    # publish reads them (its own time is its run's business); of torchrun's ranks, rank 0 writes.
+    if name != "publish" and os.environ.get("RANK", "0") == "0":
+        write_json(paths.stage_seconds, seconds)
+    return result
