@@ -47,7 +47,8 @@ def main() -> None:
             results.append(r)
     print(f"{'rows':>12} {'shards':>7} {'seconds':>9} {'rows/s':>10} {'peak RSS MB':>12}")
     for r in results:
-        print(f"{r['rows']:>12,} {r['shards']:>7} {r['seconds']:>9.1f} {r['rows_per_s']:>10,.0f} {r['peak_rss_mb']:>12,.0f}")
+        print(f"{r['rows']:>12,} {r['shards']:>7} {r['seconds']:>9.1f} {r['rows_per_s']:>10,.0f} "
+              f"{r['peak_rss_mb']:>12,.0f}")
     print(json.dumps({"shard_rows": args.shard, "results": results}))
 
 

@@ -170,7 +170,8 @@ def main() -> int:
     for i, start in enumerate(range(0, args.rows, args.shard)):
         n = min(args.shard, args.rows - start)
         frame = sample_frame(loaded, n, shard_seed(0, i), start=start)
-        pq.write_table(pa.Table.from_pandas(frame, schema=arrow, preserve_index=False), out_dir / f"part-{i:05d}.parquet")
+        pq.write_table(pa.Table.from_pandas(frame, schema=arrow, preserve_index=False),
+                       out_dir / f"part-{i:05d}.parquet")
     sample_s = time.perf_counter() - t0
     back = pd.read_parquet(out_dir)
     res.update({"sampled_rows": len(back), "sample_s": sample_s, "sample_rows_per_s": len(back) / sample_s,
@@ -183,7 +184,8 @@ def main() -> int:
     if "ddp_ranks" in res:
         print(f"{str(res['ddp_ranks']) + ' ranks s/epoch':<28} {res['ddp_epoch_s']:>14.3f}   "
               f"({res['ddp_speedup_vs_one']:.2f}x one {device.type})")
-    print(f"speedup vs cpu: {res['speedup_vs_cpu']:.1f}x; {len(back):,} rows in {out_dir}; dtypes match: {res['dtypes_match']}")
+    print(f"speedup vs cpu: {res['speedup_vs_cpu']:.1f}x; {len(back):,} rows in {out_dir}; "
+          f"dtypes match: {res['dtypes_match']}")
     print(json.dumps(res))
     refused = device_refusal("gpu_check", device, used, args.allow_cpu)
     if refused:

@@ -92,9 +92,11 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, str]:
 
 def configs(epochs: int, amp: bool) -> tuple[SimpleNamespace, SimpleNamespace]:
     """params.yaml's model section and the mnist overrides of its train section, as attribute objects."""
-    model_cfg = SimpleNamespace(name="dcgan", dcgan=SimpleNamespace(noise_dim=64, width=32, label_loss=1.0, ema_decay=0.997))
-    train_cfg = SimpleNamespace(epochs=epochs, batch_size=32, lr_generator=2e-4, lr_discriminator=8e-4, weight_decay=1e-6,
-                                gp_weight=10.0, checkpoint_every=10**9, amp=amp, lr_decay_epochs=0, compile=False)
+    model_cfg = SimpleNamespace(name="dcgan",
+                                dcgan=SimpleNamespace(noise_dim=64, width=32, label_loss=1.0, ema_decay=0.997))
+    train_cfg = SimpleNamespace(epochs=epochs, batch_size=32, lr_generator=2e-4, lr_discriminator=8e-4,
+                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp, lr_decay_epochs=0,
+                                compile=False)
     return model_cfg, train_cfg
 
 

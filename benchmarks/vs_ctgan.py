@@ -47,7 +47,7 @@ class PeakRSS:
             try:
                 rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
                 self.peak = max(self.peak, rss)
-            except Exception:  # a child may exit between listing and reading it
+            except Exception:  # noqa: BLE001 - a child may exit between listing and reading it
                 pass
             self._stop.wait(0.05)
 
@@ -247,7 +247,7 @@ def main() -> None:
     for name, ref, ours in rows:
         better_high = name.endswith(("rows/s", "SDMetrics quality", "AUC"))
         r = ratio(ours, ref) if better_high else ratio(ref, ours)
-        fmt = lambda v: "n/a" if v is None else (f"{v:,.3f}" if v < 10 else f"{v:,.1f}")
+        fmt = lambda v: "n/a" if v is None else (f"{v:,.3f}" if v < 10 else f"{v:,.1f}")  # noqa: E731
         print(f"{name:<34} {fmt(ref):>12} {fmt(ours):>12} {fmt(r):>8}")
     print("ratio: theirs/ours for times and memory, ours/theirs for rates and scores (> 1: we are better)")
     print(json.dumps(summary))

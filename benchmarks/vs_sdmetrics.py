@@ -138,7 +138,8 @@ def main() -> None:
         print(f"scored {rows:,} rows", flush=True)
 
     fmt = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
-    print(f"{'rows':>10} {'sdmetrics s':>12} {'ours s':>9} {'speedup':>8} {'overall (ref / ours)':>22} {'max |diff|':>11}")
+    print(f"{'rows':>10} {'sdmetrics s':>12} {'ours s':>9} {'speedup':>8} {'overall (ref / ours)':>22} "
+          f"{'max |diff|':>11}")
     for e in results:
         diff = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.1e}"
         print(f"{e['rows']:>10,} {fmt(e['ref_s']):>12} {fmt(e['ours_s']):>9} {fmt(e['speedup'], 1):>8} "
@@ -146,7 +147,8 @@ def main() -> None:
     for e in results:
         if "ref_sampled_s" in e:
             print(f"{e['rows']:,} rows, sdmetrics with its default 50,000-row contingency sample: "
-                  f"{e['ref_sampled_s']:.2f} s (overall {e['ref_sampled_overall']:.6f}), ours {e['speedup_vs_sampled']:.1f}x faster")
+                  f"{e['ref_sampled_s']:.2f} s (overall {e['ref_sampled_overall']:.6f}), "
+                  f"ours {e['speedup_vs_sampled']:.1f}x faster")
         if "all_metrics_s" in e:
             print(f"every score-stage metric on {e['rows']:,} rows: " +
                   ", ".join(f"{k} {v:.1f} s" for k, v in e["all_metrics_s"].items()))

@@ -99,7 +99,8 @@ def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info:
     if stage == "train":
         kwargs["resume"] = Resume.IF_COMPATIBLE  # a retry (or a re-run) continues from its checkpoint
     if stage == "publish":
-        kwargs.update(run_info=run_info, keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
+        kwargs.update(run_info=run_info,
+                      keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
     result = run_stage(stage, cfg, dataset, **kwargs)
     return {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v))
             for k, v in vars(result).items() if k in ("rows", "epochs", "seconds", "version", "path", "passed")}
@@ -275,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name, res in results.items():
-        print(f"{name}: {res['publish']['rows']} rows released as {res['publish']['version']} -> {res['publish']['path']}")
+        print(f"{name}: {res['publish']['rows']} rows released as {res['publish']['version']} "
+              f"-> {res['publish']['path']}")
     return 0
 
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="column for the utility score (optional)")
     p.add_argument("--holdout", help="real rows kept out of training (default: a random share of --source)")
     p.add_argument("--modality", choices=["table", "image"], default="table",
-                   help="image: --source is an idx file, a folder of <label>/ image folders, or a Parquet of image bytes")
+                   help="image: --source is an idx file, a folder of <label>/ image folders, "
+                        "or a Parquet of image bytes")
     _common(p)
 
     p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
@@ -127,7 +128,8 @@ def _releases(args: argparse.Namespace) -> int:
 
     def summary(m: dict) -> str:
         metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
-        rows, quality = number(m.get("rows"), ">10,", "?".rjust(10)), number(metrics.get("quality.overall"), ".3f", "nan")
+        rows, quality = (number(m.get("rows"), ">10,", "?".rjust(10)),
+                         number(metrics.get("quality.overall"), ".3f", "nan"))
         return f"{rows} rows  quality {quality}"
 
     if args.action == "list":
@@ -201,7 +203,8 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
             raise ConfigError(f"{origin} is a dataset in {args.params} (its work folder and releases); "
                               f"choose another --name, or run --dataset {dataset}")
         # An ad-hoc dataset: it replaces any configured ones for this run only.
-        entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout, "modality": args.modality}
+        entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout,
+                 "modality": args.modality}
         if args.modality == "image":
             entry["overrides"] = {"model.name": "dcgan"}
         prefix = f"datasets.{dataset}."

@@ -102,7 +102,8 @@ class Catalog:
         return [n for n in names if name_problem(n) is None]
 
     def _no_releases(self, dataset: str) -> ReleaseError:
-        return ReleaseError(f"{self.url}: no releases of '{dataset}' (datasets: {', '.join(self.datasets()) or 'none'})")
+        return ReleaseError(f"{self.url}: no releases of '{dataset}' "
+                            f"(datasets: {', '.join(self.datasets()) or 'none'})")
 
     def datasets(self) -> list[str]:
         """Datasets with at least one release (a ``latest.json``); none if the root does not exist."""
@@ -140,7 +141,8 @@ class Catalog:
         version = self._read_json(path).get("version")
         problem = "is missing" if version is None else name_problem(version)
         if problem is not None:
-            raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' {'' if version is None else repr(version) + ' '}"
+            raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' "
+                               f"{'' if version is None else repr(version) + ' '}"
                                f"{problem}")
         return version
 

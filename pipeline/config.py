@@ -77,7 +77,8 @@ class GanConfig(_Section):
     pac: int = Field(5, ge=1, description="rows the critic judges together (PacGAN)")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     log_frequency: bool = Field(True, description="ctgan: condition on categories by log frequency in training")
-    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="rows come from an average of the generator's weights (0: off)")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
+                             description="rows come from an average of the generator's weights (0: off)")
 
 
 class TvaeConfig(_Section):
@@ -96,8 +97,10 @@ class DcganConfig(_Section):
 
     noise_dim: int = Field(64, ge=1)
     width: int = Field(32, ge=4, description="channels of the outer conv layers (the inner ones have twice as many)")
-    label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps images on their label")
-    ema_decay: float = Field(0.997, ge=0.0, lt=1.0, description="images come from an average of the generator's weights (0: off)")
+    label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps "
+                                                     "images on their label")
+    ema_decay: float = Field(0.997, ge=0.0, lt=1.0,
+                             description="images come from an average of the generator's weights (0: off)")
 
 
 class ConvVaeConfig(_Section):
@@ -181,9 +184,11 @@ class ScoreConfig(_Section):
                                 "memory) and the sampled metrics read a seeded sample of the shards")
     image_rows: int = Field(10_000, ge=10, description="images: generated and held-out images compared by FID, KID, "
                                                        "precision and recall (equal seeded samples)")
-    classifier_epochs: int = Field(3, ge=1, description="images: epochs of the evaluator CNN trained on the real training images")
-    memorization_quantile: float = Field(0.01, gt=0, lt=1, description="images: memorised = nearer a training image than "
-                                                                        "all but this share of unseen real images are")
+    classifier_epochs: int = Field(3, ge=1, description="images: epochs of the evaluator CNN trained on the real "
+                                                        "training images")
+    memorization_quantile: float = Field(0.01, gt=0, lt=1,
+                                         description="images: memorised = nearer a training image than all but this "
+                                                     "share of unseen real images are")
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 
@@ -199,11 +204,13 @@ class NightlyConfig(_Section):
     cron: str = Field("0 2 * * *", description="when the nightly deployment runs (cron, in `timezone`)")
     timezone: str = "UTC"
     datasets: list[str] = Field(default_factory=list, description="datasets to run; empty = every dataset")
-    keep_releases: int | None = Field(14, ge=1, description="releases kept per dataset (the newest; latest never pruned); null = all")
+    keep_releases: int | None = Field(14, ge=1, description="releases kept per dataset (the newest; latest never "
+                                                            "pruned); null = all")
     new_seed: bool = Field(True, description="each nightly run draws its own seed (recorded in the manifest)")
     task_runner: Literal["sequential", "threads", "dask"] = "sequential"
     max_workers: int = Field(2, ge=1, description="threads, or dask LocalCluster workers")
-    dask_address: str | None = Field(None, description="an existing Dask scheduler (tcp://host:8786); null = a LocalCluster")
+    dask_address: str | None = Field(None,
+                                     description="an existing Dask scheduler (tcp://host:8786); null = a LocalCluster")
     retries: int = Field(2, ge=0, description="retries per stage for transient failures (I/O), with back-off")
     retry_delay_seconds: float = Field(10.0, ge=0)
     lock_wait_seconds: float = Field(0.0, ge=0, description="how long a run waits for another run of the same dataset")

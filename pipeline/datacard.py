@@ -42,7 +42,8 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         f"# Data card: {_cell(manifest.get('dataset'))} {_cell(manifest.get('version'))}",
         "",
         f"Synthetic rows made by a generative model trained on real data. Released "
-        f"{_cell(manifest.get('created_at'))}; {_value(manifest.get('rows'))} rows in {len(manifest.get('files', []))} Parquet file(s).",
+        f"{_cell(manifest.get('created_at'))}; {_value(manifest.get('rows'))} rows in "
+        f"{len(manifest.get('files', []))} Parquet file(s).",
         "",
         "## Source",
         f"- file: `{_cell(manifest.get('source'))}`, sha256 `{_cell(manifest.get('source_hash'))}`",
@@ -51,13 +52,16 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         "",
         "## How it was made",
         f"- model: `{_cell(manifest.get('model'))}` (model sha256 `{_cell(manifest.get('model_hash'))}`), "
-        f"{_value(training.get('epochs'))} epochs in {_value(training.get('seconds'))} s on {_cell(training.get('device'))}",
-        f"- seed {manifest.get('seed')}; params sha `{_cell(manifest.get('params_hash'))}` (all params in `_manifest.json`); "
+        f"{_value(training.get('epochs'))} epochs in {_value(training.get('seconds'))} s on "
+        f"{_cell(training.get('device'))}",
+        f"- seed {manifest.get('seed')}; params sha `{_cell(manifest.get('params_hash'))}` "
+        f"(all params in `_manifest.json`); "
         f"code `{_cell(manifest.get('code_version'))}`",
     ]
     if model_cfg.get("name") in ("gan", "ctgan"):
         gan = model_cfg.get("gan", {})
-        lines.append(f"- generator {gan.get('generator_dims')}, critic {gan.get('discriminator_dims')}, pac {gan.get('pac')}, "
+        lines.append(f"- generator {gan.get('generator_dims')}, critic {gan.get('discriminator_dims')}, "
+                     f"pac {gan.get('pac')}, "
                      f"weight average {gan.get('ema_decay')}")
     if model_cfg.get("name") == "dcgan":
         d = model_cfg.get("dcgan", {})
@@ -72,13 +76,15 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         if key not in m:
             continue
         bound = threshold_text(thresholds.get(key))
-        lines.append(f"| `{key}` | {_value(m[key])} | {bound} | {_cell(METRICS[key].description) if key in METRICS else ''} |")
+        lines.append(f"| `{key}` | {_value(m[key])} | {bound} | "
+                     f"{_cell(METRICS[key].description) if key in METRICS else ''} |")
     lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
                   "The full report is `_report.html`.", ""]
     gate = manifest.get("gate") or {}
     if gate.get("changed_at_publish"):
         who = gate.get("changed_by") or {}
-        lines += [f"Thresholds changed at publish, after scoring (by {_cell(who.get('user'))} on {_cell(who.get('host'))}):"]
+        lines += [f"Thresholds changed at publish, after scoring "
+                  f"(by {_cell(who.get('user'))} on {_cell(who.get('host'))}):"]
         lines += [f"- `{c['metric']}`: {threshold_text(c['from']) or 'none'} → {threshold_text(c['to']) or 'none'}"
                   for c in gate["changed_at_publish"]]
         lines.append("")

@@ -148,7 +148,8 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
     cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, cfg, pick_device(cfg.train.device))
     if loaded.spec is not None:
-        raise ConditionError(f"{dataset} is an image dataset: use sample_images(loaded, labels, seed) or the generate stage")
+        raise ConditionError(f"{dataset} is an image dataset: "
+                             "use sample_images(loaded, labels, seed) or the generate stage")
     return sample_frame(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0), conditions=conditions)
 
 
@@ -295,7 +296,8 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
         # One fixed schema for every shard: a shard whose text column happens to be all null
         # must still say 'string', or the folder stops being one readable dataset. Then the
         # source's own types where pandas had changed them (decimal, dictionary).
-        table = loaded.schema.to_release(pa.Table.from_pandas(frame, schema=loaded.schema.arrow(), preserve_index=False))
+        table = loaded.schema.to_release(pa.Table.from_pandas(frame, schema=loaded.schema.arrow(),
+                                                              preserve_index=False))
     write_parquet(table, Path(job.out))
     return stats
 

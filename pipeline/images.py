@@ -20,10 +20,13 @@ import pyarrow as pa
 from pipeline.errors import InputDataError
 
 # Every image Parquet we write (prepared, synthetic, released) has exactly this schema.
-IMAGE_ARROW_SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("height", pa.int32()), ("width", pa.int32())])
+IMAGE_ARROW_SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("height", pa.int32()),
+                                ("width", pa.int32())])
 # The same columns described as a schema (kind and dtype), for manifests and schema contracts.
-IMAGE_COLUMNS = [{"name": "image", "kind": "image", "dtype": "binary"}, {"name": "label", "kind": "categorical", "dtype": "int64"},
-                 {"name": "height", "kind": "integer", "dtype": "int32"}, {"name": "width", "kind": "integer", "dtype": "int32"}]
+IMAGE_COLUMNS = [{"name": "image", "kind": "image", "dtype": "binary"},
+                 {"name": "label", "kind": "categorical", "dtype": "int64"},
+                 {"name": "height", "kind": "integer", "dtype": "int32"},
+                 {"name": "width", "kind": "integer", "dtype": "int32"}]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
 

@@ -158,7 +158,8 @@ def _check_text(path: Path, encoding: str, compression: str | None, dataset: str
         raise InputDataError(path, f"ends inside a {encoding} character (a cut file?); set "
                                    f"datasets.{dataset}.csv.encoding if it is not {encoding}") from None
     except (OSError, EOFError, ValueError) as exc:  # a damaged gzip/bz2/xz stream
-        raise InputDataError(path, f"cannot be read{f' as {compression}' if compression else ''}: {_one_line(exc)}") from None
+        raise InputDataError(path, f"cannot be read{f' as {compression}' if compression else ''}: "
+                                   f"{_one_line(exc)}") from None
 
 
 def _sniff(path: Path, opts: CsvOptions, encoding: str, compression: str | None) -> tuple[str, list[str]]:
@@ -170,7 +171,7 @@ def _sniff(path: Path, opts: CsvOptions, encoding: str, compression: str | None)
     lines = head.splitlines()
     if len(head) == _SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut
-    sample = "\n".join(l for l in lines if l.strip())
+    sample = "\n".join(l for l in lines if l.strip())  # noqa: E741
     sep = opts.sep
     if sep == "auto":
         try:
@@ -178,7 +179,8 @@ def _sniff(path: Path, opts: CsvOptions, encoding: str, compression: str | None)
         except csv.Error:
             counts = {d: sample.splitlines()[0].count(d) for d in ",;\t|"}
             sep = max(counts, key=counts.get) if max(counts.values()) else _WHITESPACE
-        if sep in ("\t", _WHITESPACE) and _constant_width(sample.split("\n"), None) > _constant_width(sample.split("\n"), "\t"):
+        if sep in ("\t", _WHITESPACE) and (_constant_width(sample.split("\n"), None)
+                                           > _constant_width(sample.split("\n"), "\t")):
             sep = _WHITESPACE  # aligned columns: runs of spaces (and tabs) separate them
     elif sep == "\\t":
         sep = "\t"
@@ -293,7 +295,8 @@ def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataF
             raise InputDataError(path, f"header cell {empty[0] + 1} is empty: give every column a name{trailing}")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise InputDataError(path, "duplicate column name in the header: rename one of them", column=_shown(dupes[0]))
+            raise InputDataError(path, "duplicate column name in the header: rename one of them",
+                                 column=_shown(dupes[0]))
     try:
         df = pd.read_csv(
             path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, index_col=False,
@@ -308,7 +311,8 @@ def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataF
         df.columns = [str(c).strip() for c in df.columns]
     else:
         df.columns = [f"column_{i}" for i in range(df.shape[1])]
-    log.info("read %s as CSV (delimiter %r, header %s, %s): %d rows x %d columns", path, sep, header, encoding, *df.shape)
+    log.info("read %s as CSV (delimiter %r, header %s, %s): %d rows x %d columns",
+             path, sep, header, encoding, *df.shape)
     return df
 
 
@@ -396,7 +400,8 @@ def _prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFr
     names = ", ".join(_shown(c) for c in df.columns)
     for col in ds.column_types:
         if col not in df.columns:
-            raise InputDataError(path, f"named in column_types but not in the file (columns: {names})", column=_shown(col))
+            raise InputDataError(path, f"named in column_types but not in the file (columns: {names})",
+                                 column=_shown(col))
     if ds.target is not None and ds.target not in df.columns:
         raise InputDataError(path, f"target column not found (columns: {names})", column=_shown(ds.target))
 
@@ -410,7 +415,8 @@ def _prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFr
             kind = kind or infer_kind(raw)
             values = cast_column(raw, kind)
         except CastError as exc:
-            raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}", column=_shown(name)) from None
+            raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}",
+                                 column=_shown(name)) from None
         out[name] = values
         columns.append(describe(values, kind))
     frame = pd.DataFrame(out)
@@ -421,13 +427,15 @@ def _prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFr
     if not schema.modeled:
         raise InputDataError(path, "no usable column: every column is an ID or was dropped")
     if ds.target is not None and schema[ds.target].kind == "id":
-        raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types", column=_shown(ds.target))
+        raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
+                             column=_shown(ds.target))
     if ds.target is not None and schema[ds.target].n_unique < 2:
         value = frame[ds.target].dropna().iloc[0]
         value = value.item() if isinstance(value, np.generic) else value  # 5, not np.int64(5)
         raise InputDataError(path, (
             f"the target has one value ({value!r}) in every row, so there is nothing to predict and the utility "
-            "score would be meaningless: choose another target column, or none (target: null)"), column=_shown(ds.target))
+            "score would be meaningless: choose another target column, or none (target: null)"),
+            column=_shown(ds.target))
     return frame, schema
 
 
@@ -444,7 +452,8 @@ def _conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfi
             dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
             out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
         except (CastError, ValueError, TypeError) as exc:
-            raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}", column=_shown(col.name)) from None
+            raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}",
+                                 column=_shown(col.name)) from None
     return pd.DataFrame(out)
 
 

@@ -96,7 +96,8 @@ def list_versions(root: Path) -> list[str]:
     if not root.exists():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
-    return [p.name for p in sorted(found, key=lambda p: (read_json(p / MANIFEST).get("created_at", ""), natural_key(p.name)))]
+    return [p.name for p in sorted(found, key=lambda p: (read_json(p / MANIFEST).get("created_at", ""),
+                                                         natural_key(p.name)))]
 
 
 def latest_version(root: Path) -> str | None:

@@ -121,7 +121,8 @@ def plot_distributions(inp: ReportInput) -> str | None:
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.8 * nrow), squeeze=False)
     for ax, c in zip(axes.flat, cols):
         score = inp.columns.get(c.name, {}).get("score")
-        ax.set_title(f"{c.name} ({c.kind})" + (f"  score {score:.3f}" if isinstance(score, float) and score == score else ""),
+        ax.set_title(f"{c.name} ({c.kind})"
+                     + (f"  score {score:.3f}" if isinstance(score, float) and score == score else ""),
                      fontsize=9)
         if c.kind in NUMERIC_KINDS:
             r, s = numeric_values(inp.real[c.name]), numeric_values(inp.synthetic[c.name])
@@ -199,7 +200,8 @@ def plot_training(log: pd.DataFrame | None) -> str | None:
 
 
 def plot_privacy(distances: dict[str, np.ndarray],
-                 xlabel: str = "distance to closest record (mean per-column distance)", unit: str = "row") -> str | None:
+                 xlabel: str = "distance to closest record (mean per-column distance)",
+                 unit: str = "row") -> str | None:
     if not distances or not any(len(v) for v in distances.values()):
         return None
     plt = _plt()
@@ -210,7 +212,8 @@ def plot_privacy(distances: dict[str, np.ndarray],
     for name, v in distances.items():
         if len(v):
             ax.hist(np.clip(v, 0, hi), bins=bins, density=True, histtype="step", lw=1.6,
-                    color=colors.get(name), label=name.replace("_to_", f" {unit}s to closest ").replace("_", " ") + f" {unit}")
+                    color=colors.get(name),
+                    label=name.replace("_to_", f" {unit}s to closest ").replace("_", " ") + f" {unit}")
     ax.set_xlabel(xlabel, fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
@@ -227,10 +230,11 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 .pass{color:#1a7f37;font-weight:600} .FAIL{color:#cf222e;font-weight:700}
 .verdict{display:inline-block;padding:.3em .8em;border-radius:4px;color:#fff;font-weight:700}
 .ok{background:#1a7f37} .bad{background:#cf222e} .muted{color:#666;font-size:13px} img{max-width:100%}
-"""
+"""  # noqa: E501 - CSS text: wrapping it would change the string
 
 
-def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), classes: dict[int, bool] | None = None) -> str:
+def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(),
+           classes: dict[int, bool] | None = None) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
         cells = []
@@ -295,7 +299,8 @@ def _figures(parts: list[str], figures: list[tuple[str, str | None]]) -> None:
 def render_html(inp: ReportInput) -> str:
     parts = _html_head(inp.dataset, inp.metrics, inp.thresholds, "rows", inp.notes)
     parts.append("<h2>Worst columns and pairs</h2>")
-    parts.append(_table(["column", "metric", "score"], [[a, b, f"{s:.4f}"] for a, b, s in worst_columns(inp)], numeric={2}))
+    parts.append(_table(["column", "metric", "score"],
+                        [[a, b, f"{s:.4f}"] for a, b, s in worst_columns(inp)], numeric={2}))
     parts.append(_table(["column", "column", "metric", "score"],
                         [[a, b, m, f"{s:.4f}"] for a, b, m, s in worst_pairs(inp)], numeric={3}))
     cov_rows = []
@@ -320,7 +325,8 @@ def _md(text: object) -> str:
 
 def gate_markdown(metrics: dict, thresholds: dict, unit: str, changes: list[str] = ()) -> str:
     passed = bool(metrics.get("gate.passed"))
-    lines = [GATE_BEGIN, f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
+    lines = [GATE_BEGIN,
+             f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
     for f in metrics.get("gate.failures") or []:
         lines.append(f"- failing: {_md(f)}")
     for c in changes:
@@ -384,7 +390,8 @@ def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str
     distances and the loss curves. Returns {file name: text}."""
     rows = evaluation.rows
     notes = [f"Evaluator: a CNN trained on the {rows['train']:,} real training images; its accuracy on "
-             f"{rows['holdout']:,} held-out images is {evaluation.classifier_accuracy:.4f}. FID, KID, precision and recall "
+             f"{rows['holdout']:,} held-out images is {evaluation.classifier_accuracy:.4f}. "
+             f"FID, KID, precision and recall "
              f"compare sets of {rows['compared']:,} images of each kind with the training images (seeded samples of "
              f"equal size); the generated figures are the mean over {rows['synthetic_sets']} disjoint generated "
              f"set(s). Label accuracy and memorisation use all {rows['synthetic']:,} generated images.",
@@ -395,11 +402,14 @@ def image_report(dataset: str, metrics: dict, thresholds: dict, sanity: dict[str
     parts = _html_head(dataset, metrics, thresholds, "images", notes)
     parts.append("<h2>Against real and noise</h2>")
     parts.append(_table(header, table, numeric={1, 2, 3}))
-    distances = {"synthetic_to_train": evaluation.nearest["synthetic"], "holdout_to_train": evaluation.nearest["holdout"]}
+    distances = {"synthetic_to_train": evaluation.nearest["synthetic"],
+                 "holdout_to_train": evaluation.nearest["holdout"]}
     _figures(parts, [("Generated samples, one row per label", _grid_uri(syn_pixels, syn_labels)),
                      ("Real training samples, one row per label", _grid_uri(real_pixels, real_labels)),
                      ("Privacy: pixel distance to the nearest training image",
-                      plot_privacy(distances, "Euclidean pixel distance to the nearest training image (pixels scaled to [-1, 1])",
+                      plot_privacy(distances,
+                                   "Euclidean pixel distance to the nearest training image "
+                                   "(pixels scaled to [-1, 1])",
                                    unit="image")),
                      ("Training", plot_training(train_log))])
     parts.append("</body></html>")

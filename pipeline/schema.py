@@ -31,7 +31,8 @@ DISCRETE_KINDS = ("categorical", "boolean")
 _TRUE = {"true", "t", "yes", "y"}
 _FALSE = {"false", "f", "no", "n"}
 _INFER_TRUE, _INFER_FALSE = {"true"}, {"false"}
-_DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+_DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+                        r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
 _OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})\s*$")  # after a time: 1-1-2020 has none
 # The largest magnitude a number may have. The metrics square values and sum them over rows
 # (Pearson correlation, R^2): from about 1e154 those overflow and the scores turn NaN, and near
@@ -259,7 +260,8 @@ def infer_kind(series: pd.Series) -> str:
         # that casting refuses the value by name instead of the column turning into text.
         if numbers.notna().all() or (len(failing) <= 100 and failing.map(_overflows).all()):
             arr = numbers.to_numpy(dtype=float)
-            integral = np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and not text.str.contains(r"[.eE]").any()
+            integral = (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+                        and not text.str.contains(r"[.eE]").any())
             kind = "integer" if integral else "continuous"
         elif _parse_bool(text) is not None:
             kind = "boolean"
@@ -373,7 +375,8 @@ def _check_magnitude(raw: pd.Series, arr: np.ndarray, kind: str) -> None:
     big = np.abs(arr) >= 2.0**63 if kind == "integer" else np.abs(arr) > MAX_MAGNITUDE
     if big.any():
         v = _example(raw[big].iloc[0])
-        what = "does not fit in a 64-bit integer" if kind == "integer" else f"is larger in magnitude than {MAX_MAGNITUDE:g}"
+        what = ("does not fit in a 64-bit integer" if kind == "integer"
+                else f"is larger in magnitude than {MAX_MAGNITUDE:g}")
         fix = ("declare the column categorical (a code) or continuous in column_types" if kind == "integer"
                else "rescale the column (e.g. to other units or its logarithm)")
         raise CastError(kind, v, reason=f"{v!r} {what}, which the model and the metrics cannot handle: {fix}")
@@ -382,7 +385,8 @@ def _check_magnitude(raw: pd.Series, arr: np.ndarray, kind: str) -> None:
 def datetime_unit(values: pd.Series) -> str:
     """The coarsest unit that every value is a whole multiple of (day, second, ... ns)."""
     ns = datetime_ns(values.dropna()).astype(np.int64)
-    for unit, step in (("D", 86_400 * 10**9), ("h", 3_600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+    for unit, step in (("D", 86_400 * 10**9), ("h", 3_600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6),
+                       ("us", 10**3)):
         if np.all(ns % step == 0):
             return unit
     return "ns"

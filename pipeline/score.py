@@ -132,8 +132,8 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     target = cfg.dataset(dataset).target
     utility = None
     if target and len(holdout):
-        utility = timed("utility", score_utility, _sample(train, sc.utility_rows, seed), _sample(holdout, sc.utility_rows, seed),
-                        _sample(syn, sc.utility_rows, seed), schema, target)
+        utility = timed("utility", score_utility, _sample(train, sc.utility_rows, seed),
+                        _sample(holdout, sc.utility_rows, seed), _sample(syn, sc.utility_rows, seed), schema, target)
         metrics.update({
             "utility.task": utility.task,
             "utility.metric": utility.metric,
@@ -142,7 +142,8 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
             "utility.ratio": utility.tstr / utility.trtr if utility.trtr else None,
         })
     modeled = [c.name for c in schema.modeled]
-    metrics["privacy.exact_match_rate"] = exact if streamed else timed("exact_match", exact_match_rate, train, syn, modeled)
+    metrics["privacy.exact_match_rate"] = (exact if streamed
+                                           else timed("exact_match", exact_match_rate, train, syn, modeled))
     privacy = None
     if len(holdout):
         metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(train, holdout, modeled)
@@ -314,10 +315,13 @@ def render_report(cfg: Config, dataset: str, metrics: dict, columns: dict, pairs
     log_df = pd.read_csv(paths.train_log) if paths.train_log.exists() else None
     seed = samples["seed"]
     every = samples["fidelity_coverage_exact_match"]
-    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and {len(real):,} training rows"
-             + (" (merged from per-shard statistics: the same scores as in memory)." if samples.get("synthetic_sample") else ".")]
+    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and "
+             f"{len(real):,} training rows"
+             + (" (merged from per-shard statistics: the same scores as in memory)."
+                if samples.get("synthetic_sample") else ".")]
     if samples.get("synthetic_sample"):
-        notes.append(f"The other metrics and the plots: a seeded sample of {samples['synthetic_sample']:,} synthetic rows "
+        notes.append(f"The other metrics and the plots: a seeded sample of "
+                     f"{samples['synthetic_sample']:,} synthetic rows "
                      f"(seed {samples['seed']}).")
     if samples["detection"]:
         notes.append(f"Detection: {samples['detection']['rows_per_side']:,} rows per side, "

@@ -131,7 +131,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         torch.distributed.destroy_process_group()
         if rank.rank != 0:
             log.info("rank %d of %d: done; rank 0 writes the model", rank.rank, rank.world)
-            return TrainResult(dataset, state.epoch, seconds, str(device), "", state.history[-1] if state.history else {})
+            return TrainResult(dataset, state.epoch, seconds, str(device), "",
+                               state.history[-1] if state.history else {})
 
     info = {
         "model": cfg.model.name,

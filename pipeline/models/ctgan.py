@@ -32,7 +32,8 @@ class ConditionalGAN(TabularGAN):
         width = max((s.width for s in groups), default=1)
         # Per categorical column: where its one-hot block starts in the cond vector, and the
         # category frequencies (filled by prepare(); buffers, so they travel with the weights).
-        offsets = torch.tensor([0] + [s.width for s in groups[:-1]], dtype=torch.long).cumsum(0) if groups else torch.zeros(0, dtype=torch.long)
+        offsets = (torch.tensor([0] + [s.width for s in groups[:-1]], dtype=torch.long).cumsum(0) if groups
+                   else torch.zeros(0, dtype=torch.long))
         self.register_buffer("cond_offsets", offsets)
         self.register_buffer("cond_widths", torch.tensor([s.width for s in groups], dtype=torch.long))
         # Integer counts: exact however many rows (float32 stops at 2**24).

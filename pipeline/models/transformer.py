@@ -197,7 +197,8 @@ class TableTransformer:
                 values[known] = np.asarray(cats, dtype=object)[code[known]] if cats else None
                 is_other = code == len(cats) if c["other"] else np.zeros(len(code), bool)
                 if is_other.any():
-                    values[is_other] = rng.choice(np.asarray(c["other"], dtype=object), size=int(is_other.sum()), p=c["other_p"])
+                    values[is_other] = rng.choice(np.asarray(c["other"], dtype=object), size=int(is_other.sum()),
+                                                  p=c["other_p"])
                 values[~known & ~is_other] = None
                 cols[c["name"]] = self._discrete_out(values, dtype)
         return pd.DataFrame(cols)

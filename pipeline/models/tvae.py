@@ -36,7 +36,8 @@ class TabularVAE(TabularModel):
         self.sigma = nn.Parameter(torch.full((layout.width,), 0.1))
 
     def phases(self, t: TrainConfig) -> list[Phase]:
-        return [Phase("vae", list(self.parameters()), self.cfg.lr, betas=(0.9, 0.999), weight_decay=self.cfg.weight_decay)]
+        return [Phase("vae", list(self.parameters()), self.cfg.lr, betas=(0.9, 0.999),
+                      weight_decay=self.cfg.weight_decay)]
 
     def after_step(self, phase: str) -> None:
         with torch.no_grad():

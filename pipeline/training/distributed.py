@@ -89,7 +89,8 @@ def broadcast_state(module: torch.nn.Module) -> None:
 def replicas_agree(module: torch.nn.Module) -> bool:
     """Whether every rank holds the same parameters (a float64 checksum, all-gathered)."""
     flat = torch.cat([p.detach().double().flatten() for p in module.parameters()])
-    mine = torch.stack([flat.sum(), (flat * torch.arange(1, flat.numel() + 1, device=flat.device, dtype=flat.dtype)).sum()])
+    mine = torch.stack([flat.sum(),
+                        (flat * torch.arange(1, flat.numel() + 1, device=flat.device, dtype=flat.dtype)).sum()])
     mine = mine.cpu() if dist.get_backend() == "gloo" else mine
     every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)

@@ -95,7 +95,7 @@ def checkpoint_info(path: Path) -> tuple[str | None, int]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         return blob.get("fingerprint"), int(blob.get("epoch", 0))
-    except Exception:  # a truncated or foreign file: not something to resume from
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: not something to resume from
         return None, 0
 
 
@@ -162,7 +162,8 @@ def fit(
     batch = min(max(cfg.batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
     steps = max(1, n // batch)
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda" else contextlib.nullcontext()
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
+           else contextlib.nullcontext())
     if cfg.compile:
         model.compile_modules()
     model.train()

@@ -1,6 +1,6 @@
 """Turning a table (or a set of images) into what the training loop needs: the fitted transformer
 (or image spec), the data tensor on the device, and the model. Shared by the train stage and the benchmarks; needs no pydantic (any
-objects with the config sections' attributes will do, as on a bare GPU box)."""
+objects with the config sections' attributes will do, as on a bare GPU box)."""  # noqa: E501
 
 from __future__ import annotations
 

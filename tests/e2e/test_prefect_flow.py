@@ -77,7 +77,8 @@ def test_a_failed_gate_fails_the_flow_releases_nothing_and_keeps_latest(tmp_path
     synthesize(dataset="tiny", params=str(params))
     before = _latest(tmp_path)["version"]
     with pytest.raises(DatasetsFailed, match="publish: QualityGateError"):
-        synthesize(dataset="tiny", params=str(params), overrides={"score.thresholds": {"quality.overall": {"min": 0.9999}}})
+        synthesize(dataset="tiny", params=str(params),
+                   overrides={"score.thresholds": {"quality.overall": {"min": 0.9999}}})
     assert publish.list_versions(tmp_path / "releases/tiny") == [before]
     assert _latest(tmp_path)["version"] == before
 

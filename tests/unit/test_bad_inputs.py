@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import generate, ingest, score, train
-from pipeline.artifacts import StagePaths
+from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.io import read_json
 from pipeline.metrics.utility import score_utility
@@ -113,7 +113,8 @@ def _typed_source() -> pa.Table:
         "note": pa.array(["pq"[i % 3 == 0] for i in range(N)], pa.large_string()),
         "small": pa.array(rng.integers(-5, 5, N), pa.int8()),
         "ratio": pa.array(rng.normal(0, 1, N), pa.float32()),
-        "seen": pa.array(np.datetime64("2021-03-01T10:00:00", "us") + rng.integers(0, 10**9, N).astype("timedelta64[us]"),
+        "seen": pa.array(np.datetime64("2021-03-01T10:00:00", "us")
+                         + rng.integers(0, 10**9, N).astype("timedelta64[us]"),
                          pa.timestamp("us", tz="Europe/Paris")),
         "day": pa.array(np.datetime64("2021-01-01") + rng.integers(0, 300, N).astype("timedelta64[D]"), pa.date32()),
     })
@@ -158,17 +159,20 @@ CASES: dict[str, Case] = {
                                    refused=("column 'when'", "'2020-01-01T00:00:00+00:00'", "'2020-02-01 00:00:00'",
                                             "write every value with an offset, or none")),
     # 2. nested Parquet
-    "nested_list": Case(_parquet("n.parquet", {"tags": pa.array([[1, 2]] * N), "v": pa.array([i % 3 for i in range(N)])}),
+    "nested_list": Case(_parquet("n.parquet", {"tags": pa.array([[1, 2]] * N),
+                                               "v": pa.array([i % 3 for i in range(N)])}),
                         refused=("column 'tags'", "list<element: int64>", "drop_columns: [tags]")),
     "nested_map": Case(_parquet("m.parquet", {"m": pa.array([[("k", 1)]] * N, pa.map_(pa.string(), pa.int64())),
                                               "v": pa.array([i % 3 for i in range(N)])}),
                        refused=("column 'm'", "map<string, int64", "flatten it", "drop_columns: [m]")),
     "nested_struct_deep": Case(_parquet("d.parquet", _deep_struct), refused=("column 'deep'", "struct<inner: struct<",
                                                                                "...", "drop_columns: [deep]")),
-    "nested_dropped_works": Case(_parquet("n.parquet", {"tags": pa.array([[1]] * N), "v": pa.array([i % 3 for i in range(N)])}),
+    "nested_dropped_works": Case(_parquet("n.parquet", {"tags": pa.array([[1]] * N),
+                                                        "v": pa.array([i % 3 for i in range(N)])}),
                                  overrides={"datasets.tiny.drop_columns": ["tags"]},
                                  check=lambda df, s, src: _equal(s.names, ["v"])),
-    "binary_column": Case(_parquet("b.parquet", {"blob": pa.array([b"\x00\x01"] * N), "v": pa.array([i % 3 for i in range(N)])}),
+    "binary_column": Case(_parquet("b.parquet", {"blob": pa.array([b"\x00\x01"] * N),
+                                                 "v": pa.array([i % 3 for i in range(N)])}),
                           refused=("column 'blob'", "Arrow type binary", "convert it to a string", "drop_columns")),
     # 3. non-finite and huge numbers
     "inf_text": Case(_text("inf.csv", _csv("x,g", [f"{'inf' if i == 3 else i + 0.5},a" for i in range(N)])),
@@ -179,7 +183,8 @@ CASES: dict[str, Case] = {
                             refused=("column 'x'", "-inf is not a finite number", "leave the cell empty")),
     "huge_1e308": Case(_text("h.csv", _csv("x,g", [f"{'1e308' if i == 1 else i + 0.5},a" for i in range(N)])),
                        refused=("column 'x'", "'1e308' is larger in magnitude than 1e+150", "rescale the column")),
-    "huge_integer": Case(_text("h.csv", _csv("n,g", [f"{'99999999999999999999' if i == 1 else i % 3},a" for i in range(N)])),
+    "huge_integer": Case(_text("h.csv", _csv("n,g", [f"{'99999999999999999999' if i == 1 else i % 3},a"
+                                                     for i in range(N)])),
                          refused=("column 'n'", "does not fit in a 64-bit integer", "column_types")),
     "large_but_fine_1e100": Case(_text("h.csv", _csv("x,g", [f"{i + 1}.25e100,a" for i in range(N)])),
                                  check=_values("x", [float(f"{i + 1}.25e100") for i in range(N)])),
@@ -222,7 +227,8 @@ CASES: dict[str, Case] = {
     "binary_garbage": Case(_bytes("g.csv", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))),
                            refused=("csv.encoding",)),
     # 7. Parquet types kept (decimal, dictionary, large_string, int8, float32, tz timestamps)
-    "typed_parquet_kept": Case(_parquet("typed.parquet", _typed_source), check=lambda df, s, src: _types_kept(df, s, src)),
+    "typed_parquet_kept": Case(_parquet("typed.parquet", _typed_source),
+                               check=lambda df, s, src: _types_kept(df, s, src)),
     # 8. Parquet named .csv, compressed CSV named .csv, ZIP
     "parquet_named_csv": Case(_parquet_as_csv, check=lambda df, s, src: _equal(
         (str(df["small"].dtype), s["g"].kind), ("int8", "categorical"))),
@@ -230,17 +236,20 @@ CASES: dict[str, Case] = {
     "zip_archive": Case(_zip, refused=("is a ZIP archive", "unzip it")),
     "gzip_cut_short": Case(_bytes("cut.csv.gz", gzip.compress(_csv("n,g", NUMS * 50).encode())[:-40]),
                            refused=("cannot be read as gzip",)),
-    "whitespace_separated_ragged": Case(_text("w.data", _csv("1  2.5   x", ["2  3.5   y"] * 5 + ["3  4.5"] + ["4  1.5   x"] * 5)),
+    "whitespace_separated_ragged": Case(_text("w.data", _csv("1  2.5   x",
+                                                             ["2  3.5   y"] * 5 + ["3  4.5"] + ["4  1.5   x"] * 5)),
                                         refused=("line 7 has 2 fields, the first line has 3",)),
     "integer_target_constant": Case(_text("c.csv", _csv("n,t", [f"{i % 4},5" for i in range(N)])), target="t",
                                     refused=("column 't'", "one value (5) in every row")),
     "truncated_parquet": Case(_truncated_parquet, refused=("not a readable Parquet file",)),
     # 9. constant target
     "constant_target": Case(_text("c.csv", _csv("n,t", [f"{i % 4},same" for i in range(N)])), target="t",
-                            refused=("column 't'", "one value ('same') in every row", "choose another target column, or none")),
+                            refused=("column 't'", "one value ('same') in every row",
+                                     "choose another target column, or none")),
     # 11. booleans keep their spelling
     "yes_no_stays_text": Case(_text("y.csv", _csv("yn,tf,yy,declared", [
-        f"{'Yes' if i % 2 else 'No'},{'TRUE' if i % 3 else 'false'},{'YN'[i % 2]},{'yes' if i % 2 else 'no'}" for i in range(N)])),
+        f"{'Yes' if i % 2 else 'No'},{'TRUE' if i % 3 else 'false'},{'YN'[i % 2]},{'yes' if i % 2 else 'no'}"
+        for i in range(N)])),
         overrides={"datasets.tiny.column_types": {"declared": "boolean"}},
         check=lambda df, s, src: _equal(
             ([s[c].kind for c in s.names], df["yn"].tolist()[:2], df["tf"].tolist()[:2], df["declared"].tolist()[:2]),
@@ -257,17 +266,21 @@ CASES: dict[str, Case] = {
     # Names
     "duplicate_names_csv": Case(_text("d.csv", _csv("a,b,a", [f"{r},1" for r in NUMS])),
                                 refused=("column 'a'", "duplicate column name")),
-    "duplicate_names_parquet": Case(_parquet("d.parquet", lambda: pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])],
-                                                                                       names=["a", "a"])),
+    "duplicate_names_parquet": Case(_parquet("d.parquet",
+                                             lambda: pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])],
+                                                                          names=["a", "a"])),
                                     refused=("column 'a'", "duplicate column name")),
-    "empty_name_parquet": Case(_parquet("e.parquet", lambda: pa.Table.from_arrays([pa.array(range(N)), pa.array(range(N))],
-                                                                                  names=["a", ""])),
+    "empty_name_parquet": Case(_parquet("e.parquet",
+                                        lambda: pa.Table.from_arrays([pa.array(range(N)), pa.array(range(N))],
+                                                                     names=["a", ""])),
                                refused=("column 2 has an empty name",)),
-    "shell_and_newline_names": Case(_parquet("s.parquet", {"$(touch pwned); rm -rf ~ | cat > x": pa.array([i % 3 for i in range(N)]),
-                                                           "two\nlines": pa.array(["ab"[i % 2] for i in range(N)]),
-                                                           "../../etc/passwd": pa.array([i % 2 for i in range(N)])}),
+    "shell_and_newline_names": Case(_parquet("s.parquet", {
+                                        "$(touch pwned); rm -rf ~ | cat > x": pa.array([i % 3 for i in range(N)]),
+                                        "two\nlines": pa.array(["ab"[i % 2] for i in range(N)]),
+                                        "../../etc/passwd": pa.array([i % 2 for i in range(N)])}),
                                     check=lambda df, s, src: _equal(
-                                        s.names, ["$(touch pwned); rm -rf ~ | cat > x", "two\nlines", "../../etc/passwd"])),
+                                        s.names,
+                                        ["$(touch pwned); rm -rf ~ | cat > x", "two\nlines", "../../etc/passwd"])),
     "newline_name_in_error": Case(_parquet("s.parquet", {"bad\nname": pa.array([None] * N, pa.int64()),
                                                          "v": pa.array([i % 3 for i in range(N)])}),
                                   refused=("column 'bad\\nname'", "every value is missing")),
@@ -275,7 +288,8 @@ CASES: dict[str, Case] = {
     "quoted_newlines": Case(_text("q.csv", _csv("text,n", [f'"line {i}\nnext, ""quoted""",{i % 3}' for i in range(N)])),
                             check=_values("text", [f'line {i}\nnext, "quoted"' for i in range(N)])),
     "crlf": Case(_text("c.csv", _csv("n,g", NUMS), newline="\r\n"),
-                 check=lambda df, s, src: _equal((s.names, df["g"].tolist()), (["n", "g"], ["xy"[i % 2] for i in range(N)]))),
+                 check=lambda df, s, src: _equal((s.names, df["g"].tolist()),
+                                                 (["n", "g"], ["xy"[i % 2] for i in range(N)]))),
     # Paths
     "symlink_outside_data_folder": Case(_symlink, check=_values("g", ["xy"[i % 2] for i in range(N)])),
     "directory": Case(_directory, refused=("is a directory",)),
@@ -326,7 +340,7 @@ def test_hostile_input(tmp_path, monkeypatch, name):
         ingest.run(cfg, "tiny")
         assert _files(tmp_path) - before == {prepared / "train.parquet", prepared / "holdout.parquet",
                                              prepared / "schema.json"}
-        train_rows, _, schema, _ = ingest.load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
+        train_rows, _, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
         case.check(train_rows, schema, src)
     assert not any(cwd.iterdir())
     assert repo_work.exists() == repo_had_it
@@ -343,7 +357,8 @@ def test_typed_parquet_end_to_end_keeps_types_and_scores(tmp_path):
         "grade": pa.array(rng.choice(["a", "b", "c"], n)).dictionary_encode(),
         "small": pa.array(rng.integers(-5, 5, n), pa.int8()),
         "ratio": pa.array(rng.normal(0, 1, n), pa.float32()),
-        "seen": pa.array(np.datetime64("2021-03-01T10:00:00", "us") + rng.integers(0, 10**9, n).astype("timedelta64[us]"),
+        "seen": pa.array(np.datetime64("2021-03-01T10:00:00", "us")
+                         + rng.integers(0, 10**9, n).astype("timedelta64[us]"),
                          pa.timestamp("us", tz="UTC")),
         "label": pa.array(rng.choice([1, 2], n)),
     })
@@ -369,5 +384,6 @@ def test_integer_target_with_few_values_is_classification(codes, task):
     rng = np.random.default_rng(0)
     frame = lambda n: pd.DataFrame({"x": rng.normal(0, 1, n), "y": rng.choice(codes, n)})  # noqa: E731
     tr, ho, syn = frame(200), frame(100), frame(200)
-    schema = TableSchema([describe(tr["x"], "continuous"), describe(pd.concat([tr["y"], ho["y"]]), "integer")], target="y")
+    schema = TableSchema([describe(tr["x"], "continuous"), describe(pd.concat([tr["y"], ho["y"]]), "integer")],
+                         target="y")
     assert score_utility(tr, ho, syn, schema, "y").task == task

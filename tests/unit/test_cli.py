@@ -91,7 +91,8 @@ def test_run_source_takes_nested_dataset_overrides(tmp_path):
                "--set", "datasets.semi.csv.sep='|'", "--set", "datasets.semi.column_types={b: categorical}", *FAST,
                cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    kinds = {c["name"]: c["kind"] for c in json.loads((tmp_path / "work/semi/prepared/schema.json").read_text())["columns"]}
+    kinds = {c["name"]: c["kind"]
+             for c in json.loads((tmp_path / "work/semi/prepared/schema.json").read_text())["columns"]}
     assert kinds == {"a": "id", "b": "categorical"}
 
 

@@ -32,7 +32,8 @@ def quadrant_images(n: int, seed: int = 0, size: int = 8) -> tuple[np.ndarray, n
 
 def brightest_quadrant(pixels: np.ndarray) -> np.ndarray:
     h = pixels.shape[1] // 2
-    sums = [pixels[:, r * h:(r + 1) * h, c * h:(c + 1) * h].reshape(len(pixels), -1).mean(1) for r in (0, 1) for c in (0, 1)]
+    sums = [pixels[:, r * h:(r + 1) * h, c * h:(c + 1) * h].reshape(len(pixels), -1).mean(1)
+            for r in (0, 1) for c in (0, 1)]
     return np.argmax(np.stack(sums, 1), 1)
 
 
@@ -88,7 +89,8 @@ def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path)
 
     result = score.run(cfg, "tiny")
     for key in ("image.fid", "image.fid_real_floor", "image.fid_ratio", "image.kid", "image.precision", "image.recall",
-                "image.label_accuracy", "image.memorized_rate", "image.classifier_accuracy", "privacy.exact_match_rate"):
+                "image.label_accuracy", "image.memorized_rate", "image.classifier_accuracy",
+                "privacy.exact_match_rate"):
         assert isinstance(result.metrics[key], float), key
     report = (paths.score / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 3 and "real held-out (floor)" in report
@@ -141,7 +143,8 @@ def test_frechet_distance_matches_the_scipy_formula():
     a = torch.from_numpy(rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)))
     b = torch.from_numpy(rng.normal(0.3, 1.2, size=(400, 6)) @ rng.normal(size=(6, 6)))
     s1, s2 = np.cov(a.numpy().T), np.cov(b.numpy().T)
-    ref = ((a.numpy().mean(0) - b.numpy().mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    ref = (((a.numpy().mean(0) - b.numpy().mean(0)) ** 2).sum()
+           + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
     assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
@@ -244,4 +247,5 @@ def test_generated_figures_are_the_mean_over_disjoint_sets_the_size_of_the_holdo
     assert ev.synthetic.fid == pytest.approx(np.mean(fids))
     assert ev.synthetic.recall == pytest.approx(np.mean([s["recall"] for s in ev.synthetic_sets]))
     # `rows` caps the generated images used: 250 make two sets of 100.
-    assert evaluate_images(evaluator, x[:800], x[1200:], y[1200:], syn, y_syn, rows=250, seed=0).rows["synthetic_sets"] == 2
+    assert evaluate_images(evaluator, x[:800], x[1200:], y[1200:], syn, y_syn,
+                           rows=250, seed=0).rows["synthetic_sets"] == 2

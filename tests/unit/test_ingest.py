@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline import ingest
-from pipeline.artifacts import StagePaths
+from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.errors import InputDataError
 from pipeline.schema import infer_kind
 from tests.conftest import tiny_config, tiny_frame
@@ -47,7 +47,7 @@ def test_headerless_csv_with_question_marks_and_spaces(tmp_path):
     kinds = {c.name: c.kind for c in res.schema.columns}
     assert list(kinds) == [f"column_{i}" for i in range(5)]
     assert kinds["column_0"] == "integer" and kinds["column_1"] == "categorical"
-    train, holdout, schema, _ = ingest.load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
+    train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
     both = pd.concat([train, holdout])
     assert both["column_1"].isna().sum() == 5  # '?' is missing
     assert set(both["column_1"].dropna()) == {"State-gov", "Private"}  # spaces stripped
@@ -64,7 +64,8 @@ def test_csv_with_header_semicolons_and_NA(tmp_path):
 
 
 def test_column_types_override(tmp_path, tiny_source):
-    cfg = tiny_config(tmp_path, tiny_source, **{"datasets.tiny.column_types": {"age": "categorical", "gain": "continuous"}})
+    cfg = tiny_config(tmp_path, tiny_source,
+                      **{"datasets.tiny.column_types": {"age": "categorical", "gain": "continuous"}})
     res = ingest.run(cfg, "tiny")
     assert res.schema["age"].kind == "categorical" and res.schema["gain"].kind == "continuous"
     assert res.schema["gain"].dtype == "float64"

@@ -67,7 +67,7 @@ def test_fidelity_matches_sdmetrics_per_column_per_pair_and_overall(which):
     for _, row in pairs.iterrows():
         p = mine[(row["Column 1"], row["Column 2"])]
         assert p["metric"] == row["Metric"]
-        assert p["counted"] == bool(row["Meets Threshold?"] is True or row["Meets Threshold?"] == True)
+        assert p["counted"] == bool(row["Meets Threshold?"] is True or row["Meets Threshold?"] == True)  # noqa: E712
         if p["counted"]:
             assert p["score"] == pytest.approx(row["Score"], abs=1e-9)
     props = ref.get_properties().set_index("Property")["Score"]

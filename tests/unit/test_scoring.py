@@ -68,7 +68,8 @@ def test_coverage_matches_sdmetrics_per_column():
         assert got["missing_value_similarity"] == pytest.approx(
             MissingValueSimilarity.compute(real[c.name], syn[c.name]), abs=1e-9)
         if c.kind == "categorical":
-            assert got["category_coverage"] == pytest.approx(CategoryCoverage.compute(real[c.name], syn[c.name]), abs=1e-9)
+            assert got["category_coverage"] == pytest.approx(CategoryCoverage.compute(real[c.name], syn[c.name]),
+                                                             abs=1e-9)
         else:
             ref = RangeCoverage.compute(real[c.name].astype(float), syn[c.name].astype(float))
             assert got["range_coverage"] == pytest.approx(ref, abs=1e-9)
