@@ -92,6 +92,21 @@ class TvaeConfig(_Section):
     weight_decay: float = Field(1e-5, ge=0)
 
 
+class DiffusionConfig(_Section):
+    """The diffusion-class table model (``diffusion``): flow matching on the numeric scalars, masked
+    diffusion on the categories, an MLP denoiser; rows from an average of its weights."""
+
+    hidden_dims: list[int] = Field(default_factory=lambda: [512, 512, 512, 512], min_length=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0,
+                             description="rows come from an average of the denoiser's weights (0: off)")
+    sample_steps: int = Field(50, ge=1, description="denoising steps per row (more: slower, closer to the model)")
+    categorical: Literal["masked", "gaussian"] = Field(
+        "masked", description="masked: masked diffusion on the categories; gaussian: the flow on the one-hot "
+                              "vectors, argmax at the end")
+
+
 class DcganConfig(_Section):
     """The class-conditional image GAN (``dcgan``)."""
 
@@ -118,6 +133,7 @@ class ModelConfig(_Section):
     max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
     gan: GanConfig = GanConfig()
     tvae: TvaeConfig = TvaeConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
     dcgan: DcganConfig = DcganConfig()
     conv_vae: ConvVaeConfig = ConvVaeConfig()
 

@@ -34,4 +34,4 @@ def check_model(name: str, modality: str, dataset: str) -> None:
                           f"(set datasets.{dataset}.overrides: {{model.name: ...}}, {hint})")
 
 
-from pipeline.models import ctgan, gan, image, tvae  # noqa: E402,F401  (register themselves)
+from pipeline.models import ctgan, diffusion, gan, image, tvae  # noqa: E402,F401  (register themselves)

@@ -1,0 +1,213 @@
+"""A diffusion-class table model (the TabDDPM / TabDiff family): one MLP denoiser, two processes.
+
+* Numeric scalars: flow matching (a rectified flow) in the transformer's quantile-normal space.
+  The transformer stores each numeric column as its normal score divided by 5, so ``5 * x`` is
+  already a standard normal marginally: the flow starts from the very distribution the data has,
+  and the tails are reached without any special handling.
+* One-hot blocks: masked (absorbing-state) diffusion. At time ``t`` each categorical column is
+  hidden with probability ``t``; the net predicts the hidden ones' categories (cross-entropy,
+  weighted by 1/t as in the ELBO), and sampling reveals them step by step, each drawn from the
+  predicted distribution. Outputs are
+  exact categories, and conditioning is inpainting: the conditioned column starts revealed.
+  (``categorical: gaussian`` instead runs the flow on the one-hot vectors and takes the argmax at
+  the end: simpler, and measurably worse; kept for comparison.)
+
+Both share the time ``t`` of a row: ``t = 1`` is pure noise with every column hidden, ``t = 0`` the
+data. Rows come from an exponential moving average of the denoiser's weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models import register_model
+from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel
+
+if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
+    from pipeline.config import ModelConfig, TrainConfig
+
+_SCALE = 5.0  # the transformer's scalars are normal scores / 5 (pipeline.models.transformer._SCALE)
+_CHUNK = 32_768  # rows denoised at once when sampling (bounds memory for any n)
+_MIN_T = 0.05  # the 1/t weight of the category loss is capped at 1/_MIN_T (its variance grows as t -> 0)
+
+
+class Denoiser(nn.Module):
+    """TabDDPM's MLP: project the noisy row, add an embedding of the time, then SiLU layers."""
+
+    def __init__(self, in_dim: int, out_dim: int, dims: list[int], time_dim: int = 128):
+        super().__init__()
+        width = dims[0]
+        self.time_dim = time_dim
+        self.time = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.proj = nn.Linear(in_dim, width)
+        layers: list[nn.Module] = []
+        for i, o in zip([width, *dims[:-1]], dims):
+            layers += [nn.SiLU(), nn.Linear(i, o)]
+        self.body = nn.Sequential(*layers, nn.SiLU())
+        self.head = nn.Linear(dims[-1], out_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``t``: [n] times, or [1] shared by every row (sampling: the time net runs once)."""
+        half = self.time_dim // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+        angles = 1000.0 * t.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+        return self.head(self.body(self.proj(x) + self.time(emb)))
+
+
+@register_model("diffusion")
+class TabularDiffusion(AveragedGenerator, TabularModel):
+    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+        super().__init__(layout)
+        c = self.cfg = cfg.diffusion
+        self.masked = c.categorical == "masked"
+        self.n_num, self.n_cat, self.n_groups = layout.tanh_idx.numel(), layout.flat_index.numel(), len(layout.groups)
+        # Masked diffusion also tells the net which columns are hidden (one flag per column).
+        in_dim = self.n_num + self.n_cat + (self.n_groups if self.masked else 0)
+        self.generator = Denoiser(in_dim, self.n_num + self.n_cat, c.hidden_dims)
+        # The column (block) of every flat one-hot slot, to zero the slots of hidden columns.
+        self.register_buffer("slot_group", layout.group_mask.nonzero()[:, 0], persistent=False)
+        self.init_average(c.ema_decay)  # rows come from the denoiser's weight average
+
+    def phases(self, t: TrainConfig) -> list[Phase]:
+        return [Phase("denoiser", list(self.generator.parameters()), self.cfg.lr, betas=(0.9, 0.999),
+                      weight_decay=self.cfg.weight_decay)]
+
+    def prepare(self, data: torch.Tensor) -> None:
+        self.prepare_average()
+
+    def after_step(self, phase: str) -> None:
+        self.update_average()
+
+    def compile_modules(self) -> None:
+        self.generator.compile()  # the average is only sampled from
+
+    # -- between rows and the processes' states --------------------------------------------------
+
+    def _codes(self, rows: torch.Tensor) -> torch.Tensor:
+        """[n, groups] category index of every one-hot block."""
+        lay = self.layout
+        return rows[:, lay.group_index].masked_fill(~lay.group_mask, -1.0).argmax(-1)
+
+    def _one_hot(self, codes: torch.Tensor) -> torch.Tensor:
+        """[n, n_cat]: the blocks of ``codes`` side by side, in the layout's flat order."""
+        lay = self.layout
+        padded = torch.zeros(codes.shape[0], *lay.group_mask.shape, device=codes.device)
+        return padded.scatter_(-1, codes[..., None], 1.0)[:, lay.group_mask]
+
+    def _logits(self, flat: torch.Tensor) -> torch.Tensor:
+        """[n, groups, width] per-block logits from the flat output (padding at -inf)."""
+        lay = self.layout
+        padded = flat.new_full((flat.shape[0], *lay.group_mask.shape), float("-inf"))
+        padded[:, lay.group_mask] = flat
+        return padded
+
+    def _rows(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
+        out = z.new_zeros(z.shape[0], lay.width)
+        out[:, lay.tanh_idx] = (z / _SCALE).clamp(-1.0, 1.0)
+        if self.n_groups:
+            out[:, lay.flat_index] = self._one_hot(codes)
+        return out
+
+    def _input(self, z: torch.Tensor, codes: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The net's input under masked diffusion: scalars, revealed blocks (hidden ones all zero), flags."""
+        if not self.n_groups:
+            return z
+        shown = self._one_hot(codes) * (~hidden).float()[:, self.slot_group]
+        return torch.cat([z, shown, hidden.float()], dim=1)
+
+    # -- training --------------------------------------------------------------------------------
+
+    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = real.shape[0]
+        t = torch.rand(n, 1, device=real.device)
+        codes = self._codes(real) if self.n_groups else None
+        x0 = real[:, self.layout.tanh_idx] * _SCALE
+        if not self.masked and self.n_groups:  # the flow runs on the one-hot vectors too
+            x0 = torch.cat([x0, self._one_hot(codes) * 2 - 1], dim=1)
+        noise = torch.randn_like(x0)
+        xt = (1 - t) * x0 + t * noise
+        if self.masked and self.n_groups:
+            hidden = torch.rand(n, self.n_groups, device=real.device) < t
+            out = self.generator(self._input(xt, codes, hidden), t[:, 0])
+            flow = ((out[:, :self.n_num] - (noise - x0)) ** 2).sum(1).mean()
+            logits = self._logits(out[:, self.n_num:])
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
+            # The masked-diffusion ELBO weights a hidden column by 1/t: the late, nearly revealed
+            # rows (where columns must agree with each other) count as much as the early ones.
+            # Measured on Adult: pair trends 0.960 -> 0.970, detection AUC 0.71 -> 0.66.
+            cat = (ce.view(n, -1) * hidden / t.clamp_min(_MIN_T)).sum(1).mean()
+            return flow + cat, {"flow_loss": flow, "category_loss": cat}
+        out = self.generator(xt, t[:, 0])
+        flow = ((out - (noise - x0)) ** 2).sum(1).mean()
+        return flow, {"flow_loss": flow}
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
+        parts = [self._sample(min(_CHUNK, n - i), generator, condition) for i in range(0, n, _CHUNK)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.layout.width, device=self.slot_group.device)
+
+    def _sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None) -> torch.Tensor:
+        device = self.layout.tanh_idx.device
+        net, steps = self.sampler, self.cfg.sample_steps
+        times = torch.linspace(1.0, 0.0, steps + 1, device=device)
+        if not self.masked and self.n_groups:
+            return self._sample_gaussian(n, generator, condition, times)
+        z = torch.randn(n, self.n_num, device=device, generator=generator)
+        codes = torch.zeros(n, self.n_groups, dtype=torch.long, device=device)
+        hidden = torch.ones(n, self.n_groups, dtype=torch.bool, device=device)
+        if condition is not None:  # inpainting: the conditioned column is known from the start
+            codes[:, condition[0]], hidden[:, condition[0]] = condition[1], False
+        for t, s in zip(times[:-1], times[1:]):
+            out = net(self._input(z, codes, hidden), t.reshape(1))
+            z = z + (s - t) * out[:, :self.n_num]  # an Euler step of the flow
+            if not self.n_groups:
+                continue
+            # Each hidden column is revealed with probability (t - s) / t (all of them at s = 0),
+            # as a draw from the predicted categories (Gumbel-max, from the generator alone).
+            u = torch.rand(n, self.n_groups, device=device, generator=generator)
+            reveal = hidden & (u < (t - s) / t)
+            logits = self._logits(out[:, self.n_num:])
+            g = torch.rand(logits.shape, device=device, generator=generator).clamp_min(1e-20)
+            drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
+            codes, hidden = torch.where(reveal, drawn, codes), hidden & ~reveal
+        return self._rows(z, codes)
+
+    def _sample_gaussian(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None,
+                         times: torch.Tensor) -> torch.Tensor:
+        device, net = times.device, self.sampler
+        x = torch.randn(n, self.n_num + self.n_cat, device=device, generator=generator)
+        if condition is not None:  # inpainting: the conditioned block follows its known path
+            lay = self.layout
+            group_pos = torch.zeros_like(lay.group_mask, dtype=torch.long)
+            group_pos[lay.group_mask] = torch.arange(self.n_cat, device=device)
+            cols = self.n_num + group_pos[condition[0], lay.group_mask[condition[0]]]
+            known = -torch.ones(cols.numel(), device=device)
+            known[condition[1]] = 1.0
+            start = x[:, cols].clone()
+        for t, s in zip(times[:-1], times[1:]):
+            if condition is not None:
+                x[:, cols] = (1 - t) * known + t * start
+            x = x + (s - t) * net(x, t.reshape(1))
+        codes = self._logits(x[:, self.n_num:]).argmax(-1)
+        if condition is not None:
+            codes[:, condition[0]] = condition[1]
+        return self._rows(x[:, :self.n_num], codes)
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def inference_state(self) -> dict[str, torch.Tensor]:
+        return self.averaged_state()
+
+    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        rest = self.load_averaged_state(state)
+        if rest:
+            raise RuntimeError(f"model.pt does not fit the diffusion architecture: {sorted(rest)[:5]}")
