@@ -36,9 +36,9 @@ from prefect.context import get_run_context
 from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
-from pipeline.io import check_writable, dataset_run_lock, read_json
+from pipeline.io import dataset_run_lock, read_json
 from pipeline.stages import STAGE_NAMES as STAGES
-from pipeline.stages import check_config, run_stage
+from pipeline.stages import check_config, check_outputs_writable, run_stage
 from pipeline.training.resume import Resume
 
 DEPLOYMENT = "nightly"
@@ -138,9 +138,7 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
     overrides = dict(overrides)
     cfg = load_config(params, overrides)
-    for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
-                        ("publish.release_root", cfg.publish.release_root)):
-        check_writable(folder, key)  # before hours of training, not after
+    check_outputs_writable(cfg)  # before hours of training, not after
     if nightly and cfg.nightly.new_seed and "seed" not in overrides:
         overrides["seed"] = uuid.UUID(run_id).int % 2**31 if run_id else cfg.seed
         cfg = load_config(params, overrides)

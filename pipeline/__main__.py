@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.config import load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError, QualityGateError
 from pipeline.names import check_name, name_from_file
-from pipeline.stages import STAGE_NAMES, STAGES, check_config, run_stage
+from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, run_stage
 from pipeline.training.resume import Resume
 
 log = logging.getLogger("pipeline")
@@ -226,11 +226,7 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
         cfg = load_config(args.params, overrides)
         cfg.dataset(dataset)
     check_config(cfg, [dataset])
-    from pipeline.io import check_writable
-
-    for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
-                        ("publish.release_root", cfg.publish.release_root)):
-        check_writable(folder, key)
+    check_outputs_writable(cfg)
     timings = {}
     for stage in STAGE_NAMES:
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import html
 import math
 
 from pipeline.metrics import METRICS
-from pipeline.report import threshold_text
+from pipeline.report import threshold_change_text, threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
              "coverage.range", "detection.auc", "utility.tstr_score", "utility.trtr_score",
@@ -85,8 +85,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         who = gate.get("changed_by") or {}
         lines += [f"Thresholds changed at publish, after scoring "
                   f"(by {_cell(who.get('user'))} on {_cell(who.get('host'))}):"]
-        lines += [f"- `{c['metric']}`: {threshold_text(c['from']) or 'none'} → {threshold_text(c['to']) or 'none'}"
-                  for c in gate["changed_at_publish"]]
+        lines += [f"- `{c['metric']}`: {threshold_change_text(c)}" for c in gate["changed_at_publish"]]
         lines.append("")
     if manifest.get("modality") == "image":
         lines += _IMAGE_USE

@@ -62,6 +62,11 @@ def threshold_text(th: dict[str, float | None] | None) -> str:
     return " and ".join(parts)
 
 
+def threshold_change_text(change: dict) -> str:
+    """``≥ 0.7 → ≥ 0.6`` for one entry of a manifest's ``gate.changed_at_publish``."""
+    return f"{threshold_text(change['from']) or 'none'} → {threshold_text(change['to']) or 'none'}"
+
+
 def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str]]:
     # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
     failed = {f.split(":", 1)[0] for f in metrics.get("gate.failures") or []}

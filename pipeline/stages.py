@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
-from pipeline.io import read_json, remove_leftovers, write_json
+from pipeline.io import check_writable, read_json, remove_leftovers, write_json
 
 log = logging.getLogger("pipeline")
 
@@ -63,6 +63,14 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
         resolved = cfg.for_dataset(name)
         check_model(resolved.model.name, resolved.dataset(name).modality, name)
         check_thresholds(resolved.score.thresholds)
+
+
+def check_outputs_writable(cfg: Config) -> None:
+    """Every folder a run writes (work, metrics, releases) can be written: checked before hours of
+    training, not found out at publish."""
+    for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
+                        ("publish.release_root", cfg.publish.release_root)):
+        check_writable(folder, key)
 
 
 def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:

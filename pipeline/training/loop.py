@@ -75,15 +75,14 @@ def load_tensors(path: Path, fix: str) -> dict:
     """``torch.load`` of a file this pipeline wrote (tensors and plain containers only). Anything
     else is refused with a one-line error instead of torch's advice to unpickle it (which could
     run code)."""
-    import pickle
-
     if not Path(path).is_file():
         raise InputDataError(path, f"not found; {fix}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the file is, it is refused in one line
+        # torch's weights-only loader raises UnpicklingError for any Python object it will not build.
         why = "it holds Python objects, not only tensors (refused: unpickling could run code)" \
-            if isinstance(exc, pickle.UnpicklingError) else "truncated or not a torch file"
+            if type(exc).__name__ == "UnpicklingError" else "truncated or not a torch file"
         raise InputDataError(path, f"cannot be loaded: {why}; {fix}") from None
     if not isinstance(blob, dict):
         raise InputDataError(path, f"cannot be loaded: holds a {type(blob).__name__}, not a dict of tensors; {fix}")
