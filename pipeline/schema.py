@@ -74,13 +74,13 @@ class TableSchema:
     def arrow(self) -> pa.Schema | None:
         if not self.arrow_schema:
             return None
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.arrow_schema)))
+        return schema_from_b64(self.arrow_schema)
 
     def to_release(self, table: pa.Table) -> pa.Table:
         """A table in the prepared schema, cast to the source's types (a no-op for most sources)."""
         if not self.release_schema:
             return table
-        target = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.release_schema)))
+        target = schema_from_b64(self.release_schema)
         cols = [to_source_type(table.column(f.name), f.type) for f in target]
         return pa.Table.from_arrays(cols, schema=target)
 
@@ -111,6 +111,11 @@ class TableSchema:
                    arrow_schema=data.get("arrow_schema"), release_schema=data.get("release_schema"))
 
 
+def schema_from_b64(text: str) -> pa.Schema:
+    """An Arrow schema from the base64 IPC form schema.json keeps it in."""
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
 def arrow_schema_b64(frame: pd.DataFrame) -> str:
     """The Arrow schema pandas writes for ``frame`` (pandas metadata included), as base64."""
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
@@ -132,7 +137,7 @@ def to_source_type(col: pa.ChunkedArray | pa.Array, source: pa.DataType) -> pa.C
 def release_schema_b64(frame: pd.DataFrame, prepared_b64: str, source_types: dict[str, pa.DataType]) -> str | None:
     """The prepared Arrow schema with ``source_types`` (column -> the source's Arrow type) put back
     for every column whose prepared values cast to it and back unchanged; None when none does."""
-    prepared = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(prepared_b64)))
+    prepared = schema_from_b64(prepared_b64)
     fields, restored = list(prepared), {}
     for i, f in enumerate(fields):
         source = source_types.get(f.name)
