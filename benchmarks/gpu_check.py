@@ -28,8 +28,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.generate import sample_frame, shard_seed  # noqa: E402
 from pipeline.models import MODELS  # noqa: E402
+from pipeline.sampling import sample_frame, shard_seed  # noqa: E402
 from pipeline.schema import TableSchema, arrow_schema_b64, describe, infer_kind  # noqa: E402
 from pipeline.training.loop import fit  # noqa: E402
 from pipeline.training.setup import build_model, transform_table  # noqa: E402

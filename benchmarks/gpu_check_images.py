@@ -33,10 +33,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from gpu_check import device_refusal, timed_fit  # noqa: E402
 
-from pipeline.generate import label_plan, sample_images  # noqa: E402
 from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator  # noqa: E402
 from pipeline.models import MODELS  # noqa: E402
 from pipeline.models.image import ImageSpec, images_to_tensor  # noqa: E402
+from pipeline.sampling import label_plan, sample_images  # noqa: E402
 
 
 def png_gray(data: bytes) -> np.ndarray:

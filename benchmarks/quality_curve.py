@@ -16,10 +16,10 @@ import torch
 
 from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.config import load_config, parse_overrides
-from pipeline.generate import sample_frame
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.utility import score_utility
 from pipeline.models.saved import LoadedModel
+from pipeline.sampling import sample_frame
 from pipeline.training.loop import fit, pick_device
 from pipeline.training.setup import build_model, transform_table
 

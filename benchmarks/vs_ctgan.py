@@ -129,8 +129,8 @@ def job_ours(model: str, epochs: int, eval_rows: int, every: int, target_quality
     import torch
 
     from pipeline.config import load_config
-    from pipeline.generate import sample_frame
     from pipeline.models.saved import LoadedModel
+    from pipeline.sampling import sample_frame
     from pipeline.schema import TableSchema, describe, infer_kind
     from pipeline.training.loop import fit, pick_device
     from pipeline.training.setup import build_model, transform_table

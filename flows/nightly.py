@@ -32,6 +32,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
+from prefect.exceptions import MissingContextError
 
 from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
@@ -72,8 +73,13 @@ class _ToRunLogger(logging.Handler):
 
 @contextlib.contextmanager
 def _stage_logs_to_prefect():
+    try:
+        run_logger = get_run_logger()
+    except MissingContextError:  # called as plain code (``task.fn``): the stage logs as it always does
+        yield
+        return
     source = logging.getLogger("pipeline")
-    handler = _ToRunLogger(get_run_logger())
+    handler = _ToRunLogger(run_logger)
     if source.getEffectiveLevel() > logging.INFO:
         source.setLevel(logging.INFO)  # once, for every task alike (no restore: threads share it)
     source.addHandler(handler)

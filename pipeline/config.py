@@ -18,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     Strict,
     ValidationError,
     model_validator,
@@ -244,8 +243,6 @@ class Config(_Section):
     score: ScoreConfig = ScoreConfig()
     publish: PublishConfig = PublishConfig()
     nightly: NightlyConfig = NightlyConfig()
-    # The command line's --set overrides: re-applied over a dataset's own overrides (they win).
-    _cli: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
@@ -272,9 +269,11 @@ class Config(_Section):
             raise ConfigError(f"dataset '{name}' is not in params (datasets: {', '.join(self.datasets) or 'none'})")
         return self.datasets[name]
 
-    def for_dataset(self, name: str, cli: bool = True) -> "Config":
-        """The config ``name`` runs with: its ``overrides`` applied over the shared sections, then
-        (``cli``) the command line's ``--set`` values again: the most specific setting wins."""
+    def for_dataset(self, name: str) -> "Config":
+        """The config ``name`` runs with: its ``overrides`` applied over the shared sections (the
+        command line's ``--set`` values were folded into them at load: the most specific setting
+        wins, and the command line over everything). The result has only this dataset, with no
+        overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
         if not ds.overrides:
             return self
@@ -283,15 +282,10 @@ class Config(_Section):
             set_dotted(tree, key, value)
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
-        for key, value in self._cli.items() if cli else ():
-            if key.split(".")[0] != "datasets":  # applied already, and the resolved tree has only this one
-                set_dotted(tree, key, value)
         try:
-            resolved = Config.model_validate(tree)
+            return Config.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
-        resolved._cli = self._cli
-        return resolved
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -347,10 +341,34 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def fold_overrides(dataset_overrides: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's ``overrides`` with the command line's ``--set`` values put over them: a ``--set``
+    of the same key replaces it, one inside it is set within it, one of a section around it drops
+    it (the command line wins over a dataset's own settings, as it does over the shared ones)."""
+    out = copy.deepcopy(dataset_overrides)
+    for key, value in cli.items():
+        for own in list(out):
+            if key == own or own.startswith(key + "."):
+                del out[own]
+            elif key.startswith(own + "."):
+                if not isinstance(out[own], dict):
+                    raise ConfigError(f"--set {key}: '{own}' is a value in a dataset's overrides, not a section")
+                set_dotted(out[own], key[len(own) + 1:], value)
+    return out
+
+
 def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, origin: str = "params") -> Config:
+    """The one resolution of params + ``--set``: the overrides applied to the tree (and folded into
+    every dataset's own overrides, so that they win there too), validated once; then each dataset's
+    resolved config is built, so a bad dataset fails now, before any stage runs."""
+    overrides = dict(overrides or {})
     tree = copy.deepcopy(raw) if raw else {}
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         set_dotted(tree, key, value)
+    cli = {k: v for k, v in overrides.items() if k.split(".")[0] != "datasets"}
+    for ds in (tree.get("datasets") or {}).values() if isinstance(tree.get("datasets"), dict) else ():
+        if isinstance(ds, dict) and isinstance(ds.get("overrides"), dict) and cli:
+            ds["overrides"] = fold_overrides(ds["overrides"], cli)
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
@@ -362,21 +380,8 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
             except ValidationError:
                 pass
         raise ConfigError(_format_validation_error(exc, origin)) from None
-    cfg._cli = dict(overrides or {})
-    # Every dataset of the params file is checked now, so a bad one fails before any stage runs; a
-    # --set that does not suit some dataset (--set model.name=tvae beside an image dataset) fails
-    # only if that dataset runs.
-    base = cfg
-    if overrides:
-        try:
-            base = Config.model_validate(copy.deepcopy(raw) if raw else {})
-        except ValidationError:
-            base = None  # the params file alone is not valid; with the --set values it is
-    for name in base.datasets if base is not None else ():
-        try:
-            base.for_dataset(name, cli=False)
-        except ConfigError:
-            cfg.for_dataset(name)  # unless the --set values put it right
+    for name in cfg.datasets:
+        cfg.for_dataset(name)
     return cfg
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from pipeline.metrics import METRICS
+from pipeline.metrics import known_metrics
 from pipeline.report import threshold_change_text, threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
@@ -72,12 +72,13 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
     lines += ["", "## Quality, utility, privacy", "", "| metric | value | threshold | meaning |", "|---|---:|---|---|"]
+    known = known_metrics()
     for key in _HEADLINE:
         if key not in m:
             continue
         bound = threshold_text(thresholds.get(key))
         lines.append(f"| `{key}` | {_value(m[key])} | {bound} | "
-                     f"{_cell(METRICS[key].description) if key in METRICS else ''} |")
+                     f"{_cell(known[key].description) if key in known else ''} |")
     lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
                   "The full report is `_report.html`.", ""]
     gate = manifest.get("gate") or {}

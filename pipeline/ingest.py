@@ -1,5 +1,9 @@
-"""Stage 1, ingest: read a CSV or Parquet source, infer and check its schema, write prepared Parquet.
+"""Stage 1, ingest: read the source, type and check it, keep a holdout, write prepared Parquet.
 
+The modality's handler reads the source (``pipeline.modalities``: a table through
+``pipeline.sources`` (format, compression, encoding, CSV dialect) and ``pipeline.schema`` (typed
+columns); images through ``pipeline.images``); this stage splits off the holdout and writes, alike
+for both.
 Output (one directory, written atomically): ``train.parquet`` (the rows the model learns),
 ``holdout.parquet`` (real rows kept out of training, for utility and privacy scoring) and
 ``schema.json``. Any problem with the input raises InputDataError naming the file, the column and
@@ -8,46 +12,21 @@ the reason, and nothing is written.
 
 from __future__ import annotations
 
-import codecs
-import collections
-import csv
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.artifacts import StagePaths
-from pipeline.config import Config, CsvOptions, DatasetConfig
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import atomic_dir, sha256_file, write_json
-from pipeline.schema import (
-    CastError,
-    TableSchema,
-    arrow_schema_b64,
-    cast_column,
-    describe,
-    infer_kind,
-    nullable_dtype,
-    release_schema_b64,
-)
+from pipeline.config import Config
+from pipeline.errors import InputDataError
+from pipeline.io import atomic_dir, write_json
+from pipeline.modalities import modality_named
+from pipeline.schema import TableSchema
 
 log = logging.getLogger(__name__)
-
-# pandas' own NA spellings plus "?" (the UCI convention).
-DEFAULT_NA = ["", "?", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A", "<NA>"]
-_SNIFF_BYTES = 64 * 1024
-_WHITESPACE = r"\s+"  # columns separated by runs of spaces or tabs
-# Every column is a model input and a metric pair: past this many, a table is too wide to learn.
-MAX_COLUMNS = 2000
-_COMPRESSED = [(b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz")]
-# Longest first: the UTF-32 little-endian mark starts with the UTF-16 one.
-_BOMS = [(b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xef\xbb\xbf", "utf-8-sig"),
-         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")]
 
 
 @dataclass
@@ -60,458 +39,7 @@ class IngestResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
-
-
-def _shown(name: object) -> str:
-    """A column name fit for a one-line message (a newline in a name would break the line)."""
-    text = str(name)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _format_of(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    # The bytes decide before the name: a Parquet file called x.csv is still Parquet.
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PAR1" or path.suffix.lower() in (".parquet", ".pq"):
-        return "parquet"  # a .parquet without the magic bytes is refused by the Parquet reader, by name
-    return "csv"
-
-
-def _compression(path: Path) -> str | None:
-    """gzip, bz2 or xz from the file's first bytes (whatever its name), else None."""
-    with open(path, "rb") as f:
-        head = f.read(6)
-    if head.startswith(b"PK\x03\x04"):
-        raise InputDataError(path, "is a ZIP archive: unzip it and set the dataset's source to the CSV inside")
-    return next((name for magic, name in _COMPRESSED if head.startswith(magic)), None)
-
-
-def _open_bytes(path: Path, compression: str | None):
-    import bz2
-    import gzip
-    import lzma
-
-    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression, open)(path, "rb")
-
-
-def _open_text(path: Path, encoding: str, compression: str | None):
-    """Open a possibly compressed text file (the text was checked by ``_check_text``)."""
-    return io.TextIOWrapper(_open_bytes(path, compression), encoding=encoding, newline="")
-
-
-def _encoding(path: Path, opts: CsvOptions, compression: str | None, dataset: str) -> str:
-    """The configured encoding, or the one a byte-order mark names when it is left at utf-8."""
-    try:
-        configured = codecs.lookup(opts.encoding).name
-    except LookupError:
-        raise ConfigError(f"datasets.{dataset}.csv.encoding: {opts.encoding!r} is not an encoding Python knows "
-                          "(e.g. utf-8, latin-1, cp1252)") from None
-    try:
-        with _open_bytes(path, compression) as f:
-            head = f.read(4)
-    except (OSError, EOFError):
-        head = b""  # a damaged compressed stream: _check_text refuses it by name
-    if configured != "utf-8":
-        return opts.encoding
-    return next((enc for bom, enc in _BOMS if head.startswith(bom)), opts.encoding)
-
-
-def _check_text(path: Path, encoding: str, compression: str | None, dataset: str) -> None:
-    """Decode the whole file once (C speed): refuse bytes that are not ``encoding`` and NUL
-    characters (pandas would cut the value there), naming the line."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    offset = lines = 0  # bytes and newlines before the current chunk
-    try:
-        with _open_bytes(path, compression) as f:
-            while chunk := f.read(1 << 20):
-                pending = decoder.getstate()[0]
-                try:
-                    text = decoder.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    data = pending + chunk
-                    line = lines + data[:exc.start].count(b"\n") + 1
-                    raise InputDataError(path, (
-                        f"is not valid {encoding} text: byte 0x{data[exc.start]:02x} at offset "
-                        f"{offset - len(pending) + exc.start} (line {line}); set datasets.{dataset}.csv.encoding "
-                        "to the file's encoding (e.g. latin-1 or cp1252), or save the file as UTF-8")) from None
-                nul = text.find("\0")
-                if nul >= 0:
-                    line = lines + text.count("\n", 0, nul) + 1
-                    if offset == 0 and text.count("\0", 0, 4096) * 4 > min(len(text), 4096):
-                        odd = chunk[1:4096:2].count(0) > chunk[0:4096:2].count(0)
-                        raise InputDataError(path, (
-                            "is full of NUL bytes: it looks like UTF-16 text without a byte-order mark; "
-                            f"set datasets.{dataset}.csv.encoding to {'utf-16-le' if odd else 'utf-16-be'}"))
-                    raise InputDataError(path, f"line {line} contains a NUL byte (not text: pandas would cut "
-                                               "the value there); remove it, or check csv.encoding")
-                lines += text.count("\n")
-                offset += len(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise InputDataError(path, f"ends inside a {encoding} character (a cut file?); set "
-                                   f"datasets.{dataset}.csv.encoding if it is not {encoding}") from None
-    except (OSError, EOFError, ValueError) as exc:  # a damaged gzip/bz2/xz stream
-        raise InputDataError(path, f"cannot be read{f' as {compression}' if compression else ''}: "
-                                   f"{_one_line(exc)}") from None
-
-
-def _sniff(path: Path, opts: CsvOptions, encoding: str, compression: str | None) -> tuple[str, list[str]]:
-    """Detect the delimiter; return it with the first parsed lines (for header detection)."""
-    with _open_text(path, encoding, compression) as f:
-        head = f.read(_SNIFF_BYTES)
-    if not head.strip():
-        raise InputDataError(path, "the file is empty" if not head else "the file is empty (only whitespace)")
-    lines = head.splitlines()
-    if len(head) == _SNIFF_BYTES and len(lines) > 1:
-        lines = lines[:-1]  # the last line may be cut
-    sample = "\n".join(l for l in lines if l.strip())  # noqa: E741
-    sep = opts.sep
-    if sep == "auto":
-        try:
-            sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-        except csv.Error:
-            counts = {d: sample.splitlines()[0].count(d) for d in ",;\t|"}
-            sep = max(counts, key=counts.get) if max(counts.values()) else _WHITESPACE
-        if sep in ("\t", _WHITESPACE) and (_constant_width(sample.split("\n"), None)
-                                           > _constant_width(sample.split("\n"), "\t")):
-            sep = _WHITESPACE  # aligned columns: runs of spaces (and tabs) separate them
-    elif sep == "\\t":
-        sep = "\t"
-    if sep == _WHITESPACE:
-        rows = [line.split() for line in sample.splitlines()]
-    else:
-        rows = list(csv.reader(io.StringIO(sample), delimiter=sep, skipinitialspace=True))
-    return sep, [r for r in rows if r]
-
-
-def _constant_width(lines: list[str], sep: str | None) -> int:
-    """The field count shared by every non-empty line when split on ``sep`` (None: whitespace), else 0."""
-    widths = {len(line.split(sep)) for line in lines if line.strip()}
-    return widths.pop() if len(widths) == 1 else 0
-
-
-def _records(f, sep: str):
-    """csv records of an open text file; runs of spaces and tabs for the whitespace separator."""
-    if sep == _WHITESPACE:
-        return csv.reader((line.replace("\t", " ") for line in f), delimiter=" ", skipinitialspace=True)
-    return csv.reader(f, delimiter=sep, skipinitialspace=True)
-
-
-def _blank(record: list[str]) -> bool:
-    """A blank (or whitespace-only) line, which pandas skips."""
-    return len(record) <= 1 and not "".join(record).strip()
-
-
-def _fits(record: list[str], width: int) -> bool:
-    """Whether a record has ``width`` fields; one more that is empty is a trailing delimiter (pandas
-    reads it so), and a blank line is skipped."""
-    n = len(record)
-    return n == width or (n == width + 1 and not record[-1].strip()) or _blank(record)
-
-
-def _check_fields(path: Path, encoding: str, compression: str | None, sep: str, header: bool) -> list[str]:
-    """One streaming pass over the records: each must have as many fields as the first (pandas
-    would drop extra fields and pad short rows silently). Returns the first record, complete."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # pandas has no field size limit; nor has this check
-    what = "the header has" if header else "the first line has"
-    try:
-        with _open_text(path, encoding, compression) as f:
-            reader = _records(f, sep)
-            first = next((r for r in reader if not _blank(r)), [])
-            width = len(first)
-            if width > MAX_COLUMNS:
-                raise InputDataError(path, f"has {width} columns, more than the {MAX_COLUMNS} the pipeline models: "
-                                           "keep the columns you need in a smaller file")
-            # C-speed count of the field counts; the line-by-line walk only when one differs.
-            if set(collections.Counter(map(len, reader))) <= {width}:
-                return first
-        with _open_text(path, encoding, compression) as f:
-            reader = _records(f, sep)
-            next((r for r in reader if not _blank(r)), None)
-            start = reader.line_num + 1
-            for record in reader:
-                if not _fits(record, width):
-                    n = len(record)
-                    fix = "write NA for a missing value" if sep == _WHITESPACE else f"quote values that contain {sep!r}"
-                    raise InputDataError(path, f"cannot be parsed as CSV: line {start} has {n} field{'s' * (n != 1)}, "
-                                               f"{what} {width}; {fix} and give every row the same number of fields")
-                start = reader.line_num + 1
-        return first
-    except csv.Error as exc:
-        raise InputDataError(path, f"cannot be parsed as CSV with delimiter {sep!r}: {_one_line(exc)}") from None
-    finally:
-        csv.field_size_limit(limit)
-
-
-def _looks_numeric(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
-
-
-def _has_header(rows: list[list[str]], na: set[str]) -> bool:
-    """A header row is one whose cells are all text, where some column below holds numbers, or
-    whose cells never reappear in their column below. An empty cell does not rule a header out
-    when numbers below other cells show it is one (it is then refused by name)."""
-    first, body = [c.strip() for c in rows[0]], rows[1:51]
-    named = [c for c in first if c]
-    if not named or any(_looks_numeric(c) or c in na for c in named):
-        return False
-    if not body:
-        return True
-    for j, name in enumerate(first):
-        col = [r[j].strip() for r in body if j < len(r) and r[j].strip() not in na]
-        if name and col and all(_looks_numeric(v) for v in col):
-            return True
-    if len(named) < len(first):
-        return False  # a data row with a missing value, as far as the text shows
-    # All-text table: a header's names do not repeat as values in their own columns.
-    return not any(name in {r[j].strip() for r in body if j < len(r)} for j, name in enumerate(first))
-
-
-def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataFrame:
-    na = DEFAULT_NA if opts.na_values == "auto" else list(opts.na_values)
-    compression = _compression(path)
-    encoding = _encoding(path, opts, compression, dataset)
-    _check_text(path, encoding, compression, dataset)
-    sep, rows = _sniff(path, opts, encoding, compression)
-    header = _has_header(rows, set(na)) if opts.header == "auto" else opts.header
-    first = _check_fields(path, encoding, compression, sep, header)
-    if header:
-        names = [c.strip() for c in first]
-        empty = [i for i, n in enumerate(names) if not n]
-        if empty:
-            trailing = " (or remove the delimiter at the end of every line)" if empty == [len(names) - 1] else ""
-            raise InputDataError(path, f"header cell {empty[0] + 1} is empty: give every column a name{trailing}")
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InputDataError(path, "duplicate column name in the header: rename one of them",
-                                 column=_shown(dupes[0]))
-    try:
-        df = pd.read_csv(
-            path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, index_col=False,
-            na_values=na, skipinitialspace=True, encoding=encoding, compression=compression,
-            engine="c",  # the C engine also handles the whitespace pattern
-        )
-    except pd.errors.EmptyDataError:
-        raise InputDataError(path, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputDataError(path, f"cannot be parsed as CSV with delimiter {sep!r}: {_one_line(exc)}") from None
-    if header:
-        df.columns = [str(c).strip() for c in df.columns]
-    else:
-        df.columns = [f"column_{i}" for i in range(df.shape[1])]
-    log.info("read %s as CSV (delimiter %r, header %s, %s): %d rows x %d columns",
-             path, sep, header, encoding, *df.shape)
-    return df
-
-
-def _modelable(t: pa.DataType) -> bool:
-    """Arrow types that hold one scalar the pipeline can model (nested and binary ones do not)."""
-    if pa.types.is_dictionary(t):
-        return _modelable(t.value_type) and not pa.types.is_dictionary(t.value_type)
-    return any(check(t) for check in (
-        pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_string,
-        pa.types.is_large_string, pa.types.is_date, pa.types.is_timestamp, pa.types.is_null))
-
-
-def _read_parquet(path: Path, ds: DatasetConfig, dataset: str = "<name>") -> pd.DataFrame:
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(path, f"not a readable Parquet file ({_one_line(exc)})") from None
-    dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
-    if dupes:
-        raise InputDataError(path, "duplicate column name", column=_shown(dupes[0]))
-    if "" in schema.names:
-        raise InputDataError(path, f"column {schema.names.index('') + 1} has an empty name: name it (an unnamed "
-                                   "column cannot be a target or be listed in column_types or drop_columns)")
-    if len(schema) > MAX_COLUMNS:
-        raise InputDataError(path, f"has {len(schema)} columns, more than the {MAX_COLUMNS} the pipeline models: "
-                                   "keep the columns you need in a smaller file")
-    for field in schema:
-        if field.name not in ds.drop_columns and not _modelable(field.type):
-            nested = pa.types.is_nested(field.type)
-            shown = str(field.type) if len(str(field.type)) <= 120 else str(field.type)[:117] + "..."
-            raise InputDataError(path, (
-                f"has the Arrow type {shown}, {'a nested type ' if nested else ''}which the pipeline cannot model: "
-                f"{'flatten it into scalar columns' if nested else 'convert it to a string, number or timestamp'} "
-                f"or drop it (datasets.{dataset}.drop_columns: [{_shown(field.name)}])"), column=_shown(field.name))
-    try:
-        table = pq.read_table(path)
-        df = table.to_pandas()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InputDataError(path, f"cannot be read: {_one_line(exc)}") from None
-    # Integer columns with nulls would turn float in pandas; keep them integers (nullable).
-    for field in table.schema:
-        if pa.types.is_integer(field.type) and table.column(field.name).null_count:
-            dtype = pd.api.types.pandas_dtype(("UInt" if pa.types.is_unsigned_integer(field.type) else "Int")
-                                              + str(field.type.bit_width))
-            df[field.name] = table.column(field.name).to_pandas(types_mapper={field.type: dtype}.get)
-    # The release casts back to the types pandas changes (decimal, dictionary, large_string).
-    df.attrs["arrow_types"] = {f.name: f.type for f in table.schema}
-    return df
-
-
-def read_source(path: str | Path, ds: DatasetConfig, column_names: list[str] | None = None,
-                dataset: str = "<name>") -> pd.DataFrame:
-    """Read one source file as a frame of raw values (strings for CSV, typed for Parquet)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputDataError(path, "file not found")
-    if path.is_dir():
-        raise InputDataError(path, "is a directory, expected a CSV or Parquet file")
-    if not path.is_file():
-        raise InputDataError(path, "is not a regular file (a FIFO or device?): expected a CSV or Parquet file")
-    if path.stat().st_size == 0:
-        raise InputDataError(path, "the file is empty")
-    fmt = _format_of(path, ds.format)
-    df = _read_parquet(path, ds, dataset) if fmt == "parquet" else _read_csv(path, ds.csv, dataset)
-    if df.shape[1] == 0:
-        raise InputDataError(path, "no columns")
-    if len(df) == 0:
-        raise InputDataError(path, "has a header but no data rows" if fmt == "csv" else "has no rows")
-    if column_names is not None and fmt == "csv" and list(df.columns) != column_names:
-        if df.columns[0] == "column_0" and df.shape[1] == len(column_names):
-            df.columns = column_names  # a headerless holdout takes the training file's names
-    return df.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Schema
-
-
-def _prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFrame, TableSchema]:
-    source_types = df.attrs.get("arrow_types", {})  # Parquet only
-    for col in ds.drop_columns:
-        if col not in df.columns:
-            raise InputDataError(path, "listed in drop_columns but not in the file", column=_shown(col))
-    df = df.drop(columns=ds.drop_columns)
-    names = ", ".join(_shown(c) for c in df.columns)
-    for col in ds.column_types:
-        if col not in df.columns:
-            raise InputDataError(path, f"named in column_types but not in the file (columns: {names})",
-                                 column=_shown(col))
-    if ds.target is not None and ds.target not in df.columns:
-        raise InputDataError(path, f"target column not found (columns: {names})", column=_shown(ds.target))
-
-    out, columns = {}, []
-    for name in df.columns:
-        raw = df[name]
-        if raw.isna().all():
-            raise InputDataError(path, "every value is missing", column=_shown(name))
-        kind = ds.column_types.get(name)
-        try:
-            kind = kind or infer_kind(raw)
-            values = cast_column(raw, kind)
-        except CastError as exc:
-            raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}",
-                                 column=_shown(name)) from None
-        out[name] = values
-        columns.append(describe(values, kind))
-    frame = pd.DataFrame(out)
-    arrow_schema = arrow_schema_b64(frame)
-    undeclared = {n: t for n, t in source_types.items() if n in out and n not in ds.column_types}
-    schema = TableSchema(columns=columns, target=ds.target, arrow_schema=arrow_schema,
-                         release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
-    if not schema.modeled:
-        raise InputDataError(path, "no usable column: every column is an ID or was dropped")
-    if ds.target is not None and schema[ds.target].kind == "id":
-        raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
-                             column=_shown(ds.target))
-    if ds.target is not None and schema[ds.target].n_unique < 2:
-        value = frame[ds.target].dropna().iloc[0]
-        value = value.item() if isinstance(value, np.generic) else value  # 5, not np.int64(5)
-        raise InputDataError(path, (
-            f"the target has one value ({value!r}) in every row, so there is nothing to predict and the utility "
-            "score would be meaningless: choose another target column, or none (target: null)"),
-            column=_shown(ds.target))
-    return frame, schema
-
-
-def _conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig) -> pd.DataFrame:
-    """Bring a holdout file to the training schema (same columns, same dtypes)."""
-    df = df.drop(columns=[c for c in ds.drop_columns if c in df.columns])
-    missing = [c for c in schema.names if c not in df.columns]
-    if missing:
-        raise InputDataError(path, "missing in the holdout file (present in the source)", column=_shown(missing[0]))
-    out = {}
-    for col in schema.columns:
-        try:
-            values = cast_column(df[col.name], col.kind)
-            dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
-            out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
-        except (CastError, ValueError, TypeError) as exc:
-            raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}",
-                                 column=_shown(col.name)) from None
-    return pd.DataFrame(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stage
-
-
-def _ingest_images(cfg: Config, dataset: str) -> IngestResult:
-    """Images: the same prepared layout (train/holdout Parquet + schema.json), rows are images."""
-    from pipeline.images import IMAGE_COLUMNS, read_images
-
-    ds = cfg.dataset(dataset)
-    paths = StagePaths.of(cfg.work_dir, dataset)
-    source = Path(ds.source)
-    frame = read_images(source)
-    source_hash = _tree_hash(source)
-    if ds.holdout_source:
-        holdout, train = read_images(ds.holdout_source), frame
-        if (holdout["height"].iloc[0], holdout["width"].iloc[0]) != (train["height"].iloc[0], train["width"].iloc[0]):
-            raise InputDataError(ds.holdout_source, "holdout images differ in size from the source's")
-        holdout_hash = _tree_hash(Path(ds.holdout_source))
-    else:
-        order = np.random.default_rng(cfg.seed).permutation(len(frame))
-        n_hold = int(round(len(frame) * cfg.ingest.holdout_fraction))
-        if len(frame) - n_hold < 2:
-            raise InputDataError(source, f"only {len(frame)} images: too few to train on")
-        holdout = frame.iloc[np.sort(order[:n_hold])].reset_index(drop=True)
-        train = frame.iloc[np.sort(order[n_hold:])].reset_index(drop=True)
-        holdout_hash = None
-    counts = train["label"].value_counts().sort_index()
-    meta = {
-        "dataset": dataset, "modality": "image", "source": str(source), "source_hash": source_hash,
-        "params": ingest_params(cfg, dataset),
-        "holdout_source": ds.holdout_source, "holdout_hash": holdout_hash,
-        "rows": len(train), "holdout_rows": len(holdout),
-        "height": int(train["height"].iloc[0]), "width": int(train["width"].iloc[0]), "channels": 1,
-        "labels": [int(k) for k in counts.index], "label_counts": [int(v) for v in counts.to_numpy()],
-        "target": "label", "columns": IMAGE_COLUMNS,
-    }
-    with atomic_dir(paths.prepared) as tmp:
-        train.to_parquet(tmp / "train.parquet", index=False)
-        holdout.to_parquet(tmp / "holdout.parquet", index=False)
-        write_json(tmp / "schema.json", meta)
-    log.info("ingest %s: %d training images, %d holdout images, %dx%d, %d labels", dataset, len(train),
-             len(holdout), meta["height"], meta["width"], len(meta["labels"]))
-    return IngestResult(dataset, len(train), len(holdout), None, source_hash)
-
-
-def _tree_hash(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
-    if path.is_file():
-        return sha256_file(path)
-    import hashlib
-
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(file.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(file)))
-    return h.hexdigest()
 
 
 def ingest_params(cfg: Config, dataset: str) -> dict:
@@ -521,46 +49,44 @@ def ingest_params(cfg: Config, dataset: str) -> dict:
 
 
 def run(cfg: Config, dataset: str) -> IngestResult:
-    """Read the dataset's source (and holdout), infer its schema, write the prepared directory."""
+    """Read the dataset's source (and holdout), type and check it, write the prepared directory."""
     ds = cfg.dataset(dataset)
-    if ds.modality == "image":
-        return _ingest_images(cfg, dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
+    handler = modality_named(ds.modality)
     source = Path(ds.source)
-    df = read_source(source, ds, dataset=dataset)
-    frame, schema = _prepare(df, source, ds)
-    source_hash = sha256_file(source)
-
+    first = handler.read(source, ds, dataset)
     if ds.holdout_source:
-        hpath = Path(ds.holdout_source)
-        holdout = _conform(read_source(hpath, ds, column_names=list(df.columns), dataset=dataset), hpath, schema, ds)
-        train = frame
-        holdout_hash = sha256_file(hpath)
+        train, holdout = first.frame, handler.read_holdout(Path(ds.holdout_source), ds, dataset, first)
+        holdout_hash, holdout = holdout.source_hash, holdout.frame
     else:
-        rng = np.random.default_rng(cfg.seed)
-        n_hold = int(round(len(frame) * cfg.ingest.holdout_fraction))
-        if len(frame) - n_hold < 2:
-            raise InputDataError(source, f"only {len(frame)} rows: too few to train on")
-        order = rng.permutation(len(frame))
-        holdout = frame.iloc[np.sort(order[:n_hold])].reset_index(drop=True)
-        train = frame.iloc[np.sort(order[n_hold:])].reset_index(drop=True)
+        train, holdout = split_holdout(first.frame, cfg.ingest.holdout_fraction, cfg.seed, source, handler.UNIT)
         holdout_hash = None
-
     meta = {
         "dataset": dataset,
         "params": ingest_params(cfg, dataset),  # what this prepared data was made with
         "source": str(source),
-        "source_hash": source_hash,
+        "source_hash": first.source_hash,
         "holdout_source": ds.holdout_source,
         "holdout_hash": holdout_hash,
         "rows": len(train),
         "holdout_rows": len(holdout),
-        **schema.to_dict(),
+        **handler.describe_prepared(train, first),
     }
     with atomic_dir(paths.prepared) as tmp:
         train.to_parquet(tmp / "train.parquet", index=False)
         holdout.to_parquet(tmp / "holdout.parquet", index=False)
         write_json(tmp / "schema.json", meta)
-    log.info("ingest %s: %d training rows, %d holdout rows, kinds: %s", dataset, len(train), len(holdout),
-             ", ".join(f"{c.name}={c.kind}" for c in schema.columns))
-    return IngestResult(dataset, len(train), len(holdout), schema, source_hash)
+    log.info("ingest %s: %s", dataset, handler.ingest_summary(train, holdout, first))
+    return IngestResult(dataset, len(train), len(holdout), first.schema, first.source_hash)
+
+
+def split_holdout(frame: pd.DataFrame, fraction: float, seed: int, source: Path, unit: str
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): a seeded share ``fraction`` of the rows held out, both in source order."""
+    n_hold = int(round(len(frame) * fraction))
+    if len(frame) - n_hold < 2:
+        raise InputDataError(source, f"only {len(frame)} {unit}: too few to train on")
+    order = np.random.default_rng(seed).permutation(len(frame))
+    holdout = frame.iloc[np.sort(order[:n_hold])].reset_index(drop=True)
+    train = frame.iloc[np.sort(order[n_hold:])].reset_index(drop=True)
+    return train, holdout

@@ -69,6 +69,24 @@ class PublishResult:
     rows: int
 
 
+@dataclass
+class ScoredWork:
+    """What the earlier stages left for a release, read and checked (``read_scored_work``)."""
+
+    metrics: dict
+    passed: bool  # the gate re-checked against the thresholds in force at publish
+    failures: list[str]
+    thresholds: dict[str, Threshold]
+    gate_changes: list[dict]  # thresholds that differ from the ones the rows were scored under
+    schema_meta: dict  # ingest's record
+    model_info: dict  # train's record
+    gen_info: dict  # generate's record
+    parts: list[Path]  # the synthetic shards, in order
+    params: dict  # the settings that made the rows (``made_with``)
+    seeds: dict
+    from_publisher: list[str]
+
+
 @contextlib.contextmanager
 def dataset_lock(root: Path) -> Iterator[None]:
     """An exclusive lock per dataset's release folder: concurrent publishers wait their turn."""
@@ -137,10 +155,52 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         keep: int | None = None) -> PublishResult:
     """Release the scored synthetic rows as a new version. ``run_info`` (e.g. the orchestrator's
     run id) goes into the manifest; ``keep`` prunes all but the newest ``keep`` versions after."""
-    cfg = cfg.for_dataset(dataset)
     if version is not None:
         check_name(version, "version")
+    cfg = cfg.for_dataset(dataset)  # itself when resolved already (run_stage resolves it)
     paths = StagePaths.of(cfg.work_dir, dataset)
+    work = read_scored_work(cfg, dataset, paths)
+
+    root = Path(cfg.publish.release_root) / dataset
+    with dataset_lock(root):
+        for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:  # left by a crashed publish
+            shutil.rmtree(stale, ignore_errors=True)
+        previous = latest_version(root)
+        if version is None:
+            released = already_released(root, dataset, previous, work)
+            if released is not None:
+                return released
+        if version is not None and (root / version).exists():
+            raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
+        version = version or new_version(root)
+        new_schema, changes = check_schema_contract(cfg, dataset, root, previous, work.schema_meta)
+
+        # Assembled out of sight, then renamed into place in one step.
+        staging = root / f".staging-{version}-{os.getpid()}"
+        staging.mkdir(parents=True)
+        try:
+            files, rows = write_release(staging, dataset, version, work, paths, new_schema, changes, run_info)
+            fsync_path(staging)
+            if (root / version).exists():
+                raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
+            os.rename(staging, root / version)  # the release appears whole, or not at all
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _point_latest(root, dataset, version)
+        if keep is not None:
+            try:
+                prune_releases(root, keep)
+            except OSError as exc:  # the release stands; old ones are pruned next time
+                log.warning("could not prune old releases of %s: %s", dataset, exc)
+    log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
+    return PublishResult(dataset, version, root / version, rows)
+
+
+def read_scored_work(cfg: Config, dataset: str, paths: StagePaths) -> ScoredWork:
+    """What the earlier stages left for this release, read and checked: the gate passes under the
+    thresholds in force now, the rows come from the model on disk and are the ones that were
+    scored. Raises QualityGateError or ReleaseError (nothing published) otherwise."""
     metrics = load_metrics(cfg.metrics_dir, dataset)
     details = read_record(paths.details, "score")
     scored_with = {k: Threshold.model_validate(v) for k, v in (details.get("thresholds") or {}).items()}
@@ -165,122 +225,125 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                            f"({metrics_path(cfg.metrics_dir, dataset)}); re-run score")
     params, seeds, from_publisher = made_with(cfg, dataset, schema_meta, model_info, gen_info, details)
     gate_changes = threshold_changes(scored_with if details.get("thresholds") is not None else thresholds, thresholds)
+    return ScoredWork(metrics, passed, failures, thresholds, gate_changes, schema_meta, model_info, gen_info,
+                      parts, params, seeds, from_publisher)
 
-    root = Path(cfg.publish.release_root) / dataset
-    with dataset_lock(root):
-        for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:  # left by a crashed publish
-            shutil.rmtree(stale, ignore_errors=True)
-        previous = latest_version(root)
-        if version is None:
-            # A retried publish (the release landed, then something failed) returns that release
-            # instead of making a duplicate of the same rows, whichever version holds them; one
-            # newer than latest is a publish that died before moving latest, so latest moves now.
-            versions = list_versions(root)
-            found = find_release(root, versions, metrics.get("synthetic_hash"), gen_info["model_hash"])
-            if found is not None:
-                found, held = found
-                if previous not in versions or versions.index(found) > versions.index(previous):
-                    _point_latest(root, dataset, found)
-                    log.info("publish %s: %s held these rows but latest did not name it; it does now", dataset, found)
-                else:
-                    log.info("publish %s: these rows are already released as %s", dataset, found)
-                return PublishResult(dataset, found, root / found, int(held["rows"]))
-        if version is not None and (root / version).exists():
-            raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
-        version = version or new_version(root)
-        # The schema contract with the current latest: breaking changes need explicit consent.
-        new_schema = [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]]
-        changes = {"breaking": [], "compatible": []}
-        if previous is not None and (root / previous / MANIFEST).exists():
-            changes = schema_changes(read_json(root / previous / MANIFEST)["schema"], new_schema)
-            changes["against"] = previous
-            if changes["breaking"] and not cfg.publish.allow_breaking_changes:
-                raise ReleaseError(
-                    f"{dataset}: the new schema breaks {previous}'s ({'; '.join(changes['breaking'])}); "
-                    "nothing published. Set publish.allow_breaking_changes: true to release it anyway")
-        staging = root / f".staging-{version}-{os.getpid()}"
-        staging.mkdir(parents=True)
-        try:
-            lineage = {
-                "dataset": dataset,
-                "version": version,
-                "source": schema_meta["source"],
-                "source_hash": schema_meta["source_hash"],
-                "modality": schema_meta.get("modality", "table"),
-                "holdout_hash": schema_meta.get("holdout_hash"),
-                "model": model_info["model"],
-                "model_hash": gen_info["model_hash"],
-                # The settings that made these rows, each section as its stage recorded it.
-                "params": params,
-                "params_hash": params_hash(params),
-                "seed": seeds["generate"],
-                "seeds": seeds,
-                "code_version": code_version(),
-            }
-            if from_publisher:
-                lineage["params_from_publisher"] = from_publisher
-            files, rows = [], 0
-            for i, part in enumerate(parts):
-                table = pq.read_table(part)
-                name = shard_name(i)
-                write_parquet(table, staging / name, lineage=lineage)
-                files.append({"path": name, "rows": table.num_rows, "bytes": (staging / name).stat().st_size,
-                              "sha256": sha256_file(staging / name)})
-                rows += table.num_rows
-            manifest = {
-                **lineage,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "rows": rows,
-                "source_rows": schema_meta.get("rows"),
-                "holdout_rows": schema_meta.get("holdout_rows"),
-                "schema": new_schema,
-                "schema_changes": changes,
-                "files": files,
-                # The verdict is the one just re-checked against the thresholds in force.
-                "metrics": {**metrics, "gate.passed": passed, "gate.failures": failures},
-                "gate": {"passed": passed, "failures": failures,
-                         "thresholds": {k: v.model_dump() for k, v in thresholds.items()},
-                         "changed_at_publish": gate_changes, **({"changed_by": _who()} if gate_changes else {})},
-                "synthetic_hash": metrics.get("synthetic_hash"),
-                "training": {k: model_info[k] for k in ("epochs", "seconds", "device")},
-                "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
-                "run": run_info or {},
-            }
-            card = render_datacard(manifest, manifest["gate"]["thresholds"])
-            (staging / DATACARD).write_text(card, encoding="utf-8")
-            manifest["reports"] = [DATACARD]
-            if (paths.synthetic / "_grid.png").exists():  # images: the preview grid
-                shutil.copyfile(paths.synthetic / "_grid.png", staging / "_samples.png")
-                manifest["reports"].append("_samples.png")
-            unit = "images" if lineage["modality"] == "image" else "rows"
-            said = [f"{c['metric']}: {threshold_change_text(c)}" for c in gate_changes]
-            for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
-                if (paths.score / name).exists():
-                    text = (paths.score / name).read_text(encoding="utf-8")
-                    # The verdict shown is the one this release was published under.
-                    gate = (gate_html if name == "report.html" else gate_markdown)(
-                        manifest["metrics"], manifest["gate"]["thresholds"], unit, said)
-                    text = regate(text, gate)
-                    if name == "report.html":
-                        text = embed_in_report(text, card)
-                    (staging / f"_{name}").write_text(text, encoding="utf-8")
-                    manifest["reports"].append(f"_{name}")
-            write_json(staging / MANIFEST, manifest)
-            fsync_path(staging)
-            if (root / version).exists():
-                raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
-            os.rename(staging, root / version)  # the release appears whole, or not at all
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        _point_latest(root, dataset, version)
-        if keep is not None:
-            try:
-                prune_releases(root, keep)
-            except OSError as exc:  # the release stands; old ones are pruned next time
-                log.warning("could not prune old releases of %s: %s", dataset, exc)
-    log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
-    return PublishResult(dataset, version, root / version, rows)
+
+def already_released(root: Path, dataset: str, previous: str | None, work: ScoredWork) -> PublishResult | None:
+    """A retried publish (the release landed, then something failed) returns that release instead
+    of making a duplicate of the same rows, whichever version holds them; one newer than latest is
+    a publish that died before moving latest, so latest moves now. None: these rows are new."""
+    versions = list_versions(root)
+    found = find_release(root, versions, work.metrics.get("synthetic_hash"), work.gen_info["model_hash"])
+    if found is None:
+        return None
+    found, held = found
+    if previous not in versions or versions.index(found) > versions.index(previous):
+        _point_latest(root, dataset, found)
+        log.info("publish %s: %s held these rows but latest did not name it; it does now", dataset, found)
+    else:
+        log.info("publish %s: these rows are already released as %s", dataset, found)
+    return PublishResult(dataset, found, root / found, int(held["rows"]))
+
+
+def check_schema_contract(cfg: Config, dataset: str, root: Path, previous: str | None,
+                          schema_meta: dict) -> tuple[list[dict], dict]:
+    """The schema contract with the current latest: breaking changes need explicit consent.
+    Returns (the new release's schema, its changes against ``previous``)."""
+    new_schema = [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]]
+    changes = {"breaking": [], "compatible": []}
+    if previous is not None and (root / previous / MANIFEST).exists():
+        changes = schema_changes(read_json(root / previous / MANIFEST)["schema"], new_schema)
+        changes["against"] = previous
+        if changes["breaking"] and not cfg.publish.allow_breaking_changes:
+            raise ReleaseError(
+                f"{dataset}: the new schema breaks {previous}'s ({'; '.join(changes['breaking'])}); "
+                "nothing published. Set publish.allow_breaking_changes: true to release it anyway")
+    return new_schema, changes
+
+
+def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, paths: StagePaths,
+                  new_schema: list[dict], changes: dict, run_info: dict | None) -> tuple[list[dict], int]:
+    """Write the release into ``staging``: the shards with their lineage, the data card, the
+    sample grid, the regated reports and, last, the manifest. Returns (files, rows)."""
+    lineage = release_lineage(dataset, version, work)
+    files, rows = [], 0
+    for i, part in enumerate(work.parts):
+        table = pq.read_table(part)
+        name = shard_name(i)
+        write_parquet(table, staging / name, lineage=lineage)
+        files.append({"path": name, "rows": table.num_rows, "bytes": (staging / name).stat().st_size,
+                      "sha256": sha256_file(staging / name)})
+        rows += table.num_rows
+    manifest = {
+        **lineage,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": rows,
+        "source_rows": work.schema_meta.get("rows"),
+        "holdout_rows": work.schema_meta.get("holdout_rows"),
+        "schema": new_schema,
+        "schema_changes": changes,
+        "files": files,
+        # The verdict is the one just re-checked against the thresholds in force.
+        "metrics": {**work.metrics, "gate.passed": work.passed, "gate.failures": work.failures},
+        "gate": {"passed": work.passed, "failures": work.failures,
+                 "thresholds": {k: v.model_dump() for k, v in work.thresholds.items()},
+                 "changed_at_publish": work.gate_changes, **({"changed_by": _who()} if work.gate_changes else {})},
+        "synthetic_hash": work.metrics.get("synthetic_hash"),
+        "training": {k: work.model_info[k] for k in ("epochs", "seconds", "device")},
+        "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
+        "run": run_info or {},
+    }
+    card = render_datacard(manifest, manifest["gate"]["thresholds"])
+    (staging / DATACARD).write_text(card, encoding="utf-8")
+    manifest["reports"] = [DATACARD]
+    if (paths.synthetic / "_grid.png").exists():  # images: the preview grid
+        shutil.copyfile(paths.synthetic / "_grid.png", staging / "_samples.png")
+        manifest["reports"].append("_samples.png")
+    write_reports(staging, paths, manifest, card, work.gate_changes)
+    write_json(staging / MANIFEST, manifest)
+    return files, rows
+
+
+def release_lineage(dataset: str, version: str, work: ScoredWork) -> dict:
+    """What every shard's metadata and the manifest say about where these rows come from."""
+    lineage = {
+        "dataset": dataset,
+        "version": version,
+        "source": work.schema_meta["source"],
+        "source_hash": work.schema_meta["source_hash"],
+        "modality": work.schema_meta.get("modality", "table"),
+        "holdout_hash": work.schema_meta.get("holdout_hash"),
+        "model": work.model_info["model"],
+        "model_hash": work.gen_info["model_hash"],
+        # The settings that made these rows, each section as its stage recorded it.
+        "params": work.params,
+        "params_hash": params_hash(work.params),
+        "seed": work.seeds["generate"],
+        "seeds": work.seeds,
+        "code_version": code_version(),
+    }
+    if work.from_publisher:
+        lineage["params_from_publisher"] = work.from_publisher
+    return lineage
+
+
+def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, gate_changes: list[dict]) -> None:
+    """Copy score's reports into the release, their verdict replaced by the one it is published
+    under (the HTML one with the data card embedded); each is listed in ``manifest["reports"]``."""
+    unit = "images" if manifest["modality"] == "image" else "rows"
+    said = [f"{c['metric']}: {threshold_change_text(c)}" for c in gate_changes]
+    for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
+        if (paths.score / name).exists():
+            text = (paths.score / name).read_text(encoding="utf-8")
+            # The verdict shown is the one this release was published under.
+            gate = (gate_html if name == "report.html" else gate_markdown)(
+                manifest["metrics"], manifest["gate"]["thresholds"], unit, said)
+            text = regate(text, gate)
+            if name == "report.html":
+                text = embed_in_report(text, card)
+            (staging / f"_{name}").write_text(text, encoding="utf-8")
+            manifest["reports"].append(f"_{name}")
 
 
 def _point_latest(root: Path, dataset: str, version: str) -> None:

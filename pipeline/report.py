@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import METRICS
+from pipeline.metrics import known_metrics
 from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import NUMERIC_KINDS, TableSchema
 
@@ -71,7 +71,7 @@ def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, 
     # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
     failed = {f.split(":", 1)[0] for f in metrics.get("gate.failures") or []}
     rows = []
-    for key, info in METRICS.items():
+    for key, info in known_metrics().items():
         if key not in metrics and key not in thresholds:
             continue
         status = ("FAIL" if key in failed else "pass") if key in thresholds else ""

@@ -21,28 +21,50 @@ from pipeline.io import check_writable, read_json, remove_leftovers, write_json
 log = logging.getLogger("pipeline")
 
 
+# Each stage module is imported on first use, so ``--help`` and the flow's definition stay fast.
+def ingest(cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    from pipeline import ingest as stage
+
+    return stage.run(cfg, dataset, **kwargs)
+
+
+def train(cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    from pipeline import train as stage
+
+    return stage.run(cfg, dataset, **kwargs)
+
+
+def generate(cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    from pipeline import generate as stage
+
+    return stage.run(cfg, dataset, **kwargs)
+
+
+def score(cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    from pipeline import score as stage
+
+    return stage.run(cfg, dataset, **kwargs)
+
+
+def publish(cfg: Config, dataset: str, **kwargs: Any) -> Any:
+    from pipeline import publish as stage
+
+    return stage.run(cfg, dataset, **kwargs)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     help: str
-    module: str  # imported on first use, so ``--help`` and the flow's definition stay fast
-
-    @property
-    def run(self) -> Callable[..., Any]:
-        import importlib
-
-        return importlib.import_module(self.module).run
+    run: Callable[..., Any]
 
 
 STAGES = (
-    Stage("ingest", "read the source CSV/Parquet, infer the schema, write prepared Parquet + schema.json",
-          "pipeline.ingest"),
-    Stage("train", "fit the transformer and the model; write model.pt + model.json and the loss log", "pipeline.train"),
-    Stage("generate", "sample synthetic rows to Parquet shards", "pipeline.generate"),
-    Stage("score", "score fidelity, utility and privacy; write metrics/<dataset>.json with the gate verdict",
-          "pipeline.score"),
-    Stage("publish", "release the synthetic data as a new immutable version if it passed the gate",
-          "pipeline.publish"),
+    Stage("ingest", "read the source CSV/Parquet, infer the schema, write prepared Parquet + schema.json", ingest),
+    Stage("train", "fit the transformer and the model; write model.pt + model.json and the loss log", train),
+    Stage("generate", "sample synthetic rows to Parquet shards", generate),
+    Stage("score", "score fidelity, utility and privacy; write metrics/<dataset>.json with the gate verdict", score),
+    Stage("publish", "release the synthetic data as a new immutable version if it passed the gate", publish),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 _BY_NAME = {s.name: s for s in STAGES}
@@ -74,13 +96,13 @@ def check_outputs_writable(cfg: Config) -> None:
 
 
 def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:
-    """Run one stage of one dataset; its wall time goes to ``<work>/<dataset>/stage_seconds.json``
-    (the release manifest carries them)."""
+    """Run one stage of one dataset with the config resolved for it (once, here); its wall time
+    goes to ``<work>/<dataset>/stage_seconds.json`` (the release manifest carries them)."""
     paths = StagePaths.of(cfg.work_dir, dataset)
     for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
         log.info("removed %s, left by a run that died", gone)
     t0 = time.perf_counter()
-    result = stage(name).run(cfg, dataset, **kwargs)
+    result = stage(name).run(cfg.for_dataset(dataset), dataset, **kwargs)  # the config resolved once, here
     seconds = read_json(paths.stage_seconds) if paths.stage_seconds.exists() and name != "ingest" else {}
     seconds[name] = round(time.perf_counter() - t0, 3)
     # publish reads them (its own time is its run's business); of torchrun's ranks, rank 0 writes.

@@ -1,7 +1,8 @@
 """Stage 2, train: fit the transformer and the model named in params; save weights + JSON metadata.
 
-Tables and images go through the same loop: a table becomes the transformer's tensor, images become
-``[label, pixels...]`` rows (``pipeline.models.image``).
+Tables and images go through the same loop: the modality's handler (``pipeline.modalities``) turns
+the prepared data into the tensor (a table through the fitted transformer, images as
+``[label, pixels...]`` rows).
 
 Output ``<work>/<dataset>/model/``: ``model.pt`` (a state dict of tensors, loaded with
 ``weights_only=True``) and ``model.json`` (model name and config, transformer state and schema, or
@@ -20,23 +21,17 @@ from pathlib import Path
 
 import torch
 
-from pipeline.artifacts import (
-    StagePaths,
-    load_prepared,
-    load_prepared_images,
-    prepared_meta,
-)
+from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.io import atomic_dir, atomic_path, read_json, sha256_files, write_json
+from pipeline.modalities import modality_of
 from pipeline.models import MODELS
-from pipeline.models.image import ImageSpec
 from pipeline.models.saved import model_hash
-from pipeline.models.transformer import TableTransformer
 from pipeline.training import distributed
-from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
+from pipeline.training.loop import checkpoint_info, fit, pick_device
 from pipeline.training.resume import Resume
-from pipeline.training.setup import build_model, image_tensor, transform_table
+from pipeline.training.setup import build_model
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +61,18 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     ``resume``: True continues from the checkpoint (an error if it was made from other data or
     params); ``"if-compatible"`` continues from it when it matches and starts afresh otherwise
     (what a retried or re-run orchestrated task wants)."""
+    cfg = cfg.for_dataset(dataset)  # itself when resolved already (run_stage resolves it)
     resume = Resume.of(resume)
-    cfg = cfg.for_dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
-    image = prepared_meta(paths).get("modality") == "image"
-    if MODELS[cfg.model.name].modality != ("image" if image else "table"):
+    handler = modality_of(paths)
+    if MODELS[cfg.model.name].modality != handler.MODALITY:
         raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {MODELS[cfg.model.name].modality}s, but "
-                          f"{paths.prepared} holds {'images' if image else 'a table'}")
+                          f"{paths.prepared} holds {'images' if handler.MODALITY == 'image' else 'a table'}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dcfg = cfg.train.distributed
     if dcfg.nproc_per_node * dcfg.nnodes > 1 and not distributed.launched():
-        # This process only launches: torchrun starts the ranks, which run this function again.
-        t0 = time.perf_counter()
-        distributed.launch_train(cfg.to_dict(), dataset, dcfg.nproc_per_node, dcfg.nnodes, dcfg.rdzv_endpoint,
-                                 resume, cfg.work_dir)
-        info = read_json(paths.model / "model.json")
-        return TrainResult(dataset, info["epochs"], time.perf_counter() - t0, info["device"],
-                           model_hash(paths.model), info["final"])
+        return _launch_ranks(cfg, dataset, paths, resume)
     rank = None
     if distributed.launched():
         rank, device = distributed.setup(dcfg.backend, cfg.train.device)
@@ -92,47 +81,28 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         device = pick_device(cfg.train.device)
 
     t0 = time.perf_counter()
-    if image:
-        train_df, _, meta = load_prepared_images(paths)
-        spec, tensor = image_tensor(train_df, None, device)
-        described = {"image_spec": spec.to_dict()}
-        over: TableTransformer | ImageSpec = spec
-    else:
-        train_df, _, schema, meta = load_prepared(paths)
-        transformer, tensor = transform_table(train_df, schema, cfg.model, cfg.seed, device)
-        described = {"schema": schema.to_dict(), "transformer": transformer.state()}
-        over = transformer
+    data = handler.training_data(paths, cfg.model, cfg.seed, device)
     t_transform = time.perf_counter() - t0
-    log.info("transform: %d rows -> %d features in %.2fs", *tensor.shape, t_transform)
+    log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.train, over).to(device)
-    # Resume only from a checkpoint of the same data, model and recipe (epochs may grow; where and
-    # how fast it runs does not matter).
-    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile",
-                                           "distributed"})
-    recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
-    data_hash = sha256_files([paths.train_data, paths.schema])
-    fingerprint = f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
+    model = build_model(cfg.model, cfg.train, data.codec).to(device)
+    fingerprint = _fingerprint(cfg, paths)
     ckpt = paths.checkpoints / "last.pt"
-
-    def on_epoch(state: TrainState) -> None:
-        _write_log(paths.train_log, state.history)
-
     resume_now = resume is Resume.YES
     if resume is Resume.IF_COMPATIBLE:
         # Same data and recipe, and not past the epochs asked for (that run would train nothing).
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         resume_now = found == fingerprint and done <= cfg.train.epochs
-    state = fit(model, tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume_now,
-                fingerprint=fingerprint, on_epoch=on_epoch)
+    state = fit(model, data.tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume_now,
+                fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths.train_log, st.history))
     seconds = time.perf_counter() - t0
+    final = state.history[-1] if state.history else {}
     if rank is not None:
         torch.distributed.destroy_process_group()
         if rank.rank != 0:
             log.info("rank %d of %d: done; rank 0 writes the model", rank.rank, rank.world)
-            return TrainResult(dataset, state.epoch, seconds, str(device), "",
-                               state.history[-1] if state.history else {})
+            return TrainResult(dataset, state.epoch, seconds, str(device), "", final)
 
     info = {
         "model": cfg.model.name,
@@ -144,15 +114,35 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         "epochs": state.epoch,
         "seconds": round(seconds, 3),
         "transform_seconds": round(t_transform, 3),
-        "source_hash": meta["source_hash"],
-        "rows": len(train_df),
-        "final": state.history[-1] if state.history else {},
+        "source_hash": data.source_hash,
+        "rows": data.rows,
+        "final": final,
         "modality": model.modality,
-        **described,
+        **data.described,
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
         write_json(tmp / "model.json", info)
-    digest = model_hash(paths.model)
     log.info("trained %s on %s for %d epochs in %.1fs (%s)", cfg.model.name, dataset, state.epoch, seconds, device)
-    return TrainResult(dataset, state.epoch, seconds, str(device), digest, info["final"])
+    return TrainResult(dataset, state.epoch, seconds, str(device), model_hash(paths.model), final)
+
+
+def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) -> TrainResult:
+    """This process only launches: torchrun starts the ranks, which run ``run`` again."""
+    dcfg = cfg.train.distributed
+    t0 = time.perf_counter()
+    distributed.launch_train(cfg.to_dict(), dataset, dcfg.nproc_per_node, dcfg.nnodes, dcfg.rdzv_endpoint,
+                             resume, cfg.work_dir)
+    info = read_json(paths.model / "model.json")
+    return TrainResult(dataset, info["epochs"], time.perf_counter() - t0, info["device"],
+                       model_hash(paths.model), info["final"])
+
+
+def _fingerprint(cfg: Config, paths: StagePaths) -> str:
+    """What a checkpoint must match to be resumed: the same data, model and recipe (epochs may
+    grow; where and how fast it runs does not matter)."""
+    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile",
+                                           "distributed"})
+    recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
+    data_hash = sha256_files([paths.train_data, paths.schema])
+    return f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"

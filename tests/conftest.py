@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def tiny_config(tmp_path: Path, source: Path, *, target: str | None = "income", 
                   "tvae": {"latent_dim": 16, "encoder_dims": [32], "decoder_dims": [32]}},
         "train": {"epochs": 2, "batch_size": 40, "device": "cpu", "checkpoint_every": 1},
         "generate": {"rows_per_shard": 100},
-        "score": {"thresholds": {}},
+        "score": {"thresholds": {}, "report": False},  # reports cost ~2 s a score: tests that read them ask
         "publish": {"release_root": str(tmp_path / "releases")},
     }
     return build_config(raw, overrides)
@@ -64,3 +65,30 @@ def tiny_source(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path, tiny_source: Path) -> Config:
     return tiny_config(tmp_path, tiny_source)
+
+
+@pytest.fixture(scope="session")
+def _scored_tiny_template(tmp_path_factory) -> tuple[Path, Path]:
+    """Made once per test session: the tiny table ingested, trained, 250 rows generated and scored."""
+    from pipeline import generate, ingest, score, train
+
+    root = tmp_path_factory.mktemp("scored-tiny")
+    source = root / "tiny.parquet"
+    tiny_frame().to_parquet(source, index=False)
+    cfg = tiny_config(root, source)
+    cfg.generate.rows = 250
+    for stage in (ingest, train, generate, score):
+        stage.run(cfg, "tiny")
+    return root, source
+
+
+@pytest.fixture
+def scored_tiny(tmp_path: Path, _scored_tiny_template) -> Config:
+    """A fresh copy of that scored work (work and metrics folders) for one test, and its config
+    (the same as ``tiny_cfg`` with ``generate.rows: 250``); the source file is shared, read-only."""
+    root, source = _scored_tiny_template
+    for name in ("work", "metrics"):
+        shutil.copytree(root / name, tmp_path / name)
+    cfg = tiny_config(tmp_path, source)
+    cfg.generate.rows = 250
+    return cfg

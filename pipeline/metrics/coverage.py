@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
@@ -78,3 +79,17 @@ def score_coverage(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
         columns[c.name] = entry
     pick = lambda key: _mean([e[key] for e in columns.values() if key in e])  # noqa: E731
     return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"), columns)
+
+
+@register_suite("coverage", "table", [
+    metric("coverage.category", "maximize", 0, 1,
+           "mean CategoryCoverage: share of real categories the synthetic data has (SDMetrics)"),
+    metric("coverage.range", "maximize", 0, 1,
+           "mean RangeCoverage: share of the real numeric range the synthetic data spans (SDMetrics)"),
+    metric("coverage.missing_values", "maximize", 0, 1,
+           "mean MissingValueSimilarity: 1 - |null share real - null share synthetic| (SDMetrics)"),
+])
+def coverage_suite(ev) -> SuiteResult:
+    cov = ev.stream().coverage() if ev.streamed else score_coverage(ev.train, ev.syn, ev.schema)
+    return SuiteResult({"coverage.category": cov.category, "coverage.range": cov.range,
+                        "coverage.missing_values": cov.missing_values}, {"columns": cov.columns})

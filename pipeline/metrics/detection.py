@@ -17,6 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.utility import features
 from pipeline.schema import TableSchema
 
@@ -47,3 +48,16 @@ def score_detection(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema, 
         aucs.append(roc_auc_score(y[test_idx], model.predict_proba(x.iloc[test_idx])[:, 1]))
     auc = float(np.mean(aucs))
     return DetectionResult(auc, 1.0 - (max(auc, 0.5) * 2 - 1), n, folds, seed)
+
+
+@register_suite("detection", "table", [
+    metric("detection.auc", "minimize", 0, 1,
+           "cross-validated ROC AUC of a classifier telling real from synthetic rows (0.5 = indistinguishable)",
+           headline=True),
+    metric("detection.score", "maximize", 0, 1,
+           "1 - (max(detection AUC, 0.5) * 2 - 1), SDMetrics' detection normalisation"),
+])
+def detection_suite(ev) -> SuiteResult:
+    det = score_detection(ev.train, ev.syn, ev.schema, rows=ev.settings.detection_rows, seed=ev.seed)
+    return SuiteResult({"detection.auc": det.auc, "detection.score": det.score},
+                       {"samples": {"detection": {"rows_per_side": det.rows_per_side, "folds": det.folds}}})

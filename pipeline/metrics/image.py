@@ -18,14 +18,17 @@ against both.
 
 from __future__ import annotations
 
+import io
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.metrics import SuiteResult, metric, register_suite
 
 
 class Evaluator(nn.Module):
@@ -206,3 +209,61 @@ def evaluate_images(evaluator: Evaluator, train: torch.Tensor, holdout: torch.Te
 
 def fid_ratio(fid: float, floor: float) -> float:
     return fid / floor if floor > 0 else math.inf
+
+
+@register_suite("image", "image", [
+    metric("image.fid", "minimize", 0, float("inf"),
+           "Fréchet distance of generated to real training images in the evaluator's feature space", headline=True),
+    metric("image.fid_real_floor", "minimize", 0, float("inf"),
+           "the same for real held-out images (what a perfect generator scores)"),
+    metric("image.fid_ratio", "minimize", 0, float("inf"),
+           "image.fid / image.fid_real_floor (1 = as close as unseen real images)", headline=True),
+    metric("image.kid", "minimize", float("-inf"), float("inf"),
+           "kernel inception distance (unbiased MMD^2, cubic kernel) in the evaluator's feature space"),
+    metric("image.precision", "maximize", 0, 1,
+           "share of generated images inside the real images' k-NN manifold (fidelity)", headline=True),
+    metric("image.recall", "maximize", 0, 1,
+           "share of real images inside the generated images' k-NN manifold (diversity)", headline=True),
+    metric("image.label_accuracy", "maximize", 0, 1,
+           "the evaluator's accuracy on generated images against their requested labels", headline=True),
+    metric("image.classifier_accuracy", "maximize", 0, 1,
+           "the evaluator's accuracy on real held-out images (how far its judgement goes)"),
+    metric("image.memorized_rate", "minimize", 0, 1,
+           "share of generated images nearer a training image than most unseen real images are", headline=True),
+])
+def image_suite(ev) -> SuiteResult:
+    """Train the evaluator on the real training images, then score the generated images and the
+    floor and ceiling (``evaluate_images``); exact pixel copies of training images too."""
+    from pipeline.images import pixel_hashes
+
+    sc = ev.settings
+    t = time.perf_counter()
+    evaluator = train_evaluator(ev.x_train, ev.y_train, len(ev.labels), sc.classifier_epochs, ev.seed)
+    evaluator_seconds = round(time.perf_counter() - t, 3)
+    evaluator = evaluator.cpu()  # the statistics run on CPU tensors (float64 covariances, cdist in chunks)
+    e = evaluate_images(evaluator, ev.x_train.cpu(), ev.x_hold.cpu(), ev.y_hold.cpu(), ev.x_syn.cpu(),
+                        ev.y_syn.cpu(), rows=sc.image_rows, seed=ev.seed,
+                        memorization_quantile=sc.memorization_quantile)
+    s, floor = e.synthetic, e.floor
+    metrics: dict[str, object] = {
+        "image.fid": s.fid, "image.fid_real_floor": floor.fid, "image.fid_ratio": fid_ratio(s.fid, floor.fid),
+        "image.kid": s.kid, "image.precision": s.precision, "image.recall": s.recall,
+        "image.label_accuracy": s.label_accuracy, "image.classifier_accuracy": e.classifier_accuracy,
+        "image.memorized_rate": s.memorized_rate,
+        "privacy.exact_match_rate": float(np.isin(pixel_hashes(ev.px_syn), pixel_hashes(ev.px_train)).mean()),
+    }
+    sanity = {name: asdict(getattr(e, name)) for name in ("synthetic", "floor", "ceiling")}
+    details = {
+        "modality": "image",
+        "samples": dict(e.rows),
+        "seconds": {"evaluator": evaluator_seconds, **e.seconds},
+        "evaluator": {"epochs": sc.classifier_epochs, "holdout_accuracy": e.classifier_accuracy,
+                      "features": 128, "file": "evaluator.pt"},
+        "memorization": {"quantile": sc.memorization_quantile, "threshold": e.memorization_threshold},
+        "sanity": sanity,
+        "synthetic_sets": e.synthetic_sets,
+    }
+    buf = io.BytesIO()
+    torch.save(evaluator.state_dict(), buf)  # the evaluator is an artifact too: its judgement can be re-checked
+    return SuiteResult(metrics, details, files={"evaluator.pt": buf.getvalue()},
+                       report={"evaluation": e, "sanity": sanity})

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.fidelity import joint_codes, numeric_values
 from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
@@ -97,7 +98,8 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
     width = data.codes.shape[1]
     counts = [int(max(data.codes[:, j].max().item() if len(data.codes) else 0,
                       reference.codes[:, j].max().item() if len(reference.codes) else 0)) + 1 for j in range(width)]
-    offsets = torch.tensor([0] + counts[:-1], dtype=torch.int64).cumsum(0) if width else torch.zeros(0, dtype=torch.int64)
+    offsets = (torch.tensor([0] + counts[:-1], dtype=torch.int64).cumsum(0) if width
+               else torch.zeros(0, dtype=torch.int64))
     total_width = sum(counts)
 
     def one_hot(codes: torch.Tensor) -> torch.Tensor:
@@ -177,3 +179,35 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
         rows={"synthetic": len(sy), "train": len(tr), "holdout": len(ho), "train_reference": len(tr_all)},
         seed=seed,
     )
+
+
+@register_suite("privacy", "table", [
+    metric("privacy.exact_match_rate", "minimize", 0, 1, "share of synthetic rows identical to a training row"),
+    metric("privacy.exact_match_rate_holdout", "minimize", 0, 1,
+           "share of real holdout rows identical to a training row (reference)"),
+    metric("privacy.dcr_share", "minimize", 0, 1,
+           "share of synthetic rows closer to a training row than to any holdout row (0.5 = no closer to train than "
+           "unseen data)"),
+    metric("privacy.dcr_protection", "maximize", 0, 1,
+           "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection"),
+    metric("privacy.dcr_median", "maximize", 0, 1,
+           "median distance of a synthetic row to its closest training row (SDMetrics DCR distance)"),
+    metric("privacy.dcr_holdout_median", "maximize", 0, 1,
+           "median distance of a real holdout row to its closest training row (reference)"),
+    metric("privacy.nndr_median", "maximize", 0, 1,
+           "median ratio of a synthetic row's nearest to second-nearest training distance (near 0: a near-copy of "
+           "one row)"),
+])
+def privacy_suite(ev) -> SuiteResult:
+    """Exact copies on every row; DCR on seeded samples, against the holdout (none without one)."""
+    modeled = [c.name for c in ev.schema.modeled]
+    metrics: dict[str, object] = {"privacy.exact_match_rate": (ev.stream().exact_match_rate() if ev.streamed
+                                                               else exact_match_rate(ev.train, ev.syn, modeled))}
+    if not len(ev.holdout):
+        return SuiteResult(metrics, {"samples": {"privacy_dcr": None}})
+    metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(ev.train, ev.holdout, modeled)
+    p = score_dcr(ev.train, ev.holdout, ev.syn, ev.schema, rows=ev.settings.privacy_rows, seed=ev.seed)
+    metrics.update({"privacy.dcr_share": p.dcr_share, "privacy.dcr_protection": p.dcr_protection,
+                    "privacy.dcr_median": p.dcr_median, "privacy.dcr_holdout_median": p.dcr_holdout_median,
+                    "privacy.nndr_median": p.nndr_median})
+    return SuiteResult(metrics, {"samples": {"privacy_dcr": p.rows}}, report={"privacy_distances": p.distances})

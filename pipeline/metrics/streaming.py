@@ -191,14 +191,16 @@ class StreamingScorer:
                 pairs.append(correlation_pair(a, b, self._real_r(a, b), self._syn_r(a, b)))
                 continue
             kb = self.cols[b].k
-            t_real = np.bincount(self.cols[a].real_codes * kb + self.cols[b].real_codes, minlength=len(self.tables[(a, b)]))
+            t_real = np.bincount(self.cols[a].real_codes * kb + self.cols[b].real_codes,
+                                 minlength=len(self.tables[(a, b)]))
             pairs.append(contingency_pair(a, b, t_real, self.tables[(a, b)], kb))
         return summarize(shapes, pairs)
 
     def coverage(self) -> CoverageResult:
         columns: dict[str, dict] = {}
         for name, col in self.cols.items():
-            entry = {"missing_value_similarity": float(1.0 - abs(col.real_nulls / col.real_n - col.syn_nulls / col.syn_n))
+            entry = {"missing_value_similarity":
+                     float(1.0 - abs(col.real_nulls / col.real_n - col.syn_nulls / col.syn_n))
                      if col.real_n and col.syn_n else float("nan")}
             if col.kind in DISCRETE_KINDS:
                 real = pd.unique(col.real.dropna())
@@ -211,7 +213,8 @@ class StreamingScorer:
                                            else range_from_bounds(r.min(), r.max(), col.syn_min, col.syn_max))
             columns[name] = entry
         pick = lambda key: _mean([e[key] for e in columns.values() if key in e])  # noqa: E731
-        return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"), columns)
+        return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"),
+                              columns)
 
     def exact_match_rate(self) -> float:
         return self.matches / self.rows if self.rows else float("nan")

@@ -10,7 +10,7 @@ categorical features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from sklearn.ensemble import (
 )
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
+from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import DISCRETE_KINDS, TableSchema
 
@@ -95,3 +96,19 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
     tstr = _fit_score(task, metric, X_syn, y_syn, X_ho, y_ho, is_cat, classes)
     return UtilityResult(task, metric, tstr, trtr)
 
+
+@register_suite("utility", "table", [
+    metric("utility.tstr_score", "maximize", 0, 1, "model trained on synthetic, tested on real holdout", headline=True),
+    metric("utility.trtr_score", "maximize", 0, 1, "the same model trained on real, tested on real holdout"),
+    metric("utility.ratio", "maximize", 0, float("inf"), "tstr_score / trtr_score"),
+])
+def utility_suite(ev) -> SuiteResult:
+    """TSTR against TRTR on seeded samples; nothing when there is no target or no holdout."""
+    if not ev.target or not len(ev.holdout):
+        return SuiteResult({}, {"samples": {"utility": None}, "utility": None})
+    rows = ev.settings.utility_rows
+    u = score_utility(ev.sample(ev.train, rows), ev.sample(ev.holdout, rows), ev.sample(ev.syn, rows), ev.schema,
+                      ev.target)
+    return SuiteResult({"utility.task": u.task, "utility.metric": u.metric, "utility.tstr_score": u.tstr,
+                        "utility.trtr_score": u.trtr, "utility.ratio": u.tstr / u.trtr if u.trtr else None},
+                       {"samples": {"utility": {"rows": min(rows, len(ev.syn))}}, "utility": asdict(u)})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import generate, ingest, publish, score, train
+from pipeline import generate, ingest, publish, score, shards, train
 from pipeline.__main__ import main
 from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
@@ -151,10 +151,10 @@ def test_killed_generate_leaves_a_temporary_that_the_next_run_removes(trained, t
     paths = StagePaths.of(cfg.work_dir, "tiny")
     # A generate killed mid-way (os._exit: no cleanup runs) leaves its temporary folder behind.
     code = ("import os, sys; from pipeline import generate; from tests.conftest import tiny_config; "
-            "from pathlib import Path; import pipeline.generate as g\n"
-            "orig = g.write_parquet\n"
+            "from pathlib import Path; import pipeline.shards as s\n"
+            "orig = s.write_parquet\n"
             "def die(*a, **k):\n    orig(*a, **k); os._exit(9)\n"
-            "g.write_parquet = die\n"
+            "s.write_parquet = die\n"
             f"cfg = tiny_config(Path({str(tmp_path)!r}), Path({str(cfg.datasets['tiny'].source)!r}))\n"
             "generate.run(cfg, 'tiny')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -173,13 +173,11 @@ def _params_of(cfg, tmp_path: Path) -> str:
     return str(p)
 
 
-def test_manifest_describes_the_settings_that_made_the_rows(trained, tmp_path):
+def test_manifest_describes_the_settings_that_made_the_rows(scored_tiny, tmp_path):
     """Train and generate with one set of settings, publish with another: the manifest records the
     first, section by section, and the publisher's own only where it is the publisher's business."""
-    cfg = trained
+    cfg = scored_tiny
     made_by = cfg.to_dict()
-    generate.run(cfg, "tiny")
-    score.run(cfg, "tiny")
     publisher = tiny_config(tmp_path, Path(cfg.datasets["tiny"].source), seed=99, **{"train.epochs": 100,
                             "generate.rows_per_shard": 7})
     res = publish.run(publisher, "tiny")
@@ -196,6 +194,7 @@ def test_manifest_describes_the_settings_that_made_the_rows(trained, tmp_path):
 def test_gate_relaxed_at_publish_is_recorded_and_the_report_says_so(trained, tmp_path):
     cfg = trained
     cfg.score.thresholds = {"quality.overall": Threshold(min=0.9999)}
+    cfg.score.report = True
     generate.run(cfg, "tiny")
     assert not score.run(cfg, "tiny").passed
     relaxed = tiny_config(tmp_path, Path(cfg.datasets["tiny"].source))
@@ -217,10 +216,8 @@ def test_gate_relaxed_at_publish_is_recorded_and_the_report_says_so(trained, tmp
     assert json.loads((Path(cfg.metrics_dir) / "tiny.json").read_text())["gate.passed"] is False
 
 
-def test_corrupt_stage_records_are_one_line_errors(trained):
-    cfg = trained
-    generate.run(cfg, "tiny")
-    score.run(cfg, "tiny")
+def test_corrupt_stage_records_are_one_line_errors(scored_tiny):
+    cfg = scored_tiny
     gen = StagePaths.of(cfg.work_dir, "tiny").synthetic / "_generated.json"
     gen.write_text("{not json")
     with pytest.raises(InputDataError, match=r"_generated.json: not valid JSON .*re-run the generate stage"):
@@ -245,14 +242,14 @@ def test_generate_failing_mid_shard_keeps_the_previous_rows_and_leaves_nothing(t
     generate.run(cfg, "tiny")
     paths = StagePaths.of(cfg.work_dir, "tiny")
     before = {p.name: p.read_bytes() for p in paths.synthetic.iterdir()}
-    original = generate.write_parquet
+    original = shards.write_parquet
 
     def fail_on_second_shard(table, path, *a, **k):
         if Path(path).name == "part-00001.parquet":
             raise OSError("injected: disk full")
         return original(table, path, *a, **k)
 
-    monkeypatch.setattr(generate, "write_parquet", fail_on_second_shard)
+    monkeypatch.setattr(shards, "write_parquet", fail_on_second_shard)
     cfg.seed = 8
     with pytest.raises(OSError, match="injected"):
         generate.run(cfg, "tiny")
@@ -260,10 +257,9 @@ def test_generate_failing_mid_shard_keeps_the_previous_rows_and_leaves_nothing(t
     assert not [p for p in paths.root.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_corrupt_latest_json_stops_publish_with_one_line(trained):
-    cfg = trained
-    for stage in (generate, score, publish):
-        stage.run(cfg, "tiny")
+def test_a_corrupt_latest_json_stops_publish_with_one_line(scored_tiny):
+    cfg = scored_tiny
+    publish.run(cfg, "tiny")
     latest = Path(cfg.publish.release_root) / "tiny" / "latest.json"
     for text, words in (("{oops", "unreadable"), ('{"version": "../../etc"}', "has '/'"),
                         ('{"version": "v99"}', "has no manifest")):

@@ -76,6 +76,7 @@ def test_export_parquet_and_csv_and_read_from_an_fsspec_filesystem(released, tmp
     pd.testing.assert_frame_equal(remote.load("tiny@v1"), cat.load("tiny@v1"))
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_cli_lists_shows_diffs_and_exports(released, tmp_path):
     cfg, _ = released
     root = cfg.publish.release_root

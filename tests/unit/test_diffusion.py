@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import generate, ingest, score, train
+from pipeline import generate, ingest, sampling, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.models.base import OutputLayout
@@ -126,6 +126,6 @@ def test_it_runs_through_the_stages_and_resumes_exactly(tmp_path, tiny_source):
     assert generate.run(cfg, "tiny").rows == len(real)
     assert score.run(cfg, "tiny").passed
     loaded = load_model(paths.model, cfg)
-    a = generate.sample_frame(loaded, 50, seed=5, conditions={"city": "Lyon"})
+    a = sampling.sample_frame(loaded, 50, seed=5, conditions={"city": "Lyon"})
     assert (a["city"] == "Lyon").all()
     assert dict(a.dtypes.astype(str)) == dict(real.dtypes.astype(str))

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import generate, ingest, train
+from pipeline import generate, ingest, sampling, train
 from pipeline.artifacts import StagePaths
 from tests.conftest import tiny_config
 
@@ -62,7 +62,7 @@ def test_csv_integer_ids_and_trailing_delimiters(tmp_path):
 
 def test_every_shard_has_the_same_schema_even_when_a_column_is_all_null(tmp_path, tiny_source, monkeypatch):
     cfg = tiny_config(tmp_path, tiny_source)
-    real_sample = generate.sample_frame
+    real_sample = sampling.sample_frame
 
     def null_city_after_first(loaded, n, seed, start=0, **kwargs):
         frame = real_sample(loaded, n, seed, start, **kwargs)
@@ -70,7 +70,7 @@ def test_every_shard_has_the_same_schema_even_when_a_column_is_all_null(tmp_path
             frame["city"] = None
         return frame
 
-    monkeypatch.setattr(generate, "sample_frame", null_city_after_first)
+    monkeypatch.setattr(sampling, "sample_frame", null_city_after_first)
     out = _run(cfg)
     schemas = {str(pq.read_schema(p).field("city").type) for p in out.glob("part-*.parquet")}
     assert schemas == {"string"}

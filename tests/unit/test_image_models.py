@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import generate, ingest, publish, score, train
+from pipeline import generate, ingest, publish, sampling, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.catalog import Catalog
 from pipeline.errors import ConditionError
@@ -44,7 +44,7 @@ def image_config(tmp_path, source, model="conv_vae", **overrides):
                                     "train.lr_generator": 0.002, "train.lr_discriminator": 0.002},
         "model.dcgan": {"width": 8, "noise_dim": 8, "ema_decay": 0.9},
         "model.conv_vae": {"width": 8, "latent_dim": 4, "lr": 0.01},
-        "score.classifier_epochs": 2, **overrides})
+        "score.classifier_epochs": 2, "score.report": True, **overrides})
     return cfg
 
 
@@ -106,15 +106,15 @@ def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path)
 
 def test_label_plan_counts_and_errors():
     spec = ImageSpec(8, 8, [0, 1, 7])
-    plan = generate.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0)
+    plan = sampling.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0)
     assert np.bincount(plan).tolist() == [100, 300, 600]
     assert not np.array_equal(plan[:50], np.sort(plan[:50]))  # shuffled, not in blocks
-    np.testing.assert_array_equal(plan, generate.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0))
-    mix = generate.label_plan(spec, np.ones(3), 7, {0: 1, 7: 1}, None, seed=1)
+    np.testing.assert_array_equal(plan, sampling.label_plan(spec, np.array([10, 30, 60]), 1000, {}, None, seed=0))
+    mix = sampling.label_plan(spec, np.ones(3), 7, {0: 1, 7: 1}, None, seed=1)
     assert sorted(np.bincount(mix, minlength=3).tolist()) == [0, 3, 4] and np.bincount(mix, minlength=3)[1] == 0
-    assert np.bincount(generate.label_plan(spec, np.ones(3), None, {}, 5, seed=0)).tolist() == [5, 5, 5]
+    assert np.bincount(sampling.label_plan(spec, np.ones(3), None, {}, 5, seed=0)).tolist() == [5, 5, 5]
     with pytest.raises(ConditionError, match="label 4"):
-        generate.label_plan(spec, np.ones(3), 10, {4: 1.0}, None, seed=0)
+        sampling.label_plan(spec, np.ones(3), 10, {4: 1.0}, None, seed=0)
 
 
 def test_metric_sanity_real_vs_real_far_below_noise_vs_real():

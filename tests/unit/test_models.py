@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import generate, ingest, train
+from pipeline import generate, ingest, sampling, train
 from pipeline.artifacts import StagePaths
 from pipeline.errors import ConditionError
 from pipeline.models.base import OutputLayout
@@ -23,10 +23,10 @@ def test_each_model_trains_and_samples_the_same_rows_from_the_same_seed(tmp_path
     res = train.run(cfg, "tiny")
     assert res.epochs == 2 and all(np.isfinite(v) for v in res.final.values())
     loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model, cfg)
-    a = generate.sample_frame(loaded, 300, seed=5)
-    b = generate.sample_frame(loaded, 300, seed=5)
+    a = sampling.sample_frame(loaded, 300, seed=5)
+    b = sampling.sample_frame(loaded, 300, seed=5)
     pd.testing.assert_frame_equal(a, b)
-    assert not a.equals(generate.sample_frame(loaded, 300, seed=6))
+    assert not a.equals(sampling.sample_frame(loaded, 300, seed=6))
     real = pd.read_parquet(StagePaths.of(cfg.work_dir, "tiny").train_data)
     assert dict(a.dtypes.astype(str)) == dict(real.dtypes.astype(str))
 
@@ -68,7 +68,7 @@ def test_ctgan_learns_a_rare_category(tmp_path):
     ingest.run(cfg, "tiny")
     train.run(cfg, "tiny")
     loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model, cfg)
-    syn = generate.sample_frame(loaded, 5000, seed=1)
+    syn = sampling.sample_frame(loaded, 5000, seed=1)
     assert (syn["c"] == "rare").sum() >= 5  # 0.5% in the source: 25 expected
 
 

@@ -12,11 +12,8 @@ from pipeline.io import LINEAGE_KEY, sha256_file
 
 
 @pytest.fixture
-def scored(tiny_cfg):
-    tiny_cfg.generate.rows = 250
-    for stage in (ingest, train, generate, score):
-        stage.run(tiny_cfg, "tiny")
-    return tiny_cfg
+def scored(scored_tiny):
+    return scored_tiny
 
 
 def _root(cfg) -> Path:
@@ -85,6 +82,7 @@ publish.run(cfg, "tiny", version="v2")  # a named version: the same rows again, 
 """
 
 
+@pytest.mark.slow  # a subprocess, killed
 def test_hard_crash_mid_publish_leaves_no_partial_release(tmp_path, tiny_source):
     import subprocess
     import sys

@@ -86,7 +86,7 @@ def test_read_sample_takes_the_seeded_rows_across_shards(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.score import read_sample
+    from pipeline.modalities.table import read_sample
 
     files = []
     for i, (a, b) in enumerate([(0, 30), (30, 31), (31, 100)]):

@@ -1,0 +1,294 @@
+"""The table modality's handler: the training tensor (through the fitted transformer), the evidence
+its metric suites read and its report.
+
+Fidelity, coverage and exact matches are computed on every row; above ``score.in_memory_rows``
+synthetic rows they come from merged per-shard statistics (``pipeline.metrics.streaming``) and the
+other suites read a seeded sample. Metrics that train models (utility, detection) or are quadratic
+in the rows (DCR) run on seeded samples whose sizes are ``score.*_rows``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from pipeline.artifacts import StagePaths, load_prepared, read_synthetic
+from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
+from pipeline.errors import InputDataError
+from pipeline.io import sha256_file
+from pipeline.modalities import GenerationPlan, SourceRows, TrainingData
+from pipeline.schema import (
+    CastError,
+    TableSchema,
+    arrow_schema_b64,
+    cast_column,
+    describe,
+    infer_kind,
+    nullable_dtype,
+    release_schema_b64,
+)
+from pipeline.sources import read_source, shown_name
+
+MODALITY = "table"
+UNIT = "rows"
+REPORT_ROWS = 200_000  # rows of each side the report's plots draw from
+
+
+def read_sample(files: list[Path], total: int, rows: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``rows`` of the ``total`` rows in ``files`` (in order), read shard by shard."""
+    if rows >= total:
+        return pads.dataset(files, format="parquet").to_table().to_pandas()
+    pick = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
+    parts, start = [], 0
+    for f in files:
+        n = pq.ParquetFile(f).metadata.num_rows
+        local = pick[(pick >= start) & (pick < start + n)] - start
+        if len(local):
+            parts.append(pq.read_table(f).take(local))
+        start += n
+    return pa.concat_tables(parts).to_pandas()
+
+
+def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return df if len(df) <= n else df.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+@dataclass
+class TableEvidence:
+    """What the table suites read: the prepared ``train`` and ``holdout`` rows, the synthetic rows
+    ``syn`` (all of them, or a seeded sample when ``streamed``), and the settings."""
+
+    dataset: str
+    paths: StagePaths
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    syn: pd.DataFrame
+    schema: TableSchema
+    target: str | None
+    settings: ScoreConfig
+    seed: int
+    rows: int  # every synthetic row
+    streamed: bool
+    _stream: object = field(default=None, repr=False)
+
+    def stream(self):
+        """The exact every-row statistics of the synthetic shards, computed once (two passes)."""
+        if self._stream is None:
+            from pipeline.metrics.streaming import score_streaming
+
+            files = self.paths.shards()
+            self._stream = score_streaming(self.train, lambda: (pq.read_table(f).to_pandas() for f in files),
+                                           self.schema)
+        return self._stream
+
+    def sample(self, df: pd.DataFrame, n: int) -> pd.DataFrame:
+        return sample(df, n, self.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest
+
+
+def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
+    """The source's rows as typed columns, with the schema inferred (or declared) for them."""
+    raw = read_source(source, ds, dataset=dataset)
+    frame, schema = prepare(raw, source, ds)
+    return SourceRows(frame, sha256_file(source), schema, list(raw.columns))
+
+
+def read_holdout(path: Path, ds: DatasetConfig, dataset: str, first: SourceRows) -> SourceRows:
+    """A separate holdout file, brought to the source's schema (its header may be missing: the
+    source's column names are used)."""
+    frame = conform(read_source(path, ds, column_names=first.columns, dataset=dataset), path, first.schema, ds)
+    return SourceRows(frame, sha256_file(path), first.schema, first.columns)
+
+
+def describe_prepared(train: pd.DataFrame, first: SourceRows) -> dict:
+    """What ``schema.json`` records of the prepared rows beyond the common keys: the schema."""
+    return first.schema.to_dict()
+
+
+def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows) -> str:
+    return (f"{len(train)} training rows, {len(holdout)} holdout rows, kinds: "
+            + ", ".join(f"{c.name}={c.kind}" for c in first.schema.columns))
+
+
+def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFrame, TableSchema]:
+    source_types = df.attrs.get("arrow_types", {})  # Parquet only
+    for col in ds.drop_columns:
+        if col not in df.columns:
+            raise InputDataError(path, "listed in drop_columns but not in the file", column=shown_name(col))
+    df = df.drop(columns=ds.drop_columns)
+    names = ", ".join(shown_name(c) for c in df.columns)
+    for col in ds.column_types:
+        if col not in df.columns:
+            raise InputDataError(path, f"named in column_types but not in the file (columns: {names})",
+                                 column=shown_name(col))
+    if ds.target is not None and ds.target not in df.columns:
+        raise InputDataError(path, f"target column not found (columns: {names})", column=shown_name(ds.target))
+
+    out, columns = {}, []
+    for name in df.columns:
+        raw = df[name]
+        if raw.isna().all():
+            raise InputDataError(path, "every value is missing", column=shown_name(name))
+        kind = ds.column_types.get(name)
+        try:
+            kind = kind or infer_kind(raw)
+            values = cast_column(raw, kind)
+        except CastError as exc:
+            raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}",
+                                 column=shown_name(name)) from None
+        out[name] = values
+        columns.append(describe(values, kind))
+    frame = pd.DataFrame(out)
+    arrow_schema = arrow_schema_b64(frame)
+    undeclared = {n: t for n, t in source_types.items() if n in out and n not in ds.column_types}
+    schema = TableSchema(columns=columns, target=ds.target, arrow_schema=arrow_schema,
+                         release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
+    if not schema.modeled:
+        raise InputDataError(path, "no usable column: every column is an ID or was dropped")
+    if ds.target is not None and schema[ds.target].kind == "id":
+        raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
+                             column=shown_name(ds.target))
+    if ds.target is not None and schema[ds.target].n_unique < 2:
+        value = frame[ds.target].dropna().iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value  # 5, not np.int64(5)
+        raise InputDataError(path, (
+            f"the target has one value ({value!r}) in every row, so there is nothing to predict and the utility "
+            "score would be meaningless: choose another target column, or none (target: null)"),
+            column=shown_name(ds.target))
+    return frame, schema
+
+
+def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig) -> pd.DataFrame:
+    """Bring a holdout file to the training schema (same columns, same dtypes)."""
+    df = df.drop(columns=[c for c in ds.drop_columns if c in df.columns])
+    missing = [c for c in schema.names if c not in df.columns]
+    if missing:
+        raise InputDataError(path, "missing in the holdout file (present in the source)", column=shown_name(missing[0]))
+    out = {}
+    for col in schema.columns:
+        try:
+            values = cast_column(df[col.name], col.kind)
+            dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
+            out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
+        except (CastError, ValueError, TypeError) as exc:
+            raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}",
+                                 column=shown_name(col.name)) from None
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def training_data(paths: StagePaths, model_cfg, seed: int, device) -> TrainingData:
+    """The training split through the fitted transformer, on ``device``."""
+    from pipeline.training.setup import transform_table
+
+    train_df, _, schema, meta = load_prepared(paths)
+    transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
+    return TrainingData(transformer, tensor, {"schema": schema.to_dict(), "transformer": transformer.state()},
+                        meta["source_hash"], len(train_df))
+
+
+# ---------------------------------------------------------------------------------------------
+# generate
+
+
+def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> GenerationPlan:
+    from pipeline.metrics.privacy import row_hashes
+    from pipeline.sampling import condition_group
+
+    exclude = None
+    if g.drop_training_copies:
+        train = load_prepared(paths)[0]
+        exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
+    if g.conditions:
+        condition_group(loaded, g.conditions)  # a bad condition fails before any worker starts
+    return GenerationPlan(g.rows or int(loaded.info["rows"]), exclude)
+
+
+def shard_table(loaded, job, g: GenerateConfig, stats: dict[str, int]) -> pa.Table:
+    from pipeline.sampling import sample_frame
+
+    frame = sample_frame(loaded, job.rows, job.seed, start=job.start, conditions=g.conditions, exclude=job.exclude,
+                         stats=stats)
+    # One fixed schema for every shard: a shard whose text column happens to be all null must
+    # still say 'string', or the folder stops being one readable dataset. Then the source's own
+    # types where pandas had changed them (decimal, dictionary).
+    return loaded.schema.to_release(pa.Table.from_pandas(frame, schema=loaded.schema.arrow(), preserve_index=False))
+
+
+def finish_shards(folder: Path, jobs: list) -> None:
+    """Nothing beyond the shards for a table."""
+
+
+def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, int], loaded) -> dict:
+    return {"conditions": g.conditions, "drop_training_copies": g.drop_training_copies,
+            "rows_drawn": stats.get("drawn", plan.rows), "training_copies_dropped": stats.get("rejected_copies", 0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# score
+
+
+def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
+    train, holdout, schema, _ = load_prepared(paths)
+    sc, seed = cfg.score, cfg.seed
+    total = pads.dataset(paths.synthetic, format="parquet").count_rows()
+    streamed = total > sc.in_memory_rows
+    if streamed:  # too many rows to hold: the suites that need rows read a seeded sample
+        syn = read_sample(paths.shards(), total, max(sc.utility_rows, sc.detection_rows, sc.privacy_rows,
+                                                     REPORT_ROWS), seed)
+    else:
+        syn = read_synthetic(paths.synthetic)
+    return TableEvidence(dataset, paths, train, holdout, syn, schema, cfg.dataset(dataset).target, sc, seed, total,
+                         streamed)
+
+
+def summary(metrics: dict) -> str:
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in ("quality.overall", "quality.column_shapes",
+                                                       "quality.column_pair_trends", "detection.auc")
+                     if isinstance(metrics.get(k), float))
+
+
+def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:
+    """The report files' contents: {file name: text}."""
+    from pipeline.report import ReportInput, render_html, render_markdown
+
+    log_df = pd.read_csv(ev.paths.train_log) if ev.paths.train_log.exists() else None
+    samples, seed = details["samples"], ev.seed
+    every = samples["fidelity_coverage_exact_match"]
+    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and "
+             f"{len(ev.train):,} training rows"
+             + (" (merged from per-shard statistics: the same scores as in memory)."
+                if samples.get("synthetic_sample") else ".")]
+    if samples.get("synthetic_sample"):
+        notes.append(f"The other metrics and the plots: a seeded sample of {samples['synthetic_sample']:,} "
+                     f"synthetic rows (seed {seed}).")
+    if samples.get("detection"):
+        notes.append(f"Detection: {samples['detection']['rows_per_side']:,} rows per side, "
+                     f"{samples['detection']['folds']}-fold cross-validation, seed {seed}.")
+    if samples.get("utility"):
+        notes.append(f"Utility: models trained on at most {ev.settings.utility_rows:,} rows, seed {seed}.")
+    if samples.get("privacy_dcr"):
+        r = samples["privacy_dcr"]
+        notes.append(f"DCR: {r['synthetic']:,} synthetic rows; the share against equal samples of {r['train']:,} "
+                     f"training and {r['holdout']:,} holdout rows, the medians and the plot against "
+                     f"{r['train_reference']:,} training rows; seed {seed}.")
+    inp = ReportInput(
+        dataset=ev.dataset, metrics=metrics,
+        thresholds={k: v.model_dump() for k, v in ev.settings.thresholds.items()},
+        schema=ev.schema, real=ev.sample(ev.train, REPORT_ROWS), synthetic=ev.sample(ev.syn, REPORT_ROWS),
+        columns=details.get("columns", {}), pairs=details.get("pairs", []),
+        privacy_distances=drawn.get("privacy_distances", {}), train_log=log_df, notes=notes,
+    )
+    return {"report.html": render_html(inp), "report.md": render_markdown(inp)}

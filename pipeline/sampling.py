@@ -1,0 +1,158 @@
+"""Drawing rows and images from a loaded model, from explicit seeds alone.
+
+The sampler that the generate stage, its shard workers (``pipeline.shards``), the Python API
+(``pipeline.generate.sample``) and the benchmarks share. Every function depends only on its
+arguments (the model, a count, a seed), so shard ``i`` drawn with ``shard_seed(seed, i)`` has the
+same rows in any process. No files and no config here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.errors import ConditionError
+from pipeline.metrics.privacy import row_hashes
+from pipeline.models.image import ImageSpec
+from pipeline.schema import TableSchema
+
+if TYPE_CHECKING:  # sampling needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)
+    from pipeline.models.saved import LoadedModel
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """A seed for shard ``shard`` that depends on nothing else (63-bit, via SeedSequence)."""
+    return int(np.random.SeedSequence([seed, shard]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def fresh_ids(col, start: int, n: int) -> pd.Series:
+    """Unique IDs for rows ``start .. start+n`` of the whole output: integers above every real ID
+    (so none can be linked to a real row), or ``syn-<n>`` text."""
+    idx = np.arange(start, start + n, dtype=np.int64)
+    if col.dtype.lower().startswith(("int", "uint")):
+        return pd.Series(idx + 1 + int(col.stats.get("max", 0)), dtype=col.dtype)
+    return pd.Series([f"syn-{i:09d}" for i in idx], dtype=object)
+
+
+def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | None) -> pd.DataFrame:
+    device = next(loaded.model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    raw = loaded.model.sample(n, gen, condition).float().cpu().numpy()
+    return loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
+
+
+def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:
+    keep = np.ones(len(frame), dtype=bool)
+    for col, value in conditions.items():
+        s = frame[col]
+        keep &= s.isna().to_numpy() if value is None else (s.astype(str) == str(value)).to_numpy()
+    return keep
+
+
+def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
+                 conditions: dict[str, Any] | None = None, exclude: np.ndarray | None = None,
+                 max_tries: int = 100, stats: dict[str, int] | None = None) -> pd.DataFrame:
+    """``n`` synthetic rows in the source's column order and dtypes, from ``seed`` alone.
+
+    ``conditions`` ({column: value}, categorical or boolean columns) fixes values: a conditional
+    model is steered to the first one, and rows that miss any are rejected and redrawn, so every
+    returned row honours all of them. ``exclude`` (row hashes of the modeled columns, as
+    ``pipeline.metrics.privacy.row_hashes`` makes them) rejects and redraws rows equal to any of
+    those rows: the training rows, so that no released row copies one. ``stats`` (if given) counts
+    the rows ``drawn`` and ``rejected_copies``.
+    """
+    stats = stats if stats is not None else {}
+    stats.setdefault("drawn", 0)
+    stats.setdefault("rejected_copies", 0)
+    if not conditions and exclude is None:
+        frame = _draw(loaded, n, seed, None)
+        stats["drawn"] += n
+    else:
+        group = condition_group(loaded, conditions) if conditions else None
+        modeled = [c.name for c in loaded.schema.modeled]
+        parts, have, total, batch = [], 0, 0, max(n, 256) if conditions else n
+        for attempt in range(max_tries):
+            # Without conditions the first draw is the unfiltered one, so filtering only removes rows.
+            rows = _draw(loaded, batch, seed if not conditions and attempt == 0 else shard_seed(seed, attempt), group)
+            ok = _matches(rows, conditions or {})
+            if exclude is not None:
+                copies = np.isin(row_hashes(rows, modeled), exclude)
+                stats["rejected_copies"] += int((copies & ok).sum())
+                ok &= ~copies
+            parts.append(rows[ok])
+            have, total = have + int(ok.sum()), total + batch
+            stats["drawn"] += batch
+            if have >= n:
+                break
+            # Draw enough for the rest at the acceptance rate seen so far, at most 4 shards' worth.
+            rate = max(have, 1) / total
+            batch = int(min(max((n - have) / rate * 1.2, 256), 4 * max(n, 256)))
+        if have < n:
+            what = f"met {conditions}" if conditions else "differed from every training row"
+            raise ConditionError(f"only {have} of {n} rows {what} after {max_tries} draws: "
+                                 "the model rarely makes such rows")
+        frame = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
+    schema: TableSchema = loaded.schema
+    out = {}
+    for col in schema.columns:
+        out[col.name] = fresh_ids(col, start, n) if col.kind == "id" else frame[col.name]
+    return pd.DataFrame(out)
+
+
+def condition_group(loaded: LoadedModel, conditions: dict[str, Any]) -> tuple[int, int]:
+    """Check the conditions against the schema; the first one as (group index, slot) for the model."""
+    first = None
+    for col, value in conditions.items():
+        if col not in loaded.schema.names:
+            raise ConditionError(f"condition on '{col}': no such column")
+        try:
+            span, slot = loaded.transformer.category_slot(col, value)
+        except ValueError as exc:
+            raise ConditionError(f"condition on '{col}': {exc}") from None
+        if first is None:
+            first = (loaded.model.layout.groups.index(span), slot)
+    return first
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def label_plan(spec: ImageSpec, counts: np.ndarray, rows: int | None, mix: dict[int, float],
+               per_label: int | None, seed: int) -> np.ndarray:
+    """The label index of every image to make, in output order: exact counts for the mix (the
+    training counts when ``mix`` is empty), by largest remainder, in a seeded order. It depends on
+    nothing but its arguments, so any shard can be made alone."""
+    if mix:
+        unknown = sorted(set(mix) - set(spec.labels))
+        if unknown:
+            raise ConditionError(f"generate.labels: label {unknown[0]} is not one the model knows ({spec.labels})")
+        weights = np.array([float(mix.get(v, 0.0)) for v in spec.labels])
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ConditionError(f"generate.labels: shares must be >= 0 and not all 0 (got {mix})")
+    else:
+        weights = np.asarray(counts, dtype=float)
+    if per_label is not None:
+        exact = np.where(weights > 0, per_label, 0)
+    else:
+        quota = weights / weights.sum() * rows
+        exact = np.floor(quota).astype(np.int64)
+        short = rows - int(exact.sum())
+        exact[np.argsort(-(quota - exact), kind="stable")[:short]] += 1
+    plan = np.repeat(np.arange(len(spec.labels)), exact)
+    return plan[np.random.default_rng(seed).permutation(len(plan))]
+
+
+def sample_images(loaded: LoadedModel, labels: np.ndarray, seed: int) -> np.ndarray:
+    """[n, H, W] uint8 images for label indices ``labels``, from ``seed`` alone."""
+    from pipeline.models.image import to_uint8
+
+    device = next(loaded.model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = [to_uint8(loaded.model.sample(torch.from_numpy(labels[i:i + 4096]).to(device), gen))
+           for i in range(0, len(labels), 4096)]
+    return np.concatenate(out) if out else np.zeros((0, loaded.spec.height, loaded.spec.width), np.uint8)
+

@@ -1,0 +1,100 @@
+"""The shard executor: write a list of shards in this process, on worker processes or on Dask workers.
+
+A ShardJob names one output file and everything its bytes depend on (row count, first global row,
+seed, rows to avoid, image labels), so any worker, at any worker count, writes the same file.
+Workers get ``write_shard`` by reference (a module-level function of this importable module,
+pickled by name) and load the model once each.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pipeline.artifacts import StagePaths
+from pipeline.io import progress, write_parquet
+from pipeline.modalities import modality_named
+from pipeline.training.loop import pick_device
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.models.saved import LoadedModel
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One output file: which shard, how many rows from which global row, its seed, where to write,
+    and the training-row hashes to avoid (``exclude``). Images also carry their label indices."""
+
+    index: int
+    rows: int
+    start: int
+    seed: int
+    out: str
+    exclude: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+_WORKER_MODELS: dict[str, Any] = {}  # a worker loads each model once, not once per shard
+
+
+def _worker_model(cfg: Config, paths: StagePaths) -> LoadedModel:
+    from pipeline.models.saved import load_model
+
+    key = str(paths.model)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS.clear()
+        _WORKER_MODELS[key] = load_model(paths.model, cfg, pick_device(cfg.train.device))
+    return _WORKER_MODELS[key]
+
+
+def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedModel | None = None) -> dict[str, int]:
+    """Make and write one shard; returns its counts. Depends only on the job, so any process
+    (any worker count) writes the same bytes."""
+    loaded = loaded or _worker_model(cfg, paths)
+    stats: dict[str, int] = {}
+    table = modality_named("image" if loaded.spec is not None else "table").shard_table(loaded, job, cfg.generate,
+                                                                                         stats)
+    write_parquet(table, Path(job.out))
+    return stats
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)  # workers share the cores instead of each taking them all
+
+
+def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: LoadedModel) -> dict[str, int]:
+    """Write every job's shard: in this process (``generate.workers: 1``), or on that many worker
+    processes (``generate.backend: processes``) or Dask workers (``dask``). Returns summed counts."""
+    g = cfg.generate
+    if g.workers <= 1 or len(jobs) <= 1:
+        results = [write_shard(job, cfg, paths, loaded) for job in progress(jobs, desc="generate", unit="shard")]
+    elif g.backend == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // g.workers)
+        # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
+        with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            results = list(pool.map(write_shard, jobs, [cfg] * len(jobs), [paths] * len(jobs)))
+    else:
+        from distributed import Client, LocalCluster
+
+        # Workers write straight into the output folder: on a remote cluster it must be shared storage.
+        cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
+                                                           processes=True, dashboard_address=None)
+        with Client(g.dask_address or cluster) as client:
+            results = client.gather(client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False))
+        if cluster is not None:
+            cluster.close()
+    total: dict[str, int] = {}
+    for r in results:
+        for k, v in r.items():
+            total[k] = total.get(k, 0) + v
+    return total
