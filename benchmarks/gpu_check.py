@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -29,25 +28,19 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.models import MODELS  # noqa: E402
+from pipeline.models.saved import LoadedModel  # noqa: E402
 from pipeline.sampling import sample_frame, shard_seed  # noqa: E402
 from pipeline.schema import TableSchema, arrow_schema_b64, describe, infer_kind  # noqa: E402
+from pipeline.settings import ModelSettings, TrainSettings  # noqa: E402
 from pipeline.training.loop import fit  # noqa: E402
 from pipeline.training.setup import build_model, transform_table  # noqa: E402
 
 
-def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> tuple[SimpleNamespace, SimpleNamespace]:
-    """The model and train sections of params.yaml's defaults, as plain attribute objects."""
-    model_cfg = SimpleNamespace(
-        name=model, quantile_knots=1001, max_categories=500,
-        gan=SimpleNamespace(noise_dim=128, generator_dims=[256, 256], discriminator_dims=[256, 256], pac=5,
-                            dropout=0.5, log_frequency=True, ema_decay=0.99),
-        tvae=SimpleNamespace(latent_dim=128, encoder_dims=[128, 128], decoder_dims=[128, 128], loss_factor=2.0,
-                             lr=1e-3, weight_decay=1e-5),
-    )
-    train_cfg = SimpleNamespace(epochs=epochs, batch_size=batch, lr_generator=4e-4, lr_discriminator=4e-4,
-                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp, lr_decay_epochs=0,
-                                compile=compile_)
-    return model_cfg, train_cfg
+def configs(model: str, epochs: int, batch: int, amp: bool, compile_: bool) -> tuple[ModelSettings, TrainSettings]:
+    """The model and train sections of params.yaml's defaults (``pipeline.settings``), with this
+    run's epochs, batch size, bf16 and compile."""
+    return ModelSettings(name=model), TrainSettings(epochs=epochs, batch_size=batch, checkpoint_every=10**9, amp=amp,
+                                                    compile=compile_)
 
 
 def train_once(df, schema, device, model, epochs, batch, amp, compile_, seed=0):
@@ -162,7 +155,7 @@ def main() -> int:
                     "ddp_speedup_vs_one": epoch_s / ddp_s})
 
     net.eval()
-    loaded = SimpleNamespace(model=net, transformer=tf, schema=schema)
+    loaded = LoadedModel(model=net, transformer=tf, schema=schema, info={}, model_hash="")
     arrow = schema.arrow()
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check_"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -36,7 +35,9 @@ from gpu_check import device_refusal, timed_fit  # noqa: E402
 from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator  # noqa: E402
 from pipeline.models import MODELS  # noqa: E402
 from pipeline.models.image import ImageSpec, images_to_tensor  # noqa: E402
+from pipeline.models.saved import LoadedModel  # noqa: E402
 from pipeline.sampling import label_plan, sample_images  # noqa: E402
+from pipeline.settings import ModelSettings, TrainSettings  # noqa: E402
 
 
 def png_gray(data: bytes) -> np.ndarray:
@@ -90,14 +91,10 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, str]:
         return np.stack([png_gray(b) for b in frame["image"]]), frame["label"].to_numpy(), "raw"
 
 
-def configs(epochs: int, amp: bool) -> tuple[SimpleNamespace, SimpleNamespace]:
-    """params.yaml's model section and the mnist overrides of its train section, as attribute objects."""
-    model_cfg = SimpleNamespace(name="dcgan",
-                                dcgan=SimpleNamespace(noise_dim=64, width=32, label_loss=1.0, ema_decay=0.997))
-    train_cfg = SimpleNamespace(epochs=epochs, batch_size=32, lr_generator=2e-4, lr_discriminator=8e-4,
-                                weight_decay=1e-6, gp_weight=10.0, checkpoint_every=10**9, amp=amp, lr_decay_epochs=0,
-                                compile=False)
-    return model_cfg, train_cfg
+def configs(epochs: int, amp: bool) -> tuple[ModelSettings, TrainSettings]:
+    """params.yaml's model section and the mnist overrides of its train section (``pipeline.settings``)."""
+    return ModelSettings(name="dcgan"), TrainSettings(epochs=epochs, batch_size=32, lr_generator=2e-4,
+                                                      lr_discriminator=8e-4, checkpoint_every=10**9, amp=amp)
 
 
 def train_once(spec: ImageSpec, data: torch.Tensor, epochs: int, amp: bool, seed: int):
@@ -150,7 +147,7 @@ def main() -> int:
     net.eval()
     plan = label_plan(spec, np.bincount(index[tr], minlength=spec.n_labels), len(tr), {}, None, args.seed)
     t0 = time.perf_counter()
-    made = sample_images(SimpleNamespace(model=net, spec=spec), plan, args.seed)
+    made = sample_images(LoadedModel(net, None, None, {}, "", spec), plan, args.seed)
     sample_s = time.perf_counter() - t0
     made_labels = np.asarray(spec.labels)[plan]
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gpu_check_images_"))

@@ -25,6 +25,7 @@ from pydantic import (
 
 from pipeline.errors import ConfigError
 from pipeline.names import name_problem
+from pipeline.settings import ModelSettings, TrainSettings, from_dict
 
 # Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
 OVERRIDABLE = ("model", "train", "generate", "score")
@@ -137,6 +138,11 @@ class ModelConfig(_Section):
     conv_vae: ConvVaeConfig = ConvVaeConfig()
 
 
+    def settings(self) -> ModelSettings:
+        """The plain settings the models take (``pipeline.settings``)."""
+        return from_dict(ModelSettings, self.model_dump(mode="json"))
+
+
 class DistributedConfig(_Section):
     """Data-parallel training (``pipeline/training/distributed.py``): the train stage launches itself
     under torchrun with nproc_per_node x nnodes ranks (or joins the ranks torchrun started it as)."""
@@ -162,6 +168,10 @@ class TrainConfig(_Section):
     lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "
                                                      "epochs (0: constant)")
     distributed: DistributedConfig = DistributedConfig()
+
+    def settings(self) -> TrainSettings:
+        """The plain settings the training loop and the models take (``pipeline.settings``)."""
+        return from_dict(TrainSettings, self.model_dump(mode="json"))
 
 
 class GenerateConfig(_Section):

@@ -48,7 +48,7 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
     from pipeline.models.saved import load_model
 
     cfg = cfg.for_dataset(dataset)
-    loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, cfg, pick_device(cfg.train.device))
+    loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, pick_device(cfg.train.device))
     if loaded.spec is not None:
         raise ConditionError(f"{dataset} is an image dataset: "
                              "use sample_images(loaded, labels, seed) or the generate stage")
@@ -60,7 +60,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
 
     cfg = cfg.for_dataset(dataset)  # itself when resolved already (run_stage resolves it)
     paths = StagePaths.of(cfg.work_dir, dataset)
-    loaded = load_model(paths.model, cfg, pick_device(cfg.train.device))
+    loaded = load_model(paths.model, pick_device(cfg.train.device))
     handler = modality_named("image" if loaded.spec is not None else "table")
     g = cfg.generate
     plan = handler.plan_generation(g, cfg.seed, loaded, paths)

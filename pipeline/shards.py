@@ -49,7 +49,7 @@ def _worker_model(cfg: Config, paths: StagePaths) -> LoadedModel:
     key = str(paths.model)
     if key not in _WORKER_MODELS:
         _WORKER_MODELS.clear()
-        _WORKER_MODELS[key] = load_model(paths.model, cfg, pick_device(cfg.train.device))
+        _WORKER_MODELS[key] = load_model(paths.model, pick_device(cfg.train.device))
     return _WORKER_MODELS[key]
 
 

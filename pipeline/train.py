@@ -80,13 +80,14 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     else:
         device = pick_device(cfg.train.device)
 
+    model_settings, train_settings = cfg.model.settings(), cfg.train.settings()  # what the model and loop take
     t0 = time.perf_counter()
-    data = handler.training_data(paths, cfg.model, cfg.seed, device)
+    data = handler.training_data(paths, model_settings, cfg.seed, device)
     t_transform = time.perf_counter() - t0
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.train, data.codec).to(device)
+    model = build_model(model_settings, train_settings, data.codec).to(device)
     fingerprint = _fingerprint(cfg, paths)
     ckpt = paths.checkpoints / "last.pt"
     resume_now = resume is Resume.YES
@@ -94,7 +95,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         # Same data and recipe, and not past the epochs asked for (that run would train nothing).
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         resume_now = found == fingerprint and done <= cfg.train.epochs
-    state = fit(model, data.tensor, cfg.train, cfg.seed, checkpoint=ckpt, resume=resume_now,
+    state = fit(model, data.tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
                 fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths.train_log, st.history))
     seconds = time.perf_counter() - t0
     final = state.history[-1] if state.history else {}

@@ -21,6 +21,7 @@ from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import ConditionError, InputDataError
 from pipeline.io import sha256_file
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData
+from pipeline.settings import ModelSettings
 
 MODALITY = "image"
 UNIT = "images"
@@ -98,7 +99,7 @@ class ImageEvidence:
     rows: int
 
 
-def training_data(paths: StagePaths, model_cfg, seed: int, device) -> TrainingData:
+def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device) -> TrainingData:
     """The training images as ``[label, pixels...]`` rows on ``device``, with their spec."""
     from pipeline.training.setup import image_tensor
 

@@ -33,6 +33,7 @@ from pipeline.schema import (
     nullable_dtype,
     release_schema_b64,
 )
+from pipeline.settings import ModelSettings
 from pipeline.sources import read_source, shown_name
 
 MODALITY = "table"
@@ -189,7 +190,7 @@ def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig
 # train
 
 
-def training_data(paths: StagePaths, model_cfg, seed: int, device) -> TrainingData:
+def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device) -> TrainingData:
     """The training split through the fitted transformer, on ``device``."""
     from pipeline.training.setup import transform_table
 

@@ -8,22 +8,18 @@ the conditional loss are a handful of tensor ops, with no Python loop over rows 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, activate
 from pipeline.models.gan import TabularGAN, gradient_penalty
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 
 @register_model("ctgan")
 class ConditionalGAN(TabularGAN):
-    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         groups = [layout.groups[g] for g in layout.category_groups]
         self.cond_dim = sum(s.width for s in groups)
         super().__init__(layout, cfg, train)

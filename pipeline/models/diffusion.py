@@ -19,7 +19,6 @@ data. Rows come from an exponential moving average of the denoiser's weights.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +26,7 @@ from torch import nn
 
 from pipeline.models import register_model
 from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 _SCALE = 5.0  # the transformer's scalars are normal scores / 5 (pipeline.models.transformer._SCALE)
 _CHUNK = 32_768  # rows denoised at once when sampling (bounds memory for any n)
@@ -62,7 +59,7 @@ class Denoiser(nn.Module):
 
 @register_model("diffusion")
 class TabularDiffusion(AveragedGenerator, TabularModel):
-    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.diffusion
         self.masked = c.categorical == "masked"
@@ -74,7 +71,7 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         self.register_buffer("slot_group", layout.group_mask.nonzero()[:, 0], persistent=False)
         self.init_average(c.ema_decay)  # rows come from the denoiser's weight average
 
-    def phases(self, t: TrainConfig) -> list[Phase]:
+    def phases(self, t: TrainSettings) -> list[Phase]:
         return [Phase("denoiser", list(self.generator.parameters()), self.cfg.lr, betas=(0.9, 0.999),
                       weight_decay=self.cfg.weight_decay)]
 

@@ -3,8 +3,6 @@ conditional vector; ``ctgan`` adds it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -16,9 +14,7 @@ from pipeline.models.base import (
     TabularModel,
     activate,
 )
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 
 class Residual(nn.Module):
@@ -76,7 +72,7 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> 
 class TabularGAN(AveragedGenerator, TabularModel):
     cond_dim = 0
 
-    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         g = cfg.gan
         self.noise_dim, self.gp_weight, self.batch_multiple = g.noise_dim, train.gp_weight, g.pac
@@ -91,7 +87,7 @@ class TabularGAN(AveragedGenerator, TabularModel):
         if phase == "generator":
             self.update_average()
 
-    def phases(self, t: TrainConfig) -> list[Phase]:
+    def phases(self, t: TrainSettings) -> list[Phase]:
         return [
             Phase("critic", list(self.critic.parameters()), t.lr_discriminator, weight_decay=t.weight_decay),
             Phase("generator", list(self.generator.parameters()), t.lr_generator, weight_decay=t.weight_decay),

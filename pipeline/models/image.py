@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +19,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from pipeline.models import register_model
 from pipeline.models.base import AveragedGenerator, GenerativeModel, Phase
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 
 @dataclass
@@ -141,7 +138,7 @@ class ImageModel(GenerativeModel):
 
 @register_model("dcgan")
 class ConditionalDCGAN(AveragedGenerator, ImageModel):
-    def __init__(self, spec: ImageSpec, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, spec: ImageSpec, cfg: ModelSettings, train: TrainSettings):
         super().__init__(spec)
         c = cfg.dcgan
         self.noise_dim, self.label_loss = c.noise_dim, c.label_loss
@@ -150,7 +147,7 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
         self.init_average(c.ema_decay)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # the step's fake batch, critic -> generator
 
-    def phases(self, t: TrainConfig) -> list[Phase]:
+    def phases(self, t: TrainSettings) -> list[Phase]:
         return [
             Phase("critic", list(self.critic.parameters()), t.lr_discriminator, betas=(0.5, 0.999)),
             Phase("generator", list(self.generator.parameters()), t.lr_generator, betas=(0.5, 0.999)),
@@ -216,7 +213,7 @@ class ConditionalConvVAE(ImageModel):
     """A conditional VAE: conv encoder of (image, label), the DCGAN generator as decoder, Bernoulli
     pixel likelihood. Samples are the decoder's mean image (no pixel noise)."""
 
-    def __init__(self, spec: ImageSpec, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, spec: ImageSpec, cfg: ModelSettings, train: TrainSettings):
         super().__init__(spec)
         c = self.cfg = cfg.conv_vae
         self.encoder = _downsampling(1 + spec.n_labels, c.width)
@@ -224,7 +221,7 @@ class ConditionalConvVAE(ImageModel):
         self.mu, self.logvar = nn.Linear(feat, c.latent_dim), nn.Linear(feat, c.latent_dim)
         self.decoder = UpsamplingNet(c.latent_dim, spec, c.width)
 
-    def phases(self, t: TrainConfig) -> list[Phase]:
+    def phases(self, t: TrainSettings) -> list[Phase]:
         return [Phase("vae", list(self.parameters()), self.cfg.lr, betas=(0.9, 0.999))]
 
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

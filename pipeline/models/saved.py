@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,11 +15,9 @@ from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
+from pipeline.settings import ModelSettings, TrainSettings, from_dict
 from pipeline.training.loop import load_tensors
 from pipeline.training.setup import build_model
-
-if TYPE_CHECKING:
-    from pipeline.config import Config
 
 
 def model_hash(model_dir: Path) -> str:
@@ -38,7 +35,7 @@ class LoadedModel:
     spec: ImageSpec | None = None         # images
 
 
-def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None) -> LoadedModel:
+def load_model(model_dir: Path, device: torch.device | None = None) -> LoadedModel:
     """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
     if not (model_dir / "model.json").is_file() or not (model_dir / "model.pt").is_file():
         raise InputDataError(model_dir, "no trained model: run the train stage first")
@@ -52,8 +49,9 @@ def load_model(model_dir: Path, cfg: Config, device: torch.device | None = None)
     else:
         schema = TableSchema.from_dict(info["schema"])
         transformer = TableTransformer.from_state(schema, info["transformer"])
-    model_cfg = cfg.model.model_validate(info["model_config"])
-    train_cfg = cfg.train.model_validate(info["train_config"])
+    # The settings it was trained with, as it recorded them.
+    model_cfg = from_dict(ModelSettings, info["model_config"])
+    train_cfg = from_dict(TrainSettings, info["train_config"])
     model = build_model(model_cfg, train_cfg, spec or transformer, name=info["model"])
     state = load_tensors(model_dir / "model.pt", "re-run the train stage")
     try:

@@ -3,17 +3,13 @@ learned scale per scalar column, categorical likelihood per one-hot block, both 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:
@@ -25,7 +21,7 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 @register_model("tvae")
 class TabularVAE(TabularModel):
-    def __init__(self, layout: OutputLayout, cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.tvae
         self.encoder = _mlp([layout.width, *c.encoder_dims])
@@ -35,7 +31,7 @@ class TabularVAE(TabularModel):
                                      nn.Linear(c.decoder_dims[-1] if c.decoder_dims else c.latent_dim, layout.width))
         self.sigma = nn.Parameter(torch.full((layout.width,), 0.1))
 
-    def phases(self, t: TrainConfig) -> list[Phase]:
+    def phases(self, t: TrainSettings) -> list[Phase]:
         return [Phase("vae", list(self.parameters()), self.cfg.lr, betas=(0.9, 0.999),
                       weight_decay=self.cfg.weight_decay)]
 

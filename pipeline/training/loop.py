@@ -11,17 +11,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.io import atomic_path, progress
 from pipeline.models.base import GenerativeModel
+from pipeline.settings import TrainSettings
 from pipeline.training import distributed
-
-if TYPE_CHECKING:  # config types only: the models run without pydantic (e.g. on a bare GPU box)
-    from pipeline.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizers(model: GenerativeModel, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+def make_optimizers(model: GenerativeModel, cfg: TrainSettings) -> dict[str, torch.optim.Optimizer]:
     return {
         p.name: torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
         for p in model.phases(cfg)
@@ -122,7 +120,7 @@ def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
 def fit(
     model: GenerativeModel,
     data: torch.Tensor,
-    cfg: TrainConfig,
+    cfg: TrainSettings,
     seed: int,
     checkpoint: Path | None = None,
     resume: bool = False,

@@ -4,8 +4,6 @@ objects with the config sections' attributes will do, as on a bare GPU box).""" 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 import torch
@@ -15,12 +13,10 @@ from pipeline.models.base import GenerativeModel, OutputLayout
 from pipeline.models.image import ImageSpec, images_to_tensor
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
-
-if TYPE_CHECKING:
-    from pipeline.config import ModelConfig, TrainConfig
+from pipeline.settings import ModelSettings, TrainSettings
 
 
-def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelConfig, seed: int,
+def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings, seed: int,
                     device: torch.device) -> tuple[TableTransformer, torch.Tensor]:
     """Fit the per-column transform and move the whole transformed table to ``device``."""
     transformer = TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
@@ -42,7 +38,7 @@ def image_tensor(frame: pd.DataFrame, spec: ImageSpec | None, device: torch.devi
     return spec, images_to_tensor(pixels, index).to(device)
 
 
-def build_model(model_cfg: ModelConfig, train_cfg: TrainConfig, over: TableTransformer | ImageSpec,
+def build_model(model_cfg: ModelSettings, train_cfg: TrainSettings, over: TableTransformer | ImageSpec,
                 name: str | None = None) -> GenerativeModel:
     """The model named ``name`` (default ``model_cfg.name``) over the transformer's output layout,
     or for the images an ``ImageSpec`` describes."""

@@ -129,3 +129,19 @@ def test_a_set_model_applies_to_the_dataset_that_runs_and_params_errors_fail_at_
 def test_more_than_one_node_needs_a_rendezvous_endpoint():
     with pytest.raises(ConfigError, match="rdzv_endpoint"):
         load_config(REPO / "params.yaml", {"train.distributed.nnodes": 2})
+
+
+def test_the_plain_settings_have_the_configs_defaults_and_carry_its_values():
+    """The models and the loop take ``pipeline.settings`` dataclasses (no pydantic); their defaults
+    are the config's, and a config's values reach them, nested sections included."""
+    from dataclasses import asdict
+
+    from pipeline.config import ModelConfig, TrainConfig
+    from pipeline.settings import ModelSettings, TrainSettings, from_dict
+
+    assert asdict(ModelConfig().settings()) == asdict(ModelSettings())
+    assert asdict(TrainConfig().settings()) == asdict(TrainSettings())
+    cfg = load_config(REPO / "params.yaml", {"model.gan.pac": 2, "train.epochs": 3, "train.batch_size": 10})
+    model, train = cfg.model.settings(), cfg.train.settings()
+    assert isinstance(model, ModelSettings) and model.gan.pac == 2 and train.epochs == 3
+    assert from_dict(TrainSettings, cfg.train.model_dump(mode="json")) == train

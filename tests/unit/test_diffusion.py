@@ -125,7 +125,7 @@ def test_it_runs_through_the_stages_and_resumes_exactly(tmp_path, tiny_source):
     real = pd.read_parquet(paths.train_data)
     assert generate.run(cfg, "tiny").rows == len(real)
     assert score.run(cfg, "tiny").passed
-    loaded = load_model(paths.model, cfg)
+    loaded = load_model(paths.model)
     a = sampling.sample_frame(loaded, 50, seed=5, conditions={"city": "Lyon"})
     assert (a["city"] == "Lyon").all()
     assert dict(a.dtypes.astype(str)) == dict(real.dtypes.astype(str))

@@ -22,7 +22,7 @@ def test_each_model_trains_and_samples_the_same_rows_from_the_same_seed(tmp_path
     ingest.run(cfg, "tiny")
     res = train.run(cfg, "tiny")
     assert res.epochs == 2 and all(np.isfinite(v) for v in res.final.values())
-    loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model, cfg)
+    loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model)
     a = sampling.sample_frame(loaded, 300, seed=5)
     b = sampling.sample_frame(loaded, 300, seed=5)
     pd.testing.assert_frame_equal(a, b)
@@ -67,7 +67,7 @@ def test_ctgan_learns_a_rare_category(tmp_path):
                                                       "train.batch_size": 100})
     ingest.run(cfg, "tiny")
     train.run(cfg, "tiny")
-    loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model, cfg)
+    loaded = load_model(StagePaths.of(cfg.work_dir, "tiny").model)
     syn = sampling.sample_frame(loaded, 5000, seed=1)
     assert (syn["c"] == "rare").sum() >= 5  # 0.5% in the source: 25 expected
 
@@ -110,7 +110,7 @@ def test_generator_average_makes_the_rows_and_is_what_the_model_file_holds(tmp_p
     ingest.run(cfg, "tiny")
     train.run(cfg, "tiny")
     paths = StagePaths.of(cfg.work_dir, "tiny")
-    loaded = load_model(paths.model, cfg)
+    loaded = load_model(paths.model)
     net = loaded.model
     assert net.sampler is net.generator_ema
     saved = torch.load(paths.model / "model.pt", weights_only=True)

@@ -175,7 +175,7 @@ def test_report_shows_a_failing_gate_and_its_failing_keys(scored_with_report):
 def test_drop_training_copies_rejects_and_replaces_copied_rows(tiny_cfg):
     ingest.run(tiny_cfg, "tiny")
     train.run(tiny_cfg, "tiny")
-    loaded = load_model(StagePaths.of(tiny_cfg.work_dir, "tiny").model, tiny_cfg)
+    loaded = load_model(StagePaths.of(tiny_cfg.work_dir, "tiny").model)
     modeled = [c.name for c in loaded.schema.modeled]
     plain = sampling.sample_frame(loaded, 200, seed=3)
     banned = row_hashes(plain.iloc[:60], modeled)  # pretend the first 60 rows were training rows
