@@ -55,9 +55,14 @@ class DatasetConfig(_Section):
     )
     format: Literal["auto", "csv", "parquet"] = "auto"
     target: str | None = Field(default=None, description="column predicted by the utility score")
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="the utility task for the target; auto: categorical, boolean and integer targets with "
+                            "at most 10 distinct values are classification, other numbers regression")
     csv: CsvOptions = CsvOptions()
     column_types: dict[str, ColumnKind] = Field(default_factory=dict)
     drop_columns: list[str] = Field(default_factory=list)
+    keep_links: bool = Field(True, description="find columns another column fixes in every row (education -> "
+                                               "education-num) and keep them so in generated rows")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="settings this dataset runs with instead of the shared sections, as dotted keys "
@@ -214,6 +219,9 @@ class ScoreConfig(_Section):
     memorization_quantile: float = Field(0.01, gt=0, lt=1,
                                          description="images: memorised = nearer a training image than all but this "
                                                      "share of unseen real images are")
+    utility_min_holdout: int = Field(
+        200, ge=1, description="below this many holdout rows, utility is reported as not judged (with the reason) "
+                               "and its thresholds are not applied: a score on fewer rows is a coin toss")
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
 
 

@@ -81,6 +81,8 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
                      f"{_cell(known[key].description) if key in known else ''} |")
     lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
                   "The full report is `_report.html`.", ""]
+    for what, reason in (m.get("gate.not_judged") or {}).items():
+        lines += [f"Not judged: `{_cell(what.rstrip('.'))}`: {_cell(reason)}.", ""]
     gate = manifest.get("gate") or {}
     if gate.get("changed_at_publish"):
         who = gate.get("changed_by") or {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import known_metrics
+from pipeline.metrics import known_metrics, not_judged_reason
 from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import NUMERIC_KINDS, TableSchema
 
@@ -75,6 +75,8 @@ def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, 
         if key not in metrics and key not in thresholds:
             continue
         status = ("FAIL" if key in failed else "pass") if key in thresholds else ""
+        if key in thresholds and not_judged_reason(metrics, key) is not None:
+            status = "not judged"
         rows.append((key, _fmt(metrics.get(key)), threshold_text(thresholds.get(key)), status, info.description))
     return rows
 
@@ -272,6 +274,8 @@ def gate_html(metrics: dict, thresholds: dict, unit: str, changes: list[str] = (
     ]
     if failures:
         parts.append("<p class='FAIL'>" + "<br>".join(html.escape(f) for f in failures) + "</p>")
+    for what, reason in (metrics.get("gate.not_judged") or {}).items():
+        parts.append(f"<p class='muted'>Not judged: {html.escape(what.rstrip('.'))}: {html.escape(reason)}</p>")
     if changes:
         parts.append("<p class='FAIL'>Thresholds changed at publish, after scoring: "
                      + "<br>".join(html.escape(c) for c in changes) + "</p>")
@@ -334,6 +338,8 @@ def gate_markdown(metrics: dict, thresholds: dict, unit: str, changes: list[str]
              f"**Gate: {'passed' if passed else 'FAILED'}** · {_fmt(metrics.get('rows'))} synthetic {unit}", ""]
     for f in metrics.get("gate.failures") or []:
         lines.append(f"- failing: {_md(f)}")
+    for what, reason in (metrics.get("gate.not_judged") or {}).items():
+        lines.append(f"- not judged: {_md(what.rstrip('.'))}: {_md(reason)}")
     for c in changes:
         lines.append(f"- threshold changed at publish, after scoring: {_md(c)}")
     lines += ["", "| metric | value | threshold | status |", "|---|---:|---|---|"]

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from pipeline.errors import ConditionError
+from pipeline.links import apply_links
 from pipeline.metrics.privacy import row_hashes
 from pipeline.models.image import ImageSpec
 from pipeline.schema import TableSchema
@@ -41,7 +42,9 @@ def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | N
     device = next(loaded.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     raw = loaded.model.sample(n, gen, condition).float().cpu().numpy()
-    return loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
+    frame = loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
+    links = loaded.schema.links
+    return apply_links(frame, links, {c.name: c.dtype for c in loaded.schema.columns}) if links else frame
 
 
 def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:

@@ -70,6 +70,8 @@ class TableSchema:
     # The same with the source's own Arrow types where pandas changed them (decimal, dictionary,
     # large_string): released shards are cast to it. None when it equals arrow_schema.
     release_schema: str | None = None
+    # Columns another column fixes in every real row, kept so in generated rows (pipeline.links).
+    links: list[dict] = field(default_factory=list)
 
     def arrow(self) -> pa.Schema | None:
         if not self.arrow_schema:
@@ -103,12 +105,15 @@ class TableSchema:
         out = {"target": self.target, "columns": [asdict(c) for c in self.columns], "arrow_schema": self.arrow_schema}
         if self.release_schema:  # only when it says something: most schema.json files stay as they were
             out["release_schema"] = self.release_schema
+        if self.links:
+            out["links"] = self.links
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableSchema":
         return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"),
-                   arrow_schema=data.get("arrow_schema"), release_schema=data.get("release_schema"))
+                   arrow_schema=data.get("arrow_schema"), release_schema=data.get("release_schema"),
+                   links=data.get("links") or [])
 
 
 def schema_from_b64(text: str) -> pa.Schema:

@@ -56,6 +56,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     details: dict[str, Any] = {"dataset": dataset, "samples": {"seed": cfg.seed}, "seconds": {}}
     files: dict[str, str | bytes] = {}
     drawn: dict[str, Any] = {}  # what only the report reads (distances, pixel sets)
+    not_judged: dict[str, str] = {}
     for suite in suites_for(handler.MODALITY):
         t = time.perf_counter()
         out = suite.compute(evidence)
@@ -63,7 +64,10 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         _merge(details, out.details)
         files.update(out.files)
         drawn.update(out.report)
+        not_judged.update(out.not_judged)
         details["seconds"][suite.name] = round(time.perf_counter() - t, 3)
+    if not_judged:
+        metrics["gate.not_judged"] = not_judged
     metrics = judge({k: _clean(v) for k, v in metrics.items()}, cfg.score.thresholds)
     metrics["score.seconds"] = round(time.perf_counter() - t0, 3)
     details.update(thresholds={k: v.model_dump() for k, v in cfg.score.thresholds.items()},

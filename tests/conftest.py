@@ -49,7 +49,8 @@ def tiny_config(tmp_path: Path, source: Path, *, target: str | None = "income", 
                   "tvae": {"latent_dim": 16, "encoder_dims": [32], "decoder_dims": [32]}},
         "train": {"epochs": 2, "batch_size": 40, "device": "cpu", "checkpoint_every": 1},
         "generate": {"rows_per_shard": 100},
-        "score": {"thresholds": {}, "report": False},  # reports cost ~2 s a score: tests that read them ask
+        "score": {"thresholds": {}, "report": False,  # reports cost ~2 s a score: tests that read them ask
+                  "utility_min_holdout": 10},  # tiny holdouts (48 rows) are judged here
         "publish": {"release_root": str(tmp_path / "releases")},
     }
     return build_config(raw, overrides)

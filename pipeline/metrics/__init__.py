@@ -27,12 +27,16 @@ class MetricInfo:
 class SuiteResult:
     """What one metric family computed: ``metrics`` (flat keys, into the metrics file and the gate),
     ``details`` (merged into ``details.json``: per-column and per-pair scores, the samples it used),
-    ``files`` (more evidence written beside it) and ``report`` (objects only the report draws)."""
+    ``files`` (more evidence written beside it), ``report`` (objects only the report draws) and
+    ``not_judged`` (the metrics it could not judge here, and why)."""
 
     metrics: dict[str, object]
     details: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str | bytes] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    # Metrics it did not judge (a key, or a prefix ending in '.'), with the reason: their
+    # thresholds are not applied, and the verdict says so.
+    not_judged: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,21 @@ def check_thresholds(thresholds: dict) -> None:
         raise ConfigError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(known))})")
 
 
+def not_judged_reason(metrics: dict[str, object], key: str) -> str | None:
+    """Why ``key`` was not judged (``gate.not_judged``: keys or prefixes ending in '.'), if it was not."""
+    for what, reason in (metrics.get("gate.not_judged") or {}).items():
+        if key == what or (what.endswith(".") and key.startswith(what)):
+            return reason
+    return None
+
+
 def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -> tuple[bool, list[str]]:
-    """Check every threshold; a key that was not computed fails the gate rather than passing it."""
+    """Check every threshold; a key that was not computed fails the gate rather than passing it,
+    unless its suite said it could not be judged here (``gate.not_judged``, with the reason)."""
     failures = []
     for key, th in thresholds.items():
+        if not_judged_reason(metrics, key) is not None:
+            continue
         value = metrics.get(key)
         if not isinstance(value, (int, float)) or value != value:  # missing, None or NaN
             failures.append(f"{key}: not computed")

@@ -3,7 +3,9 @@
 The task follows the target's kind: a categorical or boolean target is classification (ROC AUC
 when binary, macro F1 otherwise), and so is an integer target with at most ``MAX_CLASS_CODES``
 (10) distinct values in the real data (the schema's ``n_unique``): a label coded 1/2 or a 1-5
-rating, where predicting 1.5 means nothing. Any other numeric target is regression (R^2). The
+rating, where predicting 1.5 means nothing. Any other numeric target is regression (R^2).
+``datasets.<name>.task`` overrides the choice for a numeric target (its values rounded to class
+codes for classification). The
 model is scikit-learn's HistGradientBoosting with a fixed seed; categoricals are native
 categorical features.
 """
@@ -75,18 +77,30 @@ def _fit_score(task: str, metric: str, X, y, Xt, yt, is_cat, classes) -> float:
     return float(f1_score(yt, model.predict(Xt), average="macro"))
 
 
-def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
-                  schema: TableSchema, target: str) -> UtilityResult:
+def utility_task(schema: TableSchema, target: str, task: str = "auto") -> str:
+    """``classification`` or ``regression`` for ``target``: ``task`` when given, else by its kind."""
     kind = schema[target].kind
+    if task != "auto":
+        return task
+    if kind in DISCRETE_KINDS or (kind == "integer" and schema[target].n_unique <= MAX_CLASS_CODES):
+        return "classification"
+    return "regression"
+
+
+def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
+                  schema: TableSchema, target: str, task: str = "auto") -> UtilityResult:
+    kind = schema[target].kind
+    task = utility_task(schema, target, task)
     frames = [f[f[target].notna()] for f in (train, holdout, syn)]
     (X_tr, X_ho, X_syn), is_cat = features(frames, schema, exclude=(target,))
     if kind in DISCRETE_KINDS:
         y_tr, y_ho, y_syn = (f[target].astype(str).to_numpy() for f in frames)
         classes = sorted(np.unique(y_tr))
         task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
-    elif kind == "integer" and schema[target].n_unique <= MAX_CLASS_CODES:
-        # Codes compared as integers: 2 and 2.0 (a float-typed source) are the same class.
-        y_tr, y_ho, y_syn = (numeric_values(f[target]).astype(np.int64) for f in frames)
+    elif task == "classification":
+        # Numbers taken as class codes, compared as integers: 2 and 2.0 (a float-typed source) are
+        # the same class (a generated 1.97 is class 2).
+        y_tr, y_ho, y_syn = (np.round(numeric_values(f[target])).astype(np.int64) for f in frames)
         classes = sorted(np.unique(y_tr))
         task, metric = "classification", "roc_auc" if len(classes) == 2 else "f1_macro"
     else:
@@ -103,12 +117,18 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
     metric("utility.ratio", "maximize", 0, float("inf"), "tstr_score / trtr_score"),
 ])
 def utility_suite(ev) -> SuiteResult:
-    """TSTR against TRTR on seeded samples; nothing when there is no target or no holdout."""
+    """TSTR against TRTR on seeded samples; nothing when there is no target or no holdout, and not
+    judged (its thresholds not applied, the reason said) on a holdout too small to tell."""
     if not ev.target or not len(ev.holdout):
         return SuiteResult({}, {"samples": {"utility": None}, "utility": None})
+    if len(ev.holdout) < ev.settings.utility_min_holdout:
+        reason = (f"{len(ev.holdout)} holdout rows, fewer than score.utility_min_holdout "
+                  f"({ev.settings.utility_min_holdout}): a utility score on so few rows is noise")
+        return SuiteResult({}, {"samples": {"utility": None}, "utility": None},
+                           not_judged={"utility.": reason})
     rows = ev.settings.utility_rows
     u = score_utility(ev.sample(ev.train, rows), ev.sample(ev.holdout, rows), ev.sample(ev.syn, rows), ev.schema,
-                      ev.target)
+                      ev.target, ev.task)
     return SuiteResult({"utility.task": u.task, "utility.metric": u.metric, "utility.tstr_score": u.tstr,
                         "utility.trtr_score": u.trtr, "utility.ratio": u.tstr / u.trtr if u.trtr else None},
                        {"samples": {"utility": {"rows": min(rows, len(ev.syn))}}, "utility": asdict(u)})

@@ -22,8 +22,10 @@ from pipeline.artifacts import StagePaths, load_prepared, read_synthetic
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import InputDataError
 from pipeline.io import sha256_file
+from pipeline.links import find_links
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData
 from pipeline.schema import (
+    NUMERIC_KINDS,
     CastError,
     TableSchema,
     arrow_schema_b64,
@@ -72,6 +74,7 @@ class TableEvidence:
     syn: pd.DataFrame
     schema: TableSchema
     target: str | None
+    task: str  # the target's utility task: auto, classification or regression
     settings: ScoreConfig
     seed: int
     rows: int  # every synthetic row
@@ -155,8 +158,13 @@ def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFra
                          release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
     if not schema.modeled:
         raise InputDataError(path, "no usable column: every column is an ID or was dropped")
+    schema.links = find_links(frame, schema.modeled) if ds.keep_links else []
     if ds.target is not None and schema[ds.target].kind == "id":
         raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
+                             column=shown_name(ds.target))
+    if ds.task == "regression" and ds.target is not None and schema[ds.target].kind not in NUMERIC_KINDS:
+        raise InputDataError(path, f"task: regression needs a numeric target, and this one is "
+                                   f"{schema[ds.target].kind}: set datasets.<name>.task to classification or auto",
                              column=shown_name(ds.target))
     if ds.target is not None and schema[ds.target].n_unique < 2:
         value = frame[ds.target].dropna().iloc[0]
@@ -251,8 +259,8 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
                                                      REPORT_ROWS), seed)
     else:
         syn = read_synthetic(paths.synthetic)
-    return TableEvidence(dataset, paths, train, holdout, syn, schema, cfg.dataset(dataset).target, sc, seed, total,
-                         streamed)
+    ds = cfg.dataset(dataset)
+    return TableEvidence(dataset, paths, train, holdout, syn, schema, ds.target, ds.task, sc, seed, total, streamed)
 
 
 def summary(metrics: dict) -> str:
