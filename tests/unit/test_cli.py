@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # the CLI in subprocesses
 
-FAST = ["--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "model.gan.pac=5",
+FAST = ["--set", "model.name=ctgan", "--set", "train.epochs=1", "--set", "train.batch_size=50",
+        "--set", "model.gan.pac=5",
         "--set", "model.gan.generator_dims=[32]", "--set", "model.gan.discriminator_dims=[32]",
         "--set", "score.thresholds={}", "-q"]
 
