@@ -9,7 +9,7 @@ from tests.conftest import REPO
 def test_default_params_load():
     cfg = load_config(REPO / "params.yaml")
     assert "adult" in cfg.datasets and cfg.datasets["adult"].target == "income"
-    assert cfg.model.name == "ctgan"
+    assert cfg.model.name == "diffusion"
 
 
 def test_override_any_key_parsed_as_yaml():
@@ -39,7 +39,7 @@ def test_bad_keys_and_types_name_the_key(override, key):
 
 def test_params_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 100", "epochs: many"))
+    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 150", "epochs: many"))
     with pytest.raises(ConfigError, match=r"^.*bad\.yaml: train\.epochs"):
         load_config(bad, {"seed": 1})
     with pytest.raises(ConfigError, match="is a directory, not a params file"):
@@ -61,7 +61,7 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="multiple of model.gan.pac"):
-        load_config(REPO / "params.yaml", {"train.batch_size": 53})
+        load_config(REPO / "params.yaml", {"model.name": "ctgan", "train.batch_size": 53})
 
 
 @pytest.mark.parametrize("override, message", [
@@ -93,7 +93,7 @@ def test_unknown_dataset_is_named():
 def test_dataset_overrides_resolve_and_the_command_line_wins():
     cfg = load_config(REPO / "params.yaml")
     mnist = cfg.for_dataset("mnist")
-    assert mnist.model.name == "dcgan" and cfg.model.name == "ctgan"
+    assert mnist.model.name == "dcgan" and cfg.model.name == "diffusion"
     assert "image.label_accuracy" in mnist.score.thresholds and "quality.overall" not in mnist.score.thresholds
     assert cfg.for_dataset("adult") is cfg  # no overrides: the shared sections as they are
     cli = load_config(REPO / "params.yaml", {"train.epochs": 2})
@@ -122,7 +122,7 @@ def test_a_set_model_applies_to_the_dataset_that_runs_and_params_errors_fail_at_
     text = text.replace("      train.batch_size: 32", "      train.batch_size: 50")  # (a multiple of ctgan's pac)
     assert text != (REPO / "params.yaml").read_text()
     (tmp_path / "params.yaml").write_text(text)
-    with pytest.raises(ConfigError, match="model 'ctgan' is for tables but mnist is an image dataset"):
+    with pytest.raises(ConfigError, match="model 'diffusion' is for tables but mnist is an image dataset"):
         check_config(load_config(tmp_path / "params.yaml"))  # every dataset of the file
 
 
