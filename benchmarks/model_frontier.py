@@ -38,8 +38,12 @@ DATASETS = {
 }
 # A model's own training recipe where the shared train section does not suit it.
 RECIPES = {
-    "ctgan": {}, "gan": {}, "tvae": {},
-    "diffusion": {"train.batch_size": 512, "train.epochs": 150, "train.lr_decay_epochs": 75},
+    # The GANs and the VAE: their earlier recipe (100 epochs at constant rates).
+    "ctgan": {"train.epochs": 100, "train.lr_decay_epochs": 0},
+    "gan": {"train.epochs": 100, "train.lr_decay_epochs": 0},
+    "tvae": {"train.epochs": 100, "train.lr_decay_epochs": 0},
+    "diffusion": {},  # params.yaml's train section is its recipe
+    "auto": {},  # every candidate with the train section's recipe
 }
 METRICS = {"shapes": "quality.column_shapes", "trends": "quality.column_pair_trends", "tstr": "utility.tstr_score",
            "detection_auc": "detection.auc", "dcr_share": "privacy.dcr_share", "range": "coverage.range"}
@@ -67,12 +71,13 @@ def run_one(dataset: str, model: str, seed: int, overrides: dict) -> dict:
         for stage in ("ingest", "train"):
             run_stage(stage, cfg, dataset)
         model_info = json.loads((folder / "work" / dataset / "model" / "model.json").read_text())
+        chosen = model_info.get("auto", {}).get("chosen")
         t = time.perf_counter()
         rows = run_stage("generate", cfg, dataset).rows
         rows_per_s = rows / (time.perf_counter() - t)
         metrics = run_stage("score", cfg, dataset).metrics
     out = {k: metrics.get(key) for k, key in METRICS.items()}
-    return {**out, "train_s": model_info["seconds"], "rows_per_s": rows_per_s}
+    return {**out, "train_s": model_info["seconds"], "rows_per_s": rows_per_s, "chosen": chosen}
 
 
 def summary(values: list[float | None]) -> list[float | None]:
@@ -102,7 +107,7 @@ def plot(result: dict, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["adult", "tips", "gapminder"], choices=sorted(DATASETS))
-    ap.add_argument("--models", nargs="+", default=["ctgan", "tvae", "diffusion"], choices=sorted(RECIPES))
+    ap.add_argument("--models", nargs="+", default=["ctgan", "tvae", "diffusion", "auto"], choices=sorted(RECIPES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--png", default="model_frontier.png")
@@ -116,8 +121,11 @@ def main() -> None:
             runs = [run_one(dataset, model, seed, overrides) for seed in args.seeds]
             result.setdefault(dataset, {})[model] = {c: summary([r[c] for r in runs]) for c in cols}
             row = result[dataset][model]
+            if model == "auto":
+                row["chosen"] = [r["chosen"] for r in runs]
             cells = [f"{m:.3f} ± {s:.3f}" if m is not None else "n/a" for m, s in (row[c] for c in cols)]
-            print(f"{dataset:10} {model:10} " + " ".join(f"{c:>17}" for c in cells), flush=True)
+            print(f"{dataset:10} {model:10} " + " ".join(f"{c:>17}" for c in cells)
+                  + (f"  kept: {', '.join(row['chosen'])}" if model == "auto" else ""), flush=True)
     plot(result, args.png)
     print(f"(seeds {args.seeds}; PNG {args.png})")
     print(json.dumps(result))

@@ -132,6 +132,17 @@ class ConvVaeConfig(_Section):
     beta: float = Field(1.0, gt=0, description="weight of the KL term")
 
 
+class AutoConfig(_Section):
+    """``model.name: auto``: train each candidate on the training split less a validation part,
+    score each on that part, keep the best (``pipeline/training/auto.py``)."""
+
+    candidates: list[str] = Field(default_factory=lambda: ["diffusion", "ctgan", "tvae"], min_length=1,
+                                  description="table models to try, each with the train section's recipe")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training rows held out to "
+                                                                     "score the candidates (never the holdout)")
+    validation_rows: int = Field(5000, ge=20, description="at most this many validation rows")
+
+
 class ModelConfig(_Section):
     name: str = "ctgan"
     quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
@@ -141,6 +152,7 @@ class ModelConfig(_Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     dcgan: DcganConfig = DcganConfig()
     conv_vae: ConvVaeConfig = ConvVaeConfig()
+    auto: AutoConfig = AutoConfig()
 
 
     def settings(self) -> ModelSettings:
@@ -172,6 +184,10 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
     lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "
                                                      "epochs (0: constant)")
+    budget_seconds: float | None = Field(
+        None, gt=0, description="stop training within about this many seconds: after the first epoch the epochs are "
+                                "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
+                                "The epochs then depend on the machine's speed; model.json records them")
     distributed: DistributedConfig = DistributedConfig()
 
     def settings(self) -> TrainSettings:
@@ -270,7 +286,9 @@ class Config(_Section):
         if dist.nnodes > 1 and not dist.rdzv_endpoint:
             raise ValueError("train.distributed.nnodes > 1 needs train.distributed.rdzv_endpoint (host:port of node 0)")
         pac = self.model.gan.pac
-        if self.model.name in ("gan", "ctgan") and self.train.batch_size % pac:
+        gans = {"gan", "ctgan"} & ({self.model.name} | (set(self.model.auto.candidates) if self.model.name == "auto"
+                                                         else set()))
+        if gans and self.train.batch_size % pac:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
         for name, ds in self.datasets.items():
             problem = name_problem(name)

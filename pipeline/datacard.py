@@ -10,7 +10,7 @@ import html
 import math
 
 from pipeline.metrics import known_metrics
-from pipeline.report import threshold_change_text, threshold_text
+from pipeline.report import auto_summary, threshold_change_text, threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
              "coverage.range", "detection.auc", "utility.tstr_score", "utility.trtr_score",
@@ -54,6 +54,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         f"- model: `{_cell(manifest.get('model'))}` (model sha256 `{_cell(manifest.get('model_hash'))}`), "
         f"{_value(training.get('epochs'))} epochs in {_value(training.get('seconds'))} s on "
         f"{_cell(training.get('device'))}",
+        *([f"- {_cell(auto_summary(training['auto']))}"] if training.get("auto") else []),
         f"- seed {manifest.get('seed')}; params sha `{_cell(manifest.get('params_hash'))}` "
         f"(all params in `_manifest.json`); "
         f"code `{_cell(manifest.get('code_version'))}`",

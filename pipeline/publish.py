@@ -290,7 +290,8 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
                  "thresholds": {k: v.model_dump() for k, v in work.thresholds.items()},
                  "changed_at_publish": work.gate_changes, **({"changed_by": _who()} if work.gate_changes else {})},
         "synthetic_hash": work.metrics.get("synthetic_hash"),
-        "training": {k: work.model_info[k] for k in ("epochs", "seconds", "device")},
+        "training": {**{k: work.model_info[k] for k in ("epochs", "seconds", "device")},
+                     **({"auto": work.model_info["auto"]} if "auto" in work.model_info else {})},
         "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
         "run": run_info or {},
     }

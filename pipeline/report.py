@@ -67,6 +67,17 @@ def threshold_change_text(change: dict) -> str:
     return f"{threshold_text(change['from']) or 'none'} → {threshold_text(change['to']) or 'none'}"
 
 
+def auto_summary(record: dict | None) -> str | None:
+    """One line on a ``model.name: auto`` choice: the kept model and every candidate's figures."""
+    if not record:
+        return None
+    parts = [f"{name} {c['score']:.3f} (shapes {c['shapes']:.3f}, trends {c['trends']:.3f}, detection AUC "
+             f"{c['detection_auc']:.3f}; {c['epochs']} epochs, {c['train_seconds']:.0f} s)"
+             for name, c in record["candidates"].items()]
+    return (f"model.name auto kept {record['chosen']}, by the {record['by']} ({record['validation_rows']:,} rows "
+            f"carved from the training rows, not the holdout): " + "; ".join(parts) + ".")
+
+
 def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str]]:
     # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
     failed = {f.split(":", 1)[0] for f in metrics.get("gate.failures") or []}

@@ -63,6 +63,13 @@ class ConvVaeSettings:
 
 
 @dataclass
+class AutoSettings:
+    candidates: list[str] = field(default_factory=lambda: ["diffusion", "ctgan", "tvae"])
+    validation_fraction: float = 0.2
+    validation_rows: int = 5000
+
+
+@dataclass
 class ModelSettings:
     name: str = "ctgan"
     quantile_knots: int = 1001
@@ -72,6 +79,7 @@ class ModelSettings:
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     dcgan: DcganSettings = field(default_factory=DcganSettings)
     conv_vae: ConvVaeSettings = field(default_factory=ConvVaeSettings)
+    auto: AutoSettings = field(default_factory=AutoSettings)
 
 
 @dataclass
@@ -96,6 +104,7 @@ class TrainSettings:
     amp: bool = True
     compile: bool = False
     lr_decay_epochs: int = 0
+    budget_seconds: float | None = None
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 

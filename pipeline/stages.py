@@ -84,6 +84,8 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
     for name in datasets if datasets is not None else list(cfg.datasets):
         resolved = cfg.for_dataset(name)
         check_model(resolved.model.name, resolved.dataset(name).modality, name)
+        for candidate in resolved.model.auto.candidates if resolved.model.name == "auto" else ():
+            check_model(candidate, "table", name)
         check_thresholds(resolved.score.thresholds)
 
 

@@ -26,10 +26,11 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.io import atomic_dir, atomic_path, read_json, sha256_files, write_json
 from pipeline.modalities import modality_of
-from pipeline.models import MODELS
+from pipeline.models import AUTO, MODELS
 from pipeline.models.saved import model_hash
 from pipeline.training import distributed
-from pipeline.training.loop import checkpoint_info, fit, pick_device
+from pipeline.training.auto import choose
+from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
 from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model
 
@@ -65,9 +66,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     resume = Resume.of(resume)
     paths = StagePaths.of(cfg.work_dir, dataset)
     handler = modality_of(paths)
-    if MODELS[cfg.model.name].modality != handler.MODALITY:
-        raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {MODELS[cfg.model.name].modality}s, but "
-                          f"{paths.prepared} holds {'images' if handler.MODALITY == 'image' else 'a table'}")
+    auto = cfg.model.name == AUTO
+    _check_model(cfg, dataset, paths, handler.MODALITY, resume)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     dcfg = cfg.train.distributed
@@ -87,16 +87,13 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(model_settings, train_settings, data.codec).to(device)
-    fingerprint = _fingerprint(cfg, paths)
-    ckpt = paths.checkpoints / "last.pt"
-    resume_now = resume is Resume.YES
-    if resume is Resume.IF_COMPATIBLE:
-        # Same data and recipe, and not past the epochs asked for (that run would train nothing).
-        found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
-        resume_now = found == fingerprint and done <= cfg.train.epochs
-    state = fit(model, data.tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
-                fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths.train_log, st.history))
+    if auto:  # every candidate trained and scored on a validation part of the training rows; the best kept
+        model, state, chosen = choose(data.frame, data.tensor, data.codec, data.schema, model_settings,
+                                      train_settings, cfg.seed, device)
+        _write_log(paths.train_log, state.history)
+    else:
+        model = build_model(model_settings, train_settings, data.codec).to(device)
+        state = _fit(cfg, model, data.tensor, train_settings, paths, resume)
     seconds = time.perf_counter() - t0
     final = state.history[-1] if state.history else {}
     if rank is not None:
@@ -106,7 +103,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
             return TrainResult(dataset, state.epoch, seconds, str(device), "", final)
 
     info = {
-        "model": cfg.model.name,
+        "model": chosen["chosen"] if auto else cfg.model.name,
         "model_config": cfg.model.model_dump(mode="json"),
         "train_config": cfg.train.model_dump(mode="json"),
         "seed": cfg.seed,
@@ -119,13 +116,39 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         "rows": data.rows,
         "final": final,
         "modality": model.modality,
+        **({"auto": chosen} if auto else {}),
         **data.described,
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
         write_json(tmp / "model.json", info)
-    log.info("trained %s on %s for %d epochs in %.1fs (%s)", cfg.model.name, dataset, state.epoch, seconds, device)
+    log.info("trained %s on %s for %d epochs in %.1fs (%s)", info["model"], dataset, state.epoch, seconds, device)
     return TrainResult(dataset, state.epoch, seconds, str(device), model_hash(paths.model), final)
+
+
+def _check_model(cfg: Config, dataset: str, paths: StagePaths, modality: str, resume: Resume) -> None:
+    if cfg.model.name == AUTO:
+        dcfg = cfg.train.distributed
+        if modality != "table" or resume is Resume.YES or dcfg.nproc_per_node * dcfg.nnodes > 1:
+            raise ConfigError(f"{dataset}: model.name auto trains its table candidates in one process and does not "
+                              "resume: name one model for images, --resume or train.distributed")
+        return
+    if MODELS[cfg.model.name].modality != modality:
+        raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {MODELS[cfg.model.name].modality}s, but "
+                          f"{paths.prepared} holds {'images' if modality == 'image' else 'a table'}")
+
+
+def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StagePaths, resume: Resume) -> TrainState:
+    """Train one model, resuming from its checkpoint when asked and when it matches."""
+    fingerprint = _fingerprint(cfg, paths)
+    ckpt = paths.checkpoints / "last.pt"
+    resume_now = resume is Resume.YES
+    if resume is Resume.IF_COMPATIBLE:
+        # Same data and recipe, and not past the epochs asked for (that run would train nothing).
+        found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
+        resume_now = found == fingerprint and done <= cfg.train.epochs
+    return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
+               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths.train_log, st.history))
 
 
 def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) -> TrainResult:

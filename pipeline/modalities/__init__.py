@@ -57,6 +57,8 @@ class TrainingData:
     described: dict  # what model.json records to decode samples (schema + transformer, or the image spec)
     source_hash: str
     rows: int
+    frame: Any = None  # the training rows (tables: model.name auto scores its candidates on a part of them)
+    schema: Any = None
 
 
 def modality_named(name: str) -> ModuleType:

@@ -205,7 +205,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     train_df, _, schema, meta = load_prepared(paths)
     transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
     return TrainingData(transformer, tensor, {"schema": schema.to_dict(), "transformer": transformer.state()},
-                        meta["source_hash"], len(train_df))
+                        meta["source_hash"], len(train_df), train_df, schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,15 +271,20 @@ def summary(metrics: dict) -> str:
 
 def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:
     """The report files' contents: {file name: text}."""
-    from pipeline.report import ReportInput, render_html, render_markdown
+    from pipeline.io import read_json
+    from pipeline.report import ReportInput, auto_summary, render_html, render_markdown
 
     log_df = pd.read_csv(ev.paths.train_log) if ev.paths.train_log.exists() else None
     samples, seed = details["samples"], ev.seed
+    model_json = ev.paths.model / "model.json"
+    chosen = auto_summary(read_json(model_json).get("auto")) if model_json.exists() else None
     every = samples["fidelity_coverage_exact_match"]
     notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and "
              f"{len(ev.train):,} training rows"
              + (" (merged from per-shard statistics: the same scores as in memory)."
                 if samples.get("synthetic_sample") else ".")]
+    if chosen:
+        notes.insert(0, chosen)
     if samples.get("synthetic_sample"):
         notes.append(f"The other metrics and the plots: a seeded sample of {samples['synthetic_sample']:,} "
                      f"synthetic rows (seed {seed}).")

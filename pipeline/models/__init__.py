@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 MODELS: dict[str, type] = {}
+AUTO = "auto"  # model.name: auto trains candidates and keeps the best (pipeline/training/auto.py)
 
 
 def register_model(name: str) -> Callable[[type], type]:
@@ -25,6 +26,11 @@ def check_model(name: str, modality: str, dataset: str) -> None:
     """A ConfigError unless ``name`` is a registered model for ``modality`` (the dataset's)."""
     from pipeline.errors import ConfigError
 
+    if name == AUTO:
+        if modality != "table":
+            raise ConfigError(f"datasets.{dataset}: model 'auto' chooses among table models; {dataset} is an image "
+                              "dataset (set datasets.{dataset}.overrides: {{model.name: dcgan}})")
+        return
     if name not in MODELS:
         raise ConfigError(f"model.name '{name}' is not one of {sorted(MODELS)}")
     if MODELS[name].modality != modality:

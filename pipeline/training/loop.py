@@ -168,10 +168,14 @@ def fit(
     bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch",
                    disable=None if writer else True)
     base_lr = {p.name: p.lr for p in model.phases(cfg)}
+    epochs = cfg.epochs  # cut to what fits budget_seconds, if one is set
+    started, first = time.perf_counter(), state.epoch
     for epoch in bar:
+        if epoch >= epochs:
+            break
         t0 = time.perf_counter()
         if cfg.lr_decay_epochs:  # linear decay to zero over the last lr_decay_epochs (from the epoch alone)
-            scale = min(1.0, (cfg.epochs - epoch) / cfg.lr_decay_epochs)
+            scale = min(1.0, (epochs - epoch) / cfg.lr_decay_epochs)
             for name, opt in opts.items():
                 for group in opt.param_groups:
                     group["lr"] = base_lr[name] * scale
@@ -208,7 +212,14 @@ def fit(
         state.epoch, state.history = epoch + 1, state.history + [row]
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs):
+        if (budget_seconds := getattr(cfg, "budget_seconds", None)) and not ddp:  # ranks would disagree
+            per_epoch = (time.perf_counter() - started) / (state.epoch - first)
+            fits = max(state.epoch, first + int(budget_seconds / max(per_epoch, 1e-9)))
+            if fits < epochs:
+                log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", budget_seconds, fits, epochs,
+                         per_epoch)
+                epochs = fits
+        if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
             save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
         if writer and on_epoch is not None:
             on_epoch(state)

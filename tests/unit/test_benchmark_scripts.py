@@ -84,3 +84,20 @@ def test_the_image_checks_png_decoder_matches_pillow():
                 rng.integers(0, 3, (8, 8)) * 100):
         img = img.astype(np.uint8)
         np.testing.assert_array_equal(png_gray(encode_png(img)), img)
+
+
+def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/model_frontier.py"), "--datasets", "tips",
+                          "--models", "tvae", "auto", "--seeds", "0", "1", "--png", str(tmp_path / "f.png"),
+                          "--set", "train.epochs=2", "--set", "model.auto.candidates=[tvae, gan]",
+                          "--set", "model.gan.pac=1", "--set", "model.gan.generator_dims=[32]",
+                          "--set", "model.gan.discriminator_dims=[32]"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    tips = result["tips"]
+    assert set(tips) == {"tvae", "auto"} and set(tips["auto"]["chosen"]) <= {"tvae", "gan"}
+    for key in ("shapes", "trends", "tstr", "detection_auc", "dcr_share", "train_s", "rows_per_s"):
+        mean, spread = tips["tvae"][key]
+        assert mean is not None and spread >= 0, key
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

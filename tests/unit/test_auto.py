@@ -1,0 +1,104 @@
+"""model.name: auto trains every candidate on the training rows less a validation part, keeps the
+one that scores best on that part, and records them all; train.budget_seconds cuts the epochs."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipeline import generate, ingest, publish, score, train
+from pipeline.artifacts import StagePaths
+from pipeline.errors import ConfigError
+from pipeline.models import MODELS, register_model
+from pipeline.models.base import Phase, TabularModel, activate
+from pipeline.stages import check_config
+from pipeline.training.auto import split_validation
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def noise_model():
+    """A candidate known to be worse: rows of independent noise (it learns nothing)."""
+
+    @register_model("toy_noise")
+    class Noise(TabularModel):
+        def __init__(self, layout, cfg, train_cfg):
+            super().__init__(layout)
+            self.bias = nn.Parameter(torch.zeros(layout.width))
+
+        def phases(self, t):
+            return [Phase("noise", [self.bias], 1e-3)]
+
+        def loss(self, phase, real):
+            return (self.bias ** 2).sum(), {"noise_loss": (self.bias ** 2).sum()}
+
+        @torch.no_grad()
+        def sample(self, n, generator, condition=None):
+            raw = torch.randn(n, self.layout.width, generator=generator, device=self.bias.device) * 3
+            return activate(raw, self.layout, generator=generator, hard=True)
+
+        def inference_state(self):
+            return self.state_dict()
+
+        def load_inference_state(self, state):
+            self.load_state_dict(state)
+
+    yield "toy_noise"
+    MODELS.pop("toy_noise")
+
+
+def _cfg(tmp_path, source, candidates, **extra):
+    return tiny_config(tmp_path, source, **{
+        "model.name": "auto", "model.auto": {"candidates": candidates, "validation_fraction": 0.25},
+        "model.diffusion": {"hidden_dims": [64, 64], "sample_steps": 20},
+        "train.epochs": 30, "generate.rows": 100, **extra})
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_auto_keeps_the_better_candidate_and_records_every_one(tmp_path, tiny_source, noise_model, order):
+    candidates = ["diffusion", noise_model][::1 if order == 0 else -1]
+    cfg = _cfg(tmp_path, tiny_source, candidates)
+    check_config(cfg, ["tiny"])
+    for stage in (ingest, train, generate):
+        stage.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    info = json.loads((paths.model / "model.json").read_text())
+    record = info["auto"]
+    assert info["model"] == record["chosen"] == "diffusion"
+    assert set(record["candidates"]) == {"diffusion", noise_model}
+    scores = {k: v["score"] for k, v in record["candidates"].items()}
+    assert scores["diffusion"] > scores[noise_model] + 0.1
+    assert record["validation_rows"] == 48 and record["fit_rows"] == 144  # of the 192 training rows
+    assert len(pd.read_parquet(paths.synthetic)) == 100  # the kept model generates
+    if order == 0:  # the report and the release's data card say what was tried and kept
+        cfg.score.report = True
+        score.run(cfg, "tiny")
+        release = publish.run(cfg, "tiny")
+        for text in ((paths.score / "report.md").read_text(), (release.path / "_DATACARD.md").read_text()):
+            assert "model.name auto kept diffusion" in text and f"{noise_model} " in text
+
+
+def test_auto_refuses_images_resume_and_unknown_candidates(tmp_path, tiny_source):
+    cfg = _cfg(tmp_path, tiny_source, ["diffusion", "nope"])
+    with pytest.raises(ConfigError, match="model.name 'nope' is not one of"):
+        check_config(cfg, ["tiny"])
+    cfg = _cfg(tmp_path, tiny_source, ["diffusion"])
+    ingest.run(cfg, "tiny")
+    with pytest.raises(ConfigError, match="model.name auto trains its table candidates in one process and does not "
+                                          "resume"):
+        train.run(cfg, "tiny", resume=True)
+
+
+def test_the_validation_part_is_seeded_and_capped():
+    fit, val = split_validation(1000, 0.2, 150, seed=3)
+    assert len(val) == 150 and len(fit) == 850 and not set(fit) & set(val)
+    assert (split_validation(1000, 0.2, 150, seed=3)[1] == val).all()
+
+
+def test_a_training_budget_cuts_the_epochs(tmp_path, tiny_source):
+    cfg = tiny_config(tmp_path, tiny_source, **{"train.epochs": 100000, "train.budget_seconds": 2.0})
+    ingest.run(cfg, "tiny")
+    result = train.run(cfg, "tiny")
+    assert 1 <= result.epochs < 100000 and result.seconds < 30
