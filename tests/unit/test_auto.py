@@ -98,7 +98,7 @@ def test_the_validation_part_is_seeded_and_capped():
 
 
 def test_a_training_budget_cuts_the_epochs(tmp_path, tiny_source):
-    cfg = tiny_config(tmp_path, tiny_source, **{"train.epochs": 100000, "train.budget_seconds": 2.0})
+    cfg = tiny_config(tmp_path, tiny_source, **{"train.epochs": 100000, "train.budget_seconds": 1.0})
     ingest.run(cfg, "tiny")
     result = train.run(cfg, "tiny")
     assert 1 <= result.epochs < 100000 and result.seconds < 30
