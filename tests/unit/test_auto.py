@@ -53,7 +53,7 @@ def _cfg(tmp_path, source, candidates, **extra):
     return tiny_config(tmp_path, source, **{
         "model.name": "auto", "model.auto": {"candidates": candidates, "validation_fraction": 0.25},
         "model.diffusion": {"hidden_dims": [64, 64], "sample_steps": 20},
-        "train.epochs": 30, "generate.rows": 100, **extra})
+        "train.epochs": 15, "generate.rows": 100, **extra})
 
 
 @pytest.mark.parametrize("order", [0, 1])

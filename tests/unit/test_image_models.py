@@ -48,6 +48,7 @@ def image_config(tmp_path, source, model="conv_vae", **overrides):
     return cfg
 
 
+@pytest.mark.slow  # 30 epochs of image training per model
 @pytest.mark.parametrize("model", ["conv_vae", "dcgan"])
 def test_conditional_generation_honours_labels(tmp_path, model):
     pixels, labels = quadrant_images(320)

@@ -47,6 +47,7 @@ def test_a_registered_suite_is_computed_written_gated_and_reported(scored_tiny, 
     assert {"quality.overall", "detection.auc", "privacy.dcr_share"} <= set(on_file)
 
     tiny_cfg.score.thresholds = {"toy.above_median": Threshold(min=0.01)}
+    tiny_cfg.score.report = False
     assert score.run(tiny_cfg, "tiny").passed
 
 
