@@ -59,17 +59,19 @@ def find_links(frame: pd.DataFrame, columns: list) -> list[dict]:
     for name in names:
         peers = [m for m in names if m == name or ((name, m) in det and (m, name) in det)]
         rep[name] = min(peers, key=lambda m: (kind[m] != "categorical", names.index(m)))
+    # Roots: representatives no column determines strictly (one way only); every other column is
+    # strictly determined by some root, so it is set from one.
+    strict = {(a, b) for a, b in det if (b, a) not in det}
+    roots = [a for a in names if rep[a] == a and not any((r, a) in strict for r in names)]
     links = []
     for b in names:
         if rep[b] != b:
             src = rep[b]
         else:
-            # Strictly determined by some representative: set from the root with the fewest values.
-            roots = [a for a in names if rep[a] == a and (a, b) in det and (b, a) not in det
-                     and not any((r, a) in det and (a, r) not in det for r in names if rep[r] == r)]
-            if not roots:
+            sources = [a for a in roots if (a, b) in strict]
+            if not sources:
                 continue
-            src = min(roots, key=lambda a: (codes[a][1], names.index(a)))
+            src = min(sources, key=lambda a: (codes[a][1], names.index(a)))  # the root with the fewest values
         pairs = frame[[src, b]].drop_duplicates(src)
         links.append({"from": src, "to": b,
                       "pairs": [[_plain(x), _plain(y)] for x, y in zip(pairs[src].astype(object),
@@ -86,9 +88,11 @@ def apply_links(frame: pd.DataFrame, links: list[dict], dtypes: dict[str, str]) 
 
     for link in links:
         lookup = {_key(a): b for a, b in link["pairs"]}
-        src = frame[link["from"]].astype(object)
+        # Looked up once per distinct value, not per row (this runs on every sampled shard).
+        codes, uniques = pd.factorize(frame[link["from"]].astype(object), use_na_sentinel=False)
+        mapped = np.array([lookup.get(_key(_plain(v)), _UNSEEN) for v in uniques], dtype=object)
         old = frame[link["to"]].astype(object).to_numpy()
-        new = np.array([lookup.get(_key(_plain(v)), _UNSEEN) for v in src], dtype=object)
+        new = mapped[codes] if len(codes) else np.empty(0, dtype=object)
         unseen = np.fromiter((v is _UNSEEN for v in new), dtype=bool, count=len(new))
         new[unseen] = old[unseen]
         values = pd.Series(new, dtype=object)

@@ -212,12 +212,12 @@ def fit(
         state.epoch, state.history = epoch + 1, state.history + [row]
         if hasattr(bar, "set_postfix"):
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if (budget_seconds := getattr(cfg, "budget_seconds", None)) and not ddp:  # ranks would disagree
+        if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
             per_epoch = (time.perf_counter() - started) / (state.epoch - first)
-            fits = max(state.epoch, first + int(budget_seconds / max(per_epoch, 1e-9)))
+            fits = max(state.epoch, first + int(cfg.budget_seconds / max(per_epoch, 1e-9)))
             if fits < epochs:
-                log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", budget_seconds, fits, epochs,
-                         per_epoch)
+                log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", cfg.budget_seconds, fits,
+                         epochs, per_epoch)
                 epochs = fits
         if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
             save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
