@@ -25,15 +25,21 @@ import contextlib
 import logging
 import re
 import sys
-import threading
+import time
 import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.context import get_run_context
 from prefect.exceptions import MissingContextError
 
+from pipeline import logs, progress
 from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
@@ -59,39 +65,77 @@ def _transient(task, task_run, state) -> bool:
 
 
 class _ToRunLogger(logging.Handler):
-    """Forwards the stage code's own log records (logger ``pipeline``) to the Prefect task run's
-    logger, from this thread only (tasks of other datasets may run in other threads)."""
+    """Hands the stage code's records (logger ``pipeline``, which then stops propagating) to the
+    Prefect logger of the task run of their dataset, so each line is logged once, as the task
+    run's (tasks of other datasets may run in other threads; a progress heartbeat in its own).
+    Records of no running task go where they would have gone: the root logger's handlers."""
 
-    def __init__(self, run_logger) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.run_logger, self.thread = run_logger, threading.get_ident()
+        self.run_loggers: dict[str | None, Any] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.run_logger.log(record.levelno, "%s", record.getMessage())
+        run_logger = self.run_loggers.get(getattr(record, "dataset", None) or logs.current()[0])
+        if run_logger is not None:
+            run_logger.log(record.levelno, "%s", record.getMessage())
+            return
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+_FORWARD = _ToRunLogger()
 
 
 @contextlib.contextmanager
-def _stage_logs_to_prefect():
+def _stage_logs_to_prefect(dataset: str):
     try:
         run_logger = get_run_logger()
     except MissingContextError:  # called as plain code (``task.fn``): the stage logs as it always does
         yield
         return
     source = logging.getLogger("pipeline")
-    handler = _ToRunLogger(run_logger)
-    if source.getEffectiveLevel() > logging.INFO:
-        source.setLevel(logging.INFO)  # once, for every task alike (no restore: threads share it)
-    source.addHandler(handler)
+    if _FORWARD not in source.handlers:  # once, for every task alike (no restore: threads share it)
+        source.addHandler(_FORWARD)
+        source.propagate = False
+        if source.getEffectiveLevel() > logging.INFO:
+            source.setLevel(logging.INFO)
+    _FORWARD.run_loggers[dataset] = run_logger
     try:
         yield
     finally:
-        source.removeHandler(handler)
+        _FORWARD.run_loggers.pop(dataset, None)
 
 
-def stage_task(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None = None) -> dict:
+@contextlib.contextmanager
+def _progress_to_artifact(artifact_id: str | None, stage: str, every: float = 2.0):
+    """Moves the dataset's progress artifact as the stage moves: each stage is a fifth of the bar,
+    updated at most every ``every`` seconds and at the stage's end. An update that fails (an API
+    hiccup) only costs the bar, never the stage."""
+    if artifact_id is None:
+        yield
+        return
+    base, last = STAGES.index(stage), [0.0]
+
+    def move(fraction: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - last[0] < every:
+            return
+        last[0] = now
+        try:
+            update_progress_artifact(artifact_id=uuid.UUID(artifact_id), progress=100 * (base + fraction) / len(STAGES))
+        except Exception as exc:  # noqa: BLE001 - see above
+            logging.getLogger("pipeline").debug("progress artifact not updated: %s", exc)
+
+    with progress.listening(lambda _stage, fraction: move(fraction)):
+        yield
+    move(1.0, force=True)
+
+
+def stage_task(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None = None,
+               progress_id: str | None = None) -> dict:
     """One stage of one dataset; the config is re-read from params + overrides in the worker."""
-    with _stage_logs_to_prefect():
+    with _stage_logs_to_prefect(dataset), _progress_to_artifact(progress_id, stage):
         return _run_stage(stage, params, overrides, dataset, run_info)
 
 
@@ -114,6 +158,16 @@ def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info:
 
 def _artifact_key(dataset: str) -> str:
     return "synthesis-" + (re.sub(r"[^a-z0-9-]+", "-", dataset.lower()).strip("-") or "dataset")
+
+
+def _progress_artifact(dataset: str) -> str | None:
+    """The dataset's progress bar in the Prefect UI (0-100 %, moved by the stage tasks)."""
+    try:
+        return str(create_progress_artifact(progress=0.0, key=f"{_artifact_key(dataset)}-progress",
+                                            description=f"{dataset}: ingest -> train -> generate -> score -> publish"))
+    except Exception as exc:  # noqa: BLE001 - a bar we could not create fails nothing
+        get_run_logger().warning("%s: no progress artifact: %s", dataset, exc)
+        return None
 
 
 def _artifacts(cfg: Config, dataset: str, results: dict[str, dict]) -> None:
@@ -160,10 +214,12 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     results: dict[str, dict] = {}
     with contextlib.ExitStack() as locks:
         chains: dict[str, dict] = {}
+        bars: dict[str, str | None] = {}  # each dataset's progress artifact
         for name in datasets:
             try:
                 locks.enter_context(dataset_run_lock(cfg.work_dir, name, nc.lock_wait_seconds))
                 chains[name] = {}
+                bars[name] = _progress_artifact(name)
             except PipelineError as exc:
                 failures[name] = str(exc)
                 logger.error("%s", exc)
@@ -173,7 +229,7 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
             for name, chain in chains.items():
                 previous = chain.get(STAGES[STAGES.index(stage) - 1]) if stage != STAGES[0] else None
                 chain[stage] = STAGE_TASKS[stage].with_options(task_run_name=f"{stage}-{name}", **retry).submit(
-                    stage, params, overrides, name, run_info if stage == "publish" else None,
+                    stage, params, overrides, name, run_info if stage == "publish" else None, bars[name],
                     wait_for=[previous] if previous is not None else None)
         try:
             for name, chain in chains.items():
@@ -250,15 +306,30 @@ def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict |
     )
 
 
+def add_params_options(ap: argparse.ArgumentParser, set_note: str = "") -> None:
+    """``--params``, ``--set`` and ``--threshold``, worded alike in both flows' command lines."""
+    ap.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a params key, e.g. --set train.epochs=5 (repeatable; values are YAML)" + set_note)
+    ap.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="METRIC>=VALUE",
+                    help="change one bound of one gate threshold, keeping the others, e.g. "
+                         "--threshold 'utility.tstr_score>=0.4' (or <=; repeatable; the release records it)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["run", "serve"], help="run once now, or serve the scheduled deployment")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--dataset", action="append", default=[], help="only these datasets (repeatable)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    # The whole docstring, its layout kept: the usage lines and the run's behaviour are the help.
+    ap = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "serve"],
+                    help="run: every chosen dataset once, now, then exit; serve: run the deployment on "
+                         "nightly.cron in nightly.timezone until stopped (Ctrl-C)")
+    add_params_options(ap, "; --set seed=N keeps that seed instead of a new one per run (nightly.new_seed)")
+    ap.add_argument("--dataset", action="append", default=[], metavar="NAME",
+                    help="only this dataset, a name under datasets: in the params (repeatable; "
+                         "default: nightly.datasets, or every dataset when that is empty)")
     args = ap.parse_args(argv)
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides = parse_overrides(args.overrides, args.thresholds)
         cfg = load_config(args.params, overrides)
         for name in args.dataset:
             cfg.dataset(name)

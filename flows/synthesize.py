@@ -12,7 +12,7 @@ import sys
 
 from prefect import flow
 
-from flows.nightly import DatasetsFailed, run_datasets
+from flows.nightly import DatasetsFailed, add_params_options, run_datasets
 from pipeline.config import load_config, parse_overrides
 from pipeline.errors import PipelineError
 
@@ -24,13 +24,14 @@ def synthesize(dataset: str = "adult", params: str = "params.yaml", overrides: d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows.synthesize", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="adult")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap = argparse.ArgumentParser(prog="python -m flows.synthesize", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="adult", metavar="NAME",
+                    help="the dataset to run, a name under datasets: in the params (default: %(default)s)")
+    add_params_options(ap)
     args = ap.parse_args(argv)
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides = parse_overrides(args.overrides, args.thresholds)
         load_config(args.params, overrides).dataset(args.dataset)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

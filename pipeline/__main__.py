@@ -12,21 +12,62 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from pipeline.config import load_config, parse_overrides, set_dotted
+from pipeline import logs
+from pipeline.artifacts import StagePaths
+from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError, QualityGateError
+from pipeline.io import read_json, write_json
 from pipeline.names import check_name, name_from_file
 from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, run_stage
 from pipeline.training.resume import Resume
 
 log = logging.getLogger("pipeline")
+ADHOC_ENTRY = "dataset.json"  # an ad-hoc dataset's entry, in its work folder
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a params key, e.g. --set train.epochs=5 (repeatable; values are YAML)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="METRIC>=VALUE",
+                   help="change one bound of one gate threshold, keeping the others, e.g. "
+                        "--threshold 'utility.tstr_score>=0.4' (or <=; repeatable; the release records it)")
+    _log_options(p)
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (no progress)")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: the pipeline's debug lines too; -vv: the libraries' too")
+    g.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="json: one object per line (time, level, dataset, stage, message, numbers as fields)")
+    g.add_argument("--log-file", metavar="PATH", help="also append every log line, progress included, to PATH")
+
+
+class _Version(argparse.Action):
+    """``--version``: the package version and the checkout's commit (asked for only when shown)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.io import code_version
+
+        print(f"synthfactory {code_version()}")
+        parser.exit()
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", 0)
+    fmt = getattr(args, "log_format", "text")
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    # Live bars only for a person at a terminal; a pipe, DVC's log or a JSON collector gets lines.
+    bars = not quiet and fmt == "text" and sys.stderr.isatty()
+    logs.setup(level, fmt, getattr(args, "log_file", None), bars,
+               others=logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Synthetic-data factory: ingest -> train -> generate -> score -> publish.",
     )
+    parser.add_argument("--version", action=_Version, help="print the version (and the git commit) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for st in STAGES:
         stage = st.name
@@ -52,15 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run ingest, train, generate, score and publish in order. Either --dataset NAME "
                     "(from params.yaml) or --source FILE --name NAME for a file not in params.yaml.",
     )
-    p.add_argument("--dataset", help="a dataset named in params.yaml")
-    p.add_argument("--source", help="CSV or Parquet file to synthesise")
-    p.add_argument("--name", help="dataset name for --source (used in paths and releases)")
-    p.add_argument("--target", help="column for the utility score (optional)")
-    p.add_argument("--holdout", help="real rows kept out of training (default: a random share of --source)")
-    p.add_argument("--modality", choices=["table", "image"], default="table",
-                   help="image: --source is an idx file, a folder of <label>/ image folders, "
-                        "or a Parquet of image bytes")
-    _common(p)
+    _source_options(p)
+    p = sub.add_parser(
+        "validate", help="check a run before it starts: params, the source's schema, the gate, time and memory",
+        description="Resolve the params for one dataset, read its source as ingest will (kinds, nulls, distinct "
+                    "values, the target's task), and print what will run, the gate that will apply and the "
+                    "estimated seconds and memory (a few timed optimiser steps; nothing is trained or written). "
+                    "Exit 0 when the run can start, 2 on any problem.",
+    )
+    _source_options(p)
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.add_argument("--no-estimate", action="store_true", help="skip the timed steps (seconds, memory)")
 
     p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
                        description="The release catalog. REF is DATASET (its latest) or DATASET@VERSION.")
@@ -69,11 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = rsub.add_parser("list", help="datasets, or one dataset's versions")
     q.add_argument("dataset", nargs="?")
-    q = rsub.add_parser("show", help="a release's manifest: rows, schema, scores, lineage")
+    q = rsub.add_parser("show", help="a release at a glance: rows, model, scores against thresholds, gate, files")
     q.add_argument("ref")
-    q = rsub.add_parser("diff", help="schema changes, row counts, metric deltas and drift between two releases")
+    q.add_argument("--json", action="store_true", help="print the whole manifest (JSON) instead")
+    q = rsub.add_parser("diff", help="schema, rows, metric deltas, drift, params and lineage changes between two "
+                                     "releases (strict JSON)")
     q.add_argument("a")
     q.add_argument("b")
+    q.add_argument("--force", action="store_true", help="compare releases of two different datasets")
     q = rsub.add_parser("export", help="write a release to one Parquet or CSV file")
     q.add_argument("ref")
     q.add_argument("--to", required=True, help="output file (path or fsspec URL)")
@@ -83,12 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="a dataset named in params.yaml")
+    p.add_argument("--source", help="CSV or Parquet file to synthesise")
+    p.add_argument("--name", help="dataset name for --source (used in paths and releases)")
+    p.add_argument("--target", help="column for the utility score (optional)")
+    p.add_argument("--holdout", help="real rows kept out of training (default: a random share of --source)")
+    p.add_argument("--force", action="store_true",
+                   help="let --source replace a dataset of the same name in params for this run")
+    p.add_argument("--modality", choices=["table", "image"], default="table",
+                   help="image: --source is an idx file, a folder of <label>/ image folders, "
+                        "or a Parquet of image bytes")
+    _common(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _setup_logging(args)
     try:
-        overrides = parse_overrides(getattr(args, "overrides", []))
+        overrides = parse_overrides(getattr(args, "overrides", []), getattr(args, "thresholds", []))
         for item in getattr(args, "condition", []):
             col, sep, value = item.partition("=")
             if not sep:
@@ -96,21 +156,31 @@ def main(argv: list[str] | None = None) -> int:
             overrides.setdefault("generate.conditions", {})[col] = value
         if args.command == "run":
             return _run_all(args, overrides)
+        if args.command == "validate":
+            return _validate(args, overrides)
         if args.command == "releases":
             try:
                 return _releases(args)
             except (OSError, ImportError) as exc:  # e.g. an unreadable root, a missing fsspec extra
-                print(f"error: {exc}", file=sys.stderr)
+                _error(args, exc)
                 return 2
-        cfg = load_config(args.params, overrides)
-        cfg.dataset(args.dataset)
+        cfg = _config_for(args.params, overrides, args.dataset)
         check_config(cfg, [args.dataset])
         kwargs = {"resume": Resume(args.resume or "no")} if args.command == "train" else {}
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(args, exc)
         return 1 if isinstance(exc, QualityGateError) else 2
+
+
+def _error(args: argparse.Namespace, exc: BaseException) -> None:
+    """The one-line error: ``error: ...`` on stderr, or with ``--log-format json`` a JSON line (a
+    log collector must not trip over the last, most important line)."""
+    if getattr(args, "log_format", "text") == "json":
+        log.error("%s", exc, extra={"fields": {"error": type(exc).__name__}})
+    else:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 def _releases(args: argparse.Namespace) -> int:
@@ -157,10 +227,21 @@ def _releases(args: argparse.Namespace) -> int:
                     print(f"{name}  broken: {exc}")
         return 0
     if args.action == "show":
-        print(json.dumps(cat.manifest(args.ref), indent=2))
+        if args.json:
+            print(json.dumps(cat.manifest(args.ref), indent=2))
+            return 0
+        from pipeline.datacard import release_summary
+
+        ref = cat.resolve(args.ref)
+        try:
+            latest = cat.latest(ref.dataset) == ref.version
+        except ReleaseError:  # a broken latest.json does not hide the release asked for
+            latest = False
+        print(release_summary(cat.manifest(ref), latest, str(ref)), end="")
         return 0
     if args.action == "diff":
-        print(json.dumps(cat.diff(args.a, args.b), indent=2))
+        # Strict JSON (diff turns NaN into null): jq, JavaScript and Go read it.
+        print(json.dumps(cat.diff(args.a, args.b, force=args.force), indent=2, allow_nan=False))
         return 0
     fmt = args.format or export_format(args.to)  # before any reading: a wrong name fails at once
     ref = cat.resolve(args.ref)
@@ -187,52 +268,104 @@ def _params_datasets(params: str) -> set[str]:
         return set()
 
 
-def _run_all(args: argparse.Namespace, overrides: dict) -> int:
-    if bool(args.source) == bool(args.dataset):
-        print("error: give either --dataset NAME or --source FILE [--name NAME]", file=sys.stderr)
-        return 2
-    dataset = args.dataset
-    if args.source:
-        if args.name is not None:
-            dataset, origin = check_name(args.name, "--name"), f"--name {args.name}"
-        else:
-            dataset = name_from_file(_source_stem(args.source))
-            origin = f"--source {args.source}: its name '{dataset}'"
-        if dataset in _params_datasets(args.params):
-            # Its work folder and release line belong to the configured dataset: never take them over.
-            raise ConfigError(f"{origin} is a dataset in {args.params} (its work folder and releases); "
-                              f"choose another --name, or run --dataset {dataset}")
-        # An ad-hoc dataset: it replaces any configured ones for this run only.
-        entry = {"source": args.source, "target": args.target, "holdout_source": args.holdout,
-                 "modality": args.modality}
-        if args.modality == "image":
-            entry["overrides"] = {"model.name": "dcgan"}
-        prefix = f"datasets.{dataset}."
-        for key, value in overrides.items():  # --set datasets.NAME.csv.sep=';' and the like
-            if key.startswith(prefix):
-                set_dotted(entry, key[len(prefix):], value)
-        overrides = {k: v for k, v in overrides.items() if not k.startswith("datasets.")}
-        overrides["datasets"] = {dataset: entry}
-        thresholds = overrides.get("score.thresholds")
-        cfg = load_config(args.params, overrides)
-        if thresholds is None:
-            # Thresholds on scores this data will not have (no target: no utility score; images: no
-            # table scores) are dropped rather than failing on a missing key.
-            skip = ("utility.",) if not args.target else ()
-            if args.modality == "image":
-                skip = ("utility.", "quality.", "coverage.", "detection.", "privacy.dcr", "privacy.nndr")
-            cfg.score.thresholds = {k: v for k, v in cfg.score.thresholds.items() if not k.startswith(skip)}
+def _adhoc_config(args: argparse.Namespace, overrides: dict) -> tuple[Config, str]:
+    """The config of ``--source FILE [--name NAME]``: a dataset entry made from the options, which
+    replaces the configured datasets for this run and is remembered in its work folder."""
+    if args.name is not None:
+        dataset, origin = check_name(args.name, "--name"), f"--name {args.name}"
     else:
+        dataset = name_from_file(_source_stem(args.source))
+        origin = f"--source {args.source}: its name '{dataset}'"
+    if dataset in _params_datasets(args.params) and not args.force:
+        # Its work folder and release line belong to the configured dataset: never taken over unasked.
+        raise ConfigError(f"{origin} is a dataset in {args.params} (its work folder and releases); "
+                          f"choose another --name, run --dataset {dataset}, or add --force to replace it")
+    entry: dict[str, Any] = {"source": args.source, "target": args.target, "holdout_source": args.holdout,
+                             "modality": args.modality, "overrides": {}}
+    if args.modality == "image":
+        entry["overrides"]["model.name"] = "dcgan"
+    prefix = f"datasets.{dataset}."
+    for key, value in overrides.items():  # --set datasets.NAME.csv.sep=';' and the like
+        if key.startswith(prefix):
+            set_dotted(entry, key[len(prefix):], value)
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("datasets.")}
+    overrides["datasets"] = {dataset: entry}
+    cfg = load_config(args.params, overrides)
+    if "score.thresholds" not in overrides:
+        # Thresholds on scores this data will not have (no target: no utility score; images: no
+        # table scores) are dropped rather than failing on a missing key; the entry keeps the rest,
+        # so the stages run later by name judge alike.
+        skip = ("utility.",) if not args.target else ()
+        if args.modality == "image":
+            skip = ("utility.", "quality.", "coverage.", "detection.", "privacy.dcr", "privacy.nndr")
+        entry["overrides"]["score.thresholds"] = {k: v.model_dump() for k, v in cfg.score.thresholds.items()
+                                                  if not k.startswith(skip)}
         cfg = load_config(args.params, overrides)
-        cfg.dataset(dataset)
+    return cfg, dataset
+
+
+def _remember(cfg: Config, dataset: str) -> None:
+    """Keep an ad-hoc dataset's entry in its work folder, so that every stage command (and a
+    re-run) finds it by name."""
+    entry = cfg.datasets[dataset].model_dump(mode="json")
+    write_json(StagePaths.of(cfg.work_dir, dataset).root / ADHOC_ENTRY, {"dataset": dataset, "entry": entry})
+
+
+def _config_for(params: str, overrides: dict, dataset: str) -> Config:
+    """The config a stage command runs ``dataset`` with: from params, or (a dataset not in params)
+    the entry an earlier ``run --source`` remembered in its work folder."""
+    cfg = load_config(params, overrides)
+    if dataset in cfg.datasets:
+        return cfg
+    check_name(dataset, "--dataset")
+    remembered = StagePaths.of(cfg.work_dir, dataset).root / ADHOC_ENTRY
+    if not remembered.is_file():
+        cfg.dataset(dataset)  # the usual one-line error: not in params
+    try:
+        entry = read_json(remembered)["entry"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{remembered}: the remembered entry of '{dataset}' cannot be read ({exc}); "
+                          f"run --source FILE --name {dataset} again") from None
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("datasets.")}
+    return load_config(params, {**overrides, "datasets": {dataset: entry}})
+
+
+def _resolve(args: argparse.Namespace, overrides: dict) -> tuple[Config, str]:
+    """The config and dataset of ``run`` and ``validate``: --dataset NAME or --source FILE, checked."""
+    if bool(args.source) == bool(args.dataset):
+        raise ConfigError("give either --dataset NAME or --source FILE [--name NAME]")
+    if args.source:
+        cfg, dataset = _adhoc_config(args, overrides)
+    else:
+        dataset = args.dataset
+        cfg = _config_for(args.params, overrides, dataset)
     check_config(cfg, [dataset])
     check_outputs_writable(cfg)
+    return cfg, dataset
+
+
+def _validate(args: argparse.Namespace, overrides: dict) -> int:
+    from pipeline.plan import plan, render
+
+    cfg, dataset = _resolve(args, overrides)
+    found = plan(cfg, dataset, estimate=not args.no_estimate)
+    est = found.get("estimate") or {}
+    if est.get("disk_free_mb") is not None and est["disk_mb"] > est["disk_free_mb"]:
+        raise ConfigError(f"{cfg.work_dir}: about {est['disk_mb']:,.0f} MB needed, {est['disk_free_mb']:,.0f} MB "
+                          "free; free some space or set work_dir elsewhere")
+    print(json.dumps(found) if args.json else render(found) + "\nok: the run can start")
+    return 0
+
+
+def _run_all(args: argparse.Namespace, overrides: dict) -> int:
+    cfg, dataset = _resolve(args, overrides)
+    if args.source:
+        _remember(cfg, dataset)
     timings = {}
     for stage in STAGE_NAMES:
         t0 = time.perf_counter()
         result = run_stage(stage, cfg, dataset)
         timings[stage] = round(time.perf_counter() - t0, 2)
-        log.info("%s done in %.1fs", stage, timings[stage])
     print(json.dumps({"dataset": dataset, "release": str(getattr(result, "path", "")), "seconds": timings}))
     return 0
 

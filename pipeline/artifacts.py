@@ -4,7 +4,8 @@ A stage reads what an earlier stage wrote only through this module (never by imp
 stage), so the five stages stand side by side:
 
     <work>/<dataset>/prepared/train.parquet, holdout.parquet, schema.json   ingest
-    <work>/<dataset>/model/model.pt, model.json; checkpoints/; train_log.csv train
+    <work>/<dataset>/model/model.pt, model.json; checkpoints/; train_log.csv;
+    <work>/<dataset>/train_plots/<loss>.csv                                  train
     <work>/<dataset>/synthetic/part-00000.parquet ..., _generated.json       generate
     <work>/<dataset>/score/details.json, report.html, report.md              score
     <metrics>/<dataset>.json                                                 score (the verdict)
@@ -65,6 +66,11 @@ class StagePaths:
     @property
     def train_log(self) -> Path:
         return self.root / "train_log.csv"
+
+    @property
+    def train_plots(self) -> Path:
+        """One CSV per loss column of the train log (epoch, loss): what ``dvc plots show`` draws."""
+        return self.root / "train_plots"
 
     @property
     def synthetic(self) -> Path:

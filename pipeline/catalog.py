@@ -8,7 +8,7 @@
     ds = cat.dataset("adult")                      # a lazy pyarrow dataset (filters and columns pushed down)
     df = cat.load("adult", columns=["age", "income"], filter=pc.field("age") > 60)
     cat.manifest("adult")["metrics"]["quality.overall"]
-    cat.diff("adult@v1", "adult@v2")               # schema changes, rows, metric deltas, drift
+    cat.diff("adult@v1", "adult@v2")               # schema, rows, metric deltas, drift, params, lineage
 
 A reference is ``DATASET`` (the version ``latest.json`` names) or ``DATASET@VERSION``. Remote
 filesystems need their fsspec extra (``s3fs``, ``gcsfs``, ...); nothing here needs project state
@@ -23,6 +23,7 @@ manifest is a one-line ``ReleaseError`` naming the file.
 from __future__ import annotations
 
 import json
+import math
 import ntpath
 import os
 import posixpath
@@ -40,6 +41,9 @@ from pipeline.names import check_name, name_problem
 
 LATEST = "latest.json"
 MANIFEST = "_manifest.json"
+# What ``diff`` compares as a release's lineage (the manifest's keys; ``seeds`` holds each stage's).
+LINEAGE = ("source", "source_hash", "holdout_hash", "modality", "model", "model_hash", "params_hash", "seed",
+           "seeds", "code_version", "synthetic_hash", "params_from_publisher")
 # What ``export`` writes when no format is given, by the destination's (lower-case) ending.
 EXPORT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv",
                    ".csv.bz2": "csv", ".csv.xz": "csv"}
@@ -80,8 +84,9 @@ class Catalog:
     def _read_json(self, path: str) -> dict:
         """A JSON object from ``path``, or a one-line ReleaseError naming the file and the reason."""
         try:
-            with self.fs.open(path, "r", encoding="utf-8") as f:
-                data = json.load(f)
+            # One plain read: an open() would check the object against a listing cached earlier,
+            # and latest.json is replaced by each release.
+            data = json.loads(self.fs.cat_file(path).decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise ReleaseError(f"{self._shown(path)} unreadable: not JSON ({exc})") from None
         except UnicodeDecodeError:
@@ -95,6 +100,7 @@ class Catalog:
     def _ls(self, folder: str) -> list[str]:
         """Names in ``folder`` that may become path parts (hidden and odd names left out)."""
         try:
+            self.fs.invalidate_cache(folder)  # releases published since an earlier listing are listed
             entries = self.fs.ls(folder, detail=False)
         except OSError as exc:  # e.g. a folder we may not read
             raise ReleaseError(f"{self._shown(folder)}: cannot list it ({_one_line(exc)})") from None
@@ -221,16 +227,18 @@ class Catalog:
 
     # -- comparing and exporting ---------------------------------------------------------------------
 
-    def diff(self, a: str | Ref, b: str | Ref, max_rows: int = 200_000) -> dict:
-        """What changed from release ``a`` to ``b``: schema, rows, each metric's delta, and the
-        drift between the two synthetic tables (our fidelity metrics, ``b`` scored against ``a``)."""
+    def diff(self, a: str | Ref, b: str | Ref, max_rows: int = 200_000, force: bool = False) -> dict:
+        """What changed from release ``a`` to ``b``: schema, rows, each metric's delta, the drift
+        between the two synthetic tables (our fidelity metrics, ``b`` scored against ``a``), and the
+        params and lineage that differ (``{dotted.key: [a, b]}``, None where one has no such key).
+        Non-finite numbers are None, so the result is strict JSON. Two datasets need ``force``."""
         from pipeline.metrics.fidelity import score_fidelity
         from pipeline.schema import TableSchema, describe
 
         ra, rb = self.resolve(a), self.resolve(b)
-        if ra.dataset != rb.dataset:
-            raise ReleaseError(f"cannot diff {ra} with {rb}: the two refs name different datasets "
-                               f"('{ra.dataset}' and '{rb.dataset}'); diff compares two versions of one dataset")
+        if ra.dataset != rb.dataset and not force:
+            raise ReleaseError(f"cannot diff {ra} with {rb}: they are releases of different datasets "
+                               f"('{ra.dataset}' and '{rb.dataset}'); --force (force=True) compares them anyway")
         ma, mb = self.manifest(ra), self.manifest(rb)
         for r, m in ((ra, ma), (rb, mb)):
             missing = [k for k in ("schema", "rows") if k not in m]
@@ -252,7 +260,7 @@ class Catalog:
         fb = fb.sample(n=max_rows, random_state=0) if len(fb) > max_rows else fb
         schema = TableSchema([describe(fa[c["name"]], c["kind"]) for c in common])
         drift = score_fidelity(fa, fb, schema)
-        return {
+        return finite({
             "a": str(ra), "b": str(rb),
             "rows": {"a": ma["rows"], "b": mb["rows"], "delta": mb["rows"] - ma["rows"]},
             "schema": changes,
@@ -260,7 +268,9 @@ class Catalog:
             "drift": {"quality.overall": drift.overall, "quality.column_shapes": drift.column_shapes,
                       "quality.column_pair_trends": drift.column_pair_trends,
                       "columns": {k: v["score"] for k, v in drift.columns.items()}},
-        }
+            "params": changed_keys(_own_params(ma, ra.dataset), _own_params(mb, rb.dataset)),
+            "lineage": changed_keys({k: ma.get(k) for k in LINEAGE}, {k: mb.get(k) for k in LINEAGE}),
+        })
 
     def export(self, ref: str | Ref, to: str, fmt: str | None = None) -> str:
         """Write the release to one local or fsspec file (``parquet`` or ``csv``; by default from
@@ -314,6 +324,44 @@ def export_format(to: str) -> str:
             return fmt
     raise ReleaseError(f"cannot tell the export format of {str(to)!r} from its ending "
                        f"({', '.join(EXPORT_SUFFIXES)}): give --format parquet or --format csv")
+
+
+def _own_params(manifest: dict, dataset: str) -> dict:
+    """The params that made a release, with only its own dataset's entry under ``datasets``."""
+    params = manifest.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    if isinstance(params.get("datasets"), dict):
+        params["datasets"] = {k: v for k, v in params["datasets"].items() if k == dataset}
+    return params
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 2}}`` -> ``{"train.epochs": 2}``; lists and other values are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(a: dict, b: dict) -> dict[str, list]:
+    """The dotted keys whose values differ between ``a`` and ``b``: ``{key: [a's, b's]}`` (None: absent)."""
+    fa, fb = flatten(a), flatten(b)
+    return {k: [fa.get(k), fb.get(k)] for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, recursively: what
+    ``json.dumps(..., allow_nan=False)`` (strict JSON) accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def file_name_problem(name: object) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     Strict,
     ValidationError,
     model_validator,
@@ -29,6 +32,10 @@ from pipeline.settings import ModelSettings, TrainSettings, from_dict
 
 # Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
 OVERRIDABLE = ("model", "train", "generate", "score")
+# The ``--threshold`` texts, carried in the overrides dict (not a params key) so that whatever passes
+# overrides on (the flows, their deployments, a worker re-reading the config) passes them on too.
+THRESHOLD_EDITS = "--threshold"
+MOVED = {"train.threads": "runtime.threads"}  # keys an older params.yaml may still have
 ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetime", "id"]
 
 
@@ -141,6 +148,9 @@ class AutoConfig(_Section):
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training rows held out to "
                                                                      "score the candidates (never the holdout)")
     validation_rows: int = Field(5000, ge=20, description="at most this many validation rows")
+    refit: bool = Field(False, description="train the kept model again on every training row (the validation "
+                                           "part too) with the same recipe: one more training, a model that has "
+                                           "seen all the rows")
 
 
 class ModelConfig(_Section):
@@ -179,7 +189,6 @@ class TrainConfig(_Section):
     gp_weight: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     checkpoint_every: int = Field(10, ge=1, description="epochs between resumable checkpoints")
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = torch's default (the cores)")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
     lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "
@@ -265,6 +274,17 @@ class NightlyConfig(_Section):
     lock_wait_seconds: float = Field(0.0, ge=0, description="how long a run waits for another run of the same dataset")
 
 
+class RuntimeConfig(_Section):
+    """How a run uses this machine and talks to its operator (never what the run makes, so DVC's
+    stages do not depend on it)."""
+
+    threads: int = Field(0, ge=0, description="CPU threads of every stage (torch, the scoring models, detection, "
+                                              "generation workers); 0 = the cores this process may use "
+                                              "(CPU affinity and cgroup quota)")
+    progress_seconds: float = Field(10.0, gt=0, description="off a terminal (DVC, Prefect, a log file), a progress "
+                                                            "line at most this often")
+
+
 class Config(_Section):
     seed: int = 0
     work_dir: str = "work"
@@ -277,6 +297,11 @@ class Config(_Section):
     score: ScoreConfig = ScoreConfig()
     publish: PublishConfig = PublishConfig()
     nightly: NightlyConfig = NightlyConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    # --threshold edits (metric, bound, value), applied when a dataset's config is resolved; and, on
+    # a resolved config, what they changed (``threshold_overrides``). Not params: never dumped.
+    _threshold_edits: tuple[tuple[str, str, float], ...] = PrivateAttr(default=())
+    _threshold_overrides: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
@@ -311,17 +336,26 @@ class Config(_Section):
         wins, and the command line over everything). The result has only this dataset, with no
         overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
-        if not ds.overrides:
+        if not ds.overrides and not self._threshold_edits:
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
-            set_dotted(tree, key, value)
+            set_dotted(tree, key, copy.deepcopy(value))  # a copy: the edits below must not reach params
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
+        # --threshold last: it wins over the dataset's own thresholds too, one bound at a time.
+        changed = _edit_thresholds(tree["score"]["thresholds"], self._threshold_edits)
         try:
-            return Config.model_validate(tree)
+            resolved = Config.model_validate(tree)
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
+        resolved._threshold_overrides = changed
+        return resolved
+
+    def threshold_overrides(self, name: str) -> list[dict[str, Any]]:
+        """The bounds ``--threshold`` changed for dataset ``name``: ``[{metric, bound, params, used}]``,
+        ``params`` being the value params.yaml (with ``--set``) gives it (None: no such bound)."""
+        return copy.deepcopy(self.for_dataset(name)._threshold_overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -348,8 +382,9 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """Turn ``["train.epochs=3", ...]`` into ``{"train.epochs": 3}`` (values parsed as YAML)."""
+def parse_overrides(items: list[str] | None, thresholds: list[str] | None = None) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", ...]`` into ``{"train.epochs": 3}`` (values parsed as YAML); the
+    ``--threshold`` texts, checked, go under ``THRESHOLD_EDITS``."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -359,7 +394,39 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    for text in thresholds or []:
+        parse_threshold(text)
+    if thresholds:
+        out[THRESHOLD_EDITS] = list(thresholds)
     return out
+
+
+def parse_threshold(text: str) -> tuple[str, str, float]:
+    """``'utility.tstr_score>=0.4'`` -> ``("utility.tstr_score", "min", 0.4)``; ``<=`` sets the max.
+    Whether the metric exists is checked with the registry (``pipeline.metrics.check_thresholds``)."""
+    found = re.fullmatch(r"\s*([^\s<>=]+)\s*(>=|<=)\s*([^\s<>=]+)\s*", str(text))
+    try:
+        value = float(found.group(3)) if found else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"--threshold {text!r}: expected METRIC>=NUMBER or METRIC<=NUMBER "
+                          "(e.g. 'utility.tstr_score>=0.4')")
+    return found.group(1), "min" if found.group(2) == ">=" else "max", value
+
+
+def _edit_thresholds(thresholds: dict[str, Any], edits: tuple[tuple[str, str, float], ...]) -> list[dict[str, Any]]:
+    """Set each edit's one bound in ``thresholds`` (dumped ``score.thresholds``), keeping the metric's
+    other bound and the other metrics; returns what changed, ``[{metric, bound, params, used}]``."""
+    before = copy.deepcopy(thresholds)
+    for metric, bound, value in edits:
+        thresholds[metric] = {"min": None, "max": None, **thresholds.get(metric, {}), bound: value}
+    changed = []
+    for metric, bound in dict.fromkeys((m, b) for m, b, _ in edits):
+        params, used = before.get(metric, {}).get(bound), thresholds[metric][bound]
+        if params != used:
+            changed.append({"metric": metric, "bound": bound, "params": params, "used": used})
+    return changed
 
 
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
@@ -368,7 +435,7 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + (f" (moved to {MOVED[loc]})" if loc in MOVED else "")
         if "input" in err and err["type"] not in ("extra_forbidden", "missing"):
             got = err["input"]
             if not isinstance(got, dict):
@@ -396,8 +463,10 @@ def fold_overrides(dataset_overrides: dict[str, Any], cli: dict[str, Any]) -> di
 def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, origin: str = "params") -> Config:
     """The one resolution of params + ``--set``: the overrides applied to the tree (and folded into
     every dataset's own overrides, so that they win there too), validated once; then each dataset's
-    resolved config is built, so a bad dataset fails now, before any stage runs."""
+    resolved config is built, so a bad dataset fails now, before any stage runs. The ``--threshold``
+    edits (``THRESHOLD_EDITS``) are applied as each dataset's config is resolved, over its own."""
     overrides = dict(overrides or {})
+    edits = tuple(parse_threshold(t) for t in overrides.pop(THRESHOLD_EDITS, None) or ())
     tree = copy.deepcopy(raw) if raw else {}
     for key, value in overrides.items():
         set_dotted(tree, key, value)
@@ -416,6 +485,7 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, o
             except ValidationError:
                 pass
         raise ConfigError(_format_validation_error(exc, origin)) from None
+    cfg._threshold_edits = edits
     for name in cfg.datasets:
         cfg.for_dataset(name)
     return cfg

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 
-from pipeline.metrics import known_metrics
+from pipeline.metrics import known_metrics, not_judged_reason
 from pipeline.report import auto_summary, threshold_change_text, threshold_text
 
 _HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
@@ -48,7 +48,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         "## Source",
         f"- file: `{_cell(manifest.get('source'))}`, sha256 `{_cell(manifest.get('source_hash'))}`",
         f"- real training rows: {_value(manifest.get('source_rows'))}; real holdout rows kept out of training: "
-        f"{_value(manifest.get('holdout_rows'))} (sha256 `{_cell(manifest.get('holdout_hash'))}`)",
+        f"{_value(manifest.get('holdout_rows'))}, {holdout_origin(manifest, lambda s: f'`{_cell(s)}`')}",
         "",
         "## How it was made",
         f"- model: `{_cell(manifest.get('model'))}` (model sha256 `{_cell(manifest.get('model_hash'))}`), "
@@ -91,6 +91,12 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
                   f"(by {_cell(who.get('user'))} on {_cell(who.get('host'))}):"]
         lines += [f"- `{c['metric']}`: {threshold_change_text(c)}" for c in gate["changed_at_publish"]]
         lines.append("")
+    if gate.get("overrides"):
+        lines += ["Thresholds changed from params for this release (`--threshold`):"]
+        for o in gate["overrides"]:
+            change = {"from": {o["bound"]: o["params"]}, "to": {o["bound"]: o["used"]}}
+            lines.append(f"- `{_cell(o['metric'])}`: {threshold_change_text(change)}")
+        lines.append("")
     if manifest.get("modality") == "image":
         lines += _IMAGE_USE
     else:
@@ -131,6 +137,152 @@ _TABLE_USE = [
         "(exact matches, distance to closest record), not a formal guarantee such as differential privacy.",
         "- IDs are fresh values that do not link to real records.",
 ]
+
+
+def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:
+    """What ``releases show`` prints: a release at a glance, from its manifest alone (headed by
+    ``ref``, else the manifest's dataset@version). Whatever a hand-edited or older manifest lacks or
+    mistypes shows as ``?``."""
+    m = _dict(manifest)
+    metrics, gate, training = _dict(m.get("metrics")), _dict(m.get("gate")), _dict(m.get("training"))
+    seeds, run = _dict(m.get("seeds")), _dict(m.get("run"))
+    schema = m.get("schema") if isinstance(m.get("schema"), list) else None
+    epochs = training.get("epochs", _dict(_dict(m.get("params")).get("train")).get("epochs"))
+    lines = [
+        f"{ref or _plain(m.get('dataset')) + '@' + _plain(m.get('version'))}{'  (latest)' if latest else ''}",
+        f"created  {_plain(m.get('created_at'))}",
+        f"rows     {_num(m.get('rows'))} in {'?' if schema is None else len(schema)} columns "
+        f"({_plain(m.get('modality'))})",
+        f"source   {_plain(m.get('source'))} (sha256 {_plain(m.get('source_hash'))[:12]}): "
+        f"{_num(m.get('source_rows'))} training rows; holdout {_num(m.get('holdout_rows'))} rows, "
+        f"{holdout_origin(m, _plain)}",
+        f"model    {_plain(m.get('model'))}: epochs {_num(epochs)}, seed {_num(seeds.get('train', m.get('seed')))} "
+        f"({_num(training.get('seconds'))} s on {_plain(training.get('device'))}); rows drawn with seed "
+        f"{_num(m.get('seed'))}",
+        f"lineage  model {_plain(m.get('model_hash'))[:12]}, params {_plain(m.get('params_hash'))}, "
+        f"code {_plain(m.get('code_version'))}",
+    ]
+    if run.get("flow_run_id"):
+        lines.append(f"run      {_plain(run.get('orchestrator'))} flow {_plain(run.get('flow'))}, "
+                     f"run {_plain(run.get('flow_run_id'))}")
+    thresholds = _dict(gate.get("thresholds"))
+    keys = [k for k in _HEADLINE if k in metrics] + [k for k in thresholds if k not in _HEADLINE]
+    width = max([len(str(k)) for k in keys] + [6])
+    bounds = {k: _bounds(thresholds.get(k)) for k in keys}
+    bounds_width = max([len(b) for b in bounds.values()] + [9])
+    lines += ["", f"{'scores':<{width + 2}}  {'value':>8}  threshold"]
+    for key in keys:
+        verdict = _verdict(metrics, key, _dict(thresholds[key])) if key in thresholds else ""
+        lines.append(f"  {key:<{width}}  {_score(metrics.get(key)):>8}  {bounds[key]:<{bounds_width}}  {verdict}"
+                     .rstrip())
+    passed = gate.get("passed", metrics.get("gate.passed"))
+    lines += ["", f"gate     {'passed' if passed is True else 'FAILED' if passed is False else '?'}"]
+    failures = gate.get("failures")
+    lines += [f"  failed: {_plain(f)}" for f in (failures if isinstance(failures, list) else [])]
+    for o in gate.get("overrides") if isinstance(gate.get("overrides"), list) else []:
+        o = _dict(o)
+        lines.append(f"  changed by --threshold: {_plain(o.get('metric'))} {_bound_change(o)} (params -> used)")
+    who = _dict(gate.get("changed_by"))
+    for c in gate.get("changed_at_publish") if isinstance(gate.get("changed_at_publish"), list) else []:
+        c = _dict(c)
+        lines.append(f"  changed at publish, after scoring: {_plain(c.get('metric'))} "
+                     f"{_bounds(_dict(c.get('from'))) or 'none'} -> {_bounds(_dict(c.get('to'))) or 'none'}")
+    if who:
+        lines.append(f"  changed by {_plain(who.get('user'))} on {_plain(who.get('host'))}: "
+                     f"{_plain(who.get('command'))}")
+    changes = _dict(m.get("schema_changes"))
+    said = [c for k in ("breaking", "compatible") for c in (changes[k] if isinstance(changes.get(k), list) else [])]
+    if said:
+        lines += ["", f"schema changes since {_plain(changes.get('against'))}: " + "; ".join(map(_plain, said))]
+    files = [_dict(f) for f in m.get("files")] if isinstance(m.get("files"), list) else []
+    sizes = [f.get("bytes") for f in files]
+    known = all(isinstance(b, int) and not isinstance(b, bool) for b in sizes)
+    lines += ["", f"files    {len(files)}" + (f", {_size(sum(sizes))}" if files and known else "")]
+    shown = files if len(files) <= 12 else files[:10]
+    name_width = max([len(_plain(f.get("path"))) for f in shown] + [4])
+    for f in shown:
+        size = f.get("bytes")
+        lines.append(f"  {_plain(f.get('path')):<{name_width}}  {_num(f.get('rows')):>12} rows  "
+                     f"{_size(size) if isinstance(size, int) and not isinstance(size, bool) else '?':>10}")
+    if len(shown) < len(files):
+        lines.append(f"  ... {len(files) - len(shown)} more")
+    reports = m.get("reports")
+    if isinstance(reports, list) and reports:
+        lines.append(f"reports  {', '.join(map(_plain, reports))}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value) -> str:
+    """One line of text for any value (``?`` for a missing one)."""
+    return "?" if value is None else " ".join(str(value).split())
+
+
+def _num(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "?"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def _score(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "?"
+    return "nan" if value != value else f"{value:.3f}"
+
+
+def _bounds(th: dict | None) -> str:
+    """``>= 0.85``, ``<= 0.95`` or both, for a threshold entry ({min, max})."""
+    th = _dict(th)
+    parts = [f"{op} {th[k]}" for k, op in (("min", ">="), ("max", "<=")) if th.get(k) is not None]
+    return " and ".join(parts)
+
+
+def _verdict(metrics: dict, key: str, th: dict) -> str:
+    """ok, FAIL, not judged (its suite said why) or ? (no score, or a bound that is no number)."""
+    not_judged = metrics.get("gate.not_judged")
+    if isinstance(not_judged, dict) and not_judged_reason({"gate.not_judged": not_judged}, key) is not None:
+        return "not judged"
+    value = metrics.get(key)
+    bounds = [th.get("min"), th.get("max")]
+    numbers = [b for b in [value, *bounds] if b is not None]
+    if value is None or any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in numbers) or value != value:
+        return "?"
+    low, high = bounds
+    return "FAIL" if (low is not None and value < low) or (high is not None and value > high) else "ok"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def holdout_origin(manifest: dict, code=str) -> str:
+    """Where a release's real holdout rows come from: their own file (named, with its hash) or a
+    seeded split of the source (the fraction). ``code`` marks up file names and hashes."""
+    params = _dict(manifest.get("params"))
+    name = manifest.get("dataset")
+    entry = _dict(_dict(params.get("datasets")).get(name if isinstance(name, str) else None))
+    if manifest.get("holdout_hash") is not None or entry.get("holdout_source"):
+        return (f"from {code(entry['holdout_source']) if entry.get('holdout_source') else 'their own file'} "
+                f"(sha256 {code(manifest.get('holdout_hash') or '?')})")
+    fraction = _dict(params.get("ingest")).get("holdout_fraction")
+    if fraction is None and not entry:
+        return "origin not recorded"
+    return f"split from the source (ingest.holdout_fraction {'?' if fraction is None else fraction})"
+
+
+def _dict(value) -> dict:
+    """``value`` if it is a mapping, else empty: a hand-edited manifest may hold anything."""
+    return value if isinstance(value, dict) else {}
+
+
+def _bound_change(override: dict) -> str:
+    """``>= 0.85 -> >= 0.4`` for one entry of a manifest's ``gate.overrides``."""
+    op = {"min": ">=", "max": "<="}.get(override.get("bound"), "?")
+    params, used = override.get("params"), override.get("used")
+    return f"{'none' if params is None else f'{op} {params}'} -> {op} {'?' if used is None else used}"
 
 
 def embed_in_report(report_html: str, card_md: str) -> str:

@@ -3,7 +3,8 @@
 The modality's handler reads the source (``pipeline.modalities``: a table through
 ``pipeline.sources`` (format, compression, encoding, CSV dialect) and ``pipeline.schema`` (typed
 columns); images through ``pipeline.images``); this stage splits off the holdout and writes, alike
-for both.
+for both. A source given as an fsspec URL (``s3://``, ``gs://``, ...) is fetched once into the work
+folder and read there like a local file (``pipeline.stores.local_copy``; errors name the URL).
 Output (one directory, written atomically): ``train.parquet`` (the rows the model learns),
 ``holdout.parquet`` (real rows kept out of training, for utility and privacy scoring) and
 ``schema.json``. Any problem with the input raises InputDataError naming the file, the column and
@@ -25,6 +26,7 @@ from pipeline.errors import InputDataError
 from pipeline.io import atomic_dir, write_json
 from pipeline.modalities import modality_named
 from pipeline.schema import TableSchema
+from pipeline.stores import local_copy, location
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,13 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     ds = cfg.dataset(dataset)
     paths = StagePaths.of(cfg.work_dir, dataset)
     handler = modality_named(ds.modality)
-    source = Path(ds.source)
-    first = handler.read(source, ds, dataset)
+    source = location(ds.source)  # a path, or an fsspec URL (s3://...) as written
+    # An object in a store is fetched once into the work folder and read as a local file there.
+    with local_copy(source, paths.root) as source_file:
+        first = handler.read(source_file, ds, dataset)
     if ds.holdout_source:
-        train, holdout = first.frame, handler.read_holdout(Path(ds.holdout_source), ds, dataset, first)
+        with local_copy(location(ds.holdout_source), paths.root) as holdout_file:
+            train, holdout = first.frame, handler.read_holdout(holdout_file, ds, dataset, first)
         holdout_hash, holdout = holdout.source_hash, holdout.frame
     else:
         train, holdout = split_holdout(first.frame, cfg.ingest.holdout_fraction, cfg.seed, source, handler.UNIT)
@@ -80,7 +85,7 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     return IngestResult(dataset, len(train), len(holdout), first.schema, first.source_hash)
 
 
-def split_holdout(frame: pd.DataFrame, fraction: float, seed: int, source: Path, unit: str
+def split_holdout(frame: pd.DataFrame, fraction: float, seed: int, source: str | Path, unit: str
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, holdout): a seeded share ``fraction`` of the rows held out, both in source order."""
     n_hold = int(round(len(frame) * fraction))

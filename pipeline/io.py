@@ -58,13 +58,21 @@ def dataset_run_lock(work_dir: str | Path, dataset: str, wait_seconds: float = 0
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def check_writable(path: str | Path, key: str) -> None:
+def check_writable(path: str | Path, key: str, urls: bool = False) -> None:
     """Fail now, with a one-line error naming the setting, if ``path`` could not be written later
     (a run must not find out after hours of training). Creates nothing: it writes one temporary
-    file in the nearest folder that exists, and removes it."""
+    file in the nearest folder that exists, and removes it. With ``urls``, ``path`` may be an
+    fsspec URL (``pipeline.stores.check_store_writable``); without, a URL is refused."""
     from pipeline.errors import ConfigError
+    from pipeline.stores import check_store_writable, has_protocol, is_url, local_path
 
-    path = Path(path)
+    if has_protocol(path):
+        if not urls:
+            raise ConfigError(f"{key}: {path} is a URL; {key} must be a local folder (or a shared one "
+                              "mounted at the same path everywhere)")
+        if is_url(path):
+            return check_store_writable(str(path), key)
+    path = local_path(path)
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -161,6 +169,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def scratch_dir(parent: str | Path | None, name: str) -> Iterator[Path]:
+    """A temporary folder in ``parent`` (None: the system's temporary folder), removed on exit;
+    named like the other temporaries, so if this run dies the next one removes it."""
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(Path(name)), suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path`` whole."""
     path = Path(path)
@@ -191,12 +212,22 @@ def fsync_path(path: Path) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically: locally by rename, to a ``pipeline.stores.StorePath`` in one upload."""
+    from pipeline.stores import StorePath
+
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    if isinstance(path, StorePath):
+        path.write_text(text)
+        return
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(text)
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """JSON from a local path or a ``pipeline.stores.StorePath``."""
+    from pipeline.stores import StorePath
+
+    return json.loads((path if isinstance(path, StorePath) else Path(path)).read_text())
 
 
 def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | None = None) -> None:
@@ -207,16 +238,6 @@ def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | N
         table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-def progress(iterable, **kwargs):
-    """A tqdm progress bar on a terminal; plain iteration where tqdm is missing (a bare GPU box)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    kwargs.setdefault("disable", None)  # None: off when not on a terminal
-    return tqdm(iterable, **kwargs) if kwargs["disable"] is not True else iterable
 
 
 def code_version() -> str:

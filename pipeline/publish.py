@@ -14,6 +14,15 @@ pyarrow, Spark and DuckDB skip ``_``-files, so ``pd.read_parquet(<version folder
 A release is assembled in a hidden staging folder and renamed into place in one step, under a
 lock; ``latest.json`` is replaced atomically only after that. A crash at any point leaves the
 previous ``latest`` intact and no partial version visible. An existing version is never replaced.
+
+``publish.release_root`` may be an fsspec URL (``s3://bucket/releases``). An object store has no
+rename and no lock, so there the release is assembled in a scratch folder of the work folder,
+uploaded file by file to ``<version>/`` with ``_manifest.json`` last, then ``latest.json`` (one
+upload, replaced whole). Versions are listed by their manifests, so a reader still never sees a
+partial version, and ``latest`` moves only to a whole one; an upload that died leaves a prefix
+without a manifest, which the next publish removes. What the store cannot give is the lock: one
+publisher per dataset at a time is the caller's to ensure (the nightly flow's per-dataset run
+lock in the work folder does, for runs that share that work folder).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +56,7 @@ from pipeline.io import (
     code_version,
     fsync_path,
     read_json,
+    scratch_dir,
     sha256_file,
     sha256_files,
     write_json,
@@ -55,6 +65,7 @@ from pipeline.io import (
 from pipeline.metrics import evaluate_gate
 from pipeline.names import check_name, name_problem
 from pipeline.report import gate_html, gate_markdown, regate, threshold_change_text
+from pipeline.stores import StorePath, is_url, local_path
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +76,7 @@ DATACARD = "_DATACARD.md"
 class PublishResult:
     dataset: str
     version: str
-    path: Path
+    path: Path | StorePath  # str() of a StorePath is its URL
     rows: int
 
 
@@ -85,11 +96,16 @@ class ScoredWork:
     params: dict  # the settings that made the rows (``made_with``)
     seeds: dict
     from_publisher: list[str]
+    gate_overrides: list[dict] = field(default_factory=list)  # bounds --threshold changed from params
 
 
 @contextlib.contextmanager
-def dataset_lock(root: Path) -> Iterator[None]:
-    """An exclusive lock per dataset's release folder: concurrent publishers wait their turn."""
+def dataset_lock(root: Path | StorePath) -> Iterator[None]:
+    """An exclusive lock per dataset's release folder: concurrent publishers wait their turn. An
+    object store has none: there one publisher per dataset is the caller's to ensure."""
+    if isinstance(root, StorePath):
+        yield
+        return
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -108,7 +124,7 @@ def new_version(root: Path, now: datetime | None = None) -> str:
     return version
 
 
-def list_versions(root: Path) -> list[str]:
+def list_versions(root: Path | StorePath) -> list[str]:
     """Published versions, oldest first by their manifests' creation time (then by name, digit runs
     as numbers); hidden staging folders are not versions."""
     if not root.exists():
@@ -118,7 +134,7 @@ def list_versions(root: Path) -> list[str]:
                                                          natural_key(p.name)))]
 
 
-def latest_version(root: Path) -> str | None:
+def latest_version(root: Path | StorePath) -> str | None:
     """The version ``latest.json`` names (None before the first release); a one-line error if the
     file is unreadable or names something that is not a version."""
     path = root / LATEST
@@ -135,13 +151,16 @@ def latest_version(root: Path) -> str | None:
     return version
 
 
-def prune_releases(root: Path, keep: int) -> list[str]:
+def prune_releases(root: Path | StorePath, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` versions; the one ``latest.json`` names is always kept.
     Call under the dataset lock. Returns the deleted versions."""
     versions = list_versions(root)
     latest = latest_version(root)
     doomed = [v for v in versions[:-keep] if v != latest] if keep < len(versions) else []
     for v in doomed:
+        if isinstance(root, StorePath):  # no rename: unlisted first (its manifest), then its files
+            (root / v).remove(first=MANIFEST)
+            continue
         # Renamed out of sight first, so no reader ever sees a half-deleted release.
         trash = root / f".deleting-{v}-{os.getpid()}"
         os.rename(root / v, trash)
@@ -161,10 +180,9 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
     paths = StagePaths.of(cfg.work_dir, dataset)
     work = read_scored_work(cfg, dataset, paths)
 
-    root = Path(cfg.publish.release_root) / dataset
+    root = release_folder(cfg.publish.release_root, dataset)
     with dataset_lock(root):
-        for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:  # left by a crashed publish
-            shutil.rmtree(stale, ignore_errors=True)
+        clear_unfinished(root)
         previous = latest_version(root)
         if version is None:
             released = already_released(root, dataset, previous, work)
@@ -175,18 +193,10 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         version = version or new_version(root)
         new_schema, changes = check_schema_contract(cfg, dataset, root, previous, work.schema_meta)
 
-        # Assembled out of sight, then renamed into place in one step.
-        staging = root / f".staging-{version}-{os.getpid()}"
-        staging.mkdir(parents=True)
-        try:
+        # Assembled out of sight, then moved into place in one step (a store: uploaded, manifest last).
+        with staging_folder(root, version, paths) as staging:
             files, rows = write_release(staging, dataset, version, work, paths, new_schema, changes, run_info)
-            fsync_path(staging)
-            if (root / version).exists():
-                raise ReleaseError(f"{root / version}: version exists already; a release is never overwritten")
-            os.rename(staging, root / version)  # the release appears whole, or not at all
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            commit_release(staging, root, version)
         _point_latest(root, dataset, version)
         if keep is not None:
             try:
@@ -195,6 +205,71 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                 log.warning("could not prune old releases of %s: %s", dataset, exc)
     log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
     return PublishResult(dataset, version, root / version, rows)
+
+
+def release_folder(release_root: str, dataset: str) -> Path | StorePath:
+    """``<release_root>/<dataset>``: a local folder (a path or a ``file://`` URL), or a folder in the
+    object store an fsspec URL names (a one-line error if fsspec cannot open it)."""
+    if not is_url(release_root):
+        return local_path(release_root) / dataset
+    try:
+        return StorePath.of(release_root) / dataset
+    except ValueError as exc:
+        raise ReleaseError(f"publish.release_root {release_root}: {exc}") from None
+
+
+def clear_unfinished(root: Path | StorePath) -> None:
+    """Remove what a publish that died left, under the dataset lock: locally its hidden staging and
+    deleting folders; in a store, version prefixes without a manifest (an upload or a prune that
+    died; no reader ever listed them)."""
+    if isinstance(root, StorePath):
+        for folder in root.iterdir():
+            if folder.is_dir() and name_problem(folder.name) is None and not (folder / MANIFEST).exists():
+                log.info("removing %s, an unfinished release (no manifest)", folder)
+                folder.remove()
+        return
+    for stale in [*root.glob(".staging-*"), *root.glob(".deleting-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(root: Path | StorePath, version: str, paths: StagePaths) -> Iterator[Path]:
+    """Where a release is assembled out of sight: a hidden folder beside the versions, or for a
+    store a scratch folder in the work folder (uploaded from). Removed if the release fails."""
+    if isinstance(root, StorePath):
+        with scratch_dir(paths.root, "release") as staging:
+            yield staging
+        return
+    staging = root / f".staging-{version}-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def commit_release(staging: Path, root: Path | StorePath, version: str) -> None:
+    """Move the assembled release to ``root/version``. Locally one rename: it appears whole or not
+    at all. A store has no rename: every file is uploaded, the manifest last, so the version is
+    listed (by its manifest) only once it is whole; a failed upload is removed again."""
+    target = root / version
+    if isinstance(root, StorePath):
+        if target.exists():
+            raise ReleaseError(f"{target}: version exists already; a release is never overwritten")
+        names = sorted(p.name for p in staging.iterdir() if p.name != MANIFEST)
+        try:
+            for name in [*names, MANIFEST]:
+                (target / name).upload(staging / name)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the next publish removes it (no manifest)
+                target.remove(first=MANIFEST)
+            raise
+        return
+    fsync_path(staging)
+    if target.exists():
+        raise ReleaseError(f"{target}: version exists already; a release is never overwritten")
+    os.rename(staging, target)  # the release appears whole, or not at all
 
 
 def read_scored_work(cfg: Config, dataset: str, paths: StagePaths) -> ScoredWork:
@@ -225,8 +300,11 @@ def read_scored_work(cfg: Config, dataset: str, paths: StagePaths) -> ScoredWork
                            f"({metrics_path(cfg.metrics_dir, dataset)}); re-run score")
     params, seeds, from_publisher = made_with(cfg, dataset, schema_meta, model_info, gen_info, details)
     gate_changes = threshold_changes(scored_with if details.get("thresholds") is not None else thresholds, thresholds)
+    # What --threshold changed from params, as far as it is still in force (thresholds set by hand after).
+    overrides = [o for o in cfg.threshold_overrides(dataset)
+                 if o["metric"] in thresholds and getattr(thresholds[o["metric"]], o["bound"]) == o["used"]]
     return ScoredWork(metrics, passed, failures, thresholds, gate_changes, schema_meta, model_info, gen_info,
-                      parts, params, seeds, from_publisher)
+                      parts, params, seeds, from_publisher, overrides)
 
 
 def already_released(root: Path, dataset: str, previous: str | None, work: ScoredWork) -> PublishResult | None:
@@ -288,7 +366,8 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         "metrics": {**work.metrics, "gate.passed": work.passed, "gate.failures": work.failures},
         "gate": {"passed": work.passed, "failures": work.failures,
                  "thresholds": {k: v.model_dump() for k, v in work.thresholds.items()},
-                 "changed_at_publish": work.gate_changes, **({"changed_by": _who()} if work.gate_changes else {})},
+                 "changed_at_publish": work.gate_changes, "overrides": work.gate_overrides,
+                 **({"changed_by": _who()} if work.gate_changes or work.gate_overrides else {})},
         "synthetic_hash": work.metrics.get("synthetic_hash"),
         "training": {**{k: work.model_info[k] for k in ("epochs", "seconds", "device")},
                      **({"auto": work.model_info["auto"]} if "auto" in work.model_info else {})},
@@ -347,9 +426,11 @@ def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, g
             manifest["reports"].append(f"_{name}")
 
 
-def _point_latest(root: Path, dataset: str, version: str) -> None:
+def _point_latest(root: Path | StorePath, dataset: str, version: str) -> None:
+    # Replaced whole either way: by rename locally, by one upload in a store.
     write_json(root / LATEST, {"dataset": dataset, "version": version, "manifest": f"{version}/{MANIFEST}"})
-    fsync_path(root)
+    if not isinstance(root, StorePath):
+        fsync_path(root)
 
 
 def find_release(root: Path, versions: list[str], synthetic_hash: str | None,

@@ -28,6 +28,7 @@ from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import judge, suites_for
 from pipeline.modalities import modality_of
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,21 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     files: dict[str, str | bytes] = {}
     drawn: dict[str, Any] = {}  # what only the report reads (distances, pixel sets)
     not_judged: dict[str, str] = {}
-    for suite in suites_for(handler.MODALITY):
-        t = time.perf_counter()
-        out = suite.compute(evidence)
-        metrics.update(out.metrics)
-        _merge(details, out.details)
-        files.update(out.files)
-        drawn.update(out.report)
-        not_judged.update(out.not_judged)
-        details["seconds"][suite.name] = round(time.perf_counter() - t, 3)
+    suites = suites_for(handler.MODALITY)
+    with Progress("score", len(suites), "metric family") as bar:
+        for suite in suites:
+            bar.now(suite.name)
+            t = time.perf_counter()
+            out = suite.compute(evidence)
+            metrics.update(out.metrics)
+            _merge(details, out.details)
+            files.update(out.files)
+            drawn.update(out.report)
+            not_judged.update(out.not_judged)
+            details["seconds"][suite.name] = round(time.perf_counter() - t, 3)
+            log.info("score %s: %s in %.1fs", dataset, suite.name, details["seconds"][suite.name],
+                     extra={"fields": {"family": suite.name, "seconds": details["seconds"][suite.name]}})
+            bar.advance(1)
     if not_judged:
         metrics["gate.not_judged"] = not_judged
     metrics = judge({k: _clean(v) for k, v in metrics.items()}, cfg.score.thresholds)

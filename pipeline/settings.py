@@ -67,6 +67,7 @@ class AutoSettings:
     candidates: list[str] = field(default_factory=lambda: ["diffusion", "ctgan", "tvae"])
     validation_fraction: float = 0.2
     validation_rows: int = 5000
+    refit: bool = False
 
 
 @dataclass
@@ -100,7 +101,6 @@ class TrainSettings:
     gp_weight: float = 10.0
     device: str = "auto"
     checkpoint_every: int = 10
-    threads: int = 0
     amp: bool = True
     compile: bool = False
     lr_decay_epochs: int = 0

@@ -8,7 +8,6 @@ pickled by name) and load the model once each.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,10 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import StagePaths
-from pipeline.io import progress, write_parquet
+from pipeline.io import write_parquet
 from pipeline.modalities import modality_named
+from pipeline.progress import Progress
+from pipeline.runtime import threads_available
 from pipeline.training.loop import pick_device
 
 if TYPE_CHECKING:
@@ -72,27 +73,38 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
     """Write every job's shard: in this process (``generate.workers: 1``), or on that many worker
     processes (``generate.backend: processes``) or Dask workers (``dask``). Returns summed counts."""
     g = cfg.generate
-    if g.workers <= 1 or len(jobs) <= 1:
-        results = [write_shard(job, cfg, paths, loaded) for job in progress(jobs, desc="generate", unit="shard")]
-    elif g.backend == "processes":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    results = []
+    with Progress("generate", len(jobs), "shard") as bar:
+        if g.workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(write_shard(job, cfg, paths, loaded))
+                bar.advance(1, rows=job.rows)
+        elif g.backend == "processes":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // g.workers)
-        # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
-        with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as pool:
-            results = list(pool.map(write_shard, jobs, [cfg] * len(jobs), [paths] * len(jobs)))
-    else:
-        from distributed import Client, LocalCluster
+            threads = max(1, threads_available(cfg) // g.workers)
+            # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
+            with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = {pool.submit(write_shard, job, cfg, paths): job for job in jobs}
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.advance(1, rows=futures[future].rows)
+        else:
+            from distributed import Client, LocalCluster, as_completed
 
-        # Workers write straight into the output folder: on a remote cluster it must be shared storage.
-        cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
-                                                           processes=True, dashboard_address=None)
-        with Client(g.dask_address or cluster) as client:
-            results = client.gather(client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False))
-        if cluster is not None:
-            cluster.close()
+            # Workers write straight into the output folder: on a remote cluster it must be shared storage.
+            cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
+                                                               processes=True, dashboard_address=None)
+            with Client(g.dask_address or cluster) as client:
+                futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
+                rows = {f.key: job.rows for f, job in zip(futures, jobs)}
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.advance(1, rows=rows[future.key])
+            if cluster is not None:
+                cluster.close()
     total: dict[str, int] = {}
     for r in results:
         for k, v in r.items():

@@ -1,6 +1,8 @@
 """Reading a source file: one CSV or Parquet file as a frame of raw values, or one clear error.
 
-``read_source`` is the entry point (the ingest stage calls it for the source and the holdout). The
+``read_source`` is the entry point (the ingest stage calls it for the source and the holdout). A
+source may be a local path or any fsspec URL (``s3://``, ``gs://``, ``memory://``...): an object is
+fetched once into a local file (``pipeline.stores.local_copy``) and everything below reads that. The
 format is decided by the file's first bytes, then its name; gzip, bz2 and xz are read whatever the
 name; the encoding is the configured one, or the one a byte-order mark names, and the whole text is
 checked once. For CSV the delimiter and the header are sniffed, every record must have as many
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CsvOptions, DatasetConfig
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.stores import local_copy
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +345,13 @@ def _read_parquet(path: Path, ds: DatasetConfig, dataset: str = "<name>") -> pd.
 
 def read_source(path: str | Path, ds: DatasetConfig, column_names: list[str] | None = None,
                 dataset: str = "<name>") -> pd.DataFrame:
-    """Read one source file as a frame of raw values (strings for CSV, typed for Parquet)."""
-    path = Path(path)
+    """Read one source file as a frame of raw values (strings for CSV, typed for Parquet). ``path``
+    may be an fsspec URL: the object is fetched once and read as a local file (errors name the URL)."""
+    with local_copy(path) as local:
+        return _read_file(local, ds, column_names, dataset)
+
+
+def _read_file(path: Path, ds: DatasetConfig, column_names: list[str] | None, dataset: str) -> pd.DataFrame:
     if not path.exists():
         raise InputDataError(path, "file not found")
     if path.is_dir():

@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pipeline import logs, progress
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.io import check_writable, read_json, remove_leftovers, write_json
+from pipeline.runtime import thread_limits, threads_available
 
 log = logging.getLogger("pipeline")
 
@@ -67,6 +69,7 @@ STAGES = (
     Stage("publish", "release the synthetic data as a new immutable version if it passed the gate", publish),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+TORCH_STAGES = ("train", "generate", "score")  # the stages whose torch threads runtime.threads caps
 _BY_NAME = {s.name: s for s in STAGES}
 
 
@@ -91,22 +94,27 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
 
 def check_outputs_writable(cfg: Config) -> None:
     """Every folder a run writes (work, metrics, releases) can be written: checked before hours of
-    training, not found out at publish."""
+    training, not found out at publish. The release root may be an fsspec URL (an object store)."""
     for key, folder in (("work_dir", cfg.work_dir), ("metrics_dir", cfg.metrics_dir),
                         ("publish.release_root", cfg.publish.release_root)):
-        check_writable(folder, key)
+        check_writable(folder, key, urls=key == "publish.release_root")
 
 
 def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:
-    """Run one stage of one dataset with the config resolved for it (once, here); its wall time
+    """Run one stage of one dataset with the config resolved for it (once, here), its log lines
+    stamped with the dataset and stage, its CPU threads capped (``runtime.threads``); its wall time
     goes to ``<work>/<dataset>/stage_seconds.json`` (the release manifest carries them)."""
     paths = StagePaths.of(cfg.work_dir, dataset)
     for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
         log.info("removed %s, left by a run that died", gone)
     t0 = time.perf_counter()
-    result = stage(name).run(cfg.for_dataset(dataset), dataset, **kwargs)  # the config resolved once, here
-    seconds = read_json(paths.stage_seconds) if paths.stage_seconds.exists() and name != "ingest" else {}
-    seconds[name] = round(time.perf_counter() - t0, 3)
+    resolved = cfg.for_dataset(dataset)  # the config resolved once, here
+    progress.set_cadence(resolved.runtime.progress_seconds)
+    with logs.stage_context(dataset, name), thread_limits(threads_available(resolved), torch_too=name in TORCH_STAGES):
+        result = stage(name).run(resolved, dataset, **kwargs)
+        seconds = read_json(paths.stage_seconds) if paths.stage_seconds.exists() and name != "ingest" else {}
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        log.info("%s %s done in %.1fs", name, dataset, seconds[name], extra={"fields": {"seconds": seconds[name]}})
     # publish reads them (its own time is its run's business); of torchrun's ranks, rank 0 writes.
     if name != "publish" and os.environ.get("RANK", "0") == "0":
         write_json(paths.stage_seconds, seconds)

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -47,13 +46,25 @@ class TrainResult:
     final: dict[str, float]
 
 
-def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+def _write_log(paths: StagePaths, history: list[dict[str, float]]) -> None:
+    """The loss log, one row per epoch; and, for ``dvc plots show``, one CSV (epoch, loss) per loss
+    column in ``train_plots/``: DVC draws a column only from a file that has it, and each model logs
+    its own losses (flow_loss; critic_loss, generator_loss; reconstruction_loss, ...)."""
     if not history:
         return
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(paths.train_log) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
+    losses = [c for c in history[0] if c not in ("epoch", "seconds")]
+    for old in paths.train_plots.glob("*.csv"):  # another model's, from an earlier run
+        if old.stem not in losses:
+            old.unlink(missing_ok=True)
+    for loss in losses:
+        with atomic_path(paths.train_plots / f"{loss}.csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", loss])
+            w.writerows([row["epoch"], row[loss]] for row in history)
 
 
 def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> TrainResult:
@@ -68,8 +79,6 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     handler = modality_of(paths)
     auto = cfg.model.name == AUTO
     _check_model(cfg, dataset, paths, handler.MODALITY, resume)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     dcfg = cfg.train.distributed
     if dcfg.nproc_per_node * dcfg.nnodes > 1 and not distributed.launched():
         return _launch_ranks(cfg, dataset, paths, resume)
@@ -90,7 +99,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     if auto:  # every candidate trained and scored on a validation part of the training rows; the best kept
         model, state, chosen = choose(data.frame, data.tensor, data.codec, data.schema, model_settings,
                                       train_settings, cfg.seed, device)
-        _write_log(paths.train_log, state.history)
+        _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
         state = _fit(cfg, model, data.tensor, train_settings, paths, resume)
@@ -148,7 +157,7 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         resume_now = found == fingerprint and done <= cfg.train.epochs
     return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
-               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths.train_log, st.history))
+               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history))
 
 
 def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) -> TrainResult:
@@ -165,7 +174,7 @@ def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) 
 def _fingerprint(cfg: Config, paths: StagePaths) -> str:
     """What a checkpoint must match to be resumed: the same data, model and recipe (epochs may
     grow; where and how fast it runs does not matter)."""
-    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "threads", "device", "amp", "compile",
+    recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "device", "amp", "compile",
                                            "distributed"})
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
     data_hash = sha256_files([paths.train_data, paths.schema])

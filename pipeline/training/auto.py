@@ -7,7 +7,8 @@ Each candidate trains on the fitting part with the ``train`` section's recipe (w
 against it with the score stage's own fidelity and detection: column shapes, pair trends and the
 detection score (SDMetrics' ``1 - (2 max(auc, 0.5) - 1)``). The best mean of the three wins; every
 candidate's figures go to ``model.json`` (``auto``), the report and the data card. The winner is
-the model trained on the fitting part (it is not retrained on every row).
+the model trained on the fitting part, or with ``model.auto.refit`` the winner trained again, from
+scratch and with the same recipe, on every training row.
 """
 
 from __future__ import annotations
@@ -82,4 +83,12 @@ def choose(frame: pd.DataFrame, tensor: torch.Tensor, transformer: TableTransfor
     log.info("auto: kept %s", name)
     record = {"chosen": name, "by": "mean of column shapes, pair trends and detection score on the validation rows",
               "fit_rows": len(fit_idx), "validation_rows": len(val_idx), "candidates": results}
+    if auto.refit:  # the winner again, from scratch, on every training row (its share of any budget)
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = build_model(model_cfg, train_cfg, transformer, name=name).to(device)
+        state = fit(model, tensor, replace(train_cfg, budget_seconds=share), seed)
+        record["refit"] = {"rows": len(frame), "epochs": state.epoch,
+                           "train_seconds": round(time.perf_counter() - t0, 1)}
+        log.info("auto: %s trained again on all %d training rows (%d epochs)", name, len(frame), state.epoch)
     return model, state, record

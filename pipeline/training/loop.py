@@ -16,8 +16,9 @@ from typing import Callable
 import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
-from pipeline.io import atomic_path, progress
+from pipeline.io import atomic_path
 from pipeline.models.base import GenerativeModel
+from pipeline.progress import Progress
 from pipeline.settings import TrainSettings
 from pipeline.training import distributed
 
@@ -165,64 +166,64 @@ def fit(
         model.compile_modules()
     model.train()
     writer = rank == 0
-    bar = progress(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="train", unit="epoch",
-                   disable=None if writer else True)
+    bar = Progress("train", cfg.epochs, "epoch", initial=state.epoch, enabled=writer)
     base_lr = {p.name: p.lr for p in model.phases(cfg)}
     epochs = cfg.epochs  # cut to what fits budget_seconds, if one is set
     started, first = time.perf_counter(), state.epoch
-    for epoch in bar:
-        if epoch >= epochs:
-            break
-        t0 = time.perf_counter()
-        if cfg.lr_decay_epochs:  # linear decay to zero over the last lr_decay_epochs (from the epoch alone)
-            scale = min(1.0, (epochs - epoch) / cfg.lr_decay_epochs)
-            for name, opt in opts.items():
-                for group in opt.param_groups:
-                    group["lr"] = base_lr[name] * scale
-        if ddp:  # per-rank draws from (seed, rank, epoch): a resume of any world size needs no RNG state
-            torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
-            batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
-        sums: dict[str, torch.Tensor] = {}
-        # Batches are drawn on the device: no host round trip per step.
-        order = torch.randperm(n, device=device, generator=batch_gen)
-        for step in range(steps):
-            real = data[order[step * batch:(step + 1) * batch]]
-            for name, opt in opts.items():
-                opt.zero_grad(set_to_none=True)
-                with amp:
-                    loss, figures = model.loss(name, real)
-                loss.backward()
-                if ddp:
-                    distributed.average_gradients(phase_params[name], world)
-                opt.step()
-                model.after_step(name)
-                for k, v in figures.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
-        if ddp:
-            distributed.broadcast_state(model)  # rank 0's BatchNorm statistics (weights already agree)
-            keys = sorted(sums)
-            if keys:
-                together = torch.stack([sums[k] for k in keys]).to(device)
-                together = together.cpu() if device.type == "cpu" else together
-                torch.distributed.all_reduce(together)
-                sums = {k: v / world for k, v in zip(keys, together)}
-        # .item() is a device sync point: once per epoch, not per step.
-        row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
-               "seconds": time.perf_counter() - t0}
-        state.epoch, state.history = epoch + 1, state.history + [row]
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-        if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
-            per_epoch = (time.perf_counter() - started) / (state.epoch - first)
-            fits = max(state.epoch, first + int(cfg.budget_seconds / max(per_epoch, 1e-9)))
-            if fits < epochs:
-                log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", cfg.budget_seconds, fits,
-                         epochs, per_epoch)
-                epochs = fits
-        if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
-            save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
-        if writer and on_epoch is not None:
-            on_epoch(state)
+    with bar:  # closed however the loop ends (its heartbeat thread stops)
+        for epoch in range(state.epoch, cfg.epochs):
+            if epoch >= epochs:
+                break
+            t0 = time.perf_counter()
+            if cfg.lr_decay_epochs:  # linear decay to zero over the last lr_decay_epochs (from the epoch alone)
+                scale = min(1.0, (epochs - epoch) / cfg.lr_decay_epochs)
+                for name, opt in opts.items():
+                    for group in opt.param_groups:
+                        group["lr"] = base_lr[name] * scale
+            if ddp:  # per-rank draws from (seed, rank, epoch): a resume of any world size needs no RNG state
+                torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
+                batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
+            sums: dict[str, torch.Tensor] = {}
+            # Batches are drawn on the device: no host round trip per step.
+            order = torch.randperm(n, device=device, generator=batch_gen)
+            for step in range(steps):
+                real = data[order[step * batch:(step + 1) * batch]]
+                for name, opt in opts.items():
+                    opt.zero_grad(set_to_none=True)
+                    with amp:
+                        loss, figures = model.loss(name, real)
+                    loss.backward()
+                    if ddp:
+                        distributed.average_gradients(phase_params[name], world)
+                    opt.step()
+                    model.after_step(name)
+                    for k, v in figures.items():
+                        sums[k] = sums.get(k, 0) + v.detach().float()
+            if ddp:
+                distributed.broadcast_state(model)  # rank 0's BatchNorm statistics (weights already agree)
+                keys = sorted(sums)
+                if keys:
+                    together = torch.stack([sums[k] for k in keys]).to(device)
+                    together = together.cpu() if device.type == "cpu" else together
+                    torch.distributed.all_reduce(together)
+                    sums = {k: v / world for k, v in zip(keys, together)}
+            # .item() is a device sync point: once per epoch, not per step.
+            row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
+                   "seconds": time.perf_counter() - t0}
+            state.epoch, state.history = epoch + 1, state.history + [row]
+            bar.advance(1, rows=steps * batch * world, **{k: row[k] for k in sums})
+            if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
+                per_epoch = (time.perf_counter() - started) / (state.epoch - first)
+                fits = max(state.epoch, first + int(cfg.budget_seconds / max(per_epoch, 1e-9)))
+                if fits < epochs:
+                    log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", cfg.budget_seconds, fits,
+                             epochs, per_epoch)
+                    epochs = fits
+                    bar.set_total(epochs)
+            if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
+                save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
+            if writer and on_epoch is not None:
+                on_epoch(state)
     model.finish()
     model.eval()
     if ddp and not distributed.replicas_agree(model):

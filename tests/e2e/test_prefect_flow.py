@@ -50,12 +50,21 @@ def _latest(tmp_path: Path, name: str = "tiny") -> dict:
     return json.loads((root / version / publish.MANIFEST).read_text())
 
 
-def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, harness):
+def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, harness, capfd):
+    from prefect.artifacts import Artifact
+
     from flows.synthesize import synthesize
 
     params = _params(tmp_path, score={"thresholds": {"quality.overall": {"min": 0.2}}, "report": True})
+    capfd.readouterr()
     result = synthesize(dataset="tiny", params=str(params), overrides={"generate.rows": 123})
     assert set(result) == {"ingest", "train", "generate", "score", "publish"}
+    out = "".join(capfd.readouterr())
+    # Each stage line once, as its task run's (not again as the ``pipeline.*`` logger's).
+    assert out.count("generated 123 rows of tiny") == 1, out
+    assert "Task run 'generate-tiny'" in out and "| pipeline." not in out
+    bar = Artifact.get("synthesis-tiny-progress")  # the dataset's progress artifact, at its end
+    assert bar is not None and bar.type == "progress" and float(bar.data) == 100.0
     manifest = _latest(tmp_path)
     assert manifest["rows"] == 123 == len(pd.read_parquet(Path(result["publish"]["path"])))
     assert manifest["run"]["orchestrator"] == "prefect" and manifest["run"]["flow_run_id"]
@@ -168,30 +177,51 @@ def test_the_dask_task_runner_runs_two_datasets(tmp_path, harness, monkeypatch):
         assert _latest(tmp_path, name)["rows"] > 0
 
 
-def test_stage_logs_reach_the_task_runs_logger_from_its_own_thread_only():
+def test_stage_logs_reach_their_datasets_task_run_logger_once():
+    """Records go to the run logger of their dataset's task (the stage context names it, or the
+    record itself does: a progress heartbeat logs from its own thread) and nowhere else; records of
+    no running task reach the root logger's handlers as they would have."""
     import logging
     import threading
 
     from flows.nightly import _ToRunLogger
+    from pipeline.logs import stage_context
 
-    seen = []
+    seen, elsewhere = [], []
 
     class Sink:
         def log(self, level, fmt, msg):
             seen.append((level, msg))
 
-    handler = _ToRunLogger(Sink())
+    class Root(logging.Handler):
+        def emit(self, record):
+            elsewhere.append(record.getMessage())
+
+    handler, root = _ToRunLogger(), Root()
+    handler.run_loggers["tiny"] = Sink()
     source = logging.getLogger("pipeline.test")
     source.addHandler(handler)
+    source.propagate = False
     source.setLevel(logging.INFO)
+    logging.getLogger().addHandler(root)
     try:
-        source.info("trained %s", "tiny")
-        other = threading.Thread(target=lambda: source.info("another dataset's line"))
-        other.start()
-        other.join()
+        with stage_context("tiny", "train"):
+            source.info("trained %s", "tiny")
+
+        def other():
+            with stage_context("other", "train"):
+                source.info("another dataset's line")
+            source.info("heartbeat", extra={"dataset": "tiny"})
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
     finally:
         source.removeHandler(handler)
-    assert seen == [(logging.INFO, "trained tiny")]
+        source.propagate = True
+        logging.getLogger().removeHandler(root)
+    assert seen == [(logging.INFO, "trained tiny"), (logging.INFO, "heartbeat")]
+    assert elsewhere == ["another dataset's line"]
 
 
 def test_nightly_releases_a_table_and_an_image_dataset_side_by_side(tmp_path, harness):

@@ -102,3 +102,12 @@ def test_a_training_budget_cuts_the_epochs(tmp_path, tiny_source):
     ingest.run(cfg, "tiny")
     result = train.run(cfg, "tiny")
     assert 1 <= result.epochs < 100000 and result.seconds < 30
+
+
+def test_refit_trains_the_kept_model_again_on_every_training_row(tmp_path, tiny_source, noise_model):
+    cfg = _cfg(tmp_path, tiny_source, [noise_model], **{"model.auto.refit": True, "train.epochs": 3})
+    for stage in (ingest, train):
+        stage.run(cfg, "tiny")
+    record = json.loads((StagePaths.of(cfg.work_dir, "tiny").model / "model.json").read_text())["auto"]
+    assert record["chosen"] == noise_model and record["fit_rows"] == 144
+    assert record["refit"]["rows"] == 192 and record["refit"]["epochs"] == 3  # the validation rows too

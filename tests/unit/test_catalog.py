@@ -2,6 +2,7 @@
 by the real pipeline on a tiny table."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,8 @@ def test_cli_lists_shows_diffs_and_exports(released, tmp_path):
     assert out.returncode == 0 and "tiny  latest v2  (2 versions)" in out.stdout
     out = cli("list", "tiny")
     assert "v1" in out.stdout and "v2" in out.stdout and "(latest)" in out.stdout
-    assert json.loads(cli("show", "tiny@v1").stdout)["rows"] == 150
+    assert json.loads(cli("show", "tiny@v1", "--json").stdout)["rows"] == 150
+    assert cli("show", "tiny@v1").stdout.startswith("tiny@v1\n")
     assert json.loads(cli("diff", "tiny@v1", "tiny").stdout)["rows"]["delta"] == 70
     out = cli("export", "tiny@v1", "--to", str(tmp_path / "x.csv"))
     assert out.returncode == 0 and len(pd.read_csv(tmp_path / "x.csv")) == 150
@@ -126,3 +128,120 @@ def test_a_schema_breaking_release_is_refused_unless_allowed(released):
         stage.run(cfg, "tiny")
     publish.run(cfg, "tiny", version="v4")
     assert cat.manifest("tiny@v4")["schema_changes"]["compatible"] == ["column 'city' added"]
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def shown(scored_tiny, tmp_path):
+    """tiny@v1: the scored tiny rows published under --threshold quality.overall>=0.1 (params ask a
+    min of 0.99 the rows fail); tiny@v0: an older hand-made version with other params and lineage
+    and a NaN score; other@v1: the same rows as another dataset's release."""
+    import shutil
+
+    from pipeline.config import parse_overrides
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, Path(scored_tiny.datasets["tiny"].source), **{
+        "score.thresholds": {"quality.overall": {"min": 0.99, "max": 1.0}, "detection.auc": {"max": 1.0}}},
+        **parse_overrides([], ["quality.overall>=0.1"]))
+    publish.run(cfg, "tiny", version="v1")
+    root = Path(cfg.publish.release_root)
+
+    def copy_as(dataset: str, version: str, edit) -> None:
+        shutil.copytree(root / "tiny" / "v1", root / dataset / version)
+        path = root / dataset / version / publish.MANIFEST
+        manifest = json.loads(path.read_text())
+        manifest.update(dataset=dataset, version=version)
+        edit(manifest)
+        path.write_text(json.dumps(manifest))  # NaN as the manifest writer would write it
+
+    def older(m):
+        m["created_at"] = "2000-01-01T00:00:00+00:00"
+        m["params"]["train"]["epochs"], m["params"]["seed"], m["seed"], m["seeds"]["train"] = 150, 42, 42, 42
+        m["params"]["datasets"]["adult"] = {"source": "data/adult/train.parquet"}  # not this dataset's: not shown
+        m["model_hash"], m["code_version"] = "f" * 64, "0.0.9"
+        m["metrics"]["quality.overall"] = float("nan")
+
+    def other(m):
+        m["params"]["datasets"] = {"other": m["params"]["datasets"]["tiny"]}
+
+    copy_as("tiny", "v0", older)
+    copy_as("other", "v1", other)
+    (root / "other" / "latest.json").write_text(json.dumps({"version": "v1"}))
+    return str(root), Catalog(root)
+
+
+def test_show_prints_a_summary_by_default_and_the_manifest_with_json(shown, capsys):
+    from pipeline.__main__ import main
+
+    root, cat = shown
+    assert main(["releases", "--root", root, "show", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny@v1  (latest)\n") and "rows     250 in 8 columns (table)" in out
+    assert "holdout 48 rows, split from the source (ingest.holdout_fraction 0.2)" in out
+    assert "model    ctgan: epochs 2, seed 7" in out and "code " in out
+    assert re.search(r"\n  quality\.overall +0\.\d{3}  >= 0\.1 and <= 1\.0 +ok\n", out), out
+    assert re.search(r"\n  detection\.auc +0\.\d{3}  <= 1\.0 +ok\n", out), out
+    assert re.search(r"\n  quality\.column_pair_trends +0\.\d{3}\n", out), out  # a headline score, no threshold
+    assert "gate     passed" in out and "changed by --threshold: quality.overall >= 0.99 -> >= 0.1" in out
+    assert re.search(r"\n  part-00000\.parquet +100 rows +\d+\.\d KiB\n", out), out
+    assert main(["releases", "--root", root, "show", "tiny@v0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\n  quality\.overall +nan  >= 0\.1 and <= 1\.0 +\?\n", out), out
+    assert not [word for word in ("release_root", "hidden_dims", "adult") if word in out]  # no params dump
+    assert main(["releases", "--root", root, "show", "tiny@v1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == cat.manifest("tiny@v1")
+
+
+def test_show_reads_a_hand_edited_partial_manifest_without_a_traceback(shown, capsys):
+    from pipeline.__main__ import main
+
+    root, _ = shown
+    bare = Path(root) / "tiny" / "bare"
+    bare.mkdir()
+    (bare / "_manifest.json").write_text(json.dumps({
+        "dataset": "tiny", "files": [{"path": "part-00000.parquet"}], "metrics": {"quality.overall": "high"},
+        "gate": {"thresholds": {"quality.overall": {"min": "0.7"}}, "overrides": [{"metric": "x"}]},
+        "training": [], "schema": {"a": 1}, "seeds": None}))
+    assert main(["releases", "--root", root, "show", "tiny@bare"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny@bare\n") and "created  ?" in out and "rows     ? in ? columns" in out
+    assert "model    ?: epochs ?, seed ?" in out and "gate     ?" in out
+    assert re.search(r"\n  quality\.overall +\?  >= 0\.7 +\?\n", out), out
+    assert re.search(r"\n  part-00000\.parquet +\? rows +\?\n", out), out
+
+
+def test_diff_is_strict_json_with_params_and_lineage_changes(shown, capsys):
+    from pipeline.__main__ import main
+
+    root, _ = shown
+    assert main(["releases", "--root", root, "diff", "tiny@v0", "tiny@v1"]) == 0
+    d = _strict_json(capsys.readouterr().out)
+    assert d["params"]["train.epochs"] == [150, 2] and d["params"]["seed"] == [42, 7]
+    assert not [k for k in d["params"] if k.startswith("datasets.adult")]  # another dataset's entry
+    assert d["lineage"]["model_hash"][0] == "f" * 64 and d["lineage"]["code_version"][0] == "0.0.9"
+    assert d["lineage"]["seeds.train"] == [42, 7] and d["lineage"]["seed"] == [42, 7]
+    assert "source_hash" not in d["lineage"]  # the same source
+    assert d["metrics"]["quality.overall"]["a"] is None and d["metrics"]["quality.overall"]["delta"] is None
+    assert d["rows"] == {"a": 250, "b": 250, "delta": 0} and d["schema"] == {"breaking": [], "compatible": []}
+
+
+def test_diff_of_two_datasets_is_refused_unless_forced(shown, capsys):
+    from pipeline.__main__ import main
+
+    root, cat = shown
+    assert main(["releases", "--root", root, "diff", "tiny@v1", "other"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "different datasets" in err and "--force" in err
+    with pytest.raises(ReleaseError, match="different datasets"):
+        cat.diff("tiny", "other")
+    assert main(["releases", "--root", root, "diff", "tiny@v1", "other", "--force"]) == 0
+    d = _strict_json(capsys.readouterr().out)
+    assert (d["a"], d["b"]) == ("tiny@v1", "other@v1") and d["rows"]["delta"] == 0
+    assert d["params"]["datasets.tiny.source"][1] is None and d["params"]["datasets.other.source"][0] is None

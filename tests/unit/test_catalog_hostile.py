@@ -286,9 +286,9 @@ CASES = [
          lambda c, w: c.export("ds@v1", "out.csv"),
          ("No space left on device",), setup=fail_midway, api_raises=OSError),
     # what still works
-    Case("show-pinned", lambda w: ["show", "ds@v1"], lambda c, w: c.manifest("ds@v1"),
+    Case("show-pinned", lambda w: ["show", "ds@v1", "--json"], lambda c, w: c.manifest("ds@v1"),
          check_cli=expect_json_rows(3, "v1"), check_api=expect_json_rows(3, "v1")),
-    Case("show-latest", lambda w: ["show", "ds"], lambda c, w: c.manifest("ds"),
+    Case("show-latest", lambda w: ["show", "ds", "--json"], lambda c, w: c.manifest("ds"),
          check_cli=expect_json_rows(4, "v2"), check_api=expect_json_rows(4, "v2")),
     Case("export-csv", lambda w: ["export", "ds@v1", "--to", "out.csv"], lambda c, w: c.export("ds@v1", "out.csv"),
          check_cli=read_export("out.csv", 3), check_api=read_export("out.csv", 3), writes=("work/out.csv",)),

@@ -145,3 +145,83 @@ def test_the_plain_settings_have_the_configs_defaults_and_carry_its_values():
     model, train = cfg.model.settings(), cfg.train.settings()
     assert isinstance(model, ModelSettings) and model.gan.pac == 2 and train.epochs == 3
     assert from_dict(TrainSettings, cfg.train.model_dump(mode="json")) == train
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("utility.tstr_score>=0.4", ("utility.tstr_score", "min", 0.4)),
+    (" detection.auc <= 0.97 ", ("detection.auc", "max", 0.97)),
+    ("privacy.exact_match_rate<=1e-3", ("privacy.exact_match_rate", "max", 0.001)),
+])
+def test_threshold_parses_metric_bound_and_value(text, parsed):
+    from pipeline.config import parse_threshold
+
+    assert parse_threshold(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["utility.tstr_score>0.4", "utility.tstr_score=0.4", "utility.tstr_score=>0.4",
+                                  ">=0.4", "quality.overall>=", "quality.overall>=high", "quality.overall>=nan",
+                                  "quality.overall>=inf", "quality.overall>=0.1<=0.9", "quality overall>=0.5"])
+def test_a_bad_threshold_is_one_line_naming_it_and_the_form(text):
+    from pipeline.config import parse_threshold
+
+    with pytest.raises(ConfigError) as err:
+        parse_threshold(text)
+    message = str(err.value)
+    assert "\n" not in message and repr(text) in message and "METRIC>=NUMBER or METRIC<=NUMBER" in message
+    with pytest.raises(ConfigError, match="METRIC>=NUMBER"):  # the command line's path checks it at once
+        parse_overrides([], [text])
+
+
+def test_threshold_changes_one_bound_keeps_the_rest_and_wins_over_a_datasets_own():
+    cfg = load_config(REPO / "params.yaml", parse_overrides(
+        [], ["quality.column_pair_trends>=0.5", "image.fid_ratio<=20", "image.fid_ratio<=25"]))
+    params = load_config(REPO / "params.yaml")
+    adult, mnist = cfg.for_dataset("adult").score.thresholds, cfg.for_dataset("mnist").score.thresholds
+    assert adult["quality.column_pair_trends"].min == 0.5
+    edited = ("quality.column_pair_trends", "image.fid_ratio")
+    assert {k: v for k, v in adult.items() if k not in edited} == \
+        {k: v for k, v in params.score.thresholds.items() if k not in edited}  # the others kept
+    # mnist sets its own thresholds: the --threshold wins there too (the last of a repeated one),
+    # and its other thresholds stay
+    own = params.for_dataset("mnist").score.thresholds
+    assert mnist["image.fid_ratio"].max == 25 and mnist["image.label_accuracy"] == own["image.label_accuracy"]
+    assert cfg.threshold_overrides("mnist") == [
+        {"metric": "quality.column_pair_trends", "bound": "min", "params": None, "used": 0.5},
+        {"metric": "image.fid_ratio", "bound": "max", "params": 10.0, "used": 25.0}]
+    assert cfg.threshold_overrides("adult")[0] == {"metric": "quality.column_pair_trends", "bound": "min",
+                                                   "params": 0.85, "used": 0.5}
+    # params itself is untouched, and a resolved config resolves to itself with the same record
+    assert cfg.score.thresholds == params.score.thresholds
+    assert cfg.datasets["mnist"].overrides == params.datasets["mnist"].overrides
+    resolved = cfg.for_dataset("mnist")
+    assert resolved.for_dataset("mnist") is resolved
+    assert resolved.threshold_overrides("mnist") == cfg.threshold_overrides("mnist")
+    assert load_config(REPO / "params.yaml").threshold_overrides("adult") == []
+
+
+def test_the_other_bound_of_the_metric_is_kept_and_an_unchanged_bound_is_no_override():
+    cfg = load_config(REPO / "params.yaml", parse_overrides(
+        ["score.thresholds={quality.overall: {min: 0.7, max: 0.99}}"], ["quality.overall>=0.5",
+                                                                       "quality.overall<=0.99"]))
+    th = cfg.for_dataset("adult").score.thresholds
+    assert list(th) == ["quality.overall"] and (th["quality.overall"].min, th["quality.overall"].max) == (0.5, 0.99)
+    assert cfg.threshold_overrides("adult") == [{"metric": "quality.overall", "bound": "min", "params": 0.7,
+                                                 "used": 0.5}]
+
+
+def test_a_threshold_on_an_unknown_metric_is_refused():
+    cfg = load_config(REPO / "params.yaml", parse_overrides([], ["quality.overal>=0.5"]))
+    with pytest.raises(ConfigError, match="unknown metric 'quality.overal'"):
+        check_config(cfg, ["adult"])
+
+
+def test_the_command_line_refuses_a_bad_threshold_in_one_line(capsys):
+    from pipeline.__main__ import build_parser, main
+
+    args = build_parser().parse_args(["score", "--dataset", "adult", "--threshold", "utility.tstr_score>=0.4",
+                                      "--threshold", "detection.auc<=0.97"])
+    assert args.thresholds == ["utility.tstr_score>=0.4", "detection.auc<=0.97"]
+    for bad in ("quality.overall=0.5", "quality.overal>=0.5"):
+        assert main(["score", "--dataset", "adult", "--params", str(REPO / "params.yaml"), "--threshold", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and ("METRIC>=NUMBER" in err or "unknown metric" in err)

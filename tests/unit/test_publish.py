@@ -120,3 +120,39 @@ def test_publish_refuses_synthetic_data_from_another_model(scored):
     train.run(scored, "tiny")  # new model; synthetic data is stale
     with pytest.raises(ReleaseError, match="another model"):
         publish.run(scored, "tiny")
+
+
+def test_a_threshold_relaxed_on_the_command_line_is_recorded_in_the_release(scored, tmp_path):
+    from pipeline.config import parse_overrides
+    from pipeline.datacard import release_summary
+    from tests.conftest import tiny_config
+
+    source = Path(scored.datasets["tiny"].source)
+    strict = {"score.thresholds": {"quality.overall": {"min": 0.99, "max": 1.0}, "detection.auc": {"max": 1.0}}}
+    with pytest.raises(QualityGateError, match="quality.overall"):
+        publish.run(tiny_config(tmp_path, source, **strict), "tiny")
+    relaxed = tiny_config(tmp_path, source, **strict, **parse_overrides([], ["quality.overall>=0.1"]))
+    res = publish.run(relaxed, "tiny")
+    m = json.loads((res.path / publish.MANIFEST).read_text())
+    assert m["gate"]["passed"]
+    assert m["gate"]["overrides"] == [{"metric": "quality.overall", "bound": "min", "params": 0.99, "used": 0.1}]
+    # one bound changed: the metric's other bound and the other thresholds are as params has them
+    assert m["gate"]["thresholds"] == {"quality.overall": {"min": 0.1, "max": 1.0},
+                                       "detection.auc": {"min": None, "max": 1.0}}
+    assert m["gate"]["changed_by"]["user"] is not None
+    card = (res.path / publish.DATACARD).read_text()
+    assert "(`--threshold`)" in card and "`quality.overall`: ≥ 0.99 → ≥ 0.1" in card
+    assert "changed by --threshold: quality.overall >= 0.99 -> >= 0.1" in release_summary(m)
+
+
+def test_the_data_card_says_where_the_holdout_comes_from(scored):
+    from pipeline.datacard import render_datacard
+
+    res = publish.run(scored, "tiny")  # the tiny source has no holdout_source: 20% of it is held out
+    card = (res.path / publish.DATACARD).read_text()
+    assert "real holdout rows kept out of training: 48, split from the source (ingest.holdout_fraction 0.2)" in card
+    assert "`None`" not in card
+    m = json.loads((res.path / publish.MANIFEST).read_text())
+    m["params"]["datasets"]["tiny"]["holdout_source"] = "data/tiny/test.csv"
+    m["holdout_hash"] = "ab" * 32
+    assert f"48, from `data/tiny/test.csv` (sha256 `{'ab' * 32}`)" in render_datacard(m, {})

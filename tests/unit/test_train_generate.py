@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -111,3 +112,53 @@ def test_learning_rates_decay_linearly_over_the_last_epochs(tiny_cfg):
     # The last epoch (index 2) ran at (3 - 2) / 2 of each phase's rate.
     assert blob["optimizers"]["critic"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_discriminator / 2)
     assert blob["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_generator / 2)
+
+
+_GAN_LOG = [{"epoch": e, "critic_loss": -0.5 / e, "gradient_penalty": 0.1, "generator_loss": 0.3 * e, "seconds": 0.2}
+            for e in (1, 2)]
+_DIFFUSION_LOG = [{"epoch": e, "flow_loss": 1.0 / e, "category_loss": 0.5 / e, "seconds": 0.2} for e in (1, 2, 3)]
+
+
+def test_every_loss_gets_its_own_plot_file_and_another_models_go(tmp_path):
+    from pipeline.train import _write_log
+
+    paths = StagePaths.of(tmp_path / "work", "tiny")
+    _write_log(paths, _GAN_LOG)
+    assert sorted(p.name for p in paths.train_plots.iterdir()) == [
+        "critic_loss.csv", "generator_loss.csv", "gradient_penalty.csv"]
+    assert pd.read_csv(paths.train_plots / "generator_loss.csv").to_dict("list") == {
+        "epoch": [1, 2], "generator_loss": [0.3, 0.6]}
+    _write_log(paths, _DIFFUSION_LOG)  # the dataset now trains another model: the GAN's plots go
+    assert sorted(p.name for p in paths.train_plots.iterdir()) == ["category_loss.csv", "flow_loss.csv"]
+    assert list(pd.read_csv(paths.train_log).columns) == ["epoch", "flow_loss", "category_loss", "seconds"]
+
+
+@pytest.mark.slow  # dvc in a subprocess
+def test_dvc_plots_show_draws_every_loss_of_every_model(tmp_path):
+    """dvc.yaml's train plots, as `dvc plots show` reads them, for a diffusion and a GAN dataset."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipeline.train import _write_log
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "work_dir": "work", "metrics_dir": "metrics", "publish": {"release_root": "releases"},
+        "datasets": {"diffused": {"source": "x"}, "gan": {"source": "y"}}}))
+    _write_log(StagePaths.of(tmp_path / "work", "diffused"), _DIFFUSION_LOG)
+    _write_log(StagePaths.of(tmp_path / "work", "gan"), _GAN_LOG)
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert not shown.get("errors") and "WARNING" not in out.stderr, out.stdout[-2000:] + out.stderr
+    drawn = {name: plots[0]["content"]["layer"][0]["encoding"]["y"]["field"] for name, plots in shown["data"].items()}
+    assert drawn == {f"work/{d}/train_plots/{loss}.csv": loss for d, log in (("diffused", _DIFFUSION_LOG),
+                                                                             ("gan", _GAN_LOG))
+                     for loss in log[0] if loss not in ("epoch", "seconds")}

@@ -1,0 +1,111 @@
+"""Where the pipeline's log lines go and what they carry.
+
+Every record of the ``pipeline`` loggers carries the dataset and the stage it was logged under
+(``stage_context``, entered by ``pipeline.stages.run_stage``) and any numbers its caller attached
+as ``extra={"fields": {...}}`` (the progress lines do). ``setup`` is the command line's one call:
+text or JSON lines (one object per line: time, level, dataset, stage, message and the numbers as
+fields, for a platform that ingests logs), to stderr and optionally to a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+# The dataset and stage being run in this thread (Prefect runs datasets in parallel threads).
+_CONTEXT: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("pipeline_stage",
+                                                                                         default=(None, None))
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def stage_context(dataset: str, stage: str) -> Iterator[None]:
+    token = _CONTEXT.set((dataset, stage))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current() -> tuple[str | None, str | None]:
+    """(dataset, stage) of the stage running in this thread, or (None, None)."""
+    return _CONTEXT.get()
+
+
+class _Context(logging.Filter):
+    """Stamps each record with the dataset and stage (a handler filter: it sees child loggers' records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "dataset"):
+            record.dataset, record.stage = current()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, dataset, stage, message, and the
+    record's ``fields`` (numbers stay numbers; a non-finite one is null, so every line is strict JSON)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "dataset": getattr(record, "dataset", None),
+               "stage": getattr(record, "stage", None), "message": record.getMessage()}
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            out.setdefault(key, None if isinstance(value, float) and not math.isfinite(value) else value)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class _NotOnBar(logging.Filter):
+    """Drops the progress lines from the terminal's handler while live bars show the same figures."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "progress", False)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged (a redirected or captured stream
+    that was replaced since is never written to after it closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None, bars: bool = False,
+          others: int = logging.WARNING) -> None:
+    """The command line's logging: the pipeline's records from ``level`` and other libraries' from
+    ``others``, as ``fmt`` text or json, to stderr (without the progress lines when ``bars`` show
+    them) and, with ``file``, appended to that file too (every line, progress included)."""
+    from pipeline import progress
+
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S")
+    handlers: list[logging.Handler] = [_Stderr()]
+    if bars:
+        handlers[0].addFilter(_NotOnBar())
+    if file:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_from_setup", False)]:  # a second call replaces them
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(_Context())
+        handler._from_setup = True
+        root.addHandler(handler)
+    root.setLevel(others)  # third-party chatter (fsspec, matplotlib, urllib3)
+    logging.getLogger("pipeline").setLevel(level)
+    progress.show_bars(bars)

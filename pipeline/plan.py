@@ -1,0 +1,225 @@
+"""What a run will do, checked before it spends an hour on it (``python -m pipeline validate``).
+
+``plan`` resolves the config for one dataset, reads its source (and holdout) exactly as ingest will
+(so any problem with the file is the same one-line error, now), and describes: the columns with
+their kinds, nulls and distinct values, the target and its utility task, the value links kept, the
+model and the rows to generate, the gate, and an estimate of the time and memory. Nothing is
+written and nothing is trained: the time estimate is a few timed optimiser steps and one timed
+sampling batch of the configured model on a sample of the rows, scaled to the run.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.modalities import modality_named
+from pipeline.stores import is_url, local_copy, location
+
+ESTIMATE_ROWS = 5_000  # rows the transformer is fitted on for the estimate
+TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up step)
+
+
+def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
+    """The resolved run of ``dataset``: source, schema, target, model, generation, gate, estimate."""
+    cfg = cfg.for_dataset(dataset)
+    ds = cfg.dataset(dataset)
+    handler = modality_named(ds.modality)
+    with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
+        with local_copy(location(ds.source), tmp) as path:
+            first = handler.read(path, ds, dataset)
+        holdout_rows = None
+        if ds.holdout_source:
+            with local_copy(location(ds.holdout_source), tmp) as path:
+                holdout_rows = len(handler.read_holdout(path, ds, dataset, first).frame)
+    rows = len(first.frame)
+    if holdout_rows is None:  # split off by ingest
+        holdout_rows = int(round(rows * cfg.ingest.holdout_fraction))
+        train_rows = rows - holdout_rows
+    else:
+        train_rows = rows
+    g = cfg.generate
+    out: dict[str, Any] = {
+        "dataset": dataset, "modality": ds.modality, "source": str(ds.source),
+        "rows": {"source": rows, "train": train_rows, "holdout": holdout_rows,
+                 "holdout_from": ds.holdout_source or f"source, ingest.holdout_fraction {cfg.ingest.holdout_fraction}",
+                 "generate": g.rows or train_rows},
+        "model": {"name": cfg.model.name, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+                  "device": cfg.train.device, "budget_seconds": cfg.train.budget_seconds,
+                  **({"candidates": list(cfg.model.auto.candidates)} if cfg.model.name == "auto" else {})},
+        "generate": {"rows": g.rows or train_rows, "shards": math.ceil((g.rows or train_rows) / g.rows_per_shard),
+                     "workers": g.workers, "conditions": dict(g.conditions or {})},
+        "gate": {k: {b: v for b, v in t.model_dump().items() if v is not None}
+                 for k, t in cfg.score.thresholds.items()},
+        "release_root": str(cfg.publish.release_root),
+        "seed": cfg.seed,
+        "threads": cfg.runtime.threads or None,
+    }
+    if first.schema is not None:
+        out["columns"] = _columns(first.frame, first.schema)
+        out["links"] = [f"{link['from']} -> {link['to']}" for link in first.schema.links]
+        out["target"] = _target(first, ds, cfg, holdout_rows)
+    if estimate and first.schema is not None:
+        out["estimate"] = _estimate(cfg, first, train_rows, out["generate"]["rows"])
+        out["estimate"]["disk_free_mb"] = _free_mb(cfg.work_dir)
+    return out
+
+
+def _columns(frame, schema) -> list[dict[str, Any]]:
+    return [{"name": c.name, "kind": c.kind, "nulls": int(frame[c.name].isna().sum()),
+             "distinct": int(frame[c.name].nunique(dropna=True))} for c in schema.columns]
+
+
+def _target(first, ds, cfg: Config, holdout_rows: int) -> dict[str, Any] | None:
+    if ds.target is None:
+        return None
+    from pipeline.metrics.utility import utility_task
+
+    task = utility_task(first.schema, ds.target, ds.task)
+    judged = holdout_rows >= cfg.score.utility_min_holdout
+    return {"column": ds.target, "kind": first.schema[ds.target].kind, "task": task,
+            "utility_judged": judged,
+            **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
+                                             f"{cfg.score.utility_min_holdout}"})}
+
+
+def _free_mb(folder: str) -> float | None:
+    if is_url(folder):
+        return None
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return round(shutil.disk_usage(probe).free / 2**20, 1)
+
+
+def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[str, Any]:
+    """Seconds and memory of train and generate, from timed steps of the configured model."""
+    import torch
+
+    from pipeline.models import AUTO
+    from pipeline.training.loop import make_optimizers, pick_device
+    from pipeline.training.setup import build_model, transform_table
+
+    device = pick_device(cfg.train.device)
+    model_cfg, train_cfg = cfg.model.settings(), cfg.train.settings()
+    frame = first.frame.sample(n=min(len(first.frame), ESTIMATE_ROWS), random_state=cfg.seed)
+    transformer, tensor = transform_table(frame, first.schema, model_cfg, cfg.seed, device)
+    names = list(cfg.model.auto.candidates) if cfg.model.name == AUTO else [cfg.model.name]
+    batch = max(2, min(cfg.train.batch_size, train_rows))
+    epoch_seconds, rows_per_s, params = 0.0, math.inf, 0
+    torch.manual_seed(cfg.seed)
+    for name in names:
+        model = build_model(model_cfg, train_cfg, transformer, name=name).to(device)
+        multiple = model.batch_multiple
+        b = max(multiple, batch // multiple * multiple)
+        model.prepare(tensor)
+        opts = make_optimizers(model, train_cfg)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        model.train()
+
+        def step() -> None:
+            real = tensor[torch.randint(0, tensor.shape[0], (b,), device=device, generator=gen)]
+            for phase, opt in opts.items():
+                opt.zero_grad(set_to_none=True)
+                loss, _ = model.loss(phase, real)
+                loss.backward()
+                opt.step()
+                model.after_step(phase)
+
+        step()  # warm-up: first-call allocations
+        t = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            step()
+        per_step = (time.perf_counter() - t) / TIMED_STEPS
+        epoch_seconds += per_step * max(1, train_rows // b)
+        model.finish()
+        model.eval()
+        n = min(2_000, generate_rows)
+        t = time.perf_counter()
+        with torch.no_grad():
+            model.sample(n, torch.Generator(device=device).manual_seed(cfg.seed))
+        rows_per_s = min(rows_per_s, n / max(time.perf_counter() - t, 1e-9))
+        params = max(params, sum(p.numel() for p in model.parameters()))
+    epochs = cfg.train.epochs
+    train_s = epoch_seconds * epochs
+    if cfg.train.budget_seconds:
+        train_s = min(train_s, cfg.train.budget_seconds)
+    width = tensor.shape[1]
+    frame_mb = first.frame.memory_usage(deep=True).sum() / 2**20
+    per_row_mb = frame_mb / max(1, len(first.frame))
+    base = _baseline_mb()
+    mb = {  # the largest things each stage holds at once, beyond the interpreter with torch and pandas
+        "ingest": 2.5 * frame_mb,
+        "train": frame_mb + train_rows * width * 4 * 2 / 2**20 + params * 4 * 5 / 2**20,
+        "generate": min(generate_rows, cfg.generate.rows_per_shard) * (width * 4 * 3 / 2**20 + per_row_mb * 2),
+        "score": per_row_mb * (train_rows * 2 + generate_rows),
+    }
+    return {
+        "train_s": round(train_s, 3),
+        "epoch_s": round(epoch_seconds, 4),
+        "generate_s": round(generate_rows / rows_per_s, 3),
+        "sample_rows_per_s": round(rows_per_s),
+        "features": int(width),
+        "parameters": int(params),
+        "memory_mb": {k: round(v + base) for k, v in mb.items()},
+        "peak_memory_mb": round(max(mb.values()) + base),
+        "disk_mb": round(per_row_mb * (train_rows * 2 + generate_rows * 2) / 3, 1),  # Parquet ~1/3 of memory
+        "device": str(device),
+        "note": "timed on a sample of the rows; the score stage is not included",
+    }
+
+
+def _baseline_mb() -> float:
+    """This process's resident memory now (torch, pandas and the rest imported): what every stage
+    starts from. 300 MB where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 300.0
+
+
+def render(p: dict[str, Any]) -> str:
+    """The plan as a person reads it."""
+    r, m = p["rows"], p["model"]
+    lines = [f"dataset {p['dataset']} ({p['modality']}): {p['source']}",
+             f"  rows: {r['source']:,} in the source; train {r['train']:,}, holdout {r['holdout']:,} "
+             f"(from {r['holdout_from']})"]
+    if "columns" in p:
+        lines.append(f"  columns ({len(p['columns'])}):")
+        width = max(len(c["name"]) for c in p["columns"])
+        for c in p["columns"]:
+            lines.append(f"    {c['name']:<{width}}  {c['kind']:<11}  nulls {c['nulls']:>8,}  "
+                         f"distinct {c['distinct']:>8,}")
+        if p.get("links"):
+            lines.append("  links kept in every row: " + ", ".join(p["links"]))
+        t = p.get("target")
+        lines.append("  target: none (no utility score)" if t is None else
+                     f"  target: {t['column']} ({t['kind']}), task {t['task']}"
+                     + ("" if t["utility_judged"] else f"; utility not judged: {t['why_not']}"))
+    lines.append(f"  model: {m['name']}" + (f" (candidates {', '.join(m['candidates'])})" if "candidates" in m else "")
+                 + f", {m['epochs']} epochs of batch {m['batch_size']} on {m['device']}"
+                 + (f", budget {m['budget_seconds']:.0f}s" if m.get("budget_seconds") else ""))
+    gen = p["generate"]
+    lines.append(f"  generate: {gen['rows']:,} rows in {gen['shards']} shard(s), {gen['workers']} worker(s)"
+                 + (f", conditions {gen['conditions']}" if gen["conditions"] else ""))
+    gate = [f"{k} {'>=' if b == 'min' else '<='} {v}" for k, t in p["gate"].items() for b, v in t.items()]
+    lines.append("  gate: " + ("; ".join(gate) if gate else "none (every release passes)"))
+    lines.append(f"  releases to: {p['release_root']}; seed {p['seed']}")
+    e = p.get("estimate")
+    if e:
+        lines.append(f"  estimate: train {e['train_s']:,.0f}s ({e['epoch_s']:.2f}s an epoch, {e['features']} features, "
+                     f"{e['parameters']:,} parameters on {e['device']}), generate {e['generate_s']:,.0f}s "
+                     f"({e['sample_rows_per_s']:,} rows/s); scoring not included")
+        lines.append(f"  memory: peak about {e['peak_memory_mb']:,.0f} MB ("
+                     + ", ".join(f"{k} {v:,.0f}" for k, v in e["memory_mb"].items()) + "); disk about "
+                     f"{e['disk_mb']:,.0f} MB" + (f" of {e['disk_free_mb']:,.0f} MB free" if e.get("disk_free_mb")
+                                                  is not None else ""))
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""Progress of the long loops: training epochs, generated shards, scoring's metric families.
+
+A person at a terminal sees a live bar (the command line turns bars on with ``show_bars`` when
+stderr is one). Off a terminal (DVC, Prefect, cron, a pipe into a log collector) nobody sees a
+bar, so every loop also logs a line on the ``pipeline.progress`` logger at a steady cadence
+(``runtime.progress_seconds``), even while one step runs longer than that (a heartbeat), and a
+last line when it ends. The line's numbers ride along as fields (``--log-format json`` writes them
+as numbers). Listeners (the Prefect flow's progress artifact) hear every step's fraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from typing import Callable, Iterator
+
+from pipeline import logs
+
+log = logging.getLogger("pipeline.progress")
+
+Listener = Callable[[str | None, float], None]  # (stage, fraction of it done)
+_listeners: contextvars.ContextVar[tuple[Listener, ...]] = contextvars.ContextVar("pipeline_progress", default=())
+_settings = {"bars": False, "seconds": 10.0}
+
+
+def show_bars(on: bool) -> None:
+    """Live bars for a terminal (the command line's call; off by default: a library, a flow, a pipe)."""
+    _settings["bars"] = bool(on)
+
+
+def set_cadence(seconds: float) -> None:
+    """Seconds between progress lines off a terminal (``runtime.progress_seconds``)."""
+    _settings["seconds"] = float(seconds)
+
+
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Call ``listener(stage, fraction)`` on every step of every loop run in this context."""
+    token = _listeners.set(_listeners.get() + (listener,))
+    try:
+        yield
+    finally:
+        _listeners.reset(token)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    return f"{minutes}m{s:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _plural(unit: str) -> str:
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+
+
+class Progress:
+    """One loop of ``total`` ``unit``s (``initial`` already done). ``advance(n, rows=…, **figures)``
+    after each step; ``close()`` (or the ``with`` block's end) logs the last line. ``enabled=False``
+    (a non-zero rank under torchrun) makes it silent."""
+
+    def __init__(self, what: str, total: int, unit: str, initial: int = 0, enabled: bool = True) -> None:
+        self.what, self.total, self.unit, self.done, self.enabled = what, total, unit, initial, enabled
+        self.dataset, self.stage = logs.current()
+        self.listeners = _listeners.get()
+        self.rows, self.figures, self.current = 0, {}, None
+        self.started = self.last_step = self.last_line = time.monotonic()
+        self.start_done = initial
+        self.lock = threading.Lock()
+        self.bar = None
+        if enabled and _settings["bars"]:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # a bare GPU box: log lines only
+                tqdm = None
+            if tqdm is not None:
+                label = " ".join(x for x in (what, self.dataset) if x)
+                self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit, leave=False)
+        self._stop = threading.Event()
+        self._beat = None
+        if enabled:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"progress-{what}")
+            self._beat.start()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(failed=exc[0] is not None)
+
+    def advance(self, n: int = 1, rows: int = 0, **figures: float) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            self.done += n
+            self.rows += rows
+            self.figures = figures
+            self.last_step = time.monotonic()
+            due = self.last_step - self.last_line >= _settings["seconds"]
+        if self.bar is not None:
+            self.bar.update(n)
+            if figures:
+                self.bar.set_postfix({k: f"{v:.3g}" for k, v in figures.items()}, refresh=False)
+        if due:
+            self._line()
+        for listener in self.listeners:
+            listener(self.stage, min(1.0, self.done / self.total) if self.total else 1.0)
+
+    def now(self, label: str) -> None:
+        """Name the step now running (a metric family): the lines say what a long wait is spent on."""
+        with self.lock:
+            self.current, self.last_step = label, time.monotonic()
+        if self.bar is not None:
+            self.bar.set_postfix_str(label)
+
+    def set_total(self, total: int) -> None:
+        """The loop turned out shorter (``train.budget_seconds`` cut the epochs)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def close(self, failed: bool = False) -> None:
+        if not self.enabled or self._stop.is_set():
+            return
+        self._stop.set()
+        if self.bar is not None:
+            self.bar.close()
+        if not failed:
+            self._line(final=True)
+
+    def _heartbeat(self) -> None:
+        """A line at the cadence while a step runs longer than it (an MNIST epoch on a busy box)."""
+        while not self._stop.wait(min(1.0, max(0.1, _settings["seconds"]))):  # never a busy loop
+            if time.monotonic() - self.last_line >= _settings["seconds"]:
+                self._line()
+
+    def _line(self, final: bool = False) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.last_line = now
+            elapsed, done, total = now - self.started, self.done, self.total
+            steps = done - self.start_done
+            rate = self.rows / elapsed if elapsed > 0 and self.rows else None
+            eta = elapsed / steps * (total - done) if steps > 0 and not final else None
+            figures = dict(self.figures)
+            current, in_step = (self.current, now - self.last_step) if not final else (None, 0.0)
+        fields = {"done": done, "total": total, "unit": self.unit, "elapsed_s": round(elapsed, 1),
+                  **({"rows_per_s": round(rate, 1)} if rate else {}),
+                  **({"eta_s": round(eta, 1)} if eta is not None else {}),
+                  **{k: round(float(v), 5) for k, v in figures.items()}}
+        head = " ".join(x for x in (self.what, self.dataset) if x)
+        parts = [f"{done}/{total} {_plural(self.unit)}" + (" done" if final else
+                                                           f" ({100 * done / total:.0f}%)" if total else "")]
+        if current:
+            parts.append(f"now {current} ({_duration(in_step)})")
+            fields["now"] = current
+        parts += [f"{k} {v:.4g}" for k, v in figures.items()]
+        if rate:
+            parts.append(f"{rate:,.0f} rows/s")
+        parts.append(f"{_duration(elapsed)} elapsed")
+        if eta is not None:
+            parts.append(f"ETA {_duration(eta)}")
+        elif not final and steps == 0 and not current:
+            parts.append("first step running")
+        log.info("%s: %s", head, ", ".join(parts),
+                 extra={"fields": fields, "progress": True, "dataset": self.dataset, "stage": self.stage})
