@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline import logs
 from pipeline.artifacts import StagePaths
@@ -60,14 +60,14 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
+def _setup_logging(args: argparse.Namespace) -> Callable[[], None]:
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", 0)
     fmt = getattr(args, "log_format", "text")
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     # Live bars only for a person at a terminal; a pipe, DVC's log or a JSON collector gets lines.
     bars = not quiet and fmt == "text" and sys.stderr.isatty()
-    logs.setup(level, fmt, getattr(args, "log_file", None), bars,
-               others=logging.DEBUG if verbose > 1 else logging.WARNING)
+    return logs.setup(level, fmt, getattr(args, "log_file", None), bars,
+                      others=logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +146,14 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args)
+    undo = _setup_logging(args)
+    try:
+        return _main(args)
+    finally:
+        undo()
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(getattr(args, "overrides", []), getattr(args, "thresholds", []))
         for item in getattr(args, "condition", []):
@@ -178,7 +185,8 @@ def _error(args: argparse.Namespace, exc: BaseException) -> None:
     """The one-line error: ``error: ...`` on stderr, or with ``--log-format json`` a JSON line (a
     log collector must not trip over the last, most important line)."""
     if getattr(args, "log_format", "text") == "json":
-        log.error("%s", exc, extra={"fields": {"error": type(exc).__name__}})
+        dataset = getattr(args, "dataset", None) or getattr(args, "name", None)
+        log.error("%s", exc, extra={"fields": {"error": type(exc).__name__}, "dataset": dataset})
     else:
         print(f"error: {exc}", file=sys.stderr)
 

@@ -189,6 +189,8 @@ class TrainConfig(_Section):
     gp_weight: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     checkpoint_every: int = Field(10, ge=1, description="epochs between resumable checkpoints")
+    max_rows: int | None = Field(None, ge=2, description="train on at most this many rows, a seeded sample of the "
+                                                        "training split (a big table); null = every row")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
     lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "

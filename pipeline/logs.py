@@ -17,7 +17,7 @@ import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # The dataset and stage being run in this thread (Prefect runs datasets in parallel threads).
 _CONTEXT: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("pipeline_stage",
@@ -84,10 +84,11 @@ class _Stderr(logging.StreamHandler):
 
 
 def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None, bars: bool = False,
-          others: int = logging.WARNING) -> None:
+          others: int = logging.WARNING) -> Callable[[], None]:
     """The command line's logging: the pipeline's records from ``level`` and other libraries' from
     ``others``, as ``fmt`` text or json, to stderr (without the progress lines when ``bars`` show
-    them) and, with ``file``, appended to that file too (every line, progress included)."""
+    them) and, with ``file``, appended to that file too (every line, progress included). Returns
+    the undo: a command run in-process (a test, a notebook) leaves logging as it found it."""
     from pipeline import progress
 
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S")
@@ -97,15 +98,22 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
     if file:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(file, encoding="utf-8"))
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_from_setup", False)]:  # a second call replaces them
-        root.removeHandler(old)
-        old.close()
+    root, source = logging.getLogger(), logging.getLogger("pipeline")
+    before = (root.level, source.level, progress.bars_shown())
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_Context())
-        handler._from_setup = True
         root.addHandler(handler)
     root.setLevel(others)  # third-party chatter (fsspec, matplotlib, urllib3)
-    logging.getLogger("pipeline").setLevel(level)
+    source.setLevel(level)
     progress.show_bars(bars)
+
+    def undo() -> None:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(before[0])
+        source.setLevel(before[1])
+        progress.show_bars(before[2])
+
+    return undo

@@ -31,6 +31,10 @@ def show_bars(on: bool) -> None:
     _settings["bars"] = bool(on)
 
 
+def bars_shown() -> bool:
+    return _settings["bars"]
+
+
 def set_cadence(seconds: float) -> None:
     """Seconds between progress lines off a terminal (``runtime.progress_seconds``)."""
     _settings["seconds"] = float(seconds)

@@ -101,6 +101,7 @@ class TrainSettings:
     gp_weight: float = 10.0
     device: str = "auto"
     checkpoint_every: int = 10
+    max_rows: int | None = None
     amp: bool = True
     compile: bool = False
     lr_decay_epochs: int = 0

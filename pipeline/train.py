@@ -91,7 +91,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
 
     model_settings, train_settings = cfg.model.settings(), cfg.train.settings()  # what the model and loop take
     t0 = time.perf_counter()
-    data = handler.training_data(paths, model_settings, cfg.seed, device)
+    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows)
     t_transform = time.perf_counter() - t0
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 

@@ -61,6 +61,17 @@ class TrainingData:
     schema: Any = None
 
 
+def bounded(frame, max_rows: int | None, seed: int):
+    """At most ``max_rows`` of ``frame``'s rows, a seeded sample kept in source order
+    (``train.max_rows``: a bounded training set for a big table); the frame itself when it fits."""
+    if not max_rows or len(frame) <= max_rows:
+        return frame
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng([seed, 2]).choice(len(frame), size=max_rows, replace=False))
+    return frame.iloc[keep].reset_index(drop=True)
+
+
 def modality_named(name: str) -> ModuleType:
     """The handler of modality ``name`` (``table`` or ``image``)."""
     if name == "image":

@@ -20,7 +20,7 @@ from pipeline.artifacts import StagePaths, load_prepared_images, read_synthetic
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import ConditionError, InputDataError
 from pipeline.io import sha256_file
-from pipeline.modalities import GenerationPlan, SourceRows, TrainingData
+from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded
 from pipeline.settings import ModelSettings
 
 MODALITY = "image"
@@ -99,13 +99,18 @@ class ImageEvidence:
     rows: int
 
 
-def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device) -> TrainingData:
-    """The training images as ``[label, pixels...]`` rows on ``device``, with their spec."""
+def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
+                  max_rows: int | None = None) -> TrainingData:
+    """The training images (at most ``max_rows``, a seeded sample) as ``[label, pixels...]`` rows
+    on ``device``, with their spec."""
     from pipeline.training.setup import image_tensor
 
     train_df, _, meta = load_prepared_images(paths)
+    total = len(train_df)
+    train_df = bounded(train_df, max_rows, seed)
     spec, tensor = image_tensor(train_df, None, device)
-    return TrainingData(spec, tensor, {"image_spec": spec.to_dict()}, meta["source_hash"], len(train_df))
+    described = {"image_spec": spec.to_dict(), **({"sampled_from_rows": total} if len(train_df) < total else {})}
+    return TrainingData(spec, tensor, described, meta["source_hash"], len(train_df))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +124,8 @@ def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> 
     if g.conditions:
         raise ConditionError("generate.conditions is for tables; for images set generate.labels ({label: share})")
     counts = loaded.model.label_counts.cpu().numpy()
-    labels = label_plan(loaded.spec, counts, g.rows or int(loaded.info["rows"]), g.labels, g.rows_per_label, seed)
+    rows = g.rows or int(loaded.info.get("sampled_from_rows", loaded.info["rows"]))  # as many as the source
+    labels = label_plan(loaded.spec, counts, rows, g.labels, g.rows_per_label, seed)
     exclude = None
     if g.drop_training_copies:
         exclude = np.unique(pixel_hashes(pixels_of(load_prepared_images(paths)[0])))

@@ -23,7 +23,7 @@ from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import InputDataError
 from pipeline.io import sha256_file
 from pipeline.links import find_links
-from pipeline.modalities import GenerationPlan, SourceRows, TrainingData
+from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded
 from pipeline.schema import (
     NUMERIC_KINDS,
     CastError,
@@ -198,14 +198,19 @@ def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig
 # train
 
 
-def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device) -> TrainingData:
-    """The training split through the fitted transformer, on ``device``."""
+def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
+                  max_rows: int | None = None) -> TrainingData:
+    """The training split (at most ``max_rows`` of it, a seeded sample) through the fitted
+    transformer, on ``device``."""
     from pipeline.training.setup import transform_table
 
     train_df, _, schema, meta = load_prepared(paths)
+    total = len(train_df)
+    train_df = bounded(train_df, max_rows, seed)
     transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
-    return TrainingData(transformer, tensor, {"schema": schema.to_dict(), "transformer": transformer.state()},
-                        meta["source_hash"], len(train_df), train_df, schema)
+    described = {"schema": schema.to_dict(), "transformer": transformer.state(),
+                 **({"sampled_from_rows": total} if len(train_df) < total else {})}
+    return TrainingData(transformer, tensor, described, meta["source_hash"], len(train_df), train_df, schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +227,7 @@ def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> 
         exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
     if g.conditions:
         condition_group(loaded, g.conditions)  # a bad condition fails before any worker starts
-    return GenerationPlan(g.rows or int(loaded.info["rows"]), exclude)
+    return GenerationPlan(g.rows or int(loaded.info.get("sampled_from_rows", loaded.info["rows"])), exclude)
 
 
 def shard_table(loaded, job, g: GenerateConfig, stats: dict[str, int]) -> pa.Table:

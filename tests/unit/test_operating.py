@@ -18,21 +18,12 @@ from pipeline.stages import run_stage
 
 @pytest.fixture
 def cadence():
-    """Progress lines every ``seconds`` for the test; the settings and the root logger restored."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """Progress lines every ``seconds`` for the test; the progress settings and the pipeline
+    logger's level restored (``main`` undoes its own logging setup)."""
     pipeline_level = logging.getLogger("pipeline").level
     saved = dict(progress._settings)
     yield progress.set_cadence
     progress._settings.update(saved)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
     logging.getLogger("pipeline").setLevel(pipeline_level)
 
 

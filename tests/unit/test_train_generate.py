@@ -162,3 +162,18 @@ def test_dvc_plots_show_draws_every_loss_of_every_model(tmp_path):
     assert drawn == {f"work/{d}/train_plots/{loss}.csv": loss for d, log in (("diffused", _DIFFUSION_LOG),
                                                                              ("gan", _GAN_LOG))
                      for loss in log[0] if loss not in ("epoch", "seconds")}
+
+
+@pytest.mark.slow  # three stages
+def test_max_rows_trains_on_a_seeded_sample_and_generates_as_many_rows_as_the_source(tmp_path, tiny_source):
+    from pipeline import generate, ingest, train
+    from pipeline.artifacts import StagePaths, read_synthetic
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_source, **{"train.max_rows": 100, "train.epochs": 1})
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    info = json.loads((StagePaths.of(cfg.work_dir, "tiny").model / "model.json").read_text())
+    assert info["rows"] == 100 and info["sampled_from_rows"] == 192 and info["train_config"]["max_rows"] == 100
+    generate.run(cfg, "tiny")
+    assert len(read_synthetic(StagePaths.of(cfg.work_dir, "tiny").synthetic)) == 192
