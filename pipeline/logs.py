@@ -83,6 +83,19 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+class _AboveBars(_Stderr):
+    """On a terminal with live bars: each line is written above the bars (``tqdm.write``), not into
+    the middle of one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None, bars: bool = False,
           others: int = logging.WARNING) -> Callable[[], None]:
     """The command line's logging: the pipeline's records from ``level`` and other libraries' from
@@ -92,7 +105,7 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
     from pipeline import progress
 
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S")
-    handlers: list[logging.Handler] = [_Stderr()]
+    handlers: list[logging.Handler] = [_AboveBars() if bars else _Stderr()]
     if bars:
         handlers[0].addFilter(_NotOnBar())
     if file:
