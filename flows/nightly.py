@@ -25,6 +25,7 @@ import contextlib
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -85,26 +86,36 @@ class _ToRunLogger(logging.Handler):
 
 
 _FORWARD = _ToRunLogger()
+_FORWARD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _stage_logs_to_prefect(dataset: str):
+    """While any stage task runs in this process, the ``pipeline`` logger hands its records to
+    ``_FORWARD`` (and stops propagating); after the last one, it is as it was."""
     try:
         run_logger = get_run_logger()
     except MissingContextError:  # called as plain code (``task.fn``): the stage logs as it always does
         yield
         return
     source = logging.getLogger("pipeline")
-    if _FORWARD not in source.handlers:  # once, for every task alike (no restore: threads share it)
-        source.addHandler(_FORWARD)
-        source.propagate = False
-        if source.getEffectiveLevel() > logging.INFO:
-            source.setLevel(logging.INFO)
-    _FORWARD.run_loggers[dataset] = run_logger
+    with _FORWARD_LOCK:
+        if not _FORWARD.run_loggers:  # the first task running: route the records
+            _FORWARD.saved = (source.propagate, source.level)
+            source.addHandler(_FORWARD)
+            source.propagate = False
+            if source.getEffectiveLevel() > logging.INFO:
+                source.setLevel(logging.INFO)
+        _FORWARD.run_loggers[dataset] = run_logger
     try:
         yield
     finally:
-        _FORWARD.run_loggers.pop(dataset, None)
+        with _FORWARD_LOCK:
+            _FORWARD.run_loggers.pop(dataset, None)
+            if not _FORWARD.run_loggers:  # the last one: as it was
+                source.removeHandler(_FORWARD)
+                source.propagate, level = _FORWARD.saved
+                source.setLevel(level)
 
 
 @contextlib.contextmanager
