@@ -56,6 +56,7 @@ def _cfg(tmp_path, source, candidates, **extra):
         "train.epochs": 15, "generate.rows": 100, **extra})
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 @pytest.mark.parametrize("order", [0, 1])
 def test_auto_keeps_the_better_candidate_and_records_every_one(tmp_path, tiny_source, noise_model, order):
     candidates = ["diffusion", noise_model][::1 if order == 0 else -1]

@@ -35,6 +35,7 @@ def _metrics(train, holdout, syn, schema) -> dict:
     return judge(metrics, cfg.score.thresholds)
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_the_default_gate_passes_unseen_real_rows_and_refuses_perfect_marginals_without_dependence():
     rows = pd.read_parquet(ADULT).sample(9000, random_state=0).reset_index(drop=True)
     typed, columns = _typed(rows)

@@ -118,6 +118,7 @@ def test_label_plan_counts_and_errors():
         sampling.label_plan(spec, np.ones(3), 10, {4: 1.0}, None, seed=0)
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_metric_sanity_real_vs_real_far_below_noise_vs_real():
     df = pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:2800]
     px, labels = pixels_of(df), df["label"].to_numpy()

@@ -27,6 +27,7 @@ def toy_suite():
     SUITES.pop("toy")
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_a_registered_suite_is_computed_written_gated_and_reported(scored_tiny, toy_suite):
     tiny_cfg = scored_tiny
     tiny_cfg.score.report = True

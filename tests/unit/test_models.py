@@ -60,6 +60,7 @@ def test_training_by_sampling_draws_real_rows_that_have_the_condition():
     assert torch.all(cond.sum(1) == 1)
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_ctgan_learns_a_rare_category(tmp_path):
     src = tmp_path / "rare.parquet"
     _rare_table().to_parquet(src)

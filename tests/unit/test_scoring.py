@@ -96,6 +96,7 @@ def test_dcr_distances_match_sdmetrics_including_nulls():
     assert (got[:, 1] >= got[:, 0]).all()
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_dcr_share_and_protection_match_sdmetrics_and_flag_copies():
     from sdmetrics.single_table import DCROverfittingProtection
 
