@@ -38,6 +38,7 @@ import pyarrow.dataset as pads
 
 from pipeline.errors import BadNameError, ReleaseError
 from pipeline.names import check_name, name_problem
+from pipeline.stores import one_line
 
 LATEST = "latest.json"
 MANIFEST = "_manifest.json"
@@ -68,7 +69,7 @@ class Catalog:
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         except (ValueError, ImportError) as exc:  # an unknown protocol, a missing fsspec extra
-            raise ReleaseError(f"release root {self.url!r}: {_one_line(exc)}") from None
+            raise ReleaseError(f"release root {self.url!r}: {one_line(exc)}") from None
         self.root = self.root.rstrip("/")
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Catalog:
         except UnicodeDecodeError:
             raise ReleaseError(f"{self._shown(path)} unreadable: not UTF-8 text") from None
         except OSError as exc:
-            raise ReleaseError(f"{self._shown(path)} unreadable: {_one_line(exc)}") from None
+            raise ReleaseError(f"{self._shown(path)} unreadable: {one_line(exc)}") from None
         if not isinstance(data, dict):
             raise ReleaseError(f"{self._shown(path)} unreadable: holds a JSON {type(data).__name__}, not an object")
         return data
@@ -103,7 +104,7 @@ class Catalog:
             self.fs.invalidate_cache(folder)  # releases published since an earlier listing are listed
             entries = self.fs.ls(folder, detail=False)
         except OSError as exc:  # e.g. a folder we may not read
-            raise ReleaseError(f"{self._shown(folder)}: cannot list it ({_one_line(exc)})") from None
+            raise ReleaseError(f"{self._shown(folder)}: cannot list it ({one_line(exc)})") from None
         names = (posixpath.basename(str(e).rstrip("/")) for e in entries)
         return [n for n in names if name_problem(n) is None]
 
@@ -200,7 +201,7 @@ class Catalog:
         try:
             return pads.dataset(self.files(r), format="parquet", filesystem=self.fs)
         except pa.ArrowException as exc:  # a part file that is not Parquet
-            raise ReleaseError(f"{r}: cannot read its Parquet files: {_one_line(exc)}") from None
+            raise ReleaseError(f"{r}: cannot read its Parquet files: {one_line(exc)}") from None
 
     def load(self, ref: str | Ref, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
         """The release as pandas (source dtypes restored); ``columns`` and ``filter`` (a pyarrow
@@ -209,7 +210,7 @@ class Catalog:
         try:
             table = self.dataset(r).to_table(columns=columns, filter=filter)
         except pa.ArrowException as exc:
-            raise ReleaseError(f"{r}: reading its Parquet files failed: {_one_line(exc)}") from None
+            raise ReleaseError(f"{r}: reading its Parquet files failed: {one_line(exc)}") from None
         return table.to_pandas()
 
     def read_text(self, ref: str | Ref, name: str) -> str:
@@ -386,10 +387,6 @@ def _write_frame(frame: pd.DataFrame, f, fmt: str) -> None:
         frame.to_parquet(f, index=False)
     else:
         f.write(frame.to_csv(index=False).encode())
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def natural_key(name: str) -> list:
