@@ -78,6 +78,10 @@ class DatasetConfig(_Section):
 
 class IngestConfig(_Section):
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="used when no holdout_source")
+    stream_rows: int = Field(1_000_000, ge=0, description="a source with more rows is read in batches, never whole")
+    batch_rows: int = Field(200_000, ge=1, description="rows per record batch of a streamed source")
+    sample_rows: int = Field(1_000_000, ge=2, description=(
+        "streamed source: the seeded sample of training (and holdout) rows the later stages read"))
 
 
 class GanConfig(_Section):

@@ -27,6 +27,7 @@ from pipeline.io import atomic_dir, write_json
 from pipeline.modalities import modality_named
 from pipeline.schema import TableSchema
 from pipeline.stores import local_copy, location
+from pipeline.streamed import source_parts, streamed_rows
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,16 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     paths = StagePaths.of(cfg.work_dir, dataset)
     handler = modality_named(ds.modality)
     source = location(ds.source)  # a path, or an fsspec URL (s3://...) as written
-    # An object in a store is fetched once into the work folder and read as a local file there.
-    with local_copy(source, paths.root) as source_file:
-        first = handler.read(source_file, ds, dataset)
+    parts = source_parts(source) if handler.MODALITY == "table" else [source]
+    rows = streamed_rows(cfg, ds, parts, paths.root)
+    if rows is not None:
+        return _run_streamed(cfg, dataset, parts, rows, paths)
+    if len(parts) > 1:  # a folder or glob of small files: one frame, in name order
+        first = handler.read_parts(parts, source, ds, dataset, paths.root)
+    else:
+        # An object in a store is fetched once into the work folder and read as a local file there.
+        with local_copy(source, paths.root) as source_file:
+            first = handler.read(source_file, ds, dataset)
     if ds.holdout_source:
         with local_copy(location(ds.holdout_source), paths.root) as holdout_file:
             train, holdout = first.frame, handler.read_holdout(holdout_file, ds, dataset, first)
@@ -83,6 +91,35 @@ def run(cfg: Config, dataset: str) -> IngestResult:
         write_json(tmp / "schema.json", meta)
     log.info("ingest %s: %s", dataset, handler.ingest_summary(train, holdout, first))
     return IngestResult(dataset, len(train), len(holdout), first.schema, first.source_hash)
+
+
+def _run_streamed(cfg: Config, dataset: str, parts: list, rows: int, paths: StagePaths) -> IngestResult:
+    """A source too big for one frame, read in batches (``pipeline.streamed``)."""
+    from pipeline import streamed
+
+    ds = cfg.dataset(dataset)
+    log.info("ingest %s: %s rows in %d file(s), more than ingest.stream_rows (%s): streamed in batches of %s",
+             dataset, f"{rows:,}", len(parts), f"{cfg.ingest.stream_rows:,}", f"{cfg.ingest.batch_rows:,}")
+    with atomic_dir(paths.prepared) as tmp:
+        got = streamed.run(cfg, dataset, parts, rows, tmp, paths.root)
+        schema = got.pop("schema")
+        meta = {
+            "dataset": dataset,
+            "params": ingest_params(cfg, dataset),
+            "source": str(ds.source),
+            "source_hash": streamed.source_hash(parts, paths.root),
+            "holdout_source": ds.holdout_source,
+            "holdout_hash": (streamed.source_hash(streamed.source_parts(ds.holdout_source), paths.root)
+                             if ds.holdout_source else None),
+            **got,
+            **schema.to_dict(),
+        }
+        write_json(tmp / "schema.json", meta)
+    s = got["streamed"]
+    log.info("ingest %s: %s training rows, %s holdout rows in %d shards; samples of %s and %s rows; kinds: %s",
+             dataset, f"{got['rows']:,}", f"{got['holdout_rows']:,}", s["shards"], f"{s['sample_rows']:,}",
+             f"{s['holdout_sample_rows']:,}", ", ".join(f"{c.name}={c.kind}" for c in schema.columns))
+    return IngestResult(dataset, got["rows"], got["holdout_rows"], schema, meta["source_hash"])
 
 
 def split_holdout(frame: pd.DataFrame, fraction: float, seed: int, source: str | Path, unit: str

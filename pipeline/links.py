@@ -112,3 +112,15 @@ _UNSEEN = _Unseen()
 def _key(v: Any) -> Any:
     """A lookup key: booleans and integers from JSON and from pandas compare alike."""
     return ("b", v) if isinstance(v, (bool, np.bool_)) else v
+
+
+def contradicted(frame: pd.DataFrame, link: dict) -> bool:
+    """Whether some row of ``frame`` pairs a value the link knows with another value than the
+    link's (a value the link never saw cannot be generated, so it contradicts nothing)."""
+    lookup = {_key(a): b for a, b in link["pairs"]}
+    seen = frame[[link["from"], link["to"]]].astype(object).drop_duplicates()
+    for a, b in zip(seen[link["from"]], seen[link["to"]]):
+        want = lookup.get(_key(_plain(a)), _UNSEEN)
+        if want is not _UNSEEN and _key(want) != _key(_plain(b)):
+            return True
+    return False

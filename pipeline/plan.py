@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pipeline.config import Config
 from pipeline.modalities import modality_named
 from pipeline.stores import is_url, local_copy, location
+from pipeline.streamed import source_parts, streamed_rows, total_rows
 
 ESTIMATE_ROWS = 5_000  # rows the transformer is fitted on for the estimate
 TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up step)
@@ -27,6 +30,7 @@ TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up st
 # privacy distances' working set): measured on the default Adult run (peak RSS 1,044 MB, the data
 # and model terms below 694 MB of it).
 SCORE_LIBRARIES_MB = 350
+LEADING_ROWS = 100_000  # rows of a streamed source that validate types (ingest: ingest.sample_rows)
 
 
 def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
@@ -34,14 +38,24 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     cfg = cfg.for_dataset(dataset)
     ds = cfg.dataset(dataset)
     handler = modality_named(ds.modality)
+    source = location(ds.source)
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
-        with local_copy(location(ds.source), tmp) as path:
-            first = handler.read(path, ds, dataset)
+        parts = source_parts(source) if handler.MODALITY == "table" else [source]
+        big = streamed_rows(cfg, ds, parts, Path(tmp))
         holdout_rows = None
-        if ds.holdout_source:
+        if big is not None:  # streamed by ingest: the kinds shown are those of the leading rows
+            first = _leading(parts, source, ds, dataset, min(cfg.ingest.sample_rows, LEADING_ROWS), Path(tmp))
+            if ds.holdout_source:
+                holdout_rows = total_rows(source_parts(ds.holdout_source), ds, Path(tmp))
+        elif len(parts) > 1:
+            first = handler.read_parts(parts, source, ds, dataset, Path(tmp))
+        else:
+            with local_copy(source, tmp) as path:
+                first = handler.read(path, ds, dataset)
+        if ds.holdout_source and holdout_rows is None:
             with local_copy(location(ds.holdout_source), tmp) as path:
                 holdout_rows = len(handler.read_holdout(path, ds, dataset, first).frame)
-    rows = len(first.frame)
+    rows = big if big is not None else len(first.frame)
     if holdout_rows is None:  # split off by ingest
         holdout_rows = int(round(rows * cfg.ingest.holdout_fraction))
         train_rows = rows - holdout_rows
@@ -68,13 +82,37 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         out["columns"] = _columns(first.frame, first.schema)
         out["links"] = [f"{link['from']} -> {link['to']}" for link in first.schema.links]
         out["target"] = _target(first, ds, cfg, holdout_rows)
-    if cfg.train.max_rows and train_rows > cfg.train.max_rows:
-        out["model"]["trains_on_rows"] = cfg.train.max_rows  # a seeded sample (train.max_rows)
+    trains_on = min(train_rows, cfg.train.max_rows or train_rows)
+    if big is not None:
+        trains_on = min(trains_on, cfg.ingest.sample_rows)
+        out["streamed"] = {"rows": big, "files": len(parts), "batch_rows": cfg.ingest.batch_rows,
+                           "sample_rows": cfg.ingest.sample_rows,
+                           "kinds_from": f"the first {len(first.frame):,} rows here (ingest: a seeded sample of "
+                                         f"{cfg.ingest.sample_rows:,} rows)"}
+    if trains_on < train_rows:
+        out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if estimate and first.schema is not None:
-        out["estimate"] = _estimate(cfg, first, min(train_rows, cfg.train.max_rows or train_rows),
-                                    out["generate"]["rows"])
+        out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"])
         out["estimate"]["disk_free_mb"] = _free_mb(cfg.work_dir)
     return out
+
+
+def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
+    """The first ``rows`` rows of a streamed source, typed as ingest types a sample."""
+    from pipeline.modalities import SourceRows
+    from pipeline.modalities.table import prepare
+    from pipeline.streamed import batches, partition_root
+
+    frames, got = [], 0
+    for _, raw in batches(parts, partition_root(source), ds, rows, folder, dataset):
+        frames.append(raw.iloc[:rows - got])
+        got += len(frames[-1])
+        if got >= rows:
+            break
+    raw = pd.concat(frames, ignore_index=True)
+    raw.attrs = frames[0].attrs
+    frame, schema = prepare(raw, Path(str(source)), ds)
+    return SourceRows(frame, "", schema, list(raw.columns))
 
 
 def _columns(frame, schema) -> list[dict[str, Any]]:
@@ -199,6 +237,11 @@ def render(p: dict[str, Any]) -> str:
     lines = [f"dataset {p['dataset']} ({p['modality']}): {p['source']}",
              f"  rows: {r['source']:,} in the source; train {r['train']:,}, holdout {r['holdout']:,} "
              f"(from {r['holdout_from']})"]
+    if "streamed" in p:
+        st = p["streamed"]
+        lines.append(f"  streamed: {st['rows']:,} rows in {st['files']} file(s), more than ingest.stream_rows; read in "
+                     f"batches of {st['batch_rows']:,}; training and scoring read a seeded sample of "
+                     f"{st['sample_rows']:,} rows; kinds below from {st['kinds_from']}")
     if "columns" in p:
         lines.append(f"  columns ({len(p['columns'])}):")
         width = max(len(c["name"]) for c in p["columns"])

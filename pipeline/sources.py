@@ -258,7 +258,9 @@ def _has_header(rows: list[list[str]], na: set[str]) -> bool:
     return not any(name in {r[j].strip() for r in body if j < len(r)} for j, name in enumerate(first))
 
 
-def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataFrame:
+def _csv_reader_args(path: Path, opts: CsvOptions, dataset: str) -> tuple[dict, bool]:
+    """Check a CSV file whole (encoding, NUL bytes, field counts, header names) and return the
+    ``pandas.read_csv`` arguments that read it, with whether it has a header."""
     na = DEFAULT_NA if opts.na_values == "auto" else list(opts.na_values)
     compression = _compression(path)
     encoding = _encoding(path, opts, compression, dataset)
@@ -276,22 +278,32 @@ def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataF
         if dupes:
             raise InputDataError(path, "duplicate column name in the header: rename one of them",
                                  column=shown_name(dupes[0]))
-    try:
-        df = pd.read_csv(
-            path, sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, index_col=False,
-            na_values=na, skipinitialspace=True, encoding=encoding, compression=compression,
-            engine="c",  # the C engine also handles the whitespace pattern
-        )
-    except pd.errors.EmptyDataError:
-        raise InputDataError(path, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputDataError(path, f"cannot be parsed as CSV with delimiter {sep!r}: {_one_line(exc)}") from None
+    args = dict(sep=sep, header=0 if header else None, dtype=str, keep_default_na=False, index_col=False,
+                na_values=na, skipinitialspace=True, encoding=encoding, compression=compression,
+                engine="c")  # the C engine also handles the whitespace pattern
+    return args, header
+
+
+def _named(df: pd.DataFrame, header: bool) -> pd.DataFrame:
     if header:
         df.columns = [str(c).strip() for c in df.columns]
     else:
         df.columns = [f"column_{i}" for i in range(df.shape[1])]
+    return df
+
+
+def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataFrame:
+    args, header = _csv_reader_args(path, opts, dataset)
+    try:
+        df = pd.read_csv(path, **args)
+    except pd.errors.EmptyDataError:
+        raise InputDataError(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputDataError(path, f"cannot be parsed as CSV with delimiter {args['sep']!r}: "
+                                   f"{_one_line(exc)}") from None
+    df = _named(df, header)
     log.info("read %s as CSV (delimiter %r, header %s, %s): %d rows x %d columns",
-             path, sep, header, encoding, *df.shape)
+             path, args["sep"], header, args["encoding"], *df.shape)
     return df
 
 
@@ -304,7 +316,8 @@ def _modelable(t: pa.DataType) -> bool:
         pa.types.is_large_string, pa.types.is_date, pa.types.is_timestamp, pa.types.is_null))
 
 
-def _read_parquet(path: Path, ds: DatasetConfig, dataset: str = "<name>") -> pd.DataFrame:
+def _check_parquet(path: Path, ds: DatasetConfig, dataset: str) -> pa.Schema:
+    """The Parquet file's Arrow schema, after refusing what the pipeline cannot model (by column)."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -327,8 +340,21 @@ def _read_parquet(path: Path, ds: DatasetConfig, dataset: str = "<name>") -> pd.
                 f"{'flatten it into scalar columns' if nested else 'convert it to a string, number or timestamp'} "
                 f"or drop it (datasets.{dataset}.drop_columns: [{shown_name(field.name)}])"),
                 column=shown_name(field.name))
+    return schema
+
+
+def _read_parquet(path: Path, ds: DatasetConfig, dataset: str = "<name>") -> pd.DataFrame:
+    _check_parquet(path, ds, dataset)
     try:
         table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputDataError(path, f"cannot be read: {_one_line(exc)}") from None
+    return _parquet_frame(path, table)
+
+
+def _parquet_frame(path: Path, table: pa.Table) -> pd.DataFrame:
+    """A Parquet table (or one batch of it) as pandas, integers with nulls kept integers."""
+    try:
         df = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputDataError(path, f"cannot be read: {_one_line(exc)}") from None
@@ -370,3 +396,47 @@ def _read_file(path: Path, ds: DatasetConfig, column_names: list[str] | None, da
         if df.columns[0] == "column_0" and df.shape[1] == len(column_names):
             df.columns = column_names  # a headerless holdout takes the training file's names
     return df.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# In record batches (a big table: pipeline.streamed)
+
+
+def count_rows(path: Path, ds: DatasetConfig) -> int:
+    """The rows of one local source file without reading its values: a Parquet file's metadata,
+    or a CSV file's line count (an upper bound: blank lines and the header count too)."""
+    if _format_of(path, ds.format) == "parquet":
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputDataError(path, f"not a readable Parquet file ({_one_line(exc)})") from None
+    lines = 0
+    with _open_bytes(path, _compression(path)) as f:
+        while chunk := f.read(1 << 22):
+            lines += chunk.count(b"\n")
+    return lines + 1
+
+
+def iter_batches(path: Path, ds: DatasetConfig, batch_rows: int, dataset: str = "<name>"):
+    """One local source file as frames of at most ``batch_rows`` raw rows each (strings for CSV,
+    typed for Parquet), after the same checks as ``read_source``."""
+    if _format_of(path, ds.format) == "parquet":
+        _check_parquet(path, ds, dataset)
+        try:
+            # Pages are read as they are decoded, not a whole row group's buffers at once.
+            reader = pq.ParquetFile(path, buffer_size=1 << 22, pre_buffer=False)
+            for batch in reader.iter_batches(batch_size=batch_rows):
+                yield _parquet_frame(path, pa.Table.from_batches([batch]))
+        except (pa.ArrowException, OSError) as exc:
+            raise InputDataError(path, f"cannot be read: {_one_line(exc)}") from None
+        return
+    args, header = _csv_reader_args(path, ds.csv, dataset)
+    try:
+        with pd.read_csv(path, chunksize=batch_rows, **args) as chunks:
+            for chunk in chunks:
+                yield _named(chunk, header).reset_index(drop=True)
+    except pd.errors.EmptyDataError:
+        raise InputDataError(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputDataError(path, f"cannot be parsed as CSV with delimiter {args['sep']!r}: "
+                                   f"{_one_line(exc)}") from None

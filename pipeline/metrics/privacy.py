@@ -11,24 +11,10 @@ import torch
 
 from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.fidelity import joint_codes, numeric_values
+from pipeline.rowhash import row_hashes  # noqa: F401 (the copy checks hash rows alike everywhere)
 from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
 _DISTANCE_KINDS = NUMERIC_KINDS + DISCRETE_KINDS
-
-
-def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """One 64-bit hash per row over ``columns`` (nulls hash alike, so they match each other)."""
-    frame = df[columns].copy()
-    for c in columns:
-        # Normalise dtypes so that 3 (int64) and 3 (Int64) or 'a' (object/string) hash the same.
-        s = frame[c]
-        if pd.api.types.is_integer_dtype(s.dtype) or pd.api.types.is_float_dtype(s.dtype):
-            frame[c] = s.astype("float64")
-        elif pd.api.types.is_bool_dtype(s.dtype):
-            frame[c] = s.astype(object)
-        else:
-            frame[c] = s.astype(object).where(s.notna(), None)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def exact_match_rate(train: pd.DataFrame, other: pd.DataFrame, columns: list[str]) -> float:

@@ -79,6 +79,7 @@ class TableEvidence:
     seed: int
     rows: int  # every synthetic row
     streamed: bool
+    real_rows: int = 0  # every training row (more than ``train`` holds when the source was streamed)
     _stream: object = field(default=None, repr=False)
 
     def stream(self):
@@ -104,6 +105,15 @@ def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
     raw = read_source(source, ds, dataset=dataset)
     frame, schema = prepare(raw, source, ds)
     return SourceRows(frame, sha256_file(source), schema, list(raw.columns))
+
+
+def read_parts(parts: list, source, ds: DatasetConfig, dataset: str, folder: Path) -> SourceRows:
+    """Several source files (a folder or glob of small files) as one table, in name order."""
+    from pipeline.streamed import partition_root, read_whole
+
+    raw, source_hash = read_whole(parts, partition_root(source), ds, folder, dataset)
+    frame, schema = prepare(raw, Path(str(source)), ds)
+    return SourceRows(frame, source_hash, schema, list(raw.columns))
 
 
 def read_holdout(path: Path, ds: DatasetConfig, dataset: str, first: SourceRows) -> SourceRows:
@@ -205,7 +215,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     from pipeline.training.setup import transform_table
 
     train_df, _, schema, meta = load_prepared(paths)
-    total = len(train_df)
+    total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
     train_df = bounded(train_df, max_rows, seed)
     transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
@@ -222,9 +232,11 @@ def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> 
     from pipeline.sampling import condition_group
 
     exclude = None
-    if g.drop_training_copies:
-        train = load_prepared(paths)[0]
-        exclude = np.unique(row_hashes(train, [c.name for c in loaded.schema.modeled]))
+    if g.drop_training_copies:  # every training row's hash (a streamed source's: shard by shard)
+        modeled = [c.name for c in loaded.schema.modeled]
+        shards = sorted((paths.prepared / "train").glob("part-*.parquet"))
+        frames = (pd.read_parquet(f) for f in shards) if shards else [load_prepared(paths)[0]]
+        exclude = np.unique(np.concatenate([row_hashes(f, modeled) for f in frames]))
     if g.conditions:
         condition_group(loaded, g.conditions)  # a bad condition fails before any worker starts
     return GenerationPlan(g.rows or int(loaded.info.get("sampled_from_rows", loaded.info["rows"])), exclude)
@@ -255,7 +267,7 @@ def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, 
 
 
 def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
-    train, holdout, schema, _ = load_prepared(paths)
+    train, holdout, schema, meta = load_prepared(paths)
     sc, seed = cfg.score, cfg.seed
     total = pads.dataset(paths.synthetic, format="parquet").count_rows()
     streamed = total > sc.in_memory_rows
@@ -265,7 +277,8 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
     else:
         syn = read_synthetic(paths.synthetic)
     ds = cfg.dataset(dataset)
-    return TableEvidence(dataset, paths, train, holdout, syn, schema, ds.target, ds.task, sc, seed, total, streamed)
+    return TableEvidence(dataset, paths, train, holdout, syn, schema, ds.target, ds.task, sc, seed, total, streamed,
+                         int(meta.get("rows", len(train))))
 
 
 def summary(metrics: dict) -> str:
@@ -284,8 +297,9 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
     model_json = ev.paths.model / "model.json"
     chosen = auto_summary(read_json(model_json).get("auto")) if model_json.exists() else None
     every = samples["fidelity_coverage_exact_match"]
-    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and "
-             f"{len(ev.train):,} training rows"
+    real = (f"{len(ev.train):,} training rows" if ev.real_rows <= len(ev.train) else
+            f"a seeded sample of {len(ev.train):,} of the {ev.real_rows:,} training rows (the source was streamed)")
+    notes = [f"Fidelity, coverage and exact matches: all {every['synthetic']:,} synthetic and {real}"
              + (" (merged from per-shard statistics: the same scores as in memory)."
                 if samples.get("synthetic_sample") else ".")]
     if chosen:

@@ -292,7 +292,7 @@ CASES: dict[str, Case] = {
                                                  (["n", "g"], ["xy"[i % 2] for i in range(N)]))),
     # Paths
     "symlink_outside_data_folder": Case(_symlink, check=_values("g", ["xy"[i % 2] for i in range(N)])),
-    "directory": Case(_directory, refused=("is a directory",)),
+    "directory": Case(_directory, refused=("is a folder with no CSV or Parquet file",)),
     "missing_file": Case(lambda d: d / "nope.csv", refused=("file not found",)),
     # Columns
     "target_not_in_file": Case(_text("t.csv", _csv("n,g", NUMS)), target="nope",

@@ -1,0 +1,449 @@
+"""Ingest of a table too big for one frame: its files read in record batches, twice, never whole.
+
+A table source may be one file, a folder (every CSV/Parquet file under it, a partitioned Parquet
+dataset's ``key=value`` folders becoming columns), or a glob; local or an fsspec URL. Up to
+``ingest.stream_rows`` rows it is read into one frame exactly as before (several files are
+concatenated in name order). Above that, ``run`` streams it:
+
+1. **Pass 1** hashes every raw row (``row_hashes`` under a key made from the seed). The hash decides
+   the holdout (a row is held out when a mix of it falls below ``holdout_fraction``), so the split
+   depends on the rows alone, not on how the files are cut or batched, and duplicate rows fall on
+   the same side. A second mix of it is each row's priority: the ``ingest.sample_rows`` training
+   rows (and holdout rows) of lowest priority are a uniform seeded sample, kept in source order.
+2. The kinds are inferred, the schema and the value links found, on that training sample
+   (``pipeline.modalities.table.prepare``, as for a small table).
+3. **Pass 2** casts each batch to the schema (a value that does not fit the kind inferred from the
+   sample is one error naming the file and column), writes it as shards (``prepared/train/``,
+   ``prepared/holdout/``), and counts exactly: rows, nulls, min, max, mean, and the values of
+   categorical, boolean and integer columns. A link contradicted by any row is dropped.
+
+``prepared/train.parquet`` and ``holdout.parquet`` hold the samples: what training (the transformer's
+quantile knots and the model), generation's copy check and scoring read, so every stage after
+ingest holds at most ``sample_rows`` real rows whatever the source's size. The knots are quantiles
+of the uniform sample, so by the Dvoretzky-Kiefer-Wolfowitz inequality each knot's rank in the whole
+training split is within ``quantile_rank_error`` (recorded in ``schema.json``) of its level with
+probability 99.9%. Peak memory grows with ``batch_rows`` and ``sample_rows``, not with the source.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputDataError
+from pipeline.schema import DISCRETE_KINDS, CastError, TableSchema, cast_column, nullable_dtype
+from pipeline.sources import count_rows, iter_batches, shown_name
+from pipeline.stores import is_url, local_copy, local_path, one_line, open_store
+
+log = logging.getLogger(__name__)
+
+SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
+COUNT_CAP = 1_000_000  # distinct values counted exactly per column; past it n_unique is a lower bound
+CONFIDENCE = 0.999  # of the stated quantile rank error
+
+
+# ---------------------------------------------------------------------------------------------
+# The files of a source
+
+
+def source_parts(source: str | Path) -> list[str | Path]:
+    """The files of a table source in name order: the file itself, every source file under a
+    folder (names starting with '.' or '_' skipped, as Spark and Hive write them), or a glob's
+    matches. Local paths come back as Paths, files in a store as URLs."""
+    text = str(source)
+    if is_url(text):
+        return _store_parts(text)
+    path = local_path(source)
+    if any(ch in text for ch in "*?[") and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not found:
+            raise InputDataError(text, "no file matches this pattern")
+        return found
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and _source_file(p.relative_to(path).parts))
+        if not found:
+            raise InputDataError(path, "is a folder with no CSV or Parquet file in it")
+        return found
+    return [path]
+
+
+def _source_file(parts: tuple[str, ...]) -> bool:
+    name = parts[-1].lower()
+    return not any(p.startswith((".", "_")) for p in parts) and name.endswith(SOURCE_SUFFIXES)
+
+
+def _store_parts(url: str) -> list[str]:
+    try:
+        fs, path = open_store(url)
+    except ValueError as exc:
+        raise InputDataError(url, str(exc)) from None
+    protocol = url.split("://", 1)[0]
+    try:
+        if any(ch in path for ch in "*?["):
+            found = sorted(fs.glob(path))
+        elif fs.info(path).get("type") == "directory":
+            found = sorted(p for p in fs.find(path) if _source_file(tuple(p[len(path.rstrip("/")) + 1:].split("/"))))
+        else:
+            return [url]
+    except FileNotFoundError:
+        raise InputDataError(url, "file not found") from None
+    except Exception as exc:  # the store's own errors (credentials, network)
+        raise InputDataError(url, f"cannot be read: {one_line(exc)}") from exc
+    if not found:
+        raise InputDataError(url, "no CSV or Parquet file there")
+    return [f"{protocol}://{p}" for p in found]
+
+
+def partition_values(part: str | Path, root: str | Path) -> dict[str, str]:
+    """The ``key=value`` folders between a source folder and one of its files (Hive partitioning)."""
+    p, r = str(part), str(root).rstrip("/")
+    if not is_url(p):
+        p, r = str(Path(p).resolve()), str(Path(r or ".").resolve())
+    rel = p[len(r) + 1:] if p.startswith(r + "/") else ""
+    return dict(seg.split("=", 1) for seg in rel.split("/")[:-1] if "=" in seg and not seg.startswith("="))
+
+
+@contextmanager
+def opened(part: str | Path, folder: Path) -> Iterator[Path]:
+    """A local path holding one part (an object in a store fetched into ``folder`` meanwhile)."""
+    with local_copy(part, folder) as local:
+        yield local
+
+
+def total_rows(parts: list, ds, folder: Path) -> int:
+    rows = 0
+    for part in parts:
+        with opened(part, folder) as local:
+            if not local.exists():
+                raise InputDataError(local, "file not found")
+            rows += count_rows(local, ds)
+    return rows
+
+
+def streamed_rows(cfg, ds, parts: list, folder: Path) -> int | None:
+    """The source's row count when it is to be streamed (more than ``ingest.stream_rows``), else None.
+    A lone file that cannot be counted is left to the whole-frame reader, whose errors name why."""
+    if not parts or (len(parts) == 1 and not is_url(parts[0])
+                     and not (Path(parts[0]).is_file() and Path(parts[0]).stat().st_size > 0)):
+        return None
+    try:
+        rows = total_rows(parts, ds, folder)
+    except (InputDataError, OSError, EOFError, ValueError):
+        if len(parts) == 1:
+            return None
+        raise
+    return rows if rows > cfg.ingest.stream_rows else None
+
+
+def batches(parts: list, root, ds, batch_rows: int, folder: Path, dataset: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(the part's name, one raw frame) for every batch of every part, with the partition columns
+    and the first part's columns checked on every other."""
+    columns = None
+    for part in parts:
+        extra = partition_values(part, root) if len(parts) > 1 else {}
+        with opened(part, folder) as local:
+            for raw in iter_batches(local, ds, batch_rows, dataset):
+                for k, v in extra.items():
+                    if k not in raw.columns:
+                        raw[k] = v
+                if columns is None:
+                    columns = list(raw.columns)
+                elif list(raw.columns) != columns:
+                    if sorted(map(str, raw.columns)) != sorted(map(str, columns)):
+                        raise InputDataError(part, "has other columns than the first file of the source ("
+                                             + ", ".join(shown_name(c) for c in columns[:8]) + "): every file "
+                                             "of one source needs the same columns")
+                    raw = raw[columns]
+                yield str(part), raw
+
+
+def read_whole(parts: list, root, ds, folder: Path, dataset: str) -> tuple[pd.DataFrame, str]:
+    """Several small files as one raw frame (name order), with a hash of their bytes."""
+    from pipeline.io import sha256_file
+
+    frames, hashes = [], []
+    for part in parts:
+        with opened(part, folder) as local:
+            hashes.append(sha256_file(local))
+    for _, raw in batches(parts, root, ds, 1 << 30, folder, dataset):
+        frames.append(raw)
+    attrs = frames[0].attrs
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs = attrs
+    return frame, hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes, the split and the sample
+
+
+def _hash_key(seed: int) -> str:
+    """The 16-character key of pandas' row hash, from the seed."""
+    return hashlib.blake2b(f"synthfactory-rows:{seed}".encode(), digest_size=8).hexdigest()
+
+
+def _mix(h: np.ndarray, salt: int) -> np.ndarray:
+    """splitmix64 of ``h ^ salt``: independent uniform 64-bit values from one row hash."""
+    with np.errstate(over="ignore"):
+        z = h ^ np.uint64(salt * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def split_and_priority(raw: pd.DataFrame, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(held out?, sampling priority) of each raw row, from its values alone."""
+    from pipeline.rowhash import row_hashes
+
+    h = row_hashes(raw, list(raw.columns), key=_hash_key(seed))
+    bound = np.uint64(min(int(fraction * 2.0**64), 2**64 - 1))
+    return _mix(h, 1) < bound, _mix(h, 2)
+
+
+class BottomK:
+    """The ``k`` rows of lowest priority among all offered (ties by position): a uniform sample
+    that is the same whatever the batches, returned in source order."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.frames: list[pd.DataFrame] = []
+        self.prio: list[np.ndarray] = []
+        self.pos: list[np.ndarray] = []
+        self.held = 0
+        self.bound: int | None = None  # the k-th lowest priority so far (once k are held)
+
+    def offer(self, frame: pd.DataFrame, prio: np.ndarray, pos: np.ndarray) -> None:
+        if self.bound is not None:
+            keep = prio <= self.bound
+            frame, prio, pos = frame[keep], prio[keep], pos[keep]
+        if len(frame):
+            self.frames.append(frame.reset_index(drop=True))
+            self.prio.append(prio)
+            self.pos.append(pos)
+            self.held += len(frame)
+        if self.held > 2 * self.k:
+            self._compact()
+
+    def _compact(self) -> None:
+        frame = pd.concat(self.frames, ignore_index=True)
+        prio, pos = np.concatenate(self.prio), np.concatenate(self.pos)
+        if len(frame) > self.k:
+            pick = np.lexsort((pos, prio))[:self.k]
+            frame, prio, pos = frame.iloc[pick].reset_index(drop=True), prio[pick], pos[pick]
+            self.bound = int(prio.max())
+        self.frames, self.prio, self.pos, self.held = [frame], [prio], [pos], len(frame)
+
+    def frame(self, like: pd.DataFrame) -> pd.DataFrame:
+        if not self.frames:
+            return like.iloc[:0].copy()
+        self._compact()
+        order = np.argsort(self.pos[0], kind="stable")
+        return self.frames[0].iloc[order].reset_index(drop=True)
+
+
+def quantile_rank_error(m: int, confidence: float = CONFIDENCE) -> float:
+    """DKW: sup |F_sample - F| <= eps with probability ``confidence`` for a sample of ``m`` rows."""
+    return math.sqrt(math.log(2.0 / (1.0 - confidence)) / (2.0 * m)) if m else 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: exact statistics
+
+
+class ColumnCounts:
+    """Exact statistics of the typed columns, merged batch by batch: what ``schema.describe``
+    computes on a whole frame."""
+
+    def __init__(self, schema: TableSchema):
+        self.schema = schema
+        self.rows = 0
+        self.nulls = {c.name: 0 for c in schema.columns}
+        self.lo: dict[str, object] = {}
+        self.hi: dict[str, object] = {}
+        self.sum = {c.name: 0.0 for c in schema.columns}
+        self.count = {c.name: 0 for c in schema.columns}
+        self.values: dict[str, dict | None] = {c.name: {} for c in schema.columns
+                                               if c.kind in (*DISCRETE_KINDS, "integer")}
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.rows += len(frame)
+        for col in self.schema.columns:
+            s = frame[col.name]
+            v = s.dropna()
+            self.nulls[col.name] += len(s) - len(v)
+            if not len(v):
+                continue
+            if col.kind in ("continuous", "integer", "datetime") or (col.kind == "id" and
+                                                                     pd.api.types.is_integer_dtype(s.dtype)):
+                lo, hi = v.min(), v.max()
+                self.lo[col.name] = lo if col.name not in self.lo else min(self.lo[col.name], lo)
+                self.hi[col.name] = hi if col.name not in self.hi else max(self.hi[col.name], hi)
+                if col.kind in ("continuous", "integer"):
+                    self.sum[col.name] += float(v.astype(float).sum())
+                    self.count[col.name] += len(v)
+            counts = self.values.get(col.name)
+            if counts is not None:
+                for value, n in v.value_counts(sort=False).items():
+                    counts[value] = counts.get(value, 0) + int(n)
+                if len(counts) > COUNT_CAP:
+                    self.values[col.name] = None  # n_unique: the sample's (a lower bound)
+
+    def apply(self) -> None:
+        """Put the exact figures into the schema's columns (as ``describe`` words them)."""
+        for col in self.schema.columns:
+            name = col.name
+            col.null_rate = self.nulls[name] / self.rows if self.rows else 0.0
+            counts = self.values.get(name)
+            if counts is not None:
+                col.n_unique = len(counts)
+            if col.kind in ("continuous", "integer") and name in self.lo:
+                col.stats = {"min": float(self.lo[name]), "max": float(self.hi[name]),
+                             "mean": self.sum[name] / self.count[name]}
+            elif col.kind == "datetime" and name in self.lo:
+                col.stats = {**col.stats, "min": str(self.lo[name]), "max": str(self.hi[name])}
+            elif col.kind == "id" and name in self.hi:
+                col.stats = {"max": int(self.hi[name])}
+            elif col.kind in DISCRETE_KINDS and counts is not None:
+                top = pd.Series(counts).sort_values(ascending=False, kind="stable").head(5)
+                col.stats = {"top": {str(k): int(c) for k, c in top.items()}}
+
+
+def cast_batch(raw: pd.DataFrame, schema: TableSchema, ds, part: str, dataset: str, sampled: int) -> pd.DataFrame:
+    """A raw batch in the schema's columns and dtypes; a value the kind does not take is one error."""
+    out = {}
+    for col in schema.columns:
+        try:
+            values = cast_column(raw[col.name], col.kind)
+        except CastError as exc:
+            how = "declared" if col.name in ds.column_types else f"inferred from a seeded sample of {sampled:,} rows"
+            raise InputDataError(part, (
+                f"{how} as {col.kind}, but {exc}: set datasets.{dataset}.column_types.{shown_name(col.name)} "
+                "to the kind every row fits"), column=shown_name(col.name)) from None
+        dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
+        out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
+    return pd.DataFrame(out)
+
+
+def write_shard(frame: pd.DataFrame, schema: TableSchema, folder: Path, index: int) -> None:
+    table = pa.Table.from_pandas(frame, schema=schema.arrow(), preserve_index=False)
+    pq.write_table(table, folder / f"part-{index:05d}.parquet")
+
+
+# ---------------------------------------------------------------------------------------------
+# The streamed ingest
+
+
+def source_hash(parts: list, folder: Path) -> str:
+    """The sha256 of a one-file source's bytes; of the parts' sha256s, one per line, for several."""
+    from pipeline.io import sha256_file
+
+    hashes = []
+    for part in parts:
+        with opened(part, folder) as local:
+            hashes.append(sha256_file(local))
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> dict:
+    """Stream the source ``parts`` (``rows`` in all, an upper bound for CSV) into the prepared folder
+    ``tmp``; returns what ``schema.json`` records beyond the common keys, with the row counts."""
+    from pipeline.modalities.table import conform, prepare
+    from pipeline.progress import Progress
+
+    ds, ic, seed = cfg.dataset(dataset), cfg.ingest, cfg.seed
+    source = ds.source
+    root = partition_root(source)
+    hold_parts = source_parts(ds.holdout_source) if ds.holdout_source else []
+    hold_rows = total_rows(hold_parts, ds, folder) if hold_parts else 0
+    fraction = 0.0 if hold_parts else ic.holdout_fraction
+    train_keep, hold_keep = BottomK(ic.sample_rows), BottomK(ic.sample_rows)
+    held: list[np.ndarray] = []  # pass 1's split, one packed array per batch, for pass 2
+    first = None
+    with Progress("ingest", 2 * rows + hold_rows, "row") as bar:
+        bar.now("pass 1 of 2: hashing rows, drawing the sample")
+        pos = 0
+        for _, raw in batches(parts, root, ds, ic.batch_rows, folder, dataset):
+            if first is None:
+                first = raw.iloc[:0].copy()
+                first.attrs = dict(raw.attrs)
+            dropped = [c for c in ds.drop_columns if c in raw.columns]
+            hashed = raw.drop(columns=dropped) if dropped else raw
+            hold, prio = split_and_priority(hashed, seed, fraction)
+            at = np.arange(pos, pos + len(raw))
+            train_keep.offer(raw[~hold], prio[~hold], at[~hold])
+            hold_keep.offer(raw[hold], prio[hold], at[hold])
+            held.append(np.packbits(hold))
+            pos += len(raw)
+            bar.advance(len(raw), rows=len(raw))
+        raw_sample = train_keep.frame(first)
+        if len(raw_sample) < 2:
+            raise InputDataError(source, f"only {len(raw_sample)} training rows: too few to train on")
+        raw_sample.attrs = first.attrs
+        sample, schema = prepare(raw_sample, Path(str(source)), ds)
+        bar.now("pass 2 of 2: typing, counting, writing shards")
+        counts = ColumnCounts(schema)
+        links = list(schema.links)
+        (tmp / "train").mkdir()
+        (tmp / "holdout").mkdir()
+        train_rows = holdout_rows = shard = 0
+        for i, (part, raw) in enumerate(batches(parts, root, ds, ic.batch_rows, folder, dataset)):
+            hold = np.unpackbits(held[i], count=len(raw)).astype(bool)
+            frame = cast_batch(raw, schema, ds, part, dataset, len(sample))
+            counts.add(frame)
+            links = [k for k in links if not _broken(k, frame, part)]
+            for rows_of, where in ((~hold, "train"), (hold, "holdout")):
+                if rows_of.any():
+                    write_shard(frame[rows_of].reset_index(drop=True), schema, tmp / where, shard)
+            shard += 1
+            train_rows += int((~hold).sum())
+            holdout_rows += int(hold.sum())
+            bar.advance(len(raw), rows=len(raw))
+        if hold_parts:  # a separate holdout source: streamed too, sampled the same way
+            pos = 0
+            for part, raw in batches(hold_parts, partition_root(ds.holdout_source), ds, ic.batch_rows, folder, dataset):
+                frame = cast_batch(raw, schema, ds, part, dataset, len(sample))
+                _, prio = split_and_priority(frame, seed, 0.0)
+                hold_keep.offer(frame, prio, np.arange(pos, pos + len(raw)))
+                write_shard(frame, schema, tmp / "holdout", shard)
+                shard += 1
+                pos += len(raw)
+                holdout_rows += len(raw)
+                bar.advance(len(raw), rows=len(raw))
+    counts.apply()
+    schema.links = links
+    holdout = hold_keep.frame(sample.iloc[:0] if hold_parts else first)
+    if not hold_parts:
+        holdout = conform(holdout, Path(str(source)), schema, ds) if len(holdout) else sample.iloc[:0].copy()
+    sample.to_parquet(tmp / "train.parquet", index=False)
+    holdout.to_parquet(tmp / "holdout.parquet", index=False)
+    return {"rows": train_rows, "holdout_rows": holdout_rows, "schema": schema, "streamed": {
+        "files": len(parts), "batch_rows": ic.batch_rows, "shards": shard,
+        "sample_rows": len(sample), "holdout_sample_rows": len(holdout),
+        "split": "by a seeded hash of each row's values" if not hold_parts else "holdout_source",
+        "quantile_rank_error": round(quantile_rank_error(len(sample)), 6), "confidence": CONFIDENCE}}
+
+
+def partition_root(source) -> str:
+    """The folder a source's partition folders are named under (a glob's fixed part)."""
+    text = str(source)
+    cut = min((text.index(ch) for ch in "*?[" if ch in text), default=None)
+    return text[:text.rfind("/", 0, cut)] if cut is not None else text
+
+
+def _broken(link: dict, frame: pd.DataFrame, part: str) -> bool:
+    from pipeline.links import contradicted
+
+    if contradicted(frame, link):
+        log.info("link %s -> %s does not hold in every row (%s): not kept", link["from"], link["to"], part)
+        return True
+    return False
