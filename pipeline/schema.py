@@ -310,6 +310,10 @@ def cast_column(series: pd.Series, kind: str) -> pd.Series:
             return text.astype("int64").rename(name)
     if kind in ("categorical", "id") and not pd.api.types.is_numeric_dtype(series.dtype):
         out = series.astype(object).where(~mask, None)
+        if pd.api.types.infer_dtype(out, skipna=True) == "string":  # stripped once per distinct value
+            codes, uniques = pd.factorize(out)
+            stripped = np.array([v.strip() for v in uniques] + [None], dtype=object)
+            return pd.Series(stripped[codes], index=series.index, dtype=object, name=name)
         out = out.map(lambda v: v.strip() if isinstance(v, str) else (None if v is None else str(v)))
         return out.astype(object).rename(name)
     if kind == "categorical" or kind == "id":

@@ -10,8 +10,8 @@ concatenated in name order). Above that, ``run`` streams it:
    depends on the rows alone, not on how the files are cut or batched, and duplicate rows fall on
    the same side. A second mix of it is each row's priority: the ``ingest.sample_rows`` training
    rows (and holdout rows) of lowest priority are a uniform seeded sample, kept in source order.
-2. The kinds are inferred, the schema and the value links found, on that training sample
-   (``pipeline.modalities.table.prepare``, as for a small table).
+2. The kinds are inferred and the value links found on a seeded ``INFER_ROWS`` of that sample, which
+   is then typed whole (``pipeline.modalities.table.prepare``, as for a small table).
 3. **Pass 2** casts each batch to the schema (a value that does not fit the kind inferred from the
    sample is one error naming the file and column), writes it as shards (``prepared/train/``,
    ``prepared/holdout/``), and counts exactly: rows, nulls, min, max, mean, and the values of
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
 COUNT_CAP = 1_000_000  # distinct values counted exactly per column; past it n_unique is a lower bound
 CONFIDENCE = 0.999  # of the stated quantile rank error
+INFER_ROWS = 100_000  # rows of the sample (its lowest priorities) the kinds and links are found on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +249,15 @@ class BottomK:
             return like.iloc[:0].copy()
         self._compact()
         order = np.argsort(self.pos[0], kind="stable")
-        return self.frames[0].iloc[order].reset_index(drop=True)
+        self.prio, self.pos = [self.prio[0][order]], [self.pos[0][order]]
+        self.frames = [self.frames[0].iloc[order].reset_index(drop=True)]
+        return self.frames[0]
+
+    def lowest(self, n: int) -> np.ndarray:
+        """Positions, in ``frame()``'s order, of its ``n`` rows of lowest priority (a seeded
+        subsample of the sample), ascending."""
+        prio = self.prio[0] if self.prio else np.zeros(0, np.uint64)
+        return np.sort(np.lexsort((self.pos[0], prio))[:n]) if len(prio) else np.zeros(0, np.int64)
 
 
 def quantile_rank_error(m: int, confidence: float = CONFIDENCE) -> float:
@@ -389,7 +398,8 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
         if len(raw_sample) < 2:
             raise InputDataError(source, f"only {len(raw_sample)} training rows: too few to train on")
         raw_sample.attrs = first.attrs
-        sample, schema = prepare(raw_sample, Path(str(source)), ds)
+        sample, schema = prepare(raw_sample, Path(str(source)), ds, infer_on=train_keep.lowest(INFER_ROWS)
+                                 if len(raw_sample) > INFER_ROWS else None)
         bar.now("pass 2 of 2: typing, counting, writing shards")
         counts = ColumnCounts(schema)
         links = list(schema.links)

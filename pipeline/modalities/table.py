@@ -133,7 +133,10 @@ def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows
             + ", ".join(f"{c.name}={c.kind}" for c in first.schema.columns))
 
 
-def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFrame, TableSchema]:
+def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarray | None = None
+            ) -> tuple[pd.DataFrame, TableSchema]:
+    """Typed columns and their schema. ``infer_on``: the positions of the rows the kinds and links
+    come from (a seeded subsample of a streamed source's sample); the casts apply to every row."""
     source_types = df.attrs.get("arrow_types", {})  # Parquet only
     for col in ds.drop_columns:
         if col not in df.columns:
@@ -154,7 +157,7 @@ def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFra
             raise InputDataError(path, "every value is missing", column=shown_name(name))
         kind = ds.column_types.get(name)
         try:
-            kind = kind or infer_kind(raw)
+            kind = kind or infer_kind(raw if infer_on is None else raw.iloc[infer_on])
             values = cast_column(raw, kind)
         except CastError as exc:
             raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}",
@@ -168,7 +171,8 @@ def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig) -> tuple[pd.DataFra
                          release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
     if not schema.modeled:
         raise InputDataError(path, "no usable column: every column is an ID or was dropped")
-    schema.links = find_links(frame, schema.modeled) if ds.keep_links else []
+    schema.links = find_links(frame if infer_on is None else frame.iloc[infer_on].reset_index(drop=True),
+                              schema.modeled) if ds.keep_links else []
     if ds.target is not None and schema[ds.target].kind == "id":
         raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
                              column=shown_name(ds.target))
