@@ -7,8 +7,9 @@ Makes an N-row Adult-shaped Parquet dataset (Adult's rows resampled, the numbers
 of ``--file-rows`` rows, one file at a time: never N rows in memory), then runs ingest, train,
 generate, score and publish, each as its own ``python -m pipeline <stage>`` process, with a short
 training budget (``--epochs`` of ``--model`` on the streamed sample). Each stage's peak RSS is that
-process's and its workers' (``wait4``'s ``ru_maxrss``). The settings that bound memory are the
-defaults (``ingest.stream_rows``, ``ingest.batch_rows``, ``ingest.sample_rows``) plus
+process's and its workers' (``wait4``'s ``ru_maxrss``); rows/s counts the source's rows for ingest,
+the sample's rows times the epochs for train, and the synthetic rows for the rest. The settings that
+bound memory are the defaults (``ingest.stream_rows``, ``ingest.batch_rows``, ``ingest.sample_rows``) plus
 ``score.in_memory_rows: 1000000`` (synthetic rows scored from per-shard statistics above that).
 
 Prints a table and, last, one JSON line ``{"rows": N, "stages": {"ingest": {"seconds": ..,
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,14 +98,17 @@ def main() -> None:
         f"publish: {{release_root: {root / 'releases'}}}\n")
     print(f"source: {args.rows:,} rows in {len(list((root / 'source').glob('*.parquet')))} files, "
           f"made in {made:.1f}s", flush=True)
-    sample = None
+    rows_of = {"ingest": args.rows}
     out: dict = {}
     for stage in STAGES:
         seconds, rss = run_stage(stage, params, args.set)
-        if stage == "ingest":
+        if stage == "ingest":  # train: epochs over the sample; the rest: the synthetic rows
             meta = json.loads((root / "work" / "big" / "prepared" / "schema.json").read_text())
-            sample = meta.get("streamed", {}).get("sample_rows", meta["rows"])
-        rows = sample * args.epochs if stage == "train" else args.rows
+            rows_of["train"] = meta.get("streamed", {}).get("sample_rows", meta["rows"]) * args.epochs
+        if stage == "generate":
+            made = pads.dataset(root / "work" / "big" / "synthetic", format="parquet").count_rows()
+            rows_of.update(generate=made, score=made, publish=made)
+        rows = rows_of[stage]
         out[stage] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds), "peak_rss_mb": round(rss)}
         print(f"{stage:<9} {seconds:8.1f} s  {rows / seconds:12,.0f} rows/s  peak RSS {rss:7,.0f} MB", flush=True)
     result = {"rows": args.rows, "stages": out, "peak_rss_mb": max(s["peak_rss_mb"] for s in out.values())}

@@ -48,7 +48,7 @@ from pipeline.stores import is_url, local_copy, local_path, one_line, open_store
 log = logging.getLogger(__name__)
 
 SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
-COUNT_CAP = 1_000_000  # distinct values counted exactly per column; past it n_unique is a lower bound
+COUNT_CAP = 100_000  # distinct values counted exactly per column; past it n_unique is the sample's
 CONFIDENCE = 0.999  # of the stated quantile rank error
 INFER_ROWS = 100_000  # rows of the sample (its lowest priorities) the kinds and links are found on
 
@@ -394,6 +394,8 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
             held.append(np.packbits(hold))
             pos += len(raw)
             bar.advance(len(raw), rows=len(raw))
+        if first is None:
+            raise InputDataError(source, "has no rows")
         raw_sample = train_keep.frame(first)
         if len(raw_sample) < 2:
             raise InputDataError(source, f"only {len(raw_sample)} training rows: too few to train on")

@@ -101,3 +101,15 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
         mean, spread = tips["tvae"][key]
         assert mean is not None and spread >= 0, key
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_big_table_streams_a_small_table_through_every_stage_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/big_table.py"), "--rows", "3000", "--file-rows",
+                          "1000", "--folder", str(tmp_path), "--set", "ingest.stream_rows=1000", "--set",
+                          "ingest.sample_rows=1000", "--set", "ingest.batch_rows=700"],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rows"] == 3000 and list(result["stages"]) == ["ingest", "train", "generate", "score", "publish"]
+    assert all(s["peak_rss_mb"] > 0 and s["seconds"] > 0 for s in result["stages"].values())
+    assert result["stages"]["train"]["rows_per_s"] > 0 and "source: 3,000 rows in 3 files" in out.stdout

@@ -39,7 +39,7 @@ def test_bad_keys_and_types_name_the_key(override, key):
 
 def test_params_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 150", "epochs: many"))
+    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 250", "epochs: many"))
     with pytest.raises(ConfigError, match=r"^.*bad\.yaml: train\.epochs"):
         load_config(bad, {"seed": 1})
     with pytest.raises(ConfigError, match="is a directory, not a params file"):

@@ -125,6 +125,7 @@ def test_bottom_k_is_the_same_whatever_the_batches():
         assert keep.frame(frame)["v"].tolist() == expect.tolist()
 
 
+@pytest.mark.slow
 def test_a_folder_and_a_glob_ingest_like_one_file(tmp_path):
     df = _table(900)
     one = tmp_path / "one.parquet"
@@ -146,6 +147,33 @@ def test_a_folder_and_a_glob_ingest_like_one_file(tmp_path):
         assert m["rows"] == meta["rows"]
 
 
+@pytest.mark.slow
+def test_a_folder_of_csv_files_in_a_store_ingests_like_one_local_file(tmp_path):
+    import fsspec
+
+    df = _table(600)
+    one = tmp_path / "one.csv"
+    df.to_csv(one, index=False)
+    fs = fsspec.filesystem("memory")
+    for i in range(2):
+        with fs.open(f"/csvparts/p{i}.csv", "w") as f:
+            df.iloc[i * 300:(i + 1) * 300].to_csv(f, index=False)
+    got = []
+    for name, source in (("local", one), ("store", "memory://csvparts")):
+        cfg = tiny_config(tmp_path / name, source, target="income")
+        cfg.ingest.stream_rows = 10_000 if name == "local" else 0  # the store's folder is streamed
+        ingest.run(cfg, "tiny")
+        got.append(StagePaths.of(cfg.work_dir, "tiny"))
+    meta = json.loads(got[1].schema.read_text())
+    assert meta["streamed"]["files"] == 2 and meta["rows"] + meta["holdout_rows"] == 600
+    whole = pd.concat([load_prepared(got[0])[0], load_prepared(got[0])[1]])
+    streamed = pd.concat([_every(got[1], "train"), _every(got[1], "holdout")])
+    key = list(df.columns)
+    assert whole.sort_values(key).reset_index(drop=True).equals(streamed.sort_values(key).reset_index(drop=True))
+    fs.rm("/csvparts", recursive=True)
+
+
+@pytest.mark.slow
 def test_partition_folders_become_columns(tmp_path):
     df = _table(600)
     for year in (2020, 2021):
@@ -159,6 +187,7 @@ def test_partition_folders_become_columns(tmp_path):
     assert set(every["year"]) == {2020, 2021} and ((every["age"] % 2) == (every["year"] % 2)).all()
 
 
+@pytest.mark.slow
 def test_a_value_the_sampled_kind_does_not_take_is_one_error_naming_the_file(tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
@@ -176,6 +205,7 @@ def test_a_value_the_sampled_kind_does_not_take_is_one_error_naming_the_file(tmp
     assert not StagePaths.of(cfg.work_dir, "tiny").prepared.exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_a_link_broken_outside_the_sample_is_dropped(tmp_path):
     df = _table(3000)
     kept = tmp_path / "kept.parquet"
