@@ -16,8 +16,8 @@ import torch
 
 from pipeline.errors import ConditionError
 from pipeline.links import apply_links
-from pipeline.metrics.privacy import row_hashes
 from pipeline.models.image import ImageSpec
+from pipeline.rowhash import row_hashes
 from pipeline.schema import TableSchema
 
 if TYPE_CHECKING:  # sampling needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)

@@ -39,7 +39,7 @@ from pipeline.metrics.fidelity import (
     summarize,
     tv_from_counts,
 )
-from pipeline.metrics.privacy import row_hashes
+from pipeline.rowhash import row_hashes
 from pipeline.schema import DISCRETE_KINDS, TableSchema
 
 

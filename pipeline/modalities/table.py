@@ -232,7 +232,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
 
 
 def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> GenerationPlan:
-    from pipeline.metrics.privacy import row_hashes
+    from pipeline.rowhash import row_hashes
     from pipeline.sampling import condition_group
 
     exclude = None
