@@ -98,6 +98,7 @@ def test_the_validation_part_is_seeded_and_capped():
     assert (split_validation(1000, 0.2, 150, seed=3)[1] == val).all()
 
 
+@pytest.mark.slow  # a few seconds: keeps the fast tier under a minute
 def test_a_training_budget_cuts_the_epochs(tmp_path, tiny_source):
     cfg = tiny_config(tmp_path, tiny_source, **{"train.epochs": 100000, "train.budget_seconds": 1.0})
     ingest.run(cfg, "tiny")

@@ -191,6 +191,7 @@ def test_manifest_describes_the_settings_that_made_the_rows(scored_tiny, tmp_pat
     assert m["gate"]["changed_at_publish"] == []
 
 
+@pytest.mark.slow  # a few seconds: keeps the fast tier under a minute
 def test_gate_relaxed_at_publish_is_recorded_and_the_report_says_so(trained, tmp_path):
     cfg = trained
     cfg.score.thresholds = {"quality.overall": Threshold(min=0.9999)}

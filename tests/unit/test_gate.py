@@ -70,6 +70,7 @@ def test_regression_on_a_categorical_target_is_refused_at_ingest(tmp_path, tiny_
         ingest.run(cfg, "tiny")
 
 
+@pytest.mark.slow  # a few seconds: keeps the fast tier under a minute
 def test_utility_on_a_small_holdout_is_not_judged_and_the_report_says_why(scored_tiny):
     cfg = scored_tiny
     cfg.score.utility_min_holdout = 1000
