@@ -169,19 +169,11 @@ def batches(parts: list, root, ds, batch_rows: int, folder: Path, dataset: str) 
 
 
 def read_whole(parts: list, root, ds, folder: Path, dataset: str) -> tuple[pd.DataFrame, str]:
-    """Several small files as one raw frame (name order), with a hash of their bytes."""
-    from pipeline.io import sha256_file
-
-    frames, hashes = [], []
-    for part in parts:
-        with opened(part, folder) as local:
-            hashes.append(sha256_file(local))
-    for _, raw in batches(parts, root, ds, 1 << 30, folder, dataset):
-        frames.append(raw)
-    attrs = frames[0].attrs
+    """Several small files as one raw frame (name order), with the hash of their bytes (``source_hash``)."""
+    frames = [raw for _, raw in batches(parts, root, ds, 1 << 30, folder, dataset)]
     frame = pd.concat(frames, ignore_index=True)
-    frame.attrs = attrs
-    return frame, hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+    frame.attrs = frames[0].attrs
+    return frame, source_hash(parts, folder)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,14 @@ def _whole(tmp_path: Path, source: Path) -> dict:
     return json.loads(StagePaths.of(cfg.work_dir, "tiny").schema.read_text())
 
 
+def _cut(df: pd.DataFrame, folder: Path, bounds: list[int], name: str = "part-{}.parquet") -> Path:
+    """``df`` written as Parquet files of rows ``bounds[i]:bounds[i + 1]`` in ``folder``."""
+    folder.mkdir()
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        df.iloc[a:b].to_parquet(folder / name.format(i), index=False)
+    return folder
+
+
 def _every(paths: StagePaths, side: str) -> pd.DataFrame:
     return pd.read_parquet(paths.prepared / side)
 
@@ -99,10 +107,7 @@ def test_the_split_and_sample_do_not_depend_on_files_or_batches(tmp_path):
     df = _table(2000)
     one = tmp_path / "one.parquet"
     df.to_parquet(one, index=False)
-    folder = tmp_path / "cut"
-    folder.mkdir()
-    for i, (a, b) in enumerate([(0, 333), (333, 1500), (1500, 2000)]):
-        df.iloc[a:b].to_parquet(folder / f"part-{i}.parquet", index=False)
+    folder = _cut(df, tmp_path / "cut", [0, 333, 1500, 2000])
     _, p1, m1 = _streamed(tmp_path, one, "a", batch_rows=450, sample_rows=500)
     _, p2, m2 = _streamed(tmp_path, folder, "b", batch_rows=1000, sample_rows=500)
     assert m1["streamed"]["split"].startswith("by a seeded hash") and m1["holdout_rows"] == m2["holdout_rows"]
@@ -130,10 +135,7 @@ def test_a_folder_and_a_glob_ingest_like_one_file(tmp_path):
     df = _table(900)
     one = tmp_path / "one.parquet"
     df.to_parquet(one, index=False)
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    for i in range(3):
-        df.iloc[i * 300:(i + 1) * 300].to_parquet(folder / f"p{i}.parquet", index=False)
+    folder = _cut(df, tmp_path / "parts", [0, 300, 600, 900], "p{}.parquet")
     (folder / "_SUCCESS").write_text("")  # what Spark leaves: skipped
     results = []
     for name, source in (("file", one), ("folder", folder), ("glob", folder / "p*.parquet")):
