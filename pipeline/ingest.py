@@ -61,7 +61,7 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     rows = streamed_rows(cfg, ds, parts, paths.root)
     if rows is not None:
         return _run_streamed(cfg, dataset, parts, rows, paths)
-    if len(parts) > 1:  # a folder or glob of small files: one frame, in name order
+    if parts != [source]:  # a folder or glob of small files: one frame, in name order
         first = handler.read_parts(parts, source, ds, dataset, paths.root)
     else:
         # An object in a store is fetched once into the work folder and read as a local file there.

@@ -47,7 +47,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
             first = _leading(parts, source, ds, dataset, min(cfg.ingest.sample_rows, LEADING_ROWS), Path(tmp))
             if ds.holdout_source:
                 holdout_rows = total_rows(source_parts(ds.holdout_source), ds, Path(tmp))
-        elif len(parts) > 1:
+        elif parts != [source]:  # a folder or glob
             first = handler.read_parts(parts, source, ds, dataset, Path(tmp))
         else:
             with local_copy(source, tmp) as path:
@@ -111,7 +111,7 @@ def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
             break
     raw = pd.concat(frames, ignore_index=True)
     raw.attrs = frames[0].attrs
-    frame, schema = prepare(raw, Path(str(source)), ds)
+    frame, schema = prepare(raw, source, ds)
     return SourceRows(frame, "", schema, list(raw.columns))
 
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputDataError
 from pipeline.schema import DISCRETE_KINDS, CastError, TableSchema, cast_column, nullable_dtype
 from pipeline.sources import count_rows, iter_batches, shown_name
-from pipeline.stores import is_url, local_copy, local_path, one_line, open_store
+from pipeline.stores import is_url, local_copy, local_path, location, one_line, open_store
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def batches(parts: list, root, ds, batch_rows: int, folder: Path, dataset: str) 
     and the first part's columns checked on every other."""
     columns = None
     for part in parts:
-        extra = partition_values(part, root) if len(parts) > 1 else {}
+        extra = partition_values(part, root)  # {} for a lone file given as the source
         with opened(part, folder) as local:
             for raw in iter_batches(local, ds, batch_rows, dataset):
                 for k, v in extra.items():
@@ -362,7 +362,7 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
     from pipeline.progress import Progress
 
     ds, ic, seed = cfg.dataset(dataset), cfg.ingest, cfg.seed
-    source = ds.source
+    source = location(ds.source)  # a URL as written (errors name it), else a Path
     root = partition_root(source)
     hold_parts = source_parts(ds.holdout_source) if ds.holdout_source else []
     hold_rows = total_rows(hold_parts, ds, folder) if hold_parts else 0
@@ -392,7 +392,7 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
         if len(raw_sample) < 2:
             raise InputDataError(source, f"only {len(raw_sample)} training rows: too few to train on")
         raw_sample.attrs = first.attrs
-        sample, schema = prepare(raw_sample, Path(str(source)), ds, infer_on=train_keep.lowest(INFER_ROWS)
+        sample, schema = prepare(raw_sample, source, ds, infer_on=train_keep.lowest(INFER_ROWS)
                                  if len(raw_sample) > INFER_ROWS else None)
         bar.now("pass 2 of 2: typing, counting, writing shards")
         counts = ColumnCounts(schema)
@@ -427,7 +427,7 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
     schema.links = links
     holdout = hold_keep.frame(sample.iloc[:0] if hold_parts else first)
     if not hold_parts:
-        holdout = conform(holdout, Path(str(source)), schema, ds) if len(holdout) else sample.iloc[:0].copy()
+        holdout = conform(holdout, source, schema, ds) if len(holdout) else sample.iloc[:0].copy()
     sample.to_parquet(tmp / "train.parquet", index=False)
     holdout.to_parquet(tmp / "holdout.parquet", index=False)
     return {"rows": train_rows, "holdout_rows": holdout_rows, "schema": schema, "streamed": {

@@ -112,7 +112,7 @@ def read_parts(parts: list, source, ds: DatasetConfig, dataset: str, folder: Pat
     from pipeline.streamed import partition_root, read_whole
 
     raw, source_hash = read_whole(parts, partition_root(source), ds, folder, dataset)
-    frame, schema = prepare(raw, Path(str(source)), ds)
+    frame, schema = prepare(raw, source, ds)
     return SourceRows(frame, source_hash, schema, list(raw.columns))
 
 

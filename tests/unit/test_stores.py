@@ -95,7 +95,7 @@ def test_source_url_problems_are_one_line_naming_the_url(tmp_path, store):
     _put(f"{store}/folder/x.csv", b"a\n1\n")
     cases = [
         (f"{store}/nope.csv", "file not found"),
-        (f"{store}/folder", "is a folder"),
+        (f"{store}/folder", "target column not found"),  # a folder is a multi-file source, named by its URL
         (ragged, "line 3 has 3 fields"),  # raised about the fetched copy, shown with the URL
         ("nosuchprotocol://b/x.csv", "not a URL fsspec can open"),
     ]

@@ -175,6 +175,16 @@ def test_a_folder_of_csv_files_in_a_store_ingests_like_one_local_file(tmp_path):
     fs.rm("/csvparts", recursive=True)
 
 
+def test_a_folder_holding_one_partition_file_reads_it_with_its_partition_column(tmp_path):
+    part = tmp_path / "ds" / "region=north"
+    part.mkdir(parents=True)
+    _table(300).to_parquet(part / "data.parquet", index=False)
+    cfg = tiny_config(tmp_path / "w", tmp_path / "ds", target="income")
+    ingest.run(cfg, "tiny")
+    train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
+    assert len(train) + len(holdout) == 300 and set(train["region"]) == {"north"}
+
+
 @pytest.mark.slow
 def test_partition_folders_become_columns(tmp_path):
     df = _table(600)
