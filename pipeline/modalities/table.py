@@ -318,8 +318,11 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
         notes.append(f"Utility: models trained on at most {ev.settings.utility_rows:,} rows, seed {seed}.")
     if samples.get("privacy_dcr"):
         r = samples["privacy_dcr"]
-        notes.append(f"DCR: {r['synthetic']:,} synthetic rows; the share against equal samples of {r['train']:,} "
-                     f"training and {r['holdout']:,} holdout rows, the medians and the plot against "
+        parts = r.get("train_parts", 1)
+        trained = (f"{r['train']:,} training rows" if parts == 1
+                   else f"each of {parts} disjoint samples of {r['train']:,} training rows (averaged)")
+        notes.append(f"DCR: {r['synthetic']:,} synthetic rows; the share against {r['holdout']:,} holdout rows and "
+                     f"{trained}, the medians and the plot against "
                      f"{r['train_reference']:,} training rows; seed {seed}.")
     inp = ReportInput(
         dataset=ev.dataset, metrics=metrics,

@@ -115,6 +115,26 @@ def test_dcr_share_and_protection_match_sdmetrics_and_flag_copies():
     assert copies.dcr_share > 0.95 and copies.dcr_median == 0 and copies.nndr_median < 0.05
 
 
+@pytest.mark.slow  # seconds: SDMetrics once per training part
+def test_dcr_share_with_more_training_rows_averages_sdmetrics_over_disjoint_training_parts():
+    from sdmetrics.single_table import DCROverfittingProtection
+
+    pool = _adult(1400, 11)
+    schema = _schema(pool)
+    train_rows, holdout, fresh = pool.iloc[:800], pool.iloc[800:1000], pool.iloc[1000:]
+    res = score_dcr(train_rows, holdout, fresh, schema, rows=400, seed=3)
+    assert res.rows["train_parts"] == 4 and res.rows["train"] == 200 and res.rows["holdout"] == 200
+    shuffled = train_rows.sample(n=800, random_state=3)  # the parts: disjoint, together every training row
+    md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.modeled}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shares = [DCROverfittingProtection.compute_breakdown(shuffled.iloc[i * 200:(i + 1) * 200], fresh, holdout, md,
+                                                             None)["synthetic_data_percentages"]["closer_to_training"]
+                  for i in range(4)]
+    assert res.dcr_share == pytest.approx(np.mean(shares), abs=1e-9)
+    assert len(set(shares)) > 1  # the parts differ: averaging them is what is checked
+
+
 def test_detection_auc_near_half_for_same_distribution_and_high_for_broken_data():
     pool = _adult(3000, 8)
     schema = _schema(pool)
