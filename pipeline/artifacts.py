@@ -129,13 +129,43 @@ def prepared_meta(paths: StagePaths) -> dict:
     return read_json(paths.schema)
 
 
-def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
-    """Read what ingest wrote for a table: (train, holdout, schema, schema.json contents)."""
+def prepared_table_meta(paths: StagePaths) -> tuple[TableSchema, dict]:
+    """What ingest recorded for a table: (its schema, ``schema.json``'s contents)."""
     meta = prepared_meta(paths)
     if meta.get("modality") == "image":
         raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}), not a table")
-    return (pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data),
-            TableSchema.from_dict(meta), meta)
+    return TableSchema.from_dict(meta), meta
+
+
+def load_prepared(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, TableSchema, dict]:
+    """Read what ingest wrote for a table: (train, holdout, schema, schema.json contents)."""
+    schema, meta = prepared_table_meta(paths)
+    return pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data), schema, meta
+
+
+def prepared_rows(paths: StagePaths) -> int:
+    """How many rows the prepared training file holds (from its footer; nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(paths.train_data).metadata.num_rows
+
+
+def read_prepared_rows(paths: StagePaths, positions) -> pd.DataFrame:
+    """The prepared training rows at ``positions`` (ascending), reading only the row groups that
+    hold them: a training rank reads its share of a big table's sample, not the whole of it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(paths.train_data)
+    parts, start = [], 0
+    for g in range(f.metadata.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        local = positions[(positions >= start) & (positions < start + n)] - start
+        if len(local):
+            parts.append(f.read_row_group(g).take(np.asarray(local)))
+        start += n
+    return (pa.concat_tables(parts) if parts else f.schema_arrow.empty_table()).to_pandas()
 
 
 def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -239,7 +239,7 @@ class ScoreConfig(_Section):
     utility_rows: int = Field(200_000, ge=100, description="rows the utility models train on (seeded subsample)")
     detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
     privacy_rows: int = Field(5_000, ge=10, description="synthetic rows for DCR (the share compares them with the "
-                              "whole holdout, up to 100,000 rows, and training samples of its size)")
+                              "holdout and disjoint training samples of its size)")
     report: bool = Field(True, description="write report.html and report.md")
     in_memory_rows: int = Field(5_000_000, ge=1, description="above this many synthetic rows, fidelity, coverage and "
                                 "exact matches are merged from per-shard statistics (the same scores, bounded "

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
 COUNT_CAP = 100_000  # distinct values counted exactly per column; past it n_unique is the sample's
 CONFIDENCE = 0.999  # of the stated quantile rank error
+SAMPLE_ROW_GROUP = 65_536  # rows per row group of the training sample's file
 INFER_ROWS = 100_000  # rows of the sample (its lowest priorities) the kinds and links are found on
 
 
@@ -428,7 +429,8 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
     holdout = hold_keep.frame(sample.iloc[:0] if hold_parts else first)
     if not hold_parts:
         holdout = conform(holdout, source, schema, ds) if len(holdout) else sample.iloc[:0].copy()
-    sample.to_parquet(tmp / "train.parquet", index=False)
+    # Row groups of SAMPLE_ROW_GROUP rows: a torchrun rank reads only the groups that hold its share.
+    sample.to_parquet(tmp / "train.parquet", index=False, row_group_size=SAMPLE_ROW_GROUP)
     holdout.to_parquet(tmp / "holdout.parquet", index=False)
     return {"rows": train_rows, "holdout_rows": holdout_rows, "schema": schema, "streamed": {
         "files": len(parts), "batch_rows": ic.batch_rows, "shards": shard,

@@ -91,7 +91,15 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
 
     model_settings, train_settings = cfg.model.settings(), cfg.train.settings()  # what the model and loop take
     t0 = time.perf_counter()
-    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows)
+    # Under torchrun a table rank reads and holds only its share of the rows, unless the model
+    # draws from all of them (ctgan's training-by-sampling).
+    share = ((rank.rank, rank.world) if rank is not None and handler.MODALITY == "table"
+             and not MODELS[cfg.model.name].needs_whole_table else None)
+    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows,
+                                 **({"share": share} if share else {}))
+    if share:
+        log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
+                 data.rows)
     t_transform = time.perf_counter() - t0
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
@@ -102,7 +110,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
-        state = _fit(cfg, model, data.tensor, train_settings, paths, resume)
+        state = _fit(cfg, model, data.tensor, train_settings, paths, resume, rank_share=data.share)
     seconds = time.perf_counter() - t0
     final = state.history[-1] if state.history else {}
     if rank is not None:
@@ -147,7 +155,8 @@ def _check_model(cfg: Config, dataset: str, paths: StagePaths, modality: str, re
                           f"{paths.prepared} holds {'images' if modality == 'image' else 'a table'}")
 
 
-def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StagePaths, resume: Resume) -> TrainState:
+def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StagePaths, resume: Resume,
+         rank_share: bool = False) -> TrainState:
     """Train one model, resuming from its checkpoint when asked and when it matches."""
     fingerprint = _fingerprint(cfg, paths)
     ckpt = paths.checkpoints / "last.pt"
@@ -157,7 +166,7 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         resume_now = found == fingerprint and done <= cfg.train.epochs
     return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
-               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history))
+               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history), rank_share=rank_share)
 
 
 def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) -> TrainResult:

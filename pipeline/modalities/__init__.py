@@ -59,17 +59,23 @@ class TrainingData:
     rows: int
     frame: Any = None  # the training rows (tables: model.name auto scores its candidates on a part of them)
     schema: Any = None
+    share: bool = False  # the tensor holds this rank's share of the rows only (torchrun)
+
+
+def bounded_positions(total: int, max_rows: int | None, seed: int):
+    """The positions (ascending) of the rows ``bounded`` keeps of ``total``; None for all of them."""
+    if not max_rows or total <= max_rows:
+        return None
+    import numpy as np
+
+    return np.sort(np.random.default_rng([seed, 2]).choice(total, size=max_rows, replace=False))
 
 
 def bounded(frame, max_rows: int | None, seed: int):
     """At most ``max_rows`` of ``frame``'s rows, a seeded sample kept in source order
     (``train.max_rows``: a bounded training set for a big table); the frame itself when it fits."""
-    if not max_rows or len(frame) <= max_rows:
-        return frame
-    import numpy as np
-
-    keep = np.sort(np.random.default_rng([seed, 2]).choice(len(frame), size=max_rows, replace=False))
-    return frame.iloc[keep].reset_index(drop=True)
+    keep = bounded_positions(len(frame), max_rows, seed)
+    return frame if keep is None else frame.iloc[keep].reset_index(drop=True)
 
 
 def modality_named(name: str) -> ModuleType:

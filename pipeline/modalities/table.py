@@ -18,12 +18,19 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import StagePaths, load_prepared, read_synthetic
+from pipeline.artifacts import (
+    StagePaths,
+    load_prepared,
+    prepared_rows,
+    prepared_table_meta,
+    read_prepared_rows,
+    read_synthetic,
+)
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import InputDataError
 from pipeline.io import sha256_file
 from pipeline.links import find_links
-from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded
+from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
 from pipeline.schema import (
     NUMERIC_KINDS,
     CastError,
@@ -213,18 +220,43 @@ def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None) -> TrainingData:
+                  max_rows: int | None = None, share: tuple[int, int] | None = None) -> TrainingData:
     """The training split (at most ``max_rows`` of it, a seeded sample) through the fitted
-    transformer, on ``device``."""
-    from pipeline.training.setup import transform_table
+    transformer, on ``device``.
 
-    train_df, _, schema, meta = load_prepared(paths)
-    total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
-    train_df = bounded(train_df, max_rows, seed)
-    transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
+    ``share`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
+    transformer on all of them and sends it to the other ranks (as JSON); every rank reads (only the
+    row groups that hold its block) and transforms its own block, so no rank holds the whole
+    training tensor."""
+    from pipeline.training.setup import fit_transformer, to_tensor, transform_table
+
+    if share is None:
+        train_df, _, schema, meta = load_prepared(paths)
+        total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
+        train_df = bounded(train_df, max_rows, seed)
+        transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
+        rows = len(train_df)
+    else:
+        from pipeline.models.transformer import TableTransformer
+        from pipeline.training import distributed
+
+        rank, world = share
+        schema, meta = prepared_table_meta(paths)
+        in_file = prepared_rows(paths)
+        total = int(meta.get("rows", in_file))
+        keep = bounded_positions(in_file, max_rows, seed)
+        keep = np.arange(in_file) if keep is None else keep
+        rows, n = len(keep), len(keep) // world  # every rank the same number of rows (and steps)
+        state = None
+        if rank == 0:
+            state = fit_transformer(read_prepared_rows(paths, keep), schema, model_cfg).state()
+        transformer = TableTransformer.from_state(schema, distributed.broadcast_json(state, device))
+        train_df = read_prepared_rows(paths, keep[rank * n:(rank + 1) * n])
+        tensor = to_tensor(transformer, train_df, np.random.default_rng([seed, rank]), device)
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
-                 **({"sampled_from_rows": total} if len(train_df) < total else {})}
-    return TrainingData(transformer, tensor, described, meta["source_hash"], len(train_df), train_df, schema)
+                 **({"sampled_from_rows": total} if rows < total else {})}
+    return TrainingData(transformer, tensor, described, meta["source_hash"], rows, train_df, schema,
+                        share=share is not None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str]
     modality: ClassVar[str] = "table"
     batch_multiple: int = 1  # batch sizes must be a multiple of this (PacGAN packs rows)
+    # Whether training draws from the whole table beyond each batch (e.g. rows by category), so
+    # that under torchrun every rank needs all of it rather than its share.
+    needs_whole_table: ClassVar[bool] = False
 
     def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -19,6 +19,8 @@ from pipeline.settings import ModelSettings, TrainSettings
 
 @register_model("ctgan")
 class ConditionalGAN(TabularGAN):
+    needs_whole_table = True  # training-by-sampling draws real rows of each category from all of them
+
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         groups = [layout.groups[g] for g in layout.category_groups]
         self.cond_dim = sum(s.width for s in groups)

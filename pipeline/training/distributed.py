@@ -80,6 +80,19 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         g.copy_(synced)
 
 
+def broadcast_json(obj, device: torch.device):
+    """Rank 0's ``obj`` (JSON-able) on every rank: sent as UTF-8 bytes, never pickled."""
+    import json
+
+    data = json.dumps(obj).encode() if dist.get_rank() == 0 else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, 0)
+    buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device) if data
+           else torch.empty(int(size.item()), dtype=torch.uint8, device=device))
+    dist.broadcast(buf, 0)
+    return json.loads(bytes(buf.cpu().numpy()).decode())
+
+
 def broadcast_state(module: torch.nn.Module) -> None:
     """Rank 0's parameters and buffers to every rank."""
     for t in [*module.parameters(), *module.buffers()]:

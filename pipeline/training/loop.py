@@ -127,10 +127,12 @@ def fit(
     resume: bool = False,
     fingerprint: str = "",
     on_epoch: Callable[[TrainState], None] | None = None,
+    rank_share: bool = False,
 ) -> TrainState:
     """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs.
 
     Under torchrun (``pipeline.training.distributed``) each rank trains on its shard of ``data``
+    (``data`` is that shard already with ``rank_share``: every rank must then hold as many rows)
     with its part of each global batch of ``cfg.batch_size`` rows, gradients are averaged per
     phase, and only rank 0 writes checkpoints and calls ``on_epoch``.
     """
@@ -146,16 +148,20 @@ def fit(
         state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint, restore_rng=world == 1)
         log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
 
+    rank_share = rank_share and ddp is not None
+    if rank_share and model.needs_whole_table:
+        raise ValueError(f"{type(model).__name__} draws from the whole table: give every rank all of it")
     model.prepare(data)  # statistics of the whole table (e.g. category frequencies), on every rank
     multiple = model.batch_multiple
     # Every rank gets the same number of rows (so the same number of steps and collectives).
-    n = data.shape[0] // world
+    n = data.shape[0] if rank_share else data.shape[0] // world
     if n < multiple:
-        raise InputDataError("training data", f"{data.shape[0]} rows: fewer than one batch of {multiple}"
-                             + (f" per rank ({world} ranks)" if ddp else ""))
+        raise InputDataError("training data", f"{n * world if rank_share else data.shape[0]} rows: fewer than one "
+                             f"batch of {multiple}" + (f" per rank ({world} ranks)" if ddp else ""))
     if ddp:
         distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
-        data = data[rank::world][:n]  # this rank's rows (a strided view of the table)
+        if not rank_share:
+            data = data[rank::world][:n]  # this rank's rows (a strided view of the table)
     # The global batch is split across ranks (each part a multiple of the model's packing).
     batch = min(max(cfg.batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
     steps = max(1, n // batch)

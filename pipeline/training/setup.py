@@ -16,13 +16,23 @@ from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings, TrainSettings
 
 
+def fit_transformer(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings) -> TableTransformer:
+    """The per-column transform (quantile knots, category lists) fitted to ``df``."""
+    return TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
+
+
+def to_tensor(transformer: TableTransformer, df: pd.DataFrame, rng: np.random.Generator,
+              device: torch.device) -> torch.Tensor:
+    """``df`` through the fitted transform, on ``device``."""
+    # The whole table lives on the device; batches are index lookups there.
+    return torch.from_numpy(transformer.transform(df, rng)).to(device)
+
+
 def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings, seed: int,
                     device: torch.device) -> tuple[TableTransformer, torch.Tensor]:
     """Fit the per-column transform and move the whole transformed table to ``device``."""
-    transformer = TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
-    data = transformer.transform(df, np.random.default_rng(seed))
-    # The whole table lives on the device; batches are index lookups there.
-    return transformer, torch.from_numpy(data).to(device)
+    transformer = fit_transformer(df, schema, model_cfg)
+    return transformer, to_tensor(transformer, df, np.random.default_rng(seed), device)
 
 
 def image_tensor(frame: pd.DataFrame, spec: ImageSpec | None, device: torch.device) -> tuple[ImageSpec, torch.Tensor]:

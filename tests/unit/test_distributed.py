@@ -34,15 +34,22 @@ def test_two_processes_train_identical_replicas_and_rank_0_alone_writes(tmp_path
     assert (paths.checkpoints / "last.pt").exists()
 
 
-def test_two_process_loss_curve_matches_one_process_with_the_same_global_batch(tmp_path):
+def test_two_process_loss_curve_matches_one_process_with_the_same_global_batch(tmp_path, capfd):
     source = tmp_path / "rows.parquet"
     tiny_frame(3000).to_parquet(source, index=False)
-    logs = {}
+    logs, infos = {}, {}
     for nproc in (1, 2):
         cfg = _run(tmp_path / str(nproc), source, nproc, **{"model.name": "tvae", "train.epochs": 5,
                                                             "train.batch_size": 100})
         train.run(cfg, "tiny")
         logs[nproc] = pd.read_csv(StagePaths.of(cfg.work_dir, "tiny").train_log)
+        infos[nproc] = read_json(StagePaths.of(cfg.work_dir, "tiny").model / "model.json")
+    # Each rank read and held only its half of the 2,400 training rows; rank 0 fitted the
+    # transformer on all of them, so it is the one-process run's.
+    out = capfd.readouterr()
+    for r in (0, 1):
+        assert f"rank {r} of 2: holds 1200 of the 2400 training rows" in out.err + out.out
+    assert infos[2]["transformer"] == infos[1]["transformer"] and infos[2]["rows"] == infos[1]["rows"] == 2400
     one, two = logs[1]["reconstruction_loss"], logs[2]["reconstruction_loss"]
     # The same optimisation with different random draws (each rank draws its own noise and rows):
     # the stated tolerance is 5% of the one-process curve's span, every epoch (24 steps of a

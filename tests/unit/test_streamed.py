@@ -248,6 +248,28 @@ def test_training_on_a_streamed_sample_generates_as_many_rows_as_the_source(tmp_
     assert sum(len(pd.read_parquet(f)) for f in paths.shards()) == meta["rows"]
 
 
+def test_a_rank_reads_only_the_row_groups_of_its_share_of_the_sample(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from pipeline import streamed
+    from pipeline.artifacts import prepared_rows, read_prepared_rows
+
+    monkeypatch.setattr(streamed, "SAMPLE_ROW_GROUP", 100)
+    source = tmp_path / "t.parquet"
+    _table(1500).to_parquet(source, index=False)
+    _, paths, _ = _streamed(tmp_path, source)
+    whole = pd.read_parquet(paths.train_data)
+    assert pq.ParquetFile(paths.train_data).metadata.num_row_groups == -(-prepared_rows(paths) // 100) > 4
+    read = []
+    real_read = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda f, g, *a, **k: read.append(g) or real_read(f, g, *a, **k))
+    block = np.arange(250, 420)  # rank 1's share of 2 ranks of 340 rows, say: rows 250-419 lie in groups 2, 3, 4
+    got = read_prepared_rows(paths, block)
+    pd.testing.assert_frame_equal(got, whole.iloc[block].reset_index(drop=True))
+    assert read == [2, 3, 4]
+
+
 def _ingest_peak_mb(tmp_path: Path, source: Path, name: str, target: str) -> tuple[int, dict]:
     """Peak RSS (MB) of ``python -m pipeline ingest`` on ``source``, streamed in 50,000-row batches."""
     params = tmp_path / f"{name}.yaml"
