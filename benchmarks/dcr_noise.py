@@ -14,9 +14,8 @@ import argparse
 import json
 
 import numpy as np
-import pandas as pd
 
-from pipeline.artifacts import StagePaths, load_prepared
+from pipeline.artifacts import StagePaths, load_prepared, read_synthetic
 from pipeline.metrics.privacy import encode_for_distance, nearest_distances, score_dcr
 
 
@@ -37,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     paths = StagePaths.of(args.work_dir, args.dataset)
     train, holdout, schema, _ = load_prepared(paths)
-    syn = pd.concat([pd.read_parquet(f) for f in paths.shards()], ignore_index=True)
+    syn = read_synthetic(paths.synthetic)
     schemes = {
         "equal 5,000-row samples (before)": lambda s: equal_samples_share(train, holdout, syn, schema, args.rows, s),
         "holdout vs disjoint train samples (now)": lambda s: score_dcr(train, holdout, syn, schema, rows=args.rows,

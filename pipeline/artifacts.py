@@ -150,22 +150,25 @@ def prepared_rows(paths: StagePaths) -> int:
     return pq.ParquetFile(paths.train_data).metadata.num_rows
 
 
-def read_prepared_rows(paths: StagePaths, positions) -> pd.DataFrame:
-    """The prepared training rows at ``positions`` (ascending), reading only the row groups that
-    hold them: a training rank reads its share of a big table's sample, not the whole of it."""
+def read_rows_at(files: list[Path], positions) -> pd.DataFrame:
+    """The rows at ``positions`` (ascending, counted across ``files`` in order), reading only the
+    row groups that hold them: a seeded sample of the synthetic shards, or a training rank's share
+    of a big table's sample, without reading the rest."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(paths.train_data)
-    parts, start = [], 0
-    for g in range(f.metadata.num_row_groups):
-        n = f.metadata.row_group(g).num_rows
-        local = positions[(positions >= start) & (positions < start + n)] - start
-        if len(local):
-            parts.append(f.read_row_group(g).take(np.asarray(local)))
-        start += n
-    return (pa.concat_tables(parts) if parts else f.schema_arrow.empty_table()).to_pandas()
+    parts, start, schema = [], 0, None
+    for path in files:
+        f = pq.ParquetFile(path)
+        schema = schema or f.schema_arrow
+        for g in range(f.metadata.num_row_groups):
+            n = f.metadata.row_group(g).num_rows
+            local = positions[(positions >= start) & (positions < start + n)] - start
+            if len(local):
+                parts.append(f.read_row_group(g).take(np.asarray(local)))
+            start += n
+    return (pa.concat_tables(parts) if parts else schema.empty_table()).to_pandas()
 
 
 def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -23,7 +23,7 @@ from pipeline.artifacts import (
     load_prepared,
     prepared_rows,
     prepared_table_meta,
-    read_prepared_rows,
+    read_rows_at,
     read_synthetic,
 )
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
@@ -54,15 +54,7 @@ def read_sample(files: list[Path], total: int, rows: int, seed: int) -> pd.DataF
     """A seeded sample of ``rows`` of the ``total`` rows in ``files`` (in order), read shard by shard."""
     if rows >= total:
         return pads.dataset(files, format="parquet").to_table().to_pandas()
-    pick = np.sort(np.random.default_rng(seed).choice(total, rows, replace=False))
-    parts, start = [], 0
-    for f in files:
-        n = pq.ParquetFile(f).metadata.num_rows
-        local = pick[(pick >= start) & (pick < start + n)] - start
-        if len(local):
-            parts.append(pq.read_table(f).take(local))
-        start += n
-    return pa.concat_tables(parts).to_pandas()
+    return read_rows_at(files, np.sort(np.random.default_rng(seed).choice(total, rows, replace=False)))
 
 
 def sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -248,10 +240,14 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
         keep = np.arange(in_file) if keep is None else keep
         rows, n = len(keep), len(keep) // world  # every rank the same number of rows (and steps)
         state = None
-        if rank == 0:
-            state = fit_transformer(read_prepared_rows(paths, keep), schema, model_cfg).state()
+        if rank == 0:  # all the rows, as one process would read them; its own block is their first n
+            whole = bounded(pd.read_parquet(paths.train_data), max_rows, seed)
+            state = fit_transformer(whole, schema, model_cfg).state()
+            train_df = whole.iloc[:n].reset_index(drop=True)
+            del whole
+        else:
+            train_df = read_rows_at([paths.train_data], keep[rank * n:(rank + 1) * n])
         transformer = TableTransformer.from_state(schema, distributed.broadcast_json(state, device))
-        train_df = read_prepared_rows(paths, keep[rank * n:(rank + 1) * n])
         tensor = to_tensor(transformer, train_df, np.random.default_rng([seed, rank]), device)
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
                  **({"sampled_from_rows": total} if rows < total else {})}

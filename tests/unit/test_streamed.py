@@ -252,7 +252,7 @@ def test_a_rank_reads_only_the_row_groups_of_its_share_of_the_sample(tmp_path, m
     import pyarrow.parquet as pq
 
     from pipeline import streamed
-    from pipeline.artifacts import prepared_rows, read_prepared_rows
+    from pipeline.artifacts import prepared_rows, read_rows_at
 
     monkeypatch.setattr(streamed, "SAMPLE_ROW_GROUP", 100)
     source = tmp_path / "t.parquet"
@@ -265,7 +265,7 @@ def test_a_rank_reads_only_the_row_groups_of_its_share_of_the_sample(tmp_path, m
     monkeypatch.setattr(pq.ParquetFile, "read_row_group",
                         lambda f, g, *a, **k: read.append(g) or real_read(f, g, *a, **k))
     block = np.arange(250, 420)  # rank 1's share of 2 ranks of 340 rows, say: rows 250-419 lie in groups 2, 3, 4
-    got = read_prepared_rows(paths, block)
+    got = read_rows_at([paths.train_data], block)
     pd.testing.assert_frame_equal(got, whole.iloc[block].reset_index(drop=True))
     assert read == [2, 3, 4]
 
