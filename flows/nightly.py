@@ -45,6 +45,7 @@ from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
 from pipeline.io import dataset_run_lock, read_json
+from pipeline.redact import redact
 from pipeline.stages import STAGE_NAMES as STAGES
 from pipeline.stages import check_config, check_outputs_writable, run_stage
 from pipeline.training.resume import Resume
@@ -73,6 +74,7 @@ class _ToRunLogger(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
+        self.addFilter(logs.Redact())  # URL credentials masked before Prefect stores the line
         self.run_loggers: dict[str | None, Any] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -163,7 +165,7 @@ def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info:
         kwargs.update(run_info=run_info,
                       keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
     result = run_stage(stage, cfg, dataset, **kwargs)
-    return {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v))
+    return {k: (v if isinstance(v, (int, float, bool)) or v is None else redact(str(v)))  # a task result is stored
             for k, v in vars(result).items() if k in ("rows", "epochs", "seconds", "version", "path", "passed")}
 
 
@@ -193,7 +195,7 @@ def _artifacts(cfg: Config, dataset: str, results: dict[str, dict]) -> None:
     if report.exists():
         lines.append(report.read_text())
     key = _artifact_key(dataset)
-    create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"synthetic {dataset}")
+    create_markdown_artifact(markdown=redact("\n".join(lines)), key=key, description=f"synthetic {dataset}")
     metrics = read_json(metrics_path(cfg.metrics_dir, dataset))
     thresholds = cfg.for_dataset(dataset).score.thresholds  # a dataset may set its own
     rows = [{"metric": k, "value": v, "min": thresholds[k].min if k in thresholds else None,

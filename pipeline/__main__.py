@@ -20,6 +20,7 @@ from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError, QualityGateError
 from pipeline.io import read_json, write_json
 from pipeline.names import check_name, name_from_file
+from pipeline.redact import redact
 from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, run_stage
 from pipeline.training.resume import Resume
 
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["parquet", "csv"], default=None,
                    help="default: from --to's ending (.parquet, .pq, .csv, .csv.gz, .csv.bz2, .csv.xz); "
                         "any other ending needs --format")
+    q.add_argument("--force", action="store_true", help="replace an existing file at --to (never a link or folder)")
+    q.add_argument("--keep-formulas", action="store_true",
+                   help="CSV: write text cells starting with = + - @ tab or CR as they are (default: "
+                        "prefixed with ' so a spreadsheet shows them instead of running them)")
     return parser
 
 
@@ -186,9 +191,9 @@ def _error(args: argparse.Namespace, exc: BaseException) -> None:
     log collector must not trip over the last, most important line)."""
     if getattr(args, "log_format", "text") == "json":
         dataset = getattr(args, "dataset", None) or getattr(args, "name", None)
-        log.error("%s", exc, extra={"fields": {"error": type(exc).__name__}, "dataset": dataset})
+        log.error("%s", redact(str(exc)), extra={"fields": {"error": type(exc).__name__}, "dataset": dataset})
     else:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
 
 
 def _releases(args: argparse.Namespace) -> int:
@@ -215,7 +220,7 @@ def _releases(args: argparse.Namespace) -> int:
         if args.dataset:
             versions = cat.versions(args.dataset)
             try:
-                latest = cat.latest(args.dataset)
+                latest = cat.resolve(args.dataset).version  # latest.json naming no release is broken
             except ReleaseError as exc:
                 latest = None
                 print(f"latest  broken: {exc}")
@@ -230,7 +235,9 @@ def _releases(args: argparse.Namespace) -> int:
                 raise ReleaseError(f"release root {root} does not exist")
             for name in cat.datasets():
                 try:
-                    print(f"{name}  latest {cat.latest(name)}  ({len(cat.versions(name))} versions)")
+                    ref = cat.resolve(name)  # latest.json naming no release is broken
+                    cat.manifest(ref)
+                    print(f"{name}  latest {ref.version}  ({len(cat.versions(name))} versions)")
                 except ReleaseError as exc:
                     print(f"{name}  broken: {exc}")
         return 0
@@ -253,8 +260,8 @@ def _releases(args: argparse.Namespace) -> int:
         return 0
     fmt = args.format or export_format(args.to)  # before any reading: a wrong name fails at once
     ref = cat.resolve(args.ref)
-    cat.export(ref, args.to, fmt)
-    print(f"{ref}: {number(cat.manifest(ref).get('rows'), ',', '?')} rows -> {args.to} ({fmt})")
+    cat.export(ref, args.to, fmt, force=args.force, neutralise_formulas=not args.keep_formulas)
+    print(f"{ref}: {number(cat.manifest(ref).get('rows'), ',', '?')} rows -> {redact(args.to)} ({fmt})")
     return 0
 
 
@@ -299,6 +306,8 @@ def _adhoc_config(args: argparse.Namespace, overrides: dict) -> tuple[Config, st
     overrides = {k: v for k, v in overrides.items() if not k.startswith("datasets.")}
     overrides["datasets"] = {dataset: entry}
     cfg = load_config(args.params, overrides)
+    if not args.force:
+        _check_same_source(cfg, dataset, args.source, origin)
     if "score.thresholds" not in overrides:
         # Thresholds on scores this data will not have (no target: no utility score; images: no
         # table scores) are dropped rather than failing on a missing key; the entry keeps the rest,
@@ -310,6 +319,38 @@ def _adhoc_config(args: argparse.Namespace, overrides: dict) -> tuple[Config, st
                                                   if not k.startswith(skip)}
         cfg = load_config(args.params, overrides)
     return cfg, dataset
+
+
+def _check_same_source(cfg: Config, dataset: str, source: str, origin: str) -> None:
+    """An ad-hoc name already in use (remembered in its work folder, or holding releases) belongs
+    to the source it was made from: another source would move that dataset's ``latest``."""
+    before = None
+    remembered = StagePaths.of(cfg.work_dir, dataset).root / ADHOC_ENTRY
+    try:
+        before = read_json(remembered)["entry"]["source"] if remembered.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # unreadable: _config_for says so when the name is used; the releases may still tell
+    if before is None:
+        from pipeline.catalog import Catalog
+
+        try:  # no work folder (cleaned, another machine): the latest release says where it came from
+            before = Catalog(cfg.publish.release_root).manifest(dataset).get("source")
+        except (PipelineError, OSError, ValueError, ImportError):
+            before = None
+    if not isinstance(before, str) or _same_source(before, redact(source)):
+        return
+    raise ConfigError(f"{origin} is already the dataset made from {before}; choose another --name, "
+                      f"or add --force to make it from {redact(source)} (its next release becomes latest)")
+
+
+def _same_source(a: str, b: str) -> bool:
+    from pipeline.stores import has_protocol
+
+    if a == b:
+        return True
+    if has_protocol(a) or has_protocol(b):
+        return False
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def _remember(cfg: Config, dataset: str) -> None:
@@ -374,7 +415,7 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
         t0 = time.perf_counter()
         result = run_stage(stage, cfg, dataset)
         timings[stage] = round(time.perf_counter() - t0, 2)
-    print(json.dumps({"dataset": dataset, "release": str(getattr(result, "path", "")), "seconds": timings}))
+    print(redact(json.dumps({"dataset": dataset, "release": str(getattr(result, "path", "")), "seconds": timings})))
     return 0
 
 

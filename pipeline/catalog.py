@@ -17,7 +17,10 @@ beyond the release folders themselves.
 Nothing read from outside is trusted to stay inside the release root: dataset names and versions
 (from a reference, a folder listing or ``latest.json``) follow ``pipeline.names``, and every path a
 manifest lists must be a plain file name in its version folder. A corrupt ``latest.json`` or
-manifest is a one-line ``ReleaseError`` naming the file.
+manifest is a one-line ``ReleaseError`` naming the file. In a local root nothing the catalog reads
+may be a symbolic link (a dataset or version folder, a part file, ``_DATACARD.md``): a link would
+serve files from outside the root as a release. A manifest names its own dataset and version, so a
+release copied in from another dataset is refused, not served under the folder's name.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import ntpath
 import os
 import posixpath
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,8 @@ LINEAGE = ("source", "source_hash", "holdout_hash", "modality", "model", "model_
 # What ``export`` writes when no format is given, by the destination's (lower-case) ending.
 EXPORT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".csv.gz": "csv",
                    ".csv.bz2": "csv", ".csv.xz": "csv"}
+# A CSV cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Ref:
 class Catalog:
     def __init__(self, root: str = "releases", storage_options: dict[str, Any] | None = None):
         import fsspec
+        from fsspec.implementations.local import LocalFileSystem
 
         self.url = str(root)
         if not self.url.strip():
@@ -71,6 +78,7 @@ class Catalog:
         except (ValueError, ImportError) as exc:  # an unknown protocol, a missing fsspec extra
             raise ReleaseError(f"release root {self.url!r}: {one_line(exc)}") from None
         self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)  # only a local root can hold symbolic links
 
     # -- discovery ---------------------------------------------------------------------------------
 
@@ -82,12 +90,38 @@ class Catalog:
         rel = path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
         return f"{self.url.rstrip('/')}/{rel}"
 
+    def _is_link(self, path: str) -> bool:
+        return self.local and os.path.islink(path)
+
+    def _inside(self, path: str) -> str:
+        """``path`` (under the root), checked in a local root: it resolves to itself inside the
+        root, so no folder or file on the way is a symbolic link, and it is no FIFO, socket or
+        device (reading one would hang or serve something else). Object stores have no links."""
+        if not self.local:
+            return path
+        rel = path[len(self.root):].lstrip("/")
+        if os.path.realpath(path) != os.path.join(os.path.realpath(self.root), rel):
+            here = self.root
+            for part in rel.split("/"):  # the link on the way, for the message
+                here = posixpath.join(here, part)
+                if os.path.islink(here):
+                    raise ReleaseError(f"{self._shown(here)} is a symbolic link (to {os.readlink(here)!r}): "
+                                       f"the catalog reads only what lies inside its root; remove the link")
+            raise ReleaseError(f"{self._shown(path)} resolves outside the release root {self.url}")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # missing or unreadable: the read that follows says so
+            return path
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ReleaseError(f"{self._shown(path)} is not a regular file (a FIFO, socket or device): remove it")
+        return path
+
     def _read_json(self, path: str) -> dict:
         """A JSON object from ``path``, or a one-line ReleaseError naming the file and the reason."""
         try:
             # One plain read: an open() would check the object against a listing cached earlier,
             # and latest.json is replaced by each release.
-            data = json.loads(self.fs.cat_file(path).decode("utf-8"))
+            data = json.loads(self.fs.cat_file(self._inside(path)).decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise ReleaseError(f"{self._shown(path)} unreadable: not JSON ({exc})") from None
         except UnicodeDecodeError:
@@ -118,17 +152,21 @@ class Catalog:
             return []
         if not self.fs.isdir(self.root):
             raise ReleaseError(f"release root {self.url} is not a folder")
-        return sorted(n for n in self._ls(self.root) if self.fs.exists(self._path(n, LATEST)))
+        # A linked dataset folder is listed unfollowed: its readers say what is wrong.
+        return sorted(n for n in self._ls(self.root)
+                      if self._is_link(self._path(n)) or self.fs.exists(self._path(n, LATEST)))
 
     def versions(self, dataset: str) -> list[str]:
         """Published versions of ``dataset``, oldest first (hidden staging folders excluded)."""
-        folder = self._path(check_name(dataset, "dataset name"))
+        folder = self._inside(self._path(check_name(dataset, "dataset name")))
         if not self.fs.isdir(folder):
             raise self._no_releases(dataset)
         out = []
         for name in self._ls(folder):
             path = self._path(dataset, name, MANIFEST)
-            if self.fs.exists(path):
+            if self._is_link(self._path(dataset, name)):  # listed unfollowed, first: its readers refuse it
+                out.append(("", natural_key(name), name))
+            elif self.fs.exists(path):
                 out.append((self._created_at(path), natural_key(name), name))
         return [name for *_, name in sorted(out)]
 
@@ -142,7 +180,7 @@ class Catalog:
 
     def latest(self, dataset: str) -> str:
         """The version ``DATASET/latest.json`` names (checked like any version name)."""
-        path = self._path(check_name(dataset, "dataset name"), LATEST)
+        path = self._inside(self._path(check_name(dataset, "dataset name"), LATEST))
         if not self.fs.exists(path):
             raise self._no_releases(dataset)
         version = self._read_json(path).get("version")
@@ -166,9 +204,10 @@ class Catalog:
         except BadNameError as exc:
             raise BadNameError(f"reference {text!r}: {exc}") from None
         version = version if at else self.latest(dataset)
-        if not self.fs.exists(self._path(dataset, version, MANIFEST)):
+        if not self.fs.exists(self._inside(self._path(dataset, version, MANIFEST))):
             known = self.versions(dataset)
-            raise ReleaseError(f"{self.url}: '{dataset}' has no version '{version}' "
+            named = "" if at else f" ({self._shown(self._path(dataset, LATEST))} names it)"
+            raise ReleaseError(f"{self.url}: '{dataset}' has no version '{version}'{named} "
                                f"(versions: {', '.join(known[-5:]) or 'none'}{' ...' if len(known) > 5 else ''})")
         return Ref(dataset, version)
 
@@ -179,6 +218,11 @@ class Catalog:
         r = self.resolve(ref)
         path = self._path(r.dataset, r.version, MANIFEST)
         manifest = self._read_json(path)
+        wrong = [f"{key} {manifest[key]!r}" if key in manifest else f"no {key}"
+                 for key, own in (("dataset", r.dataset), ("version", r.version)) if manifest.get(key) != own]
+        if wrong:  # e.g. another dataset's release copied in and named in latest.json
+            raise ReleaseError(f"{self._shown(path)}: names {' and '.join(wrong)}, not {r}: a release "
+                               f"folder holds only its own release (copied in from elsewhere?)")
         files, reports = manifest.get("files"), manifest.get("reports", [])
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             raise ReleaseError(f"{self._shown(path)} unreadable: 'files' is not a list of {{\"path\": ...}} entries")
@@ -193,7 +237,7 @@ class Catalog:
 
     def files(self, ref: str | Ref) -> list[str]:
         r = self.resolve(ref)
-        return [self._path(r.dataset, r.version, f["path"]) for f in self.manifest(r)["files"]]
+        return [self._inside(self._path(r.dataset, r.version, f["path"])) for f in self.manifest(r)["files"]]
 
     def dataset(self, ref: str | Ref) -> pads.Dataset:
         """A lazy pyarrow dataset over exactly the release's files (its manifest's list)."""
@@ -221,7 +265,7 @@ class Catalog:
         r = self.resolve(ref)
         self.manifest(r)  # a release whose manifest is corrupt or escapes its folder is read no further
         try:
-            with self.fs.open(self._path(r.dataset, r.version, name), "r", encoding="utf-8") as f:
+            with self.fs.open(self._inside(self._path(r.dataset, r.version, name)), "r", encoding="utf-8") as f:
                 return f.read()
         except FileNotFoundError:
             raise ReleaseError(f"{r}: has no file {name!r}") from None
@@ -273,47 +317,117 @@ class Catalog:
             "lineage": changed_keys({k: ma.get(k) for k in LINEAGE}, {k: mb.get(k) for k in LINEAGE}),
         })
 
-    def export(self, ref: str | Ref, to: str, fmt: str | None = None) -> str:
+    def export(self, ref: str | Ref, to: str, fmt: str | None = None, *, force: bool = False,
+               neutralise_formulas: bool = True) -> str:
         """Write the release to one local or fsspec file (``parquet`` or ``csv``; by default from
         ``to``'s ending, see ``export_format``); returns its path. A local file appears whole or not
-        at all, only in a folder that exists, never inside the release root."""
+        at all, only in a folder that exists, never inside the release root. An existing file is
+        replaced only with ``force``; a link, folder, FIFO or device never. In CSV, text cells
+        that a spreadsheet would run as a formula get a leading ``'`` unless not
+        ``neutralise_formulas``."""
         import fsspec
+
+        from pipeline.io import atomic_path
 
         fmt = fmt or export_format(to)
         if fmt not in ("parquet", "csv"):
             raise ReleaseError(f"export format '{fmt}': use parquet or csv")
         compression = fsspec.utils.infer_compression(to) if fmt == "csv" else None
-        target = self._local_target(to) if fsspec.utils.get_protocol(to) in ("file", "local") else None
+        local = fsspec.utils.get_protocol(to) in ("file", "local")
+        target = self._local_target(to, force) if local else _check_remote_target(to, force)
         r = self.resolve(ref)
         frame = self.load(r)
+        if fmt == "csv" and neutralise_formulas:
+            frame = neutralised(frame)
         if target is None:  # a remote store: its own upload is all or nothing
             with fsspec.open(to, "wb", compression=compression) as f:
                 _write_frame(frame, f, fmt)
             return to
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            with fsspec.open(str(partial), "wb", compression=compression) as f:
+        with atomic_path(target) as tmp:  # a fresh temporary (O_EXCL): never through a planted link
+            with fsspec.open(str(tmp), "wb", compression=compression) as f:
                 _write_frame(frame, f, fmt)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+            _check_target(target, to, force)  # again: something may have appeared there meanwhile
         return to
 
-    def _local_target(self, to: str) -> Path:
-        """The local file ``to`` names, checked: its folder exists, it is no folder itself, and it
-        lies outside a local release root (releases are immutable)."""
+    def _local_target(self, to: str, force: bool) -> Path:
+        """The local file ``to`` names, checked: its folder exists, it lies outside a local release
+        root (releases are immutable), and nothing is there but, with ``force``, a regular file."""
         from fsspec.implementations.local import LocalFileSystem
 
         target = Path(LocalFileSystem._strip_protocol(to))
         if not target.parent.is_dir():
             raise ReleaseError(f"export folder {str(target.parent)!r} does not exist (create it first)")
-        if target.is_dir():
-            raise ReleaseError(f"export destination {to!r} is a folder: name a file")
         if isinstance(self.fs, LocalFileSystem):
             root = os.path.realpath(self.root)
             if os.path.realpath(target) == root or os.path.realpath(target).startswith(root + os.sep):
                 raise ReleaseError(f"export destination {to!r} is inside the release root {self.url}: write elsewhere")
+        _check_target(target, to, force)
         return target
+
+
+def _check_target(target: Path, to: str, force: bool) -> None:
+    """Refuse a local export destination that is there already, unless it is a regular file and
+    ``force``: a link, a folder, a FIFO or a device is never replaced."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise ReleaseError(f"export destination {to!r} is a symbolic link: an export never replaces one "
+                           f"(remove it, or name another file)")
+    if stat.S_ISDIR(mode):
+        raise ReleaseError(f"export destination {to!r} is a folder: name a file")
+    if not stat.S_ISREG(mode):
+        raise ReleaseError(f"export destination {to!r} is not a regular file (a FIFO, socket or device): "
+                           f"name another file")
+    if not force:
+        raise ReleaseError(f"export destination {to!r} exists already: --force (force=True) replaces it")
+
+
+def _check_remote_target(to: str, force: bool) -> None:
+    """Check a store's export destination: its protocol is known (and installed), and nothing is
+    there but, with ``force``, a file."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(to)
+        kind = fs.info(path).get("type") if fs.exists(path) else None
+    except (ValueError, ImportError) as exc:  # an unknown protocol, a missing fsspec extra
+        raise ReleaseError(f"export destination {to!r}: {one_line(exc)}") from None
+    if kind == "directory":
+        raise ReleaseError(f"export destination {to!r} is a folder: name a file")
+    if kind is not None and not force:
+        raise ReleaseError(f"export destination {to!r} exists already: --force (force=True) replaces it")
+
+
+# A line inside a cell that starts like a formula: CSV writers leave a bare carriage return unquoted,
+# and a reader that breaks lines there would see a new row starting with the formula.
+_LINE_FORMULA = re.compile(r"(?<=[\r\n])(?=[=+\-@\t\r])")
+
+
+def _neutral(text: str) -> str:
+    return ("'" if text.startswith(FORMULA_STARTS) else "") + _LINE_FORMULA.sub("'", text)
+
+
+def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each text cell (and column name) that starts like a formula (``FORMULA_STARTS``)
+    prefixed with ``'``, as OWASP advises for CSV: a spreadsheet shows it as text and runs nothing.
+    Numbers are not text: a numeric column's negative values stay as they are."""
+    out = frame.copy(deep=False)
+    for i in range(frame.shape[1]):
+        col = frame.iloc[:, i]
+        if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)
+                or isinstance(col.dtype, pd.CategoricalDtype)):
+            continue
+        values = col.to_numpy(dtype=object)
+        hit = [isinstance(v, str) and (v.startswith(FORMULA_STARTS) or _LINE_FORMULA.search(v) is not None)
+               for v in values]
+        if any(hit):
+            values = values.copy()
+            values[hit] = [_neutral(v) for v in values[hit]]
+            out.isetitem(i, values)
+    out.columns = ["'" + c if isinstance(c, str) and c.startswith(FORMULA_STARTS) else c for c in frame.columns]
+    return out
 
 
 def export_format(to: str) -> str:

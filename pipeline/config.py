@@ -84,12 +84,18 @@ class IngestConfig(_Section):
         "streamed source: the seeded sample of training (and holdout) rows the later stages read"))
 
 
+# A layer's width: bounded here so that a typo (1e9) is one line, not an allocation the machine
+# cannot make; ``pipeline.stages.check_config`` also weighs the whole network against its memory.
+MAX_WIDTH = 1 << 16
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+
+
 class GanConfig(_Section):
     """The GANs (``gan``, ``ctgan``): generator and PacGAN critic sizes."""
 
-    noise_dim: int = Field(128, ge=1)
-    generator_dims: list[int] = Field(default_factory=lambda: [256, 256])
-    discriminator_dims: list[int] = Field(default_factory=lambda: [256, 256])
+    noise_dim: int = Field(128, ge=1, le=MAX_WIDTH)
+    generator_dims: list[Width] = Field(default_factory=lambda: [256, 256])
+    discriminator_dims: list[Width] = Field(default_factory=lambda: [256, 256])
     pac: int = Field(5, ge=1, description="rows the critic judges together (PacGAN)")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     log_frequency: bool = Field(True, description="ctgan: condition on categories by log frequency in training")
@@ -100,9 +106,9 @@ class GanConfig(_Section):
 class TvaeConfig(_Section):
     """The tabular VAE (``tvae``)."""
 
-    latent_dim: int = Field(128, ge=1)
-    encoder_dims: list[int] = Field(default_factory=lambda: [128, 128])
-    decoder_dims: list[int] = Field(default_factory=lambda: [128, 128])
+    latent_dim: int = Field(128, ge=1, le=MAX_WIDTH)
+    encoder_dims: list[Width] = Field(default_factory=lambda: [128, 128])
+    decoder_dims: list[Width] = Field(default_factory=lambda: [128, 128])
     loss_factor: float = Field(2.0, gt=0)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
@@ -112,7 +118,7 @@ class DiffusionConfig(_Section):
     """The diffusion-class table model (``diffusion``): flow matching on the numeric scalars, masked
     diffusion on the categories, an MLP denoiser; rows from an average of its weights."""
 
-    hidden_dims: list[int] = Field(default_factory=lambda: [512, 512, 512, 512], min_length=1)
+    hidden_dims: list[Width] = Field(default_factory=lambda: [512, 512, 512, 512], min_length=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0,
@@ -126,8 +132,9 @@ class DiffusionConfig(_Section):
 class DcganConfig(_Section):
     """The class-conditional image GAN (``dcgan``)."""
 
-    noise_dim: int = Field(64, ge=1)
-    width: int = Field(32, ge=4, description="channels of the outer conv layers (the inner ones have twice as many)")
+    noise_dim: int = Field(64, ge=1, le=MAX_WIDTH)
+    width: int = Field(32, ge=4, le=4096,
+                       description="channels of the outer conv layers (the inner ones have twice as many)")
     label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps "
                                                      "images on their label")
     ema_decay: float = Field(0.997, ge=0.0, lt=1.0,
@@ -137,8 +144,8 @@ class DcganConfig(_Section):
 class ConvVaeConfig(_Section):
     """The class-conditional convolutional VAE (``conv_vae``)."""
 
-    latent_dim: int = Field(16, ge=1)
-    width: int = Field(32, ge=4)
+    latent_dim: int = Field(16, ge=1, le=MAX_WIDTH)
+    width: int = Field(32, ge=4, le=4096)
     lr: float = Field(1e-3, gt=0)
     beta: float = Field(1.0, gt=0, description="weight of the KL term")
 
@@ -185,7 +192,7 @@ class DistributedConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, le=1_000_000)
     batch_size: int = Field(500, ge=2)
     lr_generator: float = Field(4e-4, gt=0)
     lr_discriminator: float = Field(4e-4, gt=0)
@@ -231,8 +238,18 @@ class GenerateConfig(_Section):
 
 
 class Threshold(_Section):
-    min: float | None = None
-    max: float | None = None
+    """Bounds of one gate metric. Finite numbers only (a NaN bound would pass everything); that
+    each lies inside its metric's range is checked against the registry
+    (``pipeline.metrics.check_thresholds``)."""
+
+    min: float | None = Field(None, allow_inf_nan=False)
+    max: float | None = Field(None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Threshold":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: the gate could never pass")
+        return self
 
 
 class ScoreConfig(_Section):
@@ -285,15 +302,15 @@ class RuntimeConfig(_Section):
     """How a run uses this machine and talks to its operator (never what the run makes, so DVC's
     stages do not depend on it)."""
 
-    threads: int = Field(0, ge=0, description="CPU threads of every stage (torch, the scoring models, detection, "
-                                              "generation workers); 0 = the cores this process may use "
-                                              "(CPU affinity and cgroup quota)")
+    threads: int = Field(0, ge=0, le=4096,
+                         description="CPU threads of every stage (torch, the scoring models, detection, generation "
+                                     "workers); 0 = the cores this process may use (CPU affinity and cgroup quota)")
     progress_seconds: float = Field(10.0, gt=0, description="off a terminal (DVC, Prefect, a log file), a progress "
                                                             "line at most this often")
 
 
 class Config(_Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="the run's seed; the stages derive theirs from it")
     work_dir: str = "work"
     metrics_dir: str = "metrics"
     datasets: dict[str, DatasetConfig]
@@ -399,6 +416,9 @@ def parse_overrides(items: list[str] | None, thresholds: list[str] | None = None
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise ConfigError(f"--set {key}: value {raw[:40]!r}{'...' if len(raw) > 40 else ''} cannot be read "
+                              f"({' '.join(str(exc).split()[:12])})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
     for text in thresholds or []:
@@ -446,7 +466,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
         if "input" in err and err["type"] not in ("extra_forbidden", "missing"):
             got = err["input"]
             if not isinstance(got, dict):
-                msg += f" (got {got!r})"
+                shown = repr(got)
+                msg += f" (got {shown if len(shown) <= 80 else shown[:60] + '...'})"
         lines.append(f"{origin}: {loc}: {msg}")
     return "\n".join(lines)
 
@@ -509,8 +530,8 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, an integer of too many digits
+        raise ConfigError(f"{path}: cannot be read ({' '.join(str(exc).split()[:20])})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(raw, overrides, origin=str(path))

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class PipelineError(Exception):
-    """Base for errors that the CLI reports as one clear line (no traceback)."""
+    """Base for errors that the CLI reports as one clear line (no traceback). A URL's credentials
+    in the message are masked (``pipeline.redact``): error lines end up in logs and CI output."""
+
+    def __init__(self, *args: object):
+        from pipeline.redact import redact
+
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(PipelineError):
@@ -15,7 +21,9 @@ class InputDataError(PipelineError):
     """A source file cannot be used; the message names the file, the column and the reason."""
 
     def __init__(self, path: object, reason: str, column: str | None = None):
-        self.path, self.column, self.reason = str(path), column, reason
+        from pipeline.redact import redact
+
+        self.path, self.column, self.reason = redact(str(path)), column, redact(reason)
         where = f"{self.path}: column '{column}'" if column is not None else self.path
         super().__init__(f"{where}: {reason}")
 

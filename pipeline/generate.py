@@ -21,6 +21,7 @@ from pipeline.artifacts import StagePaths, shard_name
 from pipeline.errors import ConditionError
 from pipeline.io import atomic_dir, sha256_files, write_json
 from pipeline.modalities import modality_named
+from pipeline.plan import check_generation
 from pipeline.sampling import sample_frame, shard_seed
 from pipeline.shards import ShardJob, make_shards
 from pipeline.training.loop import pick_device
@@ -60,10 +61,14 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
 
     cfg = cfg.for_dataset(dataset)  # itself when resolved already (run_stage resolves it)
     paths = StagePaths.of(cfg.work_dir, dataset)
+    g = cfg.generate
+    # A plan that cannot finish is refused in one line before anything is planned or written: an
+    # image plan lists a label per row, and the shard jobs below are a list.
+    check_generation(cfg, paths, g.rows or 0)
     loaded = load_model(paths.model, pick_device(cfg.train.device))
     handler = modality_named("image" if loaded.spec is not None else "table")
-    g = cfg.generate
     plan = handler.plan_generation(g, cfg.seed, loaded, paths)
+    check_generation(cfg, paths, plan.rows)  # as many as the source, or rows_per_label of each label
     rows, per = plan.rows, g.rows_per_shard
     n_shards = (rows + per - 1) // per
     t0 = time.perf_counter()

@@ -102,15 +102,14 @@ def _run_streamed(cfg: Config, dataset: str, parts: list, rows: int, paths: Stag
              dataset, f"{rows:,}", len(parts), f"{cfg.ingest.stream_rows:,}", f"{cfg.ingest.batch_rows:,}")
     with atomic_dir(paths.prepared) as tmp:
         got = streamed.run(cfg, dataset, parts, rows, tmp, paths.root)
-        schema = got.pop("schema")
+        schema, (source_hash, holdout_hash) = got.pop("schema"), got.pop("hashes")  # of the bytes read
         meta = {
             "dataset": dataset,
             "params": ingest_params(cfg, dataset),
             "source": str(ds.source),
-            "source_hash": streamed.source_hash(parts, paths.root),
+            "source_hash": source_hash,
             "holdout_source": ds.holdout_source,
-            "holdout_hash": (streamed.source_hash(streamed.source_parts(ds.holdout_source), paths.root)
-                             if ds.holdout_source else None),
+            "holdout_hash": holdout_hash,
             **got,
             **schema.to_dict(),
         }

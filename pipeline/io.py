@@ -7,12 +7,14 @@ crash never leaves a half-written file where a reader (or DVC) would take it for
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.redact import redact
 
 LINEAGE_KEY = b"synthfactory.lineage"
 _UMASK = os.umask(0)
@@ -42,10 +46,11 @@ def dataset_run_lock(work_dir: str | Path, dataset: str, wait_seconds: float = 0
     path = Path(work_dir) / dataset / ".run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
-    with open(path, "w") as f:
+    fd = open_lock(path, PipelineError)
+    try:
         while True:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -55,7 +60,36 @@ def dataset_run_lock(work_dir: str | Path, dataset: str, wait_seconds: float = 0
         try:
             yield path
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def open_lock(path: Path, error: type[Exception]) -> int:
+    """A file descriptor of the lock file ``path`` (made if missing) for ``flock``. Opened without
+    truncating it and without following a link: a ``.lock`` planted as a symbolic link in a shared
+    folder must not make us empty the file it points to. A link or a non-regular file there is an
+    ``error`` naming the path."""
+    fix = "remove it (a lock is a plain file the pipeline makes itself)"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise error(f"lock file {path} is a symbolic link: {fix}")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise error(f"lock file {path} is not a regular file: {fix}")
+    try:
+        # O_NONBLOCK: a FIFO swapped in since the check cannot hang the open (flock still waits).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link made since the check
+            raise error(f"lock file {path} is a symbolic link: {fix}") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"lock file {path} is not a regular file: {fix}")
+    return fd
 
 
 def check_writable(path: str | Path, key: str, urls: bool = False) -> None:
@@ -73,6 +107,8 @@ def check_writable(path: str | Path, key: str, urls: bool = False) -> None:
         if is_url(path):
             return check_store_writable(str(path), key)
     path = local_path(path)
+    if os.path.realpath(path) == os.path.realpath(os.sep):  # every dataset would become a top-level folder
+        raise ConfigError(f"{key}: {path} is the file system's root; set {key} to a folder of its own")
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -107,9 +143,11 @@ def sha256_files(paths: list[Path]) -> str:
 
 
 # Temporaries carry their maker (host and pid), so a later run can tell a dead run's leftovers
-# from a live run's work in progress: .<name>.<host>-<pid>.<random>.tmp, .<name>.old-<host>-<pid>.
+# from a live run's work in progress: .<name>.<host>-<pid>.<random>.tmp, and atomic_dir's
+# .<name>.new-<host>-<pid> (a finished copy) and .<name>.old-<host>-<pid> (the copy it replaces).
 _OWNER = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
-_LEFTOVER = re.compile(r"^\.(?:.+\.(?P<h1>[^.]+)-(?P<p1>\d+)\.[^.]+\.tmp|.+\.old-(?P<h2>[^.]+)-(?P<p2>\d+))$")
+_LEFTOVER = re.compile(r"^\.(?:.+\.(?P<h1>[^.]+)-(?P<p1>\d+)\.[^.]+\.tmp|.+\.(?:old|new)-(?P<h2>[^.]+)-(?P<p2>\d+))$")
+_SWAPPED = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)-(?P<host>[^.]+)-(?P<pid>\d+)$")
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -126,19 +164,54 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _dead_run(host: str, pid: str) -> bool:
+    """Whether a temporary's maker was a run on this host that is no longer alive."""
+    return host == _OWNER and int(pid) != os.getpid() and not _alive(int(pid))
+
+
+def _restore_swapped(folder: Path) -> list[Path]:
+    """Put back each folder that a dead run was replacing when it died (between ``atomic_dir``'s
+    renames, so the name is missing): its finished new copy (``.<name>.new-*``) if it left one,
+    else the copy it had moved aside (``.<name>.old-*``). Returns the entries moved."""
+    import logging
+
+    copies: dict[str, list[tuple[bool, int, Path]]] = {}
+    for entry in folder.iterdir():
+        m = _SWAPPED.match(entry.name)
+        if m is not None and entry.is_dir() and not entry.is_symlink() and _dead_run(m["host"], m["pid"]):
+            with contextlib.suppress(FileNotFoundError):
+                copies.setdefault(m["name"], []).append((m["kind"] == "new", entry.stat().st_mtime_ns, entry))
+    restored = []
+    for name, found in copies.items():
+        target = folder / name
+        if os.path.lexists(target):
+            continue  # the swap finished or never began: the other copies are leftovers
+        best = max(found)[2]  # a new copy before an old one, then the latest
+        try:
+            os.replace(best, target)
+        except FileNotFoundError:  # another process (a torchrun rank) put it back first
+            continue
+        logging.getLogger(__name__).warning("restored %s from %s: a run died while replacing it", target, best.name)
+        restored.append(best)
+    return restored
+
+
 def remove_leftovers(folder: str | Path, depth: int = 2) -> list[Path]:
     """Remove temporary files and folders that dead runs on this host left under ``folder`` (a
     killed generate's ``.synthetic.*.tmp``, a ``.prepared.old-*``); a live run's are kept, and so
-    is anything made on another host (its liveness cannot be seen from here). Returns what went."""
+    is anything made on another host (its liveness cannot be seen from here). A folder a dead run
+    was replacing is first put back from the newest whole copy it left (``_restore_swapped``).
+    Returns what went (a copy put back under its own name too)."""
     folder = Path(folder)
     removed: list[Path] = []
     if depth < 0 or not folder.is_dir():
         return removed
+    removed += _restore_swapped(folder)
     for entry in folder.iterdir():
         m = _LEFTOVER.match(entry.name)
         if m is not None:
             host, pid = (m["h1"], m["p1"]) if m["h1"] else (m["h2"], m["p2"])
-            if host == _OWNER and int(pid) != os.getpid() and not _alive(int(pid)):
+            if _dead_run(host, pid):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -190,16 +263,39 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{_OWNER}-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _swap_in(tmp, path)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``. Replacing a folder takes two renames (``path``
+    aside, then the new one in), and a crash between them leaves no ``path``: so the new one is
+    first renamed ``.<name>.new-<host>-<pid>``, which tells the next run's ``remove_leftovers``
+    that it is whole (a ``.tmp`` may be half-written) and is to be put back."""
+    if not path.exists():
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    owner = f"{_OWNER}-{os.getpid()}"
+    new, old = path.with_name(f".{path.name}.new-{owner}"), path.with_name(f".{path.name}.old-{owner}")
+    step = 0
+    try:
+        os.replace(tmp, new)
+        step = 1
+        os.replace(path, old)
+        step = 2
+        os.replace(new, path)
+    except BaseException:
+        if step == 2 and not os.path.lexists(path):
+            os.replace(old, path)  # the previous copy back: as if nothing had been written
+        shutil.rmtree(new if step else tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fsync_path(path: Path) -> None:
@@ -215,7 +311,8 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically: locally by rename, to a ``pipeline.stores.StorePath`` in one upload."""
     from pipeline.stores import StorePath
 
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    # Every record goes through redact: a source or root URL's credentials are never written.
+    text = redact(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n"
     if isinstance(path, StorePath):
         path.write_text(text)
         return
@@ -234,7 +331,7 @@ def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | N
     """Write one Parquet file atomically, with lineage in its key-value metadata when given."""
     if lineage is not None:
         meta = dict(table.schema.metadata or {})
-        meta[LINEAGE_KEY] = json.dumps(lineage, sort_keys=True, default=str).encode()
+        meta[LINEAGE_KEY] = redact(json.dumps(lineage, sort_keys=True, default=str)).encode()
         table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")

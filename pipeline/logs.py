@@ -48,6 +48,20 @@ class _Context(logging.Filter):
         return True
 
 
+class Redact(logging.Filter):
+    """Masks URL credentials in a record's message (``pipeline.redact``) before any handler
+    writes it: a source or release root given as ``s3://KEY:SECRET@...`` is never logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pipeline.redact import redact
+
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, dataset, stage, message, and the
     record's ``fields`` (numbers stay numbers; a non-finite one is null, so every line is strict JSON)."""
@@ -116,6 +130,7 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_Context())
+        handler.addFilter(Redact())
         root.addHandler(handler)
     root.setLevel(others)  # third-party chatter (fsspec, matplotlib, urllib3)
     source.setLevel(level)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.artifacts import StagePaths, prepared_rows
 from pipeline.config import Config
 from pipeline.modalities import modality_named
 from pipeline.stores import is_url, local_copy, location
@@ -31,6 +32,10 @@ TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up st
 # and model terms below 694 MB of it).
 SCORE_LIBRARIES_MB = 350
 LEADING_ROWS = 100_000  # rows of a streamed source that validate types (ingest: ingest.sample_rows)
+# A generate run lists its shards up front (one job, one future on the workers, each), and a row
+# count beyond any disk says a typo: 10**15 rows once planned 10^7 shard jobs (4.2 GB) before failing.
+MAX_GENERATE_SHARDS = 100_000
+MAX_GENERATE_ROWS = 10**12
 
 
 def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
@@ -140,6 +145,32 @@ def _free_mb(folder: str) -> float | None:
     while not probe.exists():
         probe = probe.parent
     return round(shutil.disk_usage(probe).free / 2**20, 1)
+
+
+def check_generation(cfg: Config, paths: StagePaths, rows: int) -> None:
+    """Refuse in one line naming ``generate.rows`` (a ConfigError) a generation that cannot finish:
+    more rows or shards than a run makes, or more output than the work folder has free (about the
+    prepared training Parquet's bytes per row, times ``rows``). The generate stage runs it before it
+    plans or writes anything; ``python -m pipeline validate`` shows the same free space."""
+    from pipeline.errors import ConfigError
+
+    per = cfg.generate.rows_per_shard
+    if rows > MAX_GENERATE_ROWS:
+        raise ConfigError(f"generate.rows {rows:,} is more than {MAX_GENERATE_ROWS:,}, the most one generate run "
+                          "makes; lower generate.rows")
+    shards = -(-rows // per)
+    if shards > MAX_GENERATE_SHARDS:
+        raise ConfigError(f"generate.rows {rows:,} in shards of generate.rows_per_shard {per:,} is {shards:,} "
+                          f"shards, more than {MAX_GENERATE_SHARDS:,}; lower generate.rows or raise "
+                          "generate.rows_per_shard")
+    free = _free_mb(str(cfg.work_dir))
+    in_file = prepared_rows(paths) if paths.train_data.is_file() else 0
+    if free is None or not in_file:
+        return
+    need = rows * paths.train_data.stat().st_size / in_file / 2**20
+    if need > free:
+        raise ConfigError(f"generate.rows {rows:,}: about {need:,.0f} MB of synthetic data, {free:,.0f} MB free in "
+                          f"{cfg.work_dir}; lower generate.rows, or free some space or set work_dir elsewhere")
 
 
 def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[str, Any]:

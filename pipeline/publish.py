@@ -48,13 +48,14 @@ from pipeline.artifacts import (
     read_record,
     shard_name,
 )
-from pipeline.catalog import LATEST, MANIFEST, natural_key, schema_changes
+from pipeline.catalog import LATEST, MANIFEST, finite, natural_key, schema_changes
 from pipeline.config import Config, Threshold
 from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.errors import QualityGateError, ReleaseError
 from pipeline.io import (
     code_version,
     fsync_path,
+    open_lock,
     read_json,
     scratch_dir,
     sha256_file,
@@ -64,6 +65,7 @@ from pipeline.io import (
 )
 from pipeline.metrics import evaluate_gate
 from pipeline.names import check_name, name_problem
+from pipeline.redact import redact, redact_any
 from pipeline.report import gate_html, gate_markdown, regate, threshold_change_text
 from pipeline.stores import StorePath, is_url, local_path
 
@@ -107,12 +109,15 @@ def dataset_lock(root: Path | StorePath) -> Iterator[None]:
         yield
         return
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    fd = open_lock(root / ".lock", ReleaseError)  # never truncated, never through a link
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def new_version(root: Path, now: datetime | None = None) -> str:
@@ -129,9 +134,33 @@ def list_versions(root: Path | StorePath) -> list[str]:
     as numbers); hidden staging folders are not versions."""
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
-    return [p.name for p in sorted(found, key=lambda p: (read_json(p / MANIFEST).get("created_at", ""),
-                                                         natural_key(p.name)))]
+    found = {}
+    for p in root.iterdir():
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists():
+            manifest = read_manifest(p)
+            if manifest is not None:
+                found[p.name] = str(manifest.get("created_at", ""))
+    return sorted(found, key=lambda name: (found[name], natural_key(name)))
+
+
+def read_manifest(version: Path | StorePath) -> dict | None:
+    """A version's manifest, or None (with a warning naming it) when it is not a JSON object with a
+    schema: one damaged old release must not stop every later publish. It is skipped, not repaired."""
+    path = version / MANIFEST
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+    else:
+        schema = manifest.get("schema") if isinstance(manifest, dict) else None
+        if isinstance(schema, list) and all(isinstance(c, dict) and all(isinstance(c.get(k), str)
+                                                                         for k in ("name", "kind", "dtype"))
+                                            for c in schema):
+            return manifest
+        problem = "not a JSON object with a schema"
+    log.warning("%s is unreadable (%s): that version is skipped; repair or remove it", redact(str(path)),
+                problem[:200])
+    return None
 
 
 def latest_version(root: Path | StorePath) -> str | None:
@@ -203,7 +232,8 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
                 prune_releases(root, keep)
             except OSError as exc:  # the release stands; old ones are pruned next time
                 log.warning("could not prune old releases of %s: %s", dataset, exc)
-    log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files), root / version)
+    log.info("published %s %s: %d rows in %d files -> %s", dataset, version, rows, len(files),
+             redact(str(root / version)))
     return PublishResult(dataset, version, root / version, rows)
 
 
@@ -330,8 +360,9 @@ def check_schema_contract(cfg: Config, dataset: str, root: Path, previous: str |
     Returns (the new release's schema, its changes against ``previous``)."""
     new_schema = [{k: c[k] for k in ("name", "kind", "dtype")} for c in schema_meta["columns"]]
     changes = {"breaking": [], "compatible": []}
-    if previous is not None and (root / previous / MANIFEST).exists():
-        changes = schema_changes(read_json(root / previous / MANIFEST)["schema"], new_schema)
+    before = read_manifest(root / previous) if previous is not None and (root / previous / MANIFEST).exists() else None
+    if before is not None:
+        changes = schema_changes(before["schema"], new_schema)
         changes["against"] = previous
         if changes["breaking"] and not cfg.publish.allow_breaking_changes:
             raise ReleaseError(
@@ -374,14 +405,14 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
         "run": run_info or {},
     }
-    card = render_datacard(manifest, manifest["gate"]["thresholds"])
+    card = redact(render_datacard(manifest, manifest["gate"]["thresholds"]))
     (staging / DATACARD).write_text(card, encoding="utf-8")
     manifest["reports"] = [DATACARD]
     if (paths.synthetic / "_grid.png").exists():  # images: the preview grid
         shutil.copyfile(paths.synthetic / "_grid.png", staging / "_samples.png")
         manifest["reports"].append("_samples.png")
     write_reports(staging, paths, manifest, card, work.gate_changes)
-    write_json(staging / MANIFEST, manifest)
+    write_json(staging / MANIFEST, finite(manifest))  # strict JSON: a score that is NaN is null
     return files, rows
 
 
@@ -422,7 +453,7 @@ def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, g
             text = regate(text, gate)
             if name == "report.html":
                 text = embed_in_report(text, card)
-            (staging / f"_{name}").write_text(text, encoding="utf-8")
+            (staging / f"_{name}").write_text(redact(text), encoding="utf-8")
             manifest["reports"].append(f"_{name}")
 
 
@@ -438,9 +469,8 @@ def find_release(root: Path, versions: list[str], synthetic_hash: str | None,
     """The version of ``versions`` (newest first) that already holds exactly these rows from this
     model, with its manifest; None if none does."""
     for v in reversed(versions):
-        try:
-            m = read_json(root / v / MANIFEST)
-        except (OSError, ValueError):
+        m = read_manifest(root / v)
+        if m is None:
             continue
         if synthetic_hash and m.get("synthetic_hash") == synthetic_hash and m.get("model_hash") == model_hash_:
             return v, m
@@ -475,7 +505,7 @@ def made_with(cfg: Config, dataset: str, schema_meta: dict, model_info: dict, ge
     seeds = {"ingest": ingested.get("seed"), "train": model_info.get("seed"),
              "generate": gen_info.get("seed"), "score": scored.get("seed")}
     params["seed"] = seeds["generate"] if seeds["generate"] is not None else cfg.seed
-    return params, seeds, from_publisher
+    return redact_any(params), seeds, from_publisher  # hashed and shown as recorded: no credentials
 
 
 def params_hash(params: dict) -> str:
@@ -506,4 +536,4 @@ def _who() -> dict:
     argv = list(sys.argv)
     if argv and argv[0].endswith("__main__.py"):  # python -m pipeline ...
         argv[0] = f"python -m {Path(argv[0]).parent.name}"
-    return {"user": user, "host": socket.gethostname(), "command": " ".join(argv)}
+    return {"user": user, "host": socket.gethostname(), "command": redact(" ".join(argv))}

@@ -23,6 +23,10 @@ from pipeline.schema import NUMERIC_KINDS, TableSchema
 
 MAX_PLOTTED_COLUMNS = 36  # beyond this, the worst-scoring columns are plotted
 TOP_CATEGORIES = 12
+# Longest column name or category drawn in a figure: a figure grows with its labels (bbox "tight"),
+# and one 10,000-character column name made a pair heatmap ask for gigabytes. The HTML tables keep
+# every name whole.
+LABEL_CHARS = 40
 REAL, SYN, HOLD = "#4C72B0", "#DD8452", "#55A868"
 
 
@@ -107,6 +111,21 @@ def worst_pairs(inp: ReportInput, n: int = 10) -> list[tuple[str, str, str, floa
 # -- plots -----------------------------------------------------------------------------------------
 
 
+def short_labels(names: list[object], width: int = LABEL_CHARS) -> list[str]:
+    """``names`` as text of at most ``width`` characters (cut with an ellipsis), as distinct as the
+    names are: a cut that collides with another label ends in a number instead."""
+    labels: dict[str, str] = {}
+    for name in map(str, names):
+        if name in labels:
+            continue
+        label, n = (name if len(name) <= width else name[:width - 1] + "…"), 1
+        while label in labels.values():
+            n += 1
+            label = name[:width - len(f"…{n}")] + f"…{n}"
+        labels[name] = label
+    return [labels[str(name)] for name in names]
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -137,9 +156,9 @@ def plot_distributions(inp: ReportInput) -> str | None:
     ncol = 3
     nrow = math.ceil(len(cols) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.8 * nrow), squeeze=False)
-    for ax, c in zip(axes.flat, cols):
+    for ax, c, label in zip(axes.flat, cols, short_labels([c.name for c in cols])):
         score = inp.columns.get(c.name, {}).get("score")
-        ax.set_title(f"{c.name} ({c.kind})"
+        ax.set_title(f"{label} ({c.kind})"
                      + (f"  score {score:.3f}" if isinstance(score, float) and score == score else ""),
                      fontsize=9)
         if c.kind in NUMERIC_KINDS:
@@ -170,7 +189,7 @@ def plot_distributions(inp: ReportInput) -> str | None:
             x = np.arange(len(top))
             ax.bar(x - 0.2, vr, 0.4, color=REAL, label="real")
             ax.bar(x + 0.2, vs, 0.4, color=SYN, label="synthetic")
-            ax.set_xticks(x, [t[:14] for t in top], rotation=60, ha="right", fontsize=7)
+            ax.set_xticks(x, short_labels(top, 14), rotation=60, ha="right", fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
@@ -193,8 +212,9 @@ def plot_pair_heatmap(inp: ReportInput) -> str | None:
     size = max(4.0, 0.38 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(m, cmap="Reds", vmin=0, vmax=max(0.3, float(np.nanmax(m))))
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    labels = short_labels(names)
+    ax.set_xticks(range(len(names)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), labels, fontsize=7)
     ax.set_title("pair trend difference, 1 - score (correlation or contingency)", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _png(fig)
@@ -208,9 +228,9 @@ def plot_training(log: pd.DataFrame | None) -> str | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 2.8), squeeze=False)
-    for ax, c in zip(axes.flat, series):
+    for ax, c, label in zip(axes.flat, series, short_labels(series)):
         ax.plot(log["epoch"], log[c], color=REAL)
-        ax.set_title(c, fontsize=9)
+        ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -29,6 +29,7 @@ from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import judge, suites_for
 from pipeline.modalities import modality_of
 from pipeline.progress import Progress
+from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -126,5 +127,8 @@ def _write(cfg: Config, dataset: str, paths: StagePaths, metrics: dict, files: d
     write_json(paths.details, details)
     for name, content in files.items():
         with atomic_path(paths.score / name) as tmp:
-            tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content, encoding="utf-8")
+            if isinstance(content, bytes):
+                tmp.write_bytes(content)
+            else:  # the report: no URL credentials (pipeline.redact)
+                tmp.write_text(redact(content), encoding="utf-8")
     write_json(verdict, metrics)

@@ -8,6 +8,9 @@ pickled by name) and load the model once each.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +45,7 @@ class ShardJob:
 
 
 _WORKER_MODELS: dict[str, Any] = {}  # a worker loads each model once, not once per shard
+_PARENT: int | None = None  # in a worker: the pid of the run that started it
 
 
 def _worker_model(cfg: Config, paths: StagePaths) -> LoadedModel:
@@ -61,11 +65,32 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
     stats: dict[str, int] = {}
     table = modality_named("image" if loaded.spec is not None else "table").shard_table(loaded, job, cfg.generate,
                                                                                          stats)
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)  # the run is gone (killed): nothing more goes into its temporary folder
     write_parquet(table, Path(job.out))
     return stats
 
 
-def _worker_init(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the run that started it (``parent``) ends. A run killed with kill -9
+    runs no cleanup, and its workers would keep writing shards into its temporary folder. On Linux
+    the kernel kills the worker (the parent-death signal); elsewhere ``write_shard`` checks first.
+    Workers stay in the run's process group, so a Ctrl-C or a kill of the group reaches them too."""
+    global _PARENT
+    _PARENT = parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the signal was set
+        os._exit(1)
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     torch.set_num_threads(threads)  # workers share the cores instead of each taking them all
 
 
@@ -86,7 +111,7 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
             threads = max(1, threads_available(cfg) // g.workers)
             # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
             with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                                     initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
                 futures = {pool.submit(write_shard, job, cfg, paths): job for job in jobs}
                 for future in as_completed(futures):
                     results.append(future.result())
@@ -98,6 +123,8 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
             cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
                                                                processes=True, dashboard_address=None)
             with Client(g.dask_address or cluster) as client:
+                if cluster is not None:  # a remote cluster's workers are not this run's to end
+                    client.run(_die_with_parent, os.getpid())
                 futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
                 rows = {f.key: job.rows for f, job in zip(futures, jobs)}
                 for future in as_completed(futures):

@@ -90,6 +90,29 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
         for candidate in resolved.model.auto.candidates if resolved.model.name == "auto" else ():
             check_model(candidate, "table", name)
         check_thresholds(resolved.score.thresholds)
+        check_machine(resolved)
+
+
+def check_machine(cfg: Config) -> None:
+    """Settings far beyond this machine are refused in one line before anything runs: more threads
+    than four per usable core, or a network whose weights and optimiser state (about 20 bytes a
+    weight: the weights, their gradients, two Adam moments and the average) exceed its memory."""
+    from pipeline.errors import ConfigError
+    from pipeline.runtime import usable_cores
+
+    cores = usable_cores()
+    if cfg.runtime.threads > 4 * cores:
+        raise ConfigError(f"runtime.threads {cfg.runtime.threads} is far beyond this machine's {cores} usable "
+                          f"core(s); set it to at most {4 * cores}, or 0 for one per core")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    for section, settings in cfg.model.model_dump().items():
+        for key, dims in (settings.items() if isinstance(settings, dict) else ()):
+            if not key.endswith("_dims") or not dims:
+                continue
+            weights = sum(a * b for a, b in zip(dims, dims[1:]))  # the layers between the widths
+            if memory and 20 * weights > memory:
+                raise ConfigError(f"model.{section}.{key} {dims}: about {20 * weights / 2**30:,.0f} GiB to train, "
+                                  f"more than this machine's {memory / 2**30:,.0f} GiB; use narrower layers")
 
 
 def check_outputs_writable(cfg: Config) -> None:
@@ -106,7 +129,7 @@ def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:
     goes to ``<work>/<dataset>/stage_seconds.json`` (the release manifest carries them)."""
     paths = StagePaths.of(cfg.work_dir, dataset)
     for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
-        log.info("removed %s, left by a run that died", gone)
+        log.info("cleaned up %s, left by a run that died (removed, or put back as the newest whole copy)", gone)
     t0 = time.perf_counter()
     resolved = cfg.for_dataset(dataset)  # the config resolved once, here
     progress.set_cadence(resolved.runtime.progress_seconds)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.io import scratch_dir
+from pipeline.redact import is_redacted, redact
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,23 @@ def open_store(url: str) -> tuple[Any, str]:
                          f"({one_line(exc)}){fix}") from None
     except ValueError as exc:  # "Protocol not known: foo"
         raise ValueError(f"not a URL fsspec can open ({one_line(exc)})") from None
+    except Exception as exc:  # a store that connects when opened (ftp://, sftp://): refused, unreachable
+        raise ValueError(f"cannot be reached ({one_line(exc)}); check the host, the port and that the server "
+                         "is running") from exc
 
 
 # ---------------------------------------------------------------------------------------------
 # sources
+
+
+def check_not_masked(url: str) -> None:
+    """A URL read back from a record (an ad-hoc dataset remembered by name) had its credentials
+    masked (``pipeline.redact``): one line saying how to give them, instead of a store's refusal."""
+    from pipeline.errors import InputDataError
+
+    if is_redacted(url):
+        raise InputDataError(url, "its credentials were masked when it was recorded (they are never stored); "
+                                  "give --source with them again, or put them in the store's environment")
 
 
 @contextlib.contextmanager
@@ -100,6 +114,7 @@ def local_copy(source: str | Path, folder: str | Path | None = None) -> Iterator
         yield local_path(source)
         return
     url = str(source)
+    check_not_masked(url)
     try:
         fs, path = open_store(url)
     except ValueError as exc:
@@ -119,7 +134,7 @@ def local_copy(source: str | Path, folder: str | Path | None = None) -> Iterator
             fs.get_file(path, str(local))
         except Exception as exc:
             raise InputDataError(url, f"cannot be read: {one_line(exc)}") from exc
-        log.info("fetched %s (%d bytes) to read it", url, local.stat().st_size)
+        log.info("fetched %s (%d bytes) to read it", redact(url), local.stat().st_size)
         try:
             yield local
         except InputDataError as exc:

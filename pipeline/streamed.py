@@ -33,7 +33,7 @@ import logging
 import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputDataError
 from pipeline.schema import DISCRETE_KINDS, CastError, TableSchema, cast_column, nullable_dtype
 from pipeline.sources import count_rows, iter_batches, shown_name
-from pipeline.stores import is_url, local_copy, local_path, location, one_line, open_store
+from pipeline.stores import check_not_masked, is_url, local_copy, local_path, location, one_line, open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ COUNT_CAP = 100_000  # distinct values counted exactly per column; past it n_uni
 CONFIDENCE = 0.999  # of the stated quantile rank error
 SAMPLE_ROW_GROUP = 65_536  # rows per row group of the training sample's file
 INFER_ROWS = 100_000  # rows of the sample (its lowest priorities) the kinds and links are found on
+CHANGED = "changed while it was being read; run ingest again"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +86,7 @@ def _source_file(parts: tuple[str, ...]) -> bool:
 
 
 def _store_parts(url: str) -> list[str]:
+    check_not_masked(url)
     try:
         fs, path = open_store(url)
     except ValueError as exc:
@@ -345,6 +347,56 @@ def write_shard(frame: pd.DataFrame, schema: TableSchema, folder: Path, index: i
 # The streamed ingest
 
 
+def fingerprint(parts: list) -> list[tuple | None]:
+    """What tells that the source's files are still the ones read, without reading them again: a
+    local file's size, modification time and inode (a file replaced by a rename is another inode);
+    an object's size, ETag, version and modification time as its store reports them. None: gone."""
+    prints: list[tuple | None] = []
+    for part in parts:
+        if not is_url(part):
+            try:
+                st = local_path(part).stat()
+            except FileNotFoundError:
+                prints.append(None)
+                continue
+            prints.append((st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
+            continue
+        try:
+            fs, path = open_store(str(part))
+            info = fs.info(path)
+        except FileNotFoundError:
+            prints.append(None)
+            continue
+        except Exception as exc:  # the store's own errors (credentials, network)
+            raise InputDataError(part, f"cannot be read: {one_line(exc)}") from exc
+        # s3: ETag, LastModified, VersionId; gcs: etag, generation, updated; azure: etag, last_modified
+        prints.append(tuple(str(info.get(k)) for k in ("size", "ETag", "etag", "md5Hash", "VersionId", "generation",
+                                                       "mtime", "LastModified", "last_modified", "updated", "created")))
+    return prints
+
+
+@contextmanager
+def unchanged(parts: list) -> Iterator[Callable[[], None]]:
+    """Guard a block that reads ``parts`` several times (pass 1, pass 2, the hash): yields a check to
+    call between reads, and checks again at the end and on any error. A file replaced meanwhile
+    would give rows and statistics of two different files and a ``source_hash`` of bytes never
+    ingested: it is one InputDataError naming the file, and the caller writes nothing."""
+    before = fingerprint(parts)
+
+    def check() -> None:
+        for part, was, now in zip(parts, before, fingerprint(parts)):
+            if now != was:
+                raise InputDataError(part, CHANGED)
+
+    try:
+        yield check
+    except Exception as exc:
+        if not (isinstance(exc, InputDataError) and exc.reason == CHANGED):
+            check()  # a change explains a failed read (a batch too many, a cast) better than its error
+        raise
+    check()
+
+
 def source_hash(parts: list, folder: Path) -> str:
     """The sha256 of a one-file source's bytes; of the parts' sha256s, one per line, for several."""
     from pipeline.io import sha256_file
@@ -358,18 +410,31 @@ def source_hash(parts: list, folder: Path) -> str:
 
 def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> dict:
     """Stream the source ``parts`` (``rows`` in all, an upper bound for CSV) into the prepared folder
-    ``tmp``; returns what ``schema.json`` records beyond the common keys, with the row counts."""
+    ``tmp``; returns what ``schema.json`` records beyond the common keys, with the row counts, and
+    ``hashes``: (``source_hash``, ``holdout_hash``) of the bytes read (the source unchanged from
+    before pass 1 to after the hash, else one InputDataError)."""
+    ds = cfg.dataset(dataset)
+    hold_parts = source_parts(ds.holdout_source) if ds.holdout_source else []
+    with unchanged(parts + hold_parts) as check:
+        got = _stream(cfg, dataset, parts, hold_parts, rows, tmp, folder, check)
+        got["hashes"] = (source_hash(parts, folder), source_hash(hold_parts, folder) if hold_parts else None)
+    return got
+
+
+def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Path, folder: Path,
+            check: Callable[[], None]) -> dict:
+    """``run``'s two passes; ``check`` raises if a source file changed since pass 1 began."""
     from pipeline.modalities.table import conform, prepare
     from pipeline.progress import Progress
 
     ds, ic, seed = cfg.dataset(dataset), cfg.ingest, cfg.seed
     source = location(ds.source)  # a URL as written (errors name it), else a Path
     root = partition_root(source)
-    hold_parts = source_parts(ds.holdout_source) if ds.holdout_source else []
     hold_rows = total_rows(hold_parts, ds, folder) if hold_parts else 0
     fraction = 0.0 if hold_parts else ic.holdout_fraction
     train_keep, hold_keep = BottomK(ic.sample_rows), BottomK(ic.sample_rows)
     held: list[np.ndarray] = []  # pass 1's split, one packed array per batch, for pass 2
+    sizes: list[int] = []  # pass 1's batch lengths: pass 2 must see the same batches
     first = None
     with Progress("ingest", 2 * rows + hold_rows, "row") as bar:
         bar.now("pass 1 of 2: hashing rows, drawing the sample")
@@ -385,6 +450,7 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
             train_keep.offer(raw[~hold], prio[~hold], at[~hold])
             hold_keep.offer(raw[hold], prio[hold], at[hold])
             held.append(np.packbits(hold))
+            sizes.append(len(raw))
             pos += len(raw)
             bar.advance(len(raw), rows=len(raw))
         if first is None:
@@ -395,6 +461,7 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
         raw_sample.attrs = first.attrs
         sample, schema = prepare(raw_sample, source, ds, infer_on=train_keep.lowest(INFER_ROWS)
                                  if len(raw_sample) > INFER_ROWS else None)
+        check()
         bar.now("pass 2 of 2: typing, counting, writing shards")
         counts = ColumnCounts(schema)
         links = list(schema.links)
@@ -402,6 +469,9 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
         (tmp / "holdout").mkdir()
         train_rows = holdout_rows = shard = 0
         for i, (part, raw) in enumerate(batches(parts, root, ds, ic.batch_rows, folder, dataset)):
+            if i >= len(sizes) or len(raw) != sizes[i]:
+                check()
+                raise InputDataError(part, CHANGED)
             hold = np.unpackbits(held[i], count=len(raw)).astype(bool)
             frame = cast_batch(raw, schema, ds, part, dataset, len(sample))
             counts.add(frame)
@@ -413,6 +483,9 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
             train_rows += int((~hold).sum())
             holdout_rows += int(hold.sum())
             bar.advance(len(raw), rows=len(raw))
+        if shard != len(sizes):
+            check()
+            raise InputDataError(source, CHANGED)
         if hold_parts:  # a separate holdout source: streamed too, sampled the same way
             pos = 0
             for part, raw in batches(hold_parts, partition_root(ds.holdout_source), ds, ic.batch_rows, folder, dataset):

@@ -9,6 +9,7 @@ reports read them the same way. The gate is judged here, once (``judge``).
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -93,13 +94,21 @@ def suites_for(modality: str) -> list[Suite]:
 
 
 def check_thresholds(thresholds: dict) -> None:
-    """A ConfigError naming the first threshold on a metric that does not exist."""
+    """A ConfigError naming the first threshold on a metric that does not exist, or with a bound
+    outside the range its metric declares (a bound no score can reach means nothing)."""
     from pipeline.errors import ConfigError
 
     known = known_metrics()
     unknown = sorted(set(thresholds) - set(known))
     if unknown:
         raise ConfigError(f"score.thresholds: unknown metric '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    for key, th in thresholds.items():
+        info = known[key]
+        for bound in ("min", "max"):
+            value = getattr(th, bound)
+            if value is not None and not (math.isfinite(value) and info.lower <= value <= info.upper):
+                raise ConfigError(f"score.thresholds: {key}.{bound} {value:g} is outside {key}'s range "
+                                  f"[{info.lower:g}, {info.upper:g}]; set a bound inside it")
 
 
 def not_judged_reason(metrics: dict[str, object], key: str) -> str | None:
@@ -120,6 +129,9 @@ def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -
         value = metrics.get(key)
         if not isinstance(value, (int, float)) or value != value:  # missing, None or NaN
             failures.append(f"{key}: not computed")
+            continue
+        if any(b is not None and not math.isfinite(b) for b in (th.min, th.max)):  # never a pass by NaN
+            failures.append(f"{key}: its threshold is not a finite number")
             continue
         if th.min is not None and value < th.min:
             failures.append(f"{key}: {value:.4f} < min {th.min}")

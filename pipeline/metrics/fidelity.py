@@ -26,6 +26,9 @@ from pipeline.schema import TableSchema, datetime_ns
 
 CORRELATION_THRESHOLD = 0.5
 ASSOCIATION_THRESHOLD = 0.3
+# A pair's joint counts are a dense table (codes of a x codes of b) up to this many cells; beyond,
+# only the cells that occur are counted (two 100,000-value columns would ask for 10^10 cells).
+MAX_CONTINGENCY_CELLS = 2**22
 _SHAPE = {"continuous": "continuous", "integer": "continuous", "datetime": "continuous",
           "categorical": "discrete", "boolean": "discrete"}
 
@@ -165,6 +168,11 @@ def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
             continue
         kb = n_codes[b.name]
         size = n_codes[a.name] * kb
+        if size > MAX_CONTINGENCY_CELLS:
+            syn_cells, syn_counts = np.unique(code_s[a.name] * kb + code_s[b.name], return_counts=True)
+            pairs.append(sparse_contingency_pair(a.name, b.name, code_r[a.name], code_r[b.name], syn_cells,
+                                                 syn_counts, kb))
+            continue
         t_real = np.bincount(code_r[a.name] * kb + code_r[b.name], minlength=size)
         t_syn = np.bincount(code_s[a.name] * kb + code_s[b.name], minlength=size)
         pairs.append(contingency_pair(a.name, b.name, t_real, t_syn, kb))
@@ -182,6 +190,30 @@ def contingency_pair(a: str, b: str, t_real: np.ndarray, t_syn: np.ndarray, kb: 
     """ContingencySimilarity of a pair from its flattened joint counts (``kb`` codes of ``b``)."""
     score = 1 - 0.5 * np.abs(t_real / t_real.sum() - t_syn / t_syn.sum()).sum()
     v = _cramers_v(t_real.reshape(-1, kb).astype(float))
+    counts = not math.isnan(v) and v > ASSOCIATION_THRESHOLD
+    return {"columns": [a, b], "metric": "ContingencySimilarity", "score": float(score),
+            "real_association": v, "counted": bool(counts)}
+
+
+def sparse_contingency_pair(a: str, b: str, real_a: np.ndarray, real_b: np.ndarray, syn_cells: np.ndarray,
+                            syn_counts: np.ndarray, kb: int) -> dict:
+    """``contingency_pair`` from the cells that occur, for a pair too big for a dense table: the real
+    rows' codes of ``a`` and ``b``, and the synthetic joint cells (``code_a * kb + code_b``, sorted)
+    with their counts. The same figures: an empty cell adds nothing to the distance, and to
+    Cramér's V's chi-square only its expected count (so chi2 = sum over occupied cells of o^2 / e - n)."""
+    real_cells, real_counts = np.unique(real_a.astype(np.int64) * kb + real_b, return_counts=True)
+    cells = np.union1d(real_cells, syn_cells)
+    t_real, t_syn = np.zeros(len(cells)), np.zeros(len(cells))
+    t_real[np.searchsorted(cells, real_cells)] = real_counts
+    t_syn[np.searchsorted(cells, syn_cells)] = syn_counts
+    score = 1 - 0.5 * np.abs(t_real / t_real.sum() - t_syn / t_syn.sum()).sum()
+    n, rows, cols = len(real_a), np.bincount(real_a), np.bincount(real_b)
+    dims = min(int((rows > 0).sum()), int((cols > 0).sum()))
+    v = float("nan")
+    if n and dims >= 2:
+        expected = rows[real_cells // kb] * cols[real_cells % kb].astype(float) / n
+        chi2 = max(float((real_counts ** 2 / expected).sum()) - n, 0.0)
+        v = math.sqrt(chi2 / n / (dims - 1))
     counts = not math.isnan(v) and v > ASSOCIATION_THRESHOLD
     return {"columns": [a, b], "metric": "ContingencySimilarity", "score": float(score),
             "real_association": v, "counted": bool(counts)}

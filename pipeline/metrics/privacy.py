@@ -16,6 +16,14 @@ from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
 _DISTANCE_KINDS = NUMERIC_KINDS + DISCRETE_KINDS
 MAX_TRAIN_PARTS = 4  # the share's training samples: a 80/20 split's training rows are four holdouts
+# Categorical mismatches are one matrix product over one-hot codes, for columns of at most
+# MAX_ONE_HOT codes and while the reference's one-hot matrix stays under ONE_HOT_CELLS cells (256 MB
+# of float32). Any other categorical column is compared code by code, one chunk of rows at a time:
+# the same 0/1 per column (counts of whole mismatches, exact in float32 either way), so the
+# distances do not depend on which way a column went; only the memory does. A 100,000-value
+# column one-hot encoded asked for 8 GB.
+MAX_ONE_HOT = 1_000
+ONE_HOT_CELLS = 2**26
 
 
 def exact_match_rate(train: pd.DataFrame, other: pd.DataFrame, columns: list[str]) -> float:
@@ -58,7 +66,8 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
     """[len(data), k]: each data row's k smallest distances to the reference rows (ascending).
 
     Numeric ranges come from the reference, as in SDMetrics' ``calculate_dcr``. Chunked over data
-    rows, so memory is ``chunk x len(reference)``; categorical mismatches are one matrix product.
+    rows, so memory is ``chunk x len(reference)``; categorical mismatches are one matrix product
+    (columns of very many categories: one comparison each, ``one_hot_columns``).
     """
     if data.numeric.shape[0] == 0:
         return np.zeros((0, k))
@@ -80,27 +89,31 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
         return ((x - lo) / scale).clamp(-2.0, 3.0).nan_to_num(0.0).float()
 
     ref_scaled, ref_nan = scaled(ref_x), ref_x.isnan()
-    # One-hot of every categorical code (column j's codes offset by the counts before it), so
-    # "same category" counts are one matrix product.
+    # One-hot of the categorical codes (column j's codes offset by the counts before it), so
+    # "same category" counts are one matrix product; the columns left out compare codes directly.
     width = data.codes.shape[1]
-    counts = [int(max(data.codes[:, j].max().item() if len(data.codes) else 0,
-                      reference.codes[:, j].max().item() if len(reference.codes) else 0)) + 1 for j in range(width)]
-    offsets = (torch.tensor([0] + counts[:-1], dtype=torch.int64).cumsum(0) if width
+    hot, direct = one_hot_columns(data.codes, reference.codes)
+    keep = sorted(hot)
+    counts = [hot[j] for j in keep]
+    offsets = (torch.tensor([0] + counts[:-1], dtype=torch.int64).cumsum(0) if counts
                else torch.zeros(0, dtype=torch.int64))
     total_width = sum(counts)
 
     def one_hot(codes: torch.Tensor) -> torch.Tensor:
         m = torch.zeros(codes.shape[0], total_width)
-        if width:
+        if counts:
             m.scatter_(1, codes + offsets, 1.0)
         return m
 
-    ref_hot = one_hot(reference.codes).T.contiguous()
+    ref_hot = one_hot(reference.codes[:, keep]).T.contiguous()
     has_nan = (ref_nan.any(0) | data.numeric.isnan().any(0)).tolist()
     out = []
     for start in range(0, data.numeric.shape[0], chunk):
         x = data.numeric[start:start + chunk]
-        total = width - one_hot(data.codes[start:start + chunk]) @ ref_hot  # categorical mismatches
+        codes = data.codes[start:start + chunk]
+        total = width - one_hot(codes[:, keep]) @ ref_hot  # categorical mismatches
+        for j in direct:
+            total -= (codes[:, j, None] == reference.codes[None, :, j]).to(total.dtype)
         x_scaled, x_nan = scaled(x), x.isnan()
         for j in range(x.shape[1]):
             diff = (x_scaled[:, j, None] - ref_scaled[None, :, j]).abs_()
@@ -112,6 +125,21 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
             total += diff
         out.append(torch.topk(total, k, dim=1, largest=False).values / max(data.n_columns, 1))
     return torch.cat(out).double().numpy()
+
+
+def one_hot_columns(data_codes: torch.Tensor, reference_codes: torch.Tensor) -> tuple[dict[int, int], list[int]]:
+    """Which categorical columns go one-hot ({column: its number of codes}) and which are compared
+    code by code: one-hot for the columns of at most ``MAX_ONE_HOT`` codes, fewest codes first,
+    while the reference rows x the one-hot width stays within ``ONE_HOT_CELLS``."""
+    rows = max(reference_codes.shape[0], 1)
+    counts = {j: int(max(data_codes[:, j].max().item() if len(data_codes) else 0,
+                         reference_codes[:, j].max().item() if len(reference_codes) else 0)) + 1
+              for j in range(data_codes.shape[1])}
+    hot, used = {}, 0
+    for j in sorted(counts, key=lambda j: (counts[j], j)):
+        if counts[j] <= MAX_ONE_HOT and (used + counts[j]) * rows <= ONE_HOT_CELLS:
+            hot[j], used = counts[j], used + counts[j]
+    return hot, [j for j in counts if j not in hot]
 
 
 @dataclass

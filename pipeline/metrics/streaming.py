@@ -30,12 +30,14 @@ import pandas as pd
 from pipeline.metrics.coverage import CoverageResult, _mean, range_from_bounds
 from pipeline.metrics.fidelity import (
     _SHAPE,
+    MAX_CONTINGENCY_CELLS,
     FidelityResult,
     _bins,
     _pearson,
     contingency_pair,
     correlation_pair,
     numeric_values,
+    sparse_contingency_pair,
     summarize,
     tv_from_counts,
 )
@@ -144,15 +146,26 @@ class StreamingScorer:
     def freeze(self) -> None:
         for col in self.cols.values():
             col.freeze()
-        self.tables = {(a, b): np.zeros(self.cols[a].k * self.cols[b].k, dtype=np.int64) for a, b in self.pairs
-                       if not (self.cols[a].continuous and self.cols[b].continuous)}
+        # Joint counts per pair: a dense table, or (the cells that occur, their counts) for a pair
+        # with too many cells for one.
+        self.tables = {(a, b): np.zeros(self.cols[a].k * self.cols[b].k, dtype=np.int64)
+                       if self.cols[a].k * self.cols[b].k <= MAX_CONTINGENCY_CELLS
+                       else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+                       for a, b in self.pairs if not (self.cols[a].continuous and self.cols[b].continuous)}
         self.shift = {n: float(np.nanmean(c.real_values)) if c.continuous and (~np.isnan(c.real_values)).any() else 0.0
                       for n, c in self.cols.items()}
 
     def add(self, shard: pd.DataFrame) -> None:
         codes = {name: col.add(shard[name]) for name, col in self.cols.items() if col.modeled_shape}
         for (a, b), table in self.tables.items():
-            table += np.bincount(codes[a] * self.cols[b].k + codes[b], minlength=len(table))
+            joint = codes[a].astype(np.int64) * self.cols[b].k + codes[b]
+            if isinstance(table, tuple):
+                new, counts = np.unique(joint, return_counts=True)
+                cells, inverse = np.unique(np.concatenate([table[0], new]), return_inverse=True)
+                self.tables[(a, b)] = (cells, np.bincount(inverse, weights=np.concatenate([table[1], counts]))
+                                       .astype(np.int64))
+            else:
+                table += np.bincount(joint, minlength=len(table))
         values = {n: numeric_values(shard[n]) - self.shift[n] for n, c in self.cols.items() if c.continuous}
         for a, b in self.pairs:
             if (a, b) in self.tables:
@@ -191,6 +204,10 @@ class StreamingScorer:
                 pairs.append(correlation_pair(a, b, self._real_r(a, b), self._syn_r(a, b)))
                 continue
             kb = self.cols[b].k
+            if isinstance(self.tables[(a, b)], tuple):
+                pairs.append(sparse_contingency_pair(a, b, self.cols[a].real_codes, self.cols[b].real_codes,
+                                                     *self.tables[(a, b)], kb))
+                continue
             t_real = np.bincount(self.cols[a].real_codes * kb + self.cols[b].real_codes,
                                  minlength=len(self.tables[(a, b)]))
             pairs.append(contingency_pair(a, b, t_real, self.tables[(a, b)], kb))

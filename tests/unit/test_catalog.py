@@ -206,7 +206,8 @@ def test_show_reads_a_hand_edited_partial_manifest_without_a_traceback(shown, ca
     bare = Path(root) / "tiny" / "bare"
     bare.mkdir()
     (bare / "_manifest.json").write_text(json.dumps({
-        "dataset": "tiny", "files": [{"path": "part-00000.parquet"}], "metrics": {"quality.overall": "high"},
+        "dataset": "tiny", "version": "bare", "files": [{"path": "part-00000.parquet"}],
+        "metrics": {"quality.overall": "high"},
         "gate": {"thresholds": {"quality.overall": {"min": "0.7"}}, "overrides": [{"metric": "x"}]},
         "training": [], "schema": {"a": 1}, "seeds": None}))
     assert main(["releases", "--root", root, "show", "tiny@bare"]) == 0

@@ -282,8 +282,8 @@ CASES = [
          lambda w: ["export", "ds@v1", "--to", str(w.root / "ds" / "v2" / "part-00000.parquet")],
          lambda c, w: c.export("ds@v1", str(w.root / "ds" / "v2" / "part-00000.parquet")),
          ("inside the release root",)),
-    Case("export-fails-midway", lambda w: ["export", "ds@v1", "--to", "out.csv"],
-         lambda c, w: c.export("ds@v1", "out.csv"),
+    Case("export-fails-midway", lambda w: ["export", "ds@v1", "--to", "out.csv", "--force"],
+         lambda c, w: c.export("ds@v1", "out.csv", force=True),
          ("No space left on device",), setup=fail_midway, api_raises=OSError),
     # what still works
     Case("show-pinned", lambda w: ["show", "ds@v1", "--json"], lambda c, w: c.manifest("ds@v1"),

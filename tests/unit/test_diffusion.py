@@ -131,6 +131,7 @@ def test_it_runs_through_the_stages_and_resumes_exactly(tmp_path, tiny_source):
     assert dict(a.dtypes.astype(str)) == dict(real.dtypes.astype(str))
 
 
+@pytest.mark.slow  # ~2 s of training
 def test_on_a_small_table_generated_values_do_not_pile_up_at_the_real_bounds(tmp_path, tiny_source):
     """244-row tables made the GANs put up to 66% of a column at its real minimum or maximum; the
     default model keeps each column's share at either bound within twice the real share."""

@@ -66,6 +66,7 @@ def test_conditional_generation_honours_labels(tmp_path, model):
     assert (brightest_quadrant(made) == out["label"].to_numpy()).mean() >= 0.9
 
 
+@pytest.mark.slow  # ~2 s: every image stage
 def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path):
     pixels, labels = quadrant_images(200, seed=1)
     src = tmp_path / "quadrants.parquet"

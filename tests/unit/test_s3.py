@@ -89,7 +89,8 @@ def test_cli_run_with_an_s3_source_prints_the_s3_release(s3, tmp_path, capsys):
     latest = Catalog(f"s3://{BUCKET}/releases").latest("fromcli")
     assert summary["release"] == f"s3://{BUCKET}/releases/fromcli/{latest}"
 
-    assert main([*args[:2], f"s3://{BUCKET}/in/missing.csv", *args[3:]]) == 2
+    # (another name: a different source under "fromcli" would be a takeover, refused without --force)
+    assert main([*args[:2], f"s3://{BUCKET}/in/missing.csv", "--name", "other", *args[5:]]) == 2
     assert capsys.readouterr().err.strip() == f"error: s3://{BUCKET}/in/missing.csv: file not found"
     assert main([*args, "--set", "publish.release_root=s3://no-such-bucket/releases"]) == 2
     err = capsys.readouterr().err.strip()
