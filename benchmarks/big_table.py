@@ -93,7 +93,7 @@ def main() -> None:
         f"seed: 42\nwork_dir: {root / 'work'}\nmetrics_dir: {root / 'metrics'}\n"
         f"datasets:\n  big:\n    source: {root / 'source'}\n    target: income\n"
         f"model: {{name: {args.model}}}\n"
-        f"train: {{epochs: {args.epochs}, lr_decay_epochs: 0}}\n"
+        f"train: {{epochs: {args.epochs}, lr_decay: 0}}\n"
         "score: {in_memory_rows: 1000000, thresholds: {}}\n"
         f"publish: {{release_root: {root / 'releases'}}}\n")
     print(f"source: {args.rows:,} rows in {len(list((root / 'source').glob('*.parquet')))} files, "

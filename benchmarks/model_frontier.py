@@ -39,9 +39,9 @@ DATASETS = {
 # A model's own training recipe where the shared train section does not suit it.
 RECIPES = {
     # The GANs and the VAE: their earlier recipe (100 epochs at constant rates).
-    "ctgan": {"train.epochs": 100, "train.lr_decay_epochs": 0},
-    "gan": {"train.epochs": 100, "train.lr_decay_epochs": 0},
-    "tvae": {"train.epochs": 100, "train.lr_decay_epochs": 0},
+    "ctgan": {"train.epochs": 100, "train.lr_decay": 0},
+    "gan": {"train.epochs": 100, "train.lr_decay": 0},
+    "tvae": {"train.epochs": 100, "train.lr_decay": 0},
     "diffusion": {},  # params.yaml's train section is its recipe
     "auto": {},  # every candidate with the train section's recipe
 }

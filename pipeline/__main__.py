@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, PipelineError, QualityGateError
 from pipeline.io import read_json, write_json
 from pipeline.names import check_name, name_from_file
 from pipeline.redact import redact
-from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, run_stage
+from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, resumable_epochs, run_stage
 from pipeline.training.resume import Resume
 
 log = logging.getLogger("pipeline")
@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     undo = _setup_logging(args)
     try:
         return _main(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what stopped and how to go on, not a traceback
+        _interrupted(args)
+        return 130
     finally:
         undo()
 
@@ -179,11 +182,36 @@ def _main(args: argparse.Namespace) -> int:
         cfg = _config_for(args.params, overrides, args.dataset)
         check_config(cfg, [args.dataset])
         kwargs = {"resume": Resume(args.resume or "no")} if args.command == "train" else {}
+        args.running = (args.command, cfg, args.dataset)
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
     except PipelineError as exc:
         _error(args, exc)
         return 1 if isinstance(exc, QualityGateError) else 2
+
+
+def _interrupted(args: argparse.Namespace) -> None:
+    """The line after a Ctrl-C: the stage it stopped and, when train stopped with a checkpoint that
+    ``--resume`` continues, the command that continues it (with this command's --params and --set)."""
+    stage, cfg, dataset = getattr(args, "running", None) or (args.command, None, getattr(args, "dataset", None))
+    said = f"interrupted: {stage}" + (f" of {dataset}" if dataset else "") + " stopped"
+    if stage == "train" and cfg is not None:
+        done = resumable_epochs(cfg, dataset)
+        if done:
+            import shlex
+
+            again = ["python", "-m", "pipeline", "train", "--dataset", dataset, "--resume"]
+            if args.params != "params.yaml":
+                again += ["--params", args.params]
+            for item in args.overrides:
+                again += ["--set", item]
+            said += f" with {done} epochs checkpointed; continue with: {shlex.join(again)}"
+        else:
+            said += f" before its first checkpoint (every {cfg.for_dataset(dataset).train.checkpoint_every} epochs)"
+    if getattr(args, "log_format", "text") == "json":
+        log.error("%s", redact(said), extra={"fields": {"error": "KeyboardInterrupt"}, "dataset": dataset})
+    else:
+        print(redact(said), file=sys.stderr)
 
 
 def _error(args: argparse.Namespace, exc: BaseException) -> None:
@@ -413,6 +441,7 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     timings = {}
     for stage in STAGE_NAMES:
         t0 = time.perf_counter()
+        args.running = (stage, cfg, dataset)
         result = run_stage(stage, cfg, dataset)
         timings[stage] = round(time.perf_counter() - t0, 2)
     print(redact(json.dumps({"dataset": dataset, "release": str(getattr(result, "path", "")), "seconds": timings})))

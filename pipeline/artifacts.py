@@ -7,8 +7,8 @@ stage), so the five stages stand side by side:
     <work>/<dataset>/model/model.pt, model.json; checkpoints/; train_log.csv;
     <work>/<dataset>/train_plots/<loss>.csv                                  train
     <work>/<dataset>/synthetic/part-00000.parquet ..., _generated.json       generate
-    <work>/<dataset>/score/details.json, report.html, report.md              score
-    <metrics>/<dataset>.json                                                 score (the verdict)
+    <work>/<dataset>/score/details.json, report.html, report.md              score (the record publish reads)
+    <metrics>/<dataset>.json                                                 score (its numbers, for DVC)
     <release_root>/<dataset>/<version>/...                                   publish (pipeline.catalog)
 
 Every write is atomic (``pipeline.io``); each stage records the settings it ran with beside its
@@ -104,8 +104,29 @@ def shard_name(index: int) -> str:
 
 
 def metrics_path(metrics_dir: str | Path, dataset: str) -> Path:
-    """``<metrics>/<dataset>.json``: the score stage's verdict (DVC metrics), which publish reads."""
+    """``<metrics>/<dataset>.json``: the score stage's scores, numbers only (``dvc metrics show``,
+    ``dvc exp show``; git-tracked, so that experiments carry them). Its record is ``details.json``."""
     return Path(metrics_dir) / f"{check_name(dataset)}.json"
+
+
+# The keys of the score stage's flat results that are not scores: the hash of the data scored and
+# the verdict. ``details.json`` keeps them; the DVC metrics file (numbers only) never has them.
+VERDICT_KEYS = ("synthetic_hash", "gate.passed", "gate.failures", "gate.not_judged")
+
+
+def score_records(metrics: dict, details: dict) -> tuple[dict, dict]:
+    """The score stage's two records of its flat results ``metrics``: ``details.json`` (``details``
+    with every score under ``metrics``, text ones too such as ``utility.task``; the hash of the data
+    scored under ``synthetic_hash``; the verdict under the thresholds it was scored with under
+    ``gate``) and the DVC metrics file (the numbers alone; null: a score that came out NaN).
+    ``load_scores`` reads the first back."""
+    scores = {k: v for k, v in metrics.items() if k not in VERDICT_KEYS}
+    record = {**details, "metrics": scores, "synthetic_hash": metrics["synthetic_hash"],
+              "gate": {"passed": metrics["gate.passed"], "failures": metrics["gate.failures"],
+                       "not_judged": metrics.get("gate.not_judged") or {}}}
+    numbers = {k: v for k, v in scores.items()
+               if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+    return record, numbers
 
 
 def read_record(path: Path, stage: str) -> dict:
@@ -185,9 +206,15 @@ def read_synthetic(path: Path) -> pd.DataFrame:
     return pads.dataset(path, format="parquet").to_table().to_pandas()
 
 
-def load_metrics(metrics_dir: str | Path, dataset: str) -> dict:
-    """The score stage's metrics and verdict for ``dataset``."""
-    path = metrics_path(metrics_dir, dataset)
-    if not path.exists():
-        raise InputDataError(path, "no metrics: run the score stage first")
-    return read_json(path)
+def load_scores(paths: StagePaths) -> tuple[dict, dict]:
+    """What the score stage recorded (``details.json``): (its scores as one flat mapping, as the gate
+    reads them: every score, the hash of the data scored (``synthetic_hash``) and what could not be
+    judged (``gate.not_judged``); the whole record). Not the DVC metrics file: the record travels
+    with the rest of the score stage's output, so its scores and hash always belong together."""
+    details = read_record(paths.details, "score")
+    scores, gate = details.get("metrics"), details.get("gate")
+    if not (isinstance(scores, dict) and isinstance(gate, dict) and isinstance(details.get("synthetic_hash"), str)):
+        raise InputDataError(paths.details, "holds no scores (an older version wrote it?); re-run the score stage")
+    not_judged = gate.get("not_judged") or {}
+    return {**scores, "synthetic_hash": details["synthetic_hash"],
+            **({"gate.not_judged": not_judged} if not_judged else {})}, details

@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -35,7 +36,8 @@ OVERRIDABLE = ("model", "train", "generate", "score")
 # The ``--threshold`` texts, carried in the overrides dict (not a params key) so that whatever passes
 # overrides on (the flows, their deployments, a worker re-reading the config) passes them on too.
 THRESHOLD_EDITS = "--threshold"
-MOVED = {"train.threads": "runtime.threads"}  # keys an older params.yaml may still have
+MOVED = {"train.threads": "runtime.threads",  # keys an older params.yaml may still have
+         "train.lr_decay_epochs": "train.lr_decay, a share of train.epochs: 0.5 = the last half"}
 ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetime", "id"]
 
 
@@ -70,10 +72,24 @@ class DatasetConfig(_Section):
     drop_columns: list[str] = Field(default_factory=list)
     keep_links: bool = Field(True, description="find columns another column fixes in every row (education -> "
                                                "education-num) and keep them so in generated rows")
+    constraints: list[str] = Field(
+        default_factory=list, description="inequalities between two numeric or two datetime columns kept in every "
+                                          "generated row: 'A >= B', 'A > B', 'A <= B' or 'A < B' (e.g. "
+                                          "'ship_date >= order_date'); ingest refuses one the real rows break")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="settings this dataset runs with instead of the shared sections, as dotted keys "
                     "(e.g. {model.name: dcgan, train.epochs: 30}); a --set on the command line still wins")
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraint_form(cls, value: list[str]) -> list[str]:
+        """Each one 'COLUMN OP COLUMN'; which columns exist and what the rows say, ingest checks."""
+        if value:
+            from pipeline.constraints import parse_all  # numpy and pandas only when there are some
+
+            parse_all(value)
+        return value
 
 
 class IngestConfig(_Section):
@@ -204,8 +220,9 @@ class TrainConfig(_Section):
                                                         "training split (a big table); null = every row")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
-    lr_decay_epochs: int = Field(0, ge=0, description="learning rates fall linearly to zero over the last this many "
-                                                     "epochs (0: constant)")
+    lr_decay: float = Field(0.0, ge=0, le=1, description="learning rates fall linearly to zero over this share of "
+                                                         "the epochs, the last ones (0.5: the last half; 0: constant). "
+                                                         "A share, so fewer epochs decay over their own last part")
     budget_seconds: float | None = Field(
         None, gt=0, description="stop training within about this many seconds: after the first epoch the epochs are "
                                 "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
@@ -271,7 +288,44 @@ class ScoreConfig(_Section):
     utility_min_holdout: int = Field(
         200, ge=1, description="below this many holdout rows, utility is reported as not judged (with the reason) "
                                "and its thresholds are not applied: a score on fewer rows is a coin toss")
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds: dict[str, Threshold] = Field(
+        default_factory=dict, description="the gate: {metric: {min, max}}, metrics by dotted key "
+                                          "({quality.overall: {min: 0.7}}) or nested as DVC's -S writes them "
+                                          "({quality: {overall: {min: 0.7}}}); kept by dotted key")
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _dotted(cls, value: Any) -> Any:
+        return flat_thresholds(value)
+
+
+def flat_thresholds(tree: Any) -> Any:
+    """``score.thresholds`` by dotted metric key, whichever form it was written in: dotted
+    (``{quality.overall: {min: 0.7}}``), nested (``{quality: {overall: {min: 0.7}}}``: what
+    ``dvc exp run -S score.thresholds.quality.overall.min=0.7`` writes) or both. A mapping is a metric's
+    bounds when it has ``min`` or ``max``, is empty, or holds anything but mappings; else a group of
+    metrics. A metric given both ways is a ValueError (which bound would win is anyone's guess).
+    Anything but a mapping is returned as it is, for the validation to name."""
+    if not isinstance(tree, dict):
+        return tree
+    flat: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+
+    def walk(node: dict, prefix: str, path: str) -> None:
+        for key, value in node.items():
+            name, where = f"{prefix}{key}", f"{path}{': ' if path else ''}{key}"
+            group = (isinstance(value, dict) and value and not {"min", "max"} & set(value)
+                     and all(isinstance(v, (dict, Threshold)) for v in value.values()))
+            if group:
+                walk(value, f"{name}.", where)
+            elif name in flat:
+                raise ValueError(f"{name} is given twice, as '{spelled[name]}' and as '{where}': write it once "
+                                 "(params.yaml's form is nested, the form `dvc exp run -S` sets)")
+            else:
+                flat[name], spelled[name] = value, where
+
+    walk(tree, "", "")
+    return flat
 
 
 class PublishConfig(_Section):
@@ -445,6 +499,15 @@ def parse_threshold(text: str) -> tuple[str, str, float]:
 def _edit_thresholds(thresholds: dict[str, Any], edits: tuple[tuple[str, str, float], ...]) -> list[dict[str, Any]]:
     """Set each edit's one bound in ``thresholds`` (dumped ``score.thresholds``), keeping the metric's
     other bound and the other metrics; returns what changed, ``[{metric, bound, params, used}]``."""
+    if not edits or not isinstance(thresholds, dict):
+        return []  # nothing to edit, or not a mapping: the validation that follows names it
+    try:  # a dataset's own thresholds come as written (maybe nested): edited by dotted key
+        flat = flat_thresholds(thresholds)
+    except ValueError:
+        flat = None  # a metric given both ways: the validation that follows says so
+    if flat is not None:
+        thresholds.clear()
+        thresholds.update(flat)
     before = copy.deepcopy(thresholds)
     for metric, bound, value in edits:
         thresholds[metric] = {"min": None, "max": None, **thresholds.get(metric, {}), bound: value}

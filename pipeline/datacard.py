@@ -29,6 +29,13 @@ def _value(v) -> str:
     return "n/a" if v is None else str(v)
 
 
+def _seconds(v, missing: str = "n/a") -> str:
+    """Wall-clock seconds as a person reads them: "848 s", "3.2 s", "0.41 s" (never "847.6970 s")."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return missing
+    return f"{v:,.0f} s" if v >= 10 else f"{v:.1f} s" if v >= 1 else f"{v:.2g} s"
+
+
 def _cell(text: object) -> str:
     return html.escape(str(text)).replace("|", "\\|")
 
@@ -52,7 +59,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         "",
         "## How it was made",
         f"- model: `{_cell(manifest.get('model'))}` (model sha256 `{_cell(manifest.get('model_hash'))}`), "
-        f"{_value(training.get('epochs'))} epochs in {_value(training.get('seconds'))} s on "
+        f"{_value(training.get('epochs'))} epochs in {_seconds(training.get('seconds'))} on "
         f"{_cell(training.get('device'))}",
         *([f"- {_cell(auto_summary(training['auto']))}"] if training.get("auto") else []),
         f"- seed {manifest.get('seed')}; params sha `{_cell(manifest.get('params_hash'))}` "
@@ -157,7 +164,7 @@ def release_summary(manifest: dict, latest: bool = False, ref: str | None = None
         f"{_num(m.get('source_rows'))} training rows; holdout {_num(m.get('holdout_rows'))} rows, "
         f"{holdout_origin(m, _plain)}",
         f"model    {_plain(m.get('model'))}: epochs {_num(epochs)}, seed {_num(seeds.get('train', m.get('seed')))} "
-        f"({_num(training.get('seconds'))} s on {_plain(training.get('device'))}); rows drawn with seed "
+        f"({_seconds(training.get('seconds'), '? s')} on {_plain(training.get('device'))}); rows drawn with seed "
         f"{_num(m.get('seed'))}",
         f"lineage  model {_plain(m.get('model_hash'))[:12]}, params {_plain(m.get('params_hash'))}, "
         f"code {_plain(m.get('code_version'))}",

@@ -22,6 +22,7 @@ from pipeline.errors import ConditionError
 from pipeline.io import atomic_dir, sha256_files, write_json
 from pipeline.modalities import modality_named
 from pipeline.plan import check_generation
+from pipeline.progress import rate_text
 from pipeline.sampling import sample_frame, shard_seed
 from pipeline.shards import ShardJob, make_shards
 from pipeline.training.loop import pick_device
@@ -89,7 +90,8 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
         })
     seconds = time.perf_counter() - t0
     unit = handler.UNIT
-    log.info("generated %d %s of %s in %d shards in %.1fs (%.0f %s/s)%s", rows, unit, dataset, n_shards, seconds,
-             rows / max(seconds, 1e-9), unit, f"; dropped {stats.get('rejected_copies', 0)} copies of training "
+    rate = rate_text(rows, seconds, unit)
+    log.info("generated %d %s of %s in %d shards in %.1fs%s%s", rows, unit, dataset, n_shards, seconds,
+             f" ({rate})" if rate else "", f"; dropped {stats.get('rejected_copies', 0)} copies of training "
              f"{unit}" if g.drop_training_copies else "")
     return GenerateResult(dataset, rows, n_shards, seconds)

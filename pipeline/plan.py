@@ -31,6 +31,9 @@ TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up st
 # privacy distances' working set): measured on the default Adult run (peak RSS 1,044 MB, the data
 # and model terms below 694 MB of it).
 SCORE_LIBRARIES_MB = 350
+# What a generate process holds beyond its imports before any row (the model and transformer, the
+# allocator's and thread pools' first allocations): 130-200 MB measured (issue 31).
+GENERATE_FIXED_MB = 150
 LEADING_ROWS = 100_000  # rows of a streamed source that validate types (ingest: ingest.sample_rows)
 # A generate run lists its shards up front (one job, one future on the workers, each), and a row
 # count beyond any disk says a typo: 10**15 rows once planned 10^7 shard jobs (4.2 GB) before failing.
@@ -74,6 +77,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
                  "generate": g.rows or train_rows},
         "model": {"name": cfg.model.name, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
                   "device": cfg.train.device, "budget_seconds": cfg.train.budget_seconds,
+                  "lr_decay": cfg.train.lr_decay, "decay_epochs": cfg.train.lr_decay * cfg.train.epochs,
                   **({"candidates": list(cfg.model.auto.candidates)} if cfg.model.name == "auto" else {})},
         "generate": {"rows": g.rows or train_rows, "shards": math.ceil((g.rows or train_rows) / g.rows_per_shard),
                      "workers": g.workers, "conditions": dict(g.conditions or {})},
@@ -84,8 +88,12 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         "threads": cfg.runtime.threads or None,
     }
     if first.schema is not None:
+        from pipeline.modalities.table import maybe_ids
+
         out["columns"] = _columns(first.frame, first.schema)
+        out["maybe_ids"] = maybe_ids(first.frame, first.schema, ds, dataset)
         out["links"] = [f"{link['from']} -> {link['to']}" for link in first.schema.links]
+        out["constraints"] = list(first.schema.constraints)
         out["target"] = _target(first, ds, cfg, holdout_rows)
     trains_on = min(train_rows, cfg.train.max_rows or train_rows)
     if big is not None:
@@ -116,7 +124,7 @@ def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
             break
     raw = pd.concat(frames, ignore_index=True)
     raw.attrs = frames[0].attrs
-    frame, schema = prepare(raw, source, ds)
+    frame, schema = prepare(raw, source, ds, dataset=dataset)
     return SourceRows(frame, "", schema, list(raw.columns))
 
 
@@ -181,13 +189,15 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
     from pipeline.training.loop import make_optimizers, pick_device
     from pipeline.training.setup import build_model, transform_table
 
+    imports_mb = _baseline_mb()  # what a stage process starts from (generate's baseline)
     device = pick_device(cfg.train.device)
     model_cfg, train_cfg = cfg.model.settings(), cfg.train.settings()
     frame = first.frame.sample(n=min(len(first.frame), ESTIMATE_ROWS), random_state=cfg.seed)
     transformer, tensor = transform_table(frame, first.schema, model_cfg, cfg.seed, device)
     names = list(cfg.model.auto.candidates) if cfg.model.name == AUTO else [cfg.model.name]
     batch = max(2, min(cfg.train.batch_size, train_rows))
-    epoch_seconds, rows_per_s, params = 0.0, math.inf, 0
+    epoch_seconds, rows_per_s, params, sampling_mb = 0.0, math.inf, 0, 0.0
+    shard = min(generate_rows, cfg.generate.rows_per_shard)
     torch.manual_seed(cfg.seed)
     for name in names:
         model = build_model(model_cfg, train_cfg, transformer, name=name).to(device)
@@ -221,6 +231,7 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
             model.sample(n, torch.Generator(device=device).manual_seed(cfg.seed))
         rows_per_s = min(rows_per_s, n / max(time.perf_counter() - t, 1e-9))
         params = max(params, sum(p.numel() for p in model.parameters()))
+        sampling_mb = max(sampling_mb, _sampling_mb(model, transformer, shard))
     epochs = cfg.train.epochs
     train_s = epoch_seconds * epochs
     if cfg.train.budget_seconds:
@@ -232,7 +243,9 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
     mb = {  # the largest things each stage holds at once, beyond the interpreter with torch and pandas
         "ingest": 2.5 * frame_mb,
         "train": frame_mb + train_rows * width * 4 * 2 / 2**20 + params * 4 * 5 / 2**20,
-        "generate": min(generate_rows, cfg.generate.rows_per_shard) * (width * 4 * 3 / 2**20 + per_row_mb * 2),
+        # from the imports, not from this process now (it holds the estimate's models and data too)
+        "generate": imports_mb - base + GENERATE_FIXED_MB + sampling_mb + shard * (width * 4 * 2 / 2**20
+                                                                                   + per_row_mb * 3),
         "score": per_row_mb * (train_rows * 2 + generate_rows) + SCORE_LIBRARIES_MB,
     }
     return {
@@ -248,6 +261,23 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
         "device": str(device),
         "note": "timed on a sample of the rows; the score stage is not included",
     }
+
+
+def _sampling_mb(model, transformer, shard_rows: int) -> float:
+    """What sampling holds at once for a shard: the rows one sampling call makes (the shard, or the
+    model's ``sample_chunk`` of it) times, for each row, the features several times over (inputs,
+    outputs, one-hot blocks padded to the widest column's categories, their logits and noise) and
+    the network's widest layer twice. Checked against generate's peak RSS on 2 CPU cores (issue 31;
+    the estimate in all, then measured): a 16,000-row shard of 530 features 1,043 MB, 662-983 MB
+    over four runs; Adult's 32,561 rows of 110 features 1,055 MB, 868 MB (the former estimate: 749
+    and 679 MB)."""
+    import torch
+
+    at_once = min(shard_rows, getattr(model, "sample_chunk", None) or shard_rows)
+    groups = [span.width for span in transformer.spans if span.activation == "softmax"]
+    padded = len(groups) * max(groups, default=0)
+    widest = max((m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)), default=0)
+    return at_once * 4 * (6 * transformer.width + 3 * padded + 2 * widest) / 2**20
 
 
 def _baseline_mb() -> float:
@@ -279,8 +309,11 @@ def render(p: dict[str, Any]) -> str:
         for c in p["columns"]:
             lines.append(f"    {c['name']:<{width}}  {c['kind']:<11}  nulls {c['nulls']:>8,}  "
                          f"distinct {c['distinct']:>8,}")
+        lines.extend(f"  warning: {line}" for line in p.get("maybe_ids", []))
         if p.get("links"):
             lines.append("  links kept in every row: " + ", ".join(p["links"]))
+        if p.get("constraints"):
+            lines.append("  constraints kept in every row: " + ", ".join(p["constraints"]))
         t = p.get("target")
         lines.append("  target: none (no utility score)" if t is None else
                      f"  target: {t['column']} ({t['kind']}), task {t['task']}"
@@ -288,6 +321,10 @@ def render(p: dict[str, Any]) -> str:
     lines.append(f"  model: {m['name']}" + (f" (candidates {', '.join(m['candidates'])})" if "candidates" in m else "")
                  + f", {m['epochs']} epochs of batch {m['batch_size']} on {m['device']}"
                  + (f" over a sample of {m['trains_on_rows']:,} rows" if m.get("trains_on_rows") else "")
+                 + (", constant learning rates" if not m.get("lr_decay") else
+                    f", learning rates falling to zero over the last {m['lr_decay']:.0%} of the epochs the budget "
+                    "leaves" if m.get("budget_seconds") else
+                    f", learning rates falling to zero over the last {m['decay_epochs']:g} epochs")
                  + (f", budget {m['budget_seconds']:.0f}s" if m.get("budget_seconds") else ""))
     gen = p["generate"]
     lines.append(f"  generate: {gen['rows']:,} rows in {gen['shards']} shard(s), {gen['workers']} worker(s)"

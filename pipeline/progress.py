@@ -3,9 +3,11 @@
 A person at a terminal sees a live bar (the command line turns bars on with ``show_bars`` when
 stderr is one). Off a terminal (DVC, Prefect, cron, a pipe into a log collector) nobody sees a
 bar, so every loop also logs a line on the ``pipeline.progress`` logger at a steady cadence
-(``runtime.progress_seconds``), even while one step runs longer than that (a heartbeat), and a
-last line when it ends. The line's numbers ride along as fields (``--log-format json`` writes them
-as numbers). Listeners (the Prefect flow's progress artifact) hear every step's fraction.
+(``runtime.progress_seconds``), even while one step runs longer than that (a heartbeat, which says
+how far into that step the work is where the work reports it with ``within``: an epoch's batches,
+a shard's denoising steps), and a last line when it ends. The line's numbers ride along as fields
+(``--log-format json`` writes them as numbers). Listeners (the Prefect flow's progress artifact)
+hear every step's fraction.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = logging.getLogger("pipeline.progress")
 Listener = Callable[[str | None, float], None]  # (stage, fraction of it done)
 _listeners: contextvars.ContextVar[tuple[Listener, ...]] = contextvars.ContextVar("pipeline_progress", default=())
 _settings = {"bars": False, "seconds": 10.0}
+_active: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("pipeline_progress_active", default=None)
 
 
 def show_bars(on: bool) -> None:
@@ -50,6 +53,24 @@ def listening(listener: Listener) -> Iterator[None]:
         _listeners.reset(token)
 
 
+def within(done: int, total: int, unit: str) -> None:
+    """How far the innermost loop running in this context is into its current step: ``done`` of
+    ``total`` ``unit``s (a shard's denoising steps). Nothing outside a loop, so code that does not
+    know whether a loop runs it (a model's sampling) may call it."""
+    bar = _active.get()
+    if bar is not None:
+        bar.within(done, total, unit)
+
+
+def rate_text(count: float, seconds: float, unit: str) -> str | None:
+    """``count`` per second as a person reads it ("1,234 rows/s", "0.25 rows/s"), or None when the
+    time is too short to measure one (under 0.1 s) or nothing was counted: never "0 rows/s"."""
+    if not count or seconds < 0.1:
+        return None
+    rate = count / seconds
+    return f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -72,6 +93,7 @@ class Progress:
         self.dataset, self.stage = logs.current()
         self.listeners = _listeners.get()
         self.rows, self.figures, self.current = 0, {}, None
+        self.inner: tuple[int, int, str] | None = None  # (done, total, unit) within the step now running
         self.started = self.last_step = self.last_line = time.monotonic()
         self.start_done = initial
         self.lock = threading.Lock()
@@ -86,6 +108,7 @@ class Progress:
                 self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit, leave=False)
         self._stop = threading.Event()
         self._beat = None
+        self._token = _active.set(self) if enabled else None
         if enabled:
             self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"progress-{what}")
             self._beat.start()
@@ -104,6 +127,7 @@ class Progress:
             self.rows += rows
             self.figures = figures
             self.last_step = time.monotonic()
+            self.inner = None
             due = self.last_step - self.last_line >= _settings["seconds"]
         if self.bar is not None:
             self.bar.update(n)
@@ -121,6 +145,12 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(label)
 
+    def within(self, done: int, total: int, unit: str) -> None:
+        """How far the step now running is: ``done`` of ``total`` ``unit``s (an epoch's batches).
+        The heartbeat's lines show it, so a long step is not silent off a terminal."""
+        if self.enabled:
+            self.inner = (done, total, unit)  # one tuple, swapped whole: read without the lock
+
     def set_total(self, total: int) -> None:
         """The loop turned out shorter (``train.budget_seconds`` cut the epochs)."""
         self.total = total
@@ -132,6 +162,11 @@ class Progress:
         if not self.enabled or self._stop.is_set():
             return
         self._stop.set()
+        if self._token is not None:
+            try:
+                _active.reset(self._token)
+            except ValueError:  # closed in another context than it was made in: the next loop sets its own
+                pass
         if self.bar is not None:
             self.bar.close()
         if not failed:
@@ -148,13 +183,16 @@ class Progress:
             now = time.monotonic()
             self.last_line = now
             elapsed, done, total = now - self.started, self.done, self.total
-            steps = done - self.start_done
-            rate = self.rows / elapsed if elapsed > 0 and self.rows else None
-            eta = elapsed / steps * (total - done) if steps > 0 and not final else None
+            inner = self.inner if not final else None
+            part = inner[0] / inner[1] if inner and inner[1] else 0.0  # of the step now running
+            steps = done - self.start_done + part
+            rows = self.rows
+            eta = elapsed / steps * max(0.0, total - done - part) if steps > 0 and not final else None
             figures = dict(self.figures)
             current, in_step = (self.current, now - self.last_step) if not final else (None, 0.0)
+        rate = rate_text(rows, elapsed, "rows")
         fields = {"done": done, "total": total, "unit": self.unit, "elapsed_s": round(elapsed, 1),
-                  **({"rows_per_s": round(rate, 1)} if rate else {}),
+                  **({"rows_per_s": round(rows / elapsed, 3)} if rows and elapsed > 0 else {}),
                   **({"eta_s": round(eta, 1)} if eta is not None else {}),
                   **{k: round(float(v), 5) for k, v in figures.items()}}
         head = " ".join(x for x in (self.what, self.dataset) if x)
@@ -163,13 +201,16 @@ class Progress:
         if current:
             parts.append(f"now {current} ({_duration(in_step)})")
             fields["now"] = current
+        if inner and inner[1]:
+            parts.append(f"{self.unit} {done + 1}: {inner[0]:,}/{inner[1]:,} {_plural(inner[2])} ({100 * part:.0f}%)")
+            fields.update(within_done=inner[0], within_total=inner[1], within_unit=inner[2])
         parts += [f"{k} {v:.4g}" for k, v in figures.items()]
         if rate:
-            parts.append(f"{rate:,.0f} rows/s")
+            parts.append(rate)
         parts.append(f"{_duration(elapsed)} elapsed")
         if eta is not None:
             parts.append(f"ETA {_duration(eta)}")
-        elif not final and steps == 0 and not current:
+        elif not final and steps == 0 and not current and not inner:
             parts.append("first step running")
         log.info("%s: %s", head, ", ".join(parts),
                  extra={"fields": fields, "progress": True, "dataset": self.dataset, "stage": self.stage})

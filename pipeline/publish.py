@@ -9,7 +9,8 @@ Layout::
     <release_root>/<dataset>/latest.json                        {"version": ...}, moved last
 
 The manifest's leading underscore keeps the version folder a clean Parquet dataset: pandas,
-pyarrow, Spark and DuckDB skip ``_``-files, so ``pd.read_parquet(<version folder>)`` just works.
+pyarrow and Spark skip ``_``-files, so ``pd.read_parquet(<version folder>)`` just works (DuckDB
+reads what a glob names, ``_``-files too: ``'<version folder>/*.parquet'``).
 
 A release is assembled in a hidden staging folder and renamed into place in one step, under a
 lock; ``latest.json`` is replaced atomically only after that. A crash at any point leaves the
@@ -43,7 +44,7 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import (
     StagePaths,
-    load_metrics,
+    load_scores,
     metrics_path,
     read_record,
     shard_name,
@@ -306,8 +307,7 @@ def read_scored_work(cfg: Config, dataset: str, paths: StagePaths) -> ScoredWork
     """What the earlier stages left for this release, read and checked: the gate passes under the
     thresholds in force now, the rows come from the model on disk and are the ones that were
     scored. Raises QualityGateError or ReleaseError (nothing published) otherwise."""
-    metrics = load_metrics(cfg.metrics_dir, dataset)
-    details = read_record(paths.details, "score")
+    metrics, details = load_scores(paths)
     scored_with = {k: Threshold.model_validate(v) for k, v in (details.get("thresholds") or {}).items()}
     # The gate is re-checked against the thresholds in force now, not only the verdict on file.
     thresholds = cfg.score.thresholds
@@ -327,7 +327,7 @@ def read_scored_work(cfg: Config, dataset: str, paths: StagePaths) -> ScoredWork
     parts = paths.shards()
     if metrics.get("synthetic_hash") != sha256_files(parts):
         raise ReleaseError(f"{paths.synthetic}: these are not the rows that were scored "
-                           f"({metrics_path(cfg.metrics_dir, dataset)}); re-run score")
+                           f"({paths.details}); re-run score")
     params, seeds, from_publisher = made_with(cfg, dataset, schema_meta, model_info, gen_info, details)
     gate_changes = threshold_changes(scored_with if details.get("thresholds") is not None else thresholds, thresholds)
     # What --threshold changed from params, as far as it is still in force (thresholds set by hand after).

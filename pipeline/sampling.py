@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.constraints import REDRAWS, kept, parse_all, repair
 from pipeline.errors import ConditionError
+from pipeline.ids import fresh_ids
 from pipeline.links import apply_links
 from pipeline.models.image import ImageSpec
 from pipeline.rowhash import row_hashes
-from pipeline.schema import TableSchema
+from pipeline.schema import BOOLEAN_SPELLINGS, TableSchema, read_bool
 
 if TYPE_CHECKING:  # sampling needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)
     from pipeline.models.saved import LoadedModel
@@ -27,15 +29,6 @@ if TYPE_CHECKING:  # sampling needs no pydantic: it runs on a bare GPU box (benc
 def shard_seed(seed: int, shard: int) -> int:
     """A seed for shard ``shard`` that depends on nothing else (63-bit, via SeedSequence)."""
     return int(np.random.SeedSequence([seed, shard]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def fresh_ids(col, start: int, n: int) -> pd.Series:
-    """Unique IDs for rows ``start .. start+n`` of the whole output: integers above every real ID
-    (so none can be linked to a real row), or ``syn-<n>`` text."""
-    idx = np.arange(start, start + n, dtype=np.int64)
-    if col.dtype.lower().startswith(("int", "uint")):
-        return pd.Series(idx + 1 + int(col.stats.get("max", 0)), dtype=col.dtype)
-    return pd.Series([f"syn-{i:09d}" for i in idx], dtype=object)
 
 
 def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | None) -> pd.DataFrame:
@@ -64,45 +57,81 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
     model is steered to the first one, and rows that miss any are rejected and redrawn, so every
     returned row honours all of them. ``exclude`` (row hashes of the modeled columns, as
     ``pipeline.metrics.privacy.row_hashes`` makes them) rejects and redraws rows equal to any of
-    those rows: the training rows, so that no released row copies one. ``stats`` (if given) counts
-    the rows ``drawn`` and ``rejected_copies``.
+    those rows: the training rows, so that no released row copies one. The schema's constraints
+    (``ship_date >= order_date``, ``pipeline.constraints``) hold in every row: rows that break one
+    are redrawn in the first ``REDRAWS`` draws and repaired in later ones. ``stats`` (if given)
+    counts the rows ``drawn`` and ``rejected_copies`` and, with constraints, the rows
+    ``constraint_rows_redrawn`` (rejected for breaking one) and ``constraint_rows_repaired`` (of
+    those returned).
     """
     stats = stats if stats is not None else {}
     stats.setdefault("drawn", 0)
     stats.setdefault("rejected_copies", 0)
-    if not conditions and exclude is None:
+    rules = parse_all(loaded.schema.constraints)
+    conditions = {col: condition_value(loaded, col, v) for col, v in (conditions or {}).items()}
+    if not conditions and exclude is None and not rules:
         frame = _draw(loaded, n, seed, None)
         stats["drawn"] += n
     else:
         group = condition_group(loaded, conditions) if conditions else None
         modeled = [c.name for c in loaded.schema.modeled]
-        parts, have, total, batch = [], 0, 0, max(n, 256) if conditions else n
+        grids = {name: loaded.transformer.grid(name) for r in rules for name in (r.left, r.right)}
+        frozen = {link[end] for link in loaded.schema.links for end in ("from", "to")}  # a repair keeps links
+        parts, fixed_parts, have, loose, total, batch = [], [], 0, 0, 0, max(n, 256) if conditions else n
         for attempt in range(max_tries):
             # Without conditions the first draw is the unfiltered one, so filtering only removes rows.
             rows = _draw(loaded, batch, seed if not conditions and attempt == 0 else shard_seed(seed, attempt), group)
             ok = _matches(rows, conditions or {})
-            if exclude is not None:
+            fixed = np.zeros(len(rows), dtype=bool)
+            if rules:
+                if attempt >= REDRAWS:  # redrawn long enough: what still breaks one is repaired
+                    fixed = repair(rows, rules, grids, frozen)
+                loose += int(ok.sum())
+                good = kept(rows, rules)
+                stats["constraint_rows_redrawn"] = stats.get("constraint_rows_redrawn", 0) + int((ok & ~good).sum())
+                ok &= good
+            if exclude is not None:  # after a repair, which may make a row a copy
                 copies = np.isin(row_hashes(rows, modeled), exclude)
                 stats["rejected_copies"] += int((copies & ok).sum())
                 ok &= ~copies
             parts.append(rows[ok])
+            fixed_parts.append(fixed[ok])
             have, total = have + int(ok.sum()), total + batch
             stats["drawn"] += batch
             if have >= n:
                 break
-            # Draw enough for the rest at the acceptance rate seen so far, at most 4 shards' worth.
-            rate = max(have, 1) / total
+            # Draw enough for the rest at the acceptance rate seen so far, at most 4 shards' worth
+            # (the rate before constraints once the next draw repairs instead of redrawing).
+            rate = max(loose if rules and attempt + 1 >= REDRAWS else have, 1) / total
             batch = int(min(max((n - have) / rate * 1.2, 256), 4 * max(n, 256)))
         if have < n:
-            what = f"met {conditions}" if conditions else "differed from every training row"
+            what = " and ".join([f"met {conditions}"] * bool(conditions)
+                                + ["differed from every training row"] * (exclude is not None)
+                                + [f"kept the constraints {loaded.schema.constraints}"] * bool(rules))
             raise ConditionError(f"only {have} of {n} rows {what} after {max_tries} draws: "
                                  "the model rarely makes such rows")
         frame = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
+        if rules:
+            stats["constraint_rows_repaired"] = (stats.get("constraint_rows_repaired", 0)
+                                                 + int(np.concatenate(fixed_parts)[:n].sum()))
     schema: TableSchema = loaded.schema
     out = {}
-    for col in schema.columns:
-        out[col.name] = fresh_ids(col, start, n) if col.kind == "id" else frame[col.name]
+    for i, col in enumerate(schema.columns):
+        # IDs: fresh values in the real ones' format, none a real one (pipeline.ids), from the seed.
+        out[col.name] = (fresh_ids(col, start, n, np.random.default_rng([seed, i])) if col.kind == "id"
+                         else frame[col.name])
     return pd.DataFrame(out)
+
+
+def condition_value(loaded: LoadedModel, col: str, value: Any) -> Any:
+    """A condition's value as the column holds it: a boolean column's read as ingest reads a
+    declared one (``--condition returned=true``, ``TRUE``, ``1``, ``yes``)."""
+    if value is None or col not in loaded.schema.names or loaded.schema[col].kind != "boolean":
+        return value
+    parsed = read_bool(value)
+    if parsed is None:
+        raise ConditionError(f"condition on '{col}': {value!r} is not a boolean value; use {BOOLEAN_SPELLINGS}")
+    return parsed
 
 
 def condition_group(loaded: LoadedModel, conditions: dict[str, Any]) -> tuple[int, int]:
@@ -111,6 +140,7 @@ def condition_group(loaded: LoadedModel, conditions: dict[str, Any]) -> tuple[in
     for col, value in conditions.items():
         if col not in loaded.schema.names:
             raise ConditionError(f"condition on '{col}': no such column")
+        value = condition_value(loaded, col, value)
         try:
             span, slot = loaded.transformer.category_slot(col, value)
         except ValueError as exc:

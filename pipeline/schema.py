@@ -1,7 +1,8 @@
 """Column kinds: inference from raw values, casting, and the schema.json that travels with the data.
 
 Kinds: ``continuous`` (floats), ``integer``, ``categorical``, ``boolean``, ``datetime`` and ``id``
-(unique per row: not learned, regenerated as fresh unique values).
+(unique per row, or a key of many values: not learned, regenerated as fresh values, see
+``pipeline.ids``).
 
 Inference is conservative: only ``true``/``false`` (any case) is read as boolean; other two-valued
 text (yes/no, y/n, t/f) stays categorical text exactly as written (a column declared boolean in
@@ -23,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.ids import id_stats, looks_like_id_values
+
 NUMERIC_KINDS = ("continuous", "integer", "datetime")
 DISCRETE_KINDS = ("categorical", "boolean")
 
@@ -39,7 +42,16 @@ _OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})\s*
 # 1e305 np.interp in the quantile transform does too. 1e150 squared, summed over a billion rows,
 # still fits in a float64 (max 1.8e308).
 MAX_MAGNITUDE = 1e150
-_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]|Id$|ID$")
+_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|e-?mail)$|[_\W](no|nr|number)$|^id[_\W]"
+                      r"|(Id|ID|Key|Email|No|Number)$")
+# A column that repeats its values is an ID (a key: customer_id on orders) when its distinct values
+# are many, both in number and as a share of its non-null values: text from ID_SHARE and
+# ID_MIN_VALUES on; text or integers named like an ID (or holding UUIDs or e-mail addresses) from
+# HINT_SHARE and HINT_MIN_VALUES. Integers are never IDs by their count alone: a measurement
+# (Adult's fnlwgt: 21,648 values in 32,561 rows) or an amount stays a number. A category this many
+# values would release real keys and slow the model (one feature per value).
+ID_SHARE, ID_MIN_VALUES = 0.5, 1_000
+HINT_SHARE, HINT_MIN_VALUES = 0.1, 100
 
 
 class CastError(ValueError):
@@ -72,6 +84,9 @@ class TableSchema:
     release_schema: str | None = None
     # Columns another column fixes in every real row, kept so in generated rows (pipeline.links).
     links: list[dict] = field(default_factory=list)
+    # Inequalities between two columns (``ship_date >= order_date``) kept in every generated row
+    # (pipeline.constraints): declared in params, checked against the real rows at ingest.
+    constraints: list[str] = field(default_factory=list)
 
     def arrow(self) -> pa.Schema | None:
         if not self.arrow_schema:
@@ -107,13 +122,15 @@ class TableSchema:
             out["release_schema"] = self.release_schema
         if self.links:
             out["links"] = self.links
+        if self.constraints:
+            out["constraints"] = self.constraints
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TableSchema":
         return cls(columns=[ColumnSchema(**c) for c in data["columns"]], target=data.get("target"),
                    arrow_schema=data.get("arrow_schema"), release_schema=data.get("release_schema"),
-                   links=data.get("links") or [])
+                   links=data.get("links") or [], constraints=data.get("constraints") or [])
 
 
 def schema_from_b64(text: str) -> pa.Schema:
@@ -209,6 +226,18 @@ def _parse_bool(values: pd.Series, declared: bool = False) -> pd.Series | None:
     return None
 
 
+BOOLEAN_SPELLINGS = "true or false (also yes/no, t/f, y/n, 1/0; any case)"
+
+
+def read_bool(value: Any) -> bool | None:
+    """One value as a boolean column declared in ``column_types`` reads it (``BOOLEAN_SPELLINGS``),
+    or None when it is none of those."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    parsed = _parse_bool(pd.Series([value]), declared=True)
+    return None if parsed is None else bool(parsed.iloc[0])
+
+
 def _parse_datetime(values: pd.Series) -> pd.Series | None:
     """Date-like text -> naive datetime64[ns] (UTC when the values carry offsets); None when not
     date-like. Raises CastError for a mix of offsets and none, or a date pandas cannot hold."""
@@ -287,27 +316,53 @@ def infer_kind(series: pd.Series) -> str:
 
 
 def _looks_like_id(series: pd.Series, kind: str) -> bool:
-    n = len(series)
-    if n < 10 or series.isna().any() or series.nunique() != n:
+    n, values = len(series), series.dropna()
+    if n < 10:
         return False
-    if kind == "categorical":
+    distinct = values.nunique()
+    if distinct == n:  # unique, no null
+        if kind == "categorical" or _ID_NAME.search(str(series.name)):
+            return True
+        # Unique integers are IDs only when named like one or numbered like rows; a unique count or
+        # amount column must stay numeric.
+        values = pd.to_numeric(series.astype(str).str.strip() if _is_string_like(series) else series)
+        return int(values.max()) - int(values.min()) + 1 == n
+    if distinct >= HINT_MIN_VALUES and distinct >= HINT_SHARE * len(values) and _id_hint(series, kind):
         return True
-    # Unique integers are IDs only when named like one or numbered like rows; a unique count or
-    # amount column must stay numeric.
-    if _ID_NAME.search(str(series.name)):
-        return True
-    values = pd.to_numeric(series.astype(str).str.strip() if _is_string_like(series) else series)
-    return int(values.max()) - int(values.min()) + 1 == n
+    return kind == "categorical" and distinct >= ID_MIN_VALUES and distinct > ID_SHARE * len(values)
+
+
+def _id_hint(series: pd.Series, kind: str) -> bool:
+    """Named like an ID, or text of UUIDs or e-mail addresses."""
+    return bool(_ID_NAME.search(str(series.name))) or (kind == "categorical" and looks_like_id_values(series))
+
+
+def doubtful_id(series: pd.Series, kind: str) -> bool:
+    """Whether a column inferred as ``kind`` (not ``id``) may still be an identifier: text of at
+    least HINT_MIN_VALUES values that are HINT_SHARE of its values or named like an ID, or integers
+    of that many values named like an ID. Ingest keeps the kind and says how to declare it an ID."""
+    if kind not in ("categorical", "integer"):
+        return False
+    values = series.dropna()
+    distinct = values.nunique()
+    if distinct < HINT_MIN_VALUES:
+        return False
+    return _id_hint(series, kind) or (kind == "categorical" and distinct >= HINT_SHARE * len(values))
 
 
 def cast_column(series: pd.Series, kind: str) -> pd.Series:
     """Cast raw values to the canonical dtype of ``kind``; raise CastError naming a bad value."""
     name, mask = series.name, series.isna()
-    if kind == "id" and _is_string_like(series) and not mask.any():
-        text = series.astype(str).str.strip()
-        # Integer IDs written as text stay integers (but not codes with leading zeros: '007').
+    if kind == "id" and _is_string_like(series) and not mask.all():
+        text = series[~mask].astype(str).str.strip()
+        # Integer IDs written as text stay integers (but not codes with leading zeros: '007'), a
+        # key with empty cells too.
         if text.str.fullmatch(r"-?[1-9]\d{0,17}|0").all():
-            return text.astype("int64").rename(name)
+            if not mask.any():
+                return text.astype("int64").rename(name)
+            out = pd.Series(pd.NA, index=series.index, dtype="Int64")
+            out[~mask] = text.astype("int64").to_numpy()
+            return out.rename(name)
     if kind in ("categorical", "id") and not pd.api.types.is_numeric_dtype(series.dtype):
         out = series.astype(object).where(~mask, None)
         if pd.api.types.infer_dtype(out, skipna=True) == "string":  # stripped once per distinct value
@@ -419,8 +474,8 @@ def describe(series: pd.Series, kind: str) -> ColumnSchema:
         col.datetime_unit = datetime_unit(series)
         v = series.dropna()
         col.stats = {"min": str(v.min()), "max": str(v.max())}
-    elif kind == "id" and pd.api.types.is_integer_dtype(series.dtype):
-        col.stats = {"max": int(series.max())}  # fresh synthetic IDs start above it
+    elif kind == "id":
+        col.stats = id_stats(series)  # fresh synthetic IDs: in the real format, none a real one
     elif kind in DISCRETE_KINDS:
         top = series.value_counts().head(5)
         col.stats = {"top": {str(k): int(c) for k, c in top.items()}}

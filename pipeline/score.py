@@ -6,10 +6,13 @@ every metric suite registered for the modality (``pipeline.metrics``: fidelity, 
 detection, utility and privacy for tables; the image suite for images), judges the gate and
 writes. A new metric is one suite in one module; this file does not change.
 
-Writes ``metrics/<dataset>.json`` (flat keys, declared as DVC metrics; the gate verdict included)
-and, in ``<work>/<dataset>/score/``, ``details.json`` (per-column and per-pair scores, samples and
-seeds, seconds per suite), ``report.html`` (self-contained), ``report.md`` and any evidence a suite
-keeps (the image evaluator). Scoring always writes its verdict; publish refuses a failing release.
+Writes, in ``<work>/<dataset>/score/``, ``details.json`` (the record publish reads: every score,
+the hash of the data scored, the verdict under the thresholds it ran with, per-column and per-pair
+scores, samples and seeds, seconds per suite), ``report.html`` (self-contained), ``report.md`` and
+any evidence a suite keeps (the image evaluator); and ``metrics/<dataset>.json``, the scores'
+numbers under flat keys (DVC metrics: what ``dvc exp show`` compares). Scoring always writes its
+verdict; publish judges again under the thresholds in force then (a threshold is no DVC param of
+this stage: changing one re-runs publish only) and refuses a failing release.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import StagePaths, metrics_path
+from pipeline.artifacts import StagePaths, metrics_path, score_records
 from pipeline.config import Config
 from pipeline.errors import InputDataError
 from pipeline.io import atomic_path, read_json, write_json
@@ -115,20 +118,21 @@ def _clean(v):
 
 def _write(cfg: Config, dataset: str, paths: StagePaths, metrics: dict, files: dict[str, str | bytes],
            details: dict) -> None:
-    """Replace the evidence (``details.json`` and ``files``: reports, the image evaluator), then
-    write the verdict (the metrics file publish reads) last, so a failure leaves no new verdict
-    beside old evidence or the reverse."""
+    """Replace the evidence (``files``: reports, the image evaluator) and the DVC metrics file,
+    then write the record publish reads (``details.json``: scores, data hash, verdict) last, so a
+    failure leaves no new record beside old evidence or the reverse."""
     paths.score.mkdir(parents=True, exist_ok=True)
-    verdict = metrics_path(cfg.metrics_dir, dataset)
-    # No verdict while the evidence is being replaced: publish refuses to run without one.
-    verdict.unlink(missing_ok=True)
+    record, numbers = score_records(metrics, details)
+    # No record while the evidence is being replaced: publish refuses to run without one.
+    paths.details.unlink(missing_ok=True)
+    metrics_path(cfg.metrics_dir, dataset).unlink(missing_ok=True)
     for name in ("report.html", "report.md"):
         (paths.score / name).unlink(missing_ok=True)
-    write_json(paths.details, details)
     for name, content in files.items():
         with atomic_path(paths.score / name) as tmp:
             if isinstance(content, bytes):
                 tmp.write_bytes(content)
             else:  # the report: no URL credentials (pipeline.redact)
                 tmp.write_text(redact(content), encoding="utf-8")
-    write_json(verdict, metrics)
+    write_json(metrics_path(cfg.metrics_dir, dataset), numbers)
+    write_json(paths.details, record)

@@ -104,7 +104,7 @@ class TrainSettings:
     max_rows: int | None = None
     amp: bool = True
     compile: bool = False
-    lr_decay_epochs: int = 0
+    lr_decay: float = 0.0
     budget_seconds: float | None = None
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
 

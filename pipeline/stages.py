@@ -54,6 +54,14 @@ def publish(cfg: Config, dataset: str, **kwargs: Any) -> Any:
     return stage.run(cfg, dataset, **kwargs)
 
 
+def resumable_epochs(cfg: Config, dataset: str) -> int:
+    """Epochs in ``dataset``'s checkpoint that ``train --resume`` would continue (0: none to
+    continue): what the command line names after a Ctrl-C."""
+    from pipeline import train as stage
+
+    return stage.resumable_epochs(cfg, dataset)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -65,7 +73,7 @@ STAGES = (
     Stage("ingest", "read the source CSV/Parquet, infer the schema, write prepared Parquet + schema.json", ingest),
     Stage("train", "fit the transformer and the model; write model.pt + model.json and the loss log", train),
     Stage("generate", "sample synthetic rows to Parquet shards", generate),
-    Stage("score", "score fidelity, utility and privacy; write metrics/<dataset>.json with the gate verdict", score),
+    Stage("score", "score fidelity, utility and privacy; write the verdict and metrics/<dataset>.json (DVC)", score),
     Stage("publish", "release the synthetic data as a new immutable version if it passed the gate", publish),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

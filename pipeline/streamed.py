@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError
+from pipeline.ids import counter_values
 from pipeline.schema import DISCRETE_KINDS, CastError, TableSchema, cast_column, nullable_dtype
 from pipeline.sources import count_rows, iter_batches, shown_name
 from pipeline.stores import check_not_masked, is_url, local_copy, local_path, location, one_line, open_store
@@ -276,8 +277,9 @@ class ColumnCounts:
         self.hi: dict[str, object] = {}
         self.sum = {c.name: 0.0 for c in schema.columns}
         self.count = {c.name: 0 for c in schema.columns}
+        # A repeating ID's keys too: its rows-per-key counts (ids.id_stats) over every row.
         self.values: dict[str, dict | None] = {c.name: {} for c in schema.columns
-                                               if c.kind in (*DISCRETE_KINDS, "integer")}
+                                               if c.kind in (*DISCRETE_KINDS, "integer") or "per_key" in c.stats}
 
     def add(self, frame: pd.DataFrame) -> None:
         self.rows += len(frame)
@@ -295,6 +297,13 @@ class ColumnCounts:
                 if col.kind in ("continuous", "integer"):
                     self.sum[col.name] += float(v.astype(float).sum())
                     self.count[col.name] += len(v)
+            elif col.kind == "id" and col.stats.get("format", {}).get("type") == "pattern":
+                # The counter's range over every row: fresh IDs lie outside it (ids.counter_number).
+                fmt = col.stats["format"]
+                found = counter_values(v, fmt["parts"], fmt["counter"])
+                if len(found):
+                    self.lo[col.name] = min(self.lo.get(col.name, fmt["min"]), int(found.min()))
+                    self.hi[col.name] = max(self.hi.get(col.name, fmt["max"]), int(found.max()))
             counts = self.values.get(col.name)
             if counts is not None:
                 for value, n in v.value_counts(sort=False).items():
@@ -315,8 +324,14 @@ class ColumnCounts:
                              "mean": self.sum[name] / self.count[name]}
             elif col.kind == "datetime" and name in self.lo:
                 col.stats = {**col.stats, "min": str(self.lo[name]), "max": str(self.hi[name])}
-            elif col.kind == "id" and name in self.hi:
-                col.stats = {"max": int(self.hi[name])}
+            elif col.kind == "id":
+                if counts is not None and "per_key" in col.stats:
+                    per_key = pd.Series(counts).value_counts().sort_index()
+                    col.stats["per_key"] = [[int(r), int(k)] for r, k in per_key.items()]
+                if name in self.hi and "format" in col.stats:
+                    col.stats["format"].update(min=int(self.lo[name]), max=int(self.hi[name]))
+                elif name in self.hi:
+                    col.stats = {**col.stats, "max": int(self.hi[name])}
             elif col.kind in DISCRETE_KINDS and counts is not None:
                 top = pd.Series(counts).sort_values(ascending=False, kind="stable").head(5)
                 col.stats = {"top": {str(k): int(c) for k, c in top.items()}}
@@ -460,7 +475,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
             raise InputDataError(source, f"only {len(raw_sample)} training rows: too few to train on")
         raw_sample.attrs = first.attrs
         sample, schema = prepare(raw_sample, source, ds, infer_on=train_keep.lowest(INFER_ROWS)
-                                 if len(raw_sample) > INFER_ROWS else None)
+                                 if len(raw_sample) > INFER_ROWS else None, dataset=dataset)
         check()
         bar.now("pass 2 of 2: typing, counting, writing shards")
         counts = ColumnCounts(schema)

@@ -167,6 +167,19 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
                fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history), rank_share=rank_share)
 
 
+def resumable_epochs(cfg: Config, dataset: str) -> int:
+    """Epochs done in ``dataset``'s checkpoint when ``--resume`` would continue it (made from the
+    same data and recipe as ``cfg``), else 0: what the command line names after a Ctrl-C."""
+    cfg = cfg.for_dataset(dataset)
+    paths = StagePaths.of(cfg.work_dir, dataset)
+    ckpt = paths.checkpoints / "last.pt"
+    try:
+        found, done = checkpoint_info(ckpt) if ckpt.is_file() else (None, 0)
+        return done if found is not None and found == _fingerprint(cfg, paths) else 0
+    except OSError:  # the prepared data is gone: nothing to resume
+        return 0
+
+
 def _launch_ranks(cfg: Config, dataset: str, paths: StagePaths, resume: Resume) -> TrainResult:
     """This process only launches: torchrun starts the ranks, which run ``run`` again."""
     dcfg = cfg.train.distributed

@@ -1,5 +1,6 @@
-"""Privacy: synthetic rows that copy a training row exactly, and how close synthetic rows come to
-training rows (distance to closest record, DCR) compared with how close unseen real rows come."""
+"""Privacy: synthetic rows that copy a training row exactly, real ID values released, and how close
+synthetic rows come to training rows (distance to closest record, DCR) compared with how close
+unseen real rows come."""
 
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ def exact_match_rate(train: pd.DataFrame, other: pd.DataFrame, columns: list[str
     if len(other) == 0:
         return float("nan")
     return float(np.isin(row_hashes(other, columns), row_hashes(train, columns)).mean())
+
+
+def real_ids_released(real: list[pd.DataFrame], syn: pd.DataFrame, columns: list[str]) -> dict[str, dict]:
+    """Per ID column: how many of its synthetic values (nulls aside) equal a real value of the same
+    column in any of the ``real`` frames (``released``, 0 when generation made them fresh), of
+    ``values``."""
+    out = {}
+    for name in columns:
+        values = syn[name].dropna()
+        known = pd.concat([f[name].dropna() for f in real]).unique()
+        out[name] = {"released": int(values.isin(known).sum()), "values": len(values)}
+    return out
+
+
+def real_id_rate(released: dict[str, dict]) -> float:
+    """``real_ids_released``'s counts pooled over the columns: the share of synthetic ID values that are real."""
+    total = sum(r["values"] for r in released.values())
+    return sum(r["released"] for r in released.values()) / total if total else float("nan")
 
 
 # -- distance to closest record ------------------------------------------------------------------
@@ -215,6 +234,9 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     metric("privacy.exact_match_rate", "minimize", 0, 1, "share of synthetic rows identical to a training row"),
     metric("privacy.exact_match_rate_holdout", "minimize", 0, 1,
            "share of real holdout rows identical to a training row (reference)"),
+    metric("privacy.real_id_rate", "minimize", 0, 1,
+           "share of synthetic ID values (columns of kind id) equal to a real training or holdout ID of the "
+           "same column (only with ID columns)"),
     metric("privacy.dcr_share", "minimize", 0, 1,
            "share of synthetic rows closer to a training row than to any holdout row (0.5 = no closer to train than "
            "unseen data)"),
@@ -229,15 +251,25 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
            "one row)"),
 ])
 def privacy_suite(ev) -> SuiteResult:
-    """Exact copies on every row; DCR on seeded samples, against the holdout (none without one)."""
+    """Exact copies on every row; real IDs released (in the synthetic rows scored: a seeded sample
+    of a big release); DCR on seeded samples, against the holdout (none without one)."""
     modeled = [c.name for c in ev.schema.modeled]
     metrics: dict[str, object] = {"privacy.exact_match_rate": (ev.stream().exact_match_rate() if ev.streamed
                                                                else exact_match_rate(ev.train, ev.syn, modeled))}
+    ids = [c.name for c in ev.schema.columns if c.kind == "id"]
+    released = real_ids_released([ev.train, ev.holdout], ev.syn, ids) if ids else {}
+    if ids:
+        metrics["privacy.real_id_rate"] = real_id_rate(released)
+    details = {"real_ids_released": released} if ids else {}
+    # A threshold on it for a table without IDs (one gate for every dataset) is skipped, not failed.
+    not_judged = ({"privacy.real_id_rate": "no column of kind id"}
+                  if not ids and "privacy.real_id_rate" in ev.settings.thresholds else {})
     if not len(ev.holdout):
-        return SuiteResult(metrics, {"samples": {"privacy_dcr": None}})
+        return SuiteResult(metrics, {"samples": {"privacy_dcr": None}, **details}, not_judged=not_judged)
     metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(ev.train, ev.holdout, modeled)
     p = score_dcr(ev.train, ev.holdout, ev.syn, ev.schema, rows=ev.settings.privacy_rows, seed=ev.seed)
     metrics.update({"privacy.dcr_share": p.dcr_share, "privacy.dcr_protection": p.dcr_protection,
                     "privacy.dcr_median": p.dcr_median, "privacy.dcr_holdout_median": p.dcr_holdout_median,
                     "privacy.nndr_median": p.nndr_median})
-    return SuiteResult(metrics, {"samples": {"privacy_dcr": p.rows}}, report={"privacy_distances": p.distances})
+    return SuiteResult(metrics, {"samples": {"privacy_dcr": p.rows}, **details},
+                       report={"privacy_distances": p.distances}, not_judged=not_judged)

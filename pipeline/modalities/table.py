@@ -9,6 +9,7 @@ in the rows (DCR) run on seeded samples whose sizes are ``score.*_rows``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,10 @@ from pipeline.artifacts import (
     read_synthetic,
 )
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
+from pipeline.constraints import check as check_constraints
+from pipeline.constraints import parse_all as parse_constraints
 from pipeline.errors import InputDataError
+from pipeline.ids import cover
 from pipeline.io import sha256_file
 from pipeline.links import find_links
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
@@ -38,12 +42,15 @@ from pipeline.schema import (
     arrow_schema_b64,
     cast_column,
     describe,
+    doubtful_id,
     infer_kind,
     nullable_dtype,
     release_schema_b64,
 )
 from pipeline.settings import ModelSettings
 from pipeline.sources import read_source, shown_name
+
+log = logging.getLogger(__name__)
 
 MODALITY = "table"
 UNIT = "rows"
@@ -102,7 +109,7 @@ class TableEvidence:
 def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
     """The source's rows as typed columns, with the schema inferred (or declared) for them."""
     raw = read_source(source, ds, dataset=dataset)
-    frame, schema = prepare(raw, source, ds)
+    frame, schema = prepare(raw, source, ds, dataset=dataset)
     return SourceRows(frame, sha256_file(source), schema, list(raw.columns))
 
 
@@ -111,7 +118,7 @@ def read_parts(parts: list, source, ds: DatasetConfig, dataset: str, folder: Pat
     from pipeline.streamed import partition_root, read_whole
 
     raw, source_hash = read_whole(parts, partition_root(source), ds, folder, dataset)
-    frame, schema = prepare(raw, source, ds)
+    frame, schema = prepare(raw, source, ds, dataset=dataset)
     return SourceRows(frame, source_hash, schema, list(raw.columns))
 
 
@@ -119,6 +126,9 @@ def read_holdout(path: Path, ds: DatasetConfig, dataset: str, first: SourceRows)
     """A separate holdout file, brought to the source's schema (its header may be missing: the
     source's column names are used)."""
     frame = conform(read_source(path, ds, column_names=first.columns, dataset=dataset), path, first.schema, ds)
+    for col in first.schema.columns:
+        if col.kind == "id":
+            cover(col.stats, frame[col.name])
     return SourceRows(frame, sha256_file(path), first.schema, first.columns)
 
 
@@ -132,10 +142,12 @@ def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows
             + ", ".join(f"{c.name}={c.kind}" for c in first.schema.columns))
 
 
-def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarray | None = None
-            ) -> tuple[pd.DataFrame, TableSchema]:
+def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarray | None = None,
+            dataset: str = "<name>") -> tuple[pd.DataFrame, TableSchema]:
     """Typed columns and their schema. ``infer_on``: the positions of the rows the kinds and links
-    come from (a seeded subsample of a streamed source's sample); the casts apply to every row."""
+    come from (a seeded subsample of a streamed source's sample); the casts apply to every row.
+    An inferred column that may be an identifier, kept as a category or number, is one warning
+    (``maybe_ids``)."""
     source_types = df.attrs.get("arrow_types", {})  # Parquet only
     for col in ds.drop_columns:
         if col not in df.columns:
@@ -170,8 +182,16 @@ def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarra
                          release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
     if not schema.modeled:
         raise InputDataError(path, "no usable column: every column is an ID or was dropped")
+    for line in maybe_ids(frame if infer_on is None else frame.iloc[infer_on], schema, ds, dataset):
+        log.warning(line)
     schema.links = find_links(frame if infer_on is None else frame.iloc[infer_on].reset_index(drop=True),
                               schema.modeled) if ds.keep_links else []
+    if ds.constraints:  # checked on every row here (of a streamed source: its sample)
+        problem = check_constraints(frame, parse_constraints(ds.constraints), {c.name: c.kind for c in columns},
+                                    f"datasets.{dataset}.constraints")
+        if problem:
+            raise InputDataError(path, problem[1], column=shown_name(problem[0]))
+        schema.constraints = list(ds.constraints)
     if ds.target is not None and schema[ds.target].kind == "id":
         raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
                              column=shown_name(ds.target))
@@ -187,6 +207,22 @@ def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarra
             "score would be meaningless: choose another target column, or none (target: null)"),
             column=shown_name(ds.target))
     return frame, schema
+
+
+def maybe_ids(frame: pd.DataFrame, schema: TableSchema, ds: DatasetConfig, dataset: str) -> list[str]:
+    """One line for each inferred column (not the target) that may be an identifier kept as a
+    category or a number (``schema.doubtful_id``), naming the ``column_types`` setting that makes
+    it one: ingest logs them, validate shows them."""
+    lines = []
+    for col in schema.columns:
+        if col.name in ds.column_types or col.name == ds.target or not doubtful_id(frame[col.name], col.kind):
+            continue
+        name, values = shown_name(col.name), frame[col.name]
+        lines.append(f"column {name}: {values.nunique():,} distinct values in {values.notna().sum():,} rows, typed "
+                     f"{col.kind}, so synthetic rows reuse its real values; if it is an identifier, set "
+                     f"datasets.{dataset}.column_types: {{{name}: id}} "
+                     f"(--set datasets.{dataset}.column_types.{name}=id)")
+    return lines
 
 
 def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig) -> pd.DataFrame:
@@ -290,8 +326,13 @@ def finish_shards(folder: Path, jobs: list) -> None:
 
 
 def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, int], loaded) -> dict:
-    return {"conditions": g.conditions, "drop_training_copies": g.drop_training_copies,
-            "rows_drawn": stats.get("drawn", plan.rows), "training_copies_dropped": stats.get("rejected_copies", 0)}
+    record = {"conditions": g.conditions, "drop_training_copies": g.drop_training_copies,
+              "rows_drawn": stats.get("drawn", plan.rows), "training_copies_dropped": stats.get("rejected_copies", 0)}
+    if loaded.schema.constraints:  # rows that broke one: drawn again, or (after a few draws) repaired
+        record.update({"constraints": loaded.schema.constraints,
+                       "constraint_rows_redrawn": stats.get("constraint_rows_redrawn", 0),
+                       "constraint_rows_repaired": stats.get("constraint_rows_repaired", 0)})
+    return record
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from torch import nn
 
 from pipeline.models import register_model
 from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel
+from pipeline.progress import within
 from pipeline.settings import ModelSettings, TrainSettings
 
 _SCALE = 5.0  # the transformer's scalars are normal scores / 5 (pipeline.models.transformer._SCALE)
@@ -59,6 +60,8 @@ class Denoiser(nn.Module):
 
 @register_model("diffusion")
 class TabularDiffusion(AveragedGenerator, TabularModel):
+    sample_chunk = _CHUNK  # rows denoised at once (validate's memory estimate reads it too)
+
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.diffusion
@@ -149,10 +152,14 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
-        parts = [self._sample(min(_CHUNK, n - i), generator, condition) for i in range(0, n, _CHUNK)]
+        starts = range(0, n, self.sample_chunk)
+        parts = [self._sample(min(self.sample_chunk, n - i), generator, condition, (k, len(starts)))
+                 for k, i in enumerate(starts)]
         return torch.cat(parts) if parts else torch.zeros(0, self.layout.width, device=self.slot_group.device)
 
-    def _sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None) -> torch.Tensor:
+    def _sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None,
+                chunk: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """``n`` rows (chunk ``chunk[0]`` of ``chunk[1]``: a long shard's progress lines count its steps)."""
         device = self.layout.tanh_idx.device
         net, steps = self.sampler, self.cfg.sample_steps
         times = torch.linspace(1.0, 0.0, steps + 1, device=device)
@@ -163,7 +170,8 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         hidden = torch.ones(n, self.n_groups, dtype=torch.bool, device=device)
         if condition is not None:  # inpainting: the conditioned column is known from the start
             codes[:, condition[0]], hidden[:, condition[0]] = condition[1], False
-        for t, s in zip(times[:-1], times[1:]):
+        for step, (t, s) in enumerate(zip(times[:-1], times[1:])):
+            within(chunk[0] * steps + step, chunk[1] * steps, "denoising step")
             out = net(self._input(z, codes, hidden), t.reshape(1))
             z = z + (s - t) * out[:, :self.n_num]  # an Euler step of the flow
             if not self.n_groups:

@@ -4,13 +4,15 @@ spec). Loading rebuilds the network from the JSON and never unpickles anything."
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import InputDataError
-from pipeline.io import read_json, sha256_files
+from pipeline.io import read_json, sha256_file
 from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer
@@ -19,10 +21,28 @@ from pipeline.settings import ModelSettings, TrainSettings, from_dict
 from pipeline.training.loop import load_tensors
 from pipeline.training.setup import build_model
 
+# What model.json records about how long the run took, not about the model: never hashed, or the
+# same training twice would be two models (and its rows, published twice, two releases).
+TIMINGS = frozenset({"seconds", "transform_seconds", "train_seconds"})
+
 
 def model_hash(model_dir: Path) -> str:
-    """The hash that names a trained model (its weights and metadata) in lineage."""
-    return sha256_files([model_dir / "model.pt", model_dir / "model.json"])
+    """The hash that names a trained model in lineage: its weights (``model.pt``) and the settings
+    that made them (``model.json`` without its wall-clock seconds), so that training again with the
+    same data, settings and seed gives the same hash, and any other setting another one."""
+    made_by = json.dumps(_without_timings(read_json(model_dir / "model.json")), sort_keys=True,
+                         separators=(",", ":"))
+    h = hashlib.sha256(sha256_file(model_dir / "model.pt").encode())
+    h.update(made_by.encode())
+    return h.hexdigest()
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
 
 
 @dataclass

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class TrainState:
     epoch: int = 0  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
+    planned: tuple[int, int] | None = None  # (epochs asked for, epochs to make) as the checkpoint's run had them
 
 
 def pick_device(name: str) -> torch.device:
@@ -46,6 +47,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def lr_scale(epoch: int, epochs: int, decay: float) -> float:
+    """The learning-rate factor of ``epoch`` (0-based) in a run of ``epochs``: 1, then falling
+    linearly to zero over the last ``decay`` share of the epochs (0: constant). A share and not a
+    count of epochs, so that fewer epochs (``--set train.epochs=10``, or a budget's cut) decay over
+    their own last part instead of running at a sliver of the rate throughout."""
+    span = decay * epochs
+    return min(1.0, (epochs - epoch) / span) if span > 0 else 1.0
+
+
 def make_optimizers(model: GenerativeModel, cfg: TrainSettings) -> dict[str, torch.optim.Optimizer]:
     return {
         p.name: torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
@@ -54,12 +64,15 @@ def make_optimizers(model: GenerativeModel, cfg: TrainSettings) -> dict[str, tor
 
 
 def save_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
-                    state: TrainState, batch_gen: torch.Generator, fingerprint: str, world: int = 1) -> None:
+                    state: TrainState, batch_gen: torch.Generator, fingerprint: str, world: int = 1,
+                    planned: tuple[int, int] | None = None) -> None:
     blob = {
         "world_size": world,
         "model": model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in opts.items()},
         "epoch": state.epoch,
+        # (epochs asked for, epochs the run will make): a budget's cut, which the schedule follows
+        **({"epochs_planned": list(planned)} if planned else {}),
         "history": state.history,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -115,7 +128,8 @@ def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
         if blob["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         batch_gen.set_state(blob["batch_rng"])
-    return TrainState(epoch=int(blob["epoch"]), history=list(blob["history"]))
+    return TrainState(epoch=int(blob["epoch"]), history=list(blob["history"]),
+                      planned=tuple(blob["epochs_planned"]) if "epochs_planned" in blob else None)
 
 
 def fit(
@@ -172,17 +186,19 @@ def fit(
         model.compile_modules()
     model.train()
     writer = rank == 0
-    bar = Progress("train", cfg.epochs, "epoch", initial=state.epoch, enabled=writer)
     base_lr = {p.name: p.lr for p in model.phases(cfg)}
     epochs = cfg.epochs  # cut to what fits budget_seconds, if one is set
+    if state.planned and state.planned[0] == cfg.epochs:  # a resume of a run a budget cut: the same schedule
+        epochs = min(epochs, state.planned[1])
+    bar = Progress("train", epochs, "epoch", initial=state.epoch, enabled=writer)
     started, first = time.perf_counter(), state.epoch
     with bar:  # closed however the loop ends (its heartbeat thread stops)
         for epoch in range(state.epoch, cfg.epochs):
             if epoch >= epochs:
                 break
             t0 = time.perf_counter()
-            if cfg.lr_decay_epochs:  # linear decay to zero over the last lr_decay_epochs (from the epoch alone)
-                scale = min(1.0, (epochs - epoch) / cfg.lr_decay_epochs)
+            if cfg.lr_decay:  # from the epoch and the epochs this run makes alone (a resume continues it)
+                scale = lr_scale(epoch, epochs, cfg.lr_decay)
                 for name, opt in opts.items():
                     for group in opt.param_groups:
                         group["lr"] = base_lr[name] * scale
@@ -205,6 +221,7 @@ def fit(
                     model.after_step(name)
                     for k, v in figures.items():
                         sums[k] = sums.get(k, 0) + v.detach().float()
+                bar.within(step + 1, steps, "step")  # off a terminal, a long epoch's lines say how far it is
             if ddp:
                 distributed.broadcast_state(model)  # rank 0's BatchNorm statistics (weights already agree)
                 keys = sorted(sums)
@@ -227,7 +244,7 @@ def fit(
                     epochs = fits
                     bar.set_total(epochs)
             if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
-                save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world)
+                save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
             if writer and on_epoch is not None:
                 on_epoch(state)
     model.finish()

@@ -374,7 +374,7 @@ def test_typed_parquet_end_to_end_keeps_types_and_scores(tmp_path):
         assert [(f.name, f.type) for f in got] == [(f.name, f.type) for f in source.schema]
     syn = pq.read_table(parts[0]).column("price").to_pylist()
     assert all(v.as_tuple().exponent == -2 for v in syn if v is not None)  # rounded to the scale
-    metrics = read_json(Path(cfg.metrics_dir) / "tiny.json")
+    metrics = read_json(StagePaths.of(cfg.work_dir, "tiny").details)["metrics"]  # text scores: in the record
     assert metrics["utility.task"] == "classification" and metrics["utility.metric"] == "roc_auc"
 
 

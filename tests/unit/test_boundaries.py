@@ -214,7 +214,7 @@ def test_gate_relaxed_at_publish_is_recorded_and_the_report_says_so(trained, tmp
     assert "**Gate: passed**" in md and "gate passed" in html
     assert "Quality gate: **passed**" in card and "`quality.overall`: ≥ 0.9999 → ≥ 0.1" in card
     # The score stage's own verdict, under its own thresholds, is left as it was.
-    assert json.loads((Path(cfg.metrics_dir) / "tiny.json").read_text())["gate.passed"] is False
+    assert json.loads(StagePaths.of(cfg.work_dir, "tiny").details.read_text())["gate"]["passed"] is False
 
 
 def test_corrupt_stage_records_are_one_line_errors(scored_tiny):

@@ -225,3 +225,59 @@ def test_the_command_line_refuses_a_bad_threshold_in_one_line(capsys):
         assert main(["score", "--dataset", "adult", "--params", str(REPO / "params.yaml"), "--threshold", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and ("METRIC>=NUMBER" in err or "unknown metric" in err)
+
+
+def test_thresholds_nested_as_dvc_sets_them_dotted_or_mixed_are_one_gate_by_dotted_key():
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert "quality" in raw["score"]["thresholds"] and "quality.overall" not in raw["score"]["thresholds"]
+    params = load_config(REPO / "params.yaml")
+    gate = {k: v.model_dump() for k, v in params.score.thresholds.items()}
+    assert list(gate)[:2] == ["quality.overall", "quality.column_pair_trends"]  # the registry's keys, in order
+    mixed = {"quality.overall": gate["quality.overall"],
+             "quality": {"column_pair_trends": gate["quality.column_pair_trends"]},
+             **{k: v for k, v in gate.items() if not k.startswith("quality.")}}
+    for form in (gate, mixed):  # an older params file (dotted), or both forms side by side
+        cfg = load_config(REPO / "params.yaml", {"score.thresholds": form})
+        assert {k: v.model_dump() for k, v in cfg.score.thresholds.items()} == gate
+        assert cfg.fingerprint("score") == params.fingerprint("score")  # the lineage hashes do not move
+    # What `dvc exp run -S score.thresholds.quality.column_pair_trends.min=0.6` writes, and --set's way to it
+    from pipeline.config import build_config
+
+    raw["score"]["thresholds"]["quality"]["column_pair_trends"]["min"] = 0.6
+    assert build_config(raw).score.thresholds["quality.column_pair_trends"].min == 0.6
+    cli = load_config(REPO / "params.yaml", parse_overrides(["score.thresholds.quality.column_pair_trends.min=0.6"]))
+    assert cli.score.thresholds["quality.column_pair_trends"].min == 0.6
+    assert cli.score.thresholds["quality.overall"] == params.score.thresholds["quality.overall"]
+    check_config(cli, ["adult"])  # known metrics, bounds in range
+
+
+@pytest.mark.parametrize("overrides, origin", [
+    ({"score.thresholds": {"quality.overall": {"min": 0.7}, "quality": {"overall": {"max": 0.9}}}}, "--set"),
+    # `dvc exp run -S score.thresholds.quality.overall.min=0.6` on a params file still in the dotted
+    # form: DVC writes the nested key into the file beside the dotted one
+    ({"quality": {"overall": {"min": 0.6}}}, "params"),
+    ({"datasets.mnist.overrides": {"model.name": "dcgan", "score.thresholds": {
+        "quality": {"overall": {"min": 0.5}}, "quality.overall": {"min": 0.5}}},
+      "--threshold": ["image.fid_ratio<=20"]}, "datasets.mnist.overrides"),
+])
+def test_a_threshold_given_both_dotted_and_nested_is_refused_in_one_line(tmp_path, overrides, origin):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["score"]["thresholds"] = {"quality.overall": {"min": 0.7}, "detection.auc": {"max": 0.95}}
+    dotted = tmp_path / "params.yaml"  # a params file in the older, dotted form
+    dotted.write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_config(dotted)  # fine on its own
+    if origin == "params":
+        raw["score"]["thresholds"].update(overrides)
+        dotted.write_text(yaml.safe_dump(raw, sort_keys=False))
+        overrides = {}
+    with pytest.raises(ConfigError) as err:
+        load_config(dotted, overrides)
+    message = str(err.value)
+    assert "\n" not in message and "score.thresholds" in message and message.startswith(
+        str(dotted) if origin == "params" else origin)
+    assert "is given twice, as 'quality.overall' and as 'quality: overall'" in message or \
+        "is given twice, as 'quality: overall' and as 'quality.overall'" in message

@@ -79,7 +79,7 @@ def test_utility_on_a_small_holdout_is_not_judged_and_the_report_says_why(scored
     result = score.run(cfg, "tiny")
     metrics = json.loads(metrics_path(cfg.metrics_dir, "tiny").read_text())
     assert "utility.ratio" not in metrics and result.passed  # skipped, not failed
-    reason = metrics["gate.not_judged"]["utility."]
+    reason = json.loads(StagePaths.of(cfg.work_dir, "tiny").details.read_text())["gate"]["not_judged"]["utility."]
     assert "48 holdout rows, fewer than score.utility_min_holdout (1000)" in reason
     md = (StagePaths.of(cfg.work_dir, "tiny").score / "report.md").read_text()
     assert "not judged: utility: 48 holdout rows" in md and "| `utility.ratio` | n/a | ≥ 0.99 | not judged |" in md

@@ -61,6 +61,42 @@ def test_a_step_longer_than_the_cadence_still_gets_lines(caplog, cadence):
     assert "0/2 metric families (0%)" in beats[0]
 
 
+def test_a_long_epoch_off_a_terminal_says_how_far_into_it_the_work_is(caplog, cadence):
+    """Issue 31: off a terminal the heartbeat said only that an epoch or shard was running; its
+    lines now say how far into it the work is (reported with ``within``) and give an ETA from it."""
+    caplog.set_level(logging.INFO, logger="pipeline")
+    cadence(0.1)
+    with Progress("train", 2, "epoch") as bar:
+        for step in range(6):  # the first epoch: 6 steps over ~0.6 s, no epoch done yet
+            time.sleep(0.1)
+            progress.within(step + 1, 6, "step")  # what the loop (bar.within) and a model's sampling call
+        bar.advance(1)
+    inside = [r for r in _lines(caplog) if "epoch 1: " in r.getMessage()]
+    assert len(inside) >= 2, [r.getMessage() for r in _lines(caplog)]
+    last = inside[-1]
+    assert last.fields["within_total"] == 6 and last.fields["within_unit"] == "step" and "eta_s" in last.fields
+    assert "/6 steps (" in last.getMessage() and "first step running" not in last.getMessage()
+    progress.within(1, 2, "step")  # outside any loop: nothing, no error
+
+
+def test_a_rate_is_never_printed_as_zero():
+    """Issue 31: "(0 rows/s)" for a few rows over a long time; nothing for a time too short to measure."""
+    assert progress.rate_text(10, 40.0, "rows") == "0.25 rows/s"
+    assert progress.rate_text(123_456, 2.0, "rows") == "61,728 rows/s"
+    assert progress.rate_text(5, 0.001, "rows") is None and progress.rate_text(0, 5.0, "rows") is None
+
+
+def test_the_data_card_rounds_seconds():
+    """Issue 31: "847.6970 s" in the data card."""
+    from pipeline.datacard import release_summary, render_datacard
+
+    manifest = {"dataset": "adult", "version": "v1", "training": {"epochs": 250, "seconds": 847.697, "device": "cpu"}}
+    assert "250 epochs in 848 s on cpu" in render_datacard(manifest, {})
+    assert "(848 s on cpu)" in release_summary(manifest)
+    manifest["training"]["seconds"] = 3.24
+    assert "in 3.2 s on" in render_datacard(manifest, {})
+
+
 def test_listeners_hear_each_steps_fraction(cadence):
     heard = []
     with progress.listening(lambda stage, fraction: heard.append(fraction)):
@@ -220,3 +256,33 @@ def test_an_ad_hoc_dataset_is_remembered_for_stage_commands(tmp_path, tiny_sourc
     assert main(["run", "--source", str(csv), "--name", "tiny", *common]) == 2
     assert "add --force" in capsys.readouterr().err
     assert main(["score", "--dataset", "nothing", *common]) == 2
+
+
+def test_ctrl_c_in_train_is_one_line_naming_the_resume_command_and_exit_130(tmp_path, tiny_source, capsys, cadence,
+                                                                              monkeypatch):
+    """Issue 31: Ctrl-C printed a traceback with no hint of ``--resume``."""
+    from pipeline import train
+    from pipeline.__main__ import main
+
+    params = _params_file(tmp_path, tiny_source)
+    common = ["--dataset", "tiny", "--params", str(params), "-q", "--set", "train.epochs=4"]
+    assert main(["ingest", *common]) == 0
+    write_log = train._write_log
+
+    def interrupted_after_epoch_2(paths, history):  # after the epoch's checkpoint, as a Ctrl-C may come
+        write_log(paths, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_write_log", interrupted_after_epoch_2)
+    assert main(["train", *common]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    again = f"python -m pipeline train --dataset tiny --resume --params {params} --set train.epochs=4"
+    assert err == f"interrupted: train of tiny stopped with 2 epochs checkpointed; continue with: {again}"
+    monkeypatch.undo()
+    assert main([*again.split()[3:], "-q"]) == 0  # the command it names continues the run
+    assert len((tmp_path / "work" / "tiny" / "train_log.csv").read_text().splitlines()) == 1 + 4
+    monkeypatch.setattr("pipeline.__main__.run_stage", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["generate", *common]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: generate of tiny stopped"

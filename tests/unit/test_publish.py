@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import generate, ingest, publish, score, train
+from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
 from pipeline.errors import QualityGateError, ReleaseError
 from pipeline.io import LINEAGE_KEY, sha256_file
@@ -62,6 +63,26 @@ def test_versions_are_never_overwritten(scored):
     c = publish.run(scored, "tiny")
     assert c.version != "v1" and publish.list_versions(_root(scored)) == ["v1", c.version]
     assert publish.latest_version(_root(scored)) == c.version
+
+
+def test_the_same_run_again_is_the_same_model_and_publishes_no_second_version(scored):
+    """Issue 31: model.json holds wall-clock seconds, so a model hash of the file differed on every
+    run and three identical runs published three versions of the same rows. The hash is of the
+    weights and the settings that made them; another setting is another hash."""
+    from pipeline.models.saved import model_hash
+
+    paths = StagePaths.of(scored.work_dir, "tiny")
+    first, made = publish.run(scored, "tiny"), model_hash(paths.model)
+    seconds = json.loads((paths.model / "model.json").read_text())["seconds"]
+    for stage in (ingest, train, generate, score):  # the same command again, start to end
+        stage.run(scored, "tiny")
+    assert json.loads((paths.model / "model.json").read_text())["seconds"] != seconds  # timings differ...
+    assert model_hash(paths.model) == made  # ...the model does not
+    again = publish.run(scored, "tiny")
+    assert again.version == first.version and publish.list_versions(_root(scored)) == [first.version]
+    scored.model.gan.ema_decay = 0.9  # another model setting
+    train.run(scored, "tiny")
+    assert model_hash(paths.model) != made
 
 
 CRASH = """

@@ -105,13 +105,39 @@ def test_if_compatible_resume_continues_a_matching_checkpoint_and_ignores_others
 
 def test_learning_rates_decay_linearly_over_the_last_epochs(tiny_cfg):
     cfg = tiny_cfg
-    cfg.train.epochs, cfg.train.lr_decay_epochs = 3, 2
+    cfg.train.epochs, cfg.train.lr_decay = 4, 0.5
     ingest.run(cfg, "tiny")
     train.run(cfg, "tiny")
     blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
-    # The last epoch (index 2) ran at (3 - 2) / 2 of each phase's rate.
+    # The decay spans the last half (2 epochs): the last epoch (index 3) ran at (4 - 3) / 2 of each phase's rate.
     assert blob["optimizers"]["critic"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_discriminator / 2)
     assert blob["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_generator / 2)
+
+
+def test_the_decay_is_a_share_of_the_epochs_so_fewer_epochs_keep_their_learning_rate():
+    """Issue 31: ``lr_decay_epochs: 125`` with ``--set train.epochs=10`` ran every epoch at <= 8% of
+    the rate. A share of the epochs decays over the run's own last part, whatever its length."""
+    from pipeline.training.loop import lr_scale
+
+    # The default (250 epochs, the last half) is exactly the former schedule over the last 125: same bytes.
+    assert all(lr_scale(e, 250, 0.5) == min(1.0, (250 - e) / 125) for e in range(250))
+    ten = [lr_scale(e, 10, 0.5) for e in range(10)]
+    assert ten == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    assert max(min(1.0, (10 - e) / 125) for e in range(10)) <= 0.08  # what a fixed count of 125 gave
+    assert [lr_scale(e, 10, 0.0) for e in range(10)] == [1.0] * 10  # 0: constant
+    assert lr_scale(0, 3, 1.0) == 1.0 and lr_scale(2, 3, 1.0) == pytest.approx(1 / 3)  # 1: the whole run
+
+
+def test_a_resumed_run_keeps_the_epochs_a_budget_cut_it_to(tiny_cfg):
+    """The schedule follows the epochs a run makes (a budget's cut); a checkpoint records them, so a
+    resume continues that schedule and stops where the run would have, not at train.epochs."""
+    cfg = tiny_cfg
+    cfg.train.epochs, cfg.train.lr_decay, cfg.train.budget_seconds = 6, 0.5, 1e-6  # cut to 1 epoch
+    ingest.run(cfg, "tiny")
+    assert train.run(cfg, "tiny").epochs == 1
+    blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
+    assert blob["epochs_planned"] == [6, 1]
+    assert train.run(cfg, "tiny", resume=True).epochs == 1  # nothing more: the cut run was complete
 
 
 _GAN_LOG = [{"epoch": e, "critic_loss": -0.5 / e, "gradient_penalty": 0.1, "generator_loss": 0.3 * e, "seconds": 0.2}

@@ -82,3 +82,29 @@ def test_integer_dtypes_survive(dtype):
     back = tf.inverse_transform(tf.transform(df, np.random.default_rng(0)), np.random.default_rng(0))
     assert str(back["n"].dtype) == dtype
     pd.testing.assert_series_equal(back["n"], s, check_names=False)
+
+
+def test_synthetic_numbers_keep_the_real_decimals_and_old_states_load_as_before():
+    import json
+
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({"amount": np.round(rng.lognormal(3, 1, 400), 2),        # money: 2 decimals
+                       "rate": np.round(rng.random(400), 1) + 0.5,             # 1 decimal
+                       "weight": np.round(rng.normal(70, 9, 400)).astype(float),  # whole numbers as floats
+                       "noise": rng.normal(0, 1e-3, 400)})                     # full precision
+    schema = TableSchema([describe(df[c], "continuous") for c in df.columns])  # weight declared continuous
+    tf = TableTransformer(schema, knots=101).fit(df)
+    assert [c["decimals"] for c in tf.columns] == [2, 1, 0, None]
+    codes = np.random.default_rng(7).uniform(-0.6, 0.6, (2000, tf.width)).astype(np.float32)
+    back = tf.inverse_transform(codes, np.random.default_rng(0))
+    for col, places in (("amount", 2), ("rate", 1), ("weight", 0)):
+        scaled = back[col].to_numpy() * 10**places
+        assert np.allclose(scaled, np.round(scaled), rtol=0, atol=1e-6), col
+    assert back["amount"].nunique() > 500  # rounded, not snapped onto a few values
+    assert (np.abs(back["noise"] * 1e6 - np.round(back["noise"] * 1e6)) > 1e-3).mean() > 0.9  # not rounded
+    state = json.loads(json.dumps(tf.state()))
+    for c in state["columns"]:
+        c.pop("decimals")  # a model saved before decimals were kept
+    old = TableTransformer.from_state(tf.schema, state).inverse_transform(codes, np.random.default_rng(0))
+    assert (np.abs(old["amount"] * 100 - np.round(old["amount"] * 100)) > 1e-6).mean() > 0.9
+    assert TableTransformer.from_state(tf.schema, state).grid("amount") is None and tf.grid("amount") == 2

@@ -231,12 +231,12 @@ def test_a_damaged_old_manifest_does_not_block_publishing(scored_tiny, damage, c
 
 def test_the_manifest_is_strict_json(scored_tiny):
     from pipeline import publish
-    from pipeline.artifacts import metrics_path
+    from pipeline.artifacts import StagePaths
 
-    path = metrics_path(scored_tiny.metrics_dir, "tiny")
-    metrics = json.loads(path.read_text())
-    metrics["quality.extra_nan"] = math.nan
-    path.write_text(json.dumps(metrics))
+    path = StagePaths.of(scored_tiny.work_dir, "tiny").details  # the record publish reads
+    details = json.loads(path.read_text())
+    details["metrics"]["quality.extra_nan"] = math.nan
+    path.write_text(json.dumps(details))
     done = publish.run(scored_tiny, "tiny")
     text = (done.path / "_manifest.json").read_text()
     manifest = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the manifest"))
