@@ -117,6 +117,7 @@ def test_a_constraint_not_of_the_form_is_a_config_error(tmp_path, text):
         tiny_config(tmp_path, tmp_path / "x.csv", **{"datasets.tiny.constraints": [text]})
 
 
+@pytest.mark.slow  # ~1 s: trains and generates
 def test_boolean_conditions_read_true_and_false_in_any_case(constrained):
     loaded = load_model(StagePaths.of(constrained.work_dir, "tiny").model)
     for value in ("true", "True", "TRUE", "1", "yes", True):

@@ -147,6 +147,7 @@ def test_a_condition_makes_its_category_dominant(trained, value):
     assert abs((fake.x + fake.y).mean() - (real.x + real.y).mean()) < 0.5
 
 
+@pytest.mark.slow  # ~3 s: every stage and a resume
 def test_it_runs_through_the_stages_and_resumes_exactly(tmp_path, tiny_source):
     cfg = tiny_config(tmp_path, tiny_source, **{"model.name": "diffusion", "model.diffusion.hidden_dims": [32, 32],
                                                 "model.diffusion.sample_steps": 5, "train.epochs": 4})

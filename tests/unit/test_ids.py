@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import generate, ingest, train
 from pipeline.artifacts import StagePaths, load_prepared
@@ -125,6 +126,7 @@ def test_a_repeating_key_keeps_its_rows_per_key():
     assert list(fresh_ids(unique, 0, 3, np.random.default_rng(0))) == [140, 141, 142]
 
 
+@pytest.mark.slow  # ~2 s: ingest, train, generate, score
 def test_no_real_id_is_released_end_to_end(tmp_path):
     real = orders()
     source = tmp_path / "orders.csv"

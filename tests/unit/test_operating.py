@@ -258,6 +258,7 @@ def test_an_ad_hoc_dataset_is_remembered_for_stage_commands(tmp_path, tiny_sourc
     assert main(["score", "--dataset", "nothing", *common]) == 2
 
 
+@pytest.mark.slow  # ~1 s: an interrupted training run
 def test_ctrl_c_in_train_is_one_line_naming_the_resume_command_and_exit_130(tmp_path, tiny_source, capsys, cadence,
                                                                               monkeypatch):
     """Issue 31: Ctrl-C printed a traceback with no hint of ``--resume``."""

@@ -65,6 +65,7 @@ def test_versions_are_never_overwritten(scored):
     assert publish.latest_version(_root(scored)) == c.version
 
 
+@pytest.mark.slow  # ~2 s: two whole runs
 def test_the_same_run_again_is_the_same_model_and_publishes_no_second_version(scored):
     """Issue 31: model.json holds wall-clock seconds, so a model hash of the file differed on every
     run and three identical runs published three versions of the same rows. The hash is of the
