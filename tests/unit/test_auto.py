@@ -106,6 +106,7 @@ def test_a_training_budget_cuts_the_epochs(tmp_path, tiny_source):
     assert 1 <= result.epochs < 100000 and result.seconds < 30
 
 
+@pytest.mark.slow  # ~2 s: trains twice
 def test_refit_trains_the_kept_model_again_on_every_training_row(tmp_path, tiny_source, noise_model):
     cfg = _cfg(tmp_path, tiny_source, [noise_model], **{"model.auto.refit": True, "train.epochs": 3})
     for stage in (ingest, train):

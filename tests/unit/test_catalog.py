@@ -110,6 +110,7 @@ def test_data_card_is_written_into_every_release(released):
     assert len(pd.read_parquet(Path(cfg.publish.release_root) / "tiny" / "v2")) == 220
 
 
+@pytest.mark.slow  # ~2 s: a second run of the stages
 def test_a_schema_breaking_release_is_refused_unless_allowed(released):
     cfg, cat = released
     cfg.datasets["tiny"].drop_columns = ["city"]

@@ -135,6 +135,7 @@ def test_dcr_share_with_more_training_rows_averages_sdmetrics_over_disjoint_trai
     assert len(set(shares)) > 1  # the parts differ: averaging them is what is checked
 
 
+@pytest.mark.slow  # ~2 s: detection fits
 def test_detection_auc_near_half_for_same_distribution_and_high_for_broken_data():
     pool = _adult(3000, 8)
     schema = _schema(pool)
@@ -187,6 +188,7 @@ def test_score_writes_every_metric_family_and_a_self_contained_report(scored_wit
     assert "| `quality.overall` |" in md and ("passed" if details["gate"]["passed"] else "FAILED") in md
 
 
+@pytest.mark.slow  # ~5 s with its scored report
 def test_report_shows_a_failing_gate_and_its_failing_keys(scored_with_report):
     cfg = scored_with_report
     cfg.score.thresholds = {"detection.auc": Threshold(max=0.0)}
