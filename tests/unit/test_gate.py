@@ -52,6 +52,7 @@ def test_the_default_gate_passes_unseen_real_rows_and_refuses_perfect_marginals_
     assert {"quality.column_pair_trends", "detection.auc", "utility.ratio"} <= failed
 
 
+@pytest.mark.slow  # ~4 s: three utility fits
 @pytest.mark.parametrize("task, expect", [("auto", "regression"), ("classification", "classification"),
                                           ("regression", "regression")])
 def test_a_numeric_targets_task_can_be_set(task, expect):
