@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.artifacts import StagePaths, shard_name
-from pipeline.errors import ConditionError
-from pipeline.io import atomic_dir, sha256_files, write_json
+from pipeline.artifacts import StagePaths, prepared_rows, shard_name
+from pipeline.errors import ConditionError, ConfigError
+from pipeline.io import atomic_dir, free_mb, sha256_files, write_json
 from pipeline.modalities import modality_named
-from pipeline.plan import check_generation
 from pipeline.progress import rate_text
 from pipeline.sampling import sample_frame, shard_seed
 from pipeline.shards import ShardJob, make_shards
@@ -31,6 +30,10 @@ if TYPE_CHECKING:
     from pipeline.config import Config
 
 log = logging.getLogger(__name__)
+# A generate run lists its shards up front (one job, one future on the workers, each), and a row
+# count beyond any disk says a typo: 10**15 rows once planned 10^7 shard jobs (4.2 GB) before failing.
+MAX_GENERATE_SHARDS = 100_000
+MAX_GENERATE_ROWS = 10**12
 
 
 @dataclass
@@ -95,3 +98,28 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
              f" ({rate})" if rate else "", f"; dropped {stats.get('rejected_copies', 0)} copies of training "
              f"{unit}" if g.drop_training_copies else "")
     return GenerateResult(dataset, rows, n_shards, seconds)
+
+
+def check_generation(cfg: Config, paths: StagePaths, rows: int) -> None:
+    """Refuse in one line naming ``generate.rows`` (a ConfigError) a generation that cannot finish:
+    more rows or shards than a run makes, or more output than the work folder has free (about the
+    prepared training Parquet's bytes per row, times ``rows``). The generate stage runs it before it
+    plans or writes anything; ``python -m pipeline validate`` shows the same free space
+    (``pipeline.io.free_mb``)."""
+    per = cfg.generate.rows_per_shard
+    if rows > MAX_GENERATE_ROWS:
+        raise ConfigError(f"generate.rows {rows:,} is more than {MAX_GENERATE_ROWS:,}, the most one generate run "
+                          "makes; lower generate.rows")
+    shards = -(-rows // per)
+    if shards > MAX_GENERATE_SHARDS:
+        raise ConfigError(f"generate.rows {rows:,} in shards of generate.rows_per_shard {per:,} is {shards:,} "
+                          f"shards, more than {MAX_GENERATE_SHARDS:,}; lower generate.rows or raise "
+                          "generate.rows_per_shard")
+    in_file = prepared_rows(paths) if paths.train_data.is_file() else 0
+    if not in_file:
+        return
+    free = free_mb(cfg.work_dir)
+    need = rows * paths.train_data.stat().st_size / in_file / 2**20
+    if need > free:
+        raise ConfigError(f"generate.rows {rows:,}: about {need:,.0f} MB of synthetic data, {free:,.0f} MB free in "
+                          f"{cfg.work_dir}; lower generate.rows, or free some space or set work_dir elsewhere")

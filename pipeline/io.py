@@ -125,6 +125,14 @@ def check_writable(path: str | Path, key: str, urls: bool = False) -> None:
                           "you can write") from None
 
 
+def free_mb(folder: str | Path) -> float:
+    """Free space (MB) where ``folder`` is or would be made: on the nearest folder that exists."""
+    probe = Path(folder).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return round(shutil.disk_usage(probe).free / 2**20, 1)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -11,7 +11,6 @@ sampling batch of the configured model on a sample of the rows, scaled to the ru
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.artifacts import StagePaths, prepared_rows
 from pipeline.config import Config
+from pipeline.io import free_mb
 from pipeline.modalities import modality_named
 from pipeline.stores import is_url, local_copy, location
 from pipeline.streamed import source_parts, streamed_rows, total_rows
@@ -35,10 +34,6 @@ SCORE_LIBRARIES_MB = 350
 # allocator's and thread pools' first allocations): 130-200 MB measured (issue 31).
 GENERATE_FIXED_MB = 150
 LEADING_ROWS = 100_000  # rows of a streamed source that validate types (ingest: ingest.sample_rows)
-# A generate run lists its shards up front (one job, one future on the workers, each), and a row
-# count beyond any disk says a typo: 10**15 rows once planned 10^7 shard jobs (4.2 GB) before failing.
-MAX_GENERATE_SHARDS = 100_000
-MAX_GENERATE_ROWS = 10**12
 
 
 def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
@@ -91,6 +86,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         from pipeline.modalities.table import maybe_ids
 
         out["columns"] = _columns(first.frame, first.schema)
+        # (reading the source logged them as warnings already: the text plan does not repeat them)
         out["maybe_ids"] = maybe_ids(first.frame, first.schema, ds, dataset)
         out["links"] = [f"{link['from']} -> {link['to']}" for link in first.schema.links]
         out["constraints"] = list(first.schema.constraints)
@@ -106,7 +102,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if estimate and first.schema is not None:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"])
-        out["estimate"]["disk_free_mb"] = _free_mb(cfg.work_dir)
+        out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
     return out
 
 
@@ -144,41 +140,6 @@ def _target(first, ds, cfg: Config, holdout_rows: int) -> dict[str, Any] | None:
             "utility_judged": judged,
             **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
                                              f"{cfg.score.utility_min_holdout}"})}
-
-
-def _free_mb(folder: str) -> float | None:
-    if is_url(folder):
-        return None
-    probe = Path(folder).resolve()
-    while not probe.exists():
-        probe = probe.parent
-    return round(shutil.disk_usage(probe).free / 2**20, 1)
-
-
-def check_generation(cfg: Config, paths: StagePaths, rows: int) -> None:
-    """Refuse in one line naming ``generate.rows`` (a ConfigError) a generation that cannot finish:
-    more rows or shards than a run makes, or more output than the work folder has free (about the
-    prepared training Parquet's bytes per row, times ``rows``). The generate stage runs it before it
-    plans or writes anything; ``python -m pipeline validate`` shows the same free space."""
-    from pipeline.errors import ConfigError
-
-    per = cfg.generate.rows_per_shard
-    if rows > MAX_GENERATE_ROWS:
-        raise ConfigError(f"generate.rows {rows:,} is more than {MAX_GENERATE_ROWS:,}, the most one generate run "
-                          "makes; lower generate.rows")
-    shards = -(-rows // per)
-    if shards > MAX_GENERATE_SHARDS:
-        raise ConfigError(f"generate.rows {rows:,} in shards of generate.rows_per_shard {per:,} is {shards:,} "
-                          f"shards, more than {MAX_GENERATE_SHARDS:,}; lower generate.rows or raise "
-                          "generate.rows_per_shard")
-    free = _free_mb(str(cfg.work_dir))
-    in_file = prepared_rows(paths) if paths.train_data.is_file() else 0
-    if free is None or not in_file:
-        return
-    need = rows * paths.train_data.stat().st_size / in_file / 2**20
-    if need > free:
-        raise ConfigError(f"generate.rows {rows:,}: about {need:,.0f} MB of synthetic data, {free:,.0f} MB free in "
-                          f"{cfg.work_dir}; lower generate.rows, or free some space or set work_dir elsewhere")
 
 
 def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[str, Any]:
@@ -309,7 +270,6 @@ def render(p: dict[str, Any]) -> str:
         for c in p["columns"]:
             lines.append(f"    {c['name']:<{width}}  {c['kind']:<11}  nulls {c['nulls']:>8,}  "
                          f"distinct {c['distinct']:>8,}")
-        lines.extend(f"  warning: {line}" for line in p.get("maybe_ids", []))
         if p.get("links"):
             lines.append("  links kept in every row: " + ", ".join(p["links"]))
         if p.get("constraints"):

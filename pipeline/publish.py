@@ -405,7 +405,7 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
         "run": run_info or {},
     }
-    card = redact(render_datacard(manifest, manifest["gate"]["thresholds"]))
+    card = render_datacard(manifest, manifest["gate"]["thresholds"])
     (staging / DATACARD).write_text(card, encoding="utf-8")
     manifest["reports"] = [DATACARD]
     if (paths.synthetic / "_grid.png").exists():  # images: the preview grid
@@ -453,7 +453,7 @@ def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, g
             text = regate(text, gate)
             if name == "report.html":
                 text = embed_in_report(text, card)
-            (staging / f"_{name}").write_text(redact(text), encoding="utf-8")
+            (staging / f"_{name}").write_text(text, encoding="utf-8")
             manifest["reports"].append(f"_{name}")
 
 

@@ -32,7 +32,6 @@ from pipeline.io import atomic_path, read_json, write_json
 from pipeline.metrics import judge, suites_for
 from pipeline.modalities import modality_of
 from pipeline.progress import Progress
-from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +129,6 @@ def _write(cfg: Config, dataset: str, paths: StagePaths, metrics: dict, files: d
         (paths.score / name).unlink(missing_ok=True)
     for name, content in files.items():
         with atomic_path(paths.score / name) as tmp:
-            if isinstance(content, bytes):
-                tmp.write_bytes(content)
-            else:  # the report: no URL credentials (pipeline.redact)
-                tmp.write_text(redact(content), encoding="utf-8")
+            tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content, encoding="utf-8")
     write_json(metrics_path(cfg.metrics_dir, dataset), numbers)
     write_json(paths.details, record)

@@ -159,7 +159,7 @@ def _tree(folder) -> dict:
 def test_generate_refuses_a_plan_that_cannot_finish_before_writing(scored_tiny, monkeypatch, rows, per, says):
     cfg = scored_tiny
     cfg.generate.rows, cfg.generate.rows_per_shard = rows, per
-    monkeypatch.setattr("pipeline.plan._free_mb", lambda folder: 1.0)  # a 1 MB disk: 10^6 rows do not fit
+    monkeypatch.setattr("pipeline.generate.free_mb", lambda folder: 1.0)  # a 1 MB disk: 10^6 rows do not fit
     work = Path(cfg.work_dir)
     before = _tree(work)
     with pytest.raises(ConfigError) as err:
