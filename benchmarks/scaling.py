@@ -23,7 +23,7 @@ CHILD = """
 import json, resource, sys, time
 from pipeline.config import load_config
 from pipeline import generate
-from pipeline.io import read_json
+from pipeline.files import read_json
 from pipeline.artifacts import StagePaths
 rows, shard, work, dataset, workers, backend = sys.argv[1:7]
 cfg = load_config("params.yaml", {"generate.rows": int(rows), "generate.rows_per_shard": int(shard), "work_dir": work,
@@ -43,7 +43,7 @@ TRAIN_CHILD = """
 import csv, json, sys
 from pipeline.config import load_config
 from pipeline import train
-from pipeline.io import read_json
+from pipeline.files import read_json
 from pipeline.artifacts import StagePaths
 work, dataset, ranks, epochs = sys.argv[1:5]
 cfg = load_config("params.yaml", {"work_dir": work, "train.epochs": int(epochs),

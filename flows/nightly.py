@@ -44,7 +44,7 @@ from pipeline import logs, progress
 from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
-from pipeline.io import dataset_run_lock, read_json
+from pipeline.files import dataset_run_lock, read_json
 from pipeline.redact import redact
 from pipeline.stages import STAGE_NAMES as STAGES
 from pipeline.stages import check_config, check_outputs_writable, run_stage

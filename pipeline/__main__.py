@@ -18,7 +18,7 @@ from pipeline import logs
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError, QualityGateError
-from pipeline.io import read_json, write_json
+from pipeline.files import read_json, write_json
 from pipeline.names import check_name, name_from_file
 from pipeline.redact import redact
 from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, resumable_epochs, run_stage
@@ -55,7 +55,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from pipeline.io import code_version
+        from pipeline.files import code_version
 
         print(f"synthfactory {code_version()}")
         parser.exit()

@@ -11,7 +11,7 @@ stage), so the five stages stand side by side:
     <metrics>/<dataset>.json                                                 score (its numbers, for DVC)
     <release_root>/<dataset>/<version>/...                                   publish (pipeline.catalog)
 
-Every write is atomic (``pipeline.io``); each stage records the settings it ran with beside its
+Every write is atomic (``pipeline.files``); each stage records the settings it ran with beside its
 outputs (a ``params`` entry), which is what a release's manifest reports.
 """
 
@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import read_json
+from pipeline.files import read_json
 from pipeline.names import check_name
 from pipeline.schema import TableSchema
 

@@ -327,7 +327,7 @@ class Catalog:
         ``neutralise_formulas``."""
         import fsspec
 
-        from pipeline.io import atomic_path
+        from pipeline.files import atomic_path
 
         fmt = fmt or export_format(to)
         if fmt not in ("parquet", "csv"):

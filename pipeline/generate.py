@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.artifacts import StagePaths, prepared_rows, shard_name
 from pipeline.errors import ConditionError, ConfigError
-from pipeline.io import atomic_dir, free_mb, sha256_files, write_json
+from pipeline.files import atomic_dir, free_mb, sha256_files, write_json
 from pipeline.modalities import modality_named
 from pipeline.progress import rate_text
 from pipeline.sampling import sample_frame, shard_seed
@@ -105,7 +105,7 @@ def check_generation(cfg: Config, paths: StagePaths, rows: int) -> None:
     more rows or shards than a run makes, or more output than the work folder has free (about the
     prepared training Parquet's bytes per row, times ``rows``). The generate stage runs it before it
     plans or writes anything; ``python -m pipeline validate`` shows the same free space
-    (``pipeline.io.free_mb``)."""
+    (``pipeline.files.free_mb``)."""
     per = cfg.generate.rows_per_shard
     if rows > MAX_GENERATE_ROWS:
         raise ConfigError(f"generate.rows {rows:,} is more than {MAX_GENERATE_ROWS:,}, the most one generate run "

@@ -23,7 +23,7 @@ import pandas as pd
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_dir, write_json
+from pipeline.files import atomic_dir, write_json
 from pipeline.modalities import modality_named
 from pipeline.schema import TableSchema
 from pipeline.stores import local_copy, location

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.io import free_mb
+from pipeline.files import free_mb
 from pipeline.modalities import modality_named
 from pipeline.stores import is_url, local_copy, location
 from pipeline.streamed import source_parts, streamed_rows, total_rows

@@ -53,7 +53,7 @@ from pipeline.catalog import LATEST, MANIFEST, finite, natural_key, schema_chang
 from pipeline.config import Config, Threshold
 from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.errors import QualityGateError, ReleaseError
-from pipeline.io import (
+from pipeline.files import (
     code_version,
     fsync_path,
     open_lock,

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.artifacts import StagePaths, metrics_path, score_records
 from pipeline.config import Config
 from pipeline.errors import InputDataError
-from pipeline.io import atomic_path, read_json, write_json
+from pipeline.files import atomic_path, read_json, write_json
 from pipeline.metrics import judge, suites_for
 from pipeline.modalities import modality_of
 from pipeline.progress import Progress

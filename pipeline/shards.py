@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import StagePaths
-from pipeline.io import write_parquet
+from pipeline.files import write_parquet
 from pipeline.modalities import modality_named
 from pipeline.progress import Progress
 from pipeline.runtime import threads_available

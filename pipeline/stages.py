@@ -2,7 +2,7 @@
 flows (``flows/``) and ``dvc.yaml`` run. Nothing else imports a stage module.
 
 Each stage is a function ``run(cfg, dataset, **kwargs)`` that reads its inputs from the work folder
-and writes its outputs there (``pipeline.io.StagePaths`` names them). ``run_stage`` adds what every
+and writes its outputs there (``pipeline.files.StagePaths`` names them). ``run_stage`` adds what every
 stage gets alike: the leftovers of dead runs removed first, and its wall time kept for the manifest.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Callable
 from pipeline import logs, progress
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
-from pipeline.io import check_writable, read_json, remove_leftovers, write_json
+from pipeline.files import check_writable, read_json, remove_leftovers, write_json
 from pipeline.runtime import thread_limits, threads_available
 
 log = logging.getLogger("pipeline")

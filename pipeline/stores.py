@@ -7,7 +7,7 @@ before.
   name the URL;
 - ``StorePath`` is a folder or file in a store with the few pathlib methods the release code
   reads through (``pipeline.publish`` lists versions and reads manifests alike in both);
-- ``check_store_writable`` is ``pipeline.io.check_writable`` for a URL.
+- ``check_store_writable`` is ``pipeline.files.check_writable`` for a URL.
 
 Credentials and endpoints come from the store's own configuration (for S3: the AWS environment,
 profile or instance role, ``AWS_ENDPOINT_URL`` for an S3-compatible server), or from fsspec's
@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.io import scratch_dir
+from pipeline.files import scratch_dir
 from pipeline.redact import is_redacted, redact
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class StorePath:
 
 
 def check_store_writable(url: str, key: str) -> None:
-    """``pipeline.io.check_writable`` for a URL: the store opens (its fsspec extra is installed),
+    """``pipeline.files.check_writable`` for a URL: the store opens (its fsspec extra is installed),
     ``url`` is not a file, and a probe object can be written there and removed. ConfigError naming
     the setting otherwise."""
     from pipeline.errors import ConfigError

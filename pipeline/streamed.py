@@ -414,7 +414,7 @@ def unchanged(parts: list) -> Iterator[Callable[[], None]]:
 
 def source_hash(parts: list, folder: Path) -> str:
     """The sha256 of a one-file source's bytes; of the parts' sha256s, one per line, for several."""
-    from pipeline.io import sha256_file
+    from pipeline.files import sha256_file
 
     hashes = []
     for part in parts:

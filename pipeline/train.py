@@ -23,7 +23,7 @@ import torch
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.io import atomic_dir, atomic_path, read_json, sha256_files, write_json
+from pipeline.files import atomic_dir, atomic_path, read_json, sha256_files, write_json
 from pipeline.modalities import modality_of
 from pipeline.models import AUTO, MODELS
 from pipeline.models.saved import model_hash

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.artifacts import StagePaths, load_prepared_images, read_synthetic
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import ConditionError, InputDataError
-from pipeline.io import sha256_file
+from pipeline.files import sha256_file
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded
 from pipeline.settings import ModelSettings
 

@@ -31,8 +31,8 @@ from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.constraints import check as check_constraints
 from pipeline.constraints import parse_all as parse_constraints
 from pipeline.errors import InputDataError
+from pipeline.files import sha256_file
 from pipeline.ids import cover
-from pipeline.io import sha256_file
 from pipeline.links import find_links
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
 from pipeline.schema import (
@@ -362,7 +362,7 @@ def summary(metrics: dict) -> str:
 
 def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:
     """The report files' contents: {file name: text}."""
-    from pipeline.io import read_json
+    from pipeline.files import read_json
     from pipeline.report import ReportInput, auto_summary, render_html, render_markdown
 
     log_df = pd.read_csv(ev.paths.train_log) if ev.paths.train_log.exists() else None

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import InputDataError
-from pipeline.io import read_json, sha256_file
+from pipeline.files import read_json, sha256_file
 from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
 from pipeline.models.transformer import TableTransformer

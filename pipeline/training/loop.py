@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
-from pipeline.io import atomic_path
+from pipeline.files import atomic_path
 from pipeline.models.base import GenerativeModel
 from pipeline.progress import Progress
 from pipeline.settings import TrainSettings

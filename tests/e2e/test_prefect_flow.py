@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline import publish
-from pipeline.io import dataset_run_lock
+from pipeline.files import dataset_run_lock
 from tests.conftest import tiny_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -20,7 +20,7 @@ import pytest
 from pipeline import generate, ingest, score, train
 from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import read_json
+from pipeline.files import read_json
 from pipeline.metrics.utility import score_utility
 from pipeline.schema import TableSchema, describe
 from tests.conftest import REPO, tiny_config

@@ -17,7 +17,7 @@ from pipeline.__main__ import main
 from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
 from pipeline.errors import BadNameError, InputDataError
-from pipeline.io import atomic_dir, remove_leftovers
+from pipeline.files import atomic_dir, remove_leftovers
 from pipeline.names import check_name, name_from_file
 from tests.conftest import REPO, tiny_config, tiny_frame
 
@@ -130,7 +130,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     folder.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    from pipeline.io import _OWNER
+    from pipeline.files import _OWNER
 
     stale = [folder / f".synthetic.{_OWNER}-{dead_pid}.abc_1.tmp", folder / f".prepared.old-{_OWNER}-{dead_pid}",
              folder / "score" / f".details.json.{_OWNER}-{dead_pid}.k2.tmp"]
@@ -231,7 +231,7 @@ def test_corrupt_stage_records_are_one_line_errors(scored_tiny):
 
 
 def test_atomic_dir_temporaries_name_their_maker(tmp_path):
-    from pipeline.io import _OWNER
+    from pipeline.files import _OWNER
 
     with atomic_dir(tmp_path / "out") as tmp:
         assert tmp.name.startswith(f".out.{_OWNER}-{os.getpid()}.") and tmp.name.endswith(".tmp")

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import ingest, train
 from pipeline.artifacts import StagePaths
-from pipeline.io import read_json
+from pipeline.files import read_json
 from tests.conftest import tiny_config, tiny_frame
 
 pytestmark = pytest.mark.slow  # torchrun ranks

@@ -9,7 +9,7 @@ import yaml
 from pipeline.artifacts import StagePaths, load_scores, score_records
 from pipeline.config import ScoreConfig
 from pipeline.errors import InputDataError
-from pipeline.io import write_json
+from pipeline.files import write_json
 from tests.conftest import REPO
 
 

@@ -10,8 +10,8 @@ from pipeline import generate, ingest, publish, sampling, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.catalog import Catalog
 from pipeline.errors import ConditionError
+from pipeline.files import read_json
 from pipeline.images import IMAGE_ARROW_SCHEMA, frame_of, pixels_of
-from pipeline.io import read_json
 from pipeline.metrics.image import evaluate_images, frechet_distance, train_evaluator
 from pipeline.models.image import ImageSpec, images_to_tensor
 from tests.conftest import REPO, tiny_config

@@ -7,8 +7,8 @@ import pytest
 
 from pipeline import generate, ingest, train
 from pipeline.artifacts import StagePaths
+from pipeline.files import read_json
 from pipeline.images import frame_of
-from pipeline.io import read_json
 from tests.unit.test_image_models import image_config, quadrant_images
 
 pytestmark = pytest.mark.slow  # worker processes and Dask

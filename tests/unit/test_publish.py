@@ -9,7 +9,7 @@ from pipeline import generate, ingest, publish, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
 from pipeline.errors import QualityGateError, ReleaseError
-from pipeline.io import LINEAGE_KEY, sha256_file
+from pipeline.files import LINEAGE_KEY, sha256_file
 
 
 @pytest.fixture

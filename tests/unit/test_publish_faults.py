@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import generate, ingest, publish, score, train
-from pipeline.io import sha256_file
+from pipeline.files import sha256_file
 from tests.conftest import REPO, tiny_config, tiny_frame
 
 # Where publish can be interrupted, as (name, the module attribute to wrap, when to strike).

@@ -22,7 +22,7 @@ from pipeline.__main__ import main
 from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.catalog import Catalog
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.io import LINEAGE_KEY, check_writable, remove_leftovers, scratch_dir, sha256_file
+from pipeline.files import LINEAGE_KEY, check_writable, remove_leftovers, scratch_dir, sha256_file
 from pipeline.stores import StorePath, is_url, local_copy
 from tests.conftest import tiny_config, tiny_frame
 

@@ -234,7 +234,7 @@ def test_a_link_broken_outside_the_sample_is_dropped(tmp_path):
 @pytest.mark.slow
 def test_training_on_a_streamed_sample_generates_as_many_rows_as_the_source(tmp_path):
     from pipeline import generate, train
-    from pipeline.io import read_json
+    from pipeline.files import read_json
 
     source = tmp_path / "t.parquet"
     _table(1500).to_parquet(source, index=False)

@@ -64,7 +64,7 @@ def test_merged_shard_scores_equal_whole_table_scores(case):
 def test_the_score_stage_streams_big_releases_with_the_same_scores(tiny_cfg):
     from pipeline import generate, ingest, score, train
     from pipeline.artifacts import StagePaths
-    from pipeline.io import read_json
+    from pipeline.files import read_json
 
     cfg = tiny_cfg
     cfg.generate.rows, cfg.generate.rows_per_shard = 450, 100

@@ -20,7 +20,7 @@ import pytest
 from pipeline import ingest, streamed, train
 from pipeline.artifacts import StagePaths
 from pipeline.errors import InputDataError
-from pipeline.io import _OWNER, atomic_dir, remove_leftovers
+from pipeline.files import _OWNER, atomic_dir, remove_leftovers
 from pipeline.streamed import CHANGED
 from tests.conftest import REPO, tiny_config, tiny_frame
 
@@ -80,7 +80,7 @@ def test_atomic_dir_replaces_a_folder_whole_and_leaves_nothing_beside_it(tmp_pat
 
 
 def test_atomic_dir_failing_between_its_renames_keeps_the_old_copy(tmp_path, monkeypatch):
-    import pipeline.io as io
+    import pipeline.files as files
 
     target = _folder(tmp_path / "prepared", "old")
     real, calls = os.replace, []
@@ -91,7 +91,7 @@ def test_atomic_dir_failing_between_its_renames_keeps_the_old_copy(tmp_path, mon
             raise OSError("injected")
         real(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", fail_third)
+    monkeypatch.setattr(files.os, "replace", fail_third)
     with pytest.raises(OSError, match="injected"), atomic_dir(target) as tmp:
         (tmp / "train.parquet").write_text("new")
     assert (target / "train.parquet").read_text() == "old" and os.listdir(tmp_path) == ["prepared"]

@@ -192,7 +192,7 @@ def test_a_params_file_with_an_unreadable_integer_is_one_line(tmp_path):
 
 
 def test_the_file_systems_root_is_refused_as_an_output_folder(tmp_path):
-    from pipeline.io import check_writable
+    from pipeline.files import check_writable
 
     for key in ("publish.release_root", "work_dir"):
         with pytest.raises(ConfigError, match="file system's root"):

@@ -16,7 +16,7 @@ from pipeline import publish
 from pipeline.__main__ import main
 from pipeline.catalog import Catalog, neutralised
 from pipeline.errors import PipelineError, ReleaseError
-from pipeline.io import dataset_run_lock
+from pipeline.files import dataset_run_lock
 from tests.unit.test_catalog_hostile import release
 
 PRECIOUS = b"someone else's file\n"
