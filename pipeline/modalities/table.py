@@ -131,17 +131,17 @@ def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None, share: tuple[int, int] | None = None) -> TrainingData:
+                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None) -> TrainingData:
     """The training split (at most ``max_rows`` of it, a seeded sample) through the fitted
     transformer, on ``device``.
 
-    ``share`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
+    ``rank_slice`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
     transformer on all of them and sends it to the other ranks (as JSON); every rank reads (only the
     row groups that hold its block) and transforms its own block, so no rank holds the whole
     training tensor."""
     from pipeline.training.setup import fit_transformer, to_tensor, transform_table
 
-    if share is None:
+    if rank_slice is None:
         train_df, _, schema, meta = load_prepared(paths)
         total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
         train_df = bounded(train_df, max_rows, seed)
@@ -151,7 +151,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
         from pipeline.models.transformer import TableTransformer
         from pipeline.training import distributed
 
-        rank, world = share
+        rank, world = rank_slice
         schema, meta = prepared_table_meta(paths)
         in_file = prepared_rows(paths)
         total = int(meta.get("rows", in_file))
@@ -171,7 +171,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
                  **({"sampled_from_rows": total} if rows < total else {})}
     return TrainingData(transformer, tensor, described, meta["source_hash"], rows, train_df, schema,
-                        share=share is not None)
+                        rank_share=rank_slice is not None)
 
 
 # ---------------------------------------------------------------------------------------------
