@@ -26,8 +26,9 @@ from pipeline.errors import InputDataError
 from pipeline.files import atomic_dir, write_json
 from pipeline.modalities import modality_named
 from pipeline.schema import TableSchema
+from pipeline.sources import source_parts
 from pipeline.stores import local_copy, location
-from pipeline.streamed import source_parts, streamed_rows
+from pipeline.streamed import streamed_rows
 
 log = logging.getLogger(__name__)
 

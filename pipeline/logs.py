@@ -23,6 +23,9 @@ from typing import Callable, Iterator
 _CONTEXT: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar("pipeline_stage",
                                                                                          default=(None, None))
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Whether live bars show on the terminal: set by ``setup``, which writes the lines above them;
+# ``pipeline.progress`` reads it (off by default: a library, a flow, a pipe).
+_BARS = {"shown": False}
 
 
 @contextlib.contextmanager
@@ -37,6 +40,11 @@ def stage_context(dataset: str, stage: str) -> Iterator[None]:
 def current() -> tuple[str | None, str | None]:
     """(dataset, stage) of the stage running in this thread, or (None, None)."""
     return _CONTEXT.get()
+
+
+def bars_shown() -> bool:
+    """Whether the progress loops draw live bars (``setup`` with ``bars``: a person at a terminal)."""
+    return _BARS["shown"]
 
 
 class _Context(logging.Filter):
@@ -116,8 +124,6 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
     ``others``, as ``fmt`` text or json, to stderr (without the progress lines when ``bars`` show
     them) and, with ``file``, appended to that file too (every line, progress included). Returns
     the undo: a command run in-process (a test, a notebook) leaves logging as it found it."""
-    from pipeline import progress
-
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S")
     handlers: list[logging.Handler] = [_AboveBars() if bars else _Stderr()]
     if bars:
@@ -126,7 +132,7 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(file, encoding="utf-8"))
     root, source = logging.getLogger(), logging.getLogger("pipeline")
-    before = (root.level, source.level, progress.bars_shown())
+    before = (root.level, source.level, _BARS["shown"])
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_Context())
@@ -134,7 +140,7 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
         root.addHandler(handler)
     root.setLevel(others)  # third-party chatter (fsspec, matplotlib, urllib3)
     source.setLevel(level)
-    progress.show_bars(bars)
+    _BARS["shown"] = bool(bars)
 
     def undo() -> None:
         for handler in handlers:
@@ -142,6 +148,6 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: str | None = None,
             handler.close()
         root.setLevel(before[0])
         source.setLevel(before[1])
-        progress.show_bars(before[2])
+        _BARS["shown"] = before[2]
 
     return undo

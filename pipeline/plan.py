@@ -21,8 +21,9 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.files import free_mb
 from pipeline.modalities import modality_named
+from pipeline.sources import source_parts, total_rows
 from pipeline.stores import is_url, local_copy, location
-from pipeline.streamed import source_parts, streamed_rows, total_rows
+from pipeline.streamed import streamed_rows
 
 ESTIMATE_ROWS = 5_000  # rows the transformer is fitted on for the estimate
 TIMED_STEPS = 3  # optimiser steps timed per phase (after one untimed warm-up step)
@@ -83,7 +84,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         "threads": cfg.runtime.threads or None,
     }
     if first.schema is not None:
-        from pipeline.modalities.table import maybe_ids
+        from pipeline.typed import maybe_ids
 
         out["columns"] = _columns(first.frame, first.schema)
         # (reading the source logged them as warnings already: the text plan does not repeat them)
@@ -109,8 +110,8 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
 def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
     """The first ``rows`` rows of a streamed source, typed as ingest types a sample."""
     from pipeline.modalities import SourceRows
-    from pipeline.modalities.table import prepare
-    from pipeline.streamed import batches, partition_root
+    from pipeline.sources import batches, partition_root
+    from pipeline.typed import prepare
 
     frames, got = [], 0
     for _, raw in batches(parts, partition_root(source), ds, rows, folder, dataset):

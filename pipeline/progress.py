@@ -1,6 +1,6 @@
 """Progress of the long loops: training epochs, generated shards, scoring's metric families.
 
-A person at a terminal sees a live bar (the command line turns bars on with ``show_bars`` when
+A person at a terminal sees a live bar (the command line's ``logs.setup`` turns bars on when
 stderr is one). Off a terminal (DVC, Prefect, cron, a pipe into a log collector) nobody sees a
 bar, so every loop also logs a line on the ``pipeline.progress`` logger at a steady cadence
 (``runtime.progress_seconds``), even while one step runs longer than that (a heartbeat, which says
@@ -25,17 +25,8 @@ log = logging.getLogger("pipeline.progress")
 
 Listener = Callable[[str | None, float], None]  # (stage, fraction of it done)
 _listeners: contextvars.ContextVar[tuple[Listener, ...]] = contextvars.ContextVar("pipeline_progress", default=())
-_settings = {"bars": False, "seconds": 10.0}
+_settings = {"seconds": 10.0}
 _active: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("pipeline_progress_active", default=None)
-
-
-def show_bars(on: bool) -> None:
-    """Live bars for a terminal (the command line's call; off by default: a library, a flow, a pipe)."""
-    _settings["bars"] = bool(on)
-
-
-def bars_shown() -> bool:
-    return _settings["bars"]
 
 
 def set_cadence(seconds: float) -> None:
@@ -98,7 +89,7 @@ class Progress:
         self.start_done = initial
         self.lock = threading.Lock()
         self.bar = None
-        if enabled and _settings["bars"]:
+        if enabled and logs.bars_shown():
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # a bare GPU box: log lines only

@@ -1,4 +1,5 @@
-"""Reading a source file: one CSV or Parquet file as a frame of raw values, or one clear error.
+"""Reading a source: one CSV or Parquet file as a frame of raw values, or one clear error; and the
+files of a source (a folder, a glob, a partitioned dataset) as one frame or as record batches.
 
 ``read_source`` is the entry point (the ingest stage calls it for the source and the holdout). A
 source may be a local path or any fsspec URL (``s3://``, ``gs://``, ``memory://``...): an object is
@@ -9,6 +10,11 @@ checked once. For CSV the delimiter and the header are sniffed, every record mus
 fields as the first, and values stay strings (``pipeline.schema`` casts them). Parquet keeps its
 types; columns the pipeline cannot model (nested, binary) are refused. Every problem raises
 InputDataError naming the file, the column and the reason.
+
+``source_parts`` lists a source's files (every CSV/Parquet file under a folder, a partitioned
+Parquet dataset's ``key=value`` folders becoming columns, or a glob's matches; local or in a
+store); ``read_whole`` reads several small ones as one frame in name order, ``batches`` reads any
+number in record batches (``pipeline.streamed``, a big table, reads them so).
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import glob
+import hashlib
 import io
 import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +36,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CsvOptions, DatasetConfig
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.stores import local_copy
+from pipeline.stores import check_not_masked, is_url, local_copy, local_path, one_line, open_store
 
 log = logging.getLogger(__name__)
 
@@ -440,3 +450,132 @@ def iter_batches(path: Path, ds: DatasetConfig, batch_rows: int, dataset: str = 
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise InputDataError(path, f"cannot be parsed as CSV with delimiter {args['sep']!r}: "
                                    f"{_one_line(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The files of a source (a folder, a glob, partitions): one frame, or record batches
+
+SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
+
+
+def source_parts(source: str | Path) -> list[str | Path]:
+    """The files of a table source in name order: the file itself, every source file under a
+    folder (names starting with '.' or '_' skipped, as Spark and Hive write them), or a glob's
+    matches. Local paths come back as Paths, files in a store as URLs."""
+    text = str(source)
+    if is_url(text):
+        return _store_parts(text)
+    path = local_path(source)
+    if any(ch in text for ch in "*?[") and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not found:
+            raise InputDataError(text, "no file matches this pattern")
+        return found
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and _source_file(p.relative_to(path).parts))
+        if not found:
+            raise InputDataError(path, "is a folder with no CSV or Parquet file in it")
+        return found
+    return [path]
+
+
+def _source_file(parts: tuple[str, ...]) -> bool:
+    name = parts[-1].lower()
+    return not any(p.startswith((".", "_")) for p in parts) and name.endswith(SOURCE_SUFFIXES)
+
+
+def _store_parts(url: str) -> list[str]:
+    check_not_masked(url)
+    try:
+        fs, path = open_store(url)
+    except ValueError as exc:
+        raise InputDataError(url, str(exc)) from None
+    protocol = url.split("://", 1)[0]
+    try:
+        if any(ch in path for ch in "*?["):
+            found = sorted(fs.glob(path))
+        elif fs.info(path).get("type") == "directory":
+            found = sorted(p for p in fs.find(path) if _source_file(tuple(p[len(path.rstrip("/")) + 1:].split("/"))))
+        else:
+            return [url]
+    except FileNotFoundError:
+        raise InputDataError(url, "file not found") from None
+    except Exception as exc:  # the store's own errors (credentials, network)
+        raise InputDataError(url, f"cannot be read: {one_line(exc)}") from exc
+    if not found:
+        raise InputDataError(url, "no CSV or Parquet file there")
+    return [f"{protocol}://{p}" for p in found]
+
+
+def partition_values(part: str | Path, root: str | Path) -> dict[str, str]:
+    """The ``key=value`` folders between a source folder and one of its files (Hive partitioning)."""
+    p, r = str(part), str(root).rstrip("/")
+    if not is_url(p):
+        p, r = str(Path(p).resolve()), str(Path(r or ".").resolve())
+    rel = p[len(r) + 1:] if p.startswith(r + "/") else ""
+    return dict(seg.split("=", 1) for seg in rel.split("/")[:-1] if "=" in seg and not seg.startswith("="))
+
+
+@contextmanager
+def opened(part: str | Path, folder: Path) -> Iterator[Path]:
+    """A local path holding one part (an object in a store fetched into ``folder`` meanwhile)."""
+    with local_copy(part, folder) as local:
+        yield local
+
+
+def total_rows(parts: list, ds, folder: Path) -> int:
+    rows = 0
+    for part in parts:
+        with opened(part, folder) as local:
+            if not local.exists():
+                raise InputDataError(local, "file not found")
+            rows += count_rows(local, ds)
+    return rows
+
+
+def batches(parts: list, root, ds, batch_rows: int, folder: Path, dataset: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(the part's name, one raw frame) for every batch of every part, with the partition columns
+    and the first part's columns checked on every other."""
+    columns = None
+    for part in parts:
+        extra = partition_values(part, root)  # {} for a lone file given as the source
+        with opened(part, folder) as local:
+            for raw in iter_batches(local, ds, batch_rows, dataset):
+                for k, v in extra.items():
+                    if k not in raw.columns:
+                        raw[k] = v
+                if columns is None:
+                    columns = list(raw.columns)
+                elif list(raw.columns) != columns:
+                    if sorted(map(str, raw.columns)) != sorted(map(str, columns)):
+                        raise InputDataError(part, "has other columns than the first file of the source ("
+                                             + ", ".join(shown_name(c) for c in columns[:8]) + "): every file "
+                                             "of one source needs the same columns")
+                    raw = raw[columns]
+                yield str(part), raw
+
+
+def read_whole(parts: list, root, ds, folder: Path, dataset: str) -> tuple[pd.DataFrame, str]:
+    """Several small files as one raw frame (name order), with the hash of their bytes (``source_hash``)."""
+    frames = [raw for _, raw in batches(parts, root, ds, 1 << 30, folder, dataset)]
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs = frames[0].attrs
+    return frame, source_hash(parts, folder)
+
+
+def partition_root(source) -> str:
+    """The folder a source's partition folders are named under (a glob's fixed part)."""
+    text = str(source)
+    cut = min((text.index(ch) for ch in "*?[" if ch in text), default=None)
+    return text[:text.rfind("/", 0, cut)] if cut is not None else text
+
+
+def source_hash(parts: list, folder: Path) -> str:
+    """The sha256 of a one-file source's bytes; of the parts' sha256s, one per line, for several."""
+    from pipeline.files import sha256_file
+
+    hashes = []
+    for part in parts:
+        with opened(part, folder) as local:
+            hashes.append(sha256_file(local))
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()

@@ -1,9 +1,7 @@
 """Ingest of a table too big for one frame: its files read in record batches, twice, never whole.
 
-A table source may be one file, a folder (every CSV/Parquet file under it, a partitioned Parquet
-dataset's ``key=value`` folders becoming columns), or a glob; local or an fsspec URL. Up to
-``ingest.stream_rows`` rows it is read into one frame exactly as before (several files are
-concatenated in name order). Above that, ``run`` streams it:
+A table source's files (one file, a folder, a glob, partitions: ``pipeline.sources.source_parts``)
+are read into one frame up to ``ingest.stream_rows`` rows. Above that, ``run`` streams them:
 
 1. **Pass 1** hashes every raw row (``row_hashes`` under a key made from the seed). The hash decides
    the holdout (a row is held out when a mix of it falls below ``holdout_fraction``), so the split
@@ -11,11 +9,12 @@ concatenated in name order). Above that, ``run`` streams it:
    the same side. A second mix of it is each row's priority: the ``ingest.sample_rows`` training
    rows (and holdout rows) of lowest priority are a uniform seeded sample, kept in source order.
 2. The kinds are inferred and the value links found on a seeded ``INFER_ROWS`` of that sample, which
-   is then typed whole (``pipeline.modalities.table.prepare``, as for a small table).
-3. **Pass 2** casts each batch to the schema (a value that does not fit the kind inferred from the
-   sample is one error naming the file and column), writes it as shards (``prepared/train/``,
-   ``prepared/holdout/``), and counts exactly: rows, nulls, min, max, mean, and the values of
-   categorical, boolean and integer columns. A link contradicted by any row is dropped.
+   is then typed whole (``pipeline.typed.prepare``, as for a small table).
+3. **Pass 2** casts each batch to the schema (``pipeline.typed.cast_batch``: a value that does not
+   fit the kind inferred from the sample is one error naming the file and column), writes it as
+   shards (``prepared/train/``, ``prepared/holdout/``), and counts exactly: rows, nulls, min, max,
+   mean, and the values of categorical, boolean and integer columns. A link contradicted by any
+   row is dropped.
 
 ``prepared/train.parquet`` and ``holdout.parquet`` hold the samples: what training (the transformer's
 quantile knots and the model), generation's copy check and scoring read, so every stage after
@@ -27,7 +26,6 @@ probability 99.9%. Peak memory grows with ``batch_rows`` and ``sample_rows``, no
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
 import math
@@ -42,13 +40,13 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError
 from pipeline.ids import counter_values
-from pipeline.schema import DISCRETE_KINDS, CastError, TableSchema, cast_column, nullable_dtype
-from pipeline.sources import count_rows, iter_batches, shown_name
-from pipeline.stores import check_not_masked, is_url, local_copy, local_path, location, one_line, open_store
+from pipeline.schema import DISCRETE_KINDS, TableSchema
+from pipeline.sources import batches, partition_root, source_hash, source_parts, total_rows
+from pipeline.stores import is_url, local_path, location, one_line, open_store
+from pipeline.typed import cast_batch, conform, prepare
 
 log = logging.getLogger(__name__)
 
-SOURCE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz")
 COUNT_CAP = 100_000  # distinct values counted exactly per column; past it n_unique is the sample's
 CONFIDENCE = 0.999  # of the stated quantile rank error
 SAMPLE_ROW_GROUP = 65_536  # rows per row group of the training sample's file
@@ -57,82 +55,7 @@ CHANGED = "changed while it was being read; run ingest again"
 
 
 # ---------------------------------------------------------------------------------------------
-# The files of a source
-
-
-def source_parts(source: str | Path) -> list[str | Path]:
-    """The files of a table source in name order: the file itself, every source file under a
-    folder (names starting with '.' or '_' skipped, as Spark and Hive write them), or a glob's
-    matches. Local paths come back as Paths, files in a store as URLs."""
-    text = str(source)
-    if is_url(text):
-        return _store_parts(text)
-    path = local_path(source)
-    if any(ch in text for ch in "*?[") and not path.exists():
-        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-        if not found:
-            raise InputDataError(text, "no file matches this pattern")
-        return found
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and _source_file(p.relative_to(path).parts))
-        if not found:
-            raise InputDataError(path, "is a folder with no CSV or Parquet file in it")
-        return found
-    return [path]
-
-
-def _source_file(parts: tuple[str, ...]) -> bool:
-    name = parts[-1].lower()
-    return not any(p.startswith((".", "_")) for p in parts) and name.endswith(SOURCE_SUFFIXES)
-
-
-def _store_parts(url: str) -> list[str]:
-    check_not_masked(url)
-    try:
-        fs, path = open_store(url)
-    except ValueError as exc:
-        raise InputDataError(url, str(exc)) from None
-    protocol = url.split("://", 1)[0]
-    try:
-        if any(ch in path for ch in "*?["):
-            found = sorted(fs.glob(path))
-        elif fs.info(path).get("type") == "directory":
-            found = sorted(p for p in fs.find(path) if _source_file(tuple(p[len(path.rstrip("/")) + 1:].split("/"))))
-        else:
-            return [url]
-    except FileNotFoundError:
-        raise InputDataError(url, "file not found") from None
-    except Exception as exc:  # the store's own errors (credentials, network)
-        raise InputDataError(url, f"cannot be read: {one_line(exc)}") from exc
-    if not found:
-        raise InputDataError(url, "no CSV or Parquet file there")
-    return [f"{protocol}://{p}" for p in found]
-
-
-def partition_values(part: str | Path, root: str | Path) -> dict[str, str]:
-    """The ``key=value`` folders between a source folder and one of its files (Hive partitioning)."""
-    p, r = str(part), str(root).rstrip("/")
-    if not is_url(p):
-        p, r = str(Path(p).resolve()), str(Path(r or ".").resolve())
-    rel = p[len(r) + 1:] if p.startswith(r + "/") else ""
-    return dict(seg.split("=", 1) for seg in rel.split("/")[:-1] if "=" in seg and not seg.startswith("="))
-
-
-@contextmanager
-def opened(part: str | Path, folder: Path) -> Iterator[Path]:
-    """A local path holding one part (an object in a store fetched into ``folder`` meanwhile)."""
-    with local_copy(part, folder) as local:
-        yield local
-
-
-def total_rows(parts: list, ds, folder: Path) -> int:
-    rows = 0
-    for part in parts:
-        with opened(part, folder) as local:
-            if not local.exists():
-                raise InputDataError(local, "file not found")
-            rows += count_rows(local, ds)
-    return rows
+# When a source is streamed
 
 
 def streamed_rows(cfg, ds, parts: list, folder: Path) -> int | None:
@@ -148,36 +71,6 @@ def streamed_rows(cfg, ds, parts: list, folder: Path) -> int | None:
             return None
         raise
     return rows if rows > cfg.ingest.stream_rows else None
-
-
-def batches(parts: list, root, ds, batch_rows: int, folder: Path, dataset: str) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(the part's name, one raw frame) for every batch of every part, with the partition columns
-    and the first part's columns checked on every other."""
-    columns = None
-    for part in parts:
-        extra = partition_values(part, root)  # {} for a lone file given as the source
-        with opened(part, folder) as local:
-            for raw in iter_batches(local, ds, batch_rows, dataset):
-                for k, v in extra.items():
-                    if k not in raw.columns:
-                        raw[k] = v
-                if columns is None:
-                    columns = list(raw.columns)
-                elif list(raw.columns) != columns:
-                    if sorted(map(str, raw.columns)) != sorted(map(str, columns)):
-                        raise InputDataError(part, "has other columns than the first file of the source ("
-                                             + ", ".join(shown_name(c) for c in columns[:8]) + "): every file "
-                                             "of one source needs the same columns")
-                    raw = raw[columns]
-                yield str(part), raw
-
-
-def read_whole(parts: list, root, ds, folder: Path, dataset: str) -> tuple[pd.DataFrame, str]:
-    """Several small files as one raw frame (name order), with the hash of their bytes (``source_hash``)."""
-    frames = [raw for _, raw in batches(parts, root, ds, 1 << 30, folder, dataset)]
-    frame = pd.concat(frames, ignore_index=True)
-    frame.attrs = frames[0].attrs
-    return frame, source_hash(parts, folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,23 +230,7 @@ class ColumnCounts:
                 col.stats = {"top": {str(k): int(c) for k, c in top.items()}}
 
 
-def cast_batch(raw: pd.DataFrame, schema: TableSchema, ds, part: str, dataset: str, sampled: int) -> pd.DataFrame:
-    """A raw batch in the schema's columns and dtypes; a value the kind does not take is one error."""
-    out = {}
-    for col in schema.columns:
-        try:
-            values = cast_column(raw[col.name], col.kind)
-        except CastError as exc:
-            how = "declared" if col.name in ds.column_types else f"inferred from a seeded sample of {sampled:,} rows"
-            raise InputDataError(part, (
-                f"{how} as {col.kind}, but {exc}: set datasets.{dataset}.column_types.{shown_name(col.name)} "
-                "to the kind every row fits"), column=shown_name(col.name)) from None
-        dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
-        out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
-    return pd.DataFrame(out)
-
-
-def write_shard(frame: pd.DataFrame, schema: TableSchema, folder: Path, index: int) -> None:
+def write_prepared_shard(frame: pd.DataFrame, schema: TableSchema, folder: Path, index: int) -> None:
     table = pa.Table.from_pandas(frame, schema=schema.arrow(), preserve_index=False)
     pq.write_table(table, folder / f"part-{index:05d}.parquet")
 
@@ -412,17 +289,6 @@ def unchanged(parts: list) -> Iterator[Callable[[], None]]:
     check()
 
 
-def source_hash(parts: list, folder: Path) -> str:
-    """The sha256 of a one-file source's bytes; of the parts' sha256s, one per line, for several."""
-    from pipeline.files import sha256_file
-
-    hashes = []
-    for part in parts:
-        with opened(part, folder) as local:
-            hashes.append(sha256_file(local))
-    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-
-
 def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> dict:
     """Stream the source ``parts`` (``rows`` in all, an upper bound for CSV) into the prepared folder
     ``tmp``; returns what ``schema.json`` records beyond the common keys, with the row counts, and
@@ -439,7 +305,6 @@ def run(cfg, dataset: str, parts: list, rows: int, tmp: Path, folder: Path) -> d
 def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Path, folder: Path,
             check: Callable[[], None]) -> dict:
     """``run``'s two passes; ``check`` raises if a source file changed since pass 1 began."""
-    from pipeline.modalities.table import conform, prepare
     from pipeline.progress import Progress
 
     ds, ic, seed = cfg.dataset(dataset), cfg.ingest, cfg.seed
@@ -493,7 +358,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
             links = [k for k in links if not _broken(k, frame, part)]
             for rows_of, where in ((~hold, "train"), (hold, "holdout")):
                 if rows_of.any():
-                    write_shard(frame[rows_of].reset_index(drop=True), schema, tmp / where, shard)
+                    write_prepared_shard(frame[rows_of].reset_index(drop=True), schema, tmp / where, shard)
             shard += 1
             train_rows += int((~hold).sum())
             holdout_rows += int(hold.sum())
@@ -507,7 +372,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
                 frame = cast_batch(raw, schema, ds, part, dataset, len(sample))
                 _, prio = split_and_priority(frame, seed, 0.0)
                 hold_keep.offer(frame, prio, np.arange(pos, pos + len(raw)))
-                write_shard(frame, schema, tmp / "holdout", shard)
+                write_prepared_shard(frame, schema, tmp / "holdout", shard)
                 shard += 1
                 pos += len(raw)
                 holdout_rows += len(raw)
@@ -525,13 +390,6 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
         "sample_rows": len(sample), "holdout_sample_rows": len(holdout),
         "split": "by a seeded hash of each row's values" if not hold_parts else "holdout_source",
         "quantile_rank_error": round(quantile_rank_error(len(sample)), 6), "confidence": CONFIDENCE}}
-
-
-def partition_root(source) -> str:
-    """The folder a source's partition folders are named under (a glob's fixed part)."""
-    text = str(source)
-    cut = min((text.index(ch) for ch in "*?[" if ch in text), default=None)
-    return text[:text.rfind("/", 0, cut)] if cut is not None else text
 
 
 def _broken(link: dict, frame: pd.DataFrame, part: str) -> bool:

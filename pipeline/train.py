@@ -93,9 +93,9 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     t0 = time.perf_counter()
     # Under torchrun a table rank reads and holds only its share of the rows, unless the model
     # draws from all of them (ctgan's training-by-sampling).
-    share = (rank.rank, rank.world) if rank is not None and not MODELS[cfg.model.name].needs_whole_table else None
-    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, share)
-    if data.share:
+    rank_slice = (rank.rank, rank.world) if rank is not None and not MODELS[cfg.model.name].needs_whole_table else None
+    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice)
+    if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
                  data.rows)
     t_transform = time.perf_counter() - t0
@@ -108,7 +108,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
-        state = _fit(cfg, model, data.tensor, train_settings, paths, resume, rank_share=data.share)
+        state = _fit(cfg, model, data.tensor, train_settings, paths, resume, rank_share=data.rank_share)
     seconds = time.perf_counter() - t0
     final = state.history[-1] if state.history else {}
     if rank is not None:

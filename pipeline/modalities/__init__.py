@@ -59,7 +59,7 @@ class TrainingData:
     rows: int
     frame: Any = None  # the training rows (tables: model.name auto scores its candidates on a part of them)
     schema: Any = None
-    share: bool = False  # the tensor holds this rank's share of the rows only (torchrun)
+    rank_share: bool = False  # the tensor holds this rank's share of the rows only (torchrun)
 
 
 def bounded_positions(total: int, max_rows: int | None, seed: int):

@@ -100,9 +100,9 @@ class ImageEvidence:
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None, share: tuple[int, int] | None = None) -> TrainingData:
+                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None) -> TrainingData:
     """The training images (at most ``max_rows``, a seeded sample) as ``[label, pixels...]`` rows
-    on ``device``, with their spec. Every torchrun rank holds all of them (``share`` is not taken:
+    on ``device``, with their spec. Every torchrun rank holds all of them (``rank_slice`` is not taken:
     the loop trains each rank on its stride)."""
     from pipeline.training.setup import image_tensor
 

@@ -28,27 +28,13 @@ from pipeline.artifacts import (
     read_synthetic,
 )
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
-from pipeline.constraints import check as check_constraints
-from pipeline.constraints import parse_all as parse_constraints
-from pipeline.errors import InputDataError
 from pipeline.files import sha256_file
 from pipeline.ids import cover
-from pipeline.links import find_links
 from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
-from pipeline.schema import (
-    NUMERIC_KINDS,
-    CastError,
-    TableSchema,
-    arrow_schema_b64,
-    cast_column,
-    describe,
-    doubtful_id,
-    infer_kind,
-    nullable_dtype,
-    release_schema_b64,
-)
+from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings
-from pipeline.sources import read_source, shown_name
+from pipeline.sources import partition_root, read_source, read_whole
+from pipeline.typed import conform, prepare
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +101,6 @@ def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
 
 def read_parts(parts: list, source, ds: DatasetConfig, dataset: str, folder: Path) -> SourceRows:
     """Several source files (a folder or glob of small files) as one table, in name order."""
-    from pipeline.streamed import partition_root, read_whole
-
     raw, source_hash = read_whole(parts, partition_root(source), ds, folder, dataset)
     frame, schema = prepare(raw, source, ds, dataset=dataset)
     return SourceRows(frame, source_hash, schema, list(raw.columns))
@@ -142,123 +126,22 @@ def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows
             + ", ".join(f"{c.name}={c.kind}" for c in first.schema.columns))
 
 
-def prepare(df: pd.DataFrame, path: Path, ds: DatasetConfig, infer_on: np.ndarray | None = None,
-            dataset: str = "<name>") -> tuple[pd.DataFrame, TableSchema]:
-    """Typed columns and their schema. ``infer_on``: the positions of the rows the kinds and links
-    come from (a seeded subsample of a streamed source's sample); the casts apply to every row.
-    An inferred column that may be an identifier, kept as a category or number, is one warning
-    (``maybe_ids``)."""
-    source_types = df.attrs.get("arrow_types", {})  # Parquet only
-    for col in ds.drop_columns:
-        if col not in df.columns:
-            raise InputDataError(path, "listed in drop_columns but not in the file", column=shown_name(col))
-    df = df.drop(columns=ds.drop_columns)
-    names = ", ".join(shown_name(c) for c in df.columns)
-    for col in ds.column_types:
-        if col not in df.columns:
-            raise InputDataError(path, f"named in column_types but not in the file (columns: {names})",
-                                 column=shown_name(col))
-    if ds.target is not None and ds.target not in df.columns:
-        raise InputDataError(path, f"target column not found (columns: {names})", column=shown_name(ds.target))
-
-    out, columns = {}, []
-    for name in df.columns:
-        raw = df[name]
-        if raw.isna().all():
-            raise InputDataError(path, "every value is missing", column=shown_name(name))
-        kind = ds.column_types.get(name)
-        try:
-            kind = kind or infer_kind(raw if infer_on is None else raw.iloc[infer_on])
-            values = cast_column(raw, kind)
-        except CastError as exc:
-            raise InputDataError(path, f"declared or inferred as {kind or exc.kind}, but {exc}",
-                                 column=shown_name(name)) from None
-        out[name] = values
-        columns.append(describe(values, kind))
-    frame = pd.DataFrame(out)
-    arrow_schema = arrow_schema_b64(frame)
-    undeclared = {n: t for n, t in source_types.items() if n in out and n not in ds.column_types}
-    schema = TableSchema(columns=columns, target=ds.target, arrow_schema=arrow_schema,
-                         release_schema=release_schema_b64(frame, arrow_schema, undeclared) if undeclared else None)
-    if not schema.modeled:
-        raise InputDataError(path, "no usable column: every column is an ID or was dropped")
-    for line in maybe_ids(frame if infer_on is None else frame.iloc[infer_on], schema, ds, dataset):
-        log.warning(line)
-    schema.links = find_links(frame if infer_on is None else frame.iloc[infer_on].reset_index(drop=True),
-                              schema.modeled) if ds.keep_links else []
-    if ds.constraints:  # checked on every row here (of a streamed source: its sample)
-        problem = check_constraints(frame, parse_constraints(ds.constraints), {c.name: c.kind for c in columns},
-                                    f"datasets.{dataset}.constraints")
-        if problem:
-            raise InputDataError(path, problem[1], column=shown_name(problem[0]))
-        schema.constraints = list(ds.constraints)
-    if ds.target is not None and schema[ds.target].kind == "id":
-        raise InputDataError(path, "the target is unique per row (an ID); set its type in column_types",
-                             column=shown_name(ds.target))
-    if ds.task == "regression" and ds.target is not None and schema[ds.target].kind not in NUMERIC_KINDS:
-        raise InputDataError(path, f"task: regression needs a numeric target, and this one is "
-                                   f"{schema[ds.target].kind}: set datasets.<name>.task to classification or auto",
-                             column=shown_name(ds.target))
-    if ds.target is not None and schema[ds.target].n_unique < 2:
-        value = frame[ds.target].dropna().iloc[0]
-        value = value.item() if isinstance(value, np.generic) else value  # 5, not np.int64(5)
-        raise InputDataError(path, (
-            f"the target has one value ({value!r}) in every row, so there is nothing to predict and the utility "
-            "score would be meaningless: choose another target column, or none (target: null)"),
-            column=shown_name(ds.target))
-    return frame, schema
-
-
-def maybe_ids(frame: pd.DataFrame, schema: TableSchema, ds: DatasetConfig, dataset: str) -> list[str]:
-    """One line for each inferred column (not the target) that may be an identifier kept as a
-    category or a number (``schema.doubtful_id``), naming the ``column_types`` setting that makes
-    it one: ingest logs them, validate shows them."""
-    lines = []
-    for col in schema.columns:
-        if col.name in ds.column_types or col.name == ds.target or not doubtful_id(frame[col.name], col.kind):
-            continue
-        name, values = shown_name(col.name), frame[col.name]
-        lines.append(f"column {name}: {values.nunique():,} distinct values in {values.notna().sum():,} rows, typed "
-                     f"{col.kind}, so synthetic rows reuse its real values; if it is an identifier, set "
-                     f"datasets.{dataset}.column_types: {{{name}: id}} "
-                     f"(--set datasets.{dataset}.column_types.{name}=id)")
-    return lines
-
-
-def conform(df: pd.DataFrame, path: Path, schema: TableSchema, ds: DatasetConfig) -> pd.DataFrame:
-    """Bring a holdout file to the training schema (same columns, same dtypes)."""
-    df = df.drop(columns=[c for c in ds.drop_columns if c in df.columns])
-    missing = [c for c in schema.names if c not in df.columns]
-    if missing:
-        raise InputDataError(path, "missing in the holdout file (present in the source)", column=shown_name(missing[0]))
-    out = {}
-    for col in schema.columns:
-        try:
-            values = cast_column(df[col.name], col.kind)
-            dtype = nullable_dtype(col.dtype) if values.isna().any() else col.dtype
-            out[col.name] = values.astype(dtype) if str(values.dtype) != dtype else values
-        except (CastError, ValueError, TypeError) as exc:
-            raise InputDataError(path, f"does not match the source's {col.kind} column: {exc}",
-                                 column=shown_name(col.name)) from None
-    return pd.DataFrame(out)
-
-
 # ---------------------------------------------------------------------------------------------
 # train
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None, share: tuple[int, int] | None = None) -> TrainingData:
+                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None) -> TrainingData:
     """The training split (at most ``max_rows`` of it, a seeded sample) through the fitted
     transformer, on ``device``.
 
-    ``share`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
+    ``rank_slice`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
     transformer on all of them and sends it to the other ranks (as JSON); every rank reads (only the
     row groups that hold its block) and transforms its own block, so no rank holds the whole
     training tensor."""
     from pipeline.training.setup import fit_transformer, to_tensor, transform_table
 
-    if share is None:
+    if rank_slice is None:
         train_df, _, schema, meta = load_prepared(paths)
         total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
         train_df = bounded(train_df, max_rows, seed)
@@ -268,7 +151,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
         from pipeline.models.transformer import TableTransformer
         from pipeline.training import distributed
 
-        rank, world = share
+        rank, world = rank_slice
         schema, meta = prepared_table_meta(paths)
         in_file = prepared_rows(paths)
         total = int(meta.get("rows", in_file))
@@ -288,7 +171,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
                  **({"sampled_from_rows": total} if rows < total else {})}
     return TrainingData(transformer, tensor, described, meta["source_hash"], rows, train_df, schema,
-                        share=share is not None)
+                        rank_share=rank_slice is not None)
 
 
 # ---------------------------------------------------------------------------------------------
