@@ -1,7 +1,9 @@
-"""The one typed configuration, mirroring params.yaml.
+"""The one typed configuration, mirroring params.yaml; its defaults are params.yaml's.
 
-Every section forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can
-be overridden with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
+The ``model`` and ``train`` sections are generated from ``pipeline.settings`` (their one
+definition: fields, defaults, bounds, descriptions); the others are declared here. Every section
+forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can be overridden
+with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
 ``--set model.generator_dims=[128,128]``).
 """
 
