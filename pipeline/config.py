@@ -4,7 +4,7 @@ The ``model`` and ``train`` sections are generated from ``pipeline.settings`` (t
 definition: fields, defaults, bounds, descriptions); the others are declared here. Every section
 forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can be overridden
 with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
-``--set model.generator_dims=[128,128]``).
+``--set model.gan.generator_dims=[128,128]``).
 """
 
 from __future__ import annotations
