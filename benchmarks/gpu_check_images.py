@@ -94,7 +94,8 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, str]:
 def configs(epochs: int, amp: bool) -> tuple[ModelSettings, TrainSettings]:
     """params.yaml's model section and the mnist overrides of its train section (``pipeline.settings``)."""
     return ModelSettings(name="dcgan"), TrainSettings(epochs=epochs, batch_size=32, lr_generator=2e-4,
-                                                      lr_discriminator=8e-4, checkpoint_every=10**9, amp=amp)
+                                                      lr_discriminator=8e-4, lr_decay=0.0, checkpoint_every=10**9,
+                                                      amp=amp)
 
 
 def train_once(spec: ImageSpec, data: torch.Tensor, epochs: int, amp: bool, seed: int):

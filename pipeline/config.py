@@ -1,19 +1,22 @@
-"""The one typed configuration, mirroring params.yaml.
+"""The one typed configuration, mirroring params.yaml; its defaults are params.yaml's.
 
-Every section forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can
-be overridden with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
-``--set model.generator_dims=[128,128]``).
+The ``model`` and ``train`` sections are generated from ``pipeline.settings`` (their one
+definition: fields, defaults, bounds, descriptions); the others are declared here. Every section
+forbids unknown keys, so a typo fails loudly with the key's dotted path. Any key can be overridden
+with ``--set dotted.key=value``; the value is parsed as YAML (``--set train.epochs=3``,
+``--set model.gan.generator_dims=[128,128]``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_type_hints
 
 import yaml
 from pydantic import (
@@ -23,13 +26,14 @@ from pydantic import (
     PrivateAttr,
     Strict,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from pipeline.errors import ConfigError
 from pipeline.names import name_problem
-from pipeline.settings import ModelSettings, TrainSettings, from_dict
+from pipeline.settings import CHECKS, ModelSettings, TrainSettings, from_dict, model_section
 
 # Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
 OVERRIDABLE = ("model", "train", "generate", "score")
@@ -100,138 +104,44 @@ class IngestConfig(_Section):
         "streamed source: the seeded sample of training (and holdout) rows the later stages read"))
 
 
-# A layer's width: bounded here so that a typo (1e9) is one line, not an allocation the machine
-# cannot make; ``pipeline.stages.check_config`` also weighs the whole network against its memory.
-MAX_WIDTH = 1 << 16
-Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+class _Settings(_Section):
+    """A section made from a ``pipeline.settings`` dataclass by ``settings_section``."""
+
+    _plain: ClassVar[type] = object
+
+    def settings(self) -> Any:
+        """The plain settings the models and the loop take (``pipeline.settings``)."""
+        return from_dict(self._plain, self.model_dump(mode="json"))
 
 
-class GanConfig(_Section):
-    """The GANs (``gan``, ``ctgan``): generator and PacGAN critic sizes."""
-
-    noise_dim: int = Field(128, ge=1, le=MAX_WIDTH)
-    generator_dims: list[Width] = Field(default_factory=lambda: [256, 256])
-    discriminator_dims: list[Width] = Field(default_factory=lambda: [256, 256])
-    pac: int = Field(5, ge=1, description="rows the critic judges together (PacGAN)")
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    log_frequency: bool = Field(True, description="ctgan: condition on categories by log frequency in training")
-    ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
-                             description="rows come from an average of the generator's weights (0: off)")
-
-
-class TvaeConfig(_Section):
-    """The tabular VAE (``tvae``)."""
-
-    latent_dim: int = Field(128, ge=1, le=MAX_WIDTH)
-    encoder_dims: list[Width] = Field(default_factory=lambda: [128, 128])
-    decoder_dims: list[Width] = Field(default_factory=lambda: [128, 128])
-    loss_factor: float = Field(2.0, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-
-
-class DiffusionConfig(_Section):
-    """The diffusion-class table model (``diffusion``): flow matching on the numeric scalars, masked
-    diffusion on the categories, an MLP denoiser; rows from an average of its weights."""
-
-    hidden_dims: list[Width] = Field(default_factory=lambda: [512, 512, 512, 512], min_length=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0,
-                             description="rows come from an average of the denoiser's weights (0: off)")
-    sample_steps: int = Field(50, ge=1, description="denoising steps per row (more: slower, closer to the model)")
-    categorical: Literal["masked", "gaussian"] = Field(
-        "masked", description="masked: masked diffusion on the categories; gaussian: the flow on the one-hot "
-                              "vectors, argmax at the end")
+def settings_section(plain: type) -> type[_Settings]:
+    """The validated section of the settings dataclass ``plain`` (``GanSettings`` -> ``GanConfig``):
+    its fields, types, defaults, bounds and descriptions, as ``pipeline.settings`` declares them
+    once; a nested settings class becomes a nested section."""
+    hints = get_type_hints(plain)
+    made: dict[str, Any] = {}
+    for f in dataclasses.fields(plain):
+        kind = hints[f.name]
+        checks = {k: v for k, v in f.metadata.items() if k in CHECKS}
+        if "each" in f.metadata:  # bounds of every item of a list
+            (item,) = get_args(kind)
+            kind = list[Annotated[item, Field(**f.metadata["each"])]]
+        if dataclasses.is_dataclass(kind):
+            kind = settings_section(kind)
+            made[f.name] = (kind, Field(default_factory=kind, **checks))
+        elif f.default_factory is not dataclasses.MISSING:
+            made[f.name] = (kind, Field(default_factory=f.default_factory, **checks))
+        else:
+            made[f.name] = (kind, Field(f.default, **checks))
+    section = create_model(plain.__name__.removesuffix("Settings") + "Config", __base__=_Settings,
+                           __doc__=plain.__doc__, __module__=__name__, **made)
+    section._plain = plain
+    return section
 
 
-class DcganConfig(_Section):
-    """The class-conditional image GAN (``dcgan``)."""
-
-    noise_dim: int = Field(64, ge=1, le=MAX_WIDTH)
-    width: int = Field(32, ge=4, le=4096,
-                       description="channels of the outer conv layers (the inner ones have twice as many)")
-    label_loss: float = Field(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that keeps "
-                                                     "images on their label")
-    ema_decay: float = Field(0.997, ge=0.0, lt=1.0,
-                             description="images come from an average of the generator's weights (0: off)")
-
-
-class ConvVaeConfig(_Section):
-    """The class-conditional convolutional VAE (``conv_vae``)."""
-
-    latent_dim: int = Field(16, ge=1, le=MAX_WIDTH)
-    width: int = Field(32, ge=4, le=4096)
-    lr: float = Field(1e-3, gt=0)
-    beta: float = Field(1.0, gt=0, description="weight of the KL term")
-
-
-class AutoConfig(_Section):
-    """``model.name: auto``: train each candidate on the training split less a validation part,
-    score each on that part, keep the best (``pipeline/training/auto.py``)."""
-
-    candidates: list[str] = Field(default_factory=lambda: ["diffusion", "ctgan", "tvae"], min_length=1,
-                                  description="table models to try, each with the train section's recipe")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training rows held out to "
-                                                                     "score the candidates (never the holdout)")
-    validation_rows: int = Field(5000, ge=20, description="at most this many validation rows")
-    refit: bool = Field(False, description="train the kept model again on every training row (the validation "
-                                           "part too) with the same recipe: one more training, a model that has "
-                                           "seen all the rows")
-
-
-class ModelConfig(_Section):
-    name: str = "ctgan"
-    quantile_knots: int = Field(1001, ge=3, description="knots of the per-column quantile transform")
-    max_categories: int = Field(500, ge=2, description="rarer categories share one slot in the model")
-    gan: GanConfig = GanConfig()
-    tvae: TvaeConfig = TvaeConfig()
-    diffusion: DiffusionConfig = DiffusionConfig()
-    dcgan: DcganConfig = DcganConfig()
-    conv_vae: ConvVaeConfig = ConvVaeConfig()
-    auto: AutoConfig = AutoConfig()
-
-
-    def settings(self) -> ModelSettings:
-        """The plain settings the models take (``pipeline.settings``)."""
-        return from_dict(ModelSettings, self.model_dump(mode="json"))
-
-
-class DistributedConfig(_Section):
-    """Data-parallel training (``pipeline/training/distributed.py``): the train stage launches itself
-    under torchrun with nproc_per_node x nnodes ranks (or joins the ranks torchrun started it as)."""
-
-    nproc_per_node: int = Field(1, ge=1, description="ranks per machine (GPUs, or CPU processes)")
-    nnodes: int = Field(1, ge=1, description="machines; each runs the train stage with the same params")
-    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on CUDA, gloo on CPU")
-    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous (node 0) when nnodes > 1")
-
-
-class TrainConfig(_Section):
-    epochs: int = Field(100, ge=1, le=1_000_000)
-    batch_size: int = Field(500, ge=2)
-    lr_generator: float = Field(4e-4, gt=0)
-    lr_discriminator: float = Field(4e-4, gt=0)
-    weight_decay: float = Field(1e-6, ge=0)
-    gp_weight: float = Field(10.0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    checkpoint_every: int = Field(10, ge=1, description="epochs between resumable checkpoints")
-    max_rows: int | None = Field(None, ge=2, description="train on at most this many rows, a seeded sample of the "
-                                                        "training split (a big table); null = every row")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
-    compile: bool = Field(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
-    lr_decay: float = Field(0.0, ge=0, le=1, description="learning rates fall linearly to zero over this share of "
-                                                         "the epochs, the last ones (0.5: the last half; 0: constant). "
-                                                         "A share, so fewer epochs decay over their own last part")
-    budget_seconds: float | None = Field(
-        None, gt=0, description="stop training within about this many seconds: after the first epoch the epochs are "
-                                "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
-                                "The epochs then depend on the machine's speed; model.json records them")
-    distributed: DistributedConfig = DistributedConfig()
-
-    def settings(self) -> TrainSettings:
-        """The plain settings the training loop and the models take (``pipeline.settings``)."""
-        return from_dict(TrainSettings, self.model_dump(mode="json"))
+# The model and train sections, generated: pipeline.settings is their one definition.
+ModelConfig = settings_section(ModelSettings)
+TrainConfig = settings_section(TrainSettings)
 
 
 class GenerateConfig(_Section):
@@ -269,6 +179,11 @@ class Threshold(_Section):
         return self
 
 
+# params.yaml's gate, the default of score.thresholds (a params file without one is judged the same).
+GATE = {"quality.overall": {"min": 0.70}, "quality.column_pair_trends": {"min": 0.85}, "detection.auc": {"max": 0.95},
+        "utility.ratio": {"min": 0.85}, "privacy.dcr_share": {"max": 0.60}, "privacy.exact_match_rate": {"max": 0.05}}
+
+
 class ScoreConfig(_Section):
     utility_rows: int = Field(200_000, ge=100, description="rows the utility models train on (seeded subsample)")
     detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
@@ -289,9 +204,9 @@ class ScoreConfig(_Section):
         200, ge=1, description="below this many holdout rows, utility is reported as not judged (with the reason) "
                                "and its thresholds are not applied: a score on fewer rows is a coin toss")
     thresholds: dict[str, Threshold] = Field(
-        default_factory=dict, description="the gate: {metric: {min, max}}, metrics by dotted key "
-                                          "({quality.overall: {min: 0.7}}) or nested as DVC's -S writes them "
-                                          "({quality: {overall: {min: 0.7}}}); kept by dotted key")
+        default_factory=lambda: {k: Threshold(**v) for k, v in GATE.items()},
+        description="the gate: {metric: {min, max}}, metrics by dotted key ({quality.overall: {min: 0.7}}) or nested "
+                    "as DVC's -S writes them ({quality: {overall: {min: 0.7}}}); kept by dotted key")
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -364,7 +279,7 @@ class RuntimeConfig(_Section):
 
 
 class Config(_Section):
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="the run's seed; the stages derive theirs from it")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="the run's seed; the stages derive theirs from it")
     work_dir: str = "work"
     metrics_dir: str = "metrics"
     datasets: dict[str, DatasetConfig]
@@ -388,11 +303,14 @@ class Config(_Section):
         dist = self.train.distributed
         if dist.nnodes > 1 and not dist.rdzv_endpoint:
             raise ValueError("train.distributed.nnodes > 1 needs train.distributed.rdzv_endpoint (host:port of node 0)")
-        pac = self.model.gan.pac
-        gans = {"gan", "ctgan"} & ({self.model.name} | (set(self.model.auto.candidates) if self.model.name == "auto"
-                                                         else set()))
-        if gans and self.train.batch_size % pac:
-            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.gan.pac ({pac})")
+        # A model whose settings have a ``pac`` (the critic judges that many rows together) needs
+        # batches of a multiple of it: whichever model that is, by what its settings declare.
+        names = {self.model.name} | (set(self.model.auto.candidates) if self.model.name == "auto" else set())
+        for section in sorted({model_section(name) for name in names} - {None}):
+            pac = getattr(getattr(self.model, section), "pac", None)
+            if pac and self.train.batch_size % pac:
+                raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                                 f"model.{section}.pac ({pac})")
         for name, ds in self.datasets.items():
             problem = name_problem(name)
             if problem is not None:

@@ -1,112 +1,188 @@
-"""The plain settings the models and the training loop take: dataclasses with no pydantic and no
-I/O, so the networks, the loop and the benchmarks (also on a bare GPU box with only torch, pandas,
-pyarrow and scikit-learn) build them directly.
+"""The model and train settings, defined once: plain dataclasses with no pydantic and no I/O, so the
+networks, the loop and the benchmarks (also on a bare GPU box with only torch, pandas, pyarrow and
+scikit-learn) build them directly.
 
-``pipeline.config`` validates ``params.yaml`` (bounds, names, descriptions) and hands a stage these
-with ``.settings()``; ``model.json`` stores them as JSON and ``from_dict`` reads them back. Their
-defaults equal the config's (``tests/unit/test_config.py`` checks it).
+Each field declares its default and, through ``setting(...)``, what ``pipeline.config`` checks of a
+value params.yaml gives it (bounds, a description). ``pipeline.config`` builds its validated
+``model`` and ``train`` sections from these classes, so the two cannot drift; their defaults are
+params.yaml's (``tests/unit/test_config.py`` compares every key). ``model.json`` stores the settings
+as JSON and ``from_dict`` reads them back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Literal, TypeVar, get_type_hints
 
 T = TypeVar("T")
+
+# What a field may declare for the config to check (pydantic's ``Field`` arguments of these names).
+CHECKS = ("ge", "gt", "le", "lt", "min_length", "description")
+# A layer's width: bounded so that a typo (1e9) is one line, not an allocation the machine cannot
+# make; ``pipeline.stages.check_config`` also weighs the whole network against its memory.
+MAX_WIDTH = 1 << 16
+WIDTH = {"ge": 1, "le": MAX_WIDTH}
+
+
+def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, each: dict[str, Any] | None = None,
+            models: tuple[str, ...] = (), **checks: Any) -> Any:
+    """A settings field: its ``default`` (or ``factory`` for a list or a section), and what the
+    config checks of a value params gives it: ``ge``, ``gt``, ``le``, ``lt``, ``min_length``, a
+    ``description``; ``each``: the same bounds for every item of a list. ``models``: on a section of
+    ``ModelSettings``, the models that read it besides the one of its name."""
+    unknown = set(checks) - set(CHECKS)
+    if unknown:
+        raise TypeError(f"setting(): unknown check(s) {sorted(unknown)}; known: {', '.join(CHECKS)}")
+    meta = {**checks, **({"each": each} if each else {}), **({"models": models} if models else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class GanSettings:
-    noise_dim: int = 128
-    generator_dims: list[int] = field(default_factory=lambda: [256, 256])
-    discriminator_dims: list[int] = field(default_factory=lambda: [256, 256])
-    pac: int = 5
-    dropout: float = 0.5
-    log_frequency: bool = True
-    ema_decay: float = 0.99
+    """The GANs (``gan``, ``ctgan``): generator and PacGAN critic sizes."""
+
+    noise_dim: int = setting(128, **WIDTH)
+    generator_dims: list[int] = setting(factory=lambda: [256, 256], each=WIDTH)
+    discriminator_dims: list[int] = setting(factory=lambda: [256, 256], each=WIDTH)
+    pac: int = setting(5, ge=1, description="rows the critic judges together (PacGAN)")
+    dropout: float = setting(0.5, ge=0.0, lt=1.0)
+    log_frequency: bool = setting(True, description="ctgan: condition on categories by log frequency in training")
+    ema_decay: float = setting(0.99, ge=0.0, lt=1.0,
+                               description="rows come from an average of the generator's weights (0: off)")
 
 
 @dataclass
 class TvaeSettings:
-    latent_dim: int = 128
-    encoder_dims: list[int] = field(default_factory=lambda: [128, 128])
-    decoder_dims: list[int] = field(default_factory=lambda: [128, 128])
-    loss_factor: float = 2.0
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    """The tabular VAE (``tvae``)."""
+
+    latent_dim: int = setting(128, **WIDTH)
+    encoder_dims: list[int] = setting(factory=lambda: [128, 128], each=WIDTH)
+    decoder_dims: list[int] = setting(factory=lambda: [128, 128], each=WIDTH)
+    loss_factor: float = setting(2.0, gt=0)
+    lr: float = setting(1e-3, gt=0)
+    weight_decay: float = setting(1e-5, ge=0)
 
 
 @dataclass
 class DiffusionSettings:
-    hidden_dims: list[int] = field(default_factory=lambda: [512, 512, 512, 512])
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    sample_steps: int = 50
-    categorical: str = "masked"
+    """The diffusion-class table model (``diffusion``): flow matching on the numeric scalars, masked
+    diffusion on the categories, an MLP denoiser; rows from an average of its weights."""
+
+    hidden_dims: list[int] = setting(factory=lambda: [512, 512, 512, 512], each=WIDTH, min_length=1)
+    lr: float = setting(1e-3, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+    ema_decay: float = setting(0.999, ge=0.0, lt=1.0,
+                               description="rows come from an average of the denoiser's weights (0: off)")
+    sample_steps: int = setting(50, ge=1, description="denoising steps per row (more: slower, closer to the model)")
+    categorical: Literal["masked", "gaussian"] = setting(
+        "masked", description="masked: masked diffusion on the categories; gaussian: the flow on the one-hot "
+                              "vectors, argmax at the end")
 
 
 @dataclass
 class DcganSettings:
-    noise_dim: int = 64
-    width: int = 32
-    label_loss: float = 1.0
-    ema_decay: float = 0.997
+    """The class-conditional image GAN (``dcgan``)."""
+
+    noise_dim: int = setting(64, **WIDTH)
+    width: int = setting(32, ge=4, le=4096,
+                         description="channels of the outer conv layers (the inner ones have twice as many)")
+    label_loss: float = setting(1.0, ge=0, description="weight of the auxiliary classifier loss (AC-GAN) that "
+                                                       "keeps images on their label")
+    ema_decay: float = setting(0.997, ge=0.0, lt=1.0,
+                               description="images come from an average of the generator's weights (0: off)")
 
 
 @dataclass
 class ConvVaeSettings:
-    latent_dim: int = 16
-    width: int = 32
-    lr: float = 1e-3
-    beta: float = 1.0
+    """The class-conditional convolutional VAE (``conv_vae``)."""
+
+    latent_dim: int = setting(16, **WIDTH)
+    width: int = setting(32, ge=4, le=4096)
+    lr: float = setting(1e-3, gt=0)
+    beta: float = setting(1.0, gt=0, description="weight of the KL term")
 
 
 @dataclass
 class AutoSettings:
-    candidates: list[str] = field(default_factory=lambda: ["diffusion", "ctgan", "tvae"])
-    validation_fraction: float = 0.2
-    validation_rows: int = 5000
-    refit: bool = False
+    """``model.name: auto``: train each candidate on the training split less a validation part,
+    score each on that part, keep the best (``pipeline/training/auto.py``)."""
+
+    candidates: list[str] = setting(factory=lambda: ["diffusion", "ctgan", "tvae"], min_length=1,
+                                    description="table models to try, each with the train section's recipe")
+    validation_fraction: float = setting(0.2, gt=0, lt=1, description="share of the training rows held out to "
+                                                                       "score the candidates (never the holdout)")
+    validation_rows: int = setting(5000, ge=20, description="at most this many validation rows")
+    refit: bool = setting(False, description="train the kept model again on every training row (the validation "
+                                             "part too) with the same recipe: one more training, a model that has "
+                                             "seen all the rows")
 
 
 @dataclass
 class ModelSettings:
-    name: str = "ctgan"
-    quantile_knots: int = 1001
-    max_categories: int = 500
-    gan: GanSettings = field(default_factory=GanSettings)
-    tvae: TvaeSettings = field(default_factory=TvaeSettings)
-    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
-    dcgan: DcganSettings = field(default_factory=DcganSettings)
-    conv_vae: ConvVaeSettings = field(default_factory=ConvVaeSettings)
-    auto: AutoSettings = field(default_factory=AutoSettings)
+    """What to train: the model's name and the settings of each model, a section each (a model reads
+    the section of its name, or the one that lists it in ``models``: ``model_section``)."""
+
+    name: str = setting("diffusion", description="the model to train (names checked against the registry: "
+                                                 "pipeline.stages.check_config), or auto")
+    quantile_knots: int = setting(1001, ge=3, description="knots of the per-column quantile transform")
+    max_categories: int = setting(500, ge=2, description="rarer categories share one slot in the model")
+    gan: GanSettings = setting(factory=GanSettings, models=("gan", "ctgan"))
+    tvae: TvaeSettings = setting(factory=TvaeSettings)
+    diffusion: DiffusionSettings = setting(factory=DiffusionSettings)
+    dcgan: DcganSettings = setting(factory=DcganSettings)
+    conv_vae: ConvVaeSettings = setting(factory=ConvVaeSettings)
+    auto: AutoSettings = setting(factory=AutoSettings)
 
 
 @dataclass
 class DistributedSettings:
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    backend: str = "auto"
-    rdzv_endpoint: str | None = None
+    """Data-parallel training (``pipeline/training/distributed.py``): the train stage launches itself
+    under torchrun with nproc_per_node x nnodes ranks (or joins the ranks torchrun started it as)."""
+
+    nproc_per_node: int = setting(1, ge=1, description="ranks per machine (GPUs, or CPU processes)")
+    nnodes: int = setting(1, ge=1, description="machines; each runs the train stage with the same params")
+    backend: Literal["auto", "nccl", "gloo"] = setting("auto", description="auto: nccl on CUDA, gloo on CPU")
+    rdzv_endpoint: str | None = setting(None, description="host:port of the rendezvous (node 0) when nnodes > 1")
 
 
 @dataclass
 class TrainSettings:
-    epochs: int = 100
-    batch_size: int = 500
-    lr_generator: float = 4e-4
-    lr_discriminator: float = 4e-4
-    weight_decay: float = 1e-6
-    gp_weight: float = 10.0
-    device: str = "auto"
-    checkpoint_every: int = 10
-    max_rows: int | None = None
-    amp: bool = True
-    compile: bool = False
-    lr_decay: float = 0.0
-    budget_seconds: float | None = None
-    distributed: DistributedSettings = field(default_factory=DistributedSettings)
+    """The training recipe the loop (``pipeline.training.loop.fit``) runs."""
+
+    epochs: int = setting(250, ge=1, le=1_000_000)
+    batch_size: int = setting(500, ge=2)
+    lr_generator: float = setting(4e-4, gt=0)
+    lr_discriminator: float = setting(4e-4, gt=0)
+    weight_decay: float = setting(1e-6, ge=0)
+    gp_weight: float = setting(10.0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = setting("auto")
+    checkpoint_every: int = setting(10, ge=1, description="epochs between resumable checkpoints")
+    max_rows: int | None = setting(None, ge=2, description="train on at most this many rows, a seeded sample of the "
+                                                          "training split (a big table); null = every row")
+    amp: bool = setting(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = setting(False, description="torch.compile the model's networks (CUDA: helps; CPU: rarely)")
+    lr_decay: float = setting(0.5, ge=0, le=1, description="learning rates fall linearly to zero over this share of "
+                                                          "the epochs, the last ones (0.5: the last half; 0: "
+                                                          "constant). A share, so fewer epochs decay over their "
+                                                          "own last part")
+    budget_seconds: float | None = setting(
+        None, gt=0, description="stop training within about this many seconds: after the first epoch the epochs are "
+                                "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
+                                "The epochs then depend on the machine's speed; model.json records them")
+    distributed: DistributedSettings = setting(factory=DistributedSettings)
+
+
+def model_section(name: str) -> str | None:
+    """The ``model`` section model ``name`` reads its settings from: the one that lists it in its
+    ``models``, else the one of its name; None when there is none (an unknown name, which
+    ``pipeline.stages.check_config`` names)."""
+    hints = get_type_hints(ModelSettings)
+    sections = [f for f in fields(ModelSettings) if is_dataclass(hints[f.name])]
+    listed = [f.name for f in sections if name in f.metadata.get("models", ())]
+    own = [f.name for f in sections if f.name == name]
+    return (listed or own or [None])[0]
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

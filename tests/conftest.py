@@ -44,10 +44,10 @@ def tiny_config(tmp_path: Path, source: Path, *, target: str | None = "income", 
         "metrics_dir": str(tmp_path / "metrics"),
         "datasets": {"tiny": {"source": str(source), "target": target,
                               "holdout_source": str(holdout) if holdout else None}},
-        "model": {"quantile_knots": 101,
+        "model": {"name": "ctgan", "quantile_knots": 101,
                   "gan": {"noise_dim": 16, "generator_dims": [32, 32], "discriminator_dims": [32, 32], "pac": 2},
                   "tvae": {"latent_dim": 16, "encoder_dims": [32], "decoder_dims": [32]}},
-        "train": {"epochs": 2, "batch_size": 40, "device": "cpu", "checkpoint_every": 1},
+        "train": {"epochs": 2, "batch_size": 40, "device": "cpu", "checkpoint_every": 1, "lr_decay": 0.0},
         "generate": {"rows_per_shard": 100},
         "score": {"thresholds": {}, "report": False,  # reports cost ~2 s a score: tests that read them ask
                   "utility_min_holdout": 10},  # tiny holdouts (48 rows) are judged here

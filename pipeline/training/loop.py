@@ -132,6 +132,94 @@ def load_checkpoint(path: Path, model: GenerativeModel, opts: dict[str, torch.op
                       planned=tuple(blob["epochs_planned"]) if "epochs_planned" in blob else None)
 
 
+def rank_rows(data: torch.Tensor, world: int, rank: int, rank_share: bool, multiple: int,
+              ddp: bool) -> torch.Tensor:
+    """The rows this rank trains on: every rank as many (so the same number of steps and
+    collectives), at least one batch of ``multiple``. ``data`` is this rank's share already with
+    ``rank_share``; else each rank takes a strided view of the table."""
+    n = data.shape[0] if rank_share else data.shape[0] // world
+    if n < multiple:
+        raise InputDataError("training data", f"{n * world if rank_share else data.shape[0]} rows: fewer than one "
+                             f"batch of {multiple}" + (f" per rank ({world} ranks)" if ddp else ""))
+    return data if rank_share or not ddp else data[rank::world][:n]
+
+
+def batch_plan(batch_size: int, world: int, multiple: int, n: int) -> tuple[int, int]:
+    """(rows per step on this rank, steps per epoch): the global batch split across the ranks, each
+    part a multiple of the model's packing and at most the rank's ``n`` rows."""
+    batch = min(max(batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
+    return batch, max(1, n // batch)
+
+
+def planned_epochs(epochs: int, planned: tuple[int, int] | None) -> int:
+    """The epochs this run makes: ``epochs``, or the cut a budget made of them in the run a
+    checkpoint resumes (the same schedule)."""
+    return min(epochs, planned[1]) if planned and planned[0] == epochs else epochs
+
+
+def set_learning_rates(opts: dict[str, torch.optim.Optimizer], base_lr: dict[str, float], scale: float) -> None:
+    """Each phase's optimiser at its base rate times ``scale`` (``lr_scale``)."""
+    for name, opt in opts.items():
+        for group in opt.param_groups:
+            group["lr"] = base_lr[name] * scale
+
+
+def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor,
+                batch_gen: torch.Generator, batch: int, steps: int, amp: contextlib.AbstractContextManager,
+                bar: Progress, world: int = 1, phase_params: dict[str, list] | None = None) -> dict[str, torch.Tensor]:
+    """One pass over ``data`` in a random order: per batch, one optimiser step per model phase
+    (gradients averaged over the ranks when ``phase_params`` is given). Returns the sums of the
+    model's loss figures over the steps, still on the device."""
+    sums: dict[str, torch.Tensor] = {}
+    # Batches are drawn on the device: no host round trip per step.
+    order = torch.randperm(data.shape[0], device=data.device, generator=batch_gen)
+    for step in range(steps):
+        real = data[order[step * batch:(step + 1) * batch]]
+        for name, opt in opts.items():
+            opt.zero_grad(set_to_none=True)
+            with amp:
+                loss, figures = model.loss(name, real)
+            loss.backward()
+            if phase_params is not None:
+                distributed.average_gradients(phase_params[name], world)
+            opt.step()
+            model.after_step(name)
+            for k, v in figures.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        bar.within(step + 1, steps, "step")  # off a terminal, a long epoch's lines say how far it is
+    return sums
+
+
+def mean_over_ranks(model: GenerativeModel, sums: dict[str, torch.Tensor], world: int,
+                    device: torch.device) -> dict[str, torch.Tensor]:
+    """After an epoch under torchrun: rank 0's BatchNorm statistics on every rank (the weights
+    already agree), and each loss figure's sum averaged over the ranks."""
+    distributed.broadcast_state(model)
+    keys = sorted(sums)
+    if not keys:
+        return sums
+    together = torch.stack([sums[k] for k in keys]).to(device)
+    together = together.cpu() if device.type == "cpu" else together
+    torch.distributed.all_reduce(together)
+    return {k: v / world for k, v in zip(keys, together)}
+
+
+def cut_to_budget(budget_seconds: float, epochs: int, done: int, first: int, elapsed: float) -> int:
+    """The epochs that fit ``budget_seconds`` at the pace of the ``done - first`` epochs this run
+    made in ``elapsed`` seconds (never fewer than are done), or ``epochs`` if they all fit."""
+    per_epoch = elapsed / (done - first)
+    fits = max(done, first + int(budget_seconds / max(per_epoch, 1e-9)))
+    if fits >= epochs:
+        return epochs
+    log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", budget_seconds, fits, epochs, per_epoch)
+    return fits
+
+
+def checkpoint_due(done: int, every: int, epochs: int) -> bool:
+    """Every ``every`` epochs, and after the last one."""
+    return done % every == 0 or done == epochs
+
+
 def fit(
     model: GenerativeModel,
     data: torch.Tensor,
@@ -150,6 +238,7 @@ def fit(
     with its part of each global batch of ``cfg.batch_size`` rows, gradients are averaged per
     phase, and only rank 0 writes checkpoints and calls ``on_epoch``.
     """
+    # Seeds, optimisers, and the state a resumed run continues from.
     ddp = distributed.current()
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     device = data.device
@@ -162,88 +251,51 @@ def fit(
         state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint, restore_rng=world == 1)
         log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
 
+    # This rank's rows and batches.
     rank_share = rank_share and ddp is not None
     if rank_share and model.needs_whole_table:
         raise ValueError(f"{type(model).__name__} draws from the whole table: give every rank all of it")
     model.prepare(data)  # statistics of the whole table (e.g. category frequencies), on every rank
-    multiple = model.batch_multiple
-    # Every rank gets the same number of rows (so the same number of steps and collectives).
-    n = data.shape[0] if rank_share else data.shape[0] // world
-    if n < multiple:
-        raise InputDataError("training data", f"{n * world if rank_share else data.shape[0]} rows: fewer than one "
-                             f"batch of {multiple}" + (f" per rank ({world} ranks)" if ddp else ""))
+    data = rank_rows(data, world, rank, rank_share, model.batch_multiple, ddp is not None)
     if ddp:
         distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
-        if not rank_share:
-            data = data[rank::world][:n]  # this rank's rows (a strided view of the table)
-    # The global batch is split across ranks (each part a multiple of the model's packing).
-    batch = min(max(cfg.batch_size // world // multiple, 1) * multiple, n // multiple * multiple)
-    steps = max(1, n // batch)
+    batch, steps = batch_plan(cfg.batch_size, world, model.batch_multiple, data.shape[0])
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
            else contextlib.nullcontext())
     if cfg.compile:
         model.compile_modules()
     model.train()
+
+    # The epochs: each at its learning rate, checkpointed, and cut when a budget's time runs out.
     writer = rank == 0
     base_lr = {p.name: p.lr for p in model.phases(cfg)}
-    epochs = cfg.epochs  # cut to what fits budget_seconds, if one is set
-    if state.planned and state.planned[0] == cfg.epochs:  # a resume of a run a budget cut: the same schedule
-        epochs = min(epochs, state.planned[1])
+    epochs = planned_epochs(cfg.epochs, state.planned)  # cut to what fits budget_seconds, if one is set
     bar = Progress("train", epochs, "epoch", initial=state.epoch, enabled=writer)
     started, first = time.perf_counter(), state.epoch
     with bar:  # closed however the loop ends (its heartbeat thread stops)
-        for epoch in range(state.epoch, cfg.epochs):
-            if epoch >= epochs:
-                break
-            t0 = time.perf_counter()
+        while state.epoch < epochs:
+            epoch, t0 = state.epoch, time.perf_counter()
             if cfg.lr_decay:  # from the epoch and the epochs this run makes alone (a resume continues it)
-                scale = lr_scale(epoch, epochs, cfg.lr_decay)
-                for name, opt in opts.items():
-                    for group in opt.param_groups:
-                        group["lr"] = base_lr[name] * scale
+                set_learning_rates(opts, base_lr, lr_scale(epoch, epochs, cfg.lr_decay))
             if ddp:  # per-rank draws from (seed, rank, epoch): a resume of any world size needs no RNG state
                 torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
                 batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
-            sums: dict[str, torch.Tensor] = {}
-            # Batches are drawn on the device: no host round trip per step.
-            order = torch.randperm(n, device=device, generator=batch_gen)
-            for step in range(steps):
-                real = data[order[step * batch:(step + 1) * batch]]
-                for name, opt in opts.items():
-                    opt.zero_grad(set_to_none=True)
-                    with amp:
-                        loss, figures = model.loss(name, real)
-                    loss.backward()
-                    if ddp:
-                        distributed.average_gradients(phase_params[name], world)
-                    opt.step()
-                    model.after_step(name)
-                    for k, v in figures.items():
-                        sums[k] = sums.get(k, 0) + v.detach().float()
-                bar.within(step + 1, steps, "step")  # off a terminal, a long epoch's lines say how far it is
+            sums = train_epoch(model, opts, data, batch_gen, batch, steps, amp, bar, world,
+                               phase_params if ddp else None)
             if ddp:
-                distributed.broadcast_state(model)  # rank 0's BatchNorm statistics (weights already agree)
-                keys = sorted(sums)
-                if keys:
-                    together = torch.stack([sums[k] for k in keys]).to(device)
-                    together = together.cpu() if device.type == "cpu" else together
-                    torch.distributed.all_reduce(together)
-                    sums = {k: v / world for k, v in zip(keys, together)}
+                sums = mean_over_ranks(model, sums, world, device)
             # .item() is a device sync point: once per epoch, not per step.
             row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
                    "seconds": time.perf_counter() - t0}
             state.epoch, state.history = epoch + 1, state.history + [row]
             bar.advance(1, rows=steps * batch * world, **{k: row[k] for k in sums})
             if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
-                per_epoch = (time.perf_counter() - started) / (state.epoch - first)
-                fits = max(state.epoch, first + int(cfg.budget_seconds / max(per_epoch, 1e-9)))
+                fits = cut_to_budget(cfg.budget_seconds, epochs, state.epoch, first, time.perf_counter() - started)
                 if fits < epochs:
-                    log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", cfg.budget_seconds, fits,
-                             epochs, per_epoch)
                     epochs = fits
                     bar.set_total(epochs)
-            if writer and checkpoint is not None and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == epochs):
+            if writer and checkpoint is not None and checkpoint_due(state.epoch, cfg.checkpoint_every, epochs):
                 save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
             if writer and on_epoch is not None:
                 on_epoch(state)

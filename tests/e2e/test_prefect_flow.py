@@ -32,7 +32,8 @@ def _params(tmp_path: Path, names=("tiny",), **sections) -> Path:
     params = {
         "seed": 3, "work_dir": str(tmp_path / "work"), "metrics_dir": str(tmp_path / "metrics"),
         "datasets": datasets,
-        "model": {"gan": {"noise_dim": 16, "generator_dims": [32], "discriminator_dims": [32], "pac": 2}},
+        "model": {"name": "ctgan",
+                  "gan": {"noise_dim": 16, "generator_dims": [32], "discriminator_dims": [32], "pac": 2}},
         "train": {"epochs": 1, "batch_size": 40, "device": "cpu"},
         "score": {"thresholds": {"quality.overall": {"min": 0.2}}, "report": False},
         "publish": {"release_root": str(tmp_path / "releases")},

@@ -64,6 +64,20 @@ def test_cross_field_checks():
         load_config(REPO / "params.yaml", {"model.name": "ctgan", "train.batch_size": 53})
 
 
+def test_the_batch_is_a_multiple_of_the_pac_of_whichever_model_has_one():
+    """Keyed by what the settings declare (the ``gan`` section has a ``pac`` and serves gan and
+    ctgan), not by model names in the config."""
+    from pipeline.settings import model_section
+
+    assert [model_section(n) for n in ("gan", "ctgan", "tvae", "dcgan", "auto", "nope")] == \
+        ["gan", "gan", "tvae", "dcgan", "auto", None]
+    for name in ("diffusion", "tvae", "dcgan", "nope"):  # no pac, or an unknown name (check_config's)
+        assert load_config(REPO / "params.yaml", {"model.name": name, "train.batch_size": 53}).train.batch_size == 53
+    with pytest.raises(ConfigError, match=r"train.batch_size \(53\) must be a multiple of model.gan.pac \(5\)"):
+        load_config(REPO / "params.yaml", {"model.name": "auto", "model.auto.candidates": ["tvae", "gan"],
+                                           "train.batch_size": 53})
+
+
 @pytest.mark.parametrize("override, message", [
     ({"model.name": "nope"}, "model.name 'nope' is not one of"),
     ({"score.thresholds": {"quality.overal": {"min": 0.5}}}, "unknown metric 'quality.overal'"),
@@ -145,6 +159,78 @@ def test_the_plain_settings_have_the_configs_defaults_and_carry_its_values():
     model, train = cfg.model.settings(), cfg.train.settings()
     assert isinstance(model, ModelSettings) and model.gan.pac == 2 and train.epochs == 3
     assert from_dict(TrainSettings, cfg.train.model_dump(mode="json")) == train
+
+
+# params.yaml keys that are not settings with a code default: the datasets are the run's own data.
+NOT_SETTINGS = {"datasets"}
+
+
+def _setting_keys(section, tree=None, prefix: str = "") -> set[str]:
+    """Dotted keys of ``section``'s settings (``tree`` None), or of the keys ``tree`` spells out; a
+    field that is itself a section is walked into, any other (a dict of thresholds too) is one key."""
+    from pydantic import BaseModel
+
+    keys = set()
+    for name in (section.model_fields if tree is None else tree):
+        field = section.model_fields.get(name)
+        kind = field.annotation if field is not None else None
+        nested = isinstance(kind, type) and issubclass(kind, BaseModel)
+        if nested and (tree is None or isinstance(tree[name], dict)):
+            keys |= _setting_keys(kind, None if tree is None else tree[name], f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def _value(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def test_the_codes_defaults_are_params_yaml_key_for_key():
+    """Both ways: every key params.yaml spells is a setting of the code whose default is its value,
+    and every setting of the code is spelled in params.yaml (a field added on one side only fails)."""
+    import yaml
+
+    from pipeline.config import Config
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    in_code = _setting_keys(Config) - NOT_SETTINGS
+    in_params = _setting_keys(Config, raw) - NOT_SETTINGS
+    assert in_params == in_code, (f"only in params.yaml: {sorted(in_params - in_code)}; "
+                                  f"only in the code: {sorted(in_code - in_params)}")
+    params, defaults = load_config(REPO / "params.yaml").to_dict(), Config(datasets={}).to_dict()
+    differ = {k: (_value(params, k), _value(defaults, k)) for k in in_code if _value(params, k) != _value(defaults, k)}
+    assert differ == {}, f"params.yaml's value, the code's default: {differ}"
+    assert load_config(REPO / "params.yaml").model.name == Config(datasets={}).model.name == "diffusion"
+
+
+def test_the_parity_check_sees_a_key_on_one_side_only():
+    """The walk above is not blind: a setting missing from params.yaml, or a key params.yaml has
+    and the code has not, changes the keys it finds."""
+    import yaml
+
+    from pipeline.config import Config
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    full = _setting_keys(Config, raw)
+    del raw["model"]["gan"]["pac"]
+    raw["train"]["new_knob"] = 1
+    assert full - _setting_keys(Config, raw) == {"model.gan.pac"}
+    assert _setting_keys(Config, raw) - full == {"train.new_knob"}
+    assert "score.thresholds" in full and "datasets" in full  # a dict-valued setting is one key
+
+
+def test_settings_need_no_pydantic():
+    """The plain settings are the one definition, and the GPU box and benchmarks build them without
+    pydantic installed."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.settings as s; s.ModelSettings(); s.TrainSettings(); print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 @pytest.mark.parametrize("text, parsed", [

@@ -41,7 +41,7 @@ def trained() -> tuple[pd.DataFrame, TableTransformer, TabularDiffusion]:
     df = _toy()
     tf, model, data = _model(df, ema_decay=0.99, lr=3e-3)
     torch.manual_seed(0)
-    fit(model, data, TrainConfig(epochs=20, batch_size=100, device="cpu"), seed=0)
+    fit(model, data, TrainConfig(epochs=20, batch_size=100, device="cpu", lr_decay=0.0), seed=0)
     return df, tf, model
 
 

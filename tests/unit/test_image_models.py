@@ -169,11 +169,11 @@ def test_image_models_take_any_image_size(tmp_path, model):
 
 
 def _tiny_dcgan(ema_decay: float = 0.9):
-    from pipeline.config import DcganConfig
     from pipeline.models.image import ConditionalDCGAN
+    from pipeline.settings import DcganSettings
 
     class Cfg:  # the model reads only model.dcgan
-        dcgan = DcganConfig(width=4, noise_dim=4, ema_decay=ema_decay)
+        dcgan = DcganSettings(width=4, noise_dim=4, ema_decay=ema_decay)
 
     torch.manual_seed(0)
     return ConditionalDCGAN(ImageSpec(8, 8, [0, 1, 2, 3]), Cfg(), None)
