@@ -50,7 +50,8 @@ class Suite:
     modality: str
     compute: Callable[[Any], SuiteResult]
     metrics: tuple[MetricInfo, ...]
-    order: float  # its place among the suites: the score stage runs them, and the metrics file keeps their keys, so
+    # Its place among the suites: the score stage runs them, and the metrics file keeps their keys, in this order.
+    order: float
     log: bool | Callable[[dict], str] = True
 
     def headlines(self) -> list[MetricInfo]:
