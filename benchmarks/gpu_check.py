@@ -27,7 +27,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.models import MODELS  # noqa: E402
+from pipeline.models import models  # noqa: E402
 from pipeline.models.saved import LoadedModel  # noqa: E402
 from pipeline.sampling import sample_frame, shard_seed  # noqa: E402
 from pipeline.schema import TableSchema, arrow_schema_b64, describe, infer_kind  # noqa: E402
@@ -111,7 +111,7 @@ def device_refusal(script: str, device: torch.device, used: set[str], allow_cpu:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="diffusion", choices=sorted(MODELS))
+    ap.add_argument("--model", default="diffusion", choices=sorted(models()))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--cpu-epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=500)

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from gpu_check import device_refusal, timed_fit  # noqa: E402
 
 from pipeline.metrics.image import evaluate_images, fid_ratio, train_evaluator  # noqa: E402
-from pipeline.models import MODELS  # noqa: E402
+from pipeline.models import model_class  # noqa: E402
 from pipeline.models.image import ImageSpec, images_to_tensor  # noqa: E402
 from pipeline.models.saved import LoadedModel  # noqa: E402
 from pipeline.sampling import label_plan, sample_images  # noqa: E402
@@ -103,7 +103,7 @@ def train_once(spec: ImageSpec, data: torch.Tensor, epochs: int, amp: bool, seed
     device = data.device
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    net = MODELS["dcgan"](spec, model_cfg, train_cfg).to(device)
+    net = model_class("dcgan")(spec, model_cfg, train_cfg).to(device)
     epoch_s, wall, used, _ = timed_fit(net, data, train_cfg, seed, t0)
     return net, epoch_s, wall, used
 

@@ -323,10 +323,13 @@ def _adhoc_config(args: argparse.Namespace, overrides: dict) -> tuple[Config, st
         # Its work folder and release line belong to the configured dataset: never taken over unasked.
         raise ConfigError(f"{origin} is a dataset in {args.params} (its work folder and releases); "
                           f"choose another --name, run --dataset {dataset}, or add --force to replace it")
+    from pipeline.modalities.registry import modality_named
+
+    handler = modality_named(args.modality)
     entry: dict[str, Any] = {"source": args.source, "target": args.target, "holdout_source": args.holdout,
                              "modality": args.modality, "overrides": {}}
-    if args.modality == "image":
-        entry["overrides"]["model.name"] = "dcgan"
+    if handler.DEFAULT_MODEL:
+        entry["overrides"]["model.name"] = handler.DEFAULT_MODEL
     prefix = f"datasets.{dataset}."
     for key, value in overrides.items():  # --set datasets.NAME.csv.sep=';' and the like
         if key.startswith(prefix):
@@ -338,11 +341,9 @@ def _adhoc_config(args: argparse.Namespace, overrides: dict) -> tuple[Config, st
         _check_same_source(cfg, dataset, args.source, origin)
     if "score.thresholds" not in overrides:
         # Thresholds on scores this data will not have (no target: no utility score; images: no
-        # table scores) are dropped rather than failing on a missing key; the entry keeps the rest,
-        # so the stages run later by name judge alike.
-        skip = ("utility.",) if not args.target else ()
-        if args.modality == "image":
-            skip = ("utility.", "quality.", "coverage.", "detection.", "privacy.dcr", "privacy.nndr")
+        # table scores, the handler's UNSCORED) are dropped rather than failing on a missing key;
+        # the entry keeps the rest, so the stages run later by name judge alike.
+        skip = (() if args.target else ("utility.",)) + handler.UNSCORED
         entry["overrides"]["score.thresholds"] = {k: v.model_dump() for k, v in cfg.score.thresholds.items()
                                                   if not k.startswith(skip)}
         cfg = load_config(args.params, overrides)

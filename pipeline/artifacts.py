@@ -150,11 +150,20 @@ def prepared_meta(paths: StagePaths) -> dict:
     return read_json(paths.schema)
 
 
+def _prepared_as(paths: StagePaths, modality: str, noun: str) -> dict:
+    """What ingest recorded, when it prepared ``modality`` data (``noun``: what a reader asked for);
+    a ConfigError naming what it did prepare otherwise."""
+    meta = prepared_meta(paths)
+    found = meta.get("modality", "table")  # records name their modality; none: a table
+    if found != modality:
+        a = "an" if found[:1] in "aeiou" else "a"
+        raise ConfigError(f"{paths.root.name}: {a} {found} dataset (ingested to {paths.prepared}), not {noun}")
+    return meta
+
+
 def prepared_table_meta(paths: StagePaths) -> tuple[TableSchema, dict]:
     """What ingest recorded for a table: (its schema, ``schema.json``'s contents)."""
-    meta = prepared_meta(paths)
-    if meta.get("modality") == "image":
-        raise ConfigError(f"{paths.root.name}: an image dataset (ingested to {paths.prepared}), not a table")
+    meta = _prepared_as(paths, "table", "a table")
     return TableSchema.from_dict(meta), meta
 
 
@@ -195,9 +204,7 @@ def read_rows_at(files: list[Path], positions) -> pd.DataFrame:
 def load_prepared_images(paths: StagePaths) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Read what ingest wrote for images: (train, holdout, schema.json contents), frames in the
     image layout (``pipeline.images``)."""
-    meta = prepared_meta(paths)
-    if meta.get("modality") != "image":
-        raise ConfigError(f"{paths.root.name}: a table dataset (ingested to {paths.prepared}), not images")
+    meta = _prepared_as(paths, "image", "images")
     return pd.read_parquet(paths.train_data), pd.read_parquet(paths.holdout_data), meta
 
 

@@ -62,7 +62,7 @@ class CsvOptions(_Section):
 class DatasetConfig(_Section):
     source: str = Field(description="CSV or Parquet file with the real rows; for images: an idx file, "
                                     "a folder of <label>/ subfolders of PNGs, or a Parquet of image bytes + label")
-    modality: Literal["table", "image"] = "table"
+    modality: str = "table"  # a registered modality (pipeline.modalities), checked by stages.check_config
     holdout_source: str | None = Field(
         default=None, description="real rows kept out of training (a test split) for utility scoring"
     )

@@ -9,14 +9,10 @@ from __future__ import annotations
 import html
 import math
 
-from pipeline.metrics import known_metrics, not_judged_reason
+from pipeline.metrics import headline_keys, known_metrics, not_judged_reason
+from pipeline.modalities.registry import modality_named
+from pipeline.models.registry import models
 from pipeline.report import auto_summary, threshold_change_text, threshold_text
-
-_HEADLINE = ("quality.overall", "quality.column_shapes", "quality.column_pair_trends", "coverage.category",
-             "coverage.range", "detection.auc", "utility.tstr_score", "utility.trtr_score",
-             "privacy.exact_match_rate", "privacy.dcr_share", "privacy.nndr_median",
-             "image.label_accuracy", "image.fid", "image.fid_real_floor", "image.fid_ratio", "image.kid",
-             "image.precision", "image.recall", "image.memorized_rate", "image.classifier_accuracy")
 
 
 def _value(v) -> str:
@@ -66,22 +62,17 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         f"(all params in `_manifest.json`); "
         f"code `{_cell(manifest.get('code_version'))}`",
     ]
-    if model_cfg.get("name") in ("gan", "ctgan"):
-        gan = model_cfg.get("gan", {})
-        lines.append(f"- generator {gan.get('generator_dims')}, critic {gan.get('discriminator_dims')}, "
-                     f"pac {gan.get('pac')}, "
-                     f"weight average {gan.get('ema_decay')}")
-    if model_cfg.get("name") == "dcgan":
-        d = model_cfg.get("dcgan", {})
-        lines.append(f"- class-conditional DCGAN, width {d.get('width')}, noise {d.get('noise_dim')}, "
-                     f"label loss {d.get('label_loss')}, weight average {d.get('ema_decay')}")
+    model_class = models().get(model_cfg.get("name"))  # none for model.name auto: the card names the one kept
+    described = model_class.card_line(model_cfg) if model_class else None
+    if described:
+        lines.append(f"- {described}")
     run = manifest.get("run") or {}
     if run.get("flow_run_id"):
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
     lines += ["", "## Quality, utility, privacy", "", "| metric | value | threshold | meaning |", "|---|---:|---|---|"]
     known = known_metrics()
-    for key in _HEADLINE:
+    for key in headline_keys():
         if key not in m:
             continue
         bound = threshold_text(thresholds.get(key))
@@ -104,46 +95,12 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
             change = {"from": {o["bound"]: o["params"]}, "to": {o["bound"]: o["used"]}}
             lines.append(f"- `{_cell(o['metric'])}`: {threshold_change_text(change)}")
         lines.append("")
-    if manifest.get("modality") == "image":
-        lines += _IMAGE_USE
-    else:
-        lines += _TABLE_USE
+    lines += modality_named(manifest.get("modality")).CARD_USE
     changes = manifest.get("schema_changes") or {}
     if changes.get("compatible") or changes.get("breaking"):
         lines += ["", "## Schema changes since the previous release"]
         lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
     return "\n".join(lines) + "\n"
-
-
-_IMAGE_USE = [
-    "## Intended use",
-    "- Augmenting or prototyping image classifiers, demos and tests where the real images may not be shared.",
-    "- Each image has the label it was generated for; `image.label_accuracy` is how often an independent "
-    "classifier agrees.",
-    "",
-    "## Known limits",
-    "- Judged by a small classifier trained on the real images (no external feature network): FID and KID are "
-    "comparable within this dataset's releases and against its real-vs-real floor, not with published FIDs.",
-    "- Fine strokes, rare writing styles and unusual digits are under-represented (see `image.recall`).",
-    "- Privacy: the share of generated images nearer a training image than unseen real ones are is shown "
-    "(`image.memorized_rate`); this is an empirical check, not a formal guarantee such as differential privacy.",
-]
-
-_TABLE_USE = [
-        "## Intended use",
-        "- Development, testing, analytics and model prototyping where the real rows may not be shared.",
-        "- Statistics of single columns and of associated pairs of columns follow the real data to the "
-        "degree the scores above say; check the report's worst columns and pairs before relying on one.",
-        "",
-        "## Known limits",
-        "- Not the real data: rare combinations, extreme values and exact totals are not reproduced "
-        "(see `coverage.range` for how much of each numeric range is covered).",
-        "- Relationships weaker than the model learned, and ones through columns it did not see, are lost; "
-        "deterministic links between columns (e.g. one column encoding another) may be broken.",
-        "- Privacy: no synthetic row equals a training row at the rate shown; this is an empirical check "
-        "(exact matches, distance to closest record), not a formal guarantee such as differential privacy.",
-        "- IDs are fresh values that do not link to real records.",
-]
 
 
 def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:
@@ -173,7 +130,8 @@ def release_summary(manifest: dict, latest: bool = False, ref: str | None = None
         lines.append(f"run      {_plain(run.get('orchestrator'))} flow {_plain(run.get('flow'))}, "
                      f"run {_plain(run.get('flow_run_id'))}")
     thresholds = _dict(gate.get("thresholds"))
-    keys = [k for k in _HEADLINE if k in metrics] + [k for k in thresholds if k not in _HEADLINE]
+    headline = headline_keys()
+    keys = [k for k in headline if k in metrics] + [k for k in thresholds if k not in headline]
     width = max([len(str(k)) for k in keys] + [6])
     bounds = {k: _bounds(thresholds.get(k)) for k in keys}
     bounds_width = max([len(b) for b in bounds.values()] + [9])

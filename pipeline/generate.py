@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline.artifacts import StagePaths, prepared_rows, shard_name
-from pipeline.errors import ConditionError, ConfigError
+from pipeline.errors import ConfigError
 from pipeline.files import atomic_dir, free_mb, sha256_files, write_json
 from pipeline.modalities import modality_named
 from pipeline.progress import rate_text
-from pipeline.sampling import sample_frame, shard_seed
+from pipeline.sampling import shard_seed
 from pipeline.shards import ShardJob, make_shards
 from pipeline.training.loop import pick_device
 
@@ -54,10 +54,8 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
 
     cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, pick_device(cfg.train.device))
-    if loaded.spec is not None:
-        raise ConditionError(f"{dataset} is an image dataset: "
-                             "use sample_images(loaded, labels, seed) or the generate stage")
-    return sample_frame(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0), conditions=conditions)
+    return modality_named(loaded.modality).sample_rows(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0),
+                                                       conditions, dataset)
 
 
 def run(cfg: Config, dataset: str) -> GenerateResult:
@@ -70,7 +68,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     # image plan lists a label per row, and the shard jobs below are a list.
     check_generation(cfg, paths, g.rows or 0)
     loaded = load_model(paths.model, pick_device(cfg.train.device))
-    handler = modality_named("image" if loaded.spec is not None else "table")
+    handler = modality_named(loaded.modality)
     plan = handler.plan_generation(g, cfg.seed, loaded, paths)
     check_generation(cfg, paths, plan.rows)  # as many as the source, or rows_per_label of each label
     rows, per = plan.rows, g.rows_per_shard

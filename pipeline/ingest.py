@@ -26,7 +26,6 @@ from pipeline.errors import InputDataError
 from pipeline.files import atomic_dir, write_json
 from pipeline.modalities import modality_named
 from pipeline.schema import TableSchema
-from pipeline.sources import source_parts
 from pipeline.stores import local_copy, location
 from pipeline.streamed import streamed_rows
 
@@ -58,7 +57,7 @@ def run(cfg: Config, dataset: str) -> IngestResult:
     paths = StagePaths.of(cfg.work_dir, dataset)
     handler = modality_named(ds.modality)
     source = location(ds.source)  # a path, or an fsspec URL (s3://...) as written
-    parts = source_parts(source) if handler.MODALITY == "table" else [source]
+    parts = handler.source_parts(source)
     rows = streamed_rows(cfg, ds, parts, paths.root)
     if rows is not None:
         return _run_streamed(cfg, dataset, parts, rows, paths)

@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.files import free_mb
 from pipeline.modalities import modality_named
-from pipeline.sources import source_parts, total_rows
+from pipeline.sources import total_rows
 from pipeline.stores import is_url, local_copy, location
 from pipeline.streamed import streamed_rows
 
@@ -44,13 +44,13 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     handler = modality_named(ds.modality)
     source = location(ds.source)
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
-        parts = source_parts(source) if handler.MODALITY == "table" else [source]
+        parts = handler.source_parts(source)
         big = streamed_rows(cfg, ds, parts, Path(tmp))
         holdout_rows = None
         if big is not None:  # streamed by ingest: the kinds shown are those of the leading rows
             first = _leading(parts, source, ds, dataset, min(cfg.ingest.sample_rows, LEADING_ROWS), Path(tmp))
             if ds.holdout_source:
-                holdout_rows = total_rows(source_parts(ds.holdout_source), ds, Path(tmp))
+                holdout_rows = total_rows(handler.source_parts(ds.holdout_source), ds, Path(tmp))
         elif parts != [source]:  # a folder or glob
             first = handler.read_parts(parts, source, ds, dataset, Path(tmp))
         else:
@@ -83,15 +83,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         "seed": cfg.seed,
         "threads": cfg.runtime.threads or None,
     }
-    if first.schema is not None:
-        from pipeline.typed import maybe_ids
-
-        out["columns"] = _columns(first.frame, first.schema)
-        # (reading the source logged them as warnings already: the text plan does not repeat them)
-        out["maybe_ids"] = maybe_ids(first.frame, first.schema, ds, dataset)
-        out["links"] = [f"{link['from']} -> {link['to']}" for link in first.schema.links]
-        out["constraints"] = list(first.schema.constraints)
-        out["target"] = _target(first, ds, cfg, holdout_rows)
+    out.update(handler.plan_details(first, ds, dataset, cfg, holdout_rows))
     trains_on = min(train_rows, cfg.train.max_rows or train_rows)
     if big is not None:
         trains_on = min(trains_on, cfg.ingest.sample_rows)
@@ -101,7 +93,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
                                          f"{cfg.ingest.sample_rows:,} rows)"}
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
-    if estimate and first.schema is not None:
+    if estimate and handler.TIMED_ESTIMATE:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"])
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
     return out
@@ -109,7 +101,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
 
 def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
     """The first ``rows`` rows of a streamed source, typed as ingest types a sample."""
-    from pipeline.modalities import SourceRows
+    from pipeline.modalities.base import SourceRows
     from pipeline.sources import batches, partition_root
     from pipeline.typed import prepare
 
@@ -123,24 +115,6 @@ def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
     raw.attrs = frames[0].attrs
     frame, schema = prepare(raw, source, ds, dataset=dataset)
     return SourceRows(frame, "", schema, list(raw.columns))
-
-
-def _columns(frame, schema) -> list[dict[str, Any]]:
-    return [{"name": c.name, "kind": c.kind, "nulls": int(frame[c.name].isna().sum()),
-             "distinct": int(frame[c.name].nunique(dropna=True))} for c in schema.columns]
-
-
-def _target(first, ds, cfg: Config, holdout_rows: int) -> dict[str, Any] | None:
-    if ds.target is None:
-        return None
-    from pipeline.metrics.utility import utility_task
-
-    task = utility_task(first.schema, ds.target, ds.task)
-    judged = holdout_rows >= cfg.score.utility_min_holdout
-    return {"column": ds.target, "kind": first.schema[ds.target].kind, "task": task,
-            "utility_judged": judged,
-            **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
-                                             f"{cfg.score.utility_min_holdout}"})}
 
 
 def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[str, Any]:

@@ -442,7 +442,9 @@ def release_lineage(dataset: str, version: str, work: ScoredWork) -> dict:
 def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, gate_changes: list[dict]) -> None:
     """Copy score's reports into the release, their verdict replaced by the one it is published
     under (the HTML one with the data card embedded); each is listed in ``manifest["reports"]``."""
-    unit = "images" if manifest["modality"] == "image" else "rows"
+    from pipeline.modalities.registry import modality_named
+
+    unit = modality_named(manifest["modality"]).UNIT
     said = [f"{c['metric']}: {threshold_change_text(c)}" for c in gate_changes]
     for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
         if (paths.score / name).exists():

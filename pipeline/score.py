@@ -4,7 +4,8 @@ the report.
 The stage reads the modality once (``pipeline.modalities``), builds that handler's evidence, runs
 every metric suite registered for the modality (``pipeline.metrics``: fidelity, coverage,
 detection, utility and privacy for tables; the image suite for images), judges the gate and
-writes. A new metric is one suite in one module; this file does not change.
+writes; its log line shows each suite's headline scores. A new metric is one suite in one module;
+this file does not change.
 
 Writes, in ``<work>/<dataset>/score/``, ``details.json`` (the record publish reads: every score,
 the hash of the data scored, the verdict under the thresholds it ran with, per-column and per-pair
@@ -29,7 +30,7 @@ from pipeline.artifacts import StagePaths, metrics_path, score_records
 from pipeline.config import Config
 from pipeline.errors import InputDataError
 from pipeline.files import atomic_path, read_json, write_json
-from pipeline.metrics import judge, suites_for
+from pipeline.metrics import judge, suites_for, summary
 from pipeline.modalities import modality_of
 from pipeline.progress import Progress
 
@@ -87,7 +88,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         files.update(handler.report(evidence, metrics, details, drawn))
         details["seconds"]["report"] = round(time.perf_counter() - t, 3)
     _write(cfg, dataset, paths, metrics, files, _clean(details))
-    log.info("score %s: %s, gate %s%s (%s)", dataset, handler.summary(metrics),
+    log.info("score %s: %s, gate %s%s (%s)", dataset, summary(suites, metrics),
              "passed" if metrics["gate.passed"] else "FAILED",
              "" if metrics["gate.passed"] else f" ({'; '.join(metrics['gate.failures'])})",
              ", ".join(f"{k} {v:.1f}s" for k, v in details["seconds"].items()))

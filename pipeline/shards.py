@@ -63,8 +63,7 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
     (any worker count) writes the same bytes."""
     loaded = loaded or _worker_model(cfg, paths)
     stats: dict[str, int] = {}
-    table = modality_named("image" if loaded.spec is not None else "table").shard_table(loaded, job, cfg.generate,
-                                                                                         stats)
+    table = modality_named(loaded.modality).shard_table(loaded, job, cfg.generate, stats)
     if _PARENT is not None and os.getppid() != _PARENT:
         os._exit(1)  # the run is gone (killed): nothing more goes into its temporary folder
     write_parquet(table, Path(job.out))

@@ -89,14 +89,19 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
     """The checks that need the registries (a model name, metric names in thresholds, a model for
     the dataset's modality), for ``datasets`` (default: all) as each would run: before any stage,
     so a typo fails in a second, not after training."""
+    from pipeline.errors import ConfigError
     from pipeline.metrics import check_thresholds
-    from pipeline.models import check_model
+    from pipeline.modalities.registry import modalities
+    from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model
 
     for name in datasets if datasets is not None else list(cfg.datasets):
         resolved = cfg.for_dataset(name)
+        if resolved.dataset(name).modality not in modalities():
+            raise ConfigError(f"datasets.{name}.modality '{resolved.dataset(name).modality}' is not one of "
+                              f"{sorted(modalities())}")
         check_model(resolved.model.name, resolved.dataset(name).modality, name)
-        for candidate in resolved.model.auto.candidates if resolved.model.name == "auto" else ():
-            check_model(candidate, "table", name)
+        for candidate in resolved.model.auto.candidates if resolved.model.name == AUTO else ():
+            check_model(candidate, AUTO_MODALITY, name)
         check_thresholds(resolved.score.thresholds)
         check_machine(resolved)
 

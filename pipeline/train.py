@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_dir, atomic_path, read_json, sha256_files, write_json
 from pipeline.modalities import modality_of
-from pipeline.models import AUTO, MODELS
+from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model, model_class
 from pipeline.models.saved import model_hash
 from pipeline.training import distributed
 from pipeline.training.auto import choose
@@ -78,7 +78,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     paths = StagePaths.of(cfg.work_dir, dataset)
     handler = modality_of(paths)
     auto = cfg.model.name == AUTO
-    _check_model(cfg, dataset, paths, handler.MODALITY, resume)
+    _check_model(cfg, dataset, paths, handler, resume)
     dcfg = cfg.train.distributed
     if dcfg.nproc_per_node * dcfg.nnodes > 1 and not distributed.launched():
         return _launch_ranks(cfg, dataset, paths, resume)
@@ -93,7 +93,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     t0 = time.perf_counter()
     # Under torchrun a table rank reads and holds only its share of the rows, unless the model
     # draws from all of them (ctgan's training-by-sampling).
-    rank_slice = (rank.rank, rank.world) if rank is not None and not MODELS[cfg.model.name].needs_whole_table else None
+    whole = model_class(cfg.model.name).needs_whole_table
+    rank_slice = (rank.rank, rank.world) if rank is not None and not whole else None
     data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice)
     if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
@@ -141,16 +142,18 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     return TrainResult(dataset, state.epoch, seconds, str(device), model_hash(paths.model), final)
 
 
-def _check_model(cfg: Config, dataset: str, paths: StagePaths, modality: str, resume: Resume) -> None:
+def _check_model(cfg: Config, dataset: str, paths: StagePaths, handler, resume: Resume) -> None:
     if cfg.model.name == AUTO:
+        check_model(AUTO, handler.MODALITY, dataset)  # its candidates are models of one modality
         dcfg = cfg.train.distributed
-        if modality != "table" or resume is Resume.YES or dcfg.nproc_per_node * dcfg.nnodes > 1:
-            raise ConfigError(f"{dataset}: model.name auto trains its table candidates in one process and does not "
-                              "resume: name one model for images, --resume or train.distributed")
+        if resume is Resume.YES or dcfg.nproc_per_node * dcfg.nnodes > 1:
+            raise ConfigError(f"{dataset}: model.name auto trains its {AUTO_MODALITY} candidates in one process and "
+                              "does not resume: name one model for images, --resume or train.distributed")
         return
-    if MODELS[cfg.model.name].modality != modality:
-        raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {MODELS[cfg.model.name].modality}s, but "
-                          f"{paths.prepared} holds {'images' if modality == 'image' else 'a table'}")
+    modality = model_class(cfg.model.name).modality
+    if modality != handler.MODALITY:
+        raise ConfigError(f"{dataset}: model '{cfg.model.name}' is for {modality}s, but {paths.prepared} holds "
+                          f"{handler.UNIT}")
 
 
 def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StagePaths, resume: Resume,

@@ -1,27 +1,31 @@
 """Metrics over (real, synthetic) tables, and the quality gate over their results.
 
-Keys are stable dotted names (``quality.overall``). A metric family (one module of FAMILIES)
-registers a suite: its compute function with the metrics it reports, each with its goal (maximise
-or minimise), bounds, description and whether it is a headline, so the score stage, thresholds and
-reports read them the same way. The gate is judged here, once (``judge``).
+Keys are stable dotted names (``quality.overall``). A metric family is one module of this package
+(found by listing the package, nothing else to edit): it registers a suite, its compute function
+with the metrics it reports, each with its bounds, description and place among the headlines, so
+the score stage, thresholds, reports and the data card read them the same way. The gate is judged
+here, once (``judge``).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
 class MetricInfo:
     key: str
-    goal: Literal["maximize", "minimize"]
     lower: float
     upper: float
     description: str
-    headline: bool = False  # in the score stage's log line and at the top of summaries
+    # Its place among its family's headline metrics (1 first; 0: not one). The data card and
+    # ``releases show`` list the headlines family by family in this order; the score stage's log
+    # line shows them too, for a family that logs (``register_suite``'s ``log``).
+    headline: int = 0
 
 
 @dataclass
@@ -46,42 +50,59 @@ class Suite:
     modality: str
     compute: Callable[[Any], SuiteResult]
     metrics: tuple[MetricInfo, ...]
+    # Its place among the suites: the score stage runs them, and the metrics file keeps their keys, in this order.
+    order: float
+    log: bool | Callable[[dict], str] = True
+
+    def headlines(self) -> list[MetricInfo]:
+        """Its headline metrics, in their declared order."""
+        return sorted((info for info in self.metrics if info.headline), key=lambda info: info.headline)
+
+    def summary(self, metrics: dict[str, object]) -> str:
+        """Its words in the score stage's log line: its own (``log`` a function), none (``log``
+        False), or its headline metrics that are numbers (``quality.overall 0.812``)."""
+        if callable(self.log):
+            return self.log(metrics)
+        if not self.log:
+            return ""
+        return ", ".join(f"{info.key} {metrics[info.key]:.3f}" for info in self.headlines()
+                         if isinstance(metrics.get(info.key), float))
 
 
 SUITES: dict[str, Suite] = {}
-# The modules whose suites the score stage runs, in this order (the metrics file keeps it).
-FAMILIES = ("fidelity", "coverage", "detection", "utility", "privacy", "image")
 
 
-def metric(key: str, goal: str, lower: float, upper: float, description: str, headline: bool = False) -> MetricInfo:
-    return MetricInfo(key, goal, lower, upper, description, headline)  # type: ignore[arg-type]
+def metric(key: str, lower: float, upper: float, description: str, headline: int = 0) -> MetricInfo:
+    return MetricInfo(key, lower, upper, description, headline)
 
 
-def register_suite(name: str, modality: str, metrics: list[MetricInfo]) -> Callable:
+def register_suite(name: str, modality: str, metrics: list[MetricInfo], order: float = math.inf,
+                   log: bool | Callable[[dict], str] = True) -> Callable:
     """Register ``compute(evidence) -> SuiteResult`` as the metric family ``name`` of ``modality``
-    (``table`` or ``image``), with the metrics it may report. The score stage runs every suite of
-    the dataset's modality; the gate, the report and the data card read the metrics' goals, bounds
-    and descriptions from here. A metric family is one module (see FAMILIES)."""
+    (a registered modality's name: ``table``, ``image``), with the metrics it may report. The score
+    stage runs every suite of the dataset's modality by ``order`` (after every numbered one by
+    default, in the order they were registered); the gate, the report and the data card read the
+    metrics' bounds, descriptions and headlines from here. ``log``: whether its headline metrics
+    go in the score stage's log line, or a function of the metrics giving its words there."""
 
     def add(compute: Callable[[Any], SuiteResult]) -> Callable[[Any], SuiteResult]:
-        SUITES[name] = Suite(name, modality, compute, tuple(metrics))
+        SUITES[name] = Suite(name, modality, compute, tuple(metrics), order, log)
         return compute
 
     return add
 
 
 def load_families() -> None:
-    """Import every metric family module (each registers its suite on import)."""
-    for family in FAMILIES:
-        importlib.import_module(f"pipeline.metrics.{family}")
+    """Import every module of this package: each metric family registers its suite on import."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def _ordered() -> list[Suite]:
-    """Every suite in FAMILIES order (then any registered elsewhere, in the order they were),
-    whatever order the modules happened to be imported in."""
+    """Every suite by its declared order (ties in the order they were registered), whatever order
+    the modules happened to be imported in."""
     load_families()
-    rank = {name: i for i, name in enumerate(FAMILIES)}
-    return sorted(SUITES.values(), key=lambda s: rank.get(s.name, len(rank)))
+    return sorted(SUITES.values(), key=lambda s: s.order)
 
 
 def known_metrics() -> dict[str, MetricInfo]:
@@ -89,8 +110,19 @@ def known_metrics() -> dict[str, MetricInfo]:
     return {info.key: info for suite in _ordered() for info in suite.metrics}
 
 
+def headline_keys() -> list[str]:
+    """The headline metrics' keys, suite by suite, each suite's in their declared order: the rows
+    of the data card's and ``releases show``'s score tables."""
+    return [info.key for suite in _ordered() for info in suite.headlines()]
+
+
 def suites_for(modality: str) -> list[Suite]:
     return [s for s in _ordered() if s.modality == modality]
+
+
+def summary(suites: list[Suite], metrics: dict[str, object]) -> str:
+    """The scores of the score stage's log line: each suite's words (``Suite.summary``), in order."""
+    return ", ".join(words for words in (suite.summary(metrics) for suite in suites) if words)
 
 
 def check_thresholds(thresholds: dict) -> None:

@@ -81,12 +81,12 @@ def score_coverage(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
     return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"), columns)
 
 
-@register_suite("coverage", "table", [
-    metric("coverage.category", "maximize", 0, 1,
-           "mean CategoryCoverage: share of real categories the synthetic data has (SDMetrics)"),
-    metric("coverage.range", "maximize", 0, 1,
-           "mean RangeCoverage: share of the real numeric range the synthetic data spans (SDMetrics)"),
-    metric("coverage.missing_values", "maximize", 0, 1,
+@register_suite("coverage", "table", order=20, log=False, metrics=[
+    metric("coverage.category", 0, 1,
+           "mean CategoryCoverage: share of real categories the synthetic data has (SDMetrics)", headline=1),
+    metric("coverage.range", 0, 1,
+           "mean RangeCoverage: share of the real numeric range the synthetic data spans (SDMetrics)", headline=2),
+    metric("coverage.missing_values", 0, 1,
            "mean MissingValueSimilarity: 1 - |null share real - null share synthetic| (SDMetrics)"),
 ])
 def coverage_suite(ev) -> SuiteResult:

@@ -50,11 +50,11 @@ def score_detection(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema, 
     return DetectionResult(auc, 1.0 - (max(auc, 0.5) * 2 - 1), n, folds, seed)
 
 
-@register_suite("detection", "table", [
-    metric("detection.auc", "minimize", 0, 1,
+@register_suite("detection", "table", order=30, metrics=[
+    metric("detection.auc", 0, 1,
            "cross-validated ROC AUC of a classifier telling real from synthetic rows (0.5 = indistinguishable)",
-           headline=True),
-    metric("detection.score", "maximize", 0, 1,
+           headline=1),
+    metric("detection.score", 0, 1,
            "1 - (max(detection AUC, 0.5) * 2 - 1), SDMetrics' detection normalisation"),
 ])
 def detection_suite(ev) -> SuiteResult:

@@ -231,16 +231,16 @@ def summarize(shape_scores: dict[str, dict], pairs: list[dict]) -> FidelityResul
     return FidelityResult(shapes, trends, trends_all, overall, shape_scores, pairs)
 
 
-@register_suite("fidelity", "table", [
-    metric("quality.column_shapes", "maximize", 0, 1,
-           "mean KSComplement / TVComplement over columns (SDMetrics)", headline=True),
-    metric("quality.column_pair_trends", "maximize", 0, 1,
+@register_suite("fidelity", "table", order=10, metrics=[
+    metric("quality.column_shapes", 0, 1,
+           "mean KSComplement / TVComplement over columns (SDMetrics)", headline=2),
+    metric("quality.column_pair_trends", 0, 1,
            "mean CorrelationSimilarity / ContingencySimilarity over associated pairs (SDMetrics QualityReport)",
-           headline=True),
-    metric("quality.column_pair_trends_all", "maximize", 0, 1,
+           headline=3),
+    metric("quality.column_pair_trends_all", 0, 1,
            "the same over every pair, with no association threshold"),
-    metric("quality.overall", "maximize", 0, 1,
-           "mean of column shapes and column pair trends (SDMetrics QualityReport)", headline=True),
+    metric("quality.overall", 0, 1,
+           "mean of column shapes and column pair trends (SDMetrics QualityReport)", headline=1),
 ])
 def fidelity_suite(ev) -> SuiteResult:
     """Shapes and pair trends on every row (merged per-shard statistics when the rows are streamed)."""

@@ -211,25 +211,33 @@ def fid_ratio(fid: float, floor: float) -> float:
     return fid / floor if floor > 0 else math.inf
 
 
-@register_suite("image", "image", [
-    metric("image.fid", "minimize", 0, float("inf"),
-           "Fréchet distance of generated to real training images in the evaluator's feature space", headline=True),
-    metric("image.fid_real_floor", "minimize", 0, float("inf"),
-           "the same for real held-out images (what a perfect generator scores)"),
-    metric("image.fid_ratio", "minimize", 0, float("inf"),
-           "image.fid / image.fid_real_floor (1 = as close as unseen real images)", headline=True),
-    metric("image.kid", "minimize", float("-inf"), float("inf"),
-           "kernel inception distance (unbiased MMD^2, cubic kernel) in the evaluator's feature space"),
-    metric("image.precision", "maximize", 0, 1,
-           "share of generated images inside the real images' k-NN manifold (fidelity)", headline=True),
-    metric("image.recall", "maximize", 0, 1,
-           "share of real images inside the generated images' k-NN manifold (diversity)", headline=True),
-    metric("image.label_accuracy", "maximize", 0, 1,
-           "the evaluator's accuracy on generated images against their requested labels", headline=True),
-    metric("image.classifier_accuracy", "maximize", 0, 1,
-           "the evaluator's accuracy on real held-out images (how far its judgement goes)"),
-    metric("image.memorized_rate", "minimize", 0, 1,
-           "share of generated images nearer a training image than most unseen real images are", headline=True),
+def summary(metrics: dict) -> str:
+    """The image scores in the score stage's log line: FID beside its real floor, then the rest."""
+    return (f"FID {metrics['image.fid']:.2f} (real floor {metrics['image.fid_real_floor']:.2f}, ratio "
+            f"{metrics['image.fid_ratio']:.2f}), label accuracy {metrics['image.label_accuracy']:.3f}, precision "
+            f"{metrics['image.precision']:.3f}, recall {metrics['image.recall']:.3f}, memorised "
+            f"{metrics['image.memorized_rate']:.4f}")
+
+
+@register_suite("image", "image", order=60, log=summary, metrics=[
+    metric("image.fid", 0, float("inf"),
+           "Fréchet distance of generated to real training images in the evaluator's feature space", headline=2),
+    metric("image.fid_real_floor", 0, float("inf"),
+           "the same for real held-out images (what a perfect generator scores)", headline=3),
+    metric("image.fid_ratio", 0, float("inf"),
+           "image.fid / image.fid_real_floor (1 = as close as unseen real images)", headline=4),
+    metric("image.kid", float("-inf"), float("inf"),
+           "kernel inception distance (unbiased MMD^2, cubic kernel) in the evaluator's feature space", headline=5),
+    metric("image.precision", 0, 1,
+           "share of generated images inside the real images' k-NN manifold (fidelity)", headline=6),
+    metric("image.recall", 0, 1,
+           "share of real images inside the generated images' k-NN manifold (diversity)", headline=7),
+    metric("image.label_accuracy", 0, 1,
+           "the evaluator's accuracy on generated images against their requested labels", headline=1),
+    metric("image.classifier_accuracy", 0, 1,
+           "the evaluator's accuracy on real held-out images (how far its judgement goes)", headline=9),
+    metric("image.memorized_rate", 0, 1,
+           "share of generated images nearer a training image than most unseen real images are", headline=8),
 ])
 def image_suite(ev) -> SuiteResult:
     """Train the evaluator on the real training images, then score the generated images and the

@@ -230,25 +230,25 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     )
 
 
-@register_suite("privacy", "table", [
-    metric("privacy.exact_match_rate", "minimize", 0, 1, "share of synthetic rows identical to a training row"),
-    metric("privacy.exact_match_rate_holdout", "minimize", 0, 1,
+@register_suite("privacy", "table", order=50, log=False, metrics=[
+    metric("privacy.exact_match_rate", 0, 1, "share of synthetic rows identical to a training row", headline=1),
+    metric("privacy.exact_match_rate_holdout", 0, 1,
            "share of real holdout rows identical to a training row (reference)"),
-    metric("privacy.real_id_rate", "minimize", 0, 1,
+    metric("privacy.real_id_rate", 0, 1,
            "share of synthetic ID values (columns of kind id) equal to a real training or holdout ID of the "
            "same column (only with ID columns)"),
-    metric("privacy.dcr_share", "minimize", 0, 1,
+    metric("privacy.dcr_share", 0, 1,
            "share of synthetic rows closer to a training row than to any holdout row (0.5 = no closer to train than "
-           "unseen data)"),
-    metric("privacy.dcr_protection", "maximize", 0, 1,
+           "unseen data)", headline=2),
+    metric("privacy.dcr_protection", 0, 1,
            "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection"),
-    metric("privacy.dcr_median", "maximize", 0, 1,
+    metric("privacy.dcr_median", 0, 1,
            "median distance of a synthetic row to its closest training row (SDMetrics DCR distance)"),
-    metric("privacy.dcr_holdout_median", "maximize", 0, 1,
+    metric("privacy.dcr_holdout_median", 0, 1,
            "median distance of a real holdout row to its closest training row (reference)"),
-    metric("privacy.nndr_median", "maximize", 0, 1,
+    metric("privacy.nndr_median", 0, 1,
            "median ratio of a synthetic row's nearest to second-nearest training distance (near 0: a near-copy of "
-           "one row)"),
+           "one row)", headline=3),
 ])
 def privacy_suite(ev) -> SuiteResult:
     """Exact copies on every row; real IDs released (in the synthetic rows scored: a seeded sample

@@ -111,10 +111,10 @@ def score_utility(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame,
     return UtilityResult(task, metric, tstr, trtr)
 
 
-@register_suite("utility", "table", [
-    metric("utility.tstr_score", "maximize", 0, 1, "model trained on synthetic, tested on real holdout", headline=True),
-    metric("utility.trtr_score", "maximize", 0, 1, "the same model trained on real, tested on real holdout"),
-    metric("utility.ratio", "maximize", 0, float("inf"), "tstr_score / trtr_score"),
+@register_suite("utility", "table", order=40, log=False, metrics=[
+    metric("utility.tstr_score", 0, 1, "model trained on synthetic, tested on real holdout", headline=1),
+    metric("utility.trtr_score", 0, 1, "the same model trained on real, tested on real holdout", headline=2),
+    metric("utility.ratio", 0, float("inf"), "tstr_score / trtr_score"),
 ])
 def utility_suite(ev) -> SuiteResult:
     """TSTR against TRTR on seeded samples; nothing when there is no target or no holdout, and not

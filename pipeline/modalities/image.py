@@ -9,6 +9,7 @@ floor and noise ceiling).
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +21,31 @@ from pipeline.artifacts import StagePaths, load_prepared_images, read_synthetic
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.errors import ConditionError, InputDataError
 from pipeline.files import sha256_file
-from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded
+from pipeline.modalities.base import GenerationPlan, SourceRows, TrainingData, bounded
+from pipeline.modalities.registry import register_modality
 from pipeline.settings import ModelSettings
 
 MODALITY = "image"
 UNIT = "images"
+DEFAULT_MODEL = "dcgan"  # what an ad-hoc image source (``run --source --modality image``) trains
+# The thresholds in params on scores an image dataset has none of (prefixes of their keys): an
+# ad-hoc image source drops them rather than fail its gate on missing scores.
+UNSCORED = ("utility.", "quality.", "coverage.", "detection.", "privacy.dcr", "privacy.nndr")
+TIMED_ESTIMATE = False  # validate estimates no time for images
+# The data card's intended use and known limits of an image release.
+CARD_USE = [
+    "## Intended use",
+    "- Augmenting or prototyping image classifiers, demos and tests where the real images may not be shared.",
+    "- Each image has the label it was generated for; `image.label_accuracy` is how often an independent "
+    "classifier agrees.",
+    "",
+    "## Known limits",
+    "- Judged by a small classifier trained on the real images (no external feature network): FID and KID are "
+    "comparable within this dataset's releases and against its real-vs-real floor, not with published FIDs.",
+    "- Fine strokes, rare writing styles and unusual digits are under-represented (see `image.recall`).",
+    "- Privacy: the share of generated images nearer a training image than unseen real ones are is shown "
+    "(`image.memorized_rate`); this is an empirical check, not a formal guarantee such as differential privacy.",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,6 +60,11 @@ def tree_hash(path: Path) -> str:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(file.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(file)))
     return h.hexdigest()
+
+
+def source_parts(source) -> list:
+    """An image source is read whole: an IDX file, a folder of PNGs by label, an image Parquet."""
+    return [source]
 
 
 def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
@@ -109,7 +135,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     train_df, _, meta = load_prepared_images(paths)
     total = len(train_df)
     train_df = bounded(train_df, max_rows, seed)
-    spec, tensor = image_tensor(train_df, None, device)
+    spec, tensor = image_tensor(train_df, device)
     described = {"image_spec": spec.to_dict(), **({"sampled_from_rows": total} if len(train_df) < total else {})}
     return TrainingData(spec, tensor, described, meta["source_hash"], len(train_df))
 
@@ -164,6 +190,11 @@ def finish_shards(folder: Path, jobs: list) -> None:
         (folder / "_grid.png").write_bytes(encode_png(image_grid(pixels, head["label"].to_numpy())))
 
 
+def sample_rows(loaded, rows: int, seed: int, conditions: dict | None, dataset: str):
+    raise ConditionError(f"{dataset} is an image dataset: "
+                         "use sample_images(loaded, labels, seed) or the generate stage")
+
+
 def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, int], loaded) -> dict:
     values = np.asarray(loaded.spec.labels)
     return {"modality": "image",
@@ -202,13 +233,6 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> ImageEvidence:
                          train["label"].to_numpy(), syn["label"].to_numpy(), cfg.score, cfg.seed, len(syn))
 
 
-def summary(metrics: dict) -> str:
-    return (f"FID {metrics['image.fid']:.2f} (real floor {metrics['image.fid_real_floor']:.2f}, ratio "
-            f"{metrics['image.fid_ratio']:.2f}), label accuracy {metrics['image.label_accuracy']:.3f}, precision "
-            f"{metrics['image.precision']:.3f}, recall {metrics['image.recall']:.3f}, memorised "
-            f"{metrics['image.memorized_rate']:.4f}")
-
-
 def report(ev: ImageEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:
     from pipeline.report import image_report
 
@@ -216,3 +240,15 @@ def report(ev: ImageEvidence, metrics: dict, details: dict, drawn: dict) -> dict
     return image_report(ev.dataset, metrics, {k: v.model_dump() for k, v in ev.settings.thresholds.items()},
                         drawn["sanity"], ev.px_train[:2000], ev.train_labels[:2000], ev.px_syn[:2000],
                         ev.syn_labels[:2000], drawn["evaluation"], log_df)
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def plan_details(first: SourceRows, ds: DatasetConfig, dataset: str, cfg: Config, holdout_rows: int) -> dict:
+    """Nothing beyond the rows for images."""
+    return {}
+
+
+register_modality(sys.modules[__name__])

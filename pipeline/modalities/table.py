@@ -10,6 +10,7 @@ in the rows (DCR) run on seeded samples whose sizes are ``score.*_rows``.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,17 +31,37 @@ from pipeline.artifacts import (
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
 from pipeline.files import sha256_file
 from pipeline.ids import cover
-from pipeline.modalities import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
+from pipeline.modalities.base import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
+from pipeline.modalities.registry import register_modality
 from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings
 from pipeline.sources import partition_root, read_source, read_whole
-from pipeline.typed import conform, prepare
+from pipeline.typed import conform, maybe_ids, prepare
 
 log = logging.getLogger(__name__)
 
 MODALITY = "table"
 UNIT = "rows"
 REPORT_ROWS = 200_000  # rows of each side the report's plots draw from
+DEFAULT_MODEL = None  # an ad-hoc source (``run --source``) trains params' model.name
+UNSCORED: tuple[str, ...] = ()  # every table threshold applies to a table
+TIMED_ESTIMATE = True  # validate times a few steps of the model on a sample of the rows
+# The data card's intended use and known limits of a table release.
+CARD_USE = [
+    "## Intended use",
+    "- Development, testing, analytics and model prototyping where the real rows may not be shared.",
+    "- Statistics of single columns and of associated pairs of columns follow the real data to the "
+    "degree the scores above say; check the report's worst columns and pairs before relying on one.",
+    "",
+    "## Known limits",
+    "- Not the real data: rare combinations, extreme values and exact totals are not reproduced "
+    "(see `coverage.range` for how much of each numeric range is covered).",
+    "- Relationships weaker than the model learned, and ones through columns it did not see, are lost; "
+    "deterministic links between columns (e.g. one column encoding another) may be broken.",
+    "- Privacy: no synthetic row equals a training row at the rate shown; this is an empirical check "
+    "(exact matches, distance to closest record), not a formal guarantee such as differential privacy.",
+    "- IDs are fresh values that do not link to real records.",
+]
 
 
 def read_sample(files: list[Path], total: int, rows: int, seed: int) -> pd.DataFrame:
@@ -90,6 +111,14 @@ class TableEvidence:
 
 # ---------------------------------------------------------------------------------------------
 # ingest
+
+
+def source_parts(source) -> list:
+    """The files a table source is read from: the file itself, or every file of a folder or glob
+    (``read_parts`` reads several as one table; a big source is streamed)."""
+    from pipeline.sources import source_parts
+
+    return source_parts(source)
 
 
 def read(source: Path, ds: DatasetConfig, dataset: str) -> SourceRows:
@@ -208,6 +237,13 @@ def finish_shards(folder: Path, jobs: list) -> None:
     """Nothing beyond the shards for a table."""
 
 
+def sample_rows(loaded, rows: int, seed: int, conditions: dict | None, dataset: str) -> pd.DataFrame:
+    """``rows`` synthetic rows drawn with ``seed`` (the Python API, ``generate.sample``)."""
+    from pipeline.sampling import sample_frame
+
+    return sample_frame(loaded, rows, seed, conditions=conditions)
+
+
 def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, int], loaded) -> dict:
     record = {"conditions": g.conditions, "drop_training_copies": g.drop_training_copies,
               "rows_drawn": stats.get("drawn", plan.rows), "training_copies_dropped": stats.get("rejected_copies", 0)}
@@ -235,12 +271,6 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
     ds = cfg.dataset(dataset)
     return TableEvidence(dataset, paths, train, holdout, syn, schema, ds.target, ds.task, sc, seed, total, streamed,
                          int(meta.get("rows", len(train))))
-
-
-def summary(metrics: dict) -> str:
-    return ", ".join(f"{k} {metrics[k]:.3f}" for k in ("quality.overall", "quality.column_shapes",
-                                                       "quality.column_pair_trends", "detection.auc")
-                     if isinstance(metrics.get(k), float))
 
 
 def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:
@@ -284,3 +314,38 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
         privacy_distances=drawn.get("privacy_distances", {}), train_log=log_df, notes=notes,
     )
     return {"report.html": render_html(inp), "report.md": render_markdown(inp)}
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def plan_details(first: SourceRows, ds: DatasetConfig, dataset: str, cfg: Config, holdout_rows: int) -> dict:
+    """What ``validate``'s plan shows of a table: its columns, the identifier warnings, the links and
+    constraints kept, the target and its utility task."""
+    frame, schema = first.frame, first.schema
+    return {
+        "columns": [{"name": c.name, "kind": c.kind, "nulls": int(frame[c.name].isna().sum()),
+                     "distinct": int(frame[c.name].nunique(dropna=True))} for c in schema.columns],
+        # (reading the source logged them as warnings already: the text plan does not repeat them)
+        "maybe_ids": maybe_ids(frame, schema, ds, dataset),
+        "links": [f"{link['from']} -> {link['to']}" for link in schema.links],
+        "constraints": list(schema.constraints),
+        "target": _plan_target(schema, ds, cfg, holdout_rows),
+    }
+
+
+def _plan_target(schema: TableSchema, ds: DatasetConfig, cfg: Config, holdout_rows: int) -> dict | None:
+    if ds.target is None:
+        return None
+    from pipeline.metrics.utility import utility_task
+
+    task = utility_task(schema, ds.target, ds.task)
+    judged = holdout_rows >= cfg.score.utility_min_holdout
+    return {"column": ds.target, "kind": schema[ds.target].kind, "task": task,
+            "utility_judged": judged,
+            **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
+                                             f"{cfg.score.utility_min_holdout}"})}
+
+
+register_modality(sys.modules[__name__])

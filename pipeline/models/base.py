@@ -9,7 +9,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from pipeline.models.transformer import Span
+from pipeline.models.transformer import Span, TableTransformer
 
 
 @dataclass
@@ -86,6 +86,27 @@ class GenerativeModel(nn.Module):
     # Whether training draws from the whole table beyond each batch (e.g. rows by category), so
     # that under torchrun every rank needs all of it rather than its share.
     needs_whole_table: ClassVar[bool] = False
+
+    @classmethod
+    def over(cls, codec, model_cfg, train_cfg) -> "GenerativeModel":
+        """This model for the data ``codec`` encodes (the fitted transformer, the image spec)."""
+        return cls(codec, model_cfg, train_cfg)
+
+    @classmethod
+    def read_codec(cls, info: dict):
+        """The codec ``model.json`` (``info``) records: what decodes this model's samples."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    @classmethod
+    def decoders(cls, codec) -> dict:
+        """A loaded model's fields (``LoadedModel``) that decode its samples, from its codec."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    @classmethod
+    def card_line(cls, params: dict) -> str | None:
+        """One line of the data card on this model's settings (``params``: the params' ``model``
+        section), or None: the card names the model and no more."""
+        return None
 
     def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -205,6 +226,20 @@ class TabularModel(GenerativeModel):
     def __init__(self, layout: OutputLayout):
         super().__init__()
         self.layout = layout
+
+    @classmethod
+    def over(cls, codec: TableTransformer, model_cfg, train_cfg) -> "TabularModel":
+        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg)
+
+    @classmethod
+    def read_codec(cls, info: dict) -> TableTransformer:
+        from pipeline.schema import TableSchema
+
+        return TableTransformer.from_state(TableSchema.from_dict(info["schema"]), info["transformer"])
+
+    @classmethod
+    def decoders(cls, codec: TableTransformer) -> dict:
+        return {"transformer": codec, "schema": codec.schema}
 
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
         """``n`` rows in the transformer's space, drawn only from ``generator``.

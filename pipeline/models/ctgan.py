@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, activate
 from pipeline.models.gan import TabularGAN, gradient_penalty
+from pipeline.models.registry import register_model
 from pipeline.settings import ModelSettings, TrainSettings
 
 

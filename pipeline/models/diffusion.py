@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models import register_model
 from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel
+from pipeline.models.registry import register_model
 from pipeline.progress import within
 from pipeline.settings import ModelSettings, TrainSettings
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models import register_model
 from pipeline.models.base import (
     AveragedGenerator,
     OutputLayout,
@@ -14,6 +13,7 @@ from pipeline.models.base import (
     TabularModel,
     activate,
 )
+from pipeline.models.registry import register_model
 from pipeline.settings import ModelSettings, TrainSettings
 
 
@@ -79,6 +79,12 @@ class TabularGAN(AveragedGenerator, TabularModel):
         self.generator = Generator(g.noise_dim + self.cond_dim, g.generator_dims, layout.width)
         self.critic = Critic(layout.width + self.cond_dim, g.discriminator_dims, g.pac, g.dropout)
         self.init_average(g.ema_decay)  # rows come from the generator's weight average
+
+    @classmethod
+    def card_line(cls, params: dict) -> str:
+        gan = params.get("gan", {})
+        return (f"generator {gan.get('generator_dims')}, critic {gan.get('discriminator_dims')}, pac {gan.get('pac')}, "
+                f"weight average {gan.get('ema_decay')}")
 
     def prepare(self, data: torch.Tensor) -> None:
         self.prepare_average()

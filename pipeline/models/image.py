@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from pipeline.models import register_model
 from pipeline.models.base import AveragedGenerator, GenerativeModel, Phase
+from pipeline.models.registry import register_model
 from pipeline.settings import ModelSettings, TrainSettings
 
 
@@ -118,6 +118,14 @@ class ImageModel(GenerativeModel):
         self.spec = spec
         self.register_buffer("label_counts", torch.ones(spec.n_labels))
 
+    @classmethod
+    def read_codec(cls, info: dict) -> ImageSpec:
+        return ImageSpec.from_dict(info["image_spec"])
+
+    @classmethod
+    def decoders(cls, codec: ImageSpec) -> dict:
+        return {"spec": codec}
+
     def split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return batch[:, 1:].reshape(-1, 1, self.spec.height, self.spec.width), batch[:, 0].long()
 
@@ -146,6 +154,12 @@ class ConditionalDCGAN(AveragedGenerator, ImageModel):
         self.critic = ProjectionCritic(spec, c.width)
         self.init_average(c.ema_decay)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # the step's fake batch, critic -> generator
+
+    @classmethod
+    def card_line(cls, params: dict) -> str:
+        d = params.get("dcgan", {})
+        return (f"class-conditional DCGAN, width {d.get('width')}, noise {d.get('noise_dim')}, "
+                f"label loss {d.get('label_loss')}, weight average {d.get('ema_decay')}")
 
     def phases(self, t: TrainSettings) -> list[Phase]:
         return [

@@ -15,6 +15,7 @@ from pipeline.errors import InputDataError
 from pipeline.files import read_json, sha256_file
 from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec
+from pipeline.models.registry import model_class
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings, TrainSettings, from_dict
@@ -54,6 +55,11 @@ class LoadedModel:
     model_hash: str
     spec: ImageSpec | None = None         # images
 
+    @property
+    def modality(self) -> str:
+        """The modality of the data it makes (its model class's): which handler plans and writes it."""
+        return self.model.modality
+
 
 def load_model(model_dir: Path, device: torch.device | None = None) -> LoadedModel:
     """Rebuild a trained model from ``model.pt`` + ``model.json`` (no unpickling)."""
@@ -63,16 +69,12 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> LoadedMod
         info = read_json(model_dir / "model.json")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputDataError(model_dir / "model.json", f"not valid JSON ({exc}); re-run the train stage") from None
-    schema = transformer = spec = None
-    if "image_spec" in info:
-        spec = ImageSpec.from_dict(info["image_spec"])
-    else:
-        schema = TableSchema.from_dict(info["schema"])
-        transformer = TableTransformer.from_state(schema, info["transformer"])
+    # What decodes its samples (the fitted transformer, the image spec), as its model class reads it.
+    codec = model_class(info["model"]).read_codec(info)
     # The settings it was trained with, as it recorded them.
     model_cfg = from_dict(ModelSettings, info["model_config"])
     train_cfg = from_dict(TrainSettings, info["train_config"])
-    model = build_model(model_cfg, train_cfg, spec or transformer, name=info["model"])
+    model = build_model(model_cfg, train_cfg, codec, name=info["model"])
     state = load_tensors(model_dir / "model.pt", "re-run the train stage")
     try:
         model.load_inference_state(state)
@@ -80,4 +82,5 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> LoadedMod
         raise InputDataError(model_dir / "model.pt", f"does not fit {model_dir / 'model.json'} "
                                                      f"({str(exc).splitlines()[0]}); re-run the train stage") from None
     model = model.to(device or torch.device("cpu")).eval()
-    return LoadedModel(model, transformer, schema, info, model_hash(model_dir), spec)
+    decoders = {"transformer": None, "schema": None, **type(model).decoders(codec)}
+    return LoadedModel(model, info=info, model_hash=model_hash(model_dir), **decoders)

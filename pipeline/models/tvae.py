@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models import register_model
 from pipeline.models.base import OutputLayout, Phase, TabularModel, activate
+from pipeline.models.registry import register_model
 from pipeline.settings import ModelSettings, TrainSettings
 
 

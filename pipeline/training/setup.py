@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.models import MODELS
-from pipeline.models.base import GenerativeModel, OutputLayout
+from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec, images_to_tensor
+from pipeline.models.registry import model_class
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings, TrainSettings
@@ -35,24 +35,20 @@ def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSetti
     return transformer, to_tensor(transformer, df, np.random.default_rng(seed), device)
 
 
-def image_tensor(frame: pd.DataFrame, spec: ImageSpec | None, device: torch.device) -> tuple[ImageSpec, torch.Tensor]:
-    """An image frame as the image models' tensor on ``device``; the spec (size, label values) is
-    read from the frame unless given."""
+def image_tensor(frame: pd.DataFrame, device: torch.device) -> tuple[ImageSpec, torch.Tensor]:
+    """An image frame as the image models' tensor on ``device``, with its spec (size, label values)
+    read from the frame."""
     from pipeline.images import pixels_of
 
     pixels = pixels_of(frame)
     labels = frame["label"].to_numpy()
-    if spec is None:
-        spec = ImageSpec(int(pixels.shape[1]), int(pixels.shape[2]), sorted(int(v) for v in np.unique(labels)))
+    spec = ImageSpec(int(pixels.shape[1]), int(pixels.shape[2]), sorted(int(v) for v in np.unique(labels)))
     index = np.searchsorted(np.asarray(spec.labels), labels)
     return spec, images_to_tensor(pixels, index).to(device)
 
 
-def build_model(model_cfg: ModelSettings, train_cfg: TrainSettings, over: TableTransformer | ImageSpec,
+def build_model(model_cfg: ModelSettings, train_cfg: TrainSettings, codec: TableTransformer | ImageSpec,
                 name: str | None = None) -> GenerativeModel:
-    """The model named ``name`` (default ``model_cfg.name``) over the transformer's output layout,
-    or for the images an ``ImageSpec`` describes."""
-    cls = MODELS[name or model_cfg.name]
-    if isinstance(over, ImageSpec):
-        return cls(over, model_cfg, train_cfg)
-    return cls(OutputLayout(over.spans, over.width), model_cfg, train_cfg)
+    """The model named ``name`` (default ``model_cfg.name``) for the data ``codec`` encodes: over
+    the fitted transformer's output layout, or for the images an ``ImageSpec`` describes."""
+    return model_class(name or model_cfg.name).over(codec, model_cfg, train_cfg)

@@ -11,7 +11,7 @@ from torch import nn
 from pipeline import generate, ingest, publish, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.errors import ConfigError
-from pipeline.models import MODELS, register_model
+from pipeline.models import models, register_model
 from pipeline.models.base import Phase, TabularModel, activate
 from pipeline.stages import check_config
 from pipeline.training.auto import split_validation
@@ -46,7 +46,7 @@ def noise_model():
             self.load_state_dict(state)
 
     yield "toy_noise"
-    MODELS.pop("toy_noise")
+    models().pop("toy_noise")
 
 
 def _cfg(tmp_path, source, candidates, **extra):

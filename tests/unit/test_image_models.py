@@ -154,11 +154,11 @@ def test_frechet_distance_matches_the_scipy_formula():
 
 @pytest.mark.parametrize("model", ["dcgan", "conv_vae"])
 def test_image_models_take_any_image_size(tmp_path, model):
-    from pipeline.models import MODELS
+    from pipeline.models import model_class
 
     cfg = image_config(tmp_path, tmp_path / "unused.parquet", model).for_dataset("tiny")
     spec = ImageSpec(26, 30, [0, 1, 2])
-    net = MODELS[model](spec, cfg.model, cfg.train)
+    net = model_class(model)(spec, cfg.model, cfg.train)
     batch = images_to_tensor(np.random.default_rng(0).integers(0, 256, (6, 26, 30), dtype=np.uint8), np.arange(6) % 3)
     net.prepare(batch)
     for phase in [p.name for p in net.phases(cfg.train)]:

@@ -17,7 +17,7 @@ def toy_suite():
     """The whole of a new metric family: the share of synthetic rows whose age is above the real
     median (a toy), registered for tables."""
 
-    @register_suite("toy", "table", [metric("toy.above_median", "maximize", 0, 1, "share above the real median age")])
+    @register_suite("toy", "table", [metric("toy.above_median", 0, 1, "share above the real median age")])
     def toy(ev) -> SuiteResult:
         median = ev.train["age"].median()
         return SuiteResult({"toy.above_median": float((ev.syn["age"] > median).mean())},
