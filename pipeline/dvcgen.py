@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, ModelConfig, load_config
+from pipeline.config import Config, ModelConfig, ScoreConfig, load_config
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -61,7 +61,7 @@ def _imports(module: str, root: Path) -> set[str]:
 
 def _read_imports(module: str, path: Path, root: Path) -> set[str]:
     top = module.split(".")[0]
-    is_package = path is not None and path.name == "__init__.py"
+    is_package = path.name == "__init__.py"
     found: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     for node in ast.walk(tree):
@@ -113,7 +113,8 @@ def imported_modules(module: str, root: Path = ROOT) -> set[str]:
         seen.add(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.extend(_imports(name, root))
+        if module_file(name, root) is not None:  # a folder without __init__.py runs no code
+            todo.extend(_imports(name, root))
     return {m for m in seen if module_file(m, root)}
 
 
@@ -157,9 +158,9 @@ class Wiring:
     writes: str
 
 
-_SCORE_KEYS = tuple(f"score.{k}" for k in ("utility_rows", "detection_rows", "privacy_rows", "report",
-                                            "in_memory_rows", "image_rows", "classifier_epochs",
-                                            "memorization_quantile", "utility_min_holdout"))
+# Every score key but score.thresholds: the gate is judged again at publish, so a changed threshold
+# re-runs publish alone, not the scoring.
+_SCORE_KEYS = tuple(f"score.{k}" for k in ScoreConfig.model_fields if k != "thresholds")
 WIRING = {
     "ingest": Wiring(
         ("${item.data}            # the dataset's source files",),
@@ -217,16 +218,13 @@ WIRING = {
             cache: false
 """),
 }
-# Every score key but score.thresholds: the gate is judged again at publish, so a changed threshold
-# re-runs publish alone, not the scoring.
 SCORE_PARAMS_NOTE = ("      # Every score key but score.thresholds (publish's): a changed threshold re-runs publish "
                      "alone.\n")
 
 
 # -- The per-dataset part ------------------------------------------------------------------------
 
-_SECTIONS = tuple(name for name, f in ModelConfig.model_fields.items()
-                  if isinstance(f.annotation, type) and hasattr(f.annotation, "model_fields"))
+_SECTIONS = tuple(k for k, v in ModelConfig().model_dump().items() if isinstance(v, dict))  # gan, tvae, ...
 
 
 @cache
