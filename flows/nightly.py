@@ -45,10 +45,11 @@ from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
 from pipeline.errors import PipelineError
 from pipeline.files import dataset_run_lock, read_json
+from pipeline.options import PARAMS_OPTIONS
 from pipeline.redact import redact
 from pipeline.stages import STAGE_NAMES as STAGES
 from pipeline.stages import check_config, check_outputs_writable, run_stage
-from pipeline.training.resume import Resume
+from pipeline.stages import stage as stage_entry
 
 DEPLOYMENT = "nightly"
 
@@ -158,9 +159,7 @@ STAGE_TASKS = {name: task(name=name, retry_condition_fn=_transient)(stage_task) 
 
 def _run_stage(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None) -> dict:
     cfg = load_config(params, overrides)
-    kwargs: dict[str, Any] = {}
-    if stage == "train":
-        kwargs["resume"] = Resume.IF_COMPATIBLE  # a retry (or a re-run) continues from its checkpoint
+    kwargs: dict[str, Any] = stage_entry(stage).flow_kwargs()  # its options' flow values (train: resume)
     if stage == "publish":
         kwargs.update(run_info=run_info,
                       keep=cfg.nightly.keep_releases if run_info and run_info.get("nightly") else None)
@@ -320,13 +319,10 @@ def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict |
 
 
 def add_params_options(ap: argparse.ArgumentParser, set_note: str = "") -> None:
-    """``--params``, ``--set`` and ``--threshold``, worded alike in both flows' command lines."""
-    ap.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a params key, e.g. --set train.epochs=5 (repeatable; values are YAML)" + set_note)
-    ap.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="METRIC>=VALUE",
-                    help="change one bound of one gate threshold, keeping the others, e.g. "
-                         "--threshold 'utility.tstr_score>=0.4' (or <=; repeatable; the release records it)")
+    """``--params``, ``--set`` and ``--threshold``, worded as in the pipeline's command line."""
+    for option in PARAMS_OPTIONS:
+        option.add_to(ap, note=set_note if option.flag == "--set" else "",
+                      **({"metavar": "FILE"} if option.flag == "--params" else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,22 +20,53 @@ from pipeline.config import Config, load_config, parse_overrides, set_dotted
 from pipeline.errors import ConfigError, PipelineError, QualityGateError
 from pipeline.files import read_json, write_json
 from pipeline.names import check_name, name_from_file
+from pipeline.options import PARAMS_OPTIONS
 from pipeline.redact import redact
-from pipeline.stages import STAGE_NAMES, STAGES, check_config, check_outputs_writable, resumable_epochs, run_stage
-from pipeline.training.resume import Resume
+from pipeline.stages import (
+    STAGE_NAMES,
+    STAGES,
+    Stage,
+    check_config,
+    check_outputs_writable,
+    resumable_epochs,
+    run_stage,
+)
+from pipeline.stages import stage as stage_entry
 
 log = logging.getLogger("pipeline")
 ADHOC_ENTRY = "dataset.json"  # an ad-hoc dataset's entry, in its work folder
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params key, e.g. --set train.epochs=5 (repeatable; values are YAML)")
-    p.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="METRIC>=VALUE",
-                   help="change one bound of one gate threshold, keeping the others, e.g. "
-                        "--threshold 'utility.tstr_score>=0.4' (or <=; repeatable; the release records it)")
+    for option in PARAMS_OPTIONS:
+        option.add_to(p)
     _log_options(p)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser. A stage's own options (``OPTIONS`` in its module, through the stage
+    table) are added when its command is used or its help shown: ``--help`` and the other commands
+    import no stage module (nor torch)."""
+
+    stage: Stage | None = None
+
+    def _add_stage_options(self) -> None:
+        if self.stage is not None:
+            options, self.stage = self.stage.options(), None
+            for option in options:
+                option.add_to(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._add_stage_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_stage_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_stage_options()
+        return super().format_help()
 
 
 def _log_options(p: argparse.ArgumentParser) -> None:
@@ -77,19 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthetic-data factory: ingest -> train -> generate -> score -> publish.",
     )
     parser.add_argument("--version", action=_Version, help="print the version (and the git commit) and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for st in STAGES:
-        stage = st.name
-        p = sub.add_parser(stage, help=st.help, description=st.help)
+        p = sub.add_parser(st.name, help=st.help, description=st.help)
         p.add_argument("--dataset", required=True, help="a dataset named in params.yaml (datasets.NAME)")
         _common(p)
-        if stage == "train":
-            p.add_argument("--resume", nargs="?", const="yes", choices=["yes", "if-compatible"], default=None,
-                           help="continue from the last checkpoint (an error if it does not match); "
-                                "if-compatible: only when it matches, else start afresh")
-        if stage == "generate":
-            p.add_argument("--condition", action="append", default=[], metavar="COLUMN=VALUE",
-                           help="fix a categorical column's value in every row (repeatable), e.g. income='>50K'")
+        p.stage = st  # its own options, when used
     p = sub.add_parser(
         "run", help="run all five stages on a configured dataset or on any CSV/Parquet file",
         description="Run ingest, train, generate, score and publish in order. Either --dataset NAME "
@@ -106,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     _source_options(p)
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--no-estimate", action="store_true", help="skip the timed steps (seconds, memory)")
+
+    p = sub.add_parser(
+        "dvc-yaml", help="write dvc.yaml: each stage's deps from what it imports, its params from what it reads",
+        description="Write dvc.yaml from the stages' imports (found statically, within pipeline/) and the params "
+                    "keys each stage reads, for the datasets of --params. Run it again after changing a dataset or "
+                    "its model, or what a stage imports. --check: write nothing; exit 1 when dvc.yaml is not current.",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("--out", default="dvc.yaml", help="the file written (default: %(default)s)")
+    p.add_argument("--check", action="store_true", help="only check that the file is what would be written")
 
     p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
                        description="The release catalog. REF is DATASET (its latest) or DATASET@VERSION.")
@@ -164,15 +198,15 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(getattr(args, "overrides", []), getattr(args, "thresholds", []))
-        for item in getattr(args, "condition", []):
-            col, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--condition {item!r}: expected COLUMN=VALUE")
-            overrides.setdefault("generate.conditions", {})[col] = value
+        kwargs: dict[str, Any] = {}
+        for option in stage_entry(args.command).options() if args.command in STAGE_NAMES else ():
+            option.apply(getattr(args, option.dest), overrides, kwargs)
         if args.command == "run":
             return _run_all(args, overrides)
         if args.command == "validate":
             return _validate(args, overrides)
+        if args.command == "dvc-yaml":
+            return _dvc_yaml(args)
         if args.command == "releases":
             try:
                 return _releases(args)
@@ -181,7 +215,6 @@ def _main(args: argparse.Namespace) -> int:
                 return 2
         cfg = _config_for(args.params, overrides, args.dataset)
         check_config(cfg, [args.dataset])
-        kwargs = {"resume": Resume(args.resume or "no")} if args.command == "train" else {}
         args.running = (args.command, cfg, args.dataset)
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
@@ -222,6 +255,19 @@ def _error(args: argparse.Namespace, exc: BaseException) -> None:
         log.error("%s", redact(str(exc)), extra={"fields": {"error": type(exc).__name__}, "dataset": dataset})
     else:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
+
+
+def _dvc_yaml(args: argparse.Namespace) -> int:
+    from pipeline.dvcgen import write
+
+    diff = write(args.params, args.out, check=args.check)
+    if diff is not None:
+        print(diff, end="")
+        print(f"error: {args.out} is not current; run: python -m pipeline dvc-yaml", file=sys.stderr)
+        return 1
+    if not args.check:
+        print(f"wrote {args.out}")
+    return 0
 
 
 def _releases(args: argparse.Namespace) -> int:

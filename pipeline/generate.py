@@ -21,6 +21,7 @@ from pipeline.artifacts import StagePaths, prepared_rows, shard_name
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_dir, free_mb, sha256_files, write_json
 from pipeline.modalities import modality_named
+from pipeline.options import Option
 from pipeline.progress import rate_text
 from pipeline.sampling import shard_seed
 from pipeline.shards import ShardJob, make_shards
@@ -28,6 +29,12 @@ from pipeline.training.loop import pick_device
 
 if TYPE_CHECKING:
     from pipeline.config import Config
+
+# This stage's own command-line options (the CLI adds them; --condition sets generate.conditions).
+OPTIONS = (
+    Option("--condition", "fix a categorical column's value in every row (repeatable), e.g. income='>50K'",
+           {"action": "append", "default": [], "metavar": "COLUMN=VALUE"}, sets="generate.conditions"),
+)
 
 log = logging.getLogger(__name__)
 # A generate run lists its shards up front (one job, one future on the workers, each), and a row

@@ -8,6 +8,7 @@ stage gets alike: the leftovers of dead runs removed first, and its wall time ke
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from pipeline import logs, progress
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.files import check_writable, read_json, remove_leftovers, write_json
+from pipeline.options import Option, flow_kwargs
 from pipeline.runtime import thread_limits, threads_available
 
 log = logging.getLogger("pipeline")
@@ -67,6 +69,15 @@ class Stage:
     name: str
     help: str
     run: Callable[..., Any]
+
+    def options(self) -> tuple[Option, ...]:
+        """The stage's own command-line options, declared in its module (``OPTIONS``; none if it has
+        none): read only when its command is used, so ``--help`` imports no stage."""
+        return tuple(getattr(importlib.import_module(f"pipeline.{self.name}"), "OPTIONS", ()))
+
+    def flow_kwargs(self) -> dict[str, Any]:
+        """What a flow run gives the stage's ``run`` for its options (train: resume if compatible)."""
+        return flow_kwargs(self.options())
 
 
 STAGES = (

@@ -27,6 +27,7 @@ from pipeline.files import atomic_dir, atomic_path, read_json, sha256_files, wri
 from pipeline.modalities import modality_of
 from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model, model_class
 from pipeline.models.saved import model_hash
+from pipeline.options import Option
 from pipeline.training import distributed
 from pipeline.training.auto import choose
 from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
@@ -34,6 +35,15 @@ from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model
 
 log = logging.getLogger(__name__)
+
+# This stage's own command-line options (the CLI adds them; a flow run gives each its ``flow`` value).
+OPTIONS = (
+    Option("--resume", "continue from the last checkpoint (an error if it does not match); "
+                       "if-compatible: only when it matches, else start afresh",
+           {"nargs": "?", "const": "yes", "choices": ["yes", "if-compatible"], "default": "no"},
+           keyword="resume", convert=Resume.of,
+           flow="if-compatible"),  # a retry (or a re-run) of an orchestrated run continues from its checkpoint
+)
 
 
 @dataclass

@@ -52,6 +52,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     _sh(["git", "init", "-q"], root, env)
     _sh([*dvc, "init", "-q"], root, env)
     _sh([*dvc, "config", "core.analytics", "false"], root, env)
+    _sh([sys.executable, "-m", "pipeline", "dvc-yaml"], root, env)  # one dataset, ctgan: its wiring
     _sh(["git", "add", "-A"], root, env)
     _sh(["git", "commit", "-qm", "baseline"], root, env)
     return root, env

@@ -52,6 +52,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     _sh(["git", "init", "-q"], root, env)
     _sh([sys.executable, "-m", "dvc", "init", "-q"], root, env)
     _sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root, env)
+    _sh([sys.executable, "-m", "pipeline", "dvc-yaml"], root, env)  # Adult's model is ctgan here: its section
     return root, env
 
 
@@ -114,6 +115,28 @@ def test_nothing_changed_reruns_nothing_and_a_train_param_reruns_train_onwards(r
         assert f"Running stage '{stage}@adult'" in out
     after = _versions(root)
     assert len(after) == len(before) + 1 and set(before) <= set(after)  # the old release is kept
+
+
+def test_another_models_settings_retrain_nothing_but_the_datasets_of_that_model(repo):
+    """Editing model.dcgan leaves Adult's training (ctgan here) as it is and MNIST's not; editing
+    model.diffusion (no dataset's model here) leaves both."""
+    root, env = repo
+    dvc = [sys.executable, "-m", "dvc"]
+    text = (root / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    params["model"]["dcgan"]["noise_dim"] = 32
+    params["model"]["diffusion"]["lr"] = 0.002
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        for stage in ("train@adult", "generate@adult", "score@adult", "publish@adult"):
+            assert json.loads(_sh([*dvc, "status", "--json", stage], root, env).stdout) == {}, stage
+        mnist = json.loads(_sh([*dvc, "status", "--json", "train@mnist"], root, env).stdout)
+        assert mnist == {"train@mnist": [{"changed deps": {"params.yaml": {"model.dcgan": "modified"}}}]}, mnist
+        params["model"]["dcgan"]["noise_dim"] = yaml.safe_load(text)["model"]["dcgan"]["noise_dim"]
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert json.loads(_sh([*dvc, "status", "--json", "train@mnist"], root, env).stdout) == {}
+    finally:
+        (root / "params.yaml").write_text(text)
 
 
 def test_a_local_dvc_remote_round_trip_restores_byte_identical_outputs(repo, tmp_path):
