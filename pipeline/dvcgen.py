@@ -83,8 +83,9 @@ def _read_imports(module: str, path: Path, root: Path) -> set[str]:
             package = prefix.rstrip(".") if prefix.endswith(".") else prefix.rpartition(".")[0]
             if package.split(".")[0] == top and (module_file(package, root) or Path()).name == "__init__.py":
                 found.update(_package_modules(package, root))
-        elif isinstance(node, ast.Call) and _called(node) in ("iter_modules", "walk_packages") and is_package:
-            found.update(_package_modules(module, root))  # a package that discovers its own modules
+        elif isinstance(node, ast.Call) and _called(node) in ("iter_modules", "walk_packages"):
+            # a package (or a registry module inside one) that discovers the package's own modules
+            found.update(_package_modules(module if is_package else module.rpartition(".")[0], root))
     return {m for m in found if module_file(m, root)}
 
 

@@ -89,6 +89,29 @@ def test_imports_are_found_at_the_top_in_functions_relative_and_by_name(tmp_path
     assert not dvcgen.covers(deps, "pkg/sub/other.py")
 
 
+def test_a_registry_module_that_lists_its_package_imports_every_module_of_it(tmp_path):
+    """``pipeline/models/registry.py`` finds the models with ``pkgutil.iter_modules`` over its own
+    folder: a stage that reaches the registry depends on every module of the package."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/stage.py": "from pkg.plugins.registry import find\n",
+        "pkg/plugins/__init__.py": "",
+        "pkg/plugins/registry.py": """
+            import importlib, pkgutil
+            from pathlib import Path
+            def find():
+                for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
+                    importlib.import_module(f"pkg.plugins.{m.name}")
+            """,
+        "pkg/plugins/one.py": "import pkg.helper\n", "pkg/plugins/two.py": "",
+        "pkg/helper.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    assert dvcgen.imported_modules("pkg.stage", tmp_path) >= {"pkg.plugins.one", "pkg.plugins.two", "pkg.helper"}
+
+
 def _params(stage: str, dataset: str) -> list[str]:
     """A stage's params keys for one dataset, as DVC resolves the foreach item."""
     item = _dvc_yaml()["vars"][0][dvcgen.VARS][dataset]
