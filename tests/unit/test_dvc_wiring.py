@@ -101,7 +101,7 @@ def test_a_registry_module_that_lists_its_package_imports_every_module_of_it(tmp
             from pathlib import Path
             def find():
                 for m in pkgutil.iter_modules([str(Path(__file__).parent)]):
-                    importlib.import_module(f"pkg.plugins.{m.name}")
+                    importlib.import_module(f"{__name__.rpartition('.')[0]}.{m.name}")
             """,
         "pkg/plugins/one.py": "import pkg.helper\n", "pkg/plugins/two.py": "",
         "pkg/helper.py": "",
