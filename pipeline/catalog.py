@@ -43,7 +43,7 @@ from pipeline.errors import BadNameError, ReleaseError
 from pipeline.files import finite
 from pipeline.names import check_name, name_problem
 from pipeline.release.contract import schema_changes
-from pipeline.release.layout import LATEST, MANIFEST, created_at, version_order
+from pipeline.release.layout import LATEST, MANIFEST, created_at, version_order, version_problem
 from pipeline.stores import one_line
 
 # What ``diff`` compares as a release's lineage (the manifest's keys; ``seeds`` holds each stage's).
@@ -183,7 +183,7 @@ class Catalog:
         if not self.fs.exists(path):
             raise self._no_releases(dataset)
         version = self._read_json(path).get("version")
-        problem = "is missing" if version is None else name_problem(version)
+        problem = version_problem(version)
         if problem is not None:
             raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' "
                                f"{'' if version is None else repr(version) + ' '}"

@@ -44,6 +44,11 @@ def version_order(created: dict[str, str]) -> list[str]:
     return sorted(created, key=lambda name: (created[name], natural_key(name), name))
 
 
+def version_problem(version: object) -> str | None:
+    """Why what ``latest.json`` names is not a version's name (None when it is one)."""
+    return "is missing" if version is None else name_problem(version)
+
+
 def latest_record(dataset: str, version: str) -> dict:
     """What ``latest.json`` holds when it names ``version``."""
     return {"dataset": dataset, "version": version, "manifest": f"{version}/{MANIFEST}"}
@@ -103,7 +108,7 @@ def latest_version(root: Folder) -> str | None:
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise ReleaseError(f"{path}: unreadable ({exc}); repair it or delete it (releases stay listed by "
                            "`python -m pipeline releases list`)") from None
-    problem = name_problem(version) if isinstance(version, str) else "is missing"
+    problem = version_problem(version)
     if problem is not None or not (root / version / MANIFEST).is_file():
         raise ReleaseError(f"{path}: its version {version!r} {problem or 'has no manifest'}; repair it or delete it")
     return version
