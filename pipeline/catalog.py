@@ -26,7 +26,6 @@ release copied in from another dataset is refused, not served under the folder's
 from __future__ import annotations
 
 import json
-import math
 import ntpath
 import os
 import posixpath
@@ -41,11 +40,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from pipeline.errors import BadNameError, ReleaseError
+from pipeline.files import finite
 from pipeline.names import check_name, name_problem
+from pipeline.release.contract import schema_changes
+from pipeline.release.layout import LATEST, MANIFEST, created_at, version_order, version_problem
 from pipeline.stores import one_line
 
-LATEST = "latest.json"
-MANIFEST = "_manifest.json"
 # What ``diff`` compares as a release's lineage (the manifest's keys; ``seeds`` holds each stage's).
 LINEAGE = ("source", "source_hash", "holdout_hash", "modality", "model", "model_hash", "params_hash", "seed",
            "seeds", "code_version", "synthetic_hash", "params_from_publisher")
@@ -161,22 +161,21 @@ class Catalog:
         folder = self._inside(self._path(check_name(dataset, "dataset name")))
         if not self.fs.isdir(folder):
             raise self._no_releases(dataset)
-        out = []
+        found = {}
         for name in self._ls(folder):
             path = self._path(dataset, name, MANIFEST)
             if self._is_link(self._path(dataset, name)):  # listed unfollowed, first: its readers refuse it
-                out.append(("", natural_key(name), name))
+                found[name] = ""
             elif self.fs.exists(path):
-                out.append((self._created_at(path), natural_key(name), name))
-        return [name for *_, name in sorted(out)]
+                found[name] = self._created_at(path)
+        return version_order(found)
 
     def _created_at(self, path: str) -> str:
         # A broken manifest still names a version (sorted first): readers of it get the error.
         try:
-            created = self._read_json(path).get("created_at")
+            return created_at(self._read_json(path))
         except ReleaseError:
             return ""
-        return created if isinstance(created, str) else ""
 
     def latest(self, dataset: str) -> str:
         """The version ``DATASET/latest.json`` names (checked like any version name)."""
@@ -184,7 +183,7 @@ class Catalog:
         if not self.fs.exists(path):
             raise self._no_releases(dataset)
         version = self._read_json(path).get("version")
-        problem = "is missing" if version is None else name_problem(version)
+        problem = version_problem(version)
         if problem is not None:
             raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' "
                                f"{'' if version is None else repr(version) + ' '}"
@@ -467,18 +466,6 @@ def changed_keys(a: dict, b: dict) -> dict[str, list]:
     return {k: [fa.get(k), fb.get(k)] for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
 
 
-def finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None, recursively: what
-    ``json.dumps(..., allow_nan=False)`` (strict JSON) accepts."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def file_name_problem(name: object) -> str | None:
     """Why ``name`` is not a plain file name inside a version folder (None when it is)."""
     if not isinstance(name, str):
@@ -501,51 +488,3 @@ def _write_frame(frame: pd.DataFrame, f, fmt: str) -> None:
         frame.to_parquet(f, index=False)
     else:
         f.write(frame.to_csv(index=False).encode())
-
-
-def natural_key(name: str) -> list:
-    """Sort key: digit runs compare as numbers (v2 < v10)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
-
-
-# -- schema contracts ------------------------------------------------------------------------------
-
-# Widening changes a reader survives: the new type holds every value of the old one.
-_WIDENING = {
-    ("int8", "int16"), ("int8", "int32"), ("int8", "int64"), ("int16", "int32"), ("int16", "int64"),
-    ("int32", "int64"), ("Int8", "Int16"), ("Int8", "Int32"), ("Int8", "Int64"), ("Int16", "Int32"),
-    ("Int16", "Int64"), ("Int32", "Int64"), ("int64", "Int64"), ("int32", "Int64"), ("float32", "float64"),
-    ("int8", "float64"), ("int16", "float64"), ("int32", "float64"), ("bool", "boolean"),
-}
-
-
-_SAME = {"object": "string", "str": "string", "string": "string", "large_string": "string"}
-# Nullability changes a reader survives either way (a night without nulls must not break a release).
-_NULLABLE = {("Int64", "int64"), ("Int32", "int32"), ("Int16", "int16"), ("Int8", "int8"),
-             ("boolean", "bool"), ("bool", "boolean")}
-
-
-def _dtype(d: str) -> str:
-    return _SAME.get(d, d)
-
-
-def schema_changes(old: list[dict], new: list[dict]) -> dict:
-    """Compare two manifests' schemas: ``breaking`` (removed columns, changed kinds, changed types
-    that are not widenings) and ``compatible`` (added columns, widened types, nullability)."""
-    before = {c["name"]: c for c in old}
-    after = {c["name"]: c for c in new}
-    breaking, compatible = [], []
-    for name, col in before.items():
-        if name not in after:
-            breaking.append(f"column '{name}' removed")
-            continue
-        a, b = _dtype(col["dtype"]), _dtype(after[name]["dtype"])
-        if a != b:
-            ok = (a, b) in _WIDENING or (a, b) in _NULLABLE or (b, a) in _NULLABLE
-            (compatible if ok else breaking).append(f"column '{name}' type {col['dtype']} -> {after[name]['dtype']}")
-        if col["kind"] != after[name]["kind"]:
-            breaking.append(f"column '{name}' kind {col['kind']} -> {after[name]['kind']}")
-    for name in after:
-        if name not in before:
-            compatible.append(f"column '{name}' added")
-    return {"breaking": breaking, "compatible": compatible}

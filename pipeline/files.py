@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -92,21 +93,13 @@ def open_lock(path: Path, error: type[Exception]) -> int:
     return fd
 
 
-def check_writable(path: str | Path, key: str, urls: bool = False) -> None:
-    """Fail now, with a one-line error naming the setting, if ``path`` could not be written later
-    (a run must not find out after hours of training). Creates nothing: it writes one temporary
-    file in the nearest folder that exists, and removes it. With ``urls``, ``path`` may be an
-    fsspec URL (``pipeline.stores.check_store_writable``); without, a URL is refused."""
+def check_folder_writable(path: Path, key: str) -> None:
+    """Fail now, with a one-line error naming the setting, if the local folder ``path`` could not be
+    written later (a run must not find out after hours of training). Creates nothing: it writes one
+    temporary file in the nearest folder that exists, and removes it. A setting that may be a URL
+    is checked by ``pipeline.stores.check_writable``, which calls this for a local one."""
     from pipeline.errors import ConfigError
-    from pipeline.stores import check_store_writable, has_protocol, is_url, local_path
 
-    if has_protocol(path):
-        if not urls:
-            raise ConfigError(f"{key}: {path} is a URL; {key} must be a local folder (or a shared one "
-                              "mounted at the same path everywhere)")
-        if is_url(path):
-            return check_store_writable(str(path), key)
-    path = local_path(path)
     if os.path.realpath(path) == os.path.realpath(os.sep):  # every dataset would become a top-level folder
         raise ConfigError(f"{key}: {path} is the file system's root; set {key} to a folder of its own")
     probe = path
@@ -315,24 +308,32 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically: locally by rename, to a ``pipeline.stores.StorePath`` in one upload."""
-    from pipeline.stores import StorePath
+def json_text(data: Any) -> str:
+    """The text of a JSON record, as every record is written: indented, and through redact, so a
+    source or root URL's credentials are never written (``write_json``, and a store's upload)."""
+    return redact(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n"
 
-    # Every record goes through redact: a source or root URL's credentials are never written.
-    text = redact(json.dumps(data, indent=2, sort_keys=False, default=str)) + "\n"
-    if isinstance(path, StorePath):
-        path.write_text(text)
-        return
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (by rename); a record in an object store is one upload of ``json_text``."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(json_text(data))
 
 
 def read_json(path: str | Path) -> Any:
-    """JSON from a local path or a ``pipeline.stores.StorePath``."""
-    from pipeline.stores import StorePath
+    return json.loads(Path(path).read_text())
 
-    return json.loads((path if isinstance(path, StorePath) else Path(path)).read_text())
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, recursively: what
+    ``json.dumps(..., allow_nan=False)`` (strict JSON) accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def write_parquet(table: pa.Table, path: str | Path, lineage: dict[str, Any] | None = None) -> None:

@@ -18,9 +18,10 @@ from typing import Any, Callable
 from pipeline import logs, progress
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
-from pipeline.files import check_writable, read_json, remove_leftovers, write_json
+from pipeline.files import read_json, remove_leftovers, write_json
 from pipeline.options import Option, flow_kwargs
 from pipeline.runtime import thread_limits, threads_available
+from pipeline.stores import check_writable
 
 log = logging.getLogger("pipeline")
 

@@ -6,8 +6,9 @@ before.
   them), so CSV sniffing, compression and Parquet work as for a local file, and errors still
   name the URL;
 - ``StorePath`` is a folder or file in a store with the few pathlib methods the release code
-  reads through (``pipeline.publish`` lists versions and reads manifests alike in both);
-- ``check_store_writable`` is ``pipeline.files.check_writable`` for a URL.
+  reads through (``pipeline.release`` lists versions and reads manifests alike in both);
+- ``check_writable`` checks a setting that may be a URL: a store by a probe object, a local folder
+  by ``pipeline.files.check_folder_writable``.
 
 Credentials and endpoints come from the store's own configuration (for S3: the AWS environment,
 profile or instance role, ``AWS_ENDPOINT_URL`` for an S3-compatible server), or from fsspec's
@@ -23,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.files import scratch_dir
+from pipeline.files import check_folder_writable, scratch_dir
 from pipeline.redact import is_redacted, redact
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,23 @@ class StorePath:
             self.fs.rm(self.path, recursive=True)
 
 
+def check_writable(location: str | Path, key: str, urls: bool = False) -> None:
+    """Fail now, with a one-line error naming the setting, if ``location`` could not be written
+    later (``pipeline.files.check_folder_writable``). With ``urls`` it may be an fsspec URL
+    (``check_store_writable``); without, a URL is refused."""
+    from pipeline.errors import ConfigError
+
+    if has_protocol(location):
+        if not urls:
+            raise ConfigError(f"{key}: {location} is a URL; {key} must be a local folder (or a shared one "
+                              "mounted at the same path everywhere)")
+        if is_url(location):
+            return check_store_writable(str(location), key)
+    check_folder_writable(local_path(location), key)
+
+
 def check_store_writable(url: str, key: str) -> None:
-    """``pipeline.files.check_writable`` for a URL: the store opens (its fsspec extra is installed),
+    """``check_writable`` for a URL: the store opens (its fsspec extra is installed),
     ``url`` is not a file, and a probe object can be written there and removed. ConfigError naming
     the setting otherwise."""
     from pipeline.errors import ConfigError

@@ -10,6 +10,8 @@ import yaml
 
 from pipeline import publish
 from pipeline.files import dataset_run_lock
+from pipeline.release.layout import LATEST, MANIFEST
+from pipeline.release.store import LocalFolder
 from tests.conftest import tiny_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -48,7 +50,7 @@ def _params(tmp_path: Path, names=("tiny",), **sections) -> Path:
 def _latest(tmp_path: Path, name: str = "tiny") -> dict:
     root = tmp_path / "releases" / name
     version = json.loads((root / "latest.json").read_text())["version"]
-    return json.loads((root / version / publish.MANIFEST).read_text())
+    return json.loads((root / version / MANIFEST).read_text())
 
 
 def test_synthesize_flow_runs_the_same_stages_and_releases(tmp_path, harness, capfd):
@@ -149,8 +151,8 @@ def test_retention_never_prunes_latest(tmp_path, tiny_cfg):
         stage.run(tiny_cfg, "tiny")
     made = [publish.run(tiny_cfg, "tiny", version=f"v{i}").version for i in range(4)]
     root = Path(tiny_cfg.publish.release_root) / "tiny"
-    (root / publish.LATEST).write_text(json.dumps({"version": made[0]}))  # latest pinned to the oldest
-    assert publish.prune_releases(root, keep=1) == made[1:3]
+    (root / LATEST).write_text(json.dumps({"version": made[0]}))  # latest pinned to the oldest
+    assert LocalFolder(root).prune(keep=1) == made[1:3]
     assert publish.list_versions(root) == [made[0], made[3]]
 
 

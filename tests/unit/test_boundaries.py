@@ -16,9 +16,11 @@ from pipeline import generate, ingest, publish, score, shards, train
 from pipeline.__main__ import main
 from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
-from pipeline.errors import BadNameError, InputDataError
+from pipeline.errors import BadNameError, InputDataError, ReleaseError
 from pipeline.files import atomic_dir, remove_leftovers
 from pipeline.names import check_name, name_from_file
+from pipeline.release.contents import params_hash
+from pipeline.release.layout import MANIFEST
 from tests.conftest import REPO, tiny_config, tiny_frame
 
 
@@ -181,13 +183,13 @@ def test_manifest_describes_the_settings_that_made_the_rows(scored_tiny, tmp_pat
     publisher = tiny_config(tmp_path, Path(cfg.datasets["tiny"].source), seed=99, **{"train.epochs": 100,
                             "generate.rows_per_shard": 7})
     res = publish.run(publisher, "tiny")
-    m = json.loads((res.path / publish.MANIFEST).read_text())
+    m = json.loads((res.path / MANIFEST).read_text())
     assert m["params"]["train"] == made_by["train"] and m["params"]["train"]["epochs"] == 2
     assert m["params"]["generate"] == made_by["generate"] and m["params"]["model"]["name"] == "ctgan"
     assert m["params"]["score"] == made_by["score"] and m["params"]["datasets"] == {"tiny": made_by["datasets"]["tiny"]}
     assert m["seed"] == 7 and m["seeds"] == {"ingest": 7, "train": 7, "generate": 7, "score": 7}
     assert m["training"]["epochs"] == 2 and "params_from_publisher" not in m
-    assert m["params_hash"] == publish.params_hash(m["params"])
+    assert m["params_hash"] == params_hash(m["params"])
     assert m["gate"]["changed_at_publish"] == []
 
 
@@ -201,7 +203,7 @@ def test_gate_relaxed_at_publish_is_recorded_and_the_report_says_so(trained, tmp
     relaxed = tiny_config(tmp_path, Path(cfg.datasets["tiny"].source))
     relaxed.score.thresholds = {"quality.overall": Threshold(min=0.1)}
     res = publish.run(relaxed, "tiny")
-    m = json.loads((res.path / publish.MANIFEST).read_text())
+    m = json.loads((res.path / MANIFEST).read_text())
     assert m["gate"]["passed"] and m["metrics"]["gate.passed"]
     assert m["gate"]["changed_at_publish"] == [{"metric": "quality.overall", "from": {"min": 0.9999, "max": None},
                                                "to": {"min": 0.1, "max": None}}]
@@ -265,5 +267,5 @@ def test_a_corrupt_latest_json_stops_publish_with_one_line(scored_tiny):
     for text, words in (("{oops", "unreadable"), ('{"version": "../../etc"}', "has '/'"),
                         ('{"version": "v99"}', "has no manifest")):
         latest.write_text(text)
-        with pytest.raises(publish.ReleaseError, match=f"latest.json: .*{words}.*repair it or delete it"):
+        with pytest.raises(ReleaseError, match=f"latest.json: .*{words}.*repair it or delete it"):
             publish.run(cfg, "tiny")

@@ -14,6 +14,7 @@ import pytest
 from pipeline import generate, ingest, publish, score, train
 from pipeline.catalog import Catalog
 from pipeline.errors import ReleaseError
+from pipeline.release.layout import DATACARD, MANIFEST
 from tests.conftest import REPO
 
 
@@ -101,7 +102,7 @@ def test_cli_lists_shows_diffs_and_exports(released, tmp_path):
 
 def test_data_card_is_written_into_every_release(released):
     cfg, cat = released
-    card = cat.read_text("tiny", publish.DATACARD)
+    card = cat.read_text("tiny", DATACARD)
     manifest = cat.manifest("tiny")
     for needle in (manifest["source_hash"], manifest["model_hash"], f"seed {manifest['seed']}",
                    "`quality.overall`", "## Intended use", "## Known limits", "220 rows"):
@@ -156,7 +157,7 @@ def shown(scored_tiny, tmp_path):
 
     def copy_as(dataset: str, version: str, edit) -> None:
         shutil.copytree(root / "tiny" / "v1", root / dataset / version)
-        path = root / dataset / version / publish.MANIFEST
+        path = root / dataset / version / MANIFEST
         manifest = json.loads(path.read_text())
         manifest.update(dataset=dataset, version=version)
         edit(manifest)

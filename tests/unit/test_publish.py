@@ -10,6 +10,7 @@ from pipeline.artifacts import StagePaths
 from pipeline.config import Threshold
 from pipeline.errors import QualityGateError, ReleaseError
 from pipeline.files import LINEAGE_KEY, sha256_file
+from pipeline.release.layout import DATACARD, LATEST, MANIFEST
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def test_release_has_manifest_checksums_lineage_and_latest(scored):
     res = publish.run(scored, "tiny")
     root = _root(scored)
     assert publish.latest_version(root) == res.version and publish.list_versions(root) == [res.version]
-    manifest = json.loads((res.path / publish.MANIFEST).read_text())
+    manifest = json.loads((res.path / MANIFEST).read_text())
     assert manifest["rows"] == 250 == len(pd.read_parquet(res.path))
     for f in manifest["files"]:
         assert sha256_file(res.path / f["path"]) == f["sha256"]
@@ -89,15 +90,16 @@ def test_the_same_run_again_is_the_same_model_and_publishes_no_second_version(sc
 CRASH = """
 import os, sys
 from pipeline import publish
+from pipeline.release import contents
 from tests.conftest import tiny_config
 calls = {"n": 0}
-real = publish.write_parquet
+real = contents.write_parquet
 def dying(*a, **k):
     calls["n"] += 1
     if calls["n"] == 2:
         os._exit(9)  # a hard crash: no exception handler, no cleanup runs
     return real(*a, **k)
-publish.write_parquet = dying
+contents.write_parquet = dying
 cfg = tiny_config(__import__("pathlib").Path(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]))
 cfg.generate.rows_per_shard = 100
 publish.run(cfg, "tiny", version="v2")  # a named version: the same rows again, on purpose
@@ -121,7 +123,7 @@ def test_hard_crash_mid_publish_leaves_no_partial_release(tmp_path, tiny_source)
     assert out.returncode == 9, out.stderr
     root = _root(cfg)
     visible = [p.name for p in root.iterdir() if not p.name.startswith(".")]
-    assert sorted(visible) == sorted([first.version, publish.LATEST])  # nothing half-made is visible
+    assert sorted(visible) == sorted([first.version, LATEST])  # nothing half-made is visible
     assert publish.latest_version(root) == first.version
     assert [p for p in root.iterdir() if p.name.startswith(".staging")]  # the crash left its staging...
     second = publish.run(cfg, "tiny", version="v3")  # ...which the next publish clears away
@@ -155,14 +157,14 @@ def test_a_threshold_relaxed_on_the_command_line_is_recorded_in_the_release(scor
         publish.run(tiny_config(tmp_path, source, **strict), "tiny")
     relaxed = tiny_config(tmp_path, source, **strict, **parse_overrides([], ["quality.overall>=0.1"]))
     res = publish.run(relaxed, "tiny")
-    m = json.loads((res.path / publish.MANIFEST).read_text())
+    m = json.loads((res.path / MANIFEST).read_text())
     assert m["gate"]["passed"]
     assert m["gate"]["overrides"] == [{"metric": "quality.overall", "bound": "min", "params": 0.99, "used": 0.1}]
     # one bound changed: the metric's other bound and the other thresholds are as params has them
     assert m["gate"]["thresholds"] == {"quality.overall": {"min": 0.1, "max": 1.0},
                                        "detection.auc": {"min": None, "max": 1.0}}
     assert m["gate"]["changed_by"]["user"] is not None
-    card = (res.path / publish.DATACARD).read_text()
+    card = (res.path / DATACARD).read_text()
     assert "(`--threshold`)" in card and "`quality.overall`: ≥ 0.99 → ≥ 0.1" in card
     assert "changed by --threshold: quality.overall >= 0.99 -> >= 0.1" in release_summary(m)
 
@@ -171,10 +173,10 @@ def test_the_data_card_says_where_the_holdout_comes_from(scored):
     from pipeline.datacard import render_datacard
 
     res = publish.run(scored, "tiny")  # the tiny source has no holdout_source: 20% of it is held out
-    card = (res.path / publish.DATACARD).read_text()
+    card = (res.path / DATACARD).read_text()
     assert "real holdout rows kept out of training: 48, split from the source (ingest.holdout_fraction 0.2)" in card
     assert "`None`" not in card
-    m = json.loads((res.path / publish.MANIFEST).read_text())
+    m = json.loads((res.path / MANIFEST).read_text())
     m["params"]["datasets"]["tiny"]["holdout_source"] = "data/tiny/test.csv"
     m["holdout_hash"] = "ab" * 32
     assert f"48, from `data/tiny/test.csv` (sha256 `{'ab' * 32}`)" in render_datacard(m, {})

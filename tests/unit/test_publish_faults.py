@@ -14,15 +14,18 @@ import pytest
 
 from pipeline import generate, ingest, publish, score, train
 from pipeline.files import sha256_file
+from pipeline.release import contents, store
+from pipeline.release.layout import MANIFEST
 from tests.conftest import REPO, tiny_config, tiny_frame
 
-# Where publish can be interrupted, as (name, the module attribute to wrap, when to strike).
+# Where publish can be interrupted, as (name, the module or class and its attribute to wrap, when
+# to strike).
 STEPS = {
-    "before staging": ("new_version", lambda *a, **k: True),
-    "mid-staging": ("write_parquet", lambda *a, **k: Path(a[1]).name == "part-00001.parquet"),
-    "before the rename": ("fsync_path", lambda p, *a, **k: Path(p).name.startswith(".staging-")),
-    "after the rename, before latest.json": ("_point_latest", lambda *a, **k: True),
-    "after latest.json": ("fsync_path", lambda p, *a, **k: Path(p).name == "tiny"),
+    "before staging": (publish, "new_version", lambda *a, **k: True),
+    "mid-staging": (contents, "write_parquet", lambda *a, **k: Path(a[1]).name == "part-00001.parquet"),
+    "before the rename": (store, "fsync_path", lambda p, *a, **k: Path(p).name.startswith(".staging-")),
+    "after the rename, before latest.json": (store.LocalFolder, "point_latest", lambda *a, **k: True),
+    "after latest.json": (store, "fsync_path", lambda p, *a, **k: Path(p).name == "tiny"),
 }
 
 
@@ -60,25 +63,25 @@ def _check_releases(cfg) -> tuple[str, list[str]]:
     latest = publish.latest_version(root)
     assert latest in versions
     for v in versions:
-        m = json.loads((root / v / publish.MANIFEST).read_text())
+        m = json.loads((root / v / MANIFEST).read_text())
         assert sorted(p.name for p in (root / v).glob("part-*.parquet")) == [f["path"] for f in m["files"]]
         for f in m["files"]:
             assert sha256_file(root / v / f["path"]) == f["sha256"]
-    hashes = [json.loads((root / v / publish.MANIFEST).read_text())["synthetic_hash"] for v in versions]
+    hashes = [json.loads((root / v / MANIFEST).read_text())["synthetic_hash"] for v in versions]
     assert len(hashes) == len(set(hashes)), "the same rows were published twice"
     return latest, versions
 
 
 def _inject(monkeypatch, step: str, exc: BaseException) -> None:
-    attr, when = STEPS[step]
-    original = getattr(publish, attr)
+    owner, attr, when = STEPS[step]
+    original = getattr(owner, attr)
 
     def faulty(*a, **k):
         if when(*a, **k):
             raise exc
         return original(*a, **k)
 
-    monkeypatch.setattr(publish, attr, faulty)
+    monkeypatch.setattr(owner, attr, faulty)
 
 
 @pytest.mark.parametrize("step", list(STEPS))
@@ -109,13 +112,13 @@ import pipeline.publish as publish
 from tests.conftest import tiny_config
 from tests.unit.test_publish_faults import STEPS
 step, tmp, source = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-attr, when = STEPS[step]
-original = getattr(publish, attr)
+owner, attr, when = STEPS[step]
+original = getattr(owner, attr)
 def faulty(*a, **k):
     if when(*a, **k):
         os._exit(9)  # as kill -9: no except or finally runs
     return original(*a, **k)
-setattr(publish, attr, faulty)
+setattr(owner, attr, faulty)
 publish.run(tiny_config(tmp, source, seed=8, **{"generate.rows": 250}), "tiny")
 """
 

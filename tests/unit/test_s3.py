@@ -14,6 +14,7 @@ import yaml
 from pipeline import generate, ingest, publish, score, train
 from pipeline.__main__ import main
 from pipeline.catalog import Catalog
+from pipeline.release.store import release_store
 from pipeline.stages import check_outputs_writable
 from tests.conftest import tiny_config, tiny_frame
 
@@ -72,7 +73,7 @@ def test_ingest_from_s3_publish_to_s3_and_read_back_with_the_catalog(s3, tmp_pat
     assert publish.run(cfg, "tiny").version == res.version  # a retry publishes nothing twice
     again = publish.run(cfg, "tiny", version="v2")
     assert Catalog(f"s3://{BUCKET}/releases").latest("tiny") == "v2"
-    assert publish.prune_releases(publish.release_folder(cfg.publish.release_root, "tiny"), keep=1) == [res.version]
+    assert release_store(cfg.publish.release_root, "tiny").prune(keep=1) == [res.version]
     assert cat.versions("tiny") == [again.version] and not s3.exists(f"{BUCKET}/releases/tiny/{res.version}")
 
     assert main(["releases", "--root", f"s3://{BUCKET}/releases", "list", "tiny"]) == 0

@@ -22,8 +22,10 @@ from pipeline.__main__ import main
 from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.catalog import Catalog
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.files import LINEAGE_KEY, check_writable, remove_leftovers, scratch_dir, sha256_file
-from pipeline.stores import StorePath, is_url, local_copy
+from pipeline.files import LINEAGE_KEY, remove_leftovers, scratch_dir, sha256_file
+from pipeline.release.layout import MANIFEST
+from pipeline.release.store import release_store
+from pipeline.stores import StorePath, check_writable, is_url, local_copy
 from tests.conftest import tiny_config, tiny_frame
 
 MEMORY = fsspec.filesystem("memory")
@@ -137,8 +139,8 @@ def test_a_release_in_a_store_holds_what_the_local_release_holds(scored_tiny, st
     remote = publish.run(scored_tiny, "tiny", version="v1")
     assert isinstance(remote.path, StorePath) and str(remote.path) == f"{store}/releases/tiny/v1"
     assert sorted(p.name for p in remote.path.iterdir()) == sorted(p.name for p in local.path.iterdir())
-    manifest = json.loads((remote.path / publish.MANIFEST).read_text())
-    local_manifest = json.loads((local.path / publish.MANIFEST).read_text())
+    manifest = json.loads((remote.path / MANIFEST).read_text())
+    local_manifest = json.loads((local.path / MANIFEST).read_text())
     assert _same_apart_from_the_root(manifest) == _same_apart_from_the_root(local_manifest)
     assert manifest["params"]["publish"]["release_root"] == f"{store}/releases"
     for f, g in zip(manifest["files"], local_manifest["files"]):
@@ -149,7 +151,7 @@ def test_a_release_in_a_store_holds_what_the_local_release_holds(scored_tiny, st
         assert (_same_apart_from_the_root(json.loads(a.schema.metadata[LINEAGE_KEY]))
                 == _same_apart_from_the_root(json.loads(b.schema.metadata[LINEAGE_KEY])))
     latest = json.loads((remote.path.fs.cat_file(f"{store.removeprefix('memory:/')}/releases/tiny/latest.json")))
-    assert latest == {"dataset": "tiny", "version": "v1", "manifest": f"v1/{publish.MANIFEST}"}
+    assert latest == {"dataset": "tiny", "version": "v1", "manifest": f"v1/{MANIFEST}"}
 
     cat = Catalog(f"{store}/releases")
     assert cat.datasets() == ["tiny"] and cat.versions("tiny") == ["v1"] and cat.latest("tiny") == "v1"
@@ -160,11 +162,12 @@ def test_a_release_in_a_store_holds_what_the_local_release_holds(scored_tiny, st
 def test_an_upload_that_dies_leaves_no_version_and_the_next_publish_clears_it(scored_tiny, store, monkeypatch):
     scored_tiny.publish.release_root = f"{store}/releases"
     first = publish.run(scored_tiny, "tiny", version="v1")
-    root = publish.release_folder(scored_tiny.publish.release_root, "tiny")
+    releases = release_store(scored_tiny.publish.release_root, "tiny")
+    root = releases.root
     real = StorePath.upload
 
     def dies_at_the_manifest(self, local):
-        if self.name == publish.MANIFEST:
+        if self.name == MANIFEST:
             raise RuntimeError("connection lost")
         return real(self, local)
 
@@ -179,7 +182,7 @@ def test_an_upload_that_dies_leaves_no_version_and_the_next_publish_clears_it(sc
     assert publish.latest_version(root) == first.version
     publish.run(scored_tiny, "tiny", version="v4")
     assert not (root / "v3").exists() and publish.list_versions(root) == ["v1", "v4"]
-    assert publish.prune_releases(root, keep=1) == ["v1"] and publish.list_versions(root) == ["v4"]
+    assert releases.prune(keep=1) == ["v1"] and publish.list_versions(root) == ["v4"]
     assert not (root / "v1").exists()
 
 

@@ -192,7 +192,7 @@ def test_a_params_file_with_an_unreadable_integer_is_one_line(tmp_path):
 
 
 def test_the_file_systems_root_is_refused_as_an_output_folder(tmp_path):
-    from pipeline.files import check_writable
+    from pipeline.stores import check_writable
 
     for key in ("publish.release_root", "work_dir"):
         with pytest.raises(ConfigError, match="file system's root"):
@@ -220,7 +220,7 @@ def test_a_damaged_old_manifest_does_not_block_publishing(scored_tiny, damage, c
 
     first = publish.run(scored_tiny, "tiny", version="v1")
     (first.path / "_manifest.json").write_text(damage)
-    with caplog.at_level(logging.WARNING, logger="pipeline.publish"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.release.layout"):
         second = publish.run(scored_tiny, "tiny")  # the same rows: v1 cannot vouch for them any more
     assert second.version != "v1" and (second.path / "_manifest.json").is_file()
     assert any("v1" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)

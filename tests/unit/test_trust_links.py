@@ -17,6 +17,7 @@ from pipeline.__main__ import main
 from pipeline.catalog import Catalog, neutralised
 from pipeline.errors import PipelineError, ReleaseError
 from pipeline.files import dataset_run_lock
+from pipeline.release.store import LocalFolder
 from tests.unit.test_catalog_hostile import release
 
 PRECIOUS = b"someone else's file\n"
@@ -66,13 +67,13 @@ def test_a_publish_lock_is_never_truncated_and_must_be_a_regular_file(tmp_path):
     root = tmp_path / "releases" / "ds"
     root.mkdir(parents=True)
     (root / ".lock").write_bytes(b"left by another host\n")
-    with publish.dataset_lock(root):
+    with LocalFolder(root).lock():
         pass
     assert (root / ".lock").read_bytes() == b"left by another host\n"
 
     (root / ".lock").unlink()
     os.mkfifo(root / ".lock")
-    with pytest.raises(ReleaseError) as caught, publish.dataset_lock(root):
+    with pytest.raises(ReleaseError) as caught, LocalFolder(root).lock():
         pass
     one_line(caught, str(root / ".lock"), "not a regular file", "remove it")
 
