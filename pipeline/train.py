@@ -103,8 +103,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     t0 = time.perf_counter()
     # Under torchrun a table rank reads and holds only its share of the rows, unless the model
     # draws from all of them (ctgan's training-by-sampling).
-    whole = model_class(cfg.model.name).needs_whole_table
-    rank_slice = (rank.rank, rank.world) if rank is not None and not whole else None
+    ranked = rank is not None and not model_class(cfg.model.name).needs_whole_table
+    rank_slice = (rank.rank, rank.world) if ranked else None
     data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice)
     if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
