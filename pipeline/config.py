@@ -136,6 +136,8 @@ def settings_section(plain: type) -> type[_Settings]:
     section = create_model(plain.__name__.removesuffix("Settings") + "Config", __base__=_Settings,
                            __doc__=plain.__doc__, __module__=__name__, **made)
     section._plain = plain
+    # Importable by name (pickle finds a class by its module and name: worker processes get the config)
+    globals()[section.__name__] = section
     return section
 
 

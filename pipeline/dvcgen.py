@@ -276,9 +276,12 @@ def _data_folder(cfg: Config, name: str, root: Path) -> str:
     common = Path(*[parts[0] for parts in zip(*(f.parent.parts if not f.is_dir() else f.parts for f in folders))
                     if len(set(parts)) == 1])
     try:
-        return common.relative_to(root.resolve()).as_posix()
+        folder = common.relative_to(root.resolve()).as_posix()
     except ValueError:
         return common.as_posix()
+    # Files at the repository's top: the source file itself (the top folder holds every output too,
+    # and DVC refuses a stage whose dep contains its outputs)
+    return str(ds.source) if folder == "." else folder
 
 
 def dataset_vars(params: Path | str, root: Path = ROOT) -> dict[str, dict[str, str]]:

@@ -198,3 +198,11 @@ def test_a_record_without_scores_is_one_line_naming_the_stage(tmp_path, record):
         load_scores(paths)
     assert "score stage" in str(err.value) and "\n" not in str(err.value)
 
+
+
+def test_a_source_at_the_top_of_the_repository_is_its_own_dep(tmp_path):
+    """The top folder holds every output too: as a dep, DVC would refuse the stage (a cycle)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("datasets:\n  top: {source: x.csv}\n  below: {source: data/below/x.csv}\n")
+    found = dvcgen.dataset_vars(params, tmp_path)
+    assert found["top"]["data"] == "x.csv" and found["below"]["data"] == "data/below"
