@@ -52,6 +52,41 @@ def real_id_rate(released: dict[str, dict]) -> float:
     return sum(r["released"] for r in released.values()) / total if total else float("nan")
 
 
+# -- the privacy attacks' rows ----------------------------------------------------------------
+
+
+@dataclass
+class AttackRows:
+    """The rows every privacy attack plays with, one seeded split shared by all of them.
+
+    ``members``: training rows (what an attack should not be able to tell apart); ``non_members``:
+    real rows the model never saw, as many (the membership attacks' negatives, anonymeter's
+    control set); ``reference``: other unseen real rows, the attacker's sample of the population
+    (a density-ratio attack compares the synthetic rows' density with theirs); ``syn``: the
+    synthetic rows attacked with. The holdout is shuffled once and cut in two halves (reference,
+    non-members), so no row plays two roles; each role holds at most ``rows``."""
+
+    members: pd.DataFrame
+    non_members: pd.DataFrame
+    reference: pd.DataFrame
+    syn: pd.DataFrame
+    seed: int
+
+    def sizes(self) -> dict[str, int]:
+        return {"members": len(self.members), "non_members": len(self.non_members),
+                "reference": len(self.reference), "synthetic": len(self.syn)}
+
+
+def attack_rows(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, rows: int, seed: int) -> AttackRows:
+    """The seeded split of ``AttackRows`` (the same rows for the same data, ``rows`` and seed)."""
+    shuffled = holdout.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    half = len(shuffled) // 2
+    non_members = shuffled.iloc[:min(half, rows)].reset_index(drop=True)
+    reference = shuffled.iloc[half:half + min(len(shuffled) - half, rows)].reset_index(drop=True)
+    pick = lambda df, n: (df.sample(n=n, random_state=seed) if len(df) > n else df).reset_index(drop=True)  # noqa: E731
+    return AttackRows(pick(train, len(non_members)), non_members, reference, pick(syn, rows), seed)
+
+
 # -- distance to closest record ------------------------------------------------------------------
 
 

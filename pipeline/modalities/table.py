@@ -264,7 +264,7 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
     total = pads.dataset(paths.synthetic, format="parquet").count_rows()
     streamed = total > sc.in_memory_rows
     if streamed:  # too many rows to hold: the suites that need rows read a seeded sample
-        syn = read_sample(paths.shards(), total, max(sc.utility_rows, sc.detection_rows, sc.privacy_rows,
+        syn = read_sample(paths.shards(), total, max(sc.utility_rows, sc.detection_rows, sc.privacy_rows, sc.attack_rows,
                                                      REPORT_ROWS), seed)
     else:
         syn = read_synthetic(paths.synthetic)
