@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Threshold, load_config
-from pipeline.metrics import evaluate_gate, judge, metric, register_suite, SUITES
+from pipeline.metrics import SUITES, evaluate_gate, judge, metric, register_suite
 from pipeline.metrics.privacy import privacy_suite
 from pipeline.modalities.table import TableEvidence
 from pipeline.schema import TableSchema, describe, infer_kind
