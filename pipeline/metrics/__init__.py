@@ -76,6 +76,10 @@ class Suite:
     # Its place among the suites: the score stage runs them, and the metrics file keeps their keys, in this order.
     order: float
     log: bool | Callable[[dict], str] = True
+    # It attacks the one seeded split of rows the privacy attacks share (``privacy.attack_rows``):
+    # not judged on a holdout under ``score.privacy_min_holdout`` rows; validate's plan says on how
+    # many rows it will run.
+    attacks: bool = False
 
     def headlines(self) -> list[MetricInfo]:
         """Its headline metrics, in their declared order."""
@@ -103,16 +107,17 @@ def metric(key: str, lower: float, upper: float, description: str, headline: int
 
 
 def register_suite(name: str, modality: str, metrics: list[MetricInfo], order: float = math.inf,
-                   log: bool | Callable[[dict], str] = True) -> Callable:
+                   log: bool | Callable[[dict], str] = True, attacks: bool = False) -> Callable:
     """Register ``compute(evidence) -> SuiteResult`` as the metric family ``name`` of ``modality``
     (a registered modality's name: ``table``, ``image``), with the metrics it may report. The score
     stage runs every suite of the dataset's modality by ``order`` (after every numbered one by
     default, in the order they were registered); the gate, the report and the data card read the
     metrics' bounds, descriptions and headlines from here. ``log``: whether its headline metrics
-    go in the score stage's log line, or a function of the metrics giving its words there."""
+    go in the score stage's log line, or a function of the metrics giving its words there.
+    ``attacks``: it attacks the privacy attacks' shared split of rows (``Suite.attacks``)."""
 
     def add(compute: Callable[[Any], SuiteResult]) -> Callable[[Any], SuiteResult]:
-        SUITES[name] = Suite(name, modality, compute, tuple(metrics), order, log)
+        SUITES[name] = Suite(name, modality, compute, tuple(metrics), order, log, attacks)
         return compute
 
     return add
@@ -144,6 +149,11 @@ def headline_keys() -> list[str]:
 
 def suites_for(modality: str) -> list[Suite]:
     return [s for s in _ordered() if s.modality == modality]
+
+
+def privacy_suites(modality: str) -> list[Suite]:
+    """The suites of ``modality`` that report privacy keys (``privacy.*``), in order."""
+    return [s for s in suites_for(modality) if any(info.key.startswith("privacy.") for info in s.metrics)]
 
 
 def summary(suites: list[Suite], metrics: dict[str, object]) -> str:

@@ -87,6 +87,13 @@ def attack_rows(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, r
     return AttackRows(pick(train, len(non_members)), non_members, reference, pick(syn, rows), seed)
 
 
+def attack_sizes(train: int, holdout: int, syn: int, rows: int) -> dict[str, int]:
+    """``attack_rows(...).sizes()`` from the row counts alone (validate's plan, before any row exists)."""
+    non_members = min(holdout // 2, rows)
+    return {"members": min(train, non_members), "non_members": non_members,
+            "reference": min(holdout - holdout // 2, rows), "synthetic": min(syn, rows)}
+
+
 # -- distance to closest record ------------------------------------------------------------------
 
 

@@ -334,6 +334,7 @@ def plan_details(first: SourceRows, ds: DatasetConfig, dataset: str, cfg: Config
         "links": [f"{link['from']} -> {link['to']}" for link in schema.links],
         "constraints": list(schema.constraints),
         "target": _plan_target(schema, ds, cfg, holdout_rows),
+        "privacy": _plan_privacy(cfg, len(frame) - (0 if ds.holdout_source else holdout_rows), holdout_rows),
     }
 
 
@@ -348,6 +349,23 @@ def _plan_target(schema: TableSchema, ds: DatasetConfig, cfg: Config, holdout_ro
             "utility_judged": judged,
             **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
                                              f"{cfg.score.utility_min_holdout}"})}
+
+
+def _plan_privacy(cfg: Config, train_rows: int, holdout_rows: int) -> dict:
+    """The privacy families that will run (every table suite reporting ``privacy.*`` keys) and, for
+    those that attack the shared split, its rows, or why they will not be judged."""
+    from pipeline.metrics import privacy_suites
+    from pipeline.metrics.privacy import attack_sizes
+
+    suites = privacy_suites(MODALITY)
+    attacks = [s.name for s in suites if s.attacks]
+    sc = cfg.score
+    out: dict = {"suites": [s.name for s in suites], "attacks": attacks}
+    if attacks and holdout_rows < sc.privacy_min_holdout:
+        out["why_not"] = f"holdout of {holdout_rows} rows < score.privacy_min_holdout {sc.privacy_min_holdout}"
+    elif attacks:
+        out["rows"] = attack_sizes(train_rows, holdout_rows, cfg.generate.rows or train_rows, sc.attack_rows)
+    return out
 
 
 register_modality(sys.modules[__name__])
