@@ -124,8 +124,8 @@ def privacy_statement(metrics: dict, unit: str) -> list[str]:
              "Measured by attacks on this release: " + ", ".join(title.lower() for title, _ in paragraphs) + ".", ""]
     for title, text in paragraphs:
         lines += [f"**{title}.** {html.escape(text, quote=False)}", ""]
-    return lines + [f"{ATTACKS_NOT_A_GUARANTEE} Each attack's interval and the rows it used are in the report "
-                    "(`_report.html`).", ""]
+    return lines + [f"{ATTACKS_NOT_A_GUARANTEE} The report (`_report.html`) gives the rows each figure used and "
+                    "the attacks' intervals.", ""]
 
 
 def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:

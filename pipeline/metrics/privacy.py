@@ -279,8 +279,8 @@ UNSEEN = "unseen real rows"
 
 @register_suite("privacy", "table", order=50, log=False, metrics=[
     metric("privacy.exact_match_rate", 0, 1,
-           "share of synthetic rows identical to a training row; real baseline: exact_match_rate_holdout (real data "
-           "repeats itself: a table of few distinct values repeats training rows in unseen rows too)", headline=1,
+           "share of synthetic rows identical to a training row (real baseline: exact_match_rate_holdout, as real data "
+           "repeats itself)", headline=1,
            baseline="privacy.exact_match_rate_holdout", baseline_words=UNSEEN),
     metric("privacy.exact_match_excess", -1, 1,
            "exact_match_rate minus exact_match_rate_holdout: how much more often synthetic rows repeat a training "
