@@ -183,7 +183,8 @@ class Threshold(_Section):
 
 # params.yaml's gate, the default of score.thresholds (a params file without one is judged the same).
 GATE = {"quality.overall": {"min": 0.70}, "quality.column_pair_trends": {"min": 0.85}, "detection.auc": {"max": 0.95},
-        "utility.ratio": {"min": 0.85}, "privacy.dcr_share": {"max": 0.60}, "privacy.exact_match_rate": {"max": 0.05}}
+        "utility.ratio": {"min": 0.85}, "privacy.dcr_share": {"max": 0.60},
+        "privacy.exact_match_excess": {"max": 0.05}}
 
 
 class ScoreConfig(_Section):
@@ -194,8 +195,9 @@ class ScoreConfig(_Section):
     attack_rows: int = Field(5_000, ge=10, description="rows in each role of the privacy attacks (training members, "
                              "unseen non-members, the attacker's reference rows, synthetic rows): seeded samples")
     privacy_min_holdout: int = Field(
-        200, ge=2, description="below this many holdout rows, the privacy attacks are reported as not judged (with the "
-                               "reason) and their thresholds are not applied: they need unseen real rows to compare with")
+        200, ge=2, description="below this many holdout rows, the privacy attacks are reported as not judged (with "
+                               "the reason) and their thresholds are not applied: they need unseen real rows to "
+                               "compare with")
     report: bool = Field(True, description="write report.html and report.md")
     in_memory_rows: int = Field(5_000_000, ge=1, description="above this many synthetic rows, fidelity, coverage and "
                                 "exact matches are merged from per-shard statistics (the same scores, bounded "

@@ -12,7 +12,13 @@ import math
 from pipeline.metrics import headline_keys, known_metrics, not_judged_reason
 from pipeline.modalities.registry import modality_named
 from pipeline.models.registry import models
-from pipeline.report import auto_summary, threshold_change_text, threshold_text
+from pipeline.report import (
+    ATTACKS_NOT_A_GUARANTEE,
+    auto_summary,
+    privacy_paragraphs,
+    threshold_change_text,
+    threshold_text,
+)
 
 
 def _value(v) -> str:
@@ -70,13 +76,15 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     if run.get("flow_run_id"):
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
-    lines += ["", "## Quality, utility, privacy", "", "| metric | value | threshold | meaning |", "|---|---:|---|---|"]
+    lines += ["", "## Quality, utility, privacy", "", "| metric | value | real baseline | threshold | meaning |",
+              "|---|---:|---|---|---|"]
     known = known_metrics()
     for key in headline_keys():
         if key not in m:
             continue
         bound = threshold_text(thresholds.get(key))
-        lines.append(f"| `{key}` | {_value(m[key])} | {bound} | "
+        baseline = known[key].baseline_text(m) if key in known else None
+        lines.append(f"| `{key}` | {_value(m[key])} | {_cell(baseline or '')} | {bound} | "
                      f"{_cell(known[key].description) if key in known else ''} |")
     lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
                   "The full report is `_report.html`.", ""]
@@ -95,12 +103,29 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
             change = {"from": {o["bound"]: o["params"]}, "to": {o["bound"]: o["used"]}}
             lines.append(f"- `{_cell(o['metric'])}`: {threshold_change_text(change)}")
         lines.append("")
-    lines += modality_named(manifest.get("modality")).CARD_USE
+    handler = modality_named(manifest.get("modality"))
+    lines += privacy_statement(m, handler.UNIT)
+    lines += handler.CARD_USE
     changes = manifest.get("schema_changes") or {}
     if changes.get("compatible") or changes.get("breaking"):
         lines += ["", "## Schema changes since the previous release"]
         lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
     return "\n".join(lines) + "\n"
+
+
+def privacy_statement(metrics: dict, unit: str) -> list[str]:
+    """The card's privacy section: what was measured and by which attacks (the privacy families whose
+    keys the release holds, each in plain words with its figures and real baseline), and that this
+    is empirical evidence, not a guarantee. Nothing when no privacy figure was measured."""
+    paragraphs = privacy_paragraphs(metrics, unit=unit)
+    if not paragraphs:
+        return []
+    lines = ["## Privacy", "",
+             "Measured by attacks on this release: " + ", ".join(title.lower() for title, _ in paragraphs) + ".", ""]
+    for title, text in paragraphs:
+        lines += [f"**{title}.** {html.escape(text, quote=False)}", ""]
+    return lines + [f"{ATTACKS_NOT_A_GUARANTEE} The report (`_report.html`) gives the rows each figure used and "
+                    "the attacks' intervals.", ""]
 
 
 def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:

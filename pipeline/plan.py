@@ -228,6 +228,19 @@ def _baseline_mb() -> float:
     return 300.0
 
 
+def _privacy_line(pv: dict[str, Any]) -> str:
+    """``privacy families: privacy, membership; attacks membership on one seeded split: ...`` (or why not judged)."""
+    line = "  privacy families: " + (", ".join(pv["suites"]) or "none")
+    if pv["attacks"]:
+        attacks = ", ".join(pv["attacks"])
+        if "why_not" in pv:
+            return line + f"; attacks {attacks} not judged: {pv['why_not']}"
+        r = pv["rows"]
+        line += (f"; attacks {attacks} on one seeded split: {r['members']:,} training members, {r['non_members']:,} "
+                 f"unseen non-members, {r['reference']:,} reference and {r['synthetic']:,} synthetic rows")
+    return line
+
+
 def render(p: dict[str, Any]) -> str:
     """The plan as a person reads it."""
     r, m = p["rows"], p["model"]
@@ -253,6 +266,8 @@ def render(p: dict[str, Any]) -> str:
         lines.append("  target: none (no utility score)" if t is None else
                      f"  target: {t['column']} ({t['kind']}), task {t['task']}"
                      + ("" if t["utility_judged"] else f"; utility not judged: {t['why_not']}"))
+        if p.get("privacy"):
+            lines.append(_privacy_line(p["privacy"]))
     lines.append(f"  model: {m['name']}" + (f" (candidates {', '.join(m['candidates'])})" if "candidates" in m else "")
                  + f", {m['epochs']} epochs of batch {m['batch_size']} on {m['device']}"
                  + (f" over a sample of {m['trains_on_rows']:,} rows" if m.get("trains_on_rows") else "")

@@ -41,6 +41,7 @@ class ReportInput:
     columns: dict[str, dict]  # per-column shape scores (fidelity) merged with coverage
     pairs: list[dict]
     privacy_distances: dict[str, np.ndarray] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # details.json's: the privacy families' intervals and rows
     train_log: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)  # sampling and seeds, said plainly
 
@@ -82,7 +83,9 @@ def auto_summary(record: dict | None) -> str | None:
             f"carved from the training rows, not the holdout): " + "; ".join(parts) + ".")
 
 
-def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str]]:
+def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """Per metric: key, value, threshold, status, its real baseline (``MetricInfo.baseline``) and
+    what it measures."""
     # The gate's verdict per key is in its failures ("key: reason"); the report does not re-judge.
     failed = {f.split(":", 1)[0] for f in metrics.get("gate.failures") or []}
     rows = []
@@ -92,7 +95,8 @@ def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, 
         status = ("FAIL" if key in failed else "pass") if key in thresholds else ""
         if key in thresholds and not_judged_reason(metrics, key) is not None:
             status = "not judged"
-        rows.append((key, _fmt(metrics.get(key)), threshold_text(thresholds.get(key)), status, info.description))
+        rows.append((key, _fmt(metrics.get(key)), threshold_text(thresholds.get(key)), status,
+                     info.baseline_text(metrics) or "", info.description))
     return rows
 
 
@@ -106,6 +110,154 @@ def worst_pairs(inp: ReportInput, n: int = 10) -> list[tuple[str, str, str, floa
     scored = [(p["columns"][0], p["columns"][1], p["metric"], p["score"]) for p in inp.pairs
               if p.get("counted") and not math.isnan(p["score"])]
     return sorted(scored, key=lambda t: t[3])[:n]
+
+
+# -- privacy in plain words -------------------------------------------------------------------------
+# One paragraph per privacy family present (its keys in the metrics): who the attacker is and what
+# they hold, what the figure means, its real baseline, and the figure (with its 95% interval where
+# the family's details hold one). The report and the data card read the same words.
+
+ATTACKS_NOT_A_GUARANTEE = (
+    "These figures are empirical evidence: what the attacks above achieved on seeded samples of this release, "
+    "not a formal guarantee. The model is not trained with differential privacy, so a stronger or better "
+    "informed attacker may do better, and the most exposed records (rare combinations, outliers) can leak "
+    "even when the averages look like the real baseline.")
+
+
+def _interval(entry: object) -> tuple[float, float] | None:
+    """A 95% interval from a family's details, read defensively: ``[low, high]``, or a mapping that
+    holds one (``interval``, ``ci``, ``risk``) or ``low`` and ``high``."""
+    if isinstance(entry, dict):
+        held = (_interval(entry.get(key)) for key in ("interval", "ci", "risk"))
+        return next((i for i in held if i is not None), None) or _interval([entry.get("low"), entry.get("high")])
+    if isinstance(entry, (list, tuple)) and len(entry) == 2 and all(_finite(v) for v in entry):
+        return float(entry[0]), float(entry[1])
+    return None
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _figure(value: object, interval: tuple[float, float] | None = None) -> str:
+    return _fmt(value) + (f" (95% interval {interval[0]:.4f} to {interval[1]:.4f})" if interval else "")
+
+
+def _rows_said(sizes: object) -> str:
+    """``on 5,000 training rows and 5,000 unseen real rows`` from ``AttackRows.sizes()``, if recorded."""
+    sizes = _dict(sizes)
+    if not all(_finite(sizes.get(k)) for k in ("members", "non_members")):
+        return ""
+    return f" on {int(sizes['members']):,} training rows and {int(sizes['non_members']):,} unseen real rows"
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _samples(details: dict, family: str) -> object:
+    return _dict(details.get("samples")).get(family)
+
+
+def _judged(metrics: dict, keys: list[str], figures: str) -> str:
+    """``figures``, or why the family was not judged here (its first key's reason) instead."""
+    reason = next((r for r in (not_judged_reason(metrics, k) for k in keys) if r is not None), None)
+    return f"Not judged here: {reason}." if reason else figures
+
+
+COPIES = ("The simplest attacker holds the released {unit} and a real record, and looks for it among them; a "
+          "record that came out unchanged, or nearly, is found.")
+
+
+def _copies_words(metrics: dict, details: dict, unit: str) -> str | None:
+    if "privacy.exact_match_rate" not in metrics:
+        return None
+    one = unit[:-1] if unit.endswith("s") else unit
+    text = (f"{_fmt(metrics.get('privacy.exact_match_rate'))} of the synthetic {unit} are identical to a training "
+            f"{one}")
+    if "privacy.exact_match_rate_holdout" in metrics:
+        text += (f"; unseen real {unit} (the holdout) are identical to one at "
+                 f"{_fmt(metrics.get('privacy.exact_match_rate_holdout'))}, the real baseline (real data repeats "
+                 f"itself); the excess over it is {_fmt(metrics.get('privacy.exact_match_excess'))} (real baseline 0)")
+    text += "."
+    if "privacy.dcr_share" in metrics:
+        text += (f" Distance to closest record: {_fmt(metrics.get('privacy.dcr_share'))} of the synthetic {unit} "
+                 f"are nearer a training {one} than any holdout {one} (real baseline 0.5: no nearer the training "
+                 "data than other real data; near 1: copies and near-copies).")
+    if "privacy.real_id_rate" in metrics:
+        text += (f" {_fmt(metrics.get('privacy.real_id_rate'))} of the ID values released are real ones "
+                 "(real baseline 0: fresh IDs).")
+    return COPIES.format(unit=unit) + " " + _judged(metrics, ["privacy.exact_match_excess"], text)
+
+
+MEMBERSHIP = ("The attacker holds the released rows, a real person's record and a sample of real records of the "
+              "same population that were never trained on, and wants to tell whether that record was in the "
+              "training data (being in it can be sensitive in itself). Two attacks score each record: its distance "
+              "to the nearest synthetic row (copies and near-copies give training records away) and the density "
+              "ratio (DOMIAS: how much denser the synthetic rows are around it than the real sample).")
+
+
+def _membership_words(metrics: dict, details: dict, unit: str) -> str | None:
+    keys = [k for k in ("privacy.mia_auc", "privacy.mia_tpr_at_fpr_1pct", "privacy.mia_tpr_at_fpr_01pct")
+            if k in metrics]
+    if not keys:
+        return None
+    found = _dict(details.get("membership"))
+    attacks = {name: _dict(figs).get("auc") for name, figs in _dict(found.get("attacks")).items()}
+    strongest = attacks.get(str(_dict(found.get("worst")).get("auc")))
+    text = (f"The figure is the stronger attack's ROC AUC telling training rows from unseen ones"
+            f"{_rows_said(_samples(details, 'membership'))}: "
+            f"{_figure(metrics.get('privacy.mia_auc'), _interval(strongest))}; 0.5 is chance, the real baseline "
+            "(unseen real rows released in place of synthetic ones score it), 1 a perfect attack. At a 1% "
+            f"false-positive rate it finds {_fmt(metrics.get('privacy.mia_tpr_at_fpr_1pct'))} of the training rows "
+            "(chance: 0.01)")
+    if "privacy.mia_tpr_at_fpr_01pct" in metrics:
+        text += f", at 0.1%: {_fmt(metrics.get('privacy.mia_tpr_at_fpr_01pct'))} (chance: 0.001)"
+    text += "."
+    each = [f"{name.replace('_', ' ')} {_figure(auc.get('estimate'), _interval(auc))}"
+            for name, auc in attacks.items() if isinstance(auc, dict)]
+    if each:
+        text += " AUC by attack: " + "; ".join(each) + "."
+    return MEMBERSHIP + " " + _judged(metrics, keys, text)
+
+
+ANONYMITY = ("Anonymeter's three attacks (Giomi et al., 2023): the attacker holds the released rows and some "
+             "attributes of real people. Singling out: a combination of values seen once in the synthetic rows picks "
+             "out exactly one real training record; linkability: two parts of a record's columns, held separately, "
+             "are joined through the synthetic rows; inference: a secret column is guessed from the others. Each risk "
+             "is the attack's success on training records beyond its success on a control set of unseen real "
+             "records, the real baseline by construction, scaled so that 0 means the release tells the attacker no "
+             "more about people in the training data than about people outside it, 1 that every attack succeeds "
+             "beyond it.")
+ANONYMITY_RISKS = (("singling_out", "singling out"), ("linkability", "linkability"), ("inference", "inference"))
+
+
+def _anonymity_words(metrics: dict, details: dict, unit: str) -> str | None:
+    keys = [f"privacy.{name}_risk" for name, _ in ANONYMITY_RISKS if f"privacy.{name}_risk" in metrics]
+    if not keys:
+        return None
+    found = _dict(details.get("anonymity"))
+    figures = []
+    for name, words in ANONYMITY_RISKS:
+        key = f"privacy.{name}_risk"
+        if key in metrics:
+            interval, upper = _interval(found.get(name)), metrics.get(f"{key}_upper")
+            bound = f" (95% upper bound {upper:.4f})" if interval is None and _finite(upper) else ""
+            figures.append(f"{words} {_figure(metrics.get(key), interval)}{bound}")
+    text = f"Risks{_rows_said(_samples(details, 'anonymity'))}: " + "; ".join(figures) + "."
+    return ANONYMITY + " " + _judged(metrics, keys, text)
+
+
+PRIVACY_FAMILIES = (("Copies and distances", _copies_words), ("Membership inference", _membership_words),
+                    ("Anonymity", _anonymity_words))
+
+
+def privacy_paragraphs(metrics: dict, details: dict | None = None, unit: str = "rows") -> list[tuple[str, str]]:
+    """(title, paragraph) for each privacy family whose keys are in ``metrics`` (none for the others),
+    with intervals from ``details`` (``details.json``) where it holds them."""
+    details = details if isinstance(details, dict) else {}
+    out = [(title, words(metrics, details, unit)) for title, words in PRIVACY_FAMILIES]
+    return [(title, text) for title, text in out if text]
 
 
 # -- plots -----------------------------------------------------------------------------------------
@@ -311,7 +463,7 @@ def gate_html(metrics: dict, thresholds: dict, unit: str, changes: list[str] = (
         parts.append("<p class='FAIL'>Thresholds changed at publish, after scoring: "
                      + "<br>".join(html.escape(c) for c in changes) + "</p>")
     parts.append("<h2>Scores</h2>")
-    parts.append(_table(["metric", "value", "threshold", "status", "what it measures"],
+    parts.append(_table(["metric", "value", "threshold", "status", "real baseline", "what it measures"],
                         [list(r) for r in _summary(metrics, thresholds)], numeric={1}, classes={3: True}))
     parts.append(GATE_END)
     return "\n".join(parts)
@@ -351,8 +503,13 @@ def render_html(inp: ReportInput) -> str:
     parts.append(_table(["column", "shape score", "coverage (category or range)", "missing-value similarity"],
                         cov_rows, numeric={1, 2, 3}))
     _figures(parts, [("Distributions, real vs synthetic", plot_distributions(inp)),
-                     ("Column pair trends", plot_pair_heatmap(inp)),
-                     ("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
+                     ("Column pair trends", plot_pair_heatmap(inp))])
+    privacy = privacy_paragraphs(inp.metrics, inp.details)
+    if privacy:
+        parts.append("<h2>Privacy</h2>")
+        parts += [f"<h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>" for title, text in privacy]
+        parts.append(f"<p class='muted'>{html.escape(ATTACKS_NOT_A_GUARANTEE)}</p>")
+    _figures(parts, [("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
                      ("Training", plot_training(inp.train_log))])
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -373,9 +530,9 @@ def gate_markdown(metrics: dict, thresholds: dict, unit: str, changes: list[str]
         lines.append(f"- not judged: {_md(what.rstrip('.'))}: {_md(reason)}")
     for c in changes:
         lines.append(f"- threshold changed at publish, after scoring: {_md(c)}")
-    lines += ["", "| metric | value | threshold | status |", "|---|---:|---|---|"]
-    for key, value, th, status, _ in _summary(metrics, thresholds):
-        lines.append(f"| `{key}` | {value} | {th} | {status} |")
+    lines += ["", "| metric | value | threshold | status | real baseline |", "|---|---:|---|---|---|"]
+    for key, value, th, status, baseline, _ in _summary(metrics, thresholds):
+        lines.append(f"| `{key}` | {value} | {th} | {status} | {_md(baseline)} |")
     lines.append(GATE_END)
     return "\n".join(lines)
 
@@ -402,6 +559,10 @@ def render_markdown(inp: ReportInput) -> str:
     pairs = worst_pairs(inp, 3)
     if pairs:
         lines += ["", "Worst pairs: " + ", ".join(f"`{_md(a)}`/`{_md(b)}` {s:.3f}" for a, b, _, s in pairs)]
+    privacy = privacy_paragraphs(inp.metrics, inp.details)
+    if privacy:
+        lines += ["", "### Privacy"] + [f"\n**{title}.** {html.escape(text, quote=False)}" for title, text in privacy]
+        lines += ["", f"_{html.escape(ATTACKS_NOT_A_GUARANTEE, quote=False)}_"]
     if inp.notes:
         lines += [""] + [f"_{_md(n)}_" for n in inp.notes]
     return "\n".join(lines) + "\n"

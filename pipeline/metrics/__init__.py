@@ -26,6 +26,29 @@ class MetricInfo:
     # ``releases show`` list the headlines family by family in this order; the score stage's log
     # line shows them too, for a family that logs (``register_suite``'s ``log``).
     headline: int = 0
+    # What real data scores here, so that a figure is read against it: the key of a metric that
+    # measures it on this run's own data (``privacy.exact_match_rate_holdout``: how often unseen real
+    # rows repeat a training row), or a number it has by construction (0.5 for an attack no better
+    # than chance). ``baseline_words`` say whose score it is; a gate failure, the report and the
+    # data card show it beside the value.
+    baseline: str | float | None = None
+    baseline_words: str = "real baseline"
+
+    def baseline_value(self, metrics: dict[str, object]) -> float | None:
+        """The baseline's value for these ``metrics`` (None: no baseline, or not measured here)."""
+        value = metrics.get(self.baseline) if isinstance(self.baseline, str) else self.baseline
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    def baseline_text(self, metrics: dict[str, object]) -> str | None:
+        """``unseen real rows: 0.2990`` (measured: four decimals, like the value) or ``chance: 0.5``
+        (a fixed number as written); None without one."""
+        value = self.baseline_value(metrics)
+        if value is None:
+            return None
+        number = f"{value:.4f}" if isinstance(self.baseline, str) else f"{value:g}"
+        return f"{self.baseline_words}: {number}"
 
 
 @dataclass
@@ -53,6 +76,10 @@ class Suite:
     # Its place among the suites: the score stage runs them, and the metrics file keeps their keys, in this order.
     order: float
     log: bool | Callable[[dict], str] = True
+    # It attacks the one seeded split of rows the privacy attacks share (``privacy.attack_rows``):
+    # not judged on a holdout under ``score.privacy_min_holdout`` rows; validate's plan says on how
+    # many rows it will run.
+    attacks: bool = False
 
     def headlines(self) -> list[MetricInfo]:
         """Its headline metrics, in their declared order."""
@@ -72,21 +99,25 @@ class Suite:
 SUITES: dict[str, Suite] = {}
 
 
-def metric(key: str, lower: float, upper: float, description: str, headline: int = 0) -> MetricInfo:
-    return MetricInfo(key, lower, upper, description, headline)
+def metric(key: str, lower: float, upper: float, description: str, headline: int = 0,
+           baseline: str | float | None = None, baseline_words: str = "real baseline") -> MetricInfo:
+    """One metric of a family: its key, range, description and headline place, and optionally the
+    real baseline it is read against (``MetricInfo.baseline``)."""
+    return MetricInfo(key, lower, upper, description, headline, baseline, baseline_words)
 
 
 def register_suite(name: str, modality: str, metrics: list[MetricInfo], order: float = math.inf,
-                   log: bool | Callable[[dict], str] = True) -> Callable:
+                   log: bool | Callable[[dict], str] = True, attacks: bool = False) -> Callable:
     """Register ``compute(evidence) -> SuiteResult`` as the metric family ``name`` of ``modality``
     (a registered modality's name: ``table``, ``image``), with the metrics it may report. The score
     stage runs every suite of the dataset's modality by ``order`` (after every numbered one by
     default, in the order they were registered); the gate, the report and the data card read the
     metrics' bounds, descriptions and headlines from here. ``log``: whether its headline metrics
-    go in the score stage's log line, or a function of the metrics giving its words there."""
+    go in the score stage's log line, or a function of the metrics giving its words there.
+    ``attacks``: it attacks the privacy attacks' shared split of rows (``Suite.attacks``)."""
 
     def add(compute: Callable[[Any], SuiteResult]) -> Callable[[Any], SuiteResult]:
-        SUITES[name] = Suite(name, modality, compute, tuple(metrics), order, log)
+        SUITES[name] = Suite(name, modality, compute, tuple(metrics), order, log, attacks)
         return compute
 
     return add
@@ -118,6 +149,11 @@ def headline_keys() -> list[str]:
 
 def suites_for(modality: str) -> list[Suite]:
     return [s for s in _ordered() if s.modality == modality]
+
+
+def privacy_suites(modality: str) -> list[Suite]:
+    """The suites of ``modality`` that report privacy keys (``privacy.*``), in order."""
+    return [s for s in suites_for(modality) if any(info.key.startswith("privacy.") for info in s.metrics)]
 
 
 def summary(suites: list[Suite], metrics: dict[str, object]) -> str:
@@ -153,8 +189,12 @@ def not_judged_reason(metrics: dict[str, object], key: str) -> str | None:
 
 def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -> tuple[bool, list[str]]:
     """Check every threshold; a key that was not computed fails the gate rather than passing it,
-    unless its suite said it could not be judged here (``gate.not_judged``, with the reason)."""
+    unless its suite said it could not be judged here (``gate.not_judged``, with the reason). A
+    failure of a metric with a real baseline names it beside the value
+    (``privacy.exact_match_rate: 0.2650 > max 0.05 (unseen real rows: 0.2990)``): the verdict is the
+    threshold's alone, the baseline says how far real data itself would get."""
     failures = []
+    known = known_metrics()
     for key, th in thresholds.items():
         if not_judged_reason(metrics, key) is not None:
             continue
@@ -165,10 +205,12 @@ def evaluate_gate(metrics: dict[str, object], thresholds: dict[str, "object"]) -
         if any(b is not None and not math.isfinite(b) for b in (th.min, th.max)):  # never a pass by NaN
             failures.append(f"{key}: its threshold is not a finite number")
             continue
+        baseline = known[key].baseline_text(metrics) if key in known else None
+        said = f" ({baseline})" if baseline else ""
         if th.min is not None and value < th.min:
-            failures.append(f"{key}: {value:.4f} < min {th.min}")
+            failures.append(f"{key}: {value:.4f} < min {th.min}{said}")
         if th.max is not None and value > th.max:
-            failures.append(f"{key}: {value:.4f} > max {th.max}")
+            failures.append(f"{key}: {value:.4f} > max {th.max}{said}")
     return not failures, failures
 
 

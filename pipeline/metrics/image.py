@@ -258,8 +258,15 @@ def image_suite(ev) -> SuiteResult:
         "image.kid": s.kid, "image.precision": s.precision, "image.recall": s.recall,
         "image.label_accuracy": s.label_accuracy, "image.classifier_accuracy": e.classifier_accuracy,
         "image.memorized_rate": s.memorized_rate,
-        "privacy.exact_match_rate": float(np.isin(pixel_hashes(ev.px_syn), pixel_hashes(ev.px_train)).mean()),
     }
+    # Exact pixel copies of training images, against how often held-out real images are one (the
+    # real baseline: a digit set can hold the same image twice), as for tables.
+    train_hashes = pixel_hashes(ev.px_train)
+    metrics["privacy.exact_match_rate"] = float(np.isin(pixel_hashes(ev.px_syn), train_hashes).mean())
+    if ev.px_hold is not None:
+        holdout_rate = float(np.isin(pixel_hashes(ev.px_hold), train_hashes).mean())
+        metrics["privacy.exact_match_rate_holdout"] = holdout_rate
+        metrics["privacy.exact_match_excess"] = metrics["privacy.exact_match_rate"] - holdout_rate
     sanity = {name: asdict(getattr(e, name)) for name in ("synthetic", "floor", "ceiling")}
     details = {
         "modality": "image",

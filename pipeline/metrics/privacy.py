@@ -87,6 +87,13 @@ def attack_rows(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, r
     return AttackRows(pick(train, len(non_members)), non_members, reference, pick(syn, rows), seed)
 
 
+def attack_sizes(train: int, holdout: int, syn: int, rows: int) -> dict[str, int]:
+    """``attack_rows(...).sizes()`` from the row counts alone (validate's plan, before any row exists)."""
+    non_members = min(holdout // 2, rows)
+    return {"members": min(train, non_members), "non_members": non_members,
+            "reference": min(holdout - holdout // 2, rows), "synthetic": min(syn, rows)}
+
+
 # -- distance to closest record ------------------------------------------------------------------
 
 
@@ -265,29 +272,47 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     )
 
 
+# Each privacy metric is read against what real data scores (``baseline``): unseen real rows (the
+# holdout) in place of the synthetic ones, measured on this data or known by construction.
+UNSEEN = "unseen real rows"
+
+
 @register_suite("privacy", "table", order=50, log=False, metrics=[
-    metric("privacy.exact_match_rate", 0, 1, "share of synthetic rows identical to a training row", headline=1),
+    metric("privacy.exact_match_rate", 0, 1,
+           "share of synthetic rows identical to a training row (real baseline: exact_match_rate_holdout, as real data "
+           "repeats itself)", headline=1,
+           baseline="privacy.exact_match_rate_holdout", baseline_words=UNSEEN),
+    metric("privacy.exact_match_excess", -1, 1,
+           "exact_match_rate minus exact_match_rate_holdout: how much more often synthetic rows repeat a training "
+           "row than unseen real rows do (real baseline 0; below 0: less often; not judged without a holdout)",
+           headline=2, baseline=0.0, baseline_words=UNSEEN),
     metric("privacy.exact_match_rate_holdout", 0, 1,
-           "share of real holdout rows identical to a training row (reference)"),
+           "share of real holdout rows identical to a training row: the real baseline of exact_match_rate"),
     metric("privacy.real_id_rate", 0, 1,
            "share of synthetic ID values (columns of kind id) equal to a real training or holdout ID of the "
-           "same column (only with ID columns)"),
+           "same column (only with ID columns; real baseline 0: generation makes fresh IDs)",
+           baseline=0.0, baseline_words="fresh IDs"),
     metric("privacy.dcr_share", 0, 1,
-           "share of synthetic rows closer to a training row than to any holdout row (0.5 = no closer to train than "
-           "unseen data)", headline=2),
+           "share of synthetic rows closer to a training row than to any holdout row (real baseline 0.5: unseen real "
+           "rows are no closer to train than to other unseen rows; near 1: copies)", headline=3,
+           baseline=0.5, baseline_words=UNSEEN),
     metric("privacy.dcr_protection", 0, 1,
-           "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection"),
+           "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection (real baseline 1)",
+           baseline=1.0, baseline_words=UNSEEN),
     metric("privacy.dcr_median", 0, 1,
-           "median distance of a synthetic row to its closest training row (SDMetrics DCR distance)"),
+           "median distance of a synthetic row to its closest training row (SDMetrics DCR distance; real baseline: "
+           "dcr_holdout_median)", baseline="privacy.dcr_holdout_median", baseline_words=UNSEEN),
     metric("privacy.dcr_holdout_median", 0, 1,
-           "median distance of a real holdout row to its closest training row (reference)"),
+           "median distance of a real holdout row to its closest training row: the real baseline of dcr_median"),
     metric("privacy.nndr_median", 0, 1,
            "median ratio of a synthetic row's nearest to second-nearest training distance (near 0: a near-copy of "
-           "one row)", headline=3),
+           "one row; no real baseline measured)", headline=4),
 ])
 def privacy_suite(ev) -> SuiteResult:
-    """Exact copies on every row; real IDs released (in the synthetic rows scored: a seeded sample
-    of a big release); DCR on seeded samples, against the holdout (none without one)."""
+    """Exact copies on every row, against how often unseen real rows repeat a training row; real
+    IDs released (in the synthetic rows scored: a seeded sample of a big release); DCR on seeded
+    samples, against the holdout. Without a holdout the baselines are missing: the excess is NaN
+    and not judged (the reason said), DCR is not computed."""
     modeled = [c.name for c in ev.schema.modeled]
     metrics: dict[str, object] = {"privacy.exact_match_rate": (ev.stream().exact_match_rate() if ev.streamed
                                                                else exact_match_rate(ev.train, ev.syn, modeled))}
@@ -300,8 +325,13 @@ def privacy_suite(ev) -> SuiteResult:
     not_judged = ({"privacy.real_id_rate": "no column of kind id"}
                   if not ids and "privacy.real_id_rate" in ev.settings.thresholds else {})
     if not len(ev.holdout):
+        metrics["privacy.exact_match_excess"] = float("nan")
+        not_judged["privacy.exact_match_excess"] = ("no holdout rows: how often unseen real rows repeat a training "
+                                                    "row (the baseline) is unknown")
         return SuiteResult(metrics, {"samples": {"privacy_dcr": None}, **details}, not_judged=not_judged)
-    metrics["privacy.exact_match_rate_holdout"] = exact_match_rate(ev.train, ev.holdout, modeled)
+    holdout_rate = exact_match_rate(ev.train, ev.holdout, modeled)
+    metrics["privacy.exact_match_rate_holdout"] = holdout_rate
+    metrics["privacy.exact_match_excess"] = metrics["privacy.exact_match_rate"] - holdout_rate
     p = score_dcr(ev.train, ev.holdout, ev.syn, ev.schema, rows=ev.settings.privacy_rows, seed=ev.seed)
     metrics.update({"privacy.dcr_share": p.dcr_share, "privacy.dcr_protection": p.dcr_protection,
                     "privacy.dcr_median": p.dcr_median, "privacy.dcr_holdout_median": p.dcr_holdout_median,

@@ -123,6 +123,7 @@ class ImageEvidence:
     settings: ScoreConfig
     seed: int
     rows: int
+    px_hold: np.ndarray | None = None  # the held-out images' pixels: how often unseen images copy a training one
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
@@ -226,11 +227,11 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> ImageEvidence:
         data = images_to_tensor(px, np.searchsorted(labels, frame["label"].to_numpy()))
         return data[:, 1:].reshape(len(px), 1, *px.shape[1:]).to(device), data[:, 0].long().to(device)
 
-    px_train, px_syn = pixels_of(train), pixels_of(syn)
+    px_train, px_hold, px_syn = pixels_of(train), pixels_of(holdout), pixels_of(syn)
     (x_train, y_train), (x_hold, y_hold), (x_syn, y_syn) = (
-        tensors(px_train, train), tensors(pixels_of(holdout), holdout), tensors(px_syn, syn))
+        tensors(px_train, train), tensors(px_hold, holdout), tensors(px_syn, syn))
     return ImageEvidence(dataset, paths, labels, x_train, y_train, x_hold, y_hold, x_syn, y_syn, px_train, px_syn,
-                         train["label"].to_numpy(), syn["label"].to_numpy(), cfg.score, cfg.seed, len(syn))
+                         train["label"].to_numpy(), syn["label"].to_numpy(), cfg.score, cfg.seed, len(syn), px_hold)
 
 
 def report(ev: ImageEvidence, metrics: dict, details: dict, drawn: dict) -> dict[str, str]:

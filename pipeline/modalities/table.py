@@ -58,8 +58,10 @@ CARD_USE = [
     "(see `coverage.range` for how much of each numeric range is covered).",
     "- Relationships weaker than the model learned, and ones through columns it did not see, are lost; "
     "deterministic links between columns (e.g. one column encoding another) may be broken.",
-    "- Privacy: no synthetic row equals a training row at the rate shown; this is an empirical check "
-    "(exact matches, distance to closest record), not a formal guarantee such as differential privacy.",
+    "- Privacy: the figures above are empirical evidence from the attacks named there, on seeded samples of "
+    "this release, against real rows the model never saw; not a formal guarantee. The model is not trained "
+    "with differential privacy: an attacker with more knowledge or a stronger attack may learn more, most of "
+    "all about rare records.",
     "- IDs are fresh values that do not link to real records.",
 ]
 
@@ -264,8 +266,8 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
     total = pads.dataset(paths.synthetic, format="parquet").count_rows()
     streamed = total > sc.in_memory_rows
     if streamed:  # too many rows to hold: the suites that need rows read a seeded sample
-        syn = read_sample(paths.shards(), total, max(sc.utility_rows, sc.detection_rows, sc.privacy_rows, sc.attack_rows,
-                                                     REPORT_ROWS), seed)
+        syn = read_sample(paths.shards(), total,
+                          max(sc.utility_rows, sc.detection_rows, sc.privacy_rows, sc.attack_rows, REPORT_ROWS), seed)
     else:
         syn = read_synthetic(paths.synthetic)
     ds = cfg.dataset(dataset)
@@ -311,7 +313,7 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
         thresholds={k: v.model_dump() for k, v in ev.settings.thresholds.items()},
         schema=ev.schema, real=ev.sample(ev.train, REPORT_ROWS), synthetic=ev.sample(ev.syn, REPORT_ROWS),
         columns=details.get("columns", {}), pairs=details.get("pairs", []),
-        privacy_distances=drawn.get("privacy_distances", {}), train_log=log_df, notes=notes,
+        privacy_distances=drawn.get("privacy_distances", {}), details=details, train_log=log_df, notes=notes,
     )
     return {"report.html": render_html(inp), "report.md": render_markdown(inp)}
 
@@ -332,6 +334,7 @@ def plan_details(first: SourceRows, ds: DatasetConfig, dataset: str, cfg: Config
         "links": [f"{link['from']} -> {link['to']}" for link in schema.links],
         "constraints": list(schema.constraints),
         "target": _plan_target(schema, ds, cfg, holdout_rows),
+        "privacy": _plan_privacy(cfg, len(frame) - (0 if ds.holdout_source else holdout_rows), holdout_rows),
     }
 
 
@@ -346,6 +349,23 @@ def _plan_target(schema: TableSchema, ds: DatasetConfig, cfg: Config, holdout_ro
             "utility_judged": judged,
             **({} if judged else {"why_not": f"holdout of {holdout_rows} rows < score.utility_min_holdout "
                                              f"{cfg.score.utility_min_holdout}"})}
+
+
+def _plan_privacy(cfg: Config, train_rows: int, holdout_rows: int) -> dict:
+    """The privacy families that will run (every table suite reporting ``privacy.*`` keys) and, for
+    those that attack the shared split, its rows, or why they will not be judged."""
+    from pipeline.metrics import privacy_suites
+    from pipeline.metrics.privacy import attack_sizes
+
+    suites = privacy_suites(MODALITY)
+    attacks = [s.name for s in suites if s.attacks]
+    sc = cfg.score
+    out: dict = {"suites": [s.name for s in suites], "attacks": attacks}
+    if attacks and holdout_rows < sc.privacy_min_holdout:
+        out["why_not"] = f"holdout of {holdout_rows} rows < score.privacy_min_holdout {sc.privacy_min_holdout}"
+    elif attacks:
+        out["rows"] = attack_sizes(train_rows, holdout_rows, cfg.generate.rows or train_rows, sc.attack_rows)
+    return out
 
 
 register_modality(sys.modules[__name__])

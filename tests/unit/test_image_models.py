@@ -92,8 +92,10 @@ def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path)
     result = score.run(cfg, "tiny")
     for key in ("image.fid", "image.fid_real_floor", "image.fid_ratio", "image.kid", "image.precision", "image.recall",
                 "image.label_accuracy", "image.memorized_rate", "image.classifier_accuracy",
-                "privacy.exact_match_rate"):
+                "privacy.exact_match_rate", "privacy.exact_match_rate_holdout", "privacy.exact_match_excess"):
         assert isinstance(result.metrics[key], float), key
+    assert result.metrics["privacy.exact_match_excess"] == pytest.approx(
+        result.metrics["privacy.exact_match_rate"] - result.metrics["privacy.exact_match_rate_holdout"])
     report = (paths.score / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 3 and "real held-out (floor)" in report
     release = publish.run(cfg, "tiny")

@@ -1,0 +1,216 @@
+"""The privacy gate is judged against the real baseline: a table whose unseen real rows repeat
+training rows as often as the synthetic ones do passes by default, a copier fails; a failure names
+the baseline beside the value. The report, the data card and validate's plan say the same in
+plain words."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import Threshold, load_config
+from pipeline.metrics import SUITES, evaluate_gate, judge, metric, register_suite
+from pipeline.metrics.privacy import privacy_suite
+from pipeline.modalities.table import TableEvidence
+from pipeline.schema import TableSchema, describe, infer_kind
+from tests.conftest import REPO
+
+
+def _measurements(n: int, seed: int) -> pd.DataFrame:
+    """Six small-integer measurements (geometric): a table of few distinct rows, where a fresh real
+    row often equals some training row, like many public tables of discrete measurements."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({f"m{i}": rng.geometric(0.4, n) for i in range(6)})
+
+
+def _privacy(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, thresholds=None) -> dict:
+    """The privacy suite's metrics, judged under ``thresholds`` (the default gate's privacy keys)."""
+    cfg = load_config(REPO / "params.yaml", {"score.privacy_rows": 200})  # DCR: quadratic
+    if thresholds is None:
+        thresholds = {k: v for k, v in cfg.score.thresholds.items() if k.startswith("privacy.")}
+    cfg.score.thresholds = thresholds
+    schema = TableSchema([describe(train[c], infer_kind(train[c])) for c in train.columns])
+    ev = TableEvidence("m", None, train, holdout, syn, schema, None, "auto", cfg.score, 0, len(syn), False)
+    out = privacy_suite(ev)
+    metrics = dict(out.metrics)
+    if out.not_judged:
+        metrics["gate.not_judged"] = out.not_judged
+    return judge(metrics, thresholds)
+
+
+@pytest.fixture(scope="module")
+def measurements():
+    return _measurements(3000, 1), _measurements(2000, 2), _measurements(2000, 3)
+
+
+def test_a_table_whose_real_rows_repeat_themselves_passes_the_default_gate(measurements):
+    train, holdout, fresh = measurements  # fresh: new draws of the same population, a perfect generator
+    m = _privacy(train, holdout, fresh)
+    assert m["privacy.exact_match_rate"] > 0.15 and m["privacy.exact_match_rate_holdout"] > 0.15
+    assert m["privacy.exact_match_excess"] == pytest.approx(
+        m["privacy.exact_match_rate"] - m["privacy.exact_match_rate_holdout"])
+    assert m["gate.passed"], m["gate.failures"]
+    # The rate alone, judged absolutely (an explicit user threshold): refused, with the baseline named.
+    absolute = judge(m, {"privacy.exact_match_rate": Threshold(max=0.05)})
+    assert absolute["gate.failures"] == [
+        f"privacy.exact_match_rate: {m['privacy.exact_match_rate']:.4f} > max 0.05 "
+        f"(unseen real rows: {m['privacy.exact_match_rate_holdout']:.4f})"]
+
+
+def test_a_copier_fails_through_the_excess(measurements):
+    train, holdout, _ = measurements
+    m = _privacy(train, holdout, train.sample(2000, random_state=0).reset_index(drop=True))
+    assert m["privacy.exact_match_rate"] == 1.0
+    excess = 1.0 - m["privacy.exact_match_rate_holdout"]
+    assert m["privacy.exact_match_excess"] == pytest.approx(excess)
+    # (DCR may miss it here: a copy is often as near an unseen row, equal to some training row too.)
+    failures = {f.split(":")[0]: f for f in m["gate.failures"]}
+    assert failures["privacy.exact_match_excess"] == (f"privacy.exact_match_excess: {excess:.4f} > max 0.05 "
+                                                      "(unseen real rows: 0)")
+
+
+def test_without_a_holdout_the_excess_is_not_judged_and_says_why(measurements):
+    train, holdout, fresh = measurements
+    m = _privacy(train, holdout.iloc[:0], fresh, {"privacy.exact_match_excess": Threshold(max=0.05)})
+    assert math.isnan(m["privacy.exact_match_excess"]) and "privacy.exact_match_rate_holdout" not in m
+    assert "no holdout rows" in m["gate.not_judged"]["privacy.exact_match_excess"]
+    assert m["gate.passed"]  # skipped, not failed: the reason stands in the verdict
+
+
+@pytest.fixture
+def baseline_suite():
+    @register_suite("toybase", "table", [
+        metric("toybase.rate", 0, 1, "a rate read against a measured one", baseline="toybase.real",
+               baseline_words="real rows"),
+        metric("toybase.real", 0, 1, "the rate of real rows"),
+        metric("toybase.auc", 0, 1, "an attack's AUC", baseline=0.5, baseline_words="chance"),
+    ])
+    def toy(ev):
+        raise AssertionError("not computed here")
+
+    yield
+    SUITES.pop("toybase")
+
+
+def test_a_failure_names_the_baseline_measured_or_fixed_and_only_when_there_is_one(baseline_suite):
+    th = {"toybase.rate": Threshold(max=0.1), "toybase.auc": Threshold(max=0.6)}
+    ok, failures = evaluate_gate({"toybase.rate": 0.3, "toybase.real": 0.25, "toybase.auc": 0.7}, th)
+    assert not ok and failures == ["toybase.rate: 0.3000 > max 0.1 (real rows: 0.2500)",
+                                   "toybase.auc: 0.7000 > max 0.6 (chance: 0.5)"]
+    # A baseline not measured in this run (or not a number) is left out, never shown as n/a.
+    assert evaluate_gate({"toybase.rate": 0.3, "toybase.real": float("nan")}, {"toybase.rate": Threshold(max=0.1)}) \
+        == (False, ["toybase.rate: 0.3000 > max 0.1"])
+    assert evaluate_gate({"toybase.rate": 0.3}, {"toybase.rate": Threshold(max=0.1)}) \
+        == (False, ["toybase.rate: 0.3000 > max 0.1"])
+
+
+# -- the report and the data card in plain words --------------------------------------------------
+
+COPIES = {"privacy.exact_match_rate": 0.265, "privacy.exact_match_rate_holdout": 0.299,
+          "privacy.exact_match_excess": 0.265 - 0.299, "privacy.dcr_share": 0.52}
+ATTACKS = {"privacy.mia_auc": 0.53, "privacy.mia_tpr_at_fpr_1pct": 0.012, "privacy.mia_tpr_at_fpr_01pct": 0.001,
+           "privacy.singling_out_risk": 0.01, "privacy.singling_out_risk_upper": 0.03,
+           "privacy.inference_risk": 0.05, "privacy.inference_risk_upper": 0.08}
+# As the attack families write them: per attack a figure with its bootstrap interval; a risk's
+# interval as [low, high] (the other risks' details missing: their upper bounds stand in).
+DETAILS = {"samples": {"membership": {"members": 900, "non_members": 900, "reference": 900, "synthetic": 900}},
+           "membership": {"worst": {"auc": "density_ratio"},
+                          "attacks": {"distance": {"auc": {"estimate": 0.51, "low": 0.49, "high": 0.525}},
+                                      "density_ratio": {"auc": {"estimate": 0.53, "low": 0.515, "high": 0.545}}}},
+           "anonymity": {"singling_out": {"risk": 0.01, "interval": [0.002, 0.03]}}}
+
+
+def _report(metrics: dict, details: dict) -> tuple[str, str]:
+    from pipeline.report import ReportInput, render_html, render_markdown
+
+    inp = ReportInput("d", metrics, {}, TableSchema([]), pd.DataFrame(), pd.DataFrame(), {}, [], details=details)
+    return render_html(inp), render_markdown(inp)
+
+
+def test_the_report_says_each_privacy_family_present_in_plain_words_with_baseline_and_interval():
+    page, md = _report({**COPIES, **ATTACKS}, DETAILS)
+    for text in (page, md):
+        assert "Copies and distances" in text and "Membership inference" in text and "Anonymity" in text
+        assert "unseen real rows (the holdout) are identical to one at 0.2990, the real baseline" in text
+        assert "the excess over it is -0.0340 (real baseline 0)" in text
+        # The strongest attack's AUC with its interval, each attack's, and the rows attacked.
+        assert "on 900 training rows and 900 unseen real rows: 0.5300 (95% interval 0.5150 to 0.5450); 0.5 is chance" \
+            in text
+        assert "distance 0.5100 (95% interval 0.4900 to 0.5250)" in text
+        assert "singling out 0.0100 (95% interval 0.0020 to 0.0300)" in text
+        assert "inference 0.0500 (95% upper bound 0.0800)" in text and "linkability" not in text.split("Risks")[-1]
+        assert "not a formal guarantee" in text and "differential privacy" in text
+    assert "<h2>Privacy</h2>" in page and "### Privacy" in md
+
+
+def test_families_not_measured_are_not_mentioned_and_one_not_judged_says_why():
+    not_judged = {"privacy.mia_auc": float("nan"), "privacy.mia_tpr_at_fpr_1pct": float("nan"),
+                  "gate.not_judged": {"privacy.mia_auc": "48 holdout rows, fewer than score.privacy_min_holdout (200)",
+                                      "privacy.mia_tpr_at_fpr_1pct": "48 holdout rows"}}
+    _, md = _report({**COPIES, **not_judged}, {"membership": None})
+    section = md.split("### Privacy")[1]
+    assert "Copies and distances" in section and "Anonymity" not in section and "anonymeter" not in section.lower()
+    assert "Not judged here: 48 holdout rows, fewer than score.privacy_min_holdout (200)." in section
+    assert "ROC AUC telling" not in section  # no figure stands for a family that was not judged
+    _, bare = _report({"quality.overall": 0.9}, {})
+    assert "Privacy" not in bare
+
+
+def test_the_data_card_states_what_was_measured_by_which_attacks_and_that_it_is_no_guarantee():
+    from pipeline.datacard import render_datacard
+
+    card = render_datacard({"dataset": "d", "modality": "table", "metrics": {**COPIES, **ATTACKS}}, {
+        "privacy.exact_match_excess": {"min": None, "max": 0.05}})
+    privacy = card[card.index("## Privacy"):card.index("## Intended use")]
+    assert "Measured by attacks on this release: copies and distances, membership inference, anonymity." in privacy
+    assert "0.5 is chance, the real baseline" in privacy and "singling out 0.0100 (95% upper bound 0.0300)" in privacy
+    assert "not a formal guarantee" in privacy and "not trained with differential privacy" in privacy
+    # The headline table names each baseline beside the value.
+    assert "| `privacy.exact_match_rate` | 0.2650 | unseen real rows: 0.2990 |" in card
+    assert "| `privacy.exact_match_excess` | -0.0340 | unseen real rows: 0 | ≤ 0.05 |" in card
+    assert "## Privacy" not in render_datacard({"dataset": "d", "modality": "table", "metrics": {}}, {})
+
+
+# -- validate names the attacks ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def attack_suite():
+    """A privacy attack family as the attack modules register one: privacy keys, on the shared split."""
+
+    @register_suite("toyattack", "table", [metric("privacy.toy_attack_auc", 0, 1, "a toy attack's AUC")],
+                    attacks=True)
+    def toy(ev):
+        raise AssertionError("not computed here")
+
+    yield
+    SUITES.pop("toyattack")
+
+
+def test_validate_names_the_privacy_families_and_the_attacks_rows_or_why_not_judged(tmp_path, tiny_source,
+                                                                                    attack_suite):
+    from pipeline.plan import plan, render
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_source, **{"score.privacy_min_holdout": 40, "score.attack_rows": 20})
+    p = plan(cfg, "tiny", estimate=False)["privacy"]
+    assert {"privacy", "toyattack"} <= set(p["suites"]) and "detection" not in p["suites"]
+    assert "toyattack" in p["attacks"] and "privacy" not in p["attacks"]
+    # 48 holdout rows: 24 non-members and 24 reference rows, each at most score.attack_rows.
+    assert p["rows"] == {"members": 20, "non_members": 20, "reference": 20, "synthetic": 20}
+    text = render(plan(cfg, "tiny", estimate=False))
+    assert "on one seeded split: 20 training members, 20 unseen non-members, 20 reference and 20 synthetic rows" in text
+    cfg.score.privacy_min_holdout = 200
+    p = plan(cfg, "tiny", estimate=False)["privacy"]
+    assert "rows" not in p and p["why_not"] == "holdout of 48 rows < score.privacy_min_holdout 200"
+    assert "not judged: holdout of 48 rows < score.privacy_min_holdout 200" in render(plan(cfg, "tiny", estimate=False))
+
+
+def test_the_plans_attack_sizes_are_the_split_the_attacks_get():
+    from pipeline.metrics.privacy import attack_rows, attack_sizes
+
+    frame = _measurements(300, 0)
+    for train, holdout, syn, rows in ((300, 101, 250, 1000), (300, 300, 40, 100), (10, 300, 250, 1000)):
+        split = attack_rows(frame.iloc[:train], frame.iloc[:holdout], frame.iloc[:syn], rows=rows, seed=3)
+        assert attack_sizes(train, holdout, syn, rows) == split.sizes()
