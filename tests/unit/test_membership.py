@@ -14,6 +14,7 @@ from pipeline.metrics import SUITES, load_families
 from pipeline.metrics.membership import (
     ATTACKS,
     KEYS,
+    attack_space,
     bootstrap_weights,
     membership_suite,
     roc_figures,
@@ -147,9 +148,22 @@ def test_ids_are_not_features_and_values_the_reference_lacks_are_placed():
     base = _attack(train, holdout, unseen)
     renamed = unseen.assign(user_id=unseen["user_id"] + 10**6)
     assert _attack(train, holdout, renamed).attacks == base.attacks
-    # A city no reference row has, and nulls in a column the reference has none in.
-    odd = train.copy()
-    odd.loc[:20, "city"] = "Brest"
-    odd.loc[:20, "age"] = None
-    result = _attack(odd, holdout.assign(age=holdout["age"].astype("Int64")), unseen)
-    assert all(0 <= result.attacks[a]["auc"].estimate <= 1 for a in ATTACKS)
+
+
+def test_values_the_reference_lacks_get_their_own_place():
+    train, holdout, unseen = _sets(200)
+    holdout = holdout.assign(city=holdout["city"].fillna("Paris"))  # the reference has no null city
+    members = train[train["city"].notna()].iloc[[0] * 4].reset_index(drop=True)
+    members.loc[1, "city"] = "Brest"  # a city no reference row has
+    members.loc[2, "city"] = None  # a null where the reference has none
+    members.loc[3, "income"] = "unknown"  # the last column: a value past its block would overrun the row
+    members["age"] = members["age"].astype("Int64")
+    members.loc[3, "age"] = None
+    rows = attack_rows(members, holdout, unseen, rows=5_000, seed=0)
+    rows.members = members  # these four rows, in this order
+    points = attack_space(rows, _schema(train))["members"]
+    gap = lambda i, j: float((points[i] - points[j]).norm())  # noqa: E731
+    # One category apart is one one-hot mismatch, sqrt(2), whatever the category.
+    assert gap(0, 1) == pytest.approx(2**0.5) and gap(0, 2) == pytest.approx(2**0.5)
+    assert gap(1, 2) == pytest.approx(2**0.5)
+    assert gap(0, 3) > 2**0.5  # the income block and the age's missing slot
