@@ -36,7 +36,6 @@ non-members resampled separately, ``RESAMPLES`` times): in ``details.json`` unde
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +46,6 @@ from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.privacy import AttackRows, attack_rows
 from pipeline.models.transformer import _SCALE, TableTransformer
 from pipeline.schema import DISCRETE_KINDS, TableSchema
-
-log = logging.getLogger(__name__)
 
 ATTACKS = ("distance", "density_ratio", "dcr_difference")
 # The false-positive rates the TPRs are read at, by the name their keys end in.
