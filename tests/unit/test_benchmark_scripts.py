@@ -113,3 +113,16 @@ def test_big_table_streams_a_small_table_through_every_stage_and_ends_with_its_j
     assert result["rows"] == 3000 and list(result["stages"]) == ["ingest", "train", "generate", "score", "publish"]
     assert all(s["peak_rss_mb"] > 0 and s["seconds"] > 0 for s in result["stages"].values())
     assert result["stages"]["train"]["rows_per_s"] > 0 and "source: 3,000 rows in 3 files" in out.stdout
+
+
+def test_privacy_curve_runs_every_epoch_count_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/privacy_curve.py"), "--dataset", "tips",
+                          "--epochs", "1", "2", "--set", "score.privacy_min_holdout=20",
+                          "--set", "model.diffusion.hidden_dims=[32]", "--set", "model.diffusion.sample_steps=5"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["dataset"] == "tips" and [r["epochs"] for r in result["runs"]] == [1, 2]
+    for run in result["runs"]:
+        assert 0 <= run["privacy.mia_auc"] <= 1 and 0 <= run["privacy.mia_tpr_at_fpr_1pct"] <= 1, run
+        assert 0 <= run["privacy.dcr_share"] <= 1 and run["train_s"] > 0 and run["rows"] > 0, run
