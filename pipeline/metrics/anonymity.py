@@ -254,17 +254,17 @@ def nearest_by_columns(targets: DistanceEncoding, syn: DistanceEncoding, subsets
     """[len(targets), S, k]: each target's k nearest synthetic rows (positions) by the DCR distance
     (``privacy.nearest_distances``'s, numeric ranges from ``syn``) over the columns of each of the
     S column subsets (``subsets``: [columns, S] bool, columns in ``DistanceEncoding`` order:
-    numeric, then categorical). Every subset from one pass: each chunk's per-column terms are
-    computed once, and a subset's distance is the sum of its terms, or the whole distance less the
-    terms it leaves out, whichever is fewer."""
+    numeric, then categorical). Every subset from one pass: each chunk of targets' per-column
+    terms are computed once and summed per subset by one matrix product; few, large tensor
+    operations, as each one is a wait for every thread."""
     n_num = syn.numeric.shape[1]
     scaled = NumericScale.of(syn.numeric)
     syn_scaled, syn_nan = scaled(syn.numeric), syn.numeric.isnan()
     has_nan = (syn_nan.any(0) | targets.numeric.isnan().any(0)).tolist()
     constant = scaled.constant.tolist()
-    subsets = torch.from_numpy(subsets)
+    weights = torch.from_numpy(subsets.T.astype(np.float32))  # [S, columns]
     rows = syn.numeric.shape[0]
-    chunk = max(1, CELLS // max(rows * (subsets.shape[0] + 2), 1))
+    chunk = max(1, CELLS // max(rows * sum(subsets.shape), 1))  # terms and distances: [columns + S, chunk, rows]
     out = []
     for start in range(0, targets.numeric.shape[0], chunk):
         x = targets.numeric[start:start + chunk]
@@ -274,12 +274,8 @@ def nearest_by_columns(targets: DistanceEncoding, syn: DistanceEncoding, subsets
                                     has_nan[j]) for j in range(n_num)]
         terms = torch.stack(terms + [(codes[:, j, None] != syn.codes[None, :, j]).float()
                                      for j in range(codes.shape[1])])  # [columns, chunk, rows]
-        total = terms.sum(0)
-        nearest = []
-        for inside in subsets.T:
-            d = terms[inside].sum(0) if inside.sum() * 2 <= len(inside) else total - terms[~inside].sum(0)
-            nearest.append(torch.topk(d, k, dim=1, largest=False).indices)
-        out.append(torch.stack(nearest, dim=1))
+        distances = (weights @ terms.view(len(terms), -1)).view(weights.shape[0], len(x), rows)
+        out.append(torch.topk(distances, k, dim=2, largest=False).indices.permute(1, 0, 2))
     return torch.cat(out).numpy() if out else np.zeros((0, subsets.shape[1], k), dtype=np.int64)
 
 
