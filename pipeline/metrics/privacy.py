@@ -122,6 +122,44 @@ def encode_for_distance(frames: list[pd.DataFrame], schema: TableSchema) -> list
     return out
 
 
+@dataclass
+class NumericScale:
+    """The reference rows' numeric ranges, SDMetrics' DCR scaling: a column offset by its minimum and
+    divided by its range (``constant``: a constant or all-null column, where any difference counts 1)."""
+
+    lo: torch.Tensor
+    scale: torch.Tensor
+    constant: torch.Tensor
+
+    @classmethod
+    def of(cls, reference: torch.Tensor) -> "NumericScale":
+        lo = torch.nan_to_num(reference, nan=float("inf")).amin(0)
+        hi = torch.nan_to_num(reference, nan=float("-inf")).amax(0)
+        span = hi - lo
+        constant = ~(span > 0)
+        lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
+        return cls(lo, torch.where(constant, torch.ones_like(span), span), constant)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # Offset and scaled in float64, then compared in float32 (distances are sums of at most a
+        # few dozen terms in [0, 1]). Clamping changes nothing: a difference counts at most 1.
+        return ((x - self.lo) / self.scale).clamp(-2.0, 3.0).nan_to_num(0.0).float()
+
+
+def numeric_difference(x: torch.Tensor, x_nan: torch.Tensor, ref: torch.Tensor, ref_nan: torch.Tensor,
+                       constant: bool, has_nan: bool) -> torch.Tensor:
+    """[len(x), len(ref)]: one numeric column's term of the DCR distance, from scaled values
+    (``NumericScale``): |a - b| capped at 1 (0/1 for a constant column), 1 when one side is null, 0
+    when both are (``has_nan``: whether either side holds a null)."""
+    diff = (x[:, None] - ref[None, :]).abs_()
+    diff = (diff > 0).float() if constant else diff.clamp_max_(1.0)
+    if has_nan:  # null handling only where a null occurs
+        one_null = x_nan[:, None] ^ ref_nan[None, :]
+        both_null = x_nan[:, None] & ref_nan[None, :]
+        diff = torch.where(one_null, 1.0, torch.where(both_null, 0.0, diff))
+    return diff
+
+
 def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: int = 1,
                       chunk: int = 256) -> np.ndarray:
     """[len(data), k]: each data row's k smallest distances to the reference rows (ascending).
@@ -136,20 +174,8 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
         raise ValueError("no column to measure distances on")
     if reference.numeric.shape[0] < k:
         raise ValueError(f"need at least {k} reference rows, got {reference.numeric.shape[0]}")
-    ref_x = reference.numeric
-    lo = torch.nan_to_num(ref_x, nan=float("inf")).amin(0)
-    hi = torch.nan_to_num(ref_x, nan=float("-inf")).amax(0)
-    span = hi - lo
-    constant = ~(span > 0)  # constant or all-null column: any difference counts 1
-    lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
-    scale = torch.where(constant, torch.ones_like(span), span)
-
-    def scaled(x: torch.Tensor) -> torch.Tensor:
-        # Offset and scaled in float64, then compared in float32 (distances are sums of at most a
-        # few dozen terms in [0, 1]). Clamping changes nothing: a difference counts at most 1.
-        return ((x - lo) / scale).clamp(-2.0, 3.0).nan_to_num(0.0).float()
-
-    ref_scaled, ref_nan = scaled(ref_x), ref_x.isnan()
+    scaled = NumericScale.of(reference.numeric)
+    ref_scaled, ref_nan = scaled(reference.numeric), reference.numeric.isnan()
     # One-hot of the categorical codes (column j's codes offset by the counts before it), so
     # "same category" counts are one matrix product; the columns left out compare codes directly.
     width = data.codes.shape[1]
@@ -168,6 +194,7 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
 
     ref_hot = one_hot(reference.codes[:, keep]).T.contiguous()
     has_nan = (ref_nan.any(0) | data.numeric.isnan().any(0)).tolist()
+    constant = scaled.constant.tolist()
     out = []
     for start in range(0, data.numeric.shape[0], chunk):
         x = data.numeric[start:start + chunk]
@@ -177,13 +204,8 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
             total -= (codes[:, j, None] == reference.codes[None, :, j]).to(total.dtype)
         x_scaled, x_nan = scaled(x), x.isnan()
         for j in range(x.shape[1]):
-            diff = (x_scaled[:, j, None] - ref_scaled[None, :, j]).abs_()
-            diff = (diff > 0).to(total.dtype) if constant[j] else diff.clamp_max_(1.0)
-            if has_nan[j]:  # null handling only where a null occurs
-                one_null = x_nan[:, j, None] ^ ref_nan[None, :, j]
-                both_null = x_nan[:, j, None] & ref_nan[None, :, j]
-                diff = torch.where(one_null, 1.0, torch.where(both_null, 0.0, diff))
-            total += diff
+            total += numeric_difference(x_scaled[:, j], x_nan[:, j], ref_scaled[:, j], ref_nan[:, j], constant[j],
+                                        has_nan[j])
         out.append(torch.topk(total, k, dim=1, largest=False).values / max(data.n_columns, 1))
     return torch.cat(out).double().numpy()
 

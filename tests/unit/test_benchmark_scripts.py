@@ -2,6 +2,7 @@
 DVC; for images not even Pillow) and refuse to pass without cuda."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,3 +127,28 @@ def test_privacy_curve_runs_every_epoch_count_and_ends_with_its_json_line(tmp_pa
     for run in result["runs"]:
         assert 0 <= run["privacy.mia_auc"] <= 1 and 0 <= run["privacy.mia_tpr_at_fpr_1pct"] <= 1, run
         assert 0 <= run["privacy.dcr_share"] <= 1 and run["train_s"] > 0 and run["rows"] > 0, run
+
+
+def _vs_anonymeter(work_dir, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/vs_anonymeter.py"), "--work-dir", str(work_dir),
+                          "--dataset", "tiny", *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_vs_anonymeter_scores_ours_on_a_release_without_anonymeter(scored_tiny):
+    # --skip-reference: anonymeter's side (its own interpreter, Parquet exchange, the agreement) is skipped.
+    res = _vs_anonymeter(scored_tiny.work_dir, "--skip-reference")
+    assert res["rows"]["members"] == res["rows"]["non_members"] == 24 and res["agree"] is None
+    assert {"singling_out.univariate", "singling_out.multivariate", "linkability", "inference.income"} <= set(
+        res["risks"])
+    for name, risk in res["risks"].items():
+        assert risk["anonymeter"] is None and 0 <= risk["ours"]["low"] <= risk["ours"]["value"] <= 1, name
+
+
+@pytest.mark.skipif(not os.environ.get("ANONYMETER_PYTHON"), reason="set ANONYMETER_PYTHON to an interpreter with "
+                                                                   "anonymeter==1.1.0 to compare with it")
+def test_vs_anonymeter_runs_anonymeter_on_the_same_rows(scored_tiny):
+    res = _vs_anonymeter(scored_tiny.work_dir, "--anonymeter-python", os.environ["ANONYMETER_PYTHON"])
+    assert all(risk["anonymeter"] is not None for risk in res["risks"].values())
+    assert res["agree"] is not None and set(res["anonymeter_s"]) >= {"linkability", "inference"}
