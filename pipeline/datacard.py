@@ -12,7 +12,7 @@ import math
 from pipeline.metrics import headline_keys, known_metrics, not_judged_reason
 from pipeline.modalities.registry import modality_named
 from pipeline.models.registry import models
-from pipeline.report import auto_summary, threshold_change_text, threshold_text
+from pipeline.report import auto_summary, threshold_change_text, threshold_text, value_protection_text
 
 
 def _value(v) -> str:
@@ -70,6 +70,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     if run.get("flow_run_id"):
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
+    lines += _value_protection(manifest)
     lines += ["", "## Quality, utility, privacy", "", "| metric | value | threshold | meaning |", "|---|---:|---|---|"]
     known = known_metrics()
     for key in headline_keys():
@@ -101,6 +102,12 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         lines += ["", "## Schema changes since the previous release"]
         lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
     return "\n".join(lines) + "\n"
+
+
+def _value_protection(manifest: dict) -> list[str]:
+    """The card's value protection paragraph (generate's record of it), if the release has one."""
+    text = value_protection_text(_dict(manifest.get("value_protection")), manifest.get("rows"))
+    return ["", "## Value protection", "", _cell(text)] if text else []
 
 
 def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:
