@@ -50,8 +50,8 @@ def default_k(rows: int) -> int:
     usual k of k-anonymity: fewer than 5 people sharing a value is a group one can single out. It
     grows with the square root of the rows because a bigger table's tails are longer: the 5th
     largest income of a million rows is still one person far from the 6th, so the count behind the
-    clip point has to grow with the table, while the share of rows it clips, ``k / rows =
-    1 / (10 sqrt(rows))``, still shrinks (Adult's 26,048 training rows: k = 17, 0.07% per side;
+    clip point has to grow with the table, while the share of rows it may clip, under ``k / rows =
+    1 / (10 sqrt(rows))``, still shrinks (Adult's 32,561 training rows: k = 19, 0.06% per side;
     a million rows: k = 100, 0.01%), so the body of every distribution is untouched at any size.
     Capped at ``TAIL_ROWS``, the extremes a model records (reached at 10^8 rows)."""
     return min(TAIL_ROWS, max(MIN_K, math.ceil(math.sqrt(rows) / 10)))

@@ -42,7 +42,7 @@ def kth(values: pd.Series, k: int, largest: bool) -> float:
 
 
 def test_default_k_grows_with_the_rows_from_five():
-    assert [default_k(n) for n in (10, 2_500, 26_048, 1_000_000)] == [5, 5, 17, 100]
+    assert [default_k(n) for n in (10, 2_500, 32_561, 1_000_000)] == [5, 5, 19, 100]
     assert default_k(10**12) == TAIL_ROWS  # never more than the extremes a model records
 
 
@@ -245,13 +245,13 @@ def test_generate_records_protection_and_refuses_an_old_model(scored_tiny):
 def test_the_card_and_the_report_say_what_was_protected():
     from pipeline.report import value_protection_text
 
-    record = {"enabled": True, "k": 17, "k_from": "max(5, ceil(sqrt(26,048 training rows) / 10))",
-              "training_rows": 26048, "rows_changed": 40,
+    record = {"enabled": True, "k": 19, "k_from": "max(5, ceil(sqrt(32,561 training rows) / 10))",
+              "training_rows": 32561, "rows_changed": 40,
               "columns": {"native-country": {"action": "marker", "categories": 3, "replaced": 12},
                           "capital-gain": {"action": "clip", "range": [0, 41310], "clipped_low": 0,
                                            "clipped_high": 28}}}
     text = value_protection_text(record, 32561)
-    assert "k = 17" in text and "40 of 32,561" in text
+    assert "k = 19" in text and "40 of 32,561" in text
     assert "native-country 12 replaced by _RARE_ (3 categories)" in text and "capital-gain 28 clipped high" in text
     assert "off" in value_protection_text({"enabled": False})
     assert value_protection_text(None) is None
