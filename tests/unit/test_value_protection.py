@@ -242,7 +242,40 @@ def test_generate_records_protection_and_refuses_an_old_model(scored_tiny):
         generate.run(scored_tiny, "tiny")
 
 
-def test_the_card_and_the_report_say_what_was_protected():
+def test_the_python_api_protects_too(scored_tiny):
+    from pipeline import generate
+
+    loaded = _trained(scored_tiny)
+    scored_tiny.generate.value_protection_k = _city_rare_k(loaded)
+    rare = protection_for(loaded.transformer, scored_tiny.generate.value_protection_k).rules
+    rare = next(r.rare for r in rare if r.column == "city")
+    assert not generate.sample(scored_tiny, "tiny", 200)["city"].isin(rare).any()
+    scored_tiny.generate.value_protection = False
+    assert generate.sample(scored_tiny, "tiny", 200)["city"].isin(rare).any()
+
+
+@pytest.mark.slow  # a scoring with the report, then a publish: ~6 s
+def test_the_release_card_and_report_say_what_was_protected(scored_tiny):
+    """The rows of the scored tiny run were generated with protection on (the default): the score
+    report and the release's data card say k and the rows changed, as _generated.json has them."""
+    from pipeline import publish, score
+    from pipeline.artifacts import StagePaths
+    from pipeline.files import read_json
+    from pipeline.release.layout import DATACARD, MANIFEST
+
+    paths = StagePaths.of(scored_tiny.work_dir, "tiny")
+    record = read_json(paths.generated)["value_protection"]
+    scored_tiny.score.report = True
+    score.run(scored_tiny, "tiny")
+    assert "<h2>Value protection</h2>" in (paths.score / "report.html").read_text()
+    assert f"k = {record['k']}" in (paths.score / "report.md").read_text()
+    release = publish.run(scored_tiny, "tiny").path
+    assert json.loads((release / MANIFEST).read_text())["value_protection"] == record
+    card = (release / DATACARD).read_text()
+    assert "## Value protection" in card and f"Rows changed: {record['rows_changed']:,} of 250" in card
+
+
+def test_the_protection_text_names_k_columns_and_counts():
     from pipeline.report import value_protection_text
 
     record = {"enabled": True, "k": 19, "k_from": "max(5, ceil(sqrt(32,561 training rows) / 10))",
