@@ -156,7 +156,7 @@ class Protection:
 
     def check_condition(self, column: str, value: Any) -> None:
         """Refuse (ConditionError) a condition on a value this protection never releases."""
-        rule = next((r for r in self.rules if r.column == column and r.action != "clip"), None)
+        rule = next((r for r in self.rules if r.column == column and r.kind not in NUMERIC_KINDS), None)
         if rule is None or value is None:
             return
         if rule.action == "withhold" or str(value) in {str(v) for v in rule.rare}:  # as category_slot compares
