@@ -138,7 +138,7 @@ class Protection:
                                                                               p=rule.p)]
             else:
                 values[hit] = MARKER if rule.action == "marker" or rule.use_marker else None
-            frame[rule.column] = TableTransformer._discrete_out(values, str(s.dtype))
+            frame[rule.column] = TableTransformer._discrete_out(values, str(s.dtype)).set_axis(s.index)
         return frame, marks
 
     def count(self, marks: np.ndarray, stats: dict[str, int]) -> None:
