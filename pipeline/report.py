@@ -106,7 +106,8 @@ def _protected_rows(c: dict) -> str:
     if not c.get("replaced"):
         return ""
     how = {"marker": "replaced by _RARE_", "redraw": "redrawn"}.get(c.get("action"), f"withheld as {c.get('as')}")
-    return f"{c['replaced']:,} {how}" + (f" ({c['categories']} categories)" if c.get("categories") else "")
+    n = c.get("categories")
+    return f"{c['replaced']:,} {how}" + (f" ({n} {'category' if n == 1 else 'categories'})" if n else "")
 
 
 def _value_protection_table(vp: dict | None) -> list[str]:
