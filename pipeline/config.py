@@ -164,6 +164,13 @@ class GenerateConfig(_Section):
                                                                          "or a Dask cluster")
     dask_address: str | None = Field(None, description="dask: an existing scheduler (tcp://host:8786); null = a "
                                                        "local cluster of `workers` processes")
+    value_protection: bool = Field(
+        True, description="tables: a category seen in fewer than k training rows is replaced (by _RARE_ in a text "
+                          "column, else redrawn from the common ones), and numbers beyond the k-th smallest or "
+                          "largest training value are clipped to it (pipeline.protection)")
+    value_protection_k: int | None = Field(
+        None, ge=2, le=1000, description="the k of value protection; null = from the training rows, max(5, "
+                                         "ceil(sqrt(rows) / 10)); at most 1000, the extremes a model records")
 
 
 class Threshold(_Section):

@@ -18,6 +18,7 @@ from pipeline.report import (
     privacy_paragraphs,
     threshold_change_text,
     threshold_text,
+    value_protection_text,
 )
 
 
@@ -76,6 +77,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     if run.get("flow_run_id"):
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
+    lines += _value_protection(manifest)
     lines += ["", "## Quality, utility, privacy", "", "| metric | value | real baseline | threshold | meaning |",
               "|---|---:|---|---|---|"]
     known = known_metrics()
@@ -126,6 +128,12 @@ def privacy_statement(metrics: dict, unit: str) -> list[str]:
         lines += [f"**{title}.** {html.escape(text, quote=False)}", ""]
     return lines + [f"{ATTACKS_NOT_A_GUARANTEE} The report (`_report.html`) gives the rows each figure used and "
                     "the attacks' intervals.", ""]
+
+
+def _value_protection(manifest: dict) -> list[str]:
+    """The card's value protection paragraph (generate's record of it), if the release has one."""
+    text = value_protection_text(_dict(manifest.get("value_protection")), manifest.get("rows"))
+    return ["", "## Value protection", "", _cell(text)] if text else []
 
 
 def release_summary(manifest: dict, latest: bool = False, ref: str | None = None) -> str:

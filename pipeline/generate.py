@@ -61,8 +61,9 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
 
     cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, pick_device(cfg.train.device))
+    g = cfg.generate.model_copy(update={"conditions": conditions or {}})  # its value protection too
     return modality_named(loaded.modality).sample_rows(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0),
-                                                       conditions, dataset)
+                                                       g, dataset)
 
 
 def run(cfg: Config, dataset: str) -> GenerateResult:

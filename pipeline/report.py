@@ -44,6 +44,7 @@ class ReportInput:
     details: dict = field(default_factory=dict)  # details.json's: the privacy families' intervals and rows
     train_log: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)  # sampling and seeds, said plainly
+    value_protection: dict | None = None  # what generate protected (``_generated.json``), if it says
 
 
 def _fmt(v: object) -> str:
@@ -81,6 +82,43 @@ def auto_summary(record: dict | None) -> str | None:
              for name, c in record["candidates"].items()]
     return (f"model.name auto kept {record['chosen']}, by the {record['by']} ({record['validation_rows']:,} rows "
             f"carved from the training rows, not the holdout): " + "; ".join(parts) + ".")
+
+
+def value_protection_text(vp: dict | None, rows: object = None) -> str | None:
+    """One paragraph on generate's value protection (its ``_generated.json`` entry): k and why, what
+    it does, the rows it changed; None when the entry is missing (images, older generations)."""
+    if not vp:
+        return None
+    if not vp.get("enabled"):
+        return ("Value protection was off (generate.value_protection: false): rare categories and extreme "
+                "values of the training rows may appear as they are.")
+    changed = [f"{name} {_protected_rows(c)}" for name, c in vp.get("columns", {}).items() if _protected_rows(c)]
+    of = f" of {rows:,}" if isinstance(rows, int) else ""
+    return (f"Value protection, k = {vp['k']} ({vp['k_from']}): categories seen in fewer than k training rows "
+            f"are replaced by _RARE_ (text) or redrawn from the common ones, numbers are clipped to the k-th "
+            f"smallest and largest training value. Rows changed: {vp.get('rows_changed', 0):,}{of}"
+            + (f" ({'; '.join(changed)})." if changed else "."))
+
+
+def _protected_rows(c: dict) -> str:
+    """``12 replaced (3 categories)`` or ``4 clipped low, 25 clipped high``: one column's counts."""
+    if c.get("action") == "clip":
+        return ", ".join(f"{c[k]:,} {k.replace('_', ' ')}" for k in ("clipped_low", "clipped_high") if c.get(k))
+    if not c.get("replaced"):
+        return ""
+    how = {"marker": "replaced by _RARE_", "redraw": "redrawn"}.get(c.get("action"), f"withheld as {c.get('as')}")
+    n = c.get("categories")
+    return f"{c['replaced']:,} {how}" + (f" ({n} {'category' if n == 1 else 'categories'})" if n else "")
+
+
+def _value_protection_table(vp: dict | None) -> list[str]:
+    """The report's value protection section: the paragraph and, per protected column, what changed."""
+    text = value_protection_text(vp)
+    if text is None:
+        return []
+    rows = [[name, c["action"], _protected_rows(c) or "0"] for name, c in (vp.get("columns") or {}).items()]
+    return ["<h2>Value protection</h2>", f"<p>{html.escape(text)}</p>"] + (
+        [_table(["column", "rule", "rows changed"], rows)] if rows else [])
 
 
 def _summary(metrics: dict, thresholds: dict) -> list[tuple[str, str, str, str, str, str]]:
@@ -502,6 +540,7 @@ def render_html(inp: ReportInput) -> str:
     parts.append("<h2>Columns</h2>")
     parts.append(_table(["column", "shape score", "coverage (category or range)", "missing-value similarity"],
                         cov_rows, numeric={1, 2, 3}))
+    parts += _value_protection_table(inp.value_protection)
     _figures(parts, [("Distributions, real vs synthetic", plot_distributions(inp)),
                      ("Column pair trends", plot_pair_heatmap(inp))])
     privacy = privacy_paragraphs(inp.metrics, inp.details)
@@ -565,6 +604,9 @@ def render_markdown(inp: ReportInput) -> str:
         lines += ["", f"_{html.escape(ATTACKS_NOT_A_GUARANTEE, quote=False)}_"]
     if inp.notes:
         lines += [""] + [f"_{_md(n)}_" for n in inp.notes]
+    protected = value_protection_text(inp.value_protection)
+    if protected:
+        lines += ["", _md(protected)]
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,11 @@ from pipeline.schema import BOOLEAN_SPELLINGS, TableSchema, read_bool
 
 if TYPE_CHECKING:  # sampling needs no pydantic: it runs on a bare GPU box (benchmarks/gpu_check.py)
     from pipeline.models.saved import LoadedModel
+    from pipeline.protection import Protection
+
+# The stream of a draw's seed that value protection's redraws come from: a draw's own bytes stay
+# the same whether protection is on or off.
+_PROTECTION_STREAM = 1
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -31,13 +36,21 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([seed, shard]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | None) -> pd.DataFrame:
+def _draw(loaded: LoadedModel, n: int, seed: int, condition: tuple[int, int] | None,
+          protection: Protection | None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """``n`` rows of the modelled columns, and (with ``protection``) what it changed in them."""
     device = next(loaded.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     raw = loaded.model.sample(n, gen, condition).float().cpu().numpy()
     frame = loaded.transformer.inverse_transform(raw, np.random.default_rng(seed))
-    links = loaded.schema.links
-    return apply_links(frame, links, {c.name: c.dtype for c in loaded.schema.columns}) if links else frame
+    links, dtypes = loaded.schema.links, {c.name: c.dtype for c in loaded.schema.columns}
+    frame = apply_links(frame, links, dtypes) if links else frame
+    if protection is None:
+        return frame, None
+    frame, marks = protection.apply(frame, np.random.default_rng([seed, _PROTECTION_STREAM]))
+    # Again after protection: a redrawn category sets the columns it determines (a linked column's
+    # value is rare only where its determining one is, so protection left no other link broken).
+    return (apply_links(frame, links, dtypes) if links else frame), marks
 
 
 def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:
@@ -50,7 +63,8 @@ def _matches(frame: pd.DataFrame, conditions: dict[str, Any]) -> np.ndarray:
 
 def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
                  conditions: dict[str, Any] | None = None, exclude: np.ndarray | None = None,
-                 max_tries: int = 100, stats: dict[str, int] | None = None) -> pd.DataFrame:
+                 max_tries: int = 100, stats: dict[str, int] | None = None,
+                 protection: Protection | None = None) -> pd.DataFrame:
     """``n`` synthetic rows in the source's column order and dtypes, from ``seed`` alone.
 
     ``conditions`` ({column: value}, categorical or boolean columns) fixes values: a conditional
@@ -62,25 +76,31 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
     are redrawn in the first ``REDRAWS`` draws and repaired in later ones. ``stats`` (if given)
     counts the rows ``drawn`` and ``rejected_copies`` and, with constraints, the rows
     ``constraint_rows_redrawn`` (rejected for breaking one) and ``constraint_rows_repaired`` (of
-    those returned).
+    those returned). ``protection`` (``pipeline.protection``) is applied to every draw, so the
+    conditions, the constraints and the copy check see protected rows; a condition on a value it
+    withholds is refused; ``stats`` gets its counts of the rows returned.
     """
     stats = stats if stats is not None else {}
     stats.setdefault("drawn", 0)
     stats.setdefault("rejected_copies", 0)
     rules = parse_all(loaded.schema.constraints)
     conditions = {col: condition_value(loaded, col, v) for col, v in (conditions or {}).items()}
+    for col, value in conditions.items() if protection else ():
+        protection.check_condition(col, value)
     if not conditions and exclude is None and not rules:
-        frame = _draw(loaded, n, seed, None)
+        frame, marks = _draw(loaded, n, seed, None, protection)
         stats["drawn"] += n
     else:
         group = condition_group(loaded, conditions) if conditions else None
         modeled = [c.name for c in loaded.schema.modeled]
         grids = {name: loaded.transformer.grid(name) for r in rules for name in (r.left, r.right)}
         frozen = {link[end] for link in loaded.schema.links for end in ("from", "to")}  # a repair keeps links
-        parts, fixed_parts, have, loose, total, batch = [], [], 0, 0, 0, max(n, 256) if conditions else n
+        parts, fixed_parts, mark_parts = [], [], []
+        have, loose, total, batch = 0, 0, 0, max(n, 256) if conditions else n
         for attempt in range(max_tries):
             # Without conditions the first draw is the unfiltered one, so filtering only removes rows.
-            rows = _draw(loaded, batch, seed if not conditions and attempt == 0 else shard_seed(seed, attempt), group)
+            rows, marks = _draw(loaded, batch, seed if not conditions and attempt == 0 else shard_seed(seed, attempt),
+                                group, protection)
             ok = _matches(rows, conditions or {})
             fixed = np.zeros(len(rows), dtype=bool)
             if rules:
@@ -96,6 +116,8 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
                 ok &= ~copies
             parts.append(rows[ok])
             fixed_parts.append(fixed[ok])
+            if marks is not None:
+                mark_parts.append(marks[ok])
             have, total = have + int(ok.sum()), total + batch
             stats["drawn"] += batch
             if have >= n:
@@ -111,9 +133,12 @@ def sample_frame(loaded: LoadedModel, n: int, seed: int, start: int = 0,
             raise ConditionError(f"only {have} of {n} rows {what} after {max_tries} draws: "
                                  "the model rarely makes such rows")
         frame = pd.concat(parts, ignore_index=True).iloc[:n].reset_index(drop=True)
+        marks = np.concatenate(mark_parts)[:n] if mark_parts else None
         if rules:
             stats["constraint_rows_repaired"] = (stats.get("constraint_rows_repaired", 0)
                                                  + int(np.concatenate(fixed_parts)[:n].sum()))
+    if marks is not None:
+        protection.count(marks, stats)
     schema: TableSchema = loaded.schema
     out = {}
     for i, col in enumerate(schema.columns):

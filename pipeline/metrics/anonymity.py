@@ -384,16 +384,19 @@ def _worst(risks: dict[str, Risk]) -> tuple[float, float]:
     return (max(points), max(uppers)) if points else (float("nan"), float("nan"))
 
 
-@register_suite("anonymity", "table", order=57, log=False, metrics=[
+@register_suite("anonymity", "table", order=57, log=False, attacks=True, metrics=[
     metric("privacy.singling_out_risk", 0, 1,
            "anonymeter's singling-out risk: how much more often predicates made from the synthetic rows isolate "
-           "exactly one training row than one unseen real row (worse of univariate and multivariate)", headline=1),
+           "exactly one training row than one unseen real row (worse of univariate and multivariate)", headline=1,
+           baseline=0.0, baseline_words="the control set"),
     metric("privacy.linkability_risk", 0, 1,
            "anonymeter's linkability risk: how much more often the synthetic rows join a training row's two halves of "
-           "columns (the same nearest synthetic row) than an unseen real row's", headline=2),
+           "columns (the same nearest synthetic row) than an unseen real row's", headline=2,
+           baseline=0.0, baseline_words="the control set"),
     metric("privacy.inference_risk", 0, 1,
            "anonymeter's inference risk, worst column: how much better the nearest synthetic row on the other "
-           "columns guesses a training row's value than an unseen real row's", headline=3),
+           "columns guesses a training row's value than an unseen real row's", headline=3,
+           baseline=0.0, baseline_words="the control set"),
     metric("privacy.singling_out_risk_upper", 0, 1, "95% upper bound of privacy.singling_out_risk"),
     metric("privacy.linkability_risk_upper", 0, 1, "95% upper bound of privacy.linkability_risk"),
     metric("privacy.inference_risk_upper", 0, 1,

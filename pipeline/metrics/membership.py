@@ -231,16 +231,16 @@ def _not_judged(reason: str, sizes: dict | None) -> SuiteResult:
                        not_judged={key: reason for key in KEYS.values()})
 
 
-@register_suite("membership", "table", order=45, metrics=[
+@register_suite("membership", "table", order=45, attacks=True, metrics=[
     metric("privacy.mia_auc", 0, 1,
            "ROC AUC of the strongest membership-inference attack telling training rows from unseen real rows by the "
-           "synthetic rows (0.5 = it cannot)", headline=1),
+           "synthetic rows (0.5 = it cannot)", headline=1, baseline=0.5, baseline_words="chance"),
     metric("privacy.mia_tpr_at_fpr_1pct", 0, 1,
            "share of training rows the strongest attack finds while flagging 1% of unseen real rows (0.01 = chance)",
-           headline=2),
+           headline=2, baseline=0.01, baseline_words="chance"),
     metric("privacy.mia_tpr_at_fpr_01pct", 0, 1,
            "share of training rows the strongest attack finds while flagging 0.1% of unseen real rows (0.001 = "
-           "chance)"),
+           "chance)", baseline=0.001, baseline_words="chance"),
 ])
 def membership_suite(ev) -> SuiteResult:
     """The attacks on the shared split; not judged (NaN, the reason said) on a holdout under

@@ -20,7 +20,8 @@ A handler is a module of this package (``table``, ``image``) that registers itse
   shard's rows as an Arrow table: the shard executor's only modality-specific step),
   ``finish_shards(folder, jobs)`` (extras such as the image preview grid),
   ``generation_record(g, plan, stats, loaded)`` (what ``_generated.json`` adds) and
-  ``sample_rows(loaded, rows, seed, conditions, dataset)`` (the Python API's rows, or why not);
+  ``sample_rows(loaded, rows, seed, g, dataset)`` (the Python API's rows under the generate
+  settings ``g``, or why not);
 - score: ``evidence(cfg, dataset, paths)`` (what its metric suites read: the prepared data, the
   synthetic rows, the settings) and ``report(evidence, metrics, details, drawn)`` (the report files);
 - publish and the command line: ``CARD_USE`` (the data card's intended use and known limits),

@@ -191,7 +191,7 @@ def finish_shards(folder: Path, jobs: list) -> None:
         (folder / "_grid.png").write_bytes(encode_png(image_grid(pixels, head["label"].to_numpy())))
 
 
-def sample_rows(loaded, rows: int, seed: int, conditions: dict | None, dataset: str):
+def sample_rows(loaded, rows: int, seed: int, g: GenerateConfig, dataset: str):
     raise ConditionError(f"{dataset} is an image dataset: "
                          "use sample_images(loaded, labels, seed) or the generate stage")
 

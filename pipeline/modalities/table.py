@@ -33,6 +33,7 @@ from pipeline.files import sha256_file
 from pipeline.ids import cover
 from pipeline.modalities.base import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
 from pipeline.modalities.registry import register_modality
+from pipeline.protection import protection_for
 from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings
 from pipeline.sources import partition_root, read_source, read_whole
@@ -211,7 +212,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
 
 def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> GenerationPlan:
     from pipeline.rowhash import row_hashes
-    from pipeline.sampling import condition_group
+    from pipeline.sampling import condition_group, condition_value
 
     exclude = None
     if g.drop_training_copies:  # every training row's hash (a streamed source's: shard by shard)
@@ -219,16 +220,24 @@ def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> 
         shards = sorted((paths.prepared / "train").glob("part-*.parquet"))
         frames = (pd.read_parquet(f) for f in shards) if shards else [load_prepared(paths)[0]]
         exclude = np.unique(np.concatenate([row_hashes(f, modeled) for f in frames]))
+    protection = value_protection(loaded, g)  # an old model, or a condition on a withheld value, fails here
     if g.conditions:
         condition_group(loaded, g.conditions)  # a bad condition fails before any worker starts
+        for col, value in g.conditions.items() if protection else ():
+            protection.check_condition(col, condition_value(loaded, col, value))
     return GenerationPlan(g.rows or int(loaded.info.get("sampled_from_rows", loaded.info["rows"])), exclude)
+
+
+def value_protection(loaded, g: GenerateConfig):
+    """The value protection (``pipeline.protection``) that ``g`` asks of this model; None when off."""
+    return protection_for(loaded.transformer, g.value_protection_k) if g.value_protection else None
 
 
 def shard_table(loaded, job, g: GenerateConfig, stats: dict[str, int]) -> pa.Table:
     from pipeline.sampling import sample_frame
 
     frame = sample_frame(loaded, job.rows, job.seed, start=job.start, conditions=g.conditions, exclude=job.exclude,
-                         stats=stats)
+                         stats=stats, protection=value_protection(loaded, g))
     # One fixed schema for every shard: a shard whose text column happens to be all null must
     # still say 'string', or the folder stops being one readable dataset. Then the source's own
     # types where pandas had changed them (decimal, dictionary).
@@ -239,11 +248,12 @@ def finish_shards(folder: Path, jobs: list) -> None:
     """Nothing beyond the shards for a table."""
 
 
-def sample_rows(loaded, rows: int, seed: int, conditions: dict | None, dataset: str) -> pd.DataFrame:
-    """``rows`` synthetic rows drawn with ``seed`` (the Python API, ``generate.sample``)."""
+def sample_rows(loaded, rows: int, seed: int, g: GenerateConfig, dataset: str) -> pd.DataFrame:
+    """``rows`` synthetic rows drawn with ``seed`` under ``g`` (its conditions and value protection:
+    the Python API, ``generate.sample``)."""
     from pipeline.sampling import sample_frame
 
-    return sample_frame(loaded, rows, seed, conditions=conditions)
+    return sample_frame(loaded, rows, seed, conditions=g.conditions, protection=value_protection(loaded, g))
 
 
 def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, int], loaded) -> dict:
@@ -253,6 +263,11 @@ def generation_record(g: GenerateConfig, plan: GenerationPlan, stats: dict[str, 
         record.update({"constraints": loaded.schema.constraints,
                        "constraint_rows_redrawn": stats.get("constraint_rows_redrawn", 0),
                        "constraint_rows_repaired": stats.get("constraint_rows_repaired", 0)})
+    protection = value_protection(loaded, g)
+    record["value_protection"] = protection.record(stats) if protection else {"enabled": False}
+    if protection:
+        log.info("value protection (k=%d): %d of %d rows changed", protection.k,
+                 record["value_protection"]["rows_changed"], plan.rows)
     return record
 
 
@@ -314,6 +329,8 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
         schema=ev.schema, real=ev.sample(ev.train, REPORT_ROWS), synthetic=ev.sample(ev.syn, REPORT_ROWS),
         columns=details.get("columns", {}), pairs=details.get("pairs", []),
         privacy_distances=drawn.get("privacy_distances", {}), details=details, train_log=log_df, notes=notes,
+        value_protection=(read_json(ev.paths.generated).get("value_protection")
+                          if ev.paths.generated.exists() else None),
     )
     return {"report.html": render_html(inp), "report.md": render_markdown(inp)}
 

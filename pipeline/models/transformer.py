@@ -13,7 +13,11 @@
   ``max_categories`` the rarest share one "other" slot, resolved back to one of those rare values
   in proportion to their counts, so generated categories only take values seen in the source.
 
-The fitted state is plain JSON (no pickles): :meth:`state` / :meth:`from_state`.
+The fitted state is plain JSON (no pickles): :meth:`state` / :meth:`from_state`. It also records
+what value protection (``pipeline.protection``) reads at generate, so that generate reads no real
+rows: the rows fitted on, each category's training count, and each numeric column's ``TAIL_ROWS``
+lowest and highest training values (as value, count runs). A state saved before these has none
+of them; it decodes as before.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ _P_EPS = 1e-6
 # them; one that needs more (measurements at full float precision) keeps them: rounding those to a
 # fixed number of places would flatten its small values.
 MAX_DECIMALS = 6
+# A numeric column's lowest and highest training values recorded for value protection: enough for
+# any k it uses (its default rule reaches this only at 10^8 rows), as mostlyai-engine keeps 1000.
+TAIL_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def _runs(x: np.ndarray) -> list[list]:
+    """``x`` (sorted) as [value, count] runs in its order: a spike of equal values is one pair."""
+    values, counts = np.unique(x, return_counts=True)
+    if len(x) > 1 and x[0] > x[-1]:
+        values, counts = values[::-1], counts[::-1]
+    return [[v, int(c)] for v, c in zip(values.tolist(), counts)]
+
+
 def decimals(x: np.ndarray, dtype: str) -> int | None:
     """The fewest decimals (0 .. ``MAX_DECIMALS``) that write every value of ``x`` (finite floats,
     held as ``dtype``) exactly, or None when no such number does: the precision of a money column
@@ -80,11 +95,12 @@ class TableTransformer:
         self.n_knots = knots
         self.max_categories = max_categories
         self.columns: list[dict[str, Any]] = []
+        self.rows: int | None = None  # rows fitted on (None: a state saved before it was kept)
 
     # -- fitting -----------------------------------------------------------------------------
 
     def fit(self, df: pd.DataFrame) -> "TableTransformer":
-        self.columns = []
+        self.columns, self.rows = [], len(df)
         for col in self.schema.modeled:
             s = df[col.name]
             if col.kind in NUMERIC_KINDS:
@@ -104,6 +120,9 @@ class TableTransformer:
                     # Synthetic values are rounded to the real ones' decimals (integers and dates
                     # are whole numbers of their unit already).
                     **({"decimals": decimals(finite, col.dtype)} if col.kind == "continuous" else {}),
+                    # For value protection: the extremes, from each end inwards.
+                    "finite_rows": len(finite), "low": _runs(finite[:TAIL_ROWS]),
+                    "high": _runs(finite[::-1][:TAIL_ROWS]),
                 })
             elif col.kind in DISCRETE_KINDS:
                 counts = s.astype(object).where(s.notna(), None).value_counts(dropna=True)
@@ -116,6 +135,7 @@ class TableTransformer:
                     "name": col.name, "kind": col.kind, "categories": keep,
                     "other": tail, "other_p": (tail_counts / tail_counts.sum()).tolist() if len(tail) else [],
                     "has_missing": bool(s.isna().any()),
+                    "counts": counts.tolist(),  # of categories then other: value protection's rare ones
                 })
         self._build_spans()
         return self
@@ -285,11 +305,12 @@ class TableTransformer:
     # -- persistence -------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {"knots": self.n_knots, "max_categories": self.max_categories, "columns": self.columns}
+        return {"knots": self.n_knots, "max_categories": self.max_categories, "columns": self.columns,
+                **({"rows": self.rows} if self.rows is not None else {})}
 
     @classmethod
     def from_state(cls, schema: TableSchema, state: dict[str, Any]) -> "TableTransformer":
         t = cls(schema, state["knots"], state["max_categories"])
-        t.columns = state["columns"]
+        t.columns, t.rows = state["columns"], state.get("rows")
         t._build_spans()
         return t

@@ -79,6 +79,8 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
                      **({"auto": work.model_info["auto"]} if "auto" in work.model_info else {})},
         "stage_seconds": read_json(paths.stage_seconds) if paths.stage_seconds.exists() else {},
         "run": run_info or {},
+        # What generate changed to protect rare and extreme values (tables; the data card says it).
+        **({"value_protection": work.gen_info["value_protection"]} if "value_protection" in work.gen_info else {}),
     }
     card = render_datacard(manifest, manifest["gate"]["thresholds"])
     (staging / DATACARD).write_text(card, encoding="utf-8")

@@ -182,7 +182,7 @@ class ToyHandler:
         return {"modality": "toy"}
 
     @staticmethod
-    def sample_rows(loaded, rows, seed, conditions, dataset):
+    def sample_rows(loaded, rows, seed, g, dataset):
         return pd.DataFrame({"x": loaded.model.draw(rows, torch.Generator().manual_seed(seed)).numpy()})
 
     @staticmethod
