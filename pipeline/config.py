@@ -191,7 +191,9 @@ class Threshold(_Section):
 # params.yaml's gate, the default of score.thresholds (a params file without one is judged the same).
 GATE = {"quality.overall": {"min": 0.70}, "quality.column_pair_trends": {"min": 0.85}, "detection.auc": {"max": 0.95},
         "utility.ratio": {"min": 0.85}, "privacy.dcr_share": {"max": 0.60},
-        "privacy.exact_match_excess": {"max": 0.05}}
+        "privacy.exact_match_excess": {"max": 0.05}, "privacy.mia_auc": {"max": 0.60},
+        "privacy.mia_tpr_at_fpr_1pct": {"max": 0.10}, "privacy.singling_out_risk": {"max": 0.10},
+        "privacy.linkability_risk": {"max": 0.10}}
 
 
 class ScoreConfig(_Section):
@@ -199,8 +201,9 @@ class ScoreConfig(_Section):
     detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
     privacy_rows: int = Field(5_000, ge=10, description="synthetic rows for DCR (the share compares them with the "
                               "holdout and disjoint training samples of its size)")
-    attack_rows: int = Field(5_000, ge=10, description="rows in each role of the privacy attacks (training members, "
-                             "unseen non-members, the attacker's reference rows, synthetic rows): seeded samples")
+    attack_rows: int = Field(5_000, ge=10, description="rows in each real role of the privacy attacks (training "
+                             "members, unseen non-members, the attacker's reference rows; seeded samples); the "
+                             "attacker holds up to 8 times as many synthetic rows")
     privacy_min_holdout: int = Field(
         200, ge=2, description="below this many holdout rows, the privacy attacks are reported as not judged (with "
                                "the reason) and their thresholds are not applied: they need unseen real rows to "

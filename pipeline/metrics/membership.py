@@ -231,7 +231,7 @@ def _not_judged(reason: str, sizes: dict | None) -> SuiteResult:
                        not_judged={key: reason for key in KEYS.values()})
 
 
-@register_suite("membership", "table", order=45, attacks=True, metrics=[
+@register_suite("membership", "table", order=55, attacks=True, metrics=[
     metric("privacy.mia_auc", 0, 1,
            "ROC AUC of the strongest membership-inference attack telling training rows from unseen real rows by the "
            "synthetic rows (0.5 = it cannot)", headline=1, baseline=0.5, baseline_words="chance"),

@@ -281,8 +281,11 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
     total = pads.dataset(paths.synthetic, format="parquet").count_rows()
     streamed = total > sc.in_memory_rows
     if streamed:  # too many rows to hold: the suites that need rows read a seeded sample
+        from pipeline.metrics.privacy import SYNTHETIC_FACTOR
+
         syn = read_sample(paths.shards(), total,
-                          max(sc.utility_rows, sc.detection_rows, sc.privacy_rows, sc.attack_rows, REPORT_ROWS), seed)
+                          max(sc.utility_rows, sc.detection_rows, sc.privacy_rows,
+                              sc.attack_rows * SYNTHETIC_FACTOR, REPORT_ROWS), seed)
     else:
         syn = read_synthetic(paths.synthetic)
     ds = cfg.dataset(dataset)

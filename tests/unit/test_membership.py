@@ -132,7 +132,7 @@ def test_the_suite_reports_the_worst_attack_and_every_attack_in_details():
         assert details["attacks"][details["worst"][figure]][figure]["estimate"] == out.metrics[key]
     assert not out.not_judged
     load_families()
-    assert SUITES["detection"].order < SUITES["membership"].order < SUITES["privacy"].order
+    assert SUITES["privacy"].order < SUITES["membership"].order < SUITES["anonymity"].order
 
 
 def test_a_small_holdout_is_not_judged_and_says_why():

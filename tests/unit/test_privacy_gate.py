@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Threshold, load_config
-from pipeline.metrics import SUITES, evaluate_gate, judge, metric, register_suite
-from pipeline.metrics.privacy import privacy_suite
+from pipeline.metrics import SUITES, evaluate_gate, judge, metric, privacy_suites, register_suite
 from pipeline.modalities.table import TableEvidence
 from pipeline.schema import TableSchema, describe, infer_kind
 from tests.conftest import REPO
@@ -25,17 +24,21 @@ def _measurements(n: int, seed: int) -> pd.DataFrame:
 
 
 def _privacy(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, thresholds=None) -> dict:
-    """The privacy suite's metrics, judged under ``thresholds`` (the default gate's privacy keys)."""
+    """Every privacy family's metrics (the privacy suite, the membership and anonymity attacks),
+    judged under ``thresholds`` (the default gate's privacy keys)."""
     cfg = load_config(REPO / "params.yaml", {"score.privacy_rows": 200})  # DCR: quadratic
     if thresholds is None:
         thresholds = {k: v for k, v in cfg.score.thresholds.items() if k.startswith("privacy.")}
     cfg.score.thresholds = thresholds
     schema = TableSchema([describe(train[c], infer_kind(train[c])) for c in train.columns])
     ev = TableEvidence("m", None, train, holdout, syn, schema, None, "auto", cfg.score, 0, len(syn), False)
-    out = privacy_suite(ev)
-    metrics = dict(out.metrics)
-    if out.not_judged:
-        metrics["gate.not_judged"] = out.not_judged
+    metrics, not_judged = {}, {}
+    for suite in privacy_suites("table"):
+        out = suite.compute(ev)
+        metrics.update(out.metrics)
+        not_judged.update(out.not_judged)
+    if not_judged:
+        metrics["gate.not_judged"] = not_judged
     return judge(metrics, thresholds)
 
 
@@ -197,10 +200,12 @@ def test_validate_names_the_privacy_families_and_the_attacks_rows_or_why_not_jud
     p = plan(cfg, "tiny", estimate=False)["privacy"]
     assert {"privacy", "toyattack"} <= set(p["suites"]) and "detection" not in p["suites"]
     assert "toyattack" in p["attacks"] and "privacy" not in p["attacks"]
-    # 48 holdout rows: 24 non-members and 24 reference rows, each at most score.attack_rows.
-    assert p["rows"] == {"members": 20, "non_members": 20, "reference": 20, "synthetic": 20}
+    # 48 holdout rows: 24 non-members and 24 reference rows, each at most score.attack_rows; the
+    # synthetic rows up to 8 times as many (the tiny release has 160 rows).
+    assert p["rows"] == {"members": 20, "non_members": 20, "reference": 20, "synthetic": 160}
     text = render(plan(cfg, "tiny", estimate=False))
-    assert "on one seeded split: 20 training members, 20 unseen non-members, 20 reference and 20 synthetic rows" in text
+    assert ("on one seeded split: 20 training members, 20 unseen non-members, 20 reference and 160 synthetic "
+            "rows") in text
     cfg.score.privacy_min_holdout = 200
     p = plan(cfg, "tiny", estimate=False)["privacy"]
     assert "rows" not in p and p["why_not"] == "holdout of 48 rows < score.privacy_min_holdout 200"
@@ -214,3 +219,49 @@ def test_the_plans_attack_sizes_are_the_split_the_attacks_get():
     for train, holdout, syn, rows in ((300, 101, 250, 1000), (300, 300, 40, 100), (10, 300, 250, 1000)):
         split = attack_rows(frame.iloc[:train], frame.iloc[:holdout], frame.iloc[:syn], rows=rows, seed=3)
         assert attack_sizes(train, holdout, syn, rows) == split.sizes()
+
+
+# -- calibration: the default gate against releases whose privacy is known --------------------
+
+
+@pytest.fixture(scope="module")
+def adult_roles():
+    """Adult's rows cut four ways: training rows, a holdout, and real rows that are neither (an
+    "unseen" release), each small enough for a fast test."""
+    rows = pd.read_parquet(REPO / "data/adult/train.parquet").sample(n=4600, random_state=7).reset_index(drop=True)
+    return rows.iloc[:2000], rows.iloc[2000:3200], rows.iloc[3200:]
+
+
+def _noisy(frame: pd.DataFrame, scale: float, seed: int) -> pd.DataFrame:
+    """A copier that hides behind small noise: each number moved by ``scale`` of its column's sd."""
+    out, rng = frame.copy(), np.random.default_rng(seed)
+    for name in out.select_dtypes("number").columns:
+        x = out[name].astype("float64")
+        out[name] = np.round(x + rng.normal(0, scale * float(x.std()), len(x))).astype(out[name].dtype)
+    return out
+
+
+@pytest.mark.parametrize("release", ["copies", "noisy copies"])
+def test_a_copier_fails_the_default_gate_through_the_attacks(adult_roles, release):
+    train, holdout, _ = adult_roles
+    copies = train.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    syn = copies if release == "copies" else _noisy(copies, 0.05, 3)
+    m = _privacy(train, holdout, syn)
+    failed = {f.split(":")[0] for f in m["gate.failures"]}
+    assert not m["gate.passed"]
+    # Through the attacks, not only through exact copies: noise hides a copy from exact matching.
+    # Exact copies fail every attack key; noisy ones at least one (linkability, here: small noise
+    # on the numbers leaves unseen rows as near as the copies in the membership attacks' space).
+    attacks = {"privacy.mia_auc", "privacy.mia_tpr_at_fpr_1pct", "privacy.singling_out_risk",
+               "privacy.linkability_risk"}
+    assert (attacks <= failed) if release == "copies" else (attacks & failed), m["gate.failures"]
+    assert m["privacy.inference_risk"] > 0.3
+
+
+def test_real_rows_the_model_never_saw_pass_the_default_gate(adult_roles):
+    train, holdout, unseen = adult_roles
+    m = _privacy(train, holdout, unseen)
+    assert m["gate.passed"], m["gate.failures"]
+    assert abs(m["privacy.mia_auc"] - 0.5) < 0.05 and m["privacy.mia_tpr_at_fpr_1pct"] < 0.05
+    for key in ("singling_out_risk", "linkability_risk"):
+        assert m[f"privacy.{key}"] < 0.05 and m[f"privacy.{key}_upper"] < 0.1, (key, m[f"privacy.{key}"])
