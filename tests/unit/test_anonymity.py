@@ -36,12 +36,12 @@ def _schema(df: pd.DataFrame) -> TableSchema:
 @pytest.fixture(scope="module")
 def real():
     """Training rows, holdout rows, and more real rows from the same population (never trained on)."""
-    return tiny_frame(600, seed=0), tiny_frame(600, seed=1), tiny_frame(600, seed=2)
+    return tiny_frame(1200, seed=0), tiny_frame(1200, seed=1), tiny_frame(1200, seed=2)
 
 
 def _released(real, syn: pd.DataFrame, seed: int = 0) -> AttackRows:
     train, holdout, _ = real
-    return attack_rows(train, holdout, syn, rows=300, seed=seed)
+    return attack_rows(train, holdout, syn, rows=600, seed=seed)
 
 
 def _noised(df: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -129,12 +129,14 @@ def test_a_release_that_copies_its_training_rows_is_at_high_risk(real):
 def test_unseen_real_rows_released_are_at_no_risk_the_intervals_hold_zero(real):
     train, _, unseen = real
     r = score_anonymity(_released(real, unseen), _schema(train), "income")
-    risks = [*r.singling_out.values(), r.linkability, *r.inference.values()]
-    assert max(v.value for v in risks) < 0.15
+    assert max(v.value for v in [*r.singling_out.values(), r.linkability]) < 0.05
+    # The worst column's point risk is noise on 600 targets (a column guessed 90% of the time turns
+    # a 2-point difference into 0.2: docs/privacy.md), so the columns are judged by their intervals.
+    assert np.median([v.value for v in r.inference.values()]) < 0.05
     worst = [max(family, key=lambda v: v.value) for family in (r.singling_out.values(), [r.linkability],
                                                                 r.inference.values())]
     assert all(v.low == 0.0 for v in worst), [(v.low, v.value) for v in worst]
-    assert r.details["inference"]["target"] == "income" and r.details["rows"]["targets"] == 300
+    assert r.details["inference"]["target"] == "income" and r.details["rows"]["targets"] == 600
 
 
 def test_the_risks_are_seeded(real):
