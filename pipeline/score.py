@@ -77,6 +77,12 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
             log.info("score %s: %s in %.1fs", dataset, suite.name, details["seconds"][suite.name],
                      extra={"fields": {"family": suite.name, "seconds": details["seconds"][suite.name]}})
             bar.advance(1)
+    # A threshold on a metric only another modality's suites measure (the default gate's attack keys
+    # for an image source) is not judged here, and the verdict says why, rather than "not computed".
+    measured = {info.key for suite in suites for info in suite.metrics} | set(metrics)
+    for key in cfg.score.thresholds:
+        if key not in measured:
+            not_judged.setdefault(key, f"not measured on {handler.MODALITY} data")
     if not_judged:
         metrics["gate.not_judged"] = not_judged
     metrics = judge({k: _clean(v) for k, v in metrics.items()}, cfg.score.thresholds)

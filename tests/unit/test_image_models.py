@@ -98,6 +98,17 @@ def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path)
         result.metrics["privacy.exact_match_rate"] - result.metrics["privacy.exact_match_rate_holdout"])
     report = (paths.score / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 3 and "real held-out (floor)" in report
+    # Under the default gate, the table families' keys (the attacks' among them) are not judged on
+    # images, and say why; the one privacy key images measure is judged.
+    from pipeline.config import GATE, Threshold
+
+    cfg.score.thresholds = {k: Threshold(**v) for k, v in GATE.items()}
+    judged = score.run(cfg, "tiny").metrics
+    assert judged["gate.not_judged"]["privacy.mia_auc"] == "not measured on image data"
+    assert "privacy.exact_match_excess" not in judged["gate.not_judged"]
+    assert not any("not computed" in f for f in judged["gate.failures"]), judged["gate.failures"]
+    cfg.score.thresholds = {"image.label_accuracy": Threshold(min=0.0)}
+    score.run(cfg, "tiny")
     release = publish.run(cfg, "tiny")
     back = Catalog(cfg.publish.release_root).load("tiny")
     np.testing.assert_array_equal(pixels_of(back), pixels_of(first))  # pixels survive the release exactly
