@@ -164,6 +164,10 @@ class GenerateConfig(_Section):
                                                                          "or a Dask cluster")
     dask_address: str | None = Field(None, description="dask: an existing scheduler (tcp://host:8786); null = a "
                                                        "local cluster of `workers` processes")
+    sample_steps: int | None = Field(
+        None, ge=1, le=10_000, description="denoising steps per row of a diffusion model (fewer: faster, further "
+                                           "from the trained model); null = the model's own, "
+                                           "model.diffusion.sample_steps as it was trained")
     value_protection: bool = Field(
         True, description="tables: a category seen in fewer than k training rows is replaced (by _RARE_ in a text "
                           "column, else redrawn from the common ones), and numbers beyond the k-th smallest or "

@@ -62,6 +62,7 @@ def sample(cfg: Config, dataset: str, rows: int, conditions: dict[str, Any] | No
     cfg = cfg.for_dataset(dataset)
     loaded = load_model(StagePaths.of(cfg.work_dir, dataset).model, pick_device(cfg.train.device))
     g = cfg.generate.model_copy(update={"conditions": conditions or {}})  # its value protection too
+    loaded.model.use_sampling(g)
     return modality_named(loaded.modality).sample_rows(loaded, rows, shard_seed(cfg.seed if seed is None else seed, 0),
                                                        g, dataset)
 
@@ -77,6 +78,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
     check_generation(cfg, paths, g.rows or 0)
     loaded = load_model(paths.model, pick_device(cfg.train.device))
     handler = modality_named(loaded.modality)
+    sampling = loaded.model.use_sampling(g)  # the steps it samples with (workers set theirs from g too)
     plan = handler.plan_generation(g, cfg.seed, loaded, paths)
     check_generation(cfg, paths, plan.rows)  # as many as the source, or rows_per_label of each label
     rows, per = plan.rows, g.rows_per_shard
@@ -91,6 +93,7 @@ def run(cfg: Config, dataset: str) -> GenerateResult:
         write_json(tmp / paths.generated.name, {
             "dataset": dataset, "rows": rows, "shards": n_shards, "seed": cfg.seed,
             **handler.generation_record(g, plan, stats, loaded),
+            **({"sampling": sampling} if sampling else {}),
             "workers": g.workers,
             "backend": g.backend if g.workers > 1 else "in-process",
             "model_hash": loaded.model_hash,

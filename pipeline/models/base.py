@@ -130,6 +130,11 @@ class GenerativeModel(nn.Module):
         """The scalar to minimise in ``phase`` for a batch of real rows, plus figures to log."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def use_sampling(self, generate_cfg) -> dict:
+        """Take the generate section's sampling settings that this model reads (``sample_steps``);
+        returns them as used, for ``_generated.json`` ({}: it reads none)."""
+        return {}
+
     def inference_state(self) -> dict[str, torch.Tensor]:
         """The weights generation needs (a state dict of tensors)."""
         return self.state_dict()

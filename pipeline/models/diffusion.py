@@ -18,6 +18,7 @@ data. Rows come from an exponential moving average of the denoiser's weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -73,6 +74,7 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         # The column (block) of every flat one-hot slot, to zero the slots of hidden columns.
         self.register_buffer("slot_group", layout.group_mask.nonzero()[:, 0], persistent=False)
         self.init_average(c.ema_decay)  # rows come from the denoiser's weight average
+        self.steps = c.sample_steps  # the generate section may ask for another count (use_sampling)
 
     def phases(self, t: TrainSettings) -> list[Phase]:
         return [Phase("denoiser", list(self.generator.parameters()), self.cfg.lr, betas=(0.9, 0.999),
@@ -83,6 +85,10 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     def after_step(self, phase: str) -> None:
         self.update_average()
+
+    def use_sampling(self, generate_cfg) -> dict:
+        self.steps = generate_cfg.sample_steps or self.cfg.sample_steps
+        return {"sample_steps": self.steps}
 
     def compile_modules(self) -> None:
         self.generator.compile()  # the average is only sampled from
@@ -150,7 +156,15 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     # -- sampling --------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    solver = "euler"
+    precision = "float32"
+
+    def _precision(self, device: torch.device):
+        if self.precision == "bfloat16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
         starts = range(0, n, self.sample_chunk)
         parts = [self._sample(min(self.sample_chunk, n - i), generator, condition, (k, len(starts)))
@@ -161,29 +175,49 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
                 chunk: tuple[int, int] = (0, 1)) -> torch.Tensor:
         """``n`` rows (chunk ``chunk[0]`` of ``chunk[1]``: a long shard's progress lines count its steps)."""
         device = self.layout.tanh_idx.device
-        net, steps = self.sampler, self.cfg.sample_steps
+        net, steps = self.sampler, self.steps
         times = torch.linspace(1.0, 0.0, steps + 1, device=device)
         if not self.masked and self.n_groups:
             return self._sample_gaussian(n, generator, condition, times)
+        lay = self.layout
         z = torch.randn(n, self.n_num, device=device, generator=generator)
         codes = torch.zeros(n, self.n_groups, dtype=torch.long, device=device)
         hidden = torch.ones(n, self.n_groups, dtype=torch.bool, device=device)
+        # The net's input, kept in place between steps: scalars, the revealed one-hot slots, the
+        # hidden flags. A revealed column's slot is set once, never rebuilt.
+        x = torch.zeros(n, self.n_num + self.n_cat + self.n_groups, device=device)
+        shown, flags = x[:, self.n_num:self.n_num + self.n_cat], x[:, self.n_num + self.n_cat:]
+        flags.fill_(1.0)
+        start = (lay.group_mask.sum(1).cumsum(0) - lay.group_mask.sum(1))[None]  # [1, groups] first flat slot
         if condition is not None:  # inpainting: the conditioned column is known from the start
             codes[:, condition[0]], hidden[:, condition[0]] = condition[1], False
+            shown[:, int(start[0, condition[0]]) + condition[1]] = 1.0
+            flags[:, condition[0]] = 0.0
+        padded = torch.full((n, *lay.group_mask.shape), float("-inf"), device=device)
+        velocity = None
         for step, (t, s) in enumerate(zip(times[:-1], times[1:])):
             within(chunk[0] * steps + step, chunk[1] * steps, "denoising step")
-            out = net(self._input(z, codes, hidden), t.reshape(1))
-            z = z + (s - t) * out[:, :self.n_num]  # an Euler step of the flow
+            x[:, :self.n_num] = z
+            with self._precision(device):
+                out = net(x, t.reshape(1)).float()
+            v = out[:, :self.n_num]
+            if self.solver == "ab2" and velocity is not None:  # Adams-Bashforth 2: the last velocity too
+                v = 1.5 * v - 0.5 * velocity
+            velocity = out[:, :self.n_num]
+            z = z + (s - t) * v
             if not self.n_groups:
                 continue
             # Each hidden column is revealed with probability (t - s) / t (all of them at s = 0),
             # as a draw from the predicted categories (Gumbel-max, from the generator alone).
             u = torch.rand(n, self.n_groups, device=device, generator=generator)
             reveal = hidden & (u < (t - s) / t)
-            logits = self._logits(out[:, self.n_num:])
-            g = torch.rand(logits.shape, device=device, generator=generator).clamp_min(1e-20)
-            drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
-            codes, hidden = torch.where(reveal, drawn, codes), hidden & ~reveal
+            padded[:, lay.group_mask] = out[:, self.n_num:]
+            g = torch.rand(padded.shape, device=device, generator=generator).clamp_min_(1e-20)
+            drawn = (padded - torch.log(-torch.log(g))).argmax(-1)
+            codes = torch.where(reveal, drawn, codes)
+            shown.scatter_add_(1, start + drawn, reveal.float())
+            hidden &= ~reveal
+            flags.copy_(hidden)
         return self._rows(z, codes)
 
     def _sample_gaussian(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None,

@@ -8,7 +8,7 @@ import torch
 
 from pipeline import generate, ingest, sampling, score, train
 from pipeline.artifacts import StagePaths
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import GenerateConfig, ModelConfig, TrainConfig
 from pipeline.models.base import OutputLayout
 from pipeline.models.diffusion import TabularDiffusion
 from pipeline.models.saved import load_model
@@ -188,3 +188,62 @@ def test_on_a_small_table_generated_values_do_not_pile_up_at_the_real_bounds(tmp
         at_bounds = lambda v: float(((v == r.min()) | (v == r.max())).mean())  # noqa: E731
         assert at_bounds(s) <= 2 * at_bounds(r), (column, at_bounds(s), at_bounds(r))
         assert s.min() < r.quantile(0.05) and s.max() > r.quantile(0.95)  # the tails are reached
+
+
+def _reference_rows(model: TabularDiffusion, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The masked sampler as first written: the net's input rebuilt from the codes at every step
+    (padded one-hot blocks), a plain Euler step. The in-place sampler must draw the same rows."""
+    steps, device = model.steps, model.layout.tanh_idx.device
+    times = torch.linspace(1.0, 0.0, steps + 1)
+    z = torch.randn(n, model.n_num, generator=generator)
+    codes = torch.zeros(n, model.n_groups, dtype=torch.long)
+    hidden = torch.ones(n, model.n_groups, dtype=torch.bool)
+    for t, s in zip(times[:-1], times[1:]):
+        out = model.sampler(model._input(z, codes, hidden), t.reshape(1))
+        z = z + (s - t) * out[:, :model.n_num]
+        u = torch.rand(n, model.n_groups, device=device, generator=generator)
+        reveal = hidden & (u < (t - s) / t)
+        logits = model._logits(out[:, model.n_num:])
+        g = torch.rand(logits.shape, device=device, generator=generator).clamp_min(1e-20)
+        drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
+        codes, hidden = torch.where(reveal, drawn, codes), hidden & ~reveal
+    return model._rows(z, codes)
+
+
+def test_the_in_place_sampler_draws_the_rows_of_the_plain_one(trained):
+    """The sampler keeps the net's input between steps instead of rebuilding it: same rows, bit for bit."""
+    _, _, model = trained
+    with torch.inference_mode():
+        expected = _reference_rows(model, 700, torch.Generator().manual_seed(5))
+    model.sample_chunk = 10_000  # one chunk, as the reference draws
+    try:
+        assert torch.equal(model.sample(700, torch.Generator().manual_seed(5)), expected)
+    finally:
+        del model.sample_chunk
+
+
+def test_the_generate_sections_steps_replace_the_trained_count_and_are_reported(trained):
+    _, _, model = trained
+    try:
+        assert model.use_sampling(GenerateConfig(sample_steps=4)) == {"sample_steps": 4}
+        four = model.sample(300, torch.Generator().manual_seed(1))
+        assert model.use_sampling(GenerateConfig()) == {"sample_steps": 20}  # null: as trained
+        assert not torch.equal(four, model.sample(300, torch.Generator().manual_seed(1)))
+    finally:
+        model.steps = model.cfg.sample_steps
+
+
+@pytest.mark.parametrize("option", [{"solver": "ab2"}, {"precision": "bfloat16"}])
+def test_the_faster_sampling_options_still_learn_the_dependence(trained, option):
+    df, tf, model = trained
+    for key, value in option.items():
+        setattr(model, key, value)
+    try:
+        fake = _frame(tf, model.sample(3000, torch.Generator().manual_seed(1)))
+    finally:
+        for key in option:
+            delattr(model, key)
+    s = fake.x + fake.y
+    agree = np.where(s > 1.0, "high", np.where(s < -1.0, "low", "mid")) == fake["band"]
+    assert agree.mean() > 0.8
+    assert abs(np.corrcoef(fake.x, fake.y)[0, 1] - np.corrcoef(df.x, df.y)[0, 1]) < 0.1
