@@ -209,7 +209,9 @@ def _sampling_mb(model, transformer, shard_rows: int) -> float:
     and 679 MB)."""
     import torch
 
-    at_once = min(shard_rows, getattr(model, "sample_chunk", None) or shard_rows)
+    on_gpu = next(model.parameters(), torch.zeros(0)).device.type == "cuda"
+    chunk = getattr(model, "sample_chunk_cuda" if on_gpu else "sample_chunk", None)
+    at_once = min(shard_rows, chunk or shard_rows)
     groups = [span.width for span in transformer.spans if span.activation == "softmax"]
     padded = len(groups) * max(groups, default=0)
     widest = max((m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)), default=0)

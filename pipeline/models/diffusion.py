@@ -31,7 +31,11 @@ from pipeline.progress import within
 from pipeline.settings import ModelSettings, TrainSettings
 
 _SCALE = 5.0  # the transformer's scalars are normal scores / 5 (pipeline.models.transformer._SCALE)
-_CHUNK = 32_768  # rows denoised at once when sampling (bounds memory for any n)
+# Rows denoised at once when sampling (bounds memory for any n). On a CPU a chunk whose activations
+# stay in cache runs the matrix products near the machine's peak: 4,096 rows of the default
+# 4 x 512 net sampled 1,171 rows/s at 50 steps, 32,768 rows 794 (benchmarks/sampler.py). A GPU
+# needs far more rows at once to be busy.
+_CHUNK, _CHUNK_CUDA = 4_096, 65_536
 _MIN_T = 0.05  # the 1/t weight of the category loss is capped at 1/_MIN_T (its variance grows as t -> 0)
 
 
@@ -61,7 +65,8 @@ class Denoiser(nn.Module):
 
 @register_model("diffusion")
 class TabularDiffusion(AveragedGenerator, TabularModel):
-    sample_chunk = _CHUNK  # rows denoised at once (validate's memory estimate reads it too)
+    sample_chunk = _CHUNK  # rows denoised at once on a CPU (validate's memory estimate reads it too)
+    sample_chunk_cuda = _CHUNK_CUDA  # and on a GPU
 
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
@@ -156,8 +161,16 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     # -- sampling --------------------------------------------------------------------------------
 
-    solver = "euler"
-    precision = "float32"
+    # How rows are drawn (measured on Adult, benchmarks/sampler.py and docs/models.md#sampling):
+    # "ab2": each flow step uses this step's and the last step's velocity (Adams-Bashforth,
+    # second order, no extra network evaluation); "euler": this step's alone. "count": each row
+    # reveals a set number of its hidden columns per step, the share (t - s) / t of them
+    # (stochastically rounded), chosen at random; "random": each hidden column is revealed with
+    # probability (t - s) / t, so some steps reveal several columns of a row at once from
+    # independent draws, which costs pair trends when the steps are few.
+    solver: str = "ab2"
+    reveal: str = "count"
+    precision: str = "float32"
 
     def _precision(self, device: torch.device):
         if self.precision == "bfloat16":
@@ -166,9 +179,9 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
-        starts = range(0, n, self.sample_chunk)
-        parts = [self._sample(min(self.sample_chunk, n - i), generator, condition, (k, len(starts)))
-                 for k, i in enumerate(starts)]
+        chunk = self.sample_chunk_cuda if self.slot_group.device.type == "cuda" else self.sample_chunk
+        starts = range(0, n, chunk)
+        parts = [self._sample(min(chunk, n - i), generator, condition, (k, len(starts))) for k, i in enumerate(starts)]
         return torch.cat(parts) if parts else torch.zeros(0, self.layout.width, device=self.slot_group.device)
 
     def _sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None,
@@ -207,10 +220,16 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
             z = z + (s - t) * v
             if not self.n_groups:
                 continue
-            # Each hidden column is revealed with probability (t - s) / t (all of them at s = 0),
+            # The share (t - s) / t of the hidden columns is revealed (all of them at s = 0), each
             # as a draw from the predicted categories (Gumbel-max, from the generator alone).
             u = torch.rand(n, self.n_groups, device=device, generator=generator)
-            reveal = hidden & (u < (t - s) / t)
+            if self.reveal == "count":
+                left = hidden.sum(1, dtype=torch.float32)
+                keep = torch.floor(left * (s / t) + torch.rand(n, device=device, generator=generator))
+                order = u.masked_fill(~hidden, 2.0).argsort(1).argsort(1)  # a random order of the hidden ones
+                reveal = hidden & (order < (left - keep)[:, None])
+            else:
+                reveal = hidden & (u < (t - s) / t)
             padded[:, lay.group_mask] = out[:, self.n_num:]
             g = torch.rand(padded.shape, device=device, generator=generator).clamp_min_(1e-20)
             drawn = (padded - torch.log(-torch.log(g))).argmax(-1)

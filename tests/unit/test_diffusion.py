@@ -215,11 +215,11 @@ def test_the_in_place_sampler_draws_the_rows_of_the_plain_one(trained):
     _, _, model = trained
     with torch.inference_mode():
         expected = _reference_rows(model, 700, torch.Generator().manual_seed(5))
-    model.sample_chunk = 10_000  # one chunk, as the reference draws
+    model.sample_chunk, model.solver, model.reveal = 10_000, "euler", "random"  # as the reference draws
     try:
         assert torch.equal(model.sample(700, torch.Generator().manual_seed(5)), expected)
     finally:
-        del model.sample_chunk
+        del model.sample_chunk, model.solver, model.reveal
 
 
 def test_the_generate_sections_steps_replace_the_trained_count_and_are_reported(trained):
@@ -233,8 +233,8 @@ def test_the_generate_sections_steps_replace_the_trained_count_and_are_reported(
         model.steps = model.cfg.sample_steps
 
 
-@pytest.mark.parametrize("option", [{"solver": "ab2"}, {"precision": "bfloat16"}])
-def test_the_faster_sampling_options_still_learn_the_dependence(trained, option):
+@pytest.mark.parametrize("option", [{"solver": "euler", "reveal": "random"}, {"precision": "bfloat16"}])
+def test_the_other_sampling_options_also_learn_the_dependence(trained, option):
     df, tf, model = trained
     for key, value in option.items():
         setattr(model, key, value)
@@ -247,3 +247,23 @@ def test_the_faster_sampling_options_still_learn_the_dependence(trained, option)
     agree = np.where(s > 1.0, "high", np.where(s < -1.0, "low", "mid")) == fake["band"]
     assert agree.mean() > 0.8
     assert abs(np.corrcoef(fake.x, fake.y)[0, 1] - np.corrcoef(df.x, df.y)[0, 1]) < 0.1
+
+
+def test_each_step_reveals_the_same_number_of_columns_in_every_row():
+    """The default reveal: with as many steps as columns, every row reveals exactly one column per
+    step (independent reveals would reveal 0, 1 or several), so no step draws two columns of a row
+    from independent predictions."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=400), **{f"c{i}": rng.choice(list("abc"), 400) for i in range(4)}})
+    tf, model, _ = _model(df, sample_steps=4)
+    model.eval()
+    hidden_per_step = []
+    hook = model.sampler.register_forward_hook(
+        lambda mod, args, out: hidden_per_step.append(args[0][:, -model.n_groups:].sum(1)))
+    try:
+        rows = model.sample(300, torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert [set(h.tolist()) for h in hidden_per_step] == [{4.0}, {3.0}, {2.0}, {1.0}]
+    blocks = rows[:, model.layout.group_index] * model.layout.group_mask
+    assert torch.all(blocks.sum(-1) == 1)  # every column revealed by the end
