@@ -141,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml", help="the file written (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="only check that the file is what would be written")
 
-    p = sub.add_parser("releases", help="list, show, diff and export published releases (the catalog)",
-                       description="The release catalog. REF is DATASET (its latest) or DATASET@VERSION.")
+    p = sub.add_parser("releases", help="list, show, diff, export and verify published releases (the catalog)",
+                       description="The release catalog. REF is DATASET (its latest) or DATASET@VERSION. Every "
+                                   "read checks the release against its manifest: the files it lists present at "
+                                   "their sizes, nothing else, and the SHA-256 of every file it reads (show: of "
+                                   "every file, unless --sizes-only).")
     p.add_argument("--root", help="release root: a folder or fsspec URL (default: publish.release_root of --params)")
     p.add_argument("--params", default="params.yaml", help="params file for the default root (default: %(default)s)")
     rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -151,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = rsub.add_parser("show", help="a release at a glance: rows, model, scores against thresholds, gate, files")
     q.add_argument("ref")
     q.add_argument("--json", action="store_true", help="print the whole manifest (JSON) instead")
+    q.add_argument("--sizes-only", action="store_true",
+                   help="check each file's size, not its SHA-256: reads the manifest and one listing, not the "
+                        "whole release (a big release in an object store)")
     q = rsub.add_parser("diff", help="schema, rows, metric deltas, drift, params and lineage changes between two "
                                      "releases (strict JSON)")
     q.add_argument("a")
@@ -166,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--keep-formulas", action="store_true",
                    help="CSV: write text cells starting with = + - @ tab or CR as they are (default: "
                         "prefixed with ' so a spreadsheet shows them instead of running them)")
+    q = rsub.add_parser("verify", help="check a whole release: every file's size and SHA-256, each part's rows and "
+                                       "lineage, the manifest's consistency, its data card and reports present; "
+                                       "exit 0 when it is untouched, 2 with one line naming each problem")
+    q.add_argument("ref")
     return parser
 
 
@@ -316,17 +326,28 @@ def _releases(args: argparse.Namespace) -> int:
                     print(f"{name}  broken: {exc}")
         return 0
     if args.action == "show":
+        ref = cat.resolve(args.ref)
+        checked = None if args.sizes_only else cat.verify(ref, lineage=False)  # every file's SHA-256
+        manifest = cat.manifest(ref)  # every file present at its size, nothing extra
         if args.json:
-            print(json.dumps(cat.manifest(args.ref), indent=2))
+            print(json.dumps(manifest, indent=2))
             return 0
         from pipeline.datacard import release_summary
 
-        ref = cat.resolve(args.ref)
         try:
             latest = cat.latest(ref.dataset) == ref.version
         except ReleaseError:  # a broken latest.json does not hide the release asked for
             latest = False
-        print(release_summary(cat.manifest(ref), latest, str(ref)), end="")
+        print(release_summary(manifest, latest, str(ref)), end="")
+        print("checked  " + (f"{checked['files']} files: each one's size and SHA-256 as the manifest lists, "
+                             "nothing else in the release" if checked else
+                             "each file's size as the manifest lists, nothing else in the release "
+                             "(--sizes-only: SHA-256 not checked)"))
+        return 0
+    if args.action == "verify":
+        done = cat.verify(args.ref)
+        print(f"{done['release']}: ok: {done['files']} files, {done['bytes']:,} bytes, {done['rows']:,} rows, "
+              "each file's size and SHA-256 as its manifest lists, nothing else in the release")
         return 0
     if args.action == "diff":
         # Strict JSON (diff turns NaN into null): jq, JavaScript and Go read it.

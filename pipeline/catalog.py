@@ -21,12 +21,18 @@ manifest is a one-line ``ReleaseError`` naming the file. In a local root nothing
 may be a symbolic link (a dataset or version folder, a part file, ``_DATACARD.md``): a link would
 serve files from outside the root as a release. A manifest names its own dataset and version, so a
 release copied in from another dataset is refused, not served under the folder's name.
+
+Every read checks the release against its manifest (``pipeline.release.integrity``): the manifest
+is consistent, and the version folder holds exactly what it lists, each file at its listed size
+(one listing: ``manifest`` stops there); ``load``, ``export``, ``diff`` and ``read_text`` also
+check the SHA-256 of every file they read, as they read it (each file is read once, whole, then
+decoded from memory). ``dataset`` is lazy: sizes only, unless ``verify=True``. ``verify`` checks a
+whole release. A changed, missing or extra file is a one-line ``ReleaseIntegrityError`` naming it.
 """
 
 from __future__ import annotations
 
 import json
-import ntpath
 import os
 import posixpath
 import re
@@ -39,11 +45,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from pipeline.errors import BadNameError, ReleaseError
-from pipeline.files import finite
+from pipeline.errors import BadNameError, ReleaseError, ReleaseIntegrityError
+from pipeline.files import LINEAGE_KEY, finite
 from pipeline.names import check_name, name_problem
 from pipeline.release.contract import schema_changes
-from pipeline.release.layout import LATEST, MANIFEST, created_at, version_order, version_problem
+from pipeline.release.integrity import (
+    Listed,
+    content_problem,
+    file_name_problem,
+    lineage_problems,
+    listed_files,
+    listing_problems,
+    manifest_problem,
+    params_problem,
+    rows_problem,
+)
+from pipeline.release.layout import LATEST, MANIFEST, check_latest, created_at, version_order
 from pipeline.stores import one_line
 
 # What ``diff`` compares as a release's lineage (the manifest's keys; ``seeds`` holds each stage's).
@@ -178,17 +195,17 @@ class Catalog:
             return ""
 
     def latest(self, dataset: str) -> str:
-        """The version ``DATASET/latest.json`` names (checked like any version name)."""
+        """The version ``DATASET/latest.json`` names, checked as every reader checks it
+        (``layout.check_latest``): a version name of this dataset whose manifest exists."""
         path = self._inside(self._path(check_name(dataset, "dataset name"), LATEST))
         if not self.fs.exists(path):
             raise self._no_releases(dataset)
-        version = self._read_json(path).get("version")
-        problem = version_problem(version)
-        if problem is not None:
-            raise ReleaseError(f"{self._shown(path)} unreadable: its 'version' "
-                               f"{'' if version is None else repr(version) + ' '}"
-                               f"{problem}")
-        return version
+        try:
+            text = self.fs.cat_file(path)  # one plain read: latest.json is replaced by each release
+        except OSError as exc:
+            raise ReleaseError(f"{self._shown(path)} unreadable: {one_line(exc)}") from None
+        return check_latest(text, self._shown(path), dataset,
+                            lambda v: self.fs.isfile(self._inside(self._path(dataset, v, MANIFEST))))
 
     def resolve(self, ref: str | Ref) -> Ref:
         """``DATASET`` (latest) or ``DATASET@VERSION`` -> a checked reference."""
@@ -202,72 +219,187 @@ class Catalog:
                 check_name(version, "version")
         except BadNameError as exc:
             raise BadNameError(f"reference {text!r}: {exc}") from None
-        version = version if at else self.latest(dataset)
+        if not at:
+            return Ref(dataset, self.latest(dataset))  # checked there: its manifest exists
         if not self.fs.exists(self._inside(self._path(dataset, version, MANIFEST))):
             known = self.versions(dataset)
-            named = "" if at else f" ({self._shown(self._path(dataset, LATEST))} names it)"
-            raise ReleaseError(f"{self.url}: '{dataset}' has no version '{version}'{named} "
+            raise ReleaseError(f"{self.url}: '{dataset}' has no version '{version}' "
                                f"(versions: {', '.join(known[-5:]) or 'none'}{' ...' if len(known) > 5 else ''})")
         return Ref(dataset, version)
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def manifest(self, ref: str | Ref) -> dict:
-        """The release's manifest, checked: its ``files`` and ``reports`` are plain file names."""
+        """The release's manifest, checked: it names this release, it is consistent (its ``files``
+        and ``reports`` plain file names with their sizes and hashes), and the version folder holds
+        exactly what it lists, each file at its listed size (``ReleaseIntegrityError`` otherwise)."""
+        return self._release(ref)[1]
+
+    def _release(self, ref: str | Ref) -> tuple[Ref, dict]:
+        """The reference resolved and its manifest, checked (``manifest``)."""
         r = self.resolve(ref)
+        manifest = self._checked_manifest(r)
+        problems = self._listing_problems(r, manifest)
+        if problems:
+            raise ReleaseIntegrityError(problems[0][1])
+        return r, manifest
+
+    def _checked_manifest(self, r: Ref) -> dict:
+        """``r``'s manifest, read and checked for consistency (not against the files)."""
         path = self._path(r.dataset, r.version, MANIFEST)
         manifest = self._read_json(path)
         wrong = [f"{key} {manifest[key]!r}" if key in manifest else f"no {key}"
                  for key, own in (("dataset", r.dataset), ("version", r.version)) if manifest.get(key) != own]
         if wrong:  # e.g. another dataset's release copied in and named in latest.json
-            raise ReleaseError(f"{self._shown(path)}: names {' and '.join(wrong)}, not {r}: a release "
-                               f"folder holds only its own release (copied in from elsewhere?)")
-        files, reports = manifest.get("files"), manifest.get("reports", [])
-        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-            raise ReleaseError(f"{self._shown(path)} unreadable: 'files' is not a list of {{\"path\": ...}} entries")
-        if not isinstance(reports, list):
-            raise ReleaseError(f"{self._shown(path)} unreadable: 'reports' is not a list of file names")
-        for key, name in [("files", f.get("path")) for f in files] + [("reports", n) for n in reports]:
-            problem = file_name_problem(name)
-            if problem is not None:
-                raise ReleaseError(f"{self._shown(path)}: {key} entry {name!r} {problem} "
-                                   f"(a release lists plain file names in its own folder)")
+            raise ReleaseIntegrityError(f"{self._shown(path)}: names {' and '.join(wrong)}, not {r}: a release "
+                                        f"folder holds only its own release (copied in from elsewhere?)")
+        problem = manifest_problem(manifest)
+        if problem is not None:
+            raise ReleaseIntegrityError(f"{self._shown(path)}: {problem}")
         return manifest
 
-    def files(self, ref: str | Ref) -> list[str]:
-        r = self.resolve(ref)
-        return [self._inside(self._path(r.dataset, r.version, f["path"])) for f in self.manifest(r)["files"]]
-
-    def dataset(self, ref: str | Ref) -> pads.Dataset:
-        """A lazy pyarrow dataset over exactly the release's files (its manifest's list)."""
-        r = self.resolve(ref)
+    def _listing_problems(self, r: Ref, manifest: dict) -> list[tuple[str, str]]:
+        """(file name, one line naming it) per difference between the version folder and its
+        manifest (one listing)."""
+        folder = self._path(r.dataset, r.version)
+        listed = listed_files(manifest)
+        for f in listed:  # a listed file that is a link, a FIFO or a device is refused first, by name
+            self._inside(self._path(r.dataset, r.version, f.name))
         try:
-            return pads.dataset(self.files(r), format="parquet", filesystem=self.fs)
+            self.fs.invalidate_cache(folder)
+            entries = self.fs.ls(folder, detail=True)
+        except OSError as exc:
+            raise ReleaseError(f"{self._shown(folder)}: cannot list it ({one_line(exc)})") from None
+        present = {}
+        for e in entries:
+            name = posixpath.basename(str(e["name"]).rstrip("/"))
+            present[name] = int(e["size"]) if e.get("type") == "file" and e.get("size") is not None else None
+        return [(name, f"{self._shown(posixpath.join(folder, name))}: {problem}")
+                for name, problem in listing_problems(listed, present)]
+
+    def _read_file(self, r: Ref, f: Listed) -> bytes:
+        """The bytes of release file ``f``, read whole, checked against its size and SHA-256."""
+        path = self._inside(self._path(r.dataset, r.version, f.name))
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:  # gone since the listing
+            raise ReleaseIntegrityError(f"{self._shown(path)}: missing: the manifest lists it") from None
+        except OSError as exc:
+            raise ReleaseError(f"{self._shown(path)} unreadable: {one_line(exc)}") from None
+        problem = content_problem(f, data)
+        if problem is not None:
+            raise ReleaseIntegrityError(f"{self._shown(path)}: {problem}")
+        return data
+
+    def files(self, ref: str | Ref) -> list[str]:
+        """The paths of the release's part files, in its manifest's order (sizes checked)."""
+        r, manifest = self._release(ref)
+        return [self._inside(self._path(r.dataset, r.version, f["path"])) for f in manifest["files"]]
+
+    def dataset(self, ref: str | Ref, verify: bool = False) -> pads.Dataset:
+        """A lazy pyarrow dataset over exactly the release's files (its manifest's list), for
+        filters and columns pushed down to the Parquet reader: their sizes are checked here, their
+        SHA-256 only with ``verify`` (which reads every file once first; ``load`` checks what it reads)."""
+        r, manifest = self._release(ref)
+        if verify:
+            self.verify(r)
+        paths = [self._inside(self._path(r.dataset, r.version, f["path"])) for f in manifest["files"]]
+        try:
+            return pads.dataset(paths, format="parquet", filesystem=self.fs)
         except pa.ArrowException as exc:  # a part file that is not Parquet
             raise ReleaseError(f"{r}: cannot read its Parquet files: {one_line(exc)}") from None
 
     def load(self, ref: str | Ref, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
         """The release as pandas (source dtypes restored); ``columns`` and ``filter`` (a pyarrow
-        compute expression) are pushed down to the Parquet reader."""
-        r = self.resolve(ref)
-        try:
-            table = self.dataset(r).to_table(columns=columns, filter=filter)
-        except pa.ArrowException as exc:
-            raise ReleaseError(f"{r}: reading its Parquet files failed: {one_line(exc)}") from None
-        return table.to_pandas()
+        compute expression) are applied as each part is decoded. Every part is checked against
+        its size and SHA-256 as it is read (a one-line ``ReleaseIntegrityError`` naming it)."""
+        r, manifest = self._release(ref)
+        return self._read_table(r, manifest, columns, filter).to_pandas()
+
+    def _read_table(self, r: Ref, manifest: dict, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """The release's parts, each read once, checked, and decoded from memory: the bytes that are
+        hashed are the bytes that are decoded. The first part's schema is the table's, as for
+        ``pyarrow.dataset`` over the files."""
+        fmt = pads.ParquetFileFormat()
+        tables, schema = [], None
+        for f in [f for f in listed_files(manifest) if f.rows is not None]:  # the parts
+            data = self._read_file(r, f)
+            try:
+                fragment = fmt.make_fragment(pa.BufferReader(data))
+                rows = fragment.metadata.num_rows
+                schema = schema if schema is not None else fragment.physical_schema
+                tables.append(pads.FileSystemDataset([fragment], schema, fmt).to_table(columns=columns, filter=filter))
+            except pa.ArrowException as exc:  # a part that is not Parquet, a column it lacks
+                raise ReleaseError(f"{r}: reading its Parquet files failed ({f.name}): {one_line(exc)}") from None
+            problem = rows_problem(f, rows)
+            if problem is not None:
+                raise ReleaseIntegrityError(f"{self._shown(self._path(r.dataset, r.version, MANIFEST))}: {problem}")
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables)
 
     def read_text(self, ref: str | Ref, name: str) -> str:
-        """A text file of the release (``_DATACARD.md``, ``_report.md``): a plain file name."""
+        """A text file of the release (``_DATACARD.md``, ``_report.md``): a plain file name; one the
+        manifest lists as a report is checked against its size and SHA-256."""
         problem = file_name_problem(name)
         if problem is not None:
             raise ReleaseError(f"release file {name!r} {problem} (give a plain file name, e.g. _DATACARD.md)")
-        r = self.resolve(ref)
-        self.manifest(r)  # a release whose manifest is corrupt or escapes its folder is read no further
+        r, manifest = self._release(ref)  # a release whose manifest is corrupt or escapes its folder is read no further
+        listed = {f.name: f for f in listed_files(manifest)}
+        if name not in listed and name != MANIFEST:
+            reports = ", ".join(manifest.get("reports", [])) or "none"
+            raise ReleaseError(f"{r}: has no file {name!r} (its reports: {reports})")
+        data = self._read_file(r, listed.get(name, Listed(name, None, None)))
         try:
-            with self.fs.open(self._inside(self._path(r.dataset, r.version, name)), "r", encoding="utf-8") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ReleaseError(f"{r}: has no file {name!r}") from None
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReleaseError(f"{self._shown(self._path(r.dataset, r.version, name))}: not UTF-8 text") from None
+
+    def verify(self, ref: str | Ref, lineage: bool = True) -> dict:
+        """Check a whole release: its manifest's consistency, the version folder against it, every
+        file's size and SHA-256 and, with ``lineage``, each part's rows and lineage (its footer)
+        and the params against their hash. Returns what was checked (``release``, ``files``,
+        ``bytes``, ``rows``); every problem found is in one ``ReleaseIntegrityError`` line, each
+        naming its file."""
+        r = self.resolve(ref)
+        manifest = self._checked_manifest(r)
+        shown = self._shown(self._path(r.dataset, r.version, MANIFEST))
+        found = self._listing_problems(r, manifest)
+        problems = [line for _, line in found]
+        problem = params_problem(manifest) if lineage else None
+        if problem is not None:
+            problems.append(f"{shown}: {problem}")
+        listed, total = listed_files(manifest), 0
+        for f in listed:
+            if f.name in {name for name, _ in found}:  # missing or resized: said already
+                continue
+            try:
+                data = self._read_file(r, f)
+            except ReleaseIntegrityError as exc:
+                problems.append(str(exc))
+                continue
+            total += len(data)
+            if lineage and f.rows is not None:  # a part: its footer against the manifest
+                problems += [f"{shown}: {p}" for p in self._part_problems(manifest, f, data)]
+        if len(problems) == 1:
+            raise ReleaseIntegrityError(problems[0])
+        if problems:
+            raise ReleaseIntegrityError(f"{r} failed verification ({len(problems)} problems): {'; '.join(problems)}")
+        return {"release": str(r), "files": len(listed), "bytes": total, "rows": manifest["rows"]}
+
+    def _part_problems(self, manifest: dict, f: Listed, data: bytes) -> list[str]:
+        import pyarrow.parquet as pq
+
+        try:
+            footer = pq.ParquetFile(pa.BufferReader(data)).metadata
+        except pa.ArrowException as exc:
+            return [f"lists {f.name}, which is not a Parquet file ({one_line(exc)})"]
+        meta = footer.metadata or {}
+        try:
+            lineage = json.loads(meta[LINEAGE_KEY]) if LINEAGE_KEY in meta else None
+        except ValueError:
+            lineage = None
+        return lineage_problems(manifest, f, footer.num_rows, lineage if isinstance(lineage, dict) else None)
 
     # -- comparing and exporting ---------------------------------------------------------------------
 
@@ -283,7 +415,7 @@ class Catalog:
         if ra.dataset != rb.dataset and not force:
             raise ReleaseError(f"cannot diff {ra} with {rb}: they are releases of different datasets "
                                f"('{ra.dataset}' and '{rb.dataset}'); --force (force=True) compares them anyway")
-        ma, mb = self.manifest(ra), self.manifest(rb)
+        (ra, ma), (rb, mb) = self._release(ra), self._release(rb)
         for r, m in ((ra, ma), (rb, mb)):
             missing = [k for k in ("schema", "rows") if k not in m]
             if missing:
@@ -298,8 +430,8 @@ class Catalog:
         common = [c for c in ma["schema"] if c["name"] in {x["name"] for x in mb["schema"]}
                   and c["kind"] not in ("id", "image")]  # images: drift of their label and size columns
         names = [c["name"] for c in common]
-        fa = self.load(ra, columns=names)
-        fb = self.load(rb, columns=names)
+        fa = self._read_table(ra, ma, columns=names).to_pandas()  # every part's SHA-256 checked as read
+        fb = self._read_table(rb, mb, columns=names).to_pandas()
         fa = fa.sample(n=max_rows, random_state=0) if len(fa) > max_rows else fa
         fb = fb.sample(n=max_rows, random_state=0) if len(fb) > max_rows else fb
         schema = TableSchema([describe(fa[c["name"]], c["kind"]) for c in common])
@@ -334,8 +466,7 @@ class Catalog:
         compression = fsspec.utils.infer_compression(to) if fmt == "csv" else None
         local = fsspec.utils.get_protocol(to) in ("file", "local")
         target = self._local_target(to, force) if local else _check_remote_target(to, force)
-        r = self.resolve(ref)
-        frame = self.load(r)
+        frame = self.load(ref)  # checked whole (sizes, every part's SHA-256) before anything is written
         if fmt == "csv" and neutralise_formulas:
             frame = neutralised(frame)
         if target is None:  # a remote store: its own upload is all or nothing
@@ -464,23 +595,6 @@ def changed_keys(a: dict, b: dict) -> dict[str, list]:
     """The dotted keys whose values differ between ``a`` and ``b``: ``{key: [a's, b's]}`` (None: absent)."""
     fa, fb = flatten(a), flatten(b)
     return {k: [fa.get(k), fb.get(k)] for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
-
-
-def file_name_problem(name: object) -> str | None:
-    """Why ``name`` is not a plain file name inside a version folder (None when it is)."""
-    if not isinstance(name, str):
-        return f"is not text ({type(name).__name__})"
-    if not name:
-        return "is empty"
-    if "/" in name or "\\" in name or ntpath.splitdrive(name)[0]:
-        return "is a path, not a file name"
-    if ".." in name:
-        return "holds '..'"
-    if name.startswith("."):
-        return "is hidden"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "holds a control character"
-    return None
 
 
 def _write_frame(frame: pd.DataFrame, f, fmt: str) -> None:

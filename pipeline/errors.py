@@ -41,7 +41,13 @@ class QualityGateError(PipelineError):
 
 
 class ReleaseError(PipelineError):
-    """A release cannot be written (it exists already, or its inputs are inconsistent)."""
+    """A release cannot be written (it exists already, or its inputs are inconsistent), or read."""
+
+
+class ReleaseIntegrityError(ReleaseError):
+    """A release is not what its manifest says: a file changed, missing or extra, a manifest that
+    contradicts itself or its files, or a ``latest.json`` that names no version of its dataset.
+    The message names the file."""
 
 
 class BadNameError(PipelineError):

@@ -150,7 +150,7 @@ def local_copy(source: str | Path, folder: str | Path | None = None) -> Iterator
 
 class StorePath:
     """A file or folder in an fsspec store, with the pathlib methods the release code reads
-    through (``/``, ``name``, ``exists``, ``is_file``, ``is_dir``, ``iterdir``, ``read_text``,
+    through (``/``, ``name``, ``exists``, ``is_file``, ``is_dir``, ``iterdir``, ``read_bytes``, ``read_text``,
     ``write_text``); ``str()`` is its URL. A folder is a prefix: it exists while it holds files."""
 
     def __init__(self, fs: Any, path: str, url: str, kind: str | None = None):
@@ -195,8 +195,11 @@ class StorePath:
             if name:
                 yield StorePath(self.fs, f"{self.path}/{name}", f"{self.url}/{name}", entry.get("type"))
 
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
     def read_text(self, encoding: str = "utf-8") -> str:
-        return self.fs.cat_file(self.path).decode(encoding)
+        return self.read_bytes().decode(encoding)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         """One upload: a store replaces an object whole, so a reader sees the old text or the new."""

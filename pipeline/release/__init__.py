@@ -19,5 +19,7 @@ reads what a glob names, ``_``-files too: ``'<version folder>/*.parquet'``).
   point latest, prune; chosen once by ``release_store``;
 - ``contract``: the schema contract between a release and the one before it;
 - ``contents``: what a release holds (the shards with their lineage, the data card, the reports,
-  the manifest), written into the staging folder.
+  the manifest), written into the staging folder;
+- ``integrity``: a release judged against its manifest (the manifest's consistency, the version
+  folder's listing, each file's size and SHA-256, the parts' rows and lineage), for every reader.
 """

@@ -6,8 +6,6 @@ composed from (``made_with``: the params each stage recorded when it ran)."""
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import shutil
 import socket
 import sys
@@ -23,6 +21,7 @@ from pipeline.datacard import embed_in_report, render_datacard
 from pipeline.files import code_version, finite, read_json, sha256_file, write_json, write_parquet
 from pipeline.modalities import modality_named
 from pipeline.redact import redact, redact_any
+from pipeline.release.integrity import params_hash
 from pipeline.release.layout import DATACARD, MANIFEST
 from pipeline.report import gate_html, gate_markdown, regate, threshold_change_text
 
@@ -89,6 +88,9 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         shutil.copyfile(paths.synthetic / "_grid.png", staging / "_samples.png")
         manifest["reports"].append("_samples.png")
     write_reports(staging, paths, manifest, card, work.gate_changes)
+    # The reports' sizes and hashes too, so that a reader can tell an edited data card or report.
+    manifest["report_files"] = [{"path": name, "bytes": (staging / name).stat().st_size,
+                                 "sha256": sha256_file(staging / name)} for name in manifest["reports"]]
     write_json(staging / MANIFEST, finite(manifest))  # strict JSON: a score that is NaN is null
     return files, rows
 
@@ -163,10 +165,6 @@ def made_with(cfg: Config, dataset: str, schema_meta: dict, model_info: dict, ge
              "generate": gen_info.get("seed"), "score": scored.get("seed")}
     params["seed"] = seeds["generate"] if seeds["generate"] is not None else cfg.seed
     return redact_any(params), seeds, from_publisher  # hashed and shown as recorded: no credentials
-
-
-def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def threshold_changes(scored: dict, now: dict) -> list[dict]:

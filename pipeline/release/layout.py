@@ -11,9 +11,9 @@ import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from pipeline.errors import ReleaseError
+from pipeline.errors import ReleaseIntegrityError
 from pipeline.names import name_problem
 from pipeline.redact import redact
 from pipeline.stores import StorePath
@@ -98,19 +98,44 @@ def read_manifest(version: Folder) -> dict | None:
 
 
 def latest_version(root: Folder) -> str | None:
-    """The version ``latest.json`` names (None before the first release); a one-line error if the
-    file is unreadable or names something that is not a version."""
+    """The version ``latest.json`` names (None before the first release); a one-line
+    ``ReleaseIntegrityError`` (``check_latest``) if it is unreadable or names no version of
+    this dataset."""
     path = root / LATEST
     if not path.exists():
         return None
+    return check_latest(path.read_bytes(), str(path), root.name, lambda v: (root / v / MANIFEST).is_file())
+
+
+def check_latest(text: str | bytes, shown: str, dataset: str, has_version: Callable[[str], bool]) -> str:
+    """The version a ``latest.json`` (its text; ``shown``: its path for messages) names, checked the
+    same way by every reader (the publisher, the catalog): a JSON object whose ``version`` is a
+    version name (never a path: ``../x`` or ``/abs`` are refused before anything is read there),
+    of this ``dataset`` (a ``dataset`` field naming another is a file copied in), whose manifest
+    exists (``has_version``). Else a one-line ``ReleaseIntegrityError`` naming the file."""
+    def refuse(problem: str) -> ReleaseIntegrityError:
+        return ReleaseIntegrityError(f"{shown}: {problem}; repair it or delete it")
+
     try:
-        version = json.loads(path.read_text()).get("version")
-    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-        raise ReleaseError(f"{path}: unreadable ({exc}); repair it or delete it (releases stay listed by "
-                           "`python -m pipeline releases list`)") from None
+        record = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError:
+        raise refuse("unreadable (not UTF-8 text)") from None
+    except ValueError as exc:
+        raise refuse(f"unreadable (not JSON: {' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(record, dict):
+        raise refuse(f"unreadable (holds a JSON {type(record).__name__}, not an object)")
+    version = record.get("version")
+    if version is None:
+        raise refuse("names no version ('version' is missing)")
     problem = version_problem(version)
-    if problem is not None or not (root / version / MANIFEST).is_file():
-        raise ReleaseError(f"{path}: its version {version!r} {problem or 'has no manifest'}; repair it or delete it")
+    if problem is not None:
+        raise refuse(f"its version {version!r} is no version name ({problem})")
+    if "dataset" in record and record["dataset"] != dataset:
+        raise refuse(f"names dataset {record['dataset']!r}, not '{dataset}' (copied in from another dataset?)")
+    if "manifest" in record and record["manifest"] != f"{version}/{MANIFEST}":
+        raise refuse(f"its manifest {record['manifest']!r} is not its version's, {version}/{MANIFEST}")
+    if not has_version(version):
+        raise refuse(f"its version {version!r} does not exist (no {version}/{MANIFEST})")
     return version
 
 

@@ -1,5 +1,6 @@
 """The prepared GPU checks (tables and images) run on a bare box (no pydantic, PyYAML, Prefect or
-DVC; for images not even Pillow) and refuse to pass without cuda."""
+DVC; for images not even Pillow) and refuse to pass without cuda; the release-check benchmark runs
+end to end on a small release."""
 
 import json
 import os
@@ -152,3 +153,14 @@ def test_vs_anonymeter_runs_anonymeter_on_the_same_rows(scored_tiny):
     res = _vs_anonymeter(scored_tiny.work_dir, "--anonymeter-python", os.environ["ANONYMETER_PYTHON"])
     assert all(risk["anonymeter"] is not None for risk in res["risks"].values())
     assert res["agree"] is not None and set(res["anonymeter_s"]) >= {"linkability", "inference"}
+
+
+def test_release_verify_measures_a_small_release(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/release_verify.py"), "--rows", "3000",
+                          "--file-rows", "1000", "--repeat", "1", "--folder", str(tmp_path / "bench")],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["parts"] == 3 and set(res["seconds"]) == {
+        "sha256", "load", "load_unchecked", "load_column", "load_column_unchecked", "show", "show_sizes_only", "verify"}
+    assert not (tmp_path / "bench").exists()

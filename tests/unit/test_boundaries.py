@@ -265,7 +265,7 @@ def test_a_corrupt_latest_json_stops_publish_with_one_line(scored_tiny):
     publish.run(cfg, "tiny")
     latest = Path(cfg.publish.release_root) / "tiny" / "latest.json"
     for text, words in (("{oops", "unreadable"), ('{"version": "../../etc"}', "has '/'"),
-                        ('{"version": "v99"}', "has no manifest")):
+                        ('{"version": "v99"}', "its version 'v99' does not exist")):
         latest.write_text(text)
         with pytest.raises(ReleaseError, match=f"latest.json: .*{words}.*repair it or delete it"):
             publish.run(cfg, "tiny")

@@ -3,6 +3,7 @@ by the real pipeline on a tiny table."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,8 +145,6 @@ def shown(scored_tiny, tmp_path):
     """tiny@v1: the scored tiny rows published under --threshold quality.overall>=0.1 (params ask a
     min of 0.99 the rows fail); tiny@v0: an older hand-made version with other params and lineage
     and a NaN score; other@v1: the same rows as another dataset's release."""
-    import shutil
-
     from pipeline.config import parse_overrides
     from tests.conftest import tiny_config
 
@@ -205,19 +204,27 @@ def test_show_reads_a_hand_edited_partial_manifest_without_a_traceback(shown, ca
     from pipeline.__main__ import main
 
     root, _ = shown
-    bare = Path(root) / "tiny" / "bare"
+    v1, bare = Path(root) / "tiny" / "v1", Path(root) / "tiny" / "bare"
     bare.mkdir()
-    (bare / "_manifest.json").write_text(json.dumps({
-        "dataset": "tiny", "version": "bare", "files": [{"path": "part-00000.parquet"}],
-        "metrics": {"quality.overall": "high"},
-        "gate": {"thresholds": {"quality.overall": {"min": "0.7"}}, "overrides": [{"metric": "x"}]},
-        "training": [], "schema": {"a": 1}, "seeds": None}))
+    shutil.copyfile(v1 / "part-00000.parquet", bare / "part-00000.parquet")
+    part = json.loads((v1 / MANIFEST).read_text())["files"][0]
+    partial = {"dataset": "tiny", "version": "bare", "files": [{"path": "part-00000.parquet"}],
+               "metrics": {"quality.overall": "high"},
+               "gate": {"thresholds": {"quality.overall": {"min": "0.7"}}, "overrides": [{"metric": "x"}]},
+               "training": [], "schema": {"a": 1}, "seeds": None}
+    (bare / MANIFEST).write_text(json.dumps(partial))
+    # Without its part's rows, size and hash a manifest cannot vouch for its files: refused.
+    assert main(["releases", "--root", root, "show", "tiny@bare"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tiny/bare/_manifest.json: files entry 'part-00000.parquet' has no 'bytes'" in err
+    # What it lists is whole: the rest, however odd, is shown as '?'.
+    (bare / MANIFEST).write_text(json.dumps({**partial, "files": [part], "rows": part["rows"]}))
     assert main(["releases", "--root", root, "show", "tiny@bare"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("tiny@bare\n") and "created  ?" in out and "rows     ? in ? columns" in out
+    assert out.startswith("tiny@bare\n") and "created  ?" in out and "rows     100 in ? columns" in out
     assert "model    ?: epochs ?, seed ?" in out and "gate     ?" in out
     assert re.search(r"\n  quality\.overall +\?  >= 0\.7 +\?\n", out), out
-    assert re.search(r"\n  part-00000\.parquet +\? rows +\?\n", out), out
+    assert re.search(r"\n  part-00000\.parquet +100 rows +\d+\.\d KiB\n", out), out
 
 
 def test_diff_is_strict_json_with_params_and_lineage_changes(shown, capsys):

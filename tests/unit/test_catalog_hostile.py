@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
@@ -20,6 +21,8 @@ from pipeline import catalog as catalog_module
 from pipeline.__main__ import main
 from pipeline.catalog import Catalog
 from pipeline.errors import PipelineError
+from pipeline.files import sha256_file, write_parquet
+from pipeline.release.integrity import params_hash
 
 FRAME = pd.DataFrame({"age": [30, 40, 50], "city": ["Paris", "Lyon", "Nice"]})
 SCHEMA = [{"name": "age", "kind": "numeric", "dtype": "int64"},
@@ -28,12 +31,16 @@ SCHEMA = [{"name": "age", "kind": "numeric", "dtype": "int64"},
 
 def release(root: Path, dataset: str, version: str, frame: pd.DataFrame = FRAME, *, latest: bool = True,
             day: int = 1, **manifest) -> Path:
-    """A release folder written by hand: one Parquet part, its manifest and (optionally) latest.json."""
+    """A release folder written by hand: one Parquet part (with its lineage, as publish writes it),
+    its manifest (the part's rows, size and SHA-256) and (optionally) latest.json."""
     folder = root / dataset / version
     folder.mkdir(parents=True)
-    frame.to_parquet(folder / "part-00000.parquet", index=False)
-    body = {"dataset": dataset, "version": version, "rows": len(frame), "schema": SCHEMA,
-            "files": [{"path": "part-00000.parquet", "rows": len(frame)}], "reports": [],
+    lineage = {"dataset": dataset, "version": version, "params_hash": params_hash({})}
+    part = folder / "part-00000.parquet"
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), part, lineage=lineage)
+    body = {**lineage, "params": {}, "rows": len(frame), "schema": SCHEMA,
+            "files": [{"path": part.name, "rows": len(frame), "bytes": part.stat().st_size,
+                       "sha256": sha256_file(part)}], "reports": [],
             "metrics": {"quality.overall": 0.9}, "created_at": f"2026-01-{day:02d}T00:00:00Z", **manifest}
     (folder / "_manifest.json").write_text(json.dumps(body))
     if latest:
@@ -123,6 +130,15 @@ def good_release_plus(*setups):
     return setup
 
 
+def not_parquet_listed(w, mp):
+    """ds@v1's part replaced by text, its manifest edited to match: what is left is not Parquet."""
+    part, path = w.root / "ds/v1/part-00000.parquet", w.root / "ds/v1/_manifest.json"
+    part.write_text("not parquet")
+    manifest = json.loads(path.read_text())
+    manifest["files"][0].update(bytes=part.stat().st_size, sha256=sha256_file(part))
+    path.write_text(json.dumps(manifest))
+
+
 def fail_midway(w, mp):
     (w.work / "out.csv").write_text("old export\n")
 
@@ -210,18 +226,19 @@ CASES = [
          ("_manifest.json", "reports entry", "is a path"),
          setup=hand(reports=["../../../outside/ds/v1/_manifest.json"])),
     Case("manifest-files-not-a-list", lambda w: ["show", "ds@v3"], lambda c, w: c.manifest("ds@v3"),
-         ("_manifest.json unreadable", "'files'"), setup=hand(files="part-00000.parquet")),
+         ("_manifest.json: unreadable", "'files'"), setup=hand(files="part-00000.parquet")),
     # corrupt files
     Case("latest-names-outside", lambda w: ["show", "evil"], lambda c, w: c.latest("evil"),
-         ("evil/latest.json unreadable", "'../../outside/ds/v1'", "'/'"),
+         ("evil/latest.json: its version '../../outside/ds/v1' is no version name", "'/'", "repair it or delete it"),
          setup=good_release_plus(lambda w, mp: release(w.root, "evil", "v1") and None,
                                  write("evil/latest.json", '{"version": "../../outside/ds/v1"}'))),
     Case("latest-not-json", lambda w: ["show", "bad"], lambda c, w: c.latest("bad"),
-         ("bad/latest.json unreadable: not JSON",), setup=write("bad/latest.json", "{oops")),
+         ("bad/latest.json: unreadable (not JSON",), setup=write("bad/latest.json", "{oops")),
     Case("latest-without-version", lambda w: ["show", "bad"], lambda c, w: c.manifest("bad"),
-         ("bad/latest.json unreadable", "'version' is missing"), setup=write("bad/latest.json", '{"dataset": "bad"}')),
+         ("bad/latest.json: names no version", "'version' is missing"),
+         setup=write("bad/latest.json", '{"dataset": "bad"}')),
     Case("latest-a-list", lambda w: ["show", "bad"], lambda c, w: c.latest("bad"),
-         ("bad/latest.json unreadable", "not an object"), setup=write("bad/latest.json", "[1, 2]")),
+         ("bad/latest.json: unreadable", "not an object"), setup=write("bad/latest.json", "[1, 2]")),
     Case("manifest-not-json", lambda w: ["show", "ds@v5"], lambda c, w: c.manifest("ds@v5"),
          ("ds/v5/_manifest.json unreadable: not JSON",), setup=write("ds/v5/_manifest.json", "not json")),
     Case("manifest-not-text", lambda w: ["export", "ds@v5", "--to", "x.csv"], lambda c, w: c.load("ds@v5"),
@@ -229,10 +246,10 @@ CASES = [
     Case("manifest-a-folder", lambda w: ["show", "ds@v5"], lambda c, w: c.manifest("ds@v5"),
          ("ds/v5/_manifest.json unreadable", "Is a directory"), setup=write("ds/v5/_manifest.json/x", "")),
     Case("part-not-parquet", lambda w: ["export", "ds@v1", "--to", "x.csv"], lambda c, w: c.load("ds@v1"),
-         ("ds@v1", "cannot read its Parquet files"), setup=write("ds/v1/part-00000.parquet", "not parquet")),
+         ("ds@v1", "reading its Parquet files failed", "part-00000.parquet"), setup=not_parquet_listed),
     # listing around broken entries
     Case("list-with-a-broken-latest", lambda w: ["list"], lambda c, w: c.datasets(),
-         check_cli=lambda out, w: _lines(out, ["bad  broken: ", "bad/latest.json unreadable: not JSON"],
+         check_cli=lambda out, w: _lines(out, ["bad  broken: ", "bad/latest.json: unreadable (not JSON"],
                                          "ds  latest v2  (2 versions)", "other  latest v1  (1 versions)"),
          check_api=lambda got, w: got == ["bad", "ds", "other"] or pytest.fail(got),
          setup=write("bad/latest.json", "{oops")),

@@ -117,6 +117,8 @@ def test_image_stages_release_parquet_in_the_source_layout_with_scores(tmp_path)
     assert [c["name"] for c in manifest["schema"]] == ["image", "label", "height", "width"]
     assert {"_samples.png", "_report.html", "_DATACARD.md"} <= set(manifest["reports"])
     assert "image.label_accuracy" in (release.path / "_DATACARD.md").read_text()
+    checked = Catalog(cfg.publish.release_root).verify("tiny")  # the grid and reports too, hashed
+    assert checked["files"] == len(manifest["files"]) + len(manifest["reports"])
 
 
 def test_label_plan_counts_and_errors():

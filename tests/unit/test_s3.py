@@ -14,6 +14,7 @@ import yaml
 from pipeline import generate, ingest, publish, score, train
 from pipeline.__main__ import main
 from pipeline.catalog import Catalog
+from pipeline.errors import ReleaseIntegrityError
 from pipeline.release.store import release_store
 from pipeline.stages import check_outputs_writable
 from tests.conftest import tiny_config, tiny_frame
@@ -79,6 +80,21 @@ def test_ingest_from_s3_publish_to_s3_and_read_back_with_the_catalog(s3, tmp_pat
     assert main(["releases", "--root", f"s3://{BUCKET}/releases", "list", "tiny"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 1 and listed[0].startswith("v2 ") and "120 rows" in listed[0] and "(latest)" in listed[0]
+
+    # Integrity on read in the store: verify passes untouched; a changed byte in a part is refused.
+    assert main(["releases", "--root", f"s3://{BUCKET}/releases", "verify", "tiny"]) == 0
+    assert capsys.readouterr().out.startswith("tiny@v2: ok: ")
+    part = f"{BUCKET}/releases/tiny/v2/part-00000.parquet"
+    data = bytearray(s3.cat_file(part))
+    data[len(data) // 2] ^= 0xFF
+    s3.pipe_file(part, bytes(data))
+    for args in (["verify", "tiny"], ["export", "tiny", "--to", str(tmp_path / "out.csv")]):
+        assert main(["releases", "--root", f"s3://{BUCKET}/releases", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"s3://{part}: does not match the manifest (SHA-256" in err, err
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(ReleaseIntegrityError, match=f"s3://{part}: does not match the manifest"):
+        Catalog(f"s3://{BUCKET}/releases").load("tiny")
 
 
 def test_cli_run_with_an_s3_source_prints_the_s3_release(s3, tmp_path, capsys):

@@ -128,7 +128,7 @@ def test_check_writable_takes_a_release_root_url_and_refuses_a_work_dir_url(tmp_
 def _same_apart_from_the_root(lineage: dict) -> dict:
     """A manifest or a shard's lineage less what differs between two roots: the time, and the
     release root itself (it is a setting, in params and so in params_hash)."""
-    out = {k: v for k, v in lineage.items() if k not in ("created_at", "params_hash", "files")}
+    out = {k: v for k, v in lineage.items() if k not in ("created_at", "params_hash", "files", "report_files")}
     out["params"] = {k: v for k, v in lineage["params"].items() if k != "publish"}
     return out
 
@@ -156,6 +156,8 @@ def test_a_release_in_a_store_holds_what_the_local_release_holds(scored_tiny, st
     cat = Catalog(f"{store}/releases")
     assert cat.datasets() == ["tiny"] and cat.versions("tiny") == ["v1"] and cat.latest("tiny") == "v1"
     assert len(cat.load("tiny")) == cat.manifest("tiny")["rows"] == 250
+    assert cat.verify("tiny") == {"release": "tiny@v1", "files": 4, "rows": 250,
+                                  "bytes": sum(f["bytes"] for f in manifest["files"] + manifest["report_files"])}
     assert publish.run(scored_tiny, "tiny").version == "v1"  # the same rows again: no duplicate
 
 

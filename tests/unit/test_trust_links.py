@@ -323,10 +323,11 @@ def test_releases_list_marks_a_latest_that_names_a_missing_version(root, capsys)
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert err == "" and len(lines) == 2 and lines[1] == "other  latest v1  (1 versions)", (out, err)
-    assert lines[0].startswith("ds  broken: ") and "no version 'v9'" in lines[0] and "latest.json" in lines[0]
+    assert lines[0].startswith("ds  broken: ") and "its version 'v9' does not exist" in lines[0]
+    assert "ds/latest.json" in lines[0]
     assert main(["releases", "--root", str(root), "list", "ds"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("latest  broken: ") and "no version 'v9'" in lines[0], lines
+    assert lines[0].startswith("latest  broken: ") and "its version 'v9' does not exist" in lines[0], lines
     assert lines[1] == "v1           3 rows  quality 0.900" and len(lines) == 2, lines
 
 
