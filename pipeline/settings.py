@@ -75,7 +75,8 @@ class DiffusionSettings:
     weight_decay: float = setting(0.0, ge=0)
     ema_decay: float = setting(0.999, ge=0.0, lt=1.0,
                                description="rows come from an average of the denoiser's weights (0: off)")
-    sample_steps: int = setting(50, ge=1, description="denoising steps per row (more: slower, closer to the model)")
+    sample_steps: int = setting(10, ge=1, description="denoising steps per row (more: slower; on Adult 10 match 50, "
+                                                     "docs/models.md#sampling)")
     categorical: Literal["masked", "gaussian"] = setting(
         "masked", description="masked: masked diffusion on the categories; gaussian: the flow on the one-hot "
                               "vectors, argmax at the end")

@@ -164,3 +164,17 @@ def test_release_verify_measures_a_small_release(tmp_path):
     assert res["parts"] == 3 and set(res["seconds"]) == {
         "sha256", "load", "load_unchecked", "load_column", "load_column_unchecked", "show", "show_sizes_only", "verify"}
     assert not (tmp_path / "bench").exists()
+
+
+def test_the_sampler_benchmark_counts_the_denoisers_flops_per_row_without_the_time_embedding():
+    from pipeline.models.diffusion import Denoiser
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from sampler import matmul_peak, row_flops
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    net = Denoiser(20, 15, [64, 32])
+    # proj 20->64, body 64->64 and 64->32, head 32->15; the time net (128->64->64) runs once per step
+    assert row_flops(net) == 2 * (20 * 64 + 64 * 64 + 64 * 32 + 32 * 15)
+    assert matmul_peak(64, 32, torch.float32, seconds=0.05) > 0
