@@ -39,6 +39,22 @@ _CHUNK, _CHUNK_CUDA = 4_096, 65_536
 _MIN_T = 0.05  # the 1/t weight of the category loss is capped at 1/_MIN_T (its variance grows as t -> 0)
 
 
+def sampling_precision(asked: str, device: torch.device) -> str:
+    """``asked`` (auto | float32 | bfloat16) as it will run on ``device``: auto is bfloat16 where
+    the device multiplies bf16 natively (a CUDA GPU that supports it; a CPU with avx512_bf16 or
+    AMX, as oneDNN reports), else float32."""
+    if asked != "auto":
+        return asked
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        native = device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+            bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the check: the safe choice
+        native = False
+    return "bfloat16" if native else "float32"
+
+
 class Denoiser(nn.Module):
     """TabDDPM's MLP: project the noisy row, add an embedding of the time, then SiLU layers."""
 
@@ -93,7 +109,8 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     def use_sampling(self, generate_cfg) -> dict:
         self.steps = generate_cfg.sample_steps or self.cfg.sample_steps
-        return {"sample_steps": self.steps}
+        self.precision = sampling_precision(generate_cfg.sample_precision, self.slot_group.device)
+        return {"sample_steps": self.steps, "precision": self.precision}
 
     def compile_modules(self) -> None:
         self.generator.compile()  # the average is only sampled from
@@ -254,7 +271,9 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         for t, s in zip(times[:-1], times[1:]):
             if condition is not None:
                 x[:, cols] = (1 - t) * known + t * start
-            x = x + (s - t) * net(x, t.reshape(1))
+            with self._precision(device):
+                v = net(x, t.reshape(1)).float()
+            x = x + (s - t) * v
         codes = self._logits(x[:, self.n_num:]).argmax(-1)
         if condition is not None:
             codes[:, condition[0]] = condition[1]

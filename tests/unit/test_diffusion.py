@@ -10,7 +10,7 @@ from pipeline import generate, ingest, sampling, score, train
 from pipeline.artifacts import StagePaths
 from pipeline.config import GenerateConfig, ModelConfig, TrainConfig
 from pipeline.models.base import OutputLayout
-from pipeline.models.diffusion import TabularDiffusion
+from pipeline.models.diffusion import TabularDiffusion, sampling_precision
 from pipeline.models.saved import load_model
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema, describe, infer_kind
@@ -225,12 +225,22 @@ def test_the_in_place_sampler_draws_the_rows_of_the_plain_one(trained):
 def test_the_generate_sections_steps_replace_the_trained_count_and_are_reported(trained):
     _, _, model = trained
     try:
-        assert model.use_sampling(GenerateConfig(sample_steps=4)) == {"sample_steps": 4}
+        assert model.use_sampling(GenerateConfig(sample_steps=4, sample_precision="float32")) == {
+            "sample_steps": 4, "precision": "float32"}
         four = model.sample(300, torch.Generator().manual_seed(1))
-        assert model.use_sampling(GenerateConfig()) == {"sample_steps": 20}  # null: as trained
+        assert model.use_sampling(GenerateConfig(sample_precision="float32"))["sample_steps"] == 20  # as trained
         assert not torch.equal(four, model.sample(300, torch.Generator().manual_seed(1)))
+        assert model.use_sampling(GenerateConfig())["precision"] == sampling_precision("auto", torch.device("cpu"))
     finally:
-        model.steps = model.cfg.sample_steps
+        model.steps, model.precision = model.cfg.sample_steps, "float32"
+
+
+def test_auto_precision_is_bf16_only_where_the_device_multiplies_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    assert sampling_precision("float32", cpu) == "float32" and sampling_precision("bfloat16", cpu) == "bfloat16"
+    assert sampling_precision("auto", cpu) in ("float32", "bfloat16")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert sampling_precision("auto", cpu) == "float32"
 
 
 @pytest.mark.parametrize("option", [{"solver": "euler", "reveal": "random"}, {"precision": "bfloat16"}])
