@@ -108,12 +108,13 @@ def _handle(signum: int, frame) -> None:
 @contextlib.contextmanager
 def on_signals() -> Iterator[None]:
     """Install the SIGTERM and SIGINT handlers for the block (an entry point's whole run); the
-    previous ones come back after. Outside the main thread (signals go to the main thread only)
-    it does nothing."""
+    previous ones come back after. A signal the process was started ignoring stays ignored (a
+    background job of a shell ignores Ctrl-C; Python leaves it so too). Outside the main thread
+    (signals go to the main thread only) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _handle) for s in SIGNALS}
+    previous = {s: signal.signal(s, _handle) for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

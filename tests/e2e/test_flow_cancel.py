@@ -21,7 +21,7 @@ import yaml
 from pipeline.artifacts import StagePaths
 from pipeline.training.loop import checkpoint_info
 from tests.conftest import REPO, tiny_frame
-from tests.unit.test_cancel_cli import STOPPED_WITHIN, _epochs_logged, _leftovers, _lock_free, _wait_for
+from tests.unit.test_cancel_cli import STOPPED_WITHIN, _epochs_logged, _leftovers, _lock_free, _wait_for, python_m
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ def _params(tmp_path: Path, **sections) -> Path:
 
 def _flow(tmp_path: Path, api: str, module: str, *args: str, name: str = "out.txt", **env: str) -> subprocess.Popen:
     out = open(tmp_path / name, "w")
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.Popen(python_m(module, *args), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect"),
                                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env})
 

@@ -138,3 +138,13 @@ def test_a_deferred_block_in_another_thread_does_not_defer_the_main_threads_stop
     finally:
         leave.set()
         worker.join()
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell's background job
+    try:
+        with cancel.on_signals():
+            signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and cancel.requested() is None
+    finally:
+        signal.signal(signal.SIGINT, previous)

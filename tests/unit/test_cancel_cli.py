@@ -37,9 +37,20 @@ def _params(tmp_path: Path, cfg) -> Path:
     return path
 
 
+# A child of a test process that a shell started in the background would inherit its ignored
+# Ctrl-C (and the pipeline leaves an ignored signal ignored): the children get Python's default.
+DEFAULT_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
+def python_m(module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS``, with Ctrl-C's default handling."""
+    code = DEFAULT_SIGINT + f"import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", code, *args]
+
+
 def _start(tmp_path: Path, args: list[str], code: str | None = None) -> subprocess.Popen:
     """``python -m pipeline ARGS`` (or ``python -c CODE ARGS``), its output in files."""
-    cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "pipeline", *args]
+    cmd = [sys.executable, "-c", DEFAULT_SIGINT + code, *args] if code else python_m("pipeline", *args)
     out = open(tmp_path / "out.txt", "w")
     return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
