@@ -111,9 +111,12 @@ def _abandon(pool) -> None:
 
 
 def _finished(pending: set, wait) -> list:
-    """The futures of ``pending`` that are done, waiting at most a moment for one: the loop
-    checks for a cancellation in between (a flow's task thread gets no signal)."""
-    done = wait(pending)
+    """The futures of ``pending`` that are done, waiting at most a moment for one, then a check for
+    a cancellation. Deferred: a signal raised inside ``wait`` could leave the futures' locks held
+    (``concurrent.futures.wait`` takes them all) and hang the pool's shutdown; so it is seen here,
+    between waits (a flow's task thread gets no signal at all)."""
+    with cancel.deferred():
+        done = wait(pending)
     cancel.check()
     return done
 

@@ -146,7 +146,8 @@ def _run_ranks(cmd: list[str], stop_seconds: float = 30.0) -> None:
     try:
         while True:
             try:
-                code = proc.wait(timeout=0.2)
+                with cancel.deferred():  # seen between waits, never inside one
+                    code = proc.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
                 cancel.check()

@@ -21,7 +21,15 @@ import yaml
 from pipeline.artifacts import StagePaths
 from pipeline.training.loop import checkpoint_info
 from tests.conftest import REPO, tiny_frame
-from tests.unit.test_cancel_cli import STOPPED_WITHIN, _epochs_logged, _leftovers, _lock_free, _wait_for, python_m
+from tests.unit.test_cancel_cli import (
+    STOPPED_WITHIN,
+    _epochs_logged,
+    _leftovers,
+    _lock_free,
+    _stop,
+    _wait_for,
+    python_m,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,22 +63,11 @@ def _params(tmp_path: Path, **sections) -> Path:
     return path
 
 
-def _flow(tmp_path: Path, api: str, module: str, *args: str, name: str = "out.txt", **env: str) -> subprocess.Popen:
-    out = open(tmp_path / name, "w")
+def _flow(tmp_path: Path, api: str, module: str, *args: str, **env: str) -> subprocess.Popen:
+    out = open(tmp_path / "out.txt", "w")  # as test_cancel_cli._stop reads it
     return subprocess.Popen(python_m(module, *args), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect"),
                                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env})
-
-
-def _stopped(proc: subprocess.Popen, signum: int, tmp_path: Path, name: str = "out.txt"):
-    t0 = time.monotonic()
-    proc.send_signal(signum)
-    try:
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return code, (tmp_path / name).read_text().strip().splitlines(), time.monotonic() - t0
 
 
 def _runs(flow_name: str) -> list:
@@ -109,7 +106,7 @@ def test_sigterm_stops_a_nightly_run_in_training(tmp_path, api, runner):
     paths = StagePaths.of(tmp_path / "work", "tiny")
     proc = _flow(tmp_path, api, "flows.nightly", "run", "--params", str(params), "--set", LONG)
     _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
-    code, lines, seconds = _stopped(proc, signal.SIGTERM, tmp_path)
+    code, lines, seconds = _stop(proc, signal.SIGTERM, tmp_path)
     assert code == 143 and seconds < STOPPED_WITHIN, (code, seconds, lines[-20:])
     last = [line for line in lines if line.startswith("cancelled by")]
     assert len(last) == 1, lines[-20:]
@@ -129,7 +126,7 @@ def test_sigint_stops_a_synthesize_run_and_a_rerun_continues(tmp_path, api):
     paths = StagePaths.of(tmp_path / "work", "tiny")
     proc = _flow(tmp_path, api, "flows.synthesize", "--dataset", "tiny", "--params", str(params), "--set", LONG)
     _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
-    code, lines, seconds = _stopped(proc, signal.SIGINT, tmp_path)
+    code, lines, seconds = _stop(proc, signal.SIGINT, tmp_path)
     assert code == 130 and seconds < STOPPED_WITHIN, (code, seconds, lines[-20:])
     again = f"python -m flows.synthesize --params {params} --dataset tiny --set {LONG}"
     assert [line for line in lines if line.startswith("cancelled by")] == [
@@ -159,7 +156,7 @@ def test_sigterm_stops_serve_and_cancels_its_run_in_progress(tmp_path, api):
                 time.sleep(0.5)
         flow_run = client.create_flow_run_from_deployment(deployment.id)
     _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
-    code, lines, seconds = _stopped(proc, signal.SIGTERM, tmp_path)
+    code, lines, seconds = _stop(proc, signal.SIGTERM, tmp_path)
     assert code == 143 and seconds < STOPPED_WITHIN + 30, (code, seconds, lines[-20:])  # Prefect waits on its runs
     assert lines[-1] == ("cancelled by SIGTERM: serve stopped (runs in progress cancelled, the schedule paused); "
                          f"start it again with: python -m flows.nightly serve --params {params} --set {LONG}"), lines

@@ -55,6 +55,12 @@ def _start(tmp_path: Path, args: list[str], code: str | None = None) -> subproce
     return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` to its end (a run that continues a stopped one)."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
 def _wait_for(what, proc: subprocess.Popen, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     while not what():
@@ -98,17 +104,24 @@ def _lock_free(path: Path) -> bool:
         os.close(fd)
 
 
+def _stopped_in_training(tmp_path: Path, cfg, command: str, signum: int) -> tuple[Path, StagePaths, list[str], int]:
+    """``command`` (train or run) with ``cfg`` and 100,000 epochs, sent ``signum`` once an epoch is
+    logged; checked to stop in time with the signal's code. (params, paths, output lines, epochs in
+    the checkpoint)."""
+    params, paths = _params(tmp_path, cfg), StagePaths.of(cfg.work_dir, "tiny")
+    proc = _start(tmp_path, [command, "--dataset", "tiny", "--params", str(params), "-q", "--set", LONG])
+    _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
+    code, lines, seconds = _stop(proc, signum, tmp_path)
+    assert code == 128 + signum and seconds < STOPPED_WITHIN, (code, seconds, lines)
+    return params, paths, lines, checkpoint_info(paths.checkpoints / "last.pt")[1]
+
+
 def test_sigterm_stops_train_keeping_its_last_whole_epoch_and_resume_continues(tmp_path, tiny_cfg):
     from pipeline import ingest
 
     cfg = tiny_cfg  # a checkpoint every epoch: the one kept is the last whole epoch, whenever the signal lands
     ingest.run(cfg, "tiny")
-    params, paths = _params(tmp_path, cfg), StagePaths.of(cfg.work_dir, "tiny")
-    proc = _start(tmp_path, ["train", "--dataset", "tiny", "--params", str(params), "-q", "--set", LONG])
-    _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
-    code, lines, seconds = _stop(proc, signal.SIGTERM, tmp_path)
-    assert code == 143 and seconds < STOPPED_WITHIN, (code, seconds, lines)
-    done = checkpoint_info(paths.checkpoints / "last.pt")[1]
+    params, paths, lines, done = _stopped_in_training(tmp_path, cfg, "train", signal.SIGTERM)
     assert done >= 1 and done == _epochs_logged(paths)  # the last whole epoch; the one under way is not half-kept
     again = f"python -m pipeline train --dataset tiny --resume --params {params} --set {LONG}"
     assert lines[-1] == (f"cancelled by SIGTERM: train of tiny stopped with {done} epoch{'s' * (done > 1)} "
@@ -116,8 +129,7 @@ def test_sigterm_stops_train_keeping_its_last_whole_epoch_and_resume_continues(t
     assert not any("Traceback" in line for line in lines)
     assert not paths.model.exists() and not _leftovers(tmp_path)
     # The command it names continues (here to one more epoch, not 100,000).
-    resumed = subprocess.run([sys.executable, "-m", "pipeline", *again.split()[3:-1], f"train.epochs={done + 1}"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = _cli(*again.split()[3:-1], f"train.epochs={done + 1}")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {paths.checkpoints / 'last.pt'} after epoch {done}" in resumed.stderr
     assert _epochs_logged(paths) == done + 1 and paths.model.exists()
@@ -171,6 +183,13 @@ def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
     return [p for p in psutil.Process(proc.pid).children(recursive=True)]
 
 
+def _all_end(processes: list[psutil.Process], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while left := [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, f"still running after the run stopped: {left}"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("backend, signum", [("processes", signal.SIGINT), ("dask", signal.SIGTERM)])
 def test_a_signal_stops_generation_and_its_workers(tmp_path, scored_tiny, backend, signum):
     cfg = scored_tiny
@@ -187,10 +206,7 @@ def test_a_signal_stops_generation_and_its_workers(tmp_path, scored_tiny, backen
         assert lines[-1] == (f"cancelled by {signal.Signals(signum).name}: generate of tiny stopped; run it again "
                              f"with: python -m pipeline generate --dataset tiny --params {params}"), lines
         assert not any("Traceback" in line for line in lines), lines
-        deadline = time.monotonic() + 10
-        while left := [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
-            assert time.monotonic() < deadline, f"workers still running after the run stopped: {left}"
-            time.sleep(0.1)
+        _all_end(workers)
     finally:
         for p in workers:  # a failure leaves no orphan burning the cores
             with contextlib.suppress(psutil.Error):
@@ -201,19 +217,12 @@ def test_a_signal_stops_generation_and_its_workers(tmp_path, scored_tiny, backen
 
 def test_sigint_stops_run_in_train_and_run_resume_releases(tmp_path, tiny_cfg):
     cfg = tiny_cfg
-    params, paths = _params(tmp_path, cfg), StagePaths.of(cfg.work_dir, "tiny")
-    proc = _start(tmp_path, ["run", "--dataset", "tiny", "--params", str(params), "-q", "--set", LONG])
-    _wait_for(lambda: _epochs_logged(paths) >= 1, proc)
-    code, lines, seconds = _stop(proc, signal.SIGINT, tmp_path)
-    assert code == 130 and seconds < STOPPED_WITHIN, (code, seconds, lines)
-    done = checkpoint_info(paths.checkpoints / "last.pt")[1]
+    params, paths, lines, done = _stopped_in_training(tmp_path, cfg, "run", signal.SIGINT)
     assert lines[-1] == (f"cancelled by SIGINT: run of tiny stopped in train with {done} epoch{'s' * (done > 1)} "
                          f"checkpointed; continue with: python -m pipeline run --dataset tiny --resume "
                          f"--params {params} --set {LONG}"), lines
     assert not (Path(cfg.publish.release_root) / "tiny").exists() and not _leftovers(tmp_path)
-    resumed = subprocess.run([sys.executable, "-m", "pipeline", "run", "--dataset", "tiny", "--resume",
-                              "--params", str(params), "--set", f"train.epochs={done + 1}"],
-                             cwd=REPO, capture_output=True, text=True, timeout=600)
+    resumed = _cli("run", "--dataset", "tiny", "--resume", "--params", str(params), "--set", f"train.epochs={done + 1}")
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}" in resumed.stderr and _epochs_logged(paths) == done + 1
     assert (Path(cfg.publish.release_root) / "tiny" / "latest.json").exists()
@@ -233,7 +242,7 @@ def test_sigterm_to_a_torchrun_launch_stops_every_rank_and_resume_continues(tmp_
     try:
         code, lines, seconds = _stop(proc, signal.SIGTERM, tmp_path)
         assert code == 143 and seconds < STOPPED_WITHIN, (code, seconds, lines)
-        assert not [p for p in ranks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        _all_end(ranks)
     finally:
         for p in ranks:
             with contextlib.suppress(psutil.Error):
@@ -242,8 +251,7 @@ def test_sigterm_to_a_torchrun_launch_stops_every_rank_and_resume_continues(tmp_
     assert done >= 1 and lines[-1].startswith(f"cancelled by SIGTERM: train of tiny stopped with {done} epoch"), lines
     assert sum(line.startswith("cancelled by") for line in lines) == 1, lines  # the launcher's, not each rank's
     assert not _leftovers(tmp_path)
-    resumed = subprocess.run([sys.executable, "-m", "pipeline", "train", "--dataset", "tiny", "--resume",
-                              "--params", str(params), "--set", f"train.epochs={done + 1}"],
-                             cwd=REPO, capture_output=True, text=True, timeout=600)
+    resumed = _cli("train", "--dataset", "tiny", "--resume", "--params", str(params),
+                   "--set", f"train.epochs={done + 1}")
     assert resumed.returncode == 0, resumed.stderr
     assert _epochs_logged(paths) == done + 1
