@@ -16,19 +16,24 @@ errors (never for bad input or a failed quality gate), training resumed from its
 retry finds a compatible one, datasets in parallel on the task runner in ``nightly.task_runner``,
 old releases pruned to ``nightly.keep_releases`` (never ``latest``), and per dataset a markdown
 and a table artifact. A dataset that fails fails alone; the flow run ends failed if any did.
+SIGTERM or Ctrl-C stops a run within seconds: its tasks at their next safe point, its locks and
+temporary folders released, exit 143 or 130 with one line (docs/operations.md, Stopping a run).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import re
+import shlex
+import signal
 import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -38,12 +43,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import get_run_context
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, TerminationSignal
 
-from pipeline import logs, progress
+from pipeline import cancel, logs, progress
 from pipeline.artifacts import StagePaths, metrics_path
 from pipeline.config import Config, load_config, parse_overrides
-from pipeline.errors import PipelineError
+from pipeline.errors import Cancelled, PipelineError
 from pipeline.files import dataset_run_lock, read_json
 from pipeline.options import PARAMS_OPTIONS
 from pipeline.redact import redact
@@ -56,6 +61,12 @@ DEPLOYMENT = "nightly"
 
 class DatasetsFailed(Exception):
     """One or more datasets of a run failed (each named with its reason)."""
+
+
+class StageCancelled(PipelineError):
+    """A stage task stopped because its run was cancelled. What the task raises instead of
+    ``pipeline.errors.Cancelled``: Dask's client breaks on a task that raises a ``BaseException``;
+    a ``PipelineError`` is never retried."""
 
 
 def _transient(task, task_run, state) -> bool:
@@ -148,9 +159,36 @@ def _progress_to_artifact(artifact_id: str | None, stage: str, every: float = 2.
 
 def stage_task(stage: str, params: str, overrides: dict, dataset: str, run_info: dict | None = None,
                progress_id: str | None = None) -> dict:
-    """One stage of one dataset; the config is re-read from params + overrides in the worker."""
-    with _stage_logs_to_prefect(dataset), _progress_to_artifact(progress_id, stage):
-        return _run_stage(stage, params, overrides, dataset, run_info)
+    """One stage of one dataset; the config is re-read from params + overrides in the worker. It
+    runs as its flow run's work: cancelling the run (``_stop_tasks``) stops it at its next safe
+    point, also on a Dask worker."""
+    try:
+        with cancel.scope(_flow_run_id()), _stage_logs_to_prefect(dataset), _progress_to_artifact(progress_id, stage):
+            return _run_stage(stage, params, overrides, dataset, run_info)
+    except Cancelled as exc:
+        raise StageCancelled(f"{stage} of {dataset} {exc}") from None
+
+
+def _flow_run_id() -> str | None:
+    """The id of the flow run whose task runs here (None outside one: ``task.fn``)."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    return str(ctx.task_run.flow_run_id) if ctx is not None and ctx.task_run.flow_run_id else None
+
+
+def _stop_tasks(exc: BaseException, run_id: str | None) -> None:
+    """The flow run is being stopped (``exc``: Prefect's ``TerminationSignal`` on SIGTERM, a
+    Ctrl-C, a ``Cancelled``): its tasks stop at their next safe point instead of running on. Prefect
+    cannot stop a task thread, and waits for it; a Dask worker is told through its client."""
+    signum = getattr(exc, "signal", None) or signal.SIGINT  # a KeyboardInterrupt has none
+    cancel.request(signum)  # this process's task threads
+    ctx = get_run_context()
+    client = getattr(getattr(ctx, "task_runner", None), "_client", None)  # a Dask runner's, if it made one
+    if client is not None and run_id is not None:
+        with contextlib.suppress(Exception):  # a cluster already gone has no task left to stop
+            client.run(cancel.request, signum, run_id)  # only this run's tasks: a cluster may be shared
+    logging.getLogger("pipeline").warning("stopping the run's tasks: %s", cancel.signal_name(signum))
 
 
 # One Prefect task per stage, named as the stage (and as its DVC stage and module).
@@ -211,9 +249,11 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     overrides = dict(overrides)
     cfg = load_config(params, overrides)
     check_outputs_writable(cfg)  # before hours of training, not after
-    if nightly and cfg.nightly.new_seed and "seed" not in overrides:
+    drawn = nightly and cfg.nightly.new_seed and "seed" not in overrides
+    if drawn:
         overrides["seed"] = uuid.UUID(run_id).int % 2**31 if run_id else cfg.seed
         cfg = load_config(params, overrides)
+    _last_run.update(seed=cfg.seed, new_seed=drawn)
     datasets = list(dict.fromkeys(datasets))  # a name given twice runs once
     for name in datasets:
         cfg.dataset(name)  # an unknown name fails the run before anything starts
@@ -224,26 +264,27 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
     retry = {"retries": nc.retries, "retry_delay_seconds": [nc.retry_delay_seconds * 2**i for i in range(nc.retries)]}
     failures: dict[str, str] = {}
     results: dict[str, dict] = {}
+    cancel.reset()  # a run cancelled before in this process does not stop this one
     with contextlib.ExitStack() as locks:
         chains: dict[str, dict] = {}
         bars: dict[str, str | None] = {}  # each dataset's progress artifact
-        for name in datasets:
-            try:
-                locks.enter_context(dataset_run_lock(cfg.work_dir, name, nc.lock_wait_seconds))
-                chains[name] = {}
-                bars[name] = _progress_artifact(name)
-            except PipelineError as exc:
-                failures[name] = str(exc)
-                logger.error("%s", exc)
-        # Stage by stage across datasets, so that a pool's workers take the same stage of different
-        # datasets rather than sit waiting on the previous stage of one.
-        for stage in STAGES:
-            for name, chain in chains.items():
-                previous = chain.get(STAGES[STAGES.index(stage) - 1]) if stage != STAGES[0] else None
-                chain[stage] = STAGE_TASKS[stage].with_options(task_run_name=f"{stage}-{name}", **retry).submit(
-                    stage, params, overrides, name, run_info if stage == "publish" else None, bars[name],
-                    wait_for=[previous] if previous is not None else None)
         try:
+            for name in datasets:
+                try:
+                    locks.enter_context(dataset_run_lock(cfg.work_dir, name, nc.lock_wait_seconds))
+                    chains[name] = {}
+                    bars[name] = _progress_artifact(name)
+                except PipelineError as exc:
+                    failures[name] = str(exc)
+                    logger.error("%s", exc)
+            # Stage by stage across datasets, so that a pool's workers take the same stage of different
+            # datasets rather than sit waiting on the previous stage of one.
+            for stage in STAGES:
+                for name, chain in chains.items():
+                    previous = chain.get(STAGES[STAGES.index(stage) - 1]) if stage != STAGES[0] else None
+                    chain[stage] = STAGE_TASKS[stage].with_options(task_run_name=f"{stage}-{name}", **retry).submit(
+                        stage, params, overrides, name, run_info if stage == "publish" else None, bars[name],
+                        wait_for=[previous] if previous is not None else None)
             for name, chain in chains.items():
                 done: dict[str, dict] = {}
                 try:
@@ -260,6 +301,9 @@ def run_datasets(params: str, overrides: dict, datasets: list[str], nightly: boo
                     _artifacts(cfg, name, done)
                 except Exception as exc:  # noqa: BLE001 - a report we could not attach fails nothing
                     logger.warning("%s: could not create the run's artifacts: %s", name, exc)
+        except (TerminationSignal, KeyboardInterrupt, Cancelled) as exc:  # the run is stopped: so are its tasks
+            _stop_tasks(exc, run_id)
+            raise
         finally:
             # The locks are held until every submitted task has finished, whatever happened above.
             for chain in chains.values():
@@ -325,13 +369,113 @@ def add_params_options(ap: argparse.ArgumentParser, set_note: str = "") -> None:
                       **({"metavar": "FILE"} if option.flag == "--params" else {}))
 
 
+# The ephemeral API's startup timeout when the user has not set one: Prefect's 20 s is too short on a
+# loaded machine (measured: docs/operations.md#the-prefect-api-on-a-busy-machine).
+EPHEMERAL_STARTUP_SECONDS = 120
+_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
+_last_run: dict[str, Any] = {}  # the seed of the run this process started last (the line after a cancel)
+
+
+@contextlib.contextmanager
+def prefect_api():
+    """Prefect's settings for a command-line run: the ephemeral API server gets
+    ``EPHEMERAL_STARTUP_SECONDS`` to start unless ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``
+    is set (environment, prefect.toml or profile); if it still does not start, a ``PipelineError``
+    naming that setting instead of Prefect's message."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(set_defaults={timeout: EPHEMERAL_STARTUP_SECONDS}):
+        try:
+            yield
+        except RuntimeError as exc:
+            if not str(exc).startswith(_TIMED_OUT):
+                raise
+            raise PipelineError(
+                f"the temporary Prefect API server did not start within {timeout.value()}s on this machine; raise "
+                f"{timeout.name} (the environment, or startup_timeout_seconds under [server.ephemeral] in "
+                "prefect.toml), or start a server and set PREFECT_API_URL") from None
+
+
+def run_flow(call: Callable[[], Any], what: str, again: list[str]) -> tuple[int, Any]:
+    """Run a flow for a command line: returns (exit code, result). SIGTERM or Ctrl-C stops it: its
+    tasks at their next safe point (``_stop_tasks``), the flow run ends Crashed (Cancelled when a
+    Prefect runner cancelled it), and one line says so and how to run it again (``again``), with
+    exit code 143 or 130; a failed dataset is exit 1, a setting or the API server exit 2."""
+    cancel.reset()
+    _last_run.clear()
+    try:
+        with cancel.on_signals(), prefect_api():
+            return 0, call()
+    except BaseException as exc:
+        stopped = isinstance(exc, (Cancelled, KeyboardInterrupt, TerminationSignal))
+        if not stopped and cancel.requested() is None:
+            if isinstance(exc, (DatasetsFailed, PipelineError)):
+                print(f"error: {exc}", file=sys.stderr)
+                return 1 if isinstance(exc, DatasetsFailed) else 2, None
+            raise
+        signum = cancel.requested() or getattr(exc, "signal", None) or signal.SIGINT
+        said = f"cancelled by {cancel.signal_name(signum)}: {what} stopped; run it again with: {shlex.join(again)}"
+        if _last_run.get("new_seed"):  # a new seed per run: the same one continues its training
+            said += f" --set seed={_last_run['seed']} (its seed: training continues from its checkpoint)"
+        print(redact(said), file=sys.stderr)
+        return cancel.exit_code(signum), None
+
+
+def serve_deployment(deployment, again: list[str]) -> int:
+    """Serve ``deployment`` until stopped. SIGTERM: Prefect's runner stops polling and cancels the
+    runs in progress (each flow run ends Cancelled, its tasks stopped by ``_stop_tasks``); Ctrl-C
+    likewise; then one line and exit code 143 or 130, as for ``run``."""
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    runner.add_deployment(deployment)
+    stopped: list[int] = []
+    graceful = runner.handle_sigterm  # installed by the runner when it starts
+
+    def on_sigterm(*args: Any) -> None:
+        stopped.append(signal.SIGTERM)
+        graceful(*args)
+
+    runner.handle_sigterm = on_sigterm
+    try:
+        with prefect_api():
+            asyncio.run(runner.start())
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        stopped.append(getattr(exc, "signal", None) or signal.SIGINT)
+    except SystemExit:  # the runner's own SIGTERM handler, before it had started
+        if not stopped:
+            raise
+    signum = stopped[0] if stopped else signal.SIGTERM  # the runner only ends when told to
+    print(f"cancelled by {cancel.signal_name(signum)}: serve stopped (runs in progress cancelled, the "
+          f"schedule paused); start it again with: {shlex.join(again)}", file=sys.stderr)
+    return cancel.exit_code(signum)
+
+
+def command_line(module: str, args: argparse.Namespace, datasets: list[str], *extra: str) -> list[str]:
+    """The command that runs ``args`` again (after a cancellation)."""
+    line = ["python", "-m", module, *extra]
+    if args.params != "params.yaml":
+        line += ["--params", args.params]
+    for name in datasets:
+        line += ["--dataset", name]
+    for item in args.overrides:
+        line += ["--set", item]
+    for item in args.thresholds:
+        line += ["--threshold", item]
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     # The whole docstring, its layout kept: the usage lines and the run's behaviour are the help.
     ap = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["run", "serve"],
                     help="run: every chosen dataset once, now, then exit; serve: run the deployment on "
-                         "nightly.cron in nightly.timezone until stopped (Ctrl-C)")
+                         "nightly.cron in nightly.timezone until stopped (Ctrl-C or SIGTERM)")
     add_params_options(ap, "; --set seed=N keeps that seed instead of a new one per run (nightly.new_seed)")
     ap.add_argument("--dataset", action="append", default=[], metavar="NAME",
                     help="only this dataset, a name under datasets: in the params (repeatable; "
@@ -346,24 +490,24 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    again = command_line("flows.nightly", args, args.dataset, args.command)
     if args.command == "serve":
-        from prefect import serve
-
         deployment = build_deployment(cfg, args.params, overrides, args.dataset or None)
         print(f"serving deployment 'nightly/{DEPLOYMENT}' on cron '{cfg.nightly.cron}' ({cfg.nightly.timezone}); "
-              "Ctrl-C stops it", flush=True)
-        serve(deployment)
-        return 0
-    try:
-        results = nightly(params=args.params, overrides=overrides, datasets=args.dataset or None)
-    except DatasetsFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for name, res in results.items():
+              "Ctrl-C or SIGTERM stops it", flush=True)
+        return serve_deployment(deployment, again)
+    code, results = run_flow(lambda: nightly(params=args.params, overrides=overrides, datasets=args.dataset or None),
+                             "the nightly run", again)
+    for name, res in (results or {}).items():
         print(f"{name}: {res['publish']['rows']} rows released as {res['publish']['version']} "
               f"-> {res['publish']['path']}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as flows.nightly, not as __main__: a task of __main__ would be pickled whole for a Dask
+    # worker (with this module's locks and log handler, which cannot be), one of an importable
+    # module by its name.
+    from flows.nightly import main as entry
+
+    sys.exit(entry())

@@ -12,7 +12,7 @@ import sys
 
 from prefect import flow
 
-from flows.nightly import DatasetsFailed, add_params_options, run_datasets
+from flows.nightly import add_params_options, command_line, run_datasets, run_flow
 from pipeline.config import load_config, parse_overrides
 from pipeline.errors import PipelineError
 
@@ -36,13 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        result = synthesize(dataset=args.dataset, params=args.params, overrides=overrides)
-    except DatasetsFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.dataset}: released {result['publish']['version']} -> {result['publish']['path']}")
-    return 0
+    code, result = run_flow(lambda: synthesize(dataset=args.dataset, params=args.params, overrides=overrides),
+                            f"the synthesize run of {args.dataset}",
+                            command_line("flows.synthesize", args, [args.dataset]))
+    if result is not None:
+        print(f"{args.dataset}: released {result['publish']['version']} -> {result['publish']['path']}")
+    return code
 
 
 if __name__ == "__main__":

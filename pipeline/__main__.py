@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import logs
+from pipeline import cancel, logs
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config, load_config, parse_overrides, set_dotted
-from pipeline.errors import ConfigError, PipelineError, QualityGateError
+from pipeline.errors import Cancelled, ConfigError, PipelineError, QualityGateError
 from pipeline.files import read_json, write_json
 from pipeline.names import check_name, name_from_file
 from pipeline.options import PARAMS_OPTIONS
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(from params.yaml) or --source FILE --name NAME for a file not in params.yaml.",
     )
     _source_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue training from the checkpoint a stopped run left (an error if it was made "
+                        "from other data or params); the other stages run again")
     p = sub.add_parser(
         "validate", help="check a run before it starts: params, the source's schema, the gate, time and memory",
         description="Resolve the params for one dataset, read its source as ingest will (kinds, nulls, distinct "
@@ -196,11 +201,21 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     undo = _setup_logging(args)
+    cancel.reset()
     try:
-        return _main(args)
-    except KeyboardInterrupt:  # Ctrl-C: one line saying what stopped and how to go on, not a traceback
-        _interrupted(args)
-        return 130
+        with cancel.on_signals():  # SIGTERM and SIGINT stop the run at a safe point (pipeline.cancel)
+            return _main(args)
+    except (Cancelled, KeyboardInterrupt) as exc:  # one line saying what stopped and how to go on
+        signum = exc.signal if isinstance(exc, Cancelled) else signal.SIGINT
+        _cancelled(args, signum)
+        return cancel.exit_code(signum)
+    except BaseException:
+        if cancel.requested() is None:
+            raise
+        # Something the stopping broke on its way (a worker pool a Ctrl-C reached, a torn-down
+        # collective under torchrun): the cancellation is what happened.
+        _cancelled(args, cancel.requested())
+        return cancel.exit_code(cancel.requested())
     finally:
         undo()
 
@@ -221,6 +236,7 @@ def _main(args: argparse.Namespace) -> int:
             try:
                 return _releases(args)
             except (OSError, ImportError) as exc:  # e.g. an unreadable root, a missing fsspec extra
+                cancel.check()  # an error the stopping caused is the cancellation
                 _error(args, exc)
                 return 2
         cfg = _config_for(args.params, overrides, args.dataset)
@@ -229,30 +245,46 @@ def _main(args: argparse.Namespace) -> int:
         run_stage(args.command, cfg, args.dataset, **kwargs)
         return 0
     except PipelineError as exc:
+        cancel.check()
         _error(args, exc)
         return 1 if isinstance(exc, QualityGateError) else 2
 
 
-def _interrupted(args: argparse.Namespace) -> None:
-    """The line after a Ctrl-C: the stage it stopped and, when train stopped with a checkpoint that
-    ``--resume`` continues, the command that continues it (with this command's --params and --set)."""
-    stage, cfg, dataset = getattr(args, "running", None) or (args.command, None, getattr(args, "dataset", None))
-    said = f"interrupted: {stage}" + (f" of {dataset}" if dataset else "") + " stopped"
-    if stage == "train" and cfg is not None:
-        done = resumable_epochs(cfg, dataset)
-        if done:
-            import shlex
+def _cancelled(args: argparse.Namespace, signum: int) -> None:
+    """The line after a SIGTERM or Ctrl-C: what stopped and the command that goes on from there
+    (with this command's --params and --set): ``--resume`` when train stopped with a checkpoint
+    that it continues, else the same command again. Of torchrun's ranks rank 0 says it, or the
+    train stage that launched them."""
+    import shlex
 
-            again = ["python", "-m", "pipeline", "train", "--dataset", dataset, "--resume"]
-            if args.params != "params.yaml":
-                again += ["--params", args.params]
-            for item in args.overrides:
-                again += ["--set", item]
-            said += f" with {done} epochs checkpointed; continue with: {shlex.join(again)}"
-        else:
+    if os.environ.get("RANK", "0") != "0" or os.environ.get(cancel.LAUNCHED_BY):
+        return
+    stage, cfg, dataset = getattr(args, "running", None) or (args.command, None, getattr(args, "dataset", None))
+    command = args.command
+    where = f"{command} of {dataset}" if dataset else command
+    said = f"cancelled by {cancel.signal_name(signum)}: {where} stopped" + (f" in {stage}" if stage != command else "")
+    again = ["python", "-m", "pipeline", command, "--dataset", dataset] if dataset and cfg is not None else None
+    trained = command in ("train", "run") and stage in STAGE_NAMES[STAGE_NAMES.index("train"):]
+    done = resumable_epochs(cfg, dataset) if again and trained else 0
+    if again:
+        if done:
+            again.append("--resume")
+            said += f" with {done} epoch{'s' if done != 1 else ''} checkpointed"
+        elif stage == "train":
             said += f" before its first checkpoint (every {cfg.for_dataset(dataset).train.checkpoint_every} epochs)"
+        if getattr(args, "params", "params.yaml") != "params.yaml":
+            again += ["--params", args.params]
+        for item in getattr(args, "overrides", []):
+            again += ["--set", item]
+        for item in getattr(args, "thresholds", []):
+            again += ["--threshold", item]
+        for option in stage_entry(command).options() if command in STAGE_NAMES else ():
+            for item in (getattr(args, option.dest, None) or ()) if option.sets else ():  # --condition
+                again += [option.flag, item]
+        said += f"; {'continue' if done else 'run it again'} with: {shlex.join(again)}"
     if getattr(args, "log_format", "text") == "json":
-        log.error("%s", redact(said), extra={"fields": {"error": "KeyboardInterrupt"}, "dataset": dataset})
+        log.error("%s", redact(said), extra={"fields": {"error": "Cancelled", "signal": cancel.signal_name(signum)},
+                                            "dataset": dataset})
     else:
         print(redact(said), file=sys.stderr)
 
@@ -510,7 +542,7 @@ def _run_all(args: argparse.Namespace, overrides: dict) -> int:
     for stage in STAGE_NAMES:
         t0 = time.perf_counter()
         args.running = (stage, cfg, dataset)
-        result = run_stage(stage, cfg, dataset)
+        result = run_stage(stage, cfg, dataset, **({"resume": True} if stage == "train" and args.resume else {}))
         timings[stage] = round(time.perf_counter() - t0, 2)
     print(redact(json.dumps({"dataset": dataset, "release": str(getattr(result, "path", "")), "seconds": timings})))
     return 0

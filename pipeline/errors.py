@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class PipelineError(Exception):
     """Base for errors that the CLI reports as one clear line (no traceback). A URL's credentials
@@ -52,3 +54,12 @@ class ReleaseIntegrityError(ReleaseError):
 
 class BadNameError(PipelineError):
     """A dataset name or release version that cannot be a folder name (``pipeline.names``)."""
+
+
+class Cancelled(BaseException):
+    """The run was told to stop (SIGTERM, SIGINT; ``pipeline.cancel``). A ``BaseException``, as
+    ``KeyboardInterrupt`` is, so that no ``except Exception`` (a retry, a fallback) swallows it."""
+
+    def __init__(self, signum: int):
+        self.signal = int(signum)
+        super().__init__(f"cancelled by {signal.Signals(self.signal).name}")

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from pipeline import logs
+from pipeline import cancel, logs
 
 log = logging.getLogger("pipeline.progress")
 
@@ -47,7 +47,9 @@ def listening(listener: Listener) -> Iterator[None]:
 def within(done: int, total: int, unit: str) -> None:
     """How far the innermost loop running in this context is into its current step: ``done`` of
     ``total`` ``unit``s (a shard's denoising steps). Nothing outside a loop, so code that does not
-    know whether a loop runs it (a model's sampling) may call it."""
+    know whether a loop runs it (a model's sampling) may call it. It is also a safe point where a
+    cancelled run stops (``pipeline.cancel``): a long shard does not outlive its run."""
+    cancel.check()
     bar = _active.get()
     if bar is not None:
         bar.within(done, total, unit)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import cancel
 from pipeline.artifacts import StagePaths, load_scores, metrics_path, read_record
 from pipeline.config import Config, Threshold
 from pipeline.errors import QualityGateError, ReleaseError
@@ -65,8 +66,10 @@ def run(cfg: Config, dataset: str, version: str | None = None, run_info: dict | 
         # Assembled out of sight, then moved into place in one step (a store: uploaded, manifest last).
         with store.staging(version, paths.root) as staging:
             files, rows = write_release(staging, dataset, version, work, paths, new_schema, changes, run_info)
-            store.commit(staging, version)
-        store.point_latest(dataset, version)
+            cancel.check()  # the last point where a cancelled publish leaves nothing behind
+            with cancel.deferred():  # a signal never lands between the commit and moving latest to it
+                store.commit(staging, version)
+                store.point_latest(dataset, version)
         if keep is not None:
             try:
                 store.prune(keep)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import cancel
 from pipeline.artifacts import StagePaths, metrics_path, score_records
 from pipeline.config import Config
 from pipeline.errors import InputDataError
@@ -65,6 +66,7 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
     suites = suites_for(handler.MODALITY)
     with Progress("score", len(suites), "metric family") as bar:
         for suite in suites:
+            cancel.check()
             bar.now(suite.name)
             t = time.perf_counter()
             out = suite.compute(evidence)
@@ -93,7 +95,9 @@ def run(cfg: Config, dataset: str) -> ScoreResult:
         t = time.perf_counter()
         files.update(handler.report(evidence, metrics, details, drawn))
         details["seconds"]["report"] = round(time.perf_counter() - t, 3)
-    _write(cfg, dataset, paths, metrics, files, _clean(details))
+    cancel.check()  # a cancelled score writes nothing: the last whole record stays or none does
+    with cancel.deferred():  # the record is replaced whole, not cut off between its files
+        _write(cfg, dataset, paths, metrics, files, _clean(details))
     log.info("score %s: %s, gate %s%s (%s)", dataset, summary(suites, metrics),
              "passed" if metrics["gate.passed"] else "FAILED",
              "" if metrics["gate.passed"] else f" ({'; '.join(metrics['gate.failures'])})",

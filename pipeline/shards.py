@@ -8,9 +8,11 @@ pickled by name) and load the model once each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pipeline import cancel
 from pipeline.artifacts import StagePaths
 from pipeline.files import write_parquet
 from pipeline.modalities import modality_named
@@ -91,7 +94,40 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_init(threads: int, parent: int) -> None:
     _die_with_parent(parent)
+    # The run decides: a Ctrl-C at the terminal (sent to the whole group) or a SIGTERM to the group
+    # stops the run, which ends its workers (``_abandon``); a worker of its own would only print
+    # a traceback and break the pool.
+    for signum in cancel.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(threads)  # workers share the cores instead of each taking them all
+
+
+def _abandon(pool) -> None:
+    """End a process pool's workers at once: their shards go with the run's temporary folder.
+    (``shutdown`` alone waits for the shards they are writing.)"""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, AttributeError):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finished(pending: set, wait) -> list:
+    """The futures of ``pending`` that are done, waiting at most a moment for one, then a check for
+    a cancellation. Deferred: a signal raised inside ``wait`` could leave the futures' locks held
+    (``concurrent.futures.wait`` takes them all) and hang the pool's shutdown; so it is seen here,
+    between waits (a flow's task thread gets no signal at all)."""
+    with cancel.deferred():
+        done = wait(pending)
+    cancel.check()
+    return done
+
+
+def _dask_done(pending: set) -> list:
+    """The Dask futures of ``pending`` that are done, after a moment's wait if none is."""
+    done = [f for f in pending if f.done()]
+    if not done:
+        time.sleep(0.2)
+    return done
 
 
 def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: LoadedModel) -> dict[str, int]:
@@ -102,36 +138,54 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
     with Progress("generate", len(jobs), "shard") as bar:
         if g.workers <= 1 or len(jobs) <= 1:
             for job in jobs:
+                cancel.check()
                 results.append(write_shard(job, cfg, paths, loaded))
                 bar.advance(1, rows=job.rows)
         elif g.backend == "processes":
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
             threads = max(1, threads_available(cfg) // g.workers)
             # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe).
-            with ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
+            pool = ProcessPoolExecutor(g.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(threads, os.getpid()))
+            try:
                 futures = {pool.submit(write_shard, job, cfg, paths): job for job in jobs}
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.advance(1, rows=futures[future].rows)
+                pending = set(futures)
+                while pending:
+                    for future in _finished(pending, lambda p: wait(p, 0.2, FIRST_COMPLETED)[0]):
+                        pending.discard(future)
+                        results.append(future.result())
+                        bar.advance(1, rows=futures[future].rows)
+            except BaseException:  # cancelled, or a shard failed: the other workers stop now
+                _abandon(pool)
+                raise
+            pool.shutdown()
         else:
-            from distributed import Client, LocalCluster, as_completed
+            from distributed import Client, LocalCluster
 
             # Workers write straight into the output folder: on a remote cluster it must be shared storage.
             cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
                                                                processes=True, dashboard_address=None)
-            with Client(g.dask_address or cluster) as client:
-                if cluster is not None:  # a remote cluster's workers are not this run's to end
-                    client.run(_die_with_parent, os.getpid())
-                futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
-                rows = {f.key: job.rows for f, job in zip(futures, jobs)}
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    bar.advance(1, rows=rows[future.key])
-            if cluster is not None:
-                cluster.close()
+            try:
+                with Client(g.dask_address or cluster) as client:
+                    if cluster is not None:  # a remote cluster's workers are not this run's to end
+                        client.run(_die_with_parent, os.getpid())
+                    futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
+                    rows = {f.key: job.rows for f, job in zip(futures, jobs)}
+                    pending = set(futures)
+                    try:
+                        while pending:
+                            for future in _finished(pending, _dask_done):
+                                pending.discard(future)
+                                results.append(future.result())
+                                bar.advance(1, rows=rows[future.key])
+                    except BaseException:
+                        client.cancel(list(pending))  # a remote cluster's shards not begun are dropped
+                        raise
+            finally:
+                if cluster is not None:  # this run's workers end with it (cancelled or not)
+                    cluster.close()
     total: dict[str, int] = {}
     for r in results:
         for k, v in r.items():

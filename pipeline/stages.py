@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pipeline import logs, progress
+from pipeline import cancel, logs, progress
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.files import read_json, remove_leftovers, write_json
@@ -152,6 +152,7 @@ def run_stage(name: str, cfg: Config, dataset: str, **kwargs: Any) -> Any:
     """Run one stage of one dataset with the config resolved for it (once, here), its log lines
     stamped with the dataset and stage, its CPU threads capped (``runtime.threads``); its wall time
     goes to ``<work>/<dataset>/stage_seconds.json`` (the release manifest carries them)."""
+    cancel.check()  # a run stopped between stages starts no other
     paths = StagePaths.of(cfg.work_dir, dataset)
     for gone in remove_leftovers(paths.root) + remove_leftovers(cfg.metrics_dir, depth=0):
         log.info("cleaned up %s, left by a run that died (removed, or put back as the newest whole copy)", gone)

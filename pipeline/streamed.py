@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import cancel
 from pipeline.errors import InputDataError
 from pipeline.ids import counter_values
 from pipeline.schema import DISCRETE_KINDS, TableSchema
@@ -333,6 +334,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
             sizes.append(len(raw))
             pos += len(raw)
             bar.advance(len(raw), rows=len(raw))
+            cancel.check()
         if first is None:
             raise InputDataError(source, "has no rows")
         raw_sample = train_keep.frame(first)
@@ -363,6 +365,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
             train_rows += int((~hold).sum())
             holdout_rows += int(hold.sum())
             bar.advance(len(raw), rows=len(raw))
+            cancel.check()
         if shard != len(sizes):
             check()
             raise InputDataError(source, CHANGED)
@@ -377,6 +380,7 @@ def _stream(cfg, dataset: str, parts: list, hold_parts: list, rows: int, tmp: Pa
                 pos += len(raw)
                 holdout_rows += len(raw)
                 bar.advance(len(raw), rows=len(raw))
+                cancel.check()
     counts.apply()
     schema.links = links
     holdout = hold_keep.frame(sample.iloc[:0] if hold_parts else first)

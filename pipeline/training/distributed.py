@@ -15,7 +15,9 @@ end of each epoch, so the replicas end identical, buffers included.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from pipeline import cancel
+from pipeline.errors import Cancelled
 from pipeline.training.resume import Resume
 
 
@@ -128,6 +132,35 @@ def launch_train(config_tree: dict, dataset: str, nproc_per_node: int, nnodes: i
     if resume is not Resume.NO:
         cmd += ["--resume", resume.value]
     try:
-        subprocess.run(cmd, check=True)
+        _run_ranks(cmd)
     finally:
         os.unlink(params)
+
+
+def _run_ranks(cmd: list[str], stop_seconds: float = 30.0) -> None:
+    """Run torchrun and wait for it, polling for a cancellation (a flow's task thread gets no
+    signal). On one, torchrun is sent the signal, which it forwards to the ranks (each stops at its
+    next step, checkpointing on rank 0), and is killed if it has not ended within ``stop_seconds``.
+    Its own session: a Ctrl-C at the terminal reaches it once, through here, not twice."""
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, cancel.LAUNCHED_BY: str(os.getpid())})
+    try:
+        while True:
+            try:
+                with cancel.deferred():  # seen between waits, never inside one
+                    code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                cancel.check()
+    except BaseException as exc:  # Cancelled (polled or from the signal handler), or anything else
+        signum = cancel.requested() or (exc.signal if isinstance(exc, Cancelled) else signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+        try:
+            proc.wait(timeout=stop_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    cancel.check()  # the ranks stopped because this run was cancelled
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)

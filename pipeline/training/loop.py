@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from pipeline import cancel
 from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.files import atomic_path
 from pipeline.models.base import GenerativeModel
@@ -173,7 +174,10 @@ def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], 
     sums: dict[str, torch.Tensor] = {}
     # Batches are drawn on the device: no host round trip per step.
     order = torch.randperm(data.shape[0], device=data.device, generator=batch_gen)
+    started = time.perf_counter()
     for step in range(steps):
+        if step and cancel.requested() is not None and not _ends_soon(step, steps, started, world):
+            cancel.check()  # abandoned: the last checkpoint stays what a resume continues from
         real = data[order[step * batch:(step + 1) * batch]]
         for name, opt in opts.items():
             opt.zero_grad(set_to_none=True)
@@ -188,6 +192,15 @@ def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], 
                 sums[k] = sums.get(k, 0) + v.detach().float()
         bar.within(step + 1, steps, "step")  # off a terminal, a long epoch's lines say how far it is
     return sums
+
+
+def _ends_soon(step: int, steps: int, started: float, world: int) -> bool:
+    """Whether a cancelled epoch is finished rather than abandoned: it would end within
+    ``cancel.GRACE_SECONDS`` at its pace so far (so the whole epoch is checkpointed). Under torchrun
+    the ranks could judge differently and wait on each other: there it is always abandoned."""
+    if world > 1:
+        return False
+    return (time.perf_counter() - started) / step * (steps - step) <= cancel.GRACE_SECONDS
 
 
 def mean_over_ranks(model: GenerativeModel, sums: dict[str, torch.Tensor], world: int,
@@ -273,8 +286,16 @@ def fit(
     epochs = planned_epochs(cfg.epochs, state.planned)  # cut to what fits budget_seconds, if one is set
     bar = Progress("train", epochs, "epoch", initial=state.epoch, enabled=writer)
     started, first = time.perf_counter(), state.epoch
-    with bar:  # closed however the loop ends (its heartbeat thread stops)
+    # Cancellation (``pipeline.cancel``): deferred, so that a signal never interrupts a step. An epoch
+    # under way is finished if it ends within the grace, else abandoned (``train_epoch``); between
+    # epochs the last whole one is checkpointed, due or not, and the loop stops.
+    saved = state.epoch  # the epochs the checkpoint on disk holds
+    with bar, cancel.deferred():  # the bar is closed however the loop ends (its heartbeat thread stops)
         while state.epoch < epochs:
+            if cancel.requested() is not None:  # between epochs: the last whole one is kept, due or not
+                if writer and checkpoint is not None and state.epoch > saved:
+                    save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
+                cancel.check()
             epoch, t0 = state.epoch, time.perf_counter()
             if cfg.lr_decay:  # from the epoch and the epochs this run makes alone (a resume continues it)
                 set_learning_rates(opts, base_lr, lr_scale(epoch, epochs, cfg.lr_decay))
@@ -297,6 +318,7 @@ def fit(
                     bar.set_total(epochs)
             if writer and checkpoint is not None and checkpoint_due(state.epoch, cfg.checkpoint_every, epochs):
                 save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
+                saved = state.epoch
             if writer and on_epoch is not None:
                 on_epoch(state)
     model.finish()

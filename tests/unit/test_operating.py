@@ -280,10 +280,12 @@ def test_ctrl_c_in_train_is_one_line_naming_the_resume_command_and_exit_130(tmp_
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err, err
     again = f"python -m pipeline train --dataset tiny --resume --params {params} --set train.epochs=4"
-    assert err == f"interrupted: train of tiny stopped with 2 epochs checkpointed; continue with: {again}"
+    assert err == f"cancelled by SIGINT: train of tiny stopped with 2 epochs checkpointed; continue with: {again}"
     monkeypatch.undo()
     assert main([*again.split()[3:], "-q"]) == 0  # the command it names continues the run
     assert len((tmp_path / "work" / "tiny" / "train_log.csv").read_text().splitlines()) == 1 + 4
     monkeypatch.setattr("pipeline.__main__.run_stage", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["generate", *common]) == 130
-    assert capsys.readouterr().err.strip() == "interrupted: generate of tiny stopped"
+    assert capsys.readouterr().err.strip() == ("cancelled by SIGINT: generate of tiny stopped; run it again with: "
+                                               f"python -m pipeline generate --dataset tiny --params {params} "
+                                               "--set train.epochs=4")
