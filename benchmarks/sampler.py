@@ -61,7 +61,7 @@ def main() -> None:
     net = model.sampler
     flops = row_flops(net)
     width = max(m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear))
-    peaks = {p: matmul_peak(model.sample_chunk, width, getattr(torch, p)) for p in args.precision}
+    peaks = {p: matmul_peak(model.rows_at_once, width, getattr(torch, p)) for p in args.precision}
     results = []
     for precision in args.precision:
         for steps in args.steps:
@@ -77,14 +77,14 @@ def main() -> None:
     t0 = time.perf_counter()
     loaded.transformer.inverse_transform(raw.float().numpy(), np.random.default_rng(args.seed))
     decode = args.rows / (time.perf_counter() - t0)
-    print(f"denoiser: {flops / 1e6:.2f} MFLOP per row per step; sampled {model.sample_chunk:,} rows at once; "
+    print(f"denoiser: {flops / 1e6:.2f} MFLOP per row per step; sampled {model.rows_at_once:,} rows at once; "
           f"{torch.get_num_threads()} threads")
     print(f"{'precision':>9} {'steps':>6} {'seconds':>8} {'rows/s':>9} {'GFLOP/s':>8} {'mm peak':>8} {'share':>6}")
     for r in results:
         print(f"{r['precision']:>9} {r['steps']:>6} {r['seconds']:>8.2f} {r['rows_per_s']:>9,.0f} {r['gflops']:>8.1f} "
               f"{r['peak_gflops']:>8.1f} {r['share_of_peak']:>6.0%}")
     print(f"decoding (inverse transform): {decode:,.0f} rows/s")
-    print(json.dumps({"dataset": args.dataset, "mflop_per_row_step": flops / 1e6, "chunk": model.sample_chunk,
+    print(json.dumps({"dataset": args.dataset, "mflop_per_row_step": flops / 1e6, "chunk": model.rows_at_once,
                       "threads": torch.get_num_threads(), "decode_rows_per_s": decode, "results": results}))
 
 

@@ -201,7 +201,7 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
 
 def _sampling_mb(model, transformer, shard_rows: int) -> float:
     """What sampling holds at once for a shard: the rows one sampling call makes (the shard, or the
-    model's ``sample_chunk`` of it) times, for each row, the features several times over (inputs,
+    model's ``rows_at_once`` of it) times, for each row, the features several times over (inputs,
     outputs, one-hot blocks padded to the widest column's categories, their logits and noise) and
     the network's widest layer twice. Checked against generate's peak RSS on 2 CPU cores (issue 31;
     the estimate in all, then measured): a 16,000-row shard of 530 features 1,043 MB, 662-983 MB
@@ -209,9 +209,7 @@ def _sampling_mb(model, transformer, shard_rows: int) -> float:
     and 679 MB)."""
     import torch
 
-    on_gpu = next(model.parameters(), torch.zeros(0)).device.type == "cuda"
-    chunk = getattr(model, "sample_chunk_cuda" if on_gpu else "sample_chunk", None)
-    at_once = min(shard_rows, chunk or shard_rows)
+    at_once = min(shard_rows, getattr(model, "rows_at_once", None) or shard_rows)
     groups = [span.width for span in transformer.spans if span.activation == "softmax"]
     padded = len(groups) * max(groups, default=0)
     widest = max((m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)), default=0)

@@ -65,7 +65,7 @@ def write_shard(job: ShardJob, cfg: Config, paths: StagePaths, loaded: LoadedMod
     """Make and write one shard; returns its counts. Depends only on the job, so any process
     (any worker count) writes the same bytes."""
     loaded = loaded or _worker_model(cfg, paths)
-    loaded.model.use_sampling(cfg.generate)
+    loaded.model.use_sampling(cfg.generate)  # per shard: a worker's cached model may have served another run
     stats: dict[str, int] = {}
     table = modality_named(loaded.modality).shard_table(loaded, job, cfg.generate, stats)
     if _PARENT is not None and os.getppid() != _PARENT:

@@ -81,7 +81,7 @@ class Denoiser(nn.Module):
 
 @register_model("diffusion")
 class TabularDiffusion(AveragedGenerator, TabularModel):
-    sample_chunk = _CHUNK  # rows denoised at once on a CPU (validate's memory estimate reads it too)
+    sample_chunk = _CHUNK  # rows denoised at once on a CPU
     sample_chunk_cuda = _CHUNK_CUDA  # and on a GPU
 
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
@@ -194,9 +194,14 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def rows_at_once(self) -> int:
+        """Rows one denoising pass holds, on the device the model is on (validate's memory estimate reads it)."""
+        return self.sample_chunk_cuda if self.slot_group.device.type == "cuda" else self.sample_chunk
+
     @torch.inference_mode()
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
-        chunk = self.sample_chunk_cuda if self.slot_group.device.type == "cuda" else self.sample_chunk
+        chunk = self.rows_at_once
         starts = range(0, n, chunk)
         parts = [self._sample(min(chunk, n - i), generator, condition, (k, len(starts))) for k, i in enumerate(starts)]
         return torch.cat(parts) if parts else torch.zeros(0, self.layout.width, device=self.slot_group.device)
