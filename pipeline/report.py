@@ -78,10 +78,19 @@ def auto_summary(record: dict | None) -> str | None:
     if not record:
         return None
     parts = [f"{name} {c['score']:.3f} (shapes {c['shapes']:.3f}, trends {c['trends']:.3f}, detection AUC "
-             f"{c['detection_auc']:.3f}; {c['epochs']} epochs, {c['train_seconds']:.0f} s)"
+             f"{c['detection_auc']:.3f}; {_epochs(c['epochs'])} epochs, {c['train_seconds']:.0f} s)"
              for name, c in record["candidates"].items()]
-    return (f"model.name auto kept {record['chosen']}, by the {record['by']} ({record['validation_rows']:,} rows "
-            f"carved from the training rows, not the holdout): " + "; ".join(parts) + ".")
+    rows = (f"{record['validation_rows']:,} training rows, each held out once" if record.get("folds")
+            else f"{record['validation_rows']:,} rows carved from the training rows")
+    return (f"model.name auto kept {record['chosen']}, by the {record['by']} ({rows}, not the holdout): "
+            + "; ".join(parts) + ".")
+
+
+def _epochs(epochs: int | list[int]) -> str:
+    """``120``, or ``120-150`` for one training per fold."""
+    if isinstance(epochs, int):
+        return str(epochs)
+    return str(epochs[0]) if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
 
 
 def value_protection_text(vp: dict | None, rows: object = None) -> str | None:

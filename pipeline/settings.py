@@ -115,6 +115,11 @@ class AutoSettings:
     validation_fraction: float = setting(0.2, gt=0, lt=1, description="share of the training rows held out to "
                                                                        "score the candidates (never the holdout)")
     validation_rows: int = setting(5000, ge=20, description="at most this many validation rows")
+    min_validation_rows: int = setting(300, ge=0, description="fewer validation rows than this (a small table): "
+                                                               "the candidates are cross-validated on `folds` folds "
+                                                               "of the training rows instead, the winner trained on "
+                                                               "all of them (0: never)")
+    folds: int = setting(5, ge=2, le=20, description="folds of that cross-validation")
     refit: bool = setting(False, description="train the kept model again on every training row (the validation "
                                              "part too) with the same recipe: one more training, a model that has "
                                              "seen all the rows")

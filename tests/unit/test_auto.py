@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.models import models, register_model
 from pipeline.models.base import Phase, TabularModel, activate
 from pipeline.stages import check_config
-from pipeline.training.auto import split_validation
+from pipeline.training.auto import split_folds, split_validation
 from tests.conftest import tiny_config
 
 
@@ -51,7 +51,8 @@ def noise_model():
 
 def _cfg(tmp_path, source, candidates, **extra):
     return tiny_config(tmp_path, source, **{
-        "model.name": "auto", "model.auto": {"candidates": candidates, "validation_fraction": 0.25},
+        "model.name": "auto", "model.auto": {"candidates": candidates, "validation_fraction": 0.25,
+                                             "min_validation_rows": 0},
         "model.diffusion": {"hidden_dims": [64, 64], "sample_steps": 20},
         "train.epochs": 15, "generate.rows": 100, **extra})
 
@@ -90,6 +91,31 @@ def test_auto_refuses_images_resume_and_unknown_candidates(tmp_path, tiny_source
     with pytest.raises(ConfigError, match="model.name auto trains its table candidates in one process and does not "
                                           "resume"):
         train.run(cfg, "tiny", resume=True)
+
+
+@pytest.mark.slow  # seconds: four trainings per candidate
+def test_a_small_table_cross_validates_the_candidates(tmp_path, tiny_source, noise_model):
+    cfg = _cfg(tmp_path, tiny_source, [noise_model, "diffusion"], **{"train.epochs": 10})
+    cfg.model.auto.min_validation_rows, cfg.model.auto.folds = 100, 3  # 48 validation rows: too few
+    for stage in (ingest, train, generate):
+        stage.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    info = json.loads((paths.model / "model.json").read_text())
+    record = info["auto"]
+    assert info["model"] == record["chosen"] == "diffusion" and record["folds"] == 3
+    assert record["validation_rows"] == 192  # every training row held out once
+    assert record["candidates"]["diffusion"]["epochs"] == [10, 10, 10]
+    assert record["refit"]["rows"] == 192  # the winner trained on every row
+    assert record["candidates"]["diffusion"]["score"] > record["candidates"][noise_model]["score"] + 0.1
+    assert len(pd.read_parquet(paths.synthetic)) == 100
+
+
+def test_the_folds_hold_out_every_row_once():
+    folds = split_folds(103, 5, seed=3)
+    held = [h for _, h in folds]
+    assert sorted(i for h in held for i in h) == list(range(103))
+    assert all(not set(f) & set(h) and len(f) + len(h) == 103 for f, h in folds)
+    assert [list(h) for h in held] == [list(h) for _, h in split_folds(103, 5, seed=3)]
 
 
 def test_the_validation_part_is_seeded_and_capped():
