@@ -1,8 +1,9 @@
 """Every table model on Adult and on public tables shipped inside an installed package (plotly's
-``tips`` and ``gapminder``: not tuned to), several seeds each: the pipeline's own stages and
-metrics, mean and spread.
+``tips`` and ``gapminder``, scikit-learn's ``breast_cancer`` and ``wine``: not tuned to), several
+seeds each: the pipeline's own stages and metrics, mean and spread.
 
-    python benchmarks/model_frontier.py [--datasets adult tips gapminder] [--models ctgan tvae diffusion]
+    python benchmarks/model_frontier.py [--datasets adult tips gapminder breast_cancer wine]
+                                        [--models ctgan tvae diffusion]
                                         [--seeds 0 1 2] [--set key=value ...] [--png frontier.png]
 
 Each (dataset, model, seed) runs ingest -> train -> generate -> score in a temporary folder with
@@ -35,6 +36,9 @@ DATASETS = {
               "target": "income"},
     "tips": {"plotly": "tips", "target": "smoker"},
     "gapminder": {"plotly": "gapminder", "target": "continent"},
+    # scikit-learn's bundled tables: 569 rows of 30 measurements and a diagnosis; 178 wines of 13.
+    "breast_cancer": {"sklearn": "load_breast_cancer", "target": "target"},
+    "wine": {"sklearn": "load_wine", "target": "target"},
 }
 # A model's own training recipe where the shared train section does not suit it.
 RECIPES = {
@@ -46,6 +50,7 @@ RECIPES = {
     "auto": {},  # every candidate with the train section's recipe
 }
 METRICS = {"shapes": "quality.column_shapes", "trends": "quality.column_pair_trends", "tstr": "utility.tstr_score",
+           "trtr": "utility.trtr_score",
            "detection_auc": "detection.auc", "dcr_share": "privacy.dcr_share", "range": "coverage.range"}
 
 
@@ -56,6 +61,14 @@ def source_of(name: str, folder: Path) -> dict:
 
         path = folder / f"{name}.csv"
         getattr(plotly.data, spec.pop("plotly"))().to_csv(path, index=False)
+        spec["source"] = str(path)
+    elif "sklearn" in spec:
+        import sklearn.datasets
+
+        frame = getattr(sklearn.datasets, spec.pop("sklearn"))(as_frame=True).frame
+        frame["target"] = frame["target"].map(lambda v: f"class_{v}")  # a category, as the table means it
+        path = folder / f"{name}.csv"
+        frame.to_csv(path, index=False)
         spec["source"] = str(path)
     return spec
 
@@ -114,7 +127,7 @@ def main() -> None:
     args = ap.parse_args()
     overrides = parse_overrides(args.overrides)
     result: dict[str, dict[str, dict]] = {}
-    cols = ["shapes", "trends", "tstr", "detection_auc", "dcr_share", "range", "train_s", "rows_per_s"]
+    cols = ["shapes", "trends", "tstr", "trtr", "detection_auc", "dcr_share", "range", "train_s", "rows_per_s"]
     print(f"{'dataset':10} {'model':10} " + " ".join(f"{c:>17}" for c in cols))
     for dataset in args.datasets:
         for model in args.models:

@@ -16,7 +16,8 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from pydantic import (
@@ -126,6 +127,11 @@ def settings_section(plain: type) -> type[_Settings]:
         if "each" in f.metadata:  # bounds of every item of a list
             (item,) = get_args(kind)
             kind = list[Annotated[item, Field(**f.metadata["each"])]]
+        bounds = {k: checks.pop(k) for k in ("ge", "gt", "le", "lt") if k in checks}
+        if bounds and get_origin(kind) in (Union, UnionType):  # ``int | Literal["auto"]``: the number is bounded
+            kind = Union[tuple(Annotated[a, Field(**bounds)] if a in (int, float) else a for a in get_args(kind))]
+        else:
+            checks.update(bounds)
         if dataclasses.is_dataclass(kind):
             kind = settings_section(kind)
             made[f.name] = (kind, Field(default_factory=kind, **checks))
@@ -465,19 +471,32 @@ def _edit_thresholds(thresholds: dict[str, Any], edits: tuple[tuple[str, str, fl
 
 
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
-    lines = []
+    """One line per key; a value that fits no member of a union (``int | 'auto'``) is one line that
+    names what each would take: ``train.epochs: Input should be a valid integer, or 'auto' (got 'x')``."""
+    found: dict[str, tuple[list[str], str]] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts = [str(p) for p in err["loc"] if not _union_member(p)]
+        loc = ".".join(parts) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key" + (f" (moved to {MOVED[loc]})" if loc in MOVED else "")
+        got = ""
         if "input" in err and err["type"] not in ("extra_forbidden", "missing"):
-            got = err["input"]
-            if not isinstance(got, dict):
-                shown = repr(got)
-                msg += f" (got {shown if len(shown) <= 80 else shown[:60] + '...'})"
-        lines.append(f"{origin}: {loc}: {msg}")
-    return "\n".join(lines)
+            if not isinstance(err["input"], dict):
+                shown = repr(err["input"])
+                got = f" (got {shown if len(shown) <= 80 else shown[:60] + '...'})"
+        msgs, _ = found.setdefault(loc, ([], got))
+        msgs.append(msg if not msgs else msg.removeprefix("Input should be "))
+    return "\n".join(f"{origin}: {loc}: {', or '.join(msgs)}{got}" for loc, (msgs, got) in found.items())
+
+
+UNION_MEMBERS = {"int", "float", "str", "bool", "none", "constrained-int", "constrained-float", "constrained-str"}
+
+
+def _union_member(part: object) -> bool:
+    """A location part pydantic adds for one member of a union (``constrained-int``,
+    ``literal['auto']``, ``list[str]``), not a key."""
+    return isinstance(part, str) and ("[" in part or part in UNION_MEMBERS)
 
 
 def fold_overrides(dataset_overrides: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.files import free_mb
 from pipeline.modalities import modality_named
+from pipeline.settings import epochs_for
 from pipeline.sources import total_rows
 from pipeline.stores import is_url, local_copy, location
 from pipeline.streamed import streamed_rows
@@ -71,9 +72,9 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         "rows": {"source": rows, "train": train_rows, "holdout": holdout_rows,
                  "holdout_from": ds.holdout_source or f"source, ingest.holdout_fraction {cfg.ingest.holdout_fraction}",
                  "generate": g.rows or train_rows},
-        "model": {"name": cfg.model.name, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+        "model": {"name": cfg.model.name, "batch_size": cfg.train.batch_size,
                   "device": cfg.train.device, "budget_seconds": cfg.train.budget_seconds,
-                  "lr_decay": cfg.train.lr_decay, "decay_epochs": cfg.train.lr_decay * cfg.train.epochs,
+                  "lr_decay": cfg.train.lr_decay,
                   **({"candidates": list(cfg.model.auto.candidates)} if cfg.model.name == "auto" else {})},
         "generate": {"rows": g.rows or train_rows, "shards": math.ceil((g.rows or train_rows) / g.rows_per_shard),
                      "workers": g.workers, "conditions": dict(g.conditions or {})},
@@ -91,6 +92,8 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
                            "sample_rows": cfg.ingest.sample_rows,
                            "kinds_from": f"the first {len(first.frame):,} rows here (ingest: a seeded sample of "
                                          f"{cfg.ingest.sample_rows:,} rows)"}
+    epochs = epochs_for(cfg.train.epochs, cfg.train.min_steps, max(1, trains_on // cfg.train.batch_size))
+    out["model"].update(epochs=epochs, decay_epochs=cfg.train.lr_decay * epochs)
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if estimate and handler.TIMED_ESTIMATE:
@@ -168,7 +171,7 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
         rows_per_s = min(rows_per_s, n / max(time.perf_counter() - t, 1e-9))
         params = max(params, sum(p.numel() for p in model.parameters()))
         sampling_mb = max(sampling_mb, _sampling_mb(model, transformer, shard))
-    epochs = cfg.train.epochs
+    epochs = epochs_for(cfg.train.epochs, cfg.train.min_steps, max(1, train_rows // cfg.train.batch_size))
     train_s = epoch_seconds * epochs
     if cfg.train.budget_seconds:
         train_s = min(train_s, cfg.train.budget_seconds)

@@ -153,11 +153,29 @@ class DistributedSettings:
     rdzv_endpoint: str | None = setting(None, description="host:port of the rendezvous (node 0) when nnodes > 1")
 
 
+# ``train.epochs: auto``'s epochs on a table big enough to make ``min_steps`` optimiser steps in
+# them (the diffusion model's recipe, measured on Adult: docs/models.md).
+AUTO_EPOCHS = 250
+
+
+def epochs_for(epochs: int | str, min_steps: int, steps_per_epoch: int) -> int:
+    """The epochs a run asks for: ``epochs``, or for ``auto`` ``AUTO_EPOCHS`` raised so that
+    ``steps_per_epoch``-step epochs make at least ``min_steps`` steps (a small table: tips' 195
+    rows are one step an epoch)."""
+    if epochs != "auto":
+        return int(epochs)
+    return max(AUTO_EPOCHS, -(-min_steps // max(1, steps_per_epoch)))
+
+
 @dataclass
 class TrainSettings:
     """The training recipe the loop (``pipeline.training.loop.fit``) runs."""
 
-    epochs: int = setting(250, ge=1, le=1_000_000)
+    epochs: int | Literal["auto"] = setting(
+        "auto", ge=1, le=1_000_000, description=f"auto: {AUTO_EPOCHS}, or more on a small table, so that training "
+                                                "makes at least min_steps optimiser steps; a number: exactly that many")
+    min_steps: int = setting(3000, ge=1, description="epochs auto: the fewest optimiser steps (a table of under about "
+                                                     "6,000 rows at batch 500 gets more than 250 epochs)")
     batch_size: int = setting(500, ge=2)
     lr_generator: float = setting(4e-4, gt=0)
     lr_discriminator: float = setting(4e-4, gt=0)

@@ -28,9 +28,10 @@ from pipeline.modalities import modality_of
 from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model, model_class
 from pipeline.models.saved import model_hash
 from pipeline.options import Option
+from pipeline.settings import epochs_for
 from pipeline.training import distributed
 from pipeline.training.auto import choose
-from pipeline.training.loop import TrainState, checkpoint_info, fit, pick_device
+from pipeline.training.loop import TrainState, batch_plan, checkpoint_info, fit, pick_device
 from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model
 
@@ -175,7 +176,8 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
     if resume is Resume.IF_COMPATIBLE:
         # Same data and recipe, and not past the epochs asked for (that run would train nothing).
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
-        resume_now = found == fingerprint and done <= cfg.train.epochs
+        steps = batch_plan(train_settings.batch_size, 1, model.batch_multiple, tensor.shape[0])[1]
+        resume_now = found == fingerprint and done <= epochs_for(cfg.train.epochs, cfg.train.min_steps, steps)
     return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
                fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history), rank_share=rank_share)
 

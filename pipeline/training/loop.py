@@ -20,7 +20,7 @@ from pipeline.errors import CheckpointError, ConfigError, InputDataError
 from pipeline.files import atomic_path
 from pipeline.models.base import GenerativeModel
 from pipeline.progress import Progress
-from pipeline.settings import TrainSettings
+from pipeline.settings import TrainSettings, epochs_for
 from pipeline.training import distributed
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,8 @@ def fit(
     on_epoch: Callable[[TrainState], None] | None = None,
     rank_share: bool = False,
 ) -> TrainState:
-    """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs.
+    """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs (``auto``:
+    ``pipeline.settings.epochs_for``).
 
     Under torchrun (``pipeline.training.distributed``) each rank trains on its shard of ``data``
     (``data`` is that shard already with ``rank_share``: every rank must then hold as many rows)
@@ -273,6 +274,7 @@ def fit(
     if ddp:
         distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
     batch, steps = batch_plan(cfg.batch_size, world, model.batch_multiple, data.shape[0])
+    asked = epochs_for(cfg.epochs, cfg.min_steps, steps)  # train.epochs auto: more on a small table
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
            else contextlib.nullcontext())
@@ -283,7 +285,7 @@ def fit(
     # The epochs: each at its learning rate, checkpointed, and cut when a budget's time runs out.
     writer = rank == 0
     base_lr = {p.name: p.lr for p in model.phases(cfg)}
-    epochs = planned_epochs(cfg.epochs, state.planned)  # cut to what fits budget_seconds, if one is set
+    epochs = planned_epochs(asked, state.planned)  # cut to what fits budget_seconds, if one is set
     bar = Progress("train", epochs, "epoch", initial=state.epoch, enabled=writer)
     started, first = time.perf_counter(), state.epoch
     # Cancellation (``pipeline.cancel``): deferred, so that a signal never interrupts a step. An epoch
@@ -294,7 +296,7 @@ def fit(
         while state.epoch < epochs:
             if cancel.requested() is not None:  # between epochs: the last whole one is kept, due or not
                 if writer and checkpoint is not None and state.epoch > saved:
-                    save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
+                    save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (asked, epochs))
                 cancel.check()
             epoch, t0 = state.epoch, time.perf_counter()
             if cfg.lr_decay:  # from the epoch and the epochs this run makes alone (a resume continues it)
@@ -317,7 +319,7 @@ def fit(
                     epochs = fits
                     bar.set_total(epochs)
             if writer and checkpoint is not None and checkpoint_due(state.epoch, cfg.checkpoint_every, epochs):
-                save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (cfg.epochs, epochs))
+                save_checkpoint(checkpoint, model, opts, state, batch_gen, fingerprint, world, (asked, epochs))
                 saved = state.epoch
             if writer and on_epoch is not None:
                 on_epoch(state)

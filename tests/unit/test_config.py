@@ -39,7 +39,7 @@ def test_bad_keys_and_types_name_the_key(override, key):
 
 def test_params_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: 250", "epochs: many"))
+    bad.write_text((REPO / "params.yaml").read_text().replace("epochs: auto ", "epochs: many "))
     with pytest.raises(ConfigError, match=r"^.*bad\.yaml: train\.epochs"):
         load_config(bad, {"seed": 1})
     with pytest.raises(ConfigError, match="is a directory, not a params file"):
@@ -367,3 +367,11 @@ def test_a_threshold_given_both_dotted_and_nested_is_refused_in_one_line(tmp_pat
         str(dotted) if origin == "params" else origin)
     assert "is given twice, as 'quality.overall' and as 'quality: overall'" in message or \
         "is given twice, as 'quality: overall' and as 'quality.overall'" in message
+
+
+def test_a_value_that_fits_no_member_of_a_union_is_one_line():
+    for value, words in (("many", "a valid integer, or 'auto' (got 'many')"),
+                         (0, "greater than or equal to 1, or 'auto' (got 0)")):
+        with pytest.raises(ConfigError) as err:
+            load_config(REPO / "params.yaml", {"train.epochs": value})
+        assert str(err.value) == f"--set: train.epochs: Input should be {words}"

@@ -140,6 +140,22 @@ def test_a_resumed_run_keeps_the_epochs_a_budget_cut_it_to(tiny_cfg):
     assert train.run(cfg, "tiny", resume=True).epochs == 1  # nothing more: the cut run was complete
 
 
+def test_epochs_auto_makes_at_least_min_steps_steps_on_a_small_table(tiny_cfg):
+    """``train.epochs: auto``: 250 epochs, or more when a table is so small that 250 epochs make fewer
+    than ``min_steps`` optimiser steps; a number is exactly that many."""
+    from pipeline.settings import AUTO_EPOCHS, epochs_for
+
+    assert epochs_for("auto", 3000, 65) == AUTO_EPOCHS  # Adult: 65 steps an epoch, 16,250 steps
+    assert epochs_for("auto", 3000, 1) == 3000 and epochs_for("auto", 3000, 7) == 429  # tips; ceil(3000 / 7)
+    assert epochs_for(5, 3000, 1) == 5  # asked for: exactly that
+    cfg = tiny_cfg  # 192 training rows in batches of 40: 4 steps an epoch
+    cfg.train.epochs, cfg.train.min_steps, cfg.train.budget_seconds = "auto", 1004, 1e-6  # 251 epochs, cut to 1
+    ingest.run(cfg, "tiny")
+    assert train.run(cfg, "tiny").epochs == 1
+    blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
+    assert blob["epochs_planned"] == [251, 1]
+
+
 _GAN_LOG = [{"epoch": e, "critic_loss": -0.5 / e, "gradient_penalty": 0.1, "generator_loss": 0.3 * e, "seconds": 0.2}
             for e in (1, 2)]
 _DIFFUSION_LOG = [{"epoch": e, "flow_loss": 1.0 / e, "category_loss": 0.5 / e, "seconds": 0.2} for e in (1, 2, 3)]
