@@ -37,6 +37,8 @@ from pipeline.training.setup import build_model
 
 log = logging.getLogger(__name__)
 
+LOG_SECONDS = 5.0  # the loss log is rewritten at most this often while training
+
 # This stage's own command-line options (the CLI adds them; a flow run gives each its ``flow`` value).
 OPTIONS = (
     Option("--resume", "continue from the last checkpoint (an error if it does not match); "
@@ -178,8 +180,22 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         steps = batch_plan(train_settings.batch_size, 1, model.batch_multiple, tensor.shape[0])[1]
         resume_now = found == fingerprint and done <= epochs_for(cfg.train.epochs, cfg.train.min_steps, steps)
-    return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
-               fingerprint=fingerprint, on_epoch=lambda st: _write_log(paths, st.history), rank_share=rank_share)
+    # The loss log is rewritten whole: after the first epoch, then at most every LOG_SECONDS (a small
+    # table's 3,000 short epochs would otherwise rewrite it 3,000 times), and when training ends or stops.
+    last: dict[str, object] = {"written": -float("inf"), "history": None}
+
+    def on_epoch(st: TrainState) -> None:
+        last["history"] = st.history
+        if time.perf_counter() - last["written"] >= LOG_SECONDS:
+            _write_log(paths, st.history)
+            last["written"], last["history"] = time.perf_counter(), None
+
+    try:
+        return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
+                   fingerprint=fingerprint, on_epoch=on_epoch, rank_share=rank_share)
+    finally:
+        if last["history"] is not None:  # epochs since the last write
+            _write_log(paths, last["history"])
 
 
 def resumable_epochs(cfg: Config, dataset: str) -> int:

@@ -276,6 +276,7 @@ def test_ctrl_c_in_train_is_one_line_naming_the_resume_command_and_exit_130(tmp_
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "_write_log", interrupted_after_epoch_2)
+    monkeypatch.setattr(train, "LOG_SECONDS", 0.0)  # the log after every epoch, so that epoch 2 is interrupted
     assert main(["train", *common]) == 130
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err, err

@@ -219,3 +219,17 @@ def test_max_rows_trains_on_a_seeded_sample_and_generates_as_many_rows_as_the_so
     assert info["rows"] == 100 and info["sampled_from_rows"] == 192 and info["train_config"]["max_rows"] == 100
     generate.run(cfg, "tiny")
     assert len(read_synthetic(StagePaths.of(cfg.work_dir, "tiny").synthetic)) == 192
+
+
+def test_the_loss_log_is_written_after_the_first_epoch_then_at_most_every_few_seconds(tiny_cfg, monkeypatch):
+    from pipeline import train as train_stage
+
+    writes = []
+    write_log = train_stage._write_log
+    monkeypatch.setattr(train_stage, "_write_log", lambda p, h: (writes.append(len(h)), write_log(p, h)))
+    monkeypatch.setattr(train_stage, "LOG_SECONDS", 1e9)  # however slow this machine is now
+    tiny_cfg.train.epochs = 6
+    ingest.run(tiny_cfg, "tiny")
+    train.run(tiny_cfg, "tiny")
+    assert writes == [1, 6]  # the first epoch (a watcher sees training started), then the end: not six rewrites
+    assert list(pd.read_csv(StagePaths.of(tiny_cfg.work_dir, "tiny").train_log)["epoch"]) == [1, 2, 3, 4, 5, 6]
