@@ -138,7 +138,7 @@ def score_precision_recall(real: pd.DataFrame, syn: pd.DataFrame, schema: TableS
     return PrecisionRecallResult(*precision_recall(x_real, x_syn), n, x_real.shape[1])
 
 
-@register_suite("precision_recall", "table", order=35, metrics=[
+@register_suite("precision_recall", "table", order=15, metrics=[
     metric("quality.alpha_precision", 0, 1,
            "synthetic rows inside the real rows' alpha-support as often as real rows are (Alaa et al. 2022, "
            "synthcity's naive variant as TabSyn reports it; 1 = as typical as real rows)", headline=1),
