@@ -38,7 +38,7 @@ from pipeline.metrics.fidelity import numeric_values
 from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, TableSchema
 
 LEVELS = 30  # synthcity's alphas: np.linspace(0, 1, 30)
-MAX_CATEGORIES = 1_000  # one-hot columns of one categorical column at most (``one_hot``)
+MAX_CATEGORIES = 100  # one-hot columns of one categorical column at most (``one_hot``; Adult has 42)
 
 
 @dataclass

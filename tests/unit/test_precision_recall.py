@@ -121,3 +121,13 @@ def test_too_few_rows_score_nan():
     real = tiny_frame(10).drop(columns=["user_id"])
     res = score_precision_recall(real.iloc[:1], real.iloc[1:], _schema(real), "income")
     assert math.isnan(res.alpha_precision) and math.isnan(res.beta_recall) and res.rows_per_side == 1
+
+
+def test_past_the_category_limit_the_rarer_categories_share_one_column(monkeypatch):
+    import pipeline.metrics.precision_recall as pr
+
+    monkeypatch.setattr(pr, "MAX_CATEGORIES", 2)
+    hot_real, hot_syn = pr.one_hot(pd.Series(["b", "a", "a", "c", "b", "a"]), pd.Series(["d", "c", "a"]))
+    # a and b, the two most frequent, in sorted order; c, and d which the real rows lack, pooled
+    assert hot_real.tolist() == [[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert hot_syn.tolist() == [[0, 0, 1], [0, 0, 1], [1, 0, 0]]
