@@ -284,7 +284,7 @@ def evidence(cfg: Config, dataset: str, paths: StagePaths) -> TableEvidence:
         from pipeline.metrics.privacy import SYNTHETIC_FACTOR
 
         syn = read_sample(paths.shards(), total,
-                          max(sc.utility_rows, sc.detection_rows, sc.privacy_rows,
+                          max(sc.utility_rows, sc.detection_rows, sc.precision_recall_rows, sc.privacy_rows,
                               sc.attack_rows * SYNTHETIC_FACTOR, REPORT_ROWS), seed)
     else:
         syn = read_synthetic(paths.synthetic)
@@ -316,6 +316,9 @@ def report(ev: TableEvidence, metrics: dict, details: dict, drawn: dict) -> dict
     if samples.get("detection"):
         notes.append(f"Detection: {samples['detection']['rows_per_side']:,} rows per side, "
                      f"{samples['detection']['folds']}-fold cross-validation, seed {seed}.")
+    if samples.get("precision_recall"):
+        notes.append(f"Alpha-precision, beta-recall, authenticity: {samples['precision_recall']['rows_per_side']:,} "
+                     f"rows per side, seed {seed}.")
     if samples.get("utility"):
         notes.append(f"Utility: models trained on at most {ev.settings.utility_rows:,} rows, seed {seed}.")
     if samples.get("privacy_dcr"):

@@ -159,7 +159,8 @@ def test_score_writes_every_metric_family_and_a_self_contained_report(scored_wit
     cfg = scored_with_report
     metrics = json.loads((Path(cfg.metrics_dir) / "tiny.json").read_text())
     for key in ("quality.overall", "coverage.category", "coverage.range", "coverage.missing_values",
-                "detection.auc", "utility.tstr_score", "utility.trtr_score", "privacy.exact_match_rate",
+                "detection.auc", "quality.alpha_precision", "quality.beta_recall", "quality.authenticity",
+                "utility.tstr_score", "utility.trtr_score", "privacy.exact_match_rate",
                 "privacy.dcr_share", "privacy.nndr_median"):
         assert key in metrics, key
     for key, value in metrics.items():
@@ -173,6 +174,7 @@ def test_score_writes_every_metric_family_and_a_self_contained_report(scored_wit
     assert details["metrics"]["utility.task"] == "classification" and len(details["synthetic_hash"]) == 64
     assert set(details["gate"]) == {"passed", "failures", "not_judged"}
     assert details["samples"]["seed"] == cfg.seed and details["samples"]["detection"]["rows_per_side"] > 0
+    assert details["samples"]["precision_recall"]["rows_per_side"] > 0
 
     page = (folder / "report.html").read_text()
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)  # nothing fetched from the network
