@@ -18,9 +18,11 @@ files are), into a training and a test file of the source's own bytes (header an
 kept), declared as ``source`` and ``holdout_source``.
 
 Each (table, model, seed) runs ``python -m pipeline`` ingest, train, generate and score in a
-temporary folder, with params.yaml's settings plus: the seed, ``model.name`` and that model's
-recipe (``model_frontier.RECIPES``), ``train.budget_seconds`` (``--budget-seconds``), no report and
-no gate, then any --set. Generate makes as many rows as the training split (params.yaml's default).
+temporary folder, with params.yaml's settings plus: the seed, ``model.name`` and that model's recipe
+(``model_frontier.RECIPES``), ``train.budget_seconds`` (``--budget-seconds``), no report and no
+gate, no membership or anonymeter attacks unless ``--attacks`` (the papers report none;
+``score.privacy_min_holdout`` above any holdout skips them, the DCR share is still scored), then any
+--set. Generate makes as many rows as the training split (params.yaml's default).
 
 Prints a line per run, then per table our mean ± sample sd over the seeds next to the three
 published rows: shape and trend error % (100 x (1 - score)); the trend error over every pair
@@ -66,6 +68,7 @@ PARAMS = REPO / "params.yaml"
 DATA = REPO.parent / "shared" / "data"
 SPLIT_SEED = 0  # one fixed 90/10 split per table, as the papers use one (the rows vs_mostly.py splits off too)
 TEST_SHARE = 0.1
+NO_ATTACKS = 10**12  # score.privacy_min_holdout above any holdout: the privacy attacks are skipped, not DCR
 MAGIC_NAMES = ["fLength", "fWidth", "fSize", "fConc", "fConc1", "fAsym", "fM3Long", "fM3Trans", "fAlpha", "fDist",
                "class"]
 PAY = ["PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6"]
@@ -184,6 +187,8 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict) -> dict:
                       datasets={table: dataset_entry(table, args.data, folder / "data")})
         params["publish"]["release_root"] = str(folder / "releases")
         params["score"].update(report=False, thresholds={})
+        if not args.attacks:
+            params["score"]["privacy_min_holdout"] = NO_ATTACKS
         (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sets = {"model.name": model, **RECIPES.get(model, {}), "train.budget_seconds": args.budget_seconds,
                 **overrides}
@@ -247,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="train.budget_seconds of every run (default: %(default)s)")
     ap.add_argument("--data", type=Path, default=DATA,
                     help="the folder holding suite/ (default: ../shared/data beside the repo)")
+    ap.add_argument("--attacks", action="store_true",
+                    help="also run the membership and anonymeter attacks (params.yaml's score section)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of every run, as the CLI's --set")
     args = ap.parse_args(argv)
