@@ -58,6 +58,27 @@ class CsvOptions(_Section):
     sep: str = Field("auto", pattern=r"^(auto|.|\\t|\\s\+)$", description="one character, \\t, \\s+ or auto")
     na_values: list[str] | Literal["auto"] = "auto"
     encoding: str = "utf-8"
+    names: list[str] | None = Field(
+        default=None, description="the column names of a headerless file, in order (its first line is then a row); "
+                                  "as many as the file has columns")
+
+    @field_validator("names")
+    @classmethod
+    def _distinct_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value or any(not n.strip() for n in value):
+                raise ValueError("give every column a non-empty name (or drop csv.names for a file with a header)")
+            dupes = sorted({n for n in value if value.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{dupes[0]!r} is named twice: each column needs its own name")
+        return value
+
+    @model_validator(mode="after")
+    def _headerless(self) -> "CsvOptions":
+        if self.names is not None and self.header is True:
+            raise ValueError("names are for a headerless file: set csv.header to false (or auto), or drop csv.names "
+                             "to keep the header's names")
+        return self
 
 
 class DatasetConfig(_Section):

@@ -276,8 +276,14 @@ def _csv_reader_args(path: Path, opts: CsvOptions, dataset: str) -> tuple[dict, 
     encoding = _encoding(path, opts, compression, dataset)
     _check_text(path, encoding, compression, dataset)
     sep, rows = _sniff(path, opts, encoding, compression)
-    header = _has_header(rows, set(na)) if opts.header == "auto" else opts.header
+    if opts.names is not None:
+        header = False  # the names are the header the file lacks
+    else:
+        header = _has_header(rows, set(na)) if opts.header == "auto" else opts.header
     first = _check_fields(path, encoding, compression, sep, header)
+    if opts.names is not None and len(opts.names) != len(first):
+        raise InputDataError(path, f"has {len(first)} columns but datasets.{dataset}.csv.names gives "
+                                   f"{len(opts.names)} names: give one name per column, in order")
     if header:
         names = [c.strip() for c in first]
         empty = [i for i, n in enumerate(names) if not n]
@@ -294,9 +300,11 @@ def _csv_reader_args(path: Path, opts: CsvOptions, dataset: str) -> tuple[dict, 
     return args, header
 
 
-def _named(df: pd.DataFrame, header: bool) -> pd.DataFrame:
+def _named(df: pd.DataFrame, header: bool, names: list[str] | None) -> pd.DataFrame:
     if header:
         df.columns = [str(c).strip() for c in df.columns]
+    elif names is not None:
+        df.columns = list(names)
     else:
         df.columns = [f"column_{i}" for i in range(df.shape[1])]
     return df
@@ -311,7 +319,7 @@ def _read_csv(path: Path, opts: CsvOptions, dataset: str = "<name>") -> pd.DataF
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise InputDataError(path, f"cannot be parsed as CSV with delimiter {args['sep']!r}: "
                                    f"{_one_line(exc)}") from None
-    df = _named(df, header)
+    df = _named(df, header, opts.names)
     log.info("read %s as CSV (delimiter %r, header %s, %s): %d rows x %d columns",
              path, args["sep"], header, args["encoding"], *df.shape)
     return df
@@ -444,7 +452,7 @@ def iter_batches(path: Path, ds: DatasetConfig, batch_rows: int, dataset: str = 
     try:
         with pd.read_csv(path, chunksize=batch_rows, **args) as chunks:
             for chunk in chunks:
-                yield _named(chunk, header).reset_index(drop=True)
+                yield _named(chunk, header, ds.csv.names).reset_index(drop=True)
     except pd.errors.EmptyDataError:
         raise InputDataError(path, "the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:

@@ -178,3 +178,31 @@ def test_the_sampler_benchmark_counts_the_denoisers_flops_per_row_without_the_ti
     # proj 20->64, body 64->64 and 64->32, head 32->15; the time net (128->64->64) runs once per step
     assert row_flops(net) == 2 * (20 * 64 + 64 * 64 + 64 * 32 + 32 * 15)
     assert matmul_peak(64, 32, torch.float32, seconds=0.05) > 0
+
+
+def test_suite_runs_a_small_magic_through_the_cli_and_ends_with_its_json_line(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "suite").mkdir()
+    x = rng.normal(size=(400, 10))
+    x[:, 1] = x[:, 0] + 0.3 * x[:, 1]  # a correlated pair, which pair trends count
+    rows = [",".join(f"{v:.4f}" for v in row) + ("," + "gh"[i % 2]) for i, row in enumerate(x)]
+    (tmp_path / "suite" / "magic04.data").write_text("\n".join(rows) + "\n")  # headerless, as UCI ships it
+    (tmp_path / "suite" / "README.md").write_text(
+        "| table | model | shape err % | trend err % | MLE (AUC) | alpha-precision | beta-recall | C2ST | DCR share |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| Magic | TabPC | 0.98 | 1.70 | .932 | .995 | .505 | .860 | .530 |\n")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/suite.py"), "--tables", "magic", "--models", "tvae",
+                          "--seeds", "0", "1", "--budget-seconds", "30", "--data", str(tmp_path),
+                          "--set", "train.epochs=2", "--set", "score.utility_min_holdout=20"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    magic = result["magic"]["tvae"]
+    assert set(magic) == {"shapes", "trends", "trends_all", "tstr", "detection_auc", "alpha_precision", "beta_recall",
+                          "dcr_share", "train_s"}
+    for key in ("shapes", "trends", "trends_all", "tstr", "detection_auc", "dcr_share", "train_s"):
+        mean, spread = magic[key]
+        assert mean is not None and spread >= 0, key
+    assert "magic     TabPC (pub.)" in out.stdout and "0.570" in out.stdout  # C2ST .860 as AUC

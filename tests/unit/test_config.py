@@ -28,6 +28,9 @@ def test_override_any_key_parsed_as_yaml():
     ("train.epochs=true", "train.epochs"),  # strict: no bool -> int coercion
     ("train.gp_weight=yes", "train.gp_weight"),
     ("datasets.adult.csv.sep=|", "datasets.adult.csv.sep"),  # YAML reads a bare | as '': quote it
+    ("datasets.adult.csv.names=[a, a]", "'a' is named twice"),
+    ("datasets.adult.csv.names=[a, '']", "datasets.adult.csv.names"),
+    ("datasets.adult.csv={header: true, names: [a]}", "names are for a headerless file"),
 ])
 def test_bad_keys_and_types_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:

@@ -53,6 +53,29 @@ def test_headerless_csv_with_question_marks_and_spaces(tmp_path):
     assert set(both["column_1"].dropna()) == {"State-gov", "Private"}  # spaces stripped
 
 
+@pytest.mark.parametrize("stream_rows", [1_000_000, 10])  # read whole, and in record batches
+def test_csv_names_name_a_headerless_file_and_its_holdout(tmp_path, stream_rows):
+    # The first line looks like a header (text over numbers) but is a row: the names say so.
+    body = "".join(f"{i * 1.5},{i % 3},{'g' if i % 2 else 'h'}\n" for i in range(30))
+    src = _write(tmp_path, "m.data", "fLength,fSize,class\n" + body)
+    hold = _write(tmp_path, "m_test.data", body)
+    cfg = tiny_config(tmp_path, src, target="class", holdout=hold,
+                      **{"datasets.tiny.csv.names": ["length", "size", "class"], "ingest.stream_rows": stream_rows,
+                         "ingest.batch_rows": 7})
+    res = ingest.run(cfg, "tiny")
+    assert [c.name for c in res.schema.columns] == ["length", "size", "class"]
+    train, holdout, _, _ = load_prepared(StagePaths.of(cfg.work_dir, "tiny"))
+    assert len(train) == 31 and "fLength" in set(train["length"].astype(str)) | set(train["class"])
+    assert len(holdout) == 30 and list(holdout.columns) == ["length", "size", "class"]
+
+
+def test_csv_names_of_the_wrong_count_is_one_line_naming_the_key(tmp_path):
+    src = _write(tmp_path, "m.data", "".join(f"{i},{i % 3},x\n" for i in range(30)))
+    cfg = tiny_config(tmp_path, src, target=None, **{"datasets.tiny.csv.names": ["a", "b"]})
+    with pytest.raises(InputDataError, match=r"m\.data: has 3 columns but datasets\.tiny\.csv\.names gives 2 names"):
+        ingest.run(cfg, "tiny")
+
+
 def test_csv_with_header_semicolons_and_NA(tmp_path):
     rows = "\n".join(f"{i};{'NA' if i % 4 == 0 else i * 1.5};red;2024-01-{i % 28 + 1:02d}" for i in range(30))
     src = _write(tmp_path, "x.csv", "n;value;colour;day\n" + rows + "\n")

@@ -1,0 +1,290 @@
+"""The published benchmark suite: our default model (and any --models) on Adult, Default, Shoppers
+and Magic with the papers' splits, several seeds, a training budget per table, next to the rows
+TabSyn, TabDiff and TabPC publish for the same tables (issue 28, item 1).
+
+    python benchmarks/suite.py [--tables adult default shoppers magic] [--models diffusion ...]
+                               [--seeds 0 1 2] [--budget-seconds 600] [--data ../shared/data]
+                               [--set key=value ...]
+
+Data (``--data``, default ``../shared/data`` beside the repo): ``suite/`` holds Default, Shoppers
+and Magic as UCI ships them and a README whose table of published figures is read here at run time
+(TabPC's five-seed re-evaluation, ``april-tools/tabpc``). Adult is the repo's ``data/adult``
+Parquet pair: the official adult.data / adult.test split. Ingest reads the suite files as they are
+(Shoppers' semicolons and TRUE/FALSE, Magic's headerless file); what the papers assume about them
+is declared in ``TABLES`` below as dataset entries (Default's coded integers categorical, Magic's
+column names), never in the pipeline. The papers split the three 90/10 at random: their data lines
+are split here once, with the fixed ``SPLIT_SEED`` (the same split for every run seed, as Adult's
+files are), into a training and a test file of the source's own bytes (header and line endings
+kept), declared as ``source`` and ``holdout_source``.
+
+Each (table, model, seed) runs ``python -m pipeline`` ingest, train, generate and score in a
+temporary folder, with params.yaml's settings plus: the seed, ``model.name`` and that model's recipe
+(``model_frontier.RECIPES``), ``train.budget_seconds`` (``--budget-seconds``), no report and no
+gate, no membership or anonymeter attacks unless ``--attacks`` (the papers report none;
+``score.privacy_min_holdout`` above any holdout skips them, the DCR share is still scored), then any
+--set. Generate makes as many rows as the training split (params.yaml's default).
+
+Prints a line per run, then per table our mean ± sample sd over the seeds next to the three
+published rows: shape and trend error % (100 x (1 - score)); the trend error over every pair
+(SDMetrics' QualityReport now counts only the pairs whose real |r| > 0.5 or Cramer's V > 0.3, as our
+``quality.column_pair_trends`` does; its earlier versions counted every pair; which the published
+rows used, the README does not say); TSTR ROC AUC; detection AUC (the papers' C2ST score c as AUC =
+1 - c / 2); alpha-precision; beta-recall; DCR share; training seconds (ours: the train stage's wall
+time; the papers': what TabPC reports, Adult only, on a GPU). The scorers differ: ours judge TSTR
+and detection with scikit-learn's histogram gradient boosting, the papers with XGBoost, and our
+shapes and trends are our fidelity scorer's (``vs_sdmetrics.py`` compares it with SDMetrics'). A
+metric our score stage does not write shows n/a. A line per run also gives its epochs and each
+stage's seconds.
+
+Last, one JSON line like ``model_frontier.py``'s, scores as the score stage writes them (``shapes``
+and ``trends`` are scores, not error %): ``{"<table>": {"<model>": {"shapes": [mean, sd], "trends":
+.., "trends_all": .., "tstr": .., "detection_auc": .., "alpha_precision": .., "beta_recall": ..,
+"dcr_share": .., "train_s": ..}}}``, null where absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from model_frontier import RECIPES, summary  # noqa: E402
+
+from pipeline.config import load_config, parse_overrides  # noqa: E402
+
+PARAMS = REPO / "params.yaml"
+DATA = REPO.parent / "shared" / "data"
+SPLIT_SEED = 0  # one fixed 90/10 split per table, as the papers use one (the rows vs_mostly.py splits off too)
+TEST_SHARE = 0.1
+NO_ATTACKS = 10**12  # score.privacy_min_holdout above any holdout: the privacy attacks are skipped, not DCR
+MAGIC_NAMES = ["fLength", "fWidth", "fSize", "fConc", "fConc1", "fAsym", "fM3Long", "fM3Trans", "fAlpha", "fDist",
+               "class"]
+PAY = ["PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6"]
+# Each table as a dataset entry of params.yaml (file names under --data for the suite tables).
+# ``title`` is its name in the README's table of published rows.
+TABLES = {
+    "adult": {"title": "Adult", "entry": {"source": str(REPO / "data/adult/train.parquet"),
+                                          "holdout_source": str(REPO / "data/adult/test.parquet"),
+                                          "target": "income"}},
+    "default": {"title": "Default", "file": "suite/default.csv", "entry": {
+        "target": "default.payment.next.month",
+        "drop_columns": ["ID"],  # a row id: the papers leave it out
+        # coded integers (sex, schooling, marriage, months of delay) and the 0/1 target: categories in the papers
+        "column_types": {c: "categorical" for c in ["SEX", "EDUCATION", "MARRIAGE", *PAY,
+                                                    "default.payment.next.month"]}}},
+    "shoppers": {"title": "Shoppers", "file": "suite/shoppers.csv", "entry": {
+        "target": "Revenue",
+        "column_types": {c: "categorical" for c in ["OperatingSystems", "Browser", "Region", "TrafficType"]}}},
+    "magic": {"title": "Magic", "file": "suite/magic04.data", "entry": {
+        "target": "class", "csv": {"names": MAGIC_NAMES}}},  # UCI's magic04.names, in its order
+}
+# Our figure -> the metric key the score stage writes.
+METRICS = {"shapes": "quality.column_shapes", "trends": "quality.column_pair_trends",
+           "trends_all": "quality.column_pair_trends_all", "tstr": "utility.tstr_score",
+           "detection_auc": "detection.auc", "alpha_precision": "quality.alpha_precision",
+           "beta_recall": "quality.beta_recall", "dcr_share": "privacy.dcr_share"}
+KEYS = [*METRICS, "train_s"]
+# The README's column headers (lower case, a word each holds) -> our figure.
+PUBLISHED_COLUMNS = {"shape": "shapes", "trend": "trends", "mle": "tstr", "c2st": "detection_auc",
+                     "alpha": "alpha_precision", "beta": "beta_recall", "dcr": "dcr_share"}
+# The printed columns: header, figure, how ours is shown from its score.
+COLUMNS = [("shape err %", "shapes"), ("trend err %", "trends"), ("all-pair err %", "trends_all"), ("TSTR AUC", "tstr"),
+           ("detect AUC", "detection_auc"), ("alpha-prec", "alpha_precision"), ("beta-rec", "beta_recall"),
+           ("DCR share", "dcr_share"), ("train s", "train_s")]
+ERROR_PCT = {"shapes", "trends", "trends_all"}
+
+
+def published(readme: Path) -> dict[str, dict[str, dict[str, float | None]]]:
+    """The README's published rows: {table: {model: {figure: value}}}, shapes and trends as error
+    %, detection as AUC, training seconds where the README gives them (else None)."""
+    text = readme.read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines()]
+    try:
+        start = next(i for i, line in enumerate(lines)
+                     if line.startswith("|") and [c.strip().lower() for c in line.strip("|").split("|")][:2]
+                     == ["table", "model"])
+    except StopIteration:
+        raise SystemExit(f"{readme}: no table of published rows (a '| table | model | ...' header)") from None
+    header = [c.strip().lower() for c in lines[start].strip("|").split("|")]
+    figures = {}
+    for j, cell in enumerate(header[2:], 2):
+        found = [f for word, f in PUBLISHED_COLUMNS.items() if word in cell]
+        if found:
+            figures[j] = found[0]
+    if set(figures.values()) != set(PUBLISHED_COLUMNS.values()):
+        missing = sorted(set(PUBLISHED_COLUMNS.values()) - set(figures.values()))
+        raise SystemExit(f"{readme}: the published table has no column for {', '.join(missing)}")
+    rows: dict = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = {}
+        for j, fig in figures.items():
+            try:
+                row[fig] = float(cells[j].replace(",", ""))
+            except (IndexError, ValueError):
+                row[fig] = None
+        if row["detection_auc"] is not None:
+            row["detection_auc"] = 1 - row["detection_auc"] / 2  # C2ST = 2 - 2 AUC for an AUC >= 0.5
+        rows.setdefault(cells[0], {})[cells[1]] = {**row, "train_s": None}
+    # "TabPC also reports training seconds on a GPU (Adult: TabDiff 11,605 s, TabSyn 3,083 s, ...)"
+    for table, models in rows.items():
+        said = re.search(rf"training seconds[^(]*\({re.escape(table)}:([^)]*)\)", text)
+        for model, seconds in re.findall(r"(\w+) ([\d,.]+) s\b", said.group(1) if said else ""):
+            if model in models:
+                models[model]["train_s"] = float(seconds.replace(",", ""))
+    return rows
+
+
+def split_lines(source: Path, folder: Path, header: bool) -> tuple[Path, Path]:
+    """The source's data lines split 90/10 with SPLIT_SEED into ``train`` and ``test`` files of its
+    own bytes (the header line, if any, atop both); blank lines are left out."""
+    lines = source.read_bytes().splitlines(keepends=True)
+    head, body = (lines[:1], lines[1:]) if header else ([], lines)
+    body = [line for line in body if line.strip()]
+    ending = b"\r\n" if lines[0].endswith(b"\r\n") else b"\n"
+    body[-1] = body[-1] if body[-1].endswith((b"\n", b"\r")) else body[-1] + ending
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(body))
+    cut = int(len(body) * TEST_SHARE)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, picked in (("train", order[cut:]), ("test", order[:cut])):
+        path = folder / f"{name}{source.suffix}"
+        path.write_bytes(b"".join(head + [body[i] for i in np.sort(picked)]))
+        out.append(path)
+    return out[0], out[1]
+
+
+def dataset_entry(table: str, data: Path, folder: Path) -> dict:
+    """The table's dataset entry, its suite file split into ``folder``."""
+    spec = TABLES[table]
+    entry = json.loads(json.dumps(spec["entry"]))
+    if "file" in spec:
+        train, test = split_lines(data / spec["file"], folder / table, header="names" not in entry.get("csv", {}))
+        entry.update(source=str(train), holdout_source=str(test))
+    return entry
+
+
+def run_one(table: str, model: str, seed: int, args, overrides: dict) -> dict:
+    """ingest -> train -> generate -> score through the CLI in a temporary folder; our figures."""
+    with tempfile.TemporaryDirectory(prefix=f"suite-{table}-") as tmp:
+        folder = Path(tmp)
+        params = yaml.safe_load(PARAMS.read_text())
+        params.update(seed=seed, work_dir=str(folder / "work"), metrics_dir=str(folder / "metrics"),
+                      datasets={table: dataset_entry(table, args.data, folder / "data")})
+        params["publish"]["release_root"] = str(folder / "releases")
+        params["score"].update(report=False, thresholds={})
+        if not args.attacks:
+            params["score"]["privacy_min_holdout"] = NO_ATTACKS
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        sets = {"model.name": model, **RECIPES.get(model, {}), "train.budget_seconds": args.budget_seconds,
+                **overrides}
+        load_config(folder / "params.yaml", sets)  # a bad --set fails here in one line, before any stage
+        cli = [f"--set={k}={json.dumps(v)}" for k, v in sets.items()]
+        log = folder / "stages.log"
+        for stage in ("ingest", "train", "generate", "score"):
+            with open(log, "a") as out:
+                done = subprocess.run([sys.executable, "-m", "pipeline", stage, "--dataset", table, "--params",
+                                       str(folder / "params.yaml"), *cli], cwd=REPO, stdout=out, stderr=out)
+            if done.returncode != 0:
+                tail = log.read_text().strip().splitlines()[-15:]
+                print("\n".join(tail), file=sys.stderr)
+                raise SystemExit(f"{table} {model} seed {seed}: `pipeline {stage}` failed (exit {done.returncode}; "
+                                 "its last lines are above)")
+        work = folder / "work" / table
+        metrics = json.loads((folder / "metrics" / f"{table}.json").read_text())
+        epochs = json.loads((work / "model" / "model.json").read_text()).get("epochs")
+        stages = json.loads((work / "stage_seconds.json").read_text())
+    return {**{k: metrics.get(key) for k, key in METRICS.items()}, "train_s": stages["train"], "epochs": epochs,
+            "stage_s": stages}
+
+
+def shown(figure: str, value: float | None) -> str:
+    """A figure as printed: error % with 2 decimals, seconds whole, the rest with 3."""
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}" if figure == "train_s" else f"{value:.2f}" if figure in ERROR_PCT else f"{value:.3f}"
+
+
+def ours_cell(figure: str, mean: float | None, sd: float | None) -> str:
+    """Our mean ± sd; a score of shapes or trends as its error % (the spread scales by 100)."""
+    if mean is None:
+        return "n/a"
+    if figure in ERROR_PCT:
+        mean, sd = 100 * (1 - mean), 100 * sd
+    return f"{shown(figure, mean)} ± {shown(figure, sd)}"
+
+
+def table_lines(result: dict, papers: dict) -> list[str]:
+    """Per table: a row per model of ours (mean ± sd), then the published rows."""
+    width = 16
+    lines = [f"{'table':9} {'model':14} " + " ".join(f"{h:>{width}}" for h, _ in COLUMNS)]
+    for table, models in result.items():
+        for model, row in models.items():
+            cells = [ours_cell(fig, *row[fig]) for _, fig in COLUMNS]
+            lines.append(f"{table:9} {'ours ' + model:14} " + " ".join(f"{c:>{width}}" for c in cells))
+        for name, row in papers.get(TABLES[table]["title"], {}).items():
+            lines.append(f"{table:9} {name + ' (pub.)':14} "
+                         + " ".join(f"{shown(fig, row.get(fig)):>{width}}" for _, fig in COLUMNS))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    ap.add_argument("--models", nargs="+", default=None, choices=sorted(RECIPES),
+                    help="default: params.yaml's model.name")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--budget-seconds", type=float, default=600.0,
+                    help="train.budget_seconds of every run (default: %(default)s)")
+    ap.add_argument("--data", type=Path, default=DATA,
+                    help="the folder holding suite/ (default: ../shared/data beside the repo)")
+    ap.add_argument("--attacks", action="store_true",
+                    help="also run the membership and anonymeter attacks (params.yaml's score section)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of every run, as the CLI's --set")
+    args = ap.parse_args(argv)
+    readme = args.data / "suite" / "README.md"
+    if not readme.is_file():
+        raise SystemExit(f"--data {args.data}: no suite/README.md there; pass --data with the folder that holds "
+                         "suite/ (default.csv, shoppers.csv, magic04.data and the README of published rows)")
+    for table in args.tables:
+        if "file" in TABLES[table] and not (args.data / TABLES[table]["file"]).is_file():
+            raise SystemExit(f"--data {args.data}: {TABLES[table]['file']} not found")
+    papers = published(readme)
+    overrides = parse_overrides(args.overrides)
+    models = args.models or [load_config(PARAMS).model.name]
+    t0 = time.perf_counter()
+    result: dict = {}
+    for table in args.tables:
+        for model in models:
+            runs = []
+            for seed in args.seeds:
+                r = run_one(table, model, seed, args, overrides)
+                runs.append(r)
+                figures = ", ".join(f"{k} {r[k]:.4g}" for k in [*KEYS, "epochs"] if isinstance(r.get(k), (int, float)))
+                stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_s"].items())
+                print(f"{table} {model} seed {seed}: {figures} (stage seconds: {stages})", flush=True)
+            result.setdefault(table, {})[model] = {k: summary([r.get(k) for r in runs]) for k in KEYS}
+    print("\n".join(table_lines(result, papers)))
+    print(f"(seeds {args.seeds}; ours: mean ± sample sd, train.budget_seconds {args.budget_seconds:g}, train s on "
+          f"this machine; pub.: TabPC's five-seed figures from {readme}, train s on a GPU; "
+          f"{time.perf_counter() - t0:,.0f} s in all)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

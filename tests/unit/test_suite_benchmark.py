@@ -1,0 +1,73 @@
+"""benchmarks/suite.py's own logic, without training: the published rows read from a suite
+README, the seeded 90/10 split of a file's own lines, and the one-line refusal of a missing
+--data folder."""
+
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+try:
+    import suite
+finally:
+    sys.path.remove(str(REPO / "benchmarks"))
+
+README = """# Tables
+
+| table | model | shape err % | trend err % | MLE (AUC) | alpha-precision | beta-recall | C2ST | DCR share |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| Adult | TabSyn | 0.79 | 2.05 | .910 | .990 | .480 | .794 | .507 |
+| Magic | TabPC | 0.98 | 1.70 | .932 | .995 | n/a | .860 | .530 |
+
+TabPC also reports training seconds on a GPU (Adult: TabDiff 11,605 s, TabSyn 3,083 s, TabPC 272 s).
+"""
+
+
+def test_published_rows_are_read_with_c2st_as_auc_and_the_training_seconds(tmp_path):
+    (tmp_path / "README.md").write_text(README)
+    rows = suite.published(tmp_path / "README.md")
+    assert set(rows) == {"Adult", "Magic"}
+    adult = rows["Adult"]["TabSyn"]
+    assert adult["shapes"] == 0.79 and adult["trends"] == 2.05 and adult["tstr"] == 0.91
+    assert adult["detection_auc"] == pytest.approx(1 - 0.794 / 2) and adult["dcr_share"] == 0.507
+    assert adult["train_s"] == 3083.0  # TabDiff's and TabPC's seconds name models without a row here
+    assert rows["Magic"]["TabPC"]["beta_recall"] is None and rows["Magic"]["TabPC"]["train_s"] is None
+
+
+def test_a_readme_without_the_table_or_a_column_is_one_line(tmp_path):
+    (tmp_path / "README.md").write_text("# nothing here\n")
+    with pytest.raises(SystemExit, match="no table of published rows"):
+        suite.published(tmp_path / "README.md")
+    (tmp_path / "README.md").write_text(README.replace("| DCR share |", "| other |", 1))
+    with pytest.raises(SystemExit, match="no column for dcr_share"):
+        suite.published(tmp_path / "README.md")
+
+
+def test_the_split_keeps_the_files_bytes_and_header_and_is_fixed(tmp_path):
+    lines = [f"{i};x{i};TRUE\r\n".encode() for i in range(50)]
+    src = tmp_path / "s.csv"
+    src.write_bytes(b"a;b;c\r\n" + b"".join(lines) + b"\r\n")  # a blank last line is left out
+    train, test = suite.split_lines(src, tmp_path / "one", header=True)
+    got_train, got_test = train.read_bytes().splitlines(keepends=True), test.read_bytes().splitlines(keepends=True)
+    assert got_train[0] == got_test[0] == b"a;b;c\r\n"
+    assert len(got_test) == 1 + 5 and len(got_train) == 1 + 45
+    assert sorted(got_train[1:] + got_test[1:]) == sorted(lines)  # every row once, as written
+    assert got_train[1:] == sorted(got_train[1:], key=lines.index)  # in the file's order
+    again = suite.split_lines(src, tmp_path / "two", header=True)
+    assert [p.read_bytes() for p in again] == [train.read_bytes(), test.read_bytes()]
+    headerless = tmp_path / "h.data"
+    headerless.write_bytes(b"".join(lines).rstrip(b"\r\n"))  # no line ending at the end
+    train, test = suite.split_lines(headerless, tmp_path / "three", header=False)
+    assert sorted(train.read_bytes().splitlines() + test.read_bytes().splitlines()) == sorted(
+        line.rstrip() for line in lines)
+
+
+def test_a_missing_data_folder_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--data .*nope: no suite/README.md there; pass --data"):
+        suite.main(["--tables", "magic", "--data", str(tmp_path / "nope")])
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "README.md").write_text(README)
+    with pytest.raises(SystemExit, match="suite/magic04.data not found"):
+        suite.main(["--tables", "magic", "--data", str(tmp_path)])
