@@ -30,7 +30,7 @@ def test_published_rows_are_read_with_c2st_as_auc_and_the_training_seconds(tmp_p
     rows = suite.published(tmp_path / "README.md")
     assert set(rows) == {"Adult", "Magic"}
     adult = rows["Adult"]["TabSyn"]
-    assert adult["shapes"] == 0.79 and adult["trends"] == 2.05 and adult["tstr"] == 0.91
+    assert adult["shapes"] == 0.79 and adult["trends_all"] == 2.05 and adult["tstr"] == 0.91
     assert adult["detection_auc"] == pytest.approx(1 - 0.794 / 2) and adult["dcr_share"] == 0.507
     assert adult["train_s"] == 3083.0  # TabDiff's and TabPC's seconds name models without a row here
     assert rows["Magic"]["TabPC"]["beta_recall"] is None and rows["Magic"]["TabPC"]["train_s"] is None
