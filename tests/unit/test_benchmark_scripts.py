@@ -178,3 +178,13 @@ def test_the_sampler_benchmark_counts_the_denoisers_flops_per_row_without_the_ti
     # proj 20->64, body 64->64 and 64->32, head 32->15; the time net (128->64->64) runs once per step
     assert row_flops(net) == 2 * (20 * 64 + 64 * 64 + 64 * 32 + 32 * 15)
     assert matmul_peak(64, 32, torch.float32, seconds=0.05) > 0
+
+
+def test_detectors_runs_on_a_sample_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/detectors.py"), "--rows", "1000", "--releases",
+                          "holdout", "noisy holdout", "--candidates", "current", "default", "--skip-xgb"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) == {"holdout", "noisy holdout"} and set(result["holdout"]) == {"current", "default"}
+    assert 0.4 < result["holdout"]["default"]["auc"] < 0.6
