@@ -131,7 +131,9 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cfg = load_config(PARAMS, {"work_dir": str(folder / "work"), "metrics_dir": str(folder / "metrics")})
+        cfg = load_config(PARAMS, {"work_dir": str(folder / "work"), "metrics_dir": str(folder / "metrics"),
+                                  "datasets.adult.source": str(REPO / "data/adult/train.parquet"),
+                                  "datasets.adult.holdout_source": str(REPO / "data/adult/test.parquet")})
         run_stage("ingest", cfg, "adult")
         train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, "adult"))
         for seed in args.seeds:
