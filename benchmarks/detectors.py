@@ -2,7 +2,7 @@
 releases each one tells from the real training rows, and at what cost.
 
     python benchmarks/detectors.py [--model-work DIR | --epochs E] [--release PATH ...]
-        [--seeds 0] [--rows 20000] [--xgb-python PATH] [--skip-xgb] [--candidates current default ...]
+        [--seeds 0] [--rows N] [--xgb-python PATH] [--skip-xgb] [--candidates current default ...]
 
 Real rows: Adult's prepared training rows (``data/adult/train.parquet`` through our ingest, in a
 temporary folder). Releases, each judged against those rows:
@@ -58,15 +58,15 @@ PARAMS = REPO / "params.yaml"
 RUNNER = REPO / "benchmarks" / "_xgb_runner.py"
 DEFAULT_XGB = "/work/venvs/xgb/bin/python"
 XGB_LIKE = {"early_stopping": False, "max_iter": 100, "learning_rate": 0.3, "max_depth": 6, "max_leaf_nodes": None}
-# name: (folds, HistGradientBoostingClassifier keywords, categories as native categories)
+# name: (folds, HistGradientBoostingClassifier keywords, categories as native categories, rows per side:
+# None = --rows)
 CANDIDATES = {
-    "current": (3, {}, True),
-    "no_early_stop": (5, {"early_stopping": False}, True),
-    "default": (FOLDS, CLASSIFIER, NATIVE_CATEGORIES),
-    "xgb_like": (5, XGB_LIKE, True),
-    "xgb_like_ord": (5, XGB_LIKE, False),
-    "more_trees": (5, {**CLASSIFIER, "max_iter": 200, "learning_rate": 0.2}, False),
-    "deep": (5, {"early_stopping": False, "max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 127}, True),
+    "current": (3, {}, True, 20_000),
+    "no_early_stop": (5, {"early_stopping": False}, True, None),
+    "default": (FOLDS, CLASSIFIER, NATIVE_CATEGORIES, None),
+    "xgb_like": (5, XGB_LIKE, True, None),
+    "xgb_like_ord": (5, XGB_LIKE, False, None),
+    "deep": (5, {"early_stopping": False, "max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 127}, True, None),
 }
 
 
@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="train the default model this many epochs here")
     ap.add_argument("--release", type=Path, nargs="*", default=[], help="more releases to judge (Parquet)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--rows", type=int, default=20_000, help="rows per side for our detectors")
+    ap.add_argument("--rows", type=int, default=None, help="rows per side for our detectors (default: "
+                    "params.yaml's score.detection_rows)")
     ap.add_argument("--noise", type=float, default=0.1, help="the noisy copy's noise, in standard deviations")
     ap.add_argument("--share", type=float, default=0.02, help="the share of each column the noisy copy changes")
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
@@ -136,6 +137,7 @@ def main() -> None:
                                   "datasets.adult.holdout_source": str(REPO / "data/adult/test.parquet")})
         run_stage("ingest", cfg, "adult")
         train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, "adult"))
+        rows = args.rows or cfg.score.detection_rows
         for seed in args.seeds:
             rng = np.random.default_rng(seed)
             releases = {"holdout": holdout, "marginals": marginals(train, rng),
@@ -153,9 +155,9 @@ def main() -> None:
             for name, syn in releases.items():
                 syn = syn[list(train.columns)].astype(train.dtypes.to_dict())
                 for cand in args.candidates:
-                    folds, settings, native = CANDIDATES[cand]
+                    folds, settings, native, cand_rows = CANDIDATES[cand]
                     t = time.perf_counter()
-                    auc = score_detection(train, syn, schema, rows=args.rows, seed=seed, folds=folds,
+                    auc = score_detection(train, syn, schema, rows=cand_rows or rows, seed=seed, folds=folds,
                                           classifier=settings, native_categories=native).auc
                     record(results, name, cand, seed, auc, time.perf_counter() - t)
                 if not args.skip_xgb:

@@ -34,10 +34,9 @@ from pipeline.schema import DISCRETE_KINDS, TableSchema
 FOLDS = 5
 # The classifier's settings (HistGradientBoostingClassifier keywords); benchmarks/detectors.py compares
 # these with others and with xgboost.
-NATIVE_CATEGORIES = False
+NATIVE_CATEGORIES = True
 _MISSING = "\x00missing"  # a category no value spells: sorts first, code 0
-CLASSIFIER = {"early_stopping": False, "max_iter": 100, "learning_rate": 0.3, "max_depth": 6, "max_leaf_nodes": None,
-              "min_samples_leaf": 5, "l2_regularization": 1.0}
+CLASSIFIER = {"early_stopping": False, "max_iter": 200, "learning_rate": 0.2, "max_depth": 6, "max_leaf_nodes": None}
 
 
 @dataclass
