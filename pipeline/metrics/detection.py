@@ -48,7 +48,7 @@ class DetectionResult:
     seed: int
 
 
-def score_detection(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema, rows: int = 20_000,
+def score_detection(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema, rows: int = 50_000,
                     seed: int = 0, folds: int = FOLDS, classifier: dict | None = None,
                     native_categories: bool = NATIVE_CATEGORIES) -> DetectionResult:
     """Cross-validated AUC of a classifier telling ``real`` from ``syn`` rows (``classifier``: its
