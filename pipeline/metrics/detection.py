@@ -9,7 +9,8 @@ apart. ``score`` is SDMetrics' normalisation of a detection AUC, ``1 - (max(auc,
 
 The classifier is at least as strong as the C2ST protocol of the tabular-synthesis papers (xgboost
 with its defaults, 5 folds; ``benchmarks/detectors.py`` measures both): 5 folds, a fixed 200 trees
-of up to 63 leaves at learning rate 0.1 and **no early stopping**. scikit-learn stops early by
+of depth up to 6 at learning rate 0.2 and **no early stopping**, on up to ``score.detection_rows``
+(50,000) rows per side. scikit-learn stops early by
 default above 10,000 rows, and on a near-indistinguishable pair the validation loss stalls within a
 few trees, so the default classifier stopped before it had learned what tells the sides apart.
 Categories are the shared integer codes of ``features()`` (a null its own value), as native
