@@ -29,13 +29,13 @@ published rows: shape and trend error % (100 x (1 - score)); the trend error ove
 which is the published rows' trend error: they were scored with SDMetrics 0.24.0 (TabPC's
 requirements.txt; TabSyn used 0.11.1), whose QualityReport averaged every pair, while since January
 2026 (sdv-dev/SDMetrics#826) it counts only the pairs whose real |r| > 0.5 or Cramer's V > 0.3, as
-our ``quality.column_pair_trends`` does (shown too, with no published counterpart); TSTR ROC AUC; detection AUC (the papers' C2ST score c as AUC =
-1 - c / 2); alpha-precision; beta-recall; DCR share; training seconds (ours: the train stage's wall
-time; the papers': what TabPC reports, Adult only, on a GPU). The scorers differ: ours judge TSTR
-and detection with scikit-learn's histogram gradient boosting, the papers with XGBoost, and our
-shapes and trends are our fidelity scorer's (``vs_sdmetrics.py`` compares it with SDMetrics'). A
-metric our score stage does not write shows n/a. A line per run also gives its epochs and each
-stage's seconds.
+our ``quality.column_pair_trends`` does (shown too, with no published counterpart); TSTR ROC AUC;
+detection AUC (the papers' C2ST score c as AUC = 1 - c / 2); alpha-precision; beta-recall; DCR
+share; training seconds (ours: the train stage's wall time; the papers': what TabPC reports, Adult
+only, on a GPU). The scorers differ: ours judge TSTR and detection with scikit-learn's histogram
+gradient boosting, the papers with XGBoost, and our shapes and trends are our fidelity scorer's
+(``vs_sdmetrics.py`` compares it with SDMetrics'). A metric our score stage does not write shows
+n/a. A line per run also gives its epochs and each stage's seconds.
 
 Last, one JSON line like ``model_frontier.py``'s, scores as the score stage writes them (``shapes``
 and ``trends`` are scores, not error %): ``{"<table>": {"<model>": {"shapes": [mean, sd], "trends":

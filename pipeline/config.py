@@ -233,7 +233,7 @@ GATE = {"quality.overall": {"min": 0.70}, "quality.column_pair_trends": {"min": 
 
 class ScoreConfig(_Section):
     utility_rows: int = Field(200_000, ge=100, description="rows the utility models train on (seeded subsample)")
-    detection_rows: int = Field(20_000, ge=100, description="rows per side for the detection classifier")
+    detection_rows: int = Field(50_000, ge=100, description="rows per side for the detection classifier")
     precision_recall_rows: int = Field(10_000, ge=10, description="rows per side for alpha-precision, beta-recall "
                                        "and authenticity (nearest neighbours: the cost grows with its square)")
     privacy_rows: int = Field(5_000, ge=10, description="synthetic rows for DCR (the share compares them with the "

@@ -206,3 +206,13 @@ def test_suite_runs_a_small_magic_through_the_cli_and_ends_with_its_json_line(tm
         mean, spread = magic[key]
         assert mean is not None and spread >= 0, key
     assert "magic     TabPC (pub.)" in out.stdout and "0.570" in out.stdout  # C2ST .860 as AUC
+
+
+def test_detectors_runs_on_a_sample_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/detectors.py"), "--rows", "1000", "--releases",
+                          "holdout", "noisy holdout", "--candidates", "current", "default", "--skip-xgb"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) == {"holdout", "noisy holdout"} and set(result["holdout"]) == {"current", "default"}
+    assert 0.4 < result["holdout"]["default"]["auc"] < 0.6

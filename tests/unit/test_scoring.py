@@ -147,6 +147,32 @@ def test_detection_auc_near_half_for_same_distribution_and_high_for_broken_data(
     assert far.auc > 0.9 and far.score < 0.2
 
 
+@pytest.mark.slow  # ~5 s: 5 folds of 200 trees
+def test_detection_trains_every_tree_where_the_old_default_stopped_early(monkeypatch):
+    # scikit-learn stops early above 10,000 training rows; on a near-indistinguishable pair its
+    # validation loss stalls within a few trees, and the old detector read such releases near 0.5
+    # (issue 28: 0.511 where xgboost read 0.587). The detector now fits all of its trees.
+    import pipeline.metrics.detection as detection
+
+    fitted = []
+
+    class Recording(detection.HistGradientBoostingClassifier):
+        def fit(self, X, y):
+            fitted.append(super().fit(X, y).n_iter_)
+            return self
+
+    monkeypatch.setattr(detection, "HistGradientBoostingClassifier", Recording)
+    rng = np.random.default_rng(0)
+    real, syn = (pd.DataFrame({"a": rng.normal(size=8000), "k": rng.choice(list("xyz"), 8000)}) for _ in range(2))
+    schema = _schema(real)
+    score_detection(real, syn, schema, seed=0, folds=3, classifier={})  # the old default: stops early
+    assert max(fitted) < 100
+    fitted.clear()
+    det = score_detection(real, syn, schema, seed=0)
+    assert fitted == [detection.CLASSIFIER["max_iter"]] * detection.FOLDS and det.folds == 5
+    assert 0.45 < det.auc < 0.55
+
+
 @pytest.fixture
 def scored_with_report(scored_tiny):
     scored_tiny.score.report = True
