@@ -97,7 +97,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if estimate and handler.TIMED_ESTIMATE:
-        out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"])
+        out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"], epochs)
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
     return out
 
@@ -120,7 +120,7 @@ def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
     return SourceRows(frame, "", schema, list(raw.columns))
 
 
-def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[str, Any]:
+def _estimate(cfg: Config, first, train_rows: int, generate_rows: int, epochs: int) -> dict[str, Any]:
     """Seconds and memory of train and generate, from timed steps of the configured model."""
     import torch
 
@@ -171,7 +171,6 @@ def _estimate(cfg: Config, first, train_rows: int, generate_rows: int) -> dict[s
         rows_per_s = min(rows_per_s, n / max(time.perf_counter() - t, 1e-9))
         params = max(params, sum(p.numel() for p in model.parameters()))
         sampling_mb = max(sampling_mb, _sampling_mb(model, transformer, shard))
-    epochs = epochs_for(cfg.train.epochs, cfg.train.min_steps, max(1, train_rows // cfg.train.batch_size))
     train_s = epoch_seconds * epochs
     if cfg.train.budget_seconds:
         train_s = min(train_s, cfg.train.budget_seconds)

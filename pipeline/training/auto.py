@@ -103,15 +103,12 @@ def choose(frame: pd.DataFrame, tensor: torch.Tensor, transformer: TableTransfor
             best = (name, model, state)
     name, model, state = best
     log.info("auto: kept %s", name)
-    if folds:
-        record = {"chosen": name, "by": f"mean of column shapes, pair trends and detection score over {len(folds)} "
-                                        f"folds of the training rows (fewer than {auto.min_validation_rows} "
-                                        f"validation rows)",
-                  "folds": len(folds), "fit_rows": len(frame) - len(folds[0][1]), "validation_rows": len(frame),
-                  "candidates": results}
-    else:
-        record = {"chosen": name, "by": "mean of column shapes, pair trends and detection score on the validation rows",
-                  "fit_rows": len(fit_idx), "validation_rows": len(val_idx), "candidates": results}
+    how = (f"over {len(folds)} folds of the training rows (fewer than {auto.min_validation_rows} validation rows)"
+           if folds else "on the validation rows")
+    record = {"chosen": name, "by": f"mean of column shapes, pair trends and detection score {how}",
+              **({"folds": len(folds)} if folds else {}),
+              "fit_rows": len(parts[0][0]), "validation_rows": sum(len(held) for _, held in parts),
+              "candidates": results}
     if auto.refit or folds:  # the winner again, from scratch, on every training row (its share of any budget)
         t0 = time.perf_counter()
         torch.manual_seed(seed)
