@@ -60,7 +60,7 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         rows += table.num_rows
     manifest = {
         **lineage,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),  # orders publishes of a second
         "rows": rows,
         "source_rows": work.schema_meta.get("rows"),
         "holdout_rows": work.schema_meta.get("holdout_rows"),

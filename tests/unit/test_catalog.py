@@ -255,3 +255,31 @@ def test_diff_of_two_datasets_is_refused_unless_forced(shown, capsys):
     d = _strict_json(capsys.readouterr().out)
     assert (d["a"], d["b"]) == ("tiny@v1", "other@v1") and d["rows"]["delta"] == 0
     assert d["params"]["datasets.tiny.source"][1] is None and d["params"]["datasets.other.source"][0] is None
+
+
+def test_two_publishes_in_one_second_keep_their_order(tiny_cfg, monkeypatch):
+    """Versions are ordered by their manifests' creation time: two publishes in the same second
+    (a retry, a pinned version right after) must still be told apart, or a prune deletes the wrong
+    one (this once failed CI now and then on the object store)."""
+    import datetime as dt
+
+    import pipeline.release.contents as contents
+    from pipeline.release.store import release_store
+
+    ticks = iter([dt.datetime(2026, 12, 4, 15, 43, 11, 100, tzinfo=dt.timezone.utc),
+                  dt.datetime(2026, 12, 4, 15, 43, 11, 200, tzinfo=dt.timezone.utc)])
+
+    class SameSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return next(ticks)
+
+    monkeypatch.setattr(contents, "datetime", SameSecond)
+    tiny_cfg.score.report = False
+    ingest.run(tiny_cfg, "tiny")
+    train.run(tiny_cfg, "tiny")
+    _make(tiny_cfg, 150, "v20261204T154311Z")
+    _make(tiny_cfg, 150, "v2")  # sorts first by name, was made last
+    cat = Catalog(tiny_cfg.publish.release_root)
+    assert cat.versions("tiny") == ["v20261204T154311Z", "v2"] and cat.latest("tiny") == "v2"
+    assert release_store(tiny_cfg.publish.release_root, "tiny").prune(keep=1) == ["v20261204T154311Z"]
