@@ -43,6 +43,21 @@ OVERRIDABLE = ("model", "train", "generate", "score")
 THRESHOLD_EDITS = "--threshold"
 MOVED = {"train.threads": "runtime.threads",  # keys an older params.yaml may still have
          "train.lr_decay_epochs": "train.lr_decay, a share of train.epochs: 0.5 = the last half"}
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``1e-5`` as the number YAML 1.2 says it is (YAML 1.1, which
+    PyYAML follows, wants ``1.0e-5`` and reads ``1e-5`` as text, which a number setting refuses)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """A params text (a file, a ``--set`` value) as data: YAML, numbers as in YAML 1.2."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 ColumnKind = Literal["continuous", "integer", "categorical", "boolean", "datetime", "id"]
 
 
@@ -443,7 +458,7 @@ def parse_overrides(items: list[str] | None, thresholds: list[str] | None = None
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[key.strip()] = load_yaml(raw) if raw.strip() else None
         except ValueError as exc:  # e.g. an integer of more digits than Python converts
             raise ConfigError(f"--set {key}: value {raw[:40]!r}{'...' if len(raw) > 40 else ''} cannot be read "
                               f"({' '.join(str(exc).split()[:12])})") from None
@@ -577,7 +592,7 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     if not path.is_file():
         raise ConfigError(f"{path}: is a directory, not a params file (--params takes a YAML file such as params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, an integer of too many digits

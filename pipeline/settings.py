@@ -153,6 +153,31 @@ class DistributedSettings:
     rdzv_endpoint: str | None = setting(None, description="host:port of the rendezvous (node 0) when nnodes > 1")
 
 
+@dataclass
+class PrivacySettings:
+    """Differential privacy (``pipeline/training/private.py``, docs/privacy.md#differential-privacy):
+    with an ``epsilon`` the model trains with DP-SGD on Opacus and the transformer is fitted from
+    private estimates, so that the model and every row generated from it are (epsilon, delta)-DP
+    with respect to the training rows. null: off (today's training, same bytes)."""
+
+    epsilon: float | None = setting(None, gt=0, le=1000, description="the whole budget, every touch of the training "
+                                                                    "rows included; null = no differential privacy")
+    delta: float | Literal["auto"] = setting(
+        "auto", gt=0, lt=1, description="auto: 1 / (10 x training rows), well below one in a row")
+    accountant: Literal["rdp", "prv"] = setting("rdp", description="Opacus' accountant that sets the noise and "
+                                                                   "counts the spent epsilon (rdp: Renyi DP; prv: "
+                                                                   "privacy random variables, tighter)")
+    max_grad_norm: float = setting(1.0, gt=0, description="each row's gradient is clipped to this L2 norm")
+    preprocessing_share: float = setting(
+        0.1, gt=0, lt=1, description="the share of epsilon (and of delta) the transformer's private statistics "
+                                     "spend (quantile knots, category lists, missing rates); DP-SGD spends the rest")
+
+
+def dp_delta(delta: float | str, rows: int) -> float:
+    """``train.privacy.delta`` for ``rows`` training rows: ``auto`` is 1 / (10 x rows)."""
+    return 1.0 / (10.0 * max(rows, 1)) if delta == "auto" else float(delta)
+
+
 # ``train.epochs: auto``'s epochs on a table big enough to make ``min_steps`` optimiser steps in
 # them (the diffusion model's recipe, measured on Adult: docs/models.md).
 AUTO_EPOCHS = 250
@@ -196,6 +221,7 @@ class TrainSettings:
                                 "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
                                 "The epochs then depend on the machine's speed; model.json records them")
     distributed: DistributedSettings = setting(factory=DistributedSettings)
+    privacy: PrivacySettings = setting(factory=PrivacySettings)
 
 
 def model_section(name: str) -> str | None:

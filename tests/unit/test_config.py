@@ -19,6 +19,17 @@ def test_override_any_key_parsed_as_yaml():
     assert cfg.datasets["adult"].target == "age" and cfg.train.device == "cpu"
 
 
+
+def test_exponent_numbers_are_numbers_in_params_and_overrides(tmp_path):
+    """YAML 1.2 reads 1e-5 as a number; PyYAML (YAML 1.1) would read text that a number setting refuses."""
+    cfg = load_config(REPO / "params.yaml", parse_overrides(["train.privacy.delta=1e-5", "train.lr_generator=2E-4",
+                                                            "train.privacy.epsilon=+3e0"]))
+    assert cfg.train.privacy.delta == 1e-5 and cfg.train.lr_generator == 2e-4 and cfg.train.privacy.epsilon == 3.0
+    assert parse_overrides(["datasets.adult.target=1e5x"])["datasets.adult.target"] == "1e5x"  # text stays text
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text().replace("weight_decay: 0.000001", "weight_decay: 1e-6"))
+    assert load_config(params).train.weight_decay == 1e-6
+
 @pytest.mark.parametrize("override, key", [
     ("train.epoch=3", "train.epoch: unknown key"),
     ("train.epochs=many", "train.epochs"),
