@@ -32,6 +32,7 @@ from pipeline.settings import epochs_for
 from pipeline.training import distributed
 from pipeline.training.auto import choose
 from pipeline.training.loop import TrainState, batch_plan, checkpoint_info, fit, pick_device
+from pipeline.training.private import Budget, budget
 from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model
 
@@ -92,6 +93,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     handler = modality_of(paths)
     auto = cfg.model.name == AUTO
     _check_model(cfg, dataset, paths, handler, resume)
+    _check_private(cfg, dataset, resume)
     dcfg = cfg.train.distributed
     if dcfg.nproc_per_node * dcfg.nnodes > 1 and not distributed.launched():
         return _launch_ranks(cfg, dataset, paths, resume)
@@ -116,13 +118,16 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
+    dp_budget = None
     if auto:  # every candidate trained and scored on a validation part of the training rows; the best kept
         model, state, chosen = choose(data.frame, data.tensor, data.codec, data.schema, model_settings,
                                       train_settings, cfg.seed, device)
         _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
-        state = _fit(cfg, model, data.tensor, train_settings, paths, resume, rank_share=data.rank_share)
+        dp_budget = _private_budget(cfg, data)
+        state = _fit(cfg, model, data.tensor, train_settings, paths, Resume.NO if dp_budget else resume,
+                     rank_share=data.rank_share, budget=dp_budget)
     seconds = time.perf_counter() - t0
     final = state.history[-1] if state.history else {}
     if rank is not None:
@@ -134,7 +139,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     info = {
         "model": chosen["chosen"] if auto else cfg.model.name,
         "model_config": cfg.model.model_dump(mode="json"),
-        "train_config": cfg.train.model_dump(mode="json"),
+        "train_config": cfg.train.model_dump(mode="json", exclude=_unset_privacy(cfg)),
         "seed": cfg.seed,
         "device": str(device),
         "world_size": rank.world if rank else 1,
@@ -147,6 +152,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         "modality": model.modality,
         **({"auto": chosen} if auto else {}),
         **data.described,
+        **({"privacy": _privacy_record(dp_budget, data.described, state)} if dp_budget else {}),
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
@@ -169,8 +175,60 @@ def _check_model(cfg: Config, dataset: str, paths: StagePaths, handler, resume: 
                           f"{handler.UNIT}")
 
 
+def _unset_privacy(cfg: Config) -> set[str]:
+    """``{"privacy"}`` when differential privacy is off: a record (model.json, the lineage, a
+    checkpoint's fingerprint) without it then stays what it was before the setting existed."""
+    return {"privacy"} if cfg.train.privacy.epsilon is None else set()
+
+
+def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
+    """A DP run (``train.privacy.epsilon``) trains one named diffusion model in one process, afresh:
+    one line otherwise, before any real row is read."""
+    if cfg.train.privacy.epsilon is None:
+        return
+    fix = "or set train.privacy.epsilon: null"
+    dcfg = cfg.train.distributed
+    if cfg.model.name == AUTO:
+        raise ConfigError(f"{dataset}: train.privacy: model.name auto chooses on real validation rows, outside any "
+                          f"privacy budget; name the model (model.name: diffusion), {fix}")
+    if not getattr(model_class(cfg.model.name), "private", False):
+        raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains the diffusion model only, not "
+                          f"'{cfg.model.name}'; set model.name: diffusion, {fix}")
+    if dcfg.nproc_per_node * dcfg.nnodes > 1:
+        raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains in one process; set "
+                          f"train.distributed.nproc_per_node and nnodes to 1, {fix}")
+    if resume is Resume.YES:
+        raise ConfigError(f"{dataset}: train.privacy: a DP-SGD run is never resumed (its accountant counts this "
+                          f"run's steps); train without --resume, {fix}")
+    if cfg.train.compile:
+        log.warning("train.privacy: train.compile is ignored under DP-SGD (Opacus' per-row gradient hooks need "
+                    "the plain modules)")
+
+
+def _private_budget(cfg: Config, data) -> Budget | None:
+    """The DP budget of this run, once the transformer is fitted: refused unless that fit was itself
+    private (its state records what it spent), so that no release claims a guarantee it lacks."""
+    b = budget(cfg.train.privacy, data.rows)
+    if b is not None and "private" not in data.described.get("transformer", {}):
+        raise ConfigError("train.privacy: the transformer was fitted from exact statistics of the real rows, "
+                          "outside the budget; this build cannot train privately, set train.privacy.epsilon: null")
+    return b
+
+
+def _privacy_record(b: Budget, described: dict, state: TrainState) -> dict:
+    """model.json's ``privacy``: the (epsilon, delta) guarantee, the budget as set, and what each
+    part spent (sequential composition: the parts add up)."""
+    pre = described["transformer"]["private"]
+    sgd = state.privacy or {}
+    spent_eps = float(pre.get("epsilon", b.preprocessing_epsilon)) + float(sgd.get("epsilon", 0.0))
+    spent_delta = float(pre.get("delta", b.preprocessing_delta)) + float(sgd.get("delta", 0.0))
+    return {"dp": {"epsilon": spent_eps, "delta": spent_delta, "budget": b.record(),
+                   "neighbouring": "add or remove one training row (the row count is public)",
+                   "preprocessing": pre, "dp_sgd": sgd}}
+
+
 def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StagePaths, resume: Resume,
-         rank_share: bool = False) -> TrainState:
+         rank_share: bool = False, budget: Budget | None = None) -> TrainState:
     """Train one model, resuming from its checkpoint when asked and when it matches."""
     fingerprint = _fingerprint(cfg, paths)
     ckpt = paths.checkpoints / "last.pt"
@@ -192,7 +250,7 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
 
     try:
         return fit(model, tensor, train_settings, cfg.seed, checkpoint=ckpt, resume=resume_now,
-                   fingerprint=fingerprint, on_epoch=on_epoch, rank_share=rank_share)
+                   fingerprint=fingerprint, on_epoch=on_epoch, rank_share=rank_share, budget=budget)
     finally:
         if last["history"] is not None:  # epochs since the last write
             _write_log(paths, last["history"])
@@ -226,7 +284,7 @@ def _fingerprint(cfg: Config, paths: StagePaths) -> str:
     """What a checkpoint must match to be resumed: the same data, model and recipe (epochs may
     grow; where and how fast it runs does not matter)."""
     recipe = cfg.train.model_dump(exclude={"epochs", "checkpoint_every", "device", "amp", "compile",
-                                           "distributed"})
+                                           "distributed", *_unset_privacy(cfg)})
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
     data_hash = sha256_files([paths.train_data, paths.schema])
     return f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"

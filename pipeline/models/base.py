@@ -86,6 +86,8 @@ class GenerativeModel(nn.Module):
     # Whether training draws from the whole table beyond each batch (e.g. rows by category), so
     # that under torchrun every rank needs all of it rather than its share.
     needs_whole_table: ClassVar[bool] = False
+    # Whether it can train with DP-SGD (``private_module``; train.privacy).
+    private: ClassVar[bool] = False
 
     @classmethod
     def over(cls, codec, model_cfg, train_cfg) -> "GenerativeModel":
@@ -110,6 +112,14 @@ class GenerativeModel(nn.Module):
 
     def phases(self, train_cfg) -> list[Phase]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def private_module(self) -> nn.Module:
+        """The network DP-SGD trains (``train.privacy``): the one phase's parameters, each row's loss
+        depending on that row alone. Models that cannot train so refuse in one line."""
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"train.privacy: DP-SGD trains the diffusion model only, not '{self.name}'; set "
+                          "model.name: diffusion, or train.privacy.epsilon: null")
 
     def prepare(self, data: torch.Tensor) -> None:
         """Called once with the whole training tensor (on the device) before training."""

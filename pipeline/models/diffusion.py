@@ -82,6 +82,7 @@ class Denoiser(nn.Module):
 @register_model("diffusion")
 class TabularDiffusion(AveragedGenerator, TabularModel):
     sample_chunk = _CHUNK  # rows denoised at once on a CPU
+    private = True  # DP-SGD (train.privacy): private_module
     sample_chunk_cuda = _CHUNK_CUDA  # and on a GPU
 
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
@@ -103,6 +104,9 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
 
     def prepare(self, data: torch.Tensor) -> None:
         self.prepare_average()
+
+    def private_module(self) -> nn.Module:
+        return self.generator  # each row's loss is its own: noise, time and hidden columns drawn per row
 
     def after_step(self, phase: str) -> None:
         self.update_average()

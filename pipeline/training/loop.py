@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from pipeline.models.base import GenerativeModel
 from pipeline.progress import Progress
 from pipeline.settings import TrainSettings, epochs_for
 from pipeline.training import distributed
+from pipeline.training.private import DPSGD, Budget
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
     planned: tuple[int, int] | None = None  # (epochs asked for, epochs to make) as the checkpoint's run had them
+    privacy: dict | None = None  # DP-SGD's record (pipeline.training.private.DPSGD.close), when it ran
 
 
 def pick_device(name: str) -> torch.device:
@@ -167,10 +170,14 @@ def set_learning_rates(opts: dict[str, torch.optim.Optimizer], base_lr: dict[str
 
 def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor,
                 batch_gen: torch.Generator, batch: int, steps: int, amp: contextlib.AbstractContextManager,
-                bar: Progress, world: int = 1, phase_params: dict[str, list] | None = None) -> dict[str, torch.Tensor]:
+                bar: Progress, world: int = 1, phase_params: dict[str, list] | None = None,
+                dp: DPSGD | None = None) -> dict[str, torch.Tensor]:
     """One pass over ``data`` in a random order: per batch, one optimiser step per model phase
     (gradients averaged over the ranks when ``phase_params`` is given). Returns the sums of the
-    model's loss figures over the steps, still on the device."""
+    model's loss figures over the steps, still on the device. Under DP-SGD (``dp``) the batches are
+    Poisson samples instead (``steps`` of them, each row in each with probability batch / rows)."""
+    if dp is not None:
+        return _private_epoch(model, opts, data, batch_gen, steps, amp, bar, dp)
     sums: dict[str, torch.Tensor] = {}
     # Batches are drawn on the device: no host round trip per step.
     order = torch.randperm(data.shape[0], device=data.device, generator=batch_gen)
@@ -191,6 +198,35 @@ def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], 
             for k, v in figures.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         bar.within(step + 1, steps, "step")  # off a terminal, a long epoch's lines say how far it is
+    return sums
+
+
+def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor,
+                   batch_gen: torch.Generator, steps: int, amp: contextlib.AbstractContextManager, bar: Progress,
+                   dp: DPSGD) -> dict[str, torch.Tensor]:
+    """``train_epoch`` under DP-SGD: one phase, Poisson batches, each step counted by the accountant."""
+    sums: dict[str, torch.Tensor] = {}
+    (name, opt), = opts.items()
+    started = time.perf_counter()
+    for step in range(steps):
+        if step and cancel.requested() is not None and not _ends_soon(step, steps, started, 1):
+            cancel.check()
+        real = dp.batch_of(data, batch_gen)
+        opt.zero_grad(set_to_none=True)
+        if real.shape[0]:
+            with amp:
+                loss, figures = model.loss(name, real)
+            with warnings.catch_warnings():  # torch's note that the rows (inputs) need no gradient
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
+            for k, v in figures.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        else:
+            dp.no_rows()
+        opt.step()  # clips each row's gradient, adds the noise, then Adam's step
+        dp.stepped()
+        model.after_step(name)
+        bar.within(step + 1, steps, "step")
     return sums
 
 
@@ -243,6 +279,7 @@ def fit(
     fingerprint: str = "",
     on_epoch: Callable[[TrainState], None] | None = None,
     rank_share: bool = False,
+    budget: Budget | None = None,
 ) -> TrainState:
     """Train ``model`` on ``data`` (already on the model's device) for ``cfg.epochs`` epochs (``auto``:
     ``pipeline.settings.epochs_for``).
@@ -251,6 +288,9 @@ def fit(
     (``data`` is that shard already with ``rank_share``: every rank must then hold as many rows)
     with its part of each global batch of ``cfg.batch_size`` rows, gradients are averaged per
     phase, and only rank 0 writes checkpoints and calls ``on_epoch``.
+
+    ``budget``: train with DP-SGD (``pipeline.training.private``) within its DP-SGD part, in one
+    process, from the start (never resumed: the accountant's history is this run's steps).
     """
     # Seeds, optimisers, and the state a resumed run continues from.
     ddp = distributed.current()
@@ -261,6 +301,9 @@ def fit(
     opts = make_optimizers(model, cfg)
     phase_params = {p.name: p.params for p in model.phases(cfg)}
     state = TrainState()
+    if budget is not None and (ddp or resume):
+        raise ConfigError("train.privacy: a DP-SGD run trains in one process from its first step (no "
+                          "train.distributed, no --resume); train afresh")
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, model, opts, batch_gen, fingerprint, restore_rng=world == 1)
         log.info("resumed from %s after epoch %d", checkpoint, state.epoch)
@@ -278,7 +321,13 @@ def fit(
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
            else contextlib.nullcontext())
-    if cfg.compile:
+    dp = None
+    if budget is not None:
+        dp = DPSGD(model.private_module(), opts, budget, cfg.privacy, data.shape[0], batch, asked * steps, seed,
+                   device)
+        log.info("DP-SGD: noise multiplier %.4f for %d steps at sampling rate %.4g (epsilon %.3g, delta %.3g; "
+                 "%s accountant)", dp.noise, dp.planned, dp.rate, budget.sgd_epsilon, budget.sgd_delta, dp.kind)
+    if cfg.compile and dp is None:  # (Opacus' hooks need the plain modules)
         model.compile_modules()
     model.train()
 
@@ -305,12 +354,12 @@ def fit(
                 torch.manual_seed(distributed.rank_seed(seed, rank, epoch))
                 batch_gen.manual_seed(distributed.rank_seed(seed, rank, epoch))
             sums = train_epoch(model, opts, data, batch_gen, batch, steps, amp, bar, world,
-                               phase_params if ddp else None)
+                               phase_params if ddp else None, dp)
             if ddp:
                 sums = mean_over_ranks(model, sums, world, device)
             # .item() is a device sync point: once per epoch, not per step.
             row = {"epoch": epoch + 1, **{k: float(v.item()) / steps for k, v in sums.items()},
-                   "seconds": time.perf_counter() - t0}
+                   **({"epsilon": dp.spent()} if dp else {}), "seconds": time.perf_counter() - t0}
             state.epoch, state.history = epoch + 1, state.history + [row]
             bar.advance(1, rows=steps * batch * world, **{k: row[k] for k in sums})
             if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
@@ -323,6 +372,8 @@ def fit(
                 saved = state.epoch
             if writer and on_epoch is not None:
                 on_epoch(state)
+    if dp is not None:
+        state.privacy = dp.close()
     model.finish()
     model.eval()
     if ddp and not distributed.replicas_agree(model):

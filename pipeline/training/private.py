@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
+from pipeline.errors import ConfigError
 from pipeline.settings import PrivacySettings, dp_delta
+
+NOISE_SEED = 7_919  # the DP noise's generator is seeded with seed + this (apart from the batches' draws)
 
 
 @dataclass(frozen=True)
@@ -42,3 +47,69 @@ def budget(privacy: PrivacySettings, rows: int) -> Budget | None:
         return None
     eps, delta, share = float(privacy.epsilon), dp_delta(privacy.delta, rows), privacy.preprocessing_share
     return Budget(eps, delta, eps * share, delta * share, eps * (1 - share), delta * (1 - share))
+
+
+class DPSGD:
+    """One training run's DP-SGD on Opacus: the noise multiplier its accountant finds for the planned
+    steps, Poisson batches, per-row clipping and noise (Opacus' ``DPOptimizer`` over per-row
+    gradients from its ``GradSampleModule`` hooks), and the epsilon spent so far.
+
+    ``module``: the network the model's one phase trains (``GenerativeModel.private_module``);
+    ``optimizer`` is replaced by the private one in ``opts``."""
+
+    def __init__(self, module: torch.nn.Module, opts: dict[str, torch.optim.Optimizer], budget: Budget,
+                 privacy: PrivacySettings, rows: int, batch: int, planned_steps: int, seed: int,
+                 device: torch.device):
+        from opacus import GradSampleModule
+        from opacus.accountants import create_accountant
+        from opacus.accountants.utils import get_noise_multiplier
+        from opacus.optimizers import DPOptimizer
+
+        if len(opts) != 1:
+            raise ConfigError(f"train.privacy: DP-SGD needs a model trained in one phase, not {len(opts)}")
+        self.budget, self.kind, self.clip = budget, privacy.accountant, privacy.max_grad_norm
+        self.rows, self.batch, self.rate = rows, batch, batch / rows
+        self.planned = planned_steps
+        try:
+            self.noise = get_noise_multiplier(target_epsilon=budget.sgd_epsilon, target_delta=budget.sgd_delta,
+                                              sample_rate=self.rate, steps=planned_steps, accountant=self.kind)
+        except ValueError:  # Opacus: "The privacy budget is too low" (a noise multiplier beyond its search)
+            raise ConfigError(f"train.privacy.epsilon {budget.epsilon:g}: too small for {planned_steps} DP-SGD steps "
+                              f"at sampling rate {self.rate:.4g}; raise it, or train fewer epochs "
+                              "(train.epochs) or larger batches (train.batch_size)") from None
+        self.grads = GradSampleModule(module, batch_first=True, loss_reduction="mean")
+        (name, plain), = opts.items()
+        # Noise from its own seeded generator: the same params and seed give the same model.
+        noise_gen = torch.Generator(device=device).manual_seed(seed + NOISE_SEED)
+        opts[name] = DPOptimizer(plain, noise_multiplier=self.noise, max_grad_norm=self.clip,
+                                 expected_batch_size=batch, loss_reduction="mean", generator=noise_gen)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.accountant = create_accountant(mechanism=self.kind)
+        self.steps = 0
+
+    def batch_of(self, data: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A Poisson batch: each row of ``data`` in it with probability ``rate``, independently
+        (the sampling the accountant assumes; the batch size varies, and may be zero)."""
+        keep = torch.rand(data.shape[0], device=data.device, generator=generator) < self.rate
+        return data[keep]
+
+    def no_rows(self) -> None:
+        """An empty Poisson batch still makes a step (noise only), as the accountant counts it."""
+        for p in self.params:
+            p.grad_sample = p.new_zeros((0, *p.shape))
+
+    def stepped(self) -> None:
+        self.accountant.step(noise_multiplier=self.noise, sample_rate=self.rate)
+        self.steps += 1
+
+    def spent(self) -> float:
+        """The epsilon DP-SGD has spent so far (at its share of delta)."""
+        return float(self.accountant.get_epsilon(delta=self.budget.sgd_delta)) if self.steps else 0.0
+
+    def close(self) -> dict:
+        """Removes Opacus' hooks and per-row gradients from the network; returns the record of the run."""
+        self.grads.to_standard_module()
+        spent = self.spent()
+        return {"accountant": self.kind, "noise_multiplier": self.noise, "max_grad_norm": self.clip,
+                "sample_rate": self.rate, "expected_batch_size": self.batch, "steps": self.steps,
+                "planned_steps": self.planned, "epsilon": spent, "delta": self.budget.sgd_delta}

@@ -1,0 +1,141 @@
+"""DP-SGD (train.privacy): Opacus' per-row gradients of the diffusion loss are each row's own, the
+noise its accountant sets spends the budget's DP-SGD part and no more, the spent epsilon is what
+Opacus' RDP analysis says for the steps made, the run is reproducible, and what cannot train
+privately is refused in one line."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.errors import ConfigError
+from pipeline.models.base import OutputLayout
+from pipeline.models.diffusion import TabularDiffusion
+from pipeline.models.transformer import TableTransformer
+from pipeline.schema import TableSchema, describe, infer_kind
+from pipeline.settings import PrivacySettings
+from pipeline.training.loop import fit
+from pipeline.training.private import budget
+
+
+def _model(n: int = 600, seed: int = 0) -> tuple[TabularDiffusion, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n)
+    df = pd.DataFrame({"x": x, "y": 0.9 * x + rng.normal(0, 0.4, n), "band": np.where(x > 0.5, "hi", "lo")})
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+    tf = TableTransformer(schema, knots=101).fit(df)
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(0)))
+    mcfg = ModelConfig(diffusion={"hidden_dims": [32, 32], "ema_decay": 0.9})
+    torch.manual_seed(0)
+    return TabularDiffusion(OutputLayout(tf.spans, tf.width), mcfg, TrainConfig()), data
+
+
+def _train(epsilon: float = 2.0, epochs: int = 4, **privacy):
+    model, data = _model()
+    cfg = TrainConfig(epochs=epochs, batch_size=100, device="cpu",
+                      privacy={"epsilon": epsilon, "delta": 1e-4, **privacy}).settings()
+    b = budget(cfg.privacy, data.shape[0])
+    return model, fit(model, data, cfg, seed=3, budget=b), b
+
+
+def test_each_rows_gradient_is_its_own():
+    """The diffusion loss is a mean of per-row losses: Opacus' hooks give each row a gradient that
+    does not change when the other rows of the batch do, and whose mean is the batch gradient."""
+    from opacus import GradSampleModule
+
+    model, data = _model()
+    net = GradSampleModule(model.generator, batch_first=True, loss_reduction="mean")
+    grads = []
+    for batch in (data[:8], torch.cat([data[:1], data[100:107]])):
+        torch.manual_seed(5)  # the same draws (times, noise, hidden columns) row by row
+        model.generator.zero_grad(set_to_none=True)
+        model.loss("denoiser", batch)[0].backward()
+        params = [p for p in model.generator.parameters()]
+        grads.append([p.grad_sample.clone() for p in params])
+        for p in params:
+            torch.testing.assert_close(p.grad_sample.mean(0), p.grad, rtol=1e-4, atol=1e-6)
+        for p in params:
+            p.grad_sample = None
+    for first, second in zip(*grads):
+        torch.testing.assert_close(first[0], second[0], rtol=1e-4, atol=1e-6)  # row 0 alike in both batches
+        assert not torch.allclose(first[1], second[1])  # (and the other rows differ)
+    net.to_standard_module()
+
+
+def test_training_spends_the_dp_sgd_part_and_opacus_agrees():
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    _, state, b = _train(epsilon=2.0, epochs=4)
+    rec = state.privacy
+    assert rec["steps"] == rec["planned_steps"] == 4 * 6  # 600 rows, batches of 100
+    assert rec["sample_rate"] == pytest.approx(100 / 600) and rec["max_grad_norm"] == 1.0
+    # Opacus' RDP analysis for these steps, directly (the orders its accountant uses by default).
+    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+    rdp = compute_rdp(q=rec["sample_rate"], noise_multiplier=rec["noise_multiplier"], steps=rec["steps"],
+                      orders=orders)
+    eps, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=b.sgd_delta)
+    assert rec["epsilon"] == pytest.approx(eps, rel=1e-9)
+    assert b.sgd_epsilon - 0.02 <= rec["epsilon"] <= b.sgd_epsilon  # the whole DP-SGD part, never more
+    assert [row["epsilon"] for row in state.history] == sorted(row["epsilon"] for row in state.history)
+    assert b.sgd_epsilon == pytest.approx(2.0 * 0.9) and rec["delta"] == pytest.approx(1e-4 * 0.9)
+
+
+@pytest.mark.slow
+def test_prv_accountant_and_a_larger_budget_add_less_noise():
+    _, rdp_state, _ = _train(epsilon=2.0)
+    _, prv_state, b = _train(epsilon=2.0, accountant="prv")
+    assert prv_state.privacy["accountant"] == "prv" and prv_state.privacy["epsilon"] <= b.sgd_epsilon
+    assert prv_state.privacy["noise_multiplier"] < rdp_state.privacy["noise_multiplier"]  # prv is tighter
+    _, loose, _ = _train(epsilon=8.0)
+    assert loose.privacy["noise_multiplier"] < rdp_state.privacy["noise_multiplier"]
+
+
+@pytest.mark.slow
+def test_a_private_run_is_reproducible_and_noisy():
+    a, _, _ = _train()
+    b, _, _ = _train()
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=k)
+    c, _, _ = _train(epsilon=50.0)
+    assert not torch.equal(a.generator.head.weight, c.generator.head.weight)
+    assert not hasattr(a.generator.head.weight, "grad_sample")  # Opacus' hooks and per-row grads are gone
+
+
+def test_the_budget_is_split_and_delta_auto_follows_the_rows():
+    b = budget(PrivacySettings(epsilon=3.0, preprocessing_share=0.2), rows=32_561)
+    assert (b.preprocessing_epsilon, b.sgd_epsilon) == pytest.approx((0.6, 2.4))
+    assert b.delta == pytest.approx(1 / 325_610) and b.preprocessing_delta + b.sgd_delta == pytest.approx(b.delta)
+    assert budget(PrivacySettings(), rows=100) is None
+
+
+def test_a_budget_too_small_for_the_steps_is_one_line():
+    with pytest.raises(ConfigError, match=r"^train.privacy.epsilon 1e-06: too small for 402 DP-SGD steps"):
+        _train(epsilon=1e-6, epochs=67)  # 67 epochs of 6 steps: 402 planned
+
+
+@pytest.mark.parametrize("name", ["ctgan", "tvae"])
+def test_other_models_refuse_in_one_line(name, tiny_cfg):
+    from pipeline import ingest, train
+
+    tiny_cfg.model.name = name
+    tiny_cfg.train.privacy.epsilon = 3.0
+    ingest.run(tiny_cfg, "tiny")
+    with pytest.raises(ConfigError, match=rf"train.privacy: DP-SGD trains the diffusion model only, not '{name}'"):
+        train.run(tiny_cfg, "tiny")
+
+
+def test_auto_distributed_and_resume_refuse_in_one_line(tiny_cfg):
+    from pipeline import ingest, train
+
+    tiny_cfg.train.privacy.epsilon = 3.0
+    ingest.run(tiny_cfg, "tiny")
+    tiny_cfg.model.name = "auto"
+    with pytest.raises(ConfigError, match="model.name auto chooses on real validation rows"):
+        train.run(tiny_cfg, "tiny")
+    tiny_cfg.model.name = "diffusion"
+    with pytest.raises(ConfigError, match="never resumed"):
+        train.run(tiny_cfg, "tiny", resume="yes")
+    tiny_cfg.train.distributed.nproc_per_node = 2
+    with pytest.raises(ConfigError, match="DP-SGD trains in one process"):
+        train.run(tiny_cfg, "tiny")
