@@ -78,6 +78,7 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         lines.append(f"- orchestrated by {_cell(run.get('orchestrator'))}, flow `{_cell(run.get('flow'))}`, "
                      f"run `{_cell(run.get('flow_run_id'))}`")
     lines += _value_protection(manifest)
+    lines += dp_statement(manifest)
     lines += ["", "## Quality, utility, privacy", "", "| metric | value | real baseline | threshold | meaning |",
               "|---|---:|---|---|---|"]
     known = known_metrics()
@@ -88,8 +89,11 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         baseline = known[key].baseline_text(m) if key in known else None
         lines.append(f"| `{key}` | {_value(m[key])} | {_cell(baseline or '')} | {bound} | "
                      f"{_cell(known[key].description) if key in known else ''} |")
-    lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. "
-                  "The full report is `_report.html`.", ""]
+    dp = (manifest.get("privacy") or {}).get("dp")
+    lines += ["", f"Quality gate: **{'passed' if m.get('gate.passed') else 'not passed'}**. " +
+              ("The full report stays in the work folder (`score/report.html`): its plots and figures are exact "
+               "statistics of the real rows, outside the differential privacy." if dp
+               else "The full report is `_report.html`."), ""]
     for what, reason in (m.get("gate.not_judged") or {}).items():
         lines += [f"Not judged: `{_cell(what.rstrip('.'))}`: {_cell(reason)}.", ""]
     gate = manifest.get("gate") or {}
@@ -128,6 +132,38 @@ def privacy_statement(metrics: dict, unit: str) -> list[str]:
         lines += [f"**{title}.** {html.escape(text, quote=False)}", ""]
     return lines + [f"{ATTACKS_NOT_A_GUARANTEE} The report (`_report.html`) gives the rows each figure used and "
                     "the attacks' intervals.", ""]
+
+
+def dp_statement(manifest: dict) -> list[str]:
+    """The card's differential-privacy section: the guarantee, what it covers and assumes, and what
+    each part spent (model.json's ``privacy.dp``, as train recorded it). Nothing without one."""
+    dp = _dict(_dict(manifest.get("privacy")).get("dp"))
+    if "epsilon" not in dp:
+        return []
+    pre, sgd, budget = _dict(dp.get("preprocessing")), _dict(dp.get("dp_sgd")), _dict(dp.get("budget"))
+    inferred = pre.get("inferred_kinds") or []
+    lines = [
+        "", "## Differential privacy", "",
+        f"The model and every row generated from it are ({_sig(dp.get('epsilon'))}, {_sig(dp.get('delta'))})-"
+        f"differentially private with respect to the {_value(manifest.get('source_rows'))} real training rows: "
+        "adding or removing any one row changes the probability of any release by at most a factor of "
+        f"e^{_sig(dp.get('epsilon'))}, except with probability {_sig(dp.get('delta'))} (budget: epsilon "
+        f"{_sig(budget.get('epsilon'))}).",
+        "",
+        f"- preprocessing spent epsilon {_sig(pre.get('epsilon'))}, delta {_sig(pre.get('delta'))}: the "
+        "transformer's quantile knots, category lists and missing rates are noisy estimates "
+        f"({_cell(pre.get('mechanism') or 'private estimates')})",
+        f"- DP-SGD spent epsilon {_sig(sgd.get('epsilon'))}, delta {_sig(sgd.get('delta'))} (Opacus, "
+        f"{_cell(sgd.get('accountant'))} accountant): noise multiplier {_sig(sgd.get('noise_multiplier'))}, "
+        f"each row's gradient clipped to {_sig(sgd.get('max_grad_norm'))}, Poisson sampling rate "
+        f"{_sig(sgd.get('sample_rate'))}, {_value(sgd.get('steps'))} steps",
+        "- assumed: the number of training rows is public; the parts add up (sequential composition); noise "
+        "from PyTorch's and NumPy's seeded generators, not a cryptographically secure source",
+        "- not covered: the scores below and the gate's verdict (computed on real rows: aggregate figures, not "
+        "rows)" + (f"; the column kinds ingest inferred from the values ({', '.join(map(str, inferred))}): "
+                   "declare them in `column_types` so that they do not depend on the values" if inferred else ""),
+    ]
+    return lines
 
 
 def _value_protection(manifest: dict) -> list[str]:
@@ -219,6 +255,13 @@ def _num(value) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "?"
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def _sig(value) -> str:
+    """A number to four significant figures (an epsilon, a delta, a sampling rate); ? if not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "?"
+    return f"{value:.4g}"
 
 
 def _score(value) -> str:

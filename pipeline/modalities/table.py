@@ -29,6 +29,7 @@ from pipeline.artifacts import (
     read_synthetic,
 )
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
+from pipeline.errors import ConfigError
 from pipeline.files import sha256_file
 from pipeline.ids import cover
 from pipeline.modalities.base import GenerationPlan, SourceRows, TrainingData, bounded, bounded_positions
@@ -215,6 +216,9 @@ def plan_generation(g: GenerateConfig, seed: int, loaded, paths: StagePaths) -> 
     from pipeline.sampling import condition_group, condition_value
 
     exclude = None
+    if g.drop_training_copies and "privacy" in loaded.info:
+        raise ConfigError("generate.drop_training_copies compares each generated row with the real training rows, "
+                          "outside the model's differential privacy (train.privacy); set it to false for this model")
     if g.drop_training_copies:  # every training row's hash (a streamed source's: shard by shard)
         modeled = [c.name for c in loaded.schema.modeled]
         shards = sorted((paths.prepared / "train").glob("part-*.parquet"))

@@ -157,6 +157,22 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
     # -- training --------------------------------------------------------------------------------
 
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = self._row_terms(real)
+        flow = terms["flow_loss"].mean()
+        if "category_loss" in terms:
+            cat = terms["category_loss"].mean()
+            return flow + cat, {"flow_loss": flow, "category_loss": cat}
+        return flow, {"flow_loss": flow}
+
+    def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Each row's loss ([n]; its mean is ``loss``'s), and the batch's loss figures: DP-SGD
+        clips each row's gradient of it."""
+        terms = self._row_terms(real)
+        return sum(terms.values()), {k: v.mean() for k, v in terms.items()}
+
+    def _row_terms(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms of every row ([n] each): the flow's, and the hidden categories' under
+        masked diffusion."""
         n = real.shape[0]
         t = torch.rand(n, 1, device=real.device)
         codes = self._codes(real) if self.n_groups else None
@@ -168,17 +184,16 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         if self.masked and self.n_groups:
             hidden = torch.rand(n, self.n_groups, device=real.device) < t
             out = self.generator(self._input(xt, codes, hidden), t[:, 0])
-            flow = ((out[:, :self.n_num] - (noise - x0)) ** 2).sum(1).mean()
+            flow = ((out[:, :self.n_num] - (noise - x0)) ** 2).sum(1)
             logits = self._logits(out[:, self.n_num:])
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
             # The masked-diffusion ELBO weights a hidden column by 1/t: the late, nearly revealed
             # rows (where columns must agree with each other) count as much as the early ones.
             # Measured on Adult: pair trends 0.960 -> 0.970, detection AUC 0.71 -> 0.66.
-            cat = (ce.view(n, -1) * hidden / t.clamp_min(_MIN_T)).sum(1).mean()
-            return flow + cat, {"flow_loss": flow, "category_loss": cat}
+            cat = (ce.view(n, -1) * hidden / t.clamp_min(_MIN_T)).sum(1)
+            return {"flow_loss": flow, "category_loss": cat}
         out = self.generator(xt, t[:, 0])
-        flow = ((out - (noise - x0)) ** 2).sum(1).mean()
-        return flow, {"flow_loss": flow}
+        return {"flow_loss": ((out - (noise - x0)) ** 2).sum(1)}
 
     # -- sampling --------------------------------------------------------------------------------
 

@@ -80,6 +80,8 @@ def write_release(staging: Path, dataset: str, version: str, work: ScoredWork, p
         "run": run_info or {},
         # What generate changed to protect rare and extreme values (tables; the data card says it).
         **({"value_protection": work.gen_info["value_protection"]} if "value_protection" in work.gen_info else {}),
+        # The differential-privacy guarantee the model and these rows were made under (train.privacy).
+        **({"privacy": {"dp": work.model_info["privacy"]["dp"]}} if "privacy" in work.model_info else {}),
     }
     card = render_datacard(manifest, manifest["gate"]["thresholds"])
     (staging / DATACARD).write_text(card, encoding="utf-8")
@@ -123,6 +125,10 @@ def write_reports(staging: Path, paths: StagePaths, manifest: dict, card: str, g
     under (the HTML one with the data card embedded); each is listed in ``manifest["reports"]``."""
     unit = modality_named(manifest["modality"]).UNIT
     said = [f"{c['metric']}: {threshold_change_text(c)}" for c in gate_changes]
+    if (manifest.get("privacy") or {}).get("dp"):
+        # Its plots and figures are exact statistics of the real rows, outside the release's
+        # differential privacy: they stay in the work folder (the data card says where).
+        return
     for name in ("report.html", "report.md"):  # the reviewer's evidence travels with the rows
         if (paths.score / name).exists():
             text = (paths.score / name).read_text(encoding="utf-8")

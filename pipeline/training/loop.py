@@ -215,10 +215,10 @@ def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer
         opt.zero_grad(set_to_none=True)
         if real.shape[0]:
             with amp:
-                loss, figures = model.loss(name, real)
+                row_loss, figures = model.row_loss(name, real)
             with warnings.catch_warnings():  # torch's note that the rows (inputs) need no gradient
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                loss.backward()
+                dp.backward(row_loss)
             for k, v in figures.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
         else:

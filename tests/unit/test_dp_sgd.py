@@ -63,6 +63,43 @@ def test_each_rows_gradient_is_its_own():
     net.to_standard_module()
 
 
+def test_ghost_clipping_sums_each_rows_gradient_clipped():
+    """What DP-SGD steps with (before the noise): Opacus' ghost clipping gives the sum over rows of
+    each row's gradient scaled to norm <= max_grad_norm, the same as clipping the per-row gradients
+    Opacus' GradSampleModule materialises, row by row."""
+    from opacus import GradSampleModule
+
+    from pipeline.training.private import DPSGD
+
+    model, data = _model()
+    batch, clip = data[:16], 0.5
+    net = GradSampleModule(model.generator, batch_first=True, loss_reduction="mean")
+    torch.manual_seed(5)
+    model.loss("denoiser", batch)[0].backward()
+    params = list(model.generator.parameters())
+    per_row = [p.grad_sample.clone() for p in params]
+    net.to_standard_module()
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_row))
+    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+    assert (scale < 1).sum() >= 8  # most rows are clipped at this norm
+    expected = [torch.einsum("i,i...->...", scale, g) for g in per_row]
+    for p in params:
+        p.grad = None
+
+    opts = {"denoiser": torch.optim.Adam(params)}
+    b = budget(PrivacySettings(epsilon=3.0, max_grad_norm=clip), rows=600)
+    dp = DPSGD(model.generator, opts, b, PrivacySettings(epsilon=3.0, max_grad_norm=clip), rows=600, batch=16,
+               planned_steps=10, seed=0, device=torch.device("cpu"))
+    torch.manual_seed(5)
+    row_loss, figures = model.row_loss("denoiser", batch)
+    dp.backward(row_loss)
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6)
+    torch.manual_seed(5)
+    assert model.loss("denoiser", batch)[0].item() == pytest.approx(row_loss.mean().item(), rel=1e-6)
+    dp.close()
+
+
 def test_training_spends_the_dp_sgd_part_and_opacus_agrees():
     from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
