@@ -9,15 +9,19 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
 
 * Numeric columns (continuous, integer, datetime): bounds ``datasets.<name>.bounds`` when declared,
   else estimated with half the column's epsilon from a noisy histogram over signed powers of two
-  (the outermost buckets whose noisy count passes a threshold that no empty bucket passes but with
-  1% chance in all); then a noisy histogram over a grid of points inside the bounds, with a missing
-  bin. The knots are quantiles of its clipped-at-zero, normalised CDF, so they are grid points: a
-  knot repeats only where one grid point holds more than a knot's share of the mass (a spike, such
-  as capital-gain's zeros). The grid has fewer points at a small budget (about n x epsilon / 10, at
-  least 8, at most ``MAX_GRID``), so the noise of its empty points stays a small share of the rows.
-  Transform clips values to the bounds and snaps them to the grid, so the model space is what the
-  noisy CDF describes. A continuous column's synthetic values are not rounded (``decimals`` None):
-  the decimals the real values are written with are a statistic of them.
+  (the outer edges of the outermost buckets whose noisy count passes a threshold that an empty
+  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``); then a noisy histogram of
+  equal cells inside the bounds, with a missing bin. Its counts are clipped at zero, the empty-looking
+  cells at either end (below the same kind of threshold) dropped, and the knots are quantiles of the
+  normalised CDF, the mass uniform within each cell: monotone, no knot repeated, an empty cell
+  jumped over. There are fewer cells at a small budget (about n x epsilon / 10, at least 8, at most
+  ``MAX_CELLS``; integers and dates: no cell narrower than one unit), so the noise of a cell stays
+  near a tenth of its rows. Transform clips values to the bounds first, so nothing beyond them
+  reaches the model, and the inverse gives only values between the first and last knot. A spike
+  (capital-gain's zeros) is one point in the model space, not spread as an exact fit spreads it:
+  where it is is a statistic the budget would have to pay for. A continuous column's synthetic
+  values are not rounded (``decimals`` None): the decimals the real values are written with are a
+  statistic of them.
 * Missing values: the missing bin's noisy count; ``has_missing`` when it passes the known-bin
   threshold. A missing value in a column found without any is a random quantile (numbers) or the
   column's most common category.
