@@ -10,16 +10,21 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
 * Numeric columns (continuous, integer, datetime): bounds ``datasets.<name>.bounds`` when declared,
   else estimated with half the column's epsilon from a noisy histogram over signed powers of two
   (the outer edges of the outermost buckets whose noisy count passes a threshold that an empty
-  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``); then a noisy histogram of
-  equal cells inside the bounds, with a missing bin. Its counts are clipped at zero, the empty-looking
-  cells at either end (below the same kind of threshold) dropped, and the knots are quantiles of the
-  normalised CDF, the mass uniform within each cell: monotone, no knot repeated, an empty cell
-  jumped over. There are fewer cells at a small budget (about n x epsilon / 10, at least 8, at most
-  ``MAX_CELLS``; integers and dates: no cell narrower than one unit), so the noise of a cell stays
-  near a tenth of its rows. Transform clips values to the bounds first, so nothing beyond them
-  reaches the model, and the inverse gives only values between the first and last knot. A spike
-  (capital-gain's zeros) is one point in the model space, not spread as an exact fit spreads it:
-  where it is is a statistic the budget would have to pay for. A continuous column's synthetic
+  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``). Then a noisy histogram of
+  cells inside the bounds, with a missing bin: its counts clipped at zero, the empty-looking cells
+  at either end (below the same kind of threshold) dropped, the knots the quantiles of its
+  normalised CDF. The cells:
+  - integers and dates whose range allows one cell per value: one per value, and the knots are
+    those values, repeated where one holds more than a knot's share, so a spike (hours-per-week's
+    40) is spread over its levels as the exact fit spreads it;
+  - else equal cells (about n x epsilon / 10 of them, 8 to ``MAX_CELLS``, so the noise of a cell
+    stays near a tenth of its rows; for integers and dates none narrower than one unit), the mass
+    uniform within each, so knots do not repeat; zero, when inside the range of an integer or
+    continuous column, has a cell of no width of its own (a choice made without the data), so an
+    amount's zeros (capital-gain) are repeated knots and spread too. Any other spike inside a cell
+    is one point of the model space: where it lies in its cell the budget would have to pay for.
+  Transform clips values to the bounds first, so nothing beyond them reaches the model, and the
+  inverse gives only values between the first and last knot. A continuous column's synthetic
   values are not rounded (``decimals`` None): the decimals the real values are written with are a
   statistic of them.
 * Missing values: the missing bin's noisy count; ``has_missing`` when it passes the known-bin
@@ -192,9 +197,27 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
         low, high = found
     unit_ns = int(pd.Timedelta(1, unit=col.datetime_unit or "ns").value) if col.kind == "datetime" else 1
     # Fewer cells at a small budget: the noise of a cell (about 1 / epsilon rows) stays near a tenth of its rows.
-    edges = cell_edges(low, high, col.kind, unit_ns, int(np.clip(rows * eps_hist / 10.0, MIN_CELLS, MAX_CELLS)))
+    cells = int(np.clip(rows * eps_hist / 10.0, MIN_CELLS, MAX_CELLS))
+    unit = {"integer": 1.0, "datetime": float(unit_ns)}.get(col.kind)
+    # Integers and dates whose range the budget can give one cell per value (within twice the cells):
+    # each cell holds one value, and the knots are those values, repeated where one holds more than a
+    # knot's share, so a spike (hours-per-week's 40) is spread over its levels as the exact fit does.
+    points = None
+    if unit is not None and (high - low) / unit + 1 <= 2 * cells:
+        points = np.arange(math.ceil(low / unit), math.floor(high / unit) + 1) * unit
+        edges = np.append(points - unit / 2, points[-1] + unit / 2)
+    else:
+        edges = cell_edges(low, high, col.kind, unit_ns, cells)
+    zero = None  # the index of zero's own cell, when it has one
+    if points is None and col.kind != "datetime" and edges[0] <= 0 <= edges[-1]:
+        # Zero gets a cell of its own, of no width (a choice made without the data): the zeros of an
+        # amount (capital-gain) are then knots, repeated, and spread over their levels as ties.
+        zero = int((edges < 0).sum())
+        edges = np.concatenate([edges[edges < 0], [0.0, 0.0], edges[edges > 0]])
     clipped = np.clip(x[~miss], edges[0], edges[-1])
     cell = np.clip(np.searchsorted(edges, clipped, side="right") - 1, 0, len(edges) - 2)
+    if zero is not None:
+        cell[clipped == 0] = zero
     counts = np.append(np.bincount(cell, minlength=len(edges) - 1), miss.sum()).astype(np.float64)
     noisy = counts + rng.laplace(0.0, 1.0 / eps_hist, len(counts))  # one histogram: each row in one bin
     present, missing = np.maximum(noisy[:-1], 0.0), float(noisy[-1])
@@ -204,18 +227,21 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     if len(passed):
         present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
     return {
-        "name": col.name, "kind": col.kind, "knots": quantile_knots(edges, present, knots).tolist(),
+        "name": col.name, "kind": col.kind,
+        "knots": (quantile_knots(edges, present, knots) if points is None
+                  else value_knots(points, present, knots)).tolist(),
         "has_missing": missing > known_threshold(eps_hist), "unit": col.datetime_unit,
         **({"decimals": None} if col.kind == "continuous" else {}),
-        "clip": [float(edges[0]), float(edges[-1])],  # what transform clips a real value to first
+        # What transform clips a real value to first.
+        "clip": [float(edges[0]), float(edges[-1])] if points is None else [float(points[0]), float(points[-1])],
     }, how
 
 
 def quantile_knots(edges: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarray:
     """``knots`` quantiles (levels 0 .. 1) of the distribution with ``weights`` on the cells between
-    ``edges``, uniform within each cell (a piecewise-linear CDF). Monotone, and strictly increasing
-    unless a cell is narrower than float precision; an empty cell is jumped over. Uniform when every
-    weight is 0."""
+    ``edges``, uniform within each cell (a piecewise-linear CDF). Monotone; a knot repeats only in a
+    cell of no width (an atom: zero's own cell) holding more than a knot's share; an empty cell is
+    jumped over. Uniform when every weight is 0."""
     if not weights.sum() > 0:
         weights = np.ones_like(weights)
     cdf = np.concatenate([[0.0], np.cumsum(weights)])
@@ -226,6 +252,18 @@ def quantile_knots(edges: np.ndarray, weights: np.ndarray, knots: int) -> np.nda
     j[0] = int(np.flatnonzero(w > 0)[0])  # level 0: where the first cell with weight starts
     frac = np.clip(np.divide(levels - cdf[j], w[j], out=np.zeros_like(levels), where=w[j] > 0), 0.0, 1.0)
     return np.maximum.accumulate(edges[j] + frac * (edges[j + 1] - edges[j]))
+
+
+def value_knots(points: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarray:
+    """``knots`` quantiles (levels 0 .. 1) of the distribution with ``weights`` on ``points``: the
+    first point whose CDF reaches each level (level 0: the first point with weight). Monotone; a
+    point repeats only where its weight exceeds the levels' spacing. Uniform when every weight is 0."""
+    if not weights.sum() > 0:
+        weights = np.ones_like(weights)
+    cdf = np.cumsum(weights) / weights.sum()
+    idx = np.searchsorted(cdf, np.linspace(0.0, 1.0, knots), side="left")
+    idx[0] = int(np.flatnonzero(weights > 0)[0])
+    return points[np.minimum(idx, len(points) - 1)]
 
 
 # -- categories --------------------------------------------------------------------------------

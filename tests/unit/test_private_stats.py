@@ -84,6 +84,21 @@ def test_knots_are_monotone_and_close_to_the_true_quantiles_at_large_epsilon():
     assert tf.columns[0]["decimals"] is None  # not read from the values
 
 
+def test_spikes_are_repeated_knots_spread_over_their_levels():
+    rng = np.random.default_rng(4)
+    n = 5000
+    hours = np.where(rng.random(n) < 0.5, 40, rng.integers(1, 99, n))  # one cell per value: 40 is a knot
+    gain = np.where(rng.random(n) < 0.8, 0.0, rng.lognormal(8, 1, n))  # wide cells: zero has its own
+    df = pd.DataFrame({"hours": hours.astype("int64"), "gain": gain})
+    tf = _fit(df, 200.0, bounds={"hours": [0, 100], "gain": [0, 100_000]})
+    hours_knots, gain_knots = (np.asarray(c["knots"]) for c in tf.columns)
+    assert (hours_knots == 40).sum() > 40 and (gain_knots == 0).sum() > 70  # of 101 knots
+    z = tf.transform(df, rng)
+    assert np.unique(z[hours == 40, 0]).size > 2000 and np.unique(z[gain == 0, 1]).size > 3000
+    back = tf.inverse_transform(z, rng)
+    assert (back["hours"] == 40).mean() > 0.45 and (back["gain"] == 0).mean() > 0.75
+
+
 def test_quantile_knots_jump_empty_cells_and_repeat_nothing():
     knots = quantile_knots(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 0.0, 1.0]), 5)
     assert knots.tolist() == [0.0, 0.5, 1.0, 2.5, 3.0]  # the empty cell (1, 2) holds no knot
