@@ -212,3 +212,14 @@ def test_a_private_run_refuses_model_auto_before_reading_rows(tmp_path):
     ingest.run(cfg, "tiny")
     with pytest.raises(ConfigError, match=r"model\.name auto chooses on real validation rows"):
         train.run(cfg, "tiny")
+
+
+def test_images_are_refused_and_unset_bounds_leave_schema_json_as_before(tmp_path):
+    from pipeline.modalities import image
+
+    with pytest.raises(ConfigError, match=r"covers tables only; set train\.privacy\.epsilon: null"):
+        image.training_data(StagePaths.of(tmp_path, "x"), None, 0, "cpu", privacy=Privacy(1.0, 1e-6, 0))
+    cfg = _private_cfg(tmp_path)
+    assert ingest.ingest_params(cfg, "tiny")["dataset"]["bounds"] == {"age": [0.0, 120.0]}
+    plain = tiny_config(tmp_path, tmp_path / "x.parquet")
+    assert "bounds" not in ingest.ingest_params(plain, "tiny")["dataset"]
