@@ -179,11 +179,12 @@ def test_refusals_are_one_line_naming_the_key_and_the_fix():
 def _private_cfg(tmp_path, **sets) -> Config:
     df = _planted(600)
     df["when"] = pd.to_datetime("2021-01-01") + pd.to_timedelta(np.arange(600) % 300, unit="D")
+    df["user_id"] = np.arange(5000, 5600)
     source = tmp_path / "planted.parquet"
     df.to_parquet(source, index=False)
     return tiny_config(tmp_path, source, target=None, **{
         "model.name": "tvae", "train.epochs": 1, "train.privacy.epsilon": 500.0,
-        "datasets.tiny.column_types": {"job": "categorical"},
+        "datasets.tiny.column_types": {"job": "categorical", "user_id": "id"},
         "datasets.tiny.bounds": {"age": [0, 120]}, **sets})
 
 
@@ -203,6 +204,7 @@ def test_a_private_run_writes_no_exact_statistic_into_model_json_and_generates(t
     generate.run(cfg, "tiny")
     rows = pd.read_parquet(paths.synthetic)
     assert len(rows) == info["rows"] and rows["age"].max() <= 120
+    assert rows["user_id"].is_unique and rows["user_id"].notna().all()  # fresh: no format or maximum was kept
     generated = json.loads((paths.synthetic / "_generated.json").read_text())
     assert set(generated["value_protection"]["skipped"]) == {"age", "when"}
 
