@@ -207,7 +207,7 @@ def fresh_ids(col, start: int, n: int, rng: np.random.Generator) -> pd.Series:
     else:
         distinct, where = np.unique(keys, return_inverse=True)
         values = pd.Series(format_ids(stats.get("format"), distinct, rng)[where], dtype=object)
-    if col.null_rate > 0:
+    if col.null_rate:  # None: a private model's schema, which keeps no rate
         if values.dtype.kind in "iu":  # int64 -> Int64: a plain integer column cannot hold a null
             values = values.astype(values.dtype.name.capitalize().replace("Uint", "UInt"))
         values = values.mask(rng.random(n) < col.null_rate)

@@ -47,7 +47,9 @@ class IngestResult:
 
 def ingest_params(cfg: Config, dataset: str) -> dict:
     """The settings ingest ran with: the dataset's entry, the ``ingest`` section and the seed."""
-    return {"seed": cfg.seed, "dataset": cfg.dataset(dataset).model_dump(mode="json"),
+    ds = cfg.dataset(dataset)
+    # bounds are train's (train.privacy); unset, they are left out so schema.json is as before they existed.
+    return {"seed": cfg.seed, "dataset": ds.model_dump(mode="json", exclude=None if ds.bounds else {"bounds"}),
             "ingest": cfg.ingest.model_dump(mode="json")}
 
 

@@ -20,6 +20,11 @@ records them at fit time, so generate reads no real rows for this. Sampling appl
 every draw, before conditions, constraints and the training-copy check see the rows
 (``pipeline.sampling``), and counts per column the rows it changed (summed over shards: the same
 whatever the worker count).
+
+A differentially private model (``train.privacy.epsilon``) recorded no extremes: its numbers come
+only from its private knots, inside private bounds, so they are not clipped here (``skipped`` in
+the record says so); its categories' counts are noisy ones, every listed category passed a noisy
+threshold, and the rule of ``k`` applies to those counts (post-processing, which DP allows).
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class Protection:
     rows: int  # training rows the counts are of
     k_set: bool  # k given by generate.value_protection_k (else default_k(rows))
     rules: tuple[Rule, ...]
+    skipped: tuple[str, ...] = ()  # columns a private model recorded no extremes of (not clipped)
 
     def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
         """``frame`` protected (in place), and what was done to each row of each rule's column: an
@@ -174,7 +180,9 @@ class Protection:
         return {"enabled": True, "k": self.k,
                 "k_from": "generate.value_protection_k" if self.k_set else
                 f"max(5, ceil(sqrt({self.rows:,} training rows) / 10))",
-                "training_rows": self.rows, "rows_changed": stats.get(f"{_STATS}:rows", 0), "columns": columns}
+                "training_rows": self.rows, "rows_changed": stats.get(f"{_STATS}:rows", 0), "columns": columns,
+                **({"skipped": {name: "differentially private model: no exact extremes recorded; its values lie "
+                                      "within its private bounds" for name in self.skipped}} if self.skipped else {})}
 
 
 def _is_rare(s: pd.Series, rare: frozenset) -> np.ndarray:
@@ -190,20 +198,25 @@ def protection_for(transformer: TableTransformer, k: int | None = None) -> Prote
     """The protection of a fitted transformer's columns at ``k`` (None: ``default_k`` of the rows it
     was fitted on). A model saved before the transformer kept its training counts cannot be
     protected: one line (ConfigError) says so and what to do."""
+    private = transformer.private is not None
     missing = transformer.rows is None or any(
-        ("low" not in c) if c["kind"] in NUMERIC_KINDS else ("counts" not in c) for c in transformer.columns)
+        ("low" not in c and not private) if c["kind"] in NUMERIC_KINDS else ("counts" not in c)
+        for c in transformer.columns)
     if missing:
         raise ConfigError("generate.value_protection: this model was trained before it recorded the training counts "
                           "that value protection needs; retrain it, or set generate.value_protection=false")
     rows = transformer.rows
     given = k is not None
     k = k if given else default_k(rows)
-    rules = []
+    rules, skipped = [], []
     for c in transformer.columns:
+        if private and c["kind"] in NUMERIC_KINDS:
+            skipped.append(c["name"])
+            continue
         rule = (_numeric_rule if c["kind"] in NUMERIC_KINDS else _category_rule)(transformer, c, k)
         if rule is not None:
             rules.append(rule)
-    return Protection(k, rows, given, tuple(rules))
+    return Protection(k, rows, given, tuple(rules), tuple(skipped))
 
 
 def _numeric_rule(transformer: TableTransformer, c: dict, k: int) -> Rule | None:
@@ -223,6 +236,8 @@ def _numeric_rule(transformer: TableTransformer, c: dict, k: int) -> Rule | None
 def _category_rule(transformer: TableTransformer, c: dict, k: int) -> Rule | None:
     values = list(c["categories"]) + list(c["other"])
     counts = np.asarray(c["counts"], dtype=np.int64)
+    if transformer.private is not None and c["kind"] != "boolean":  # the last: the values never listed, no one's
+        values, counts = values[:-1], counts[:-1]
     rare = counts < k
     if not rare.any():
         return None

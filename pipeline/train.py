@@ -110,7 +110,9 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     # draws from all of them (ctgan's training-by-sampling).
     ranked = rank is not None and not model_class(cfg.model.name).needs_whole_table
     rank_slice = (rank.rank, rank.world) if ranked else None
-    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice)
+    privacy = _private_preprocessing(cfg, dataset, paths, train_settings)  # None unless train.privacy.epsilon
+    data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice,
+                                 **({"privacy": privacy} if privacy is not None else {}))
     if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
                  data.rows)
@@ -288,3 +290,22 @@ def _fingerprint(cfg: Config, paths: StagePaths) -> str:
     recipe_hash = hashlib.sha256(repr((sorted(recipe.items()), cfg.seed)).encode()).hexdigest()[:12]
     data_hash = sha256_files([paths.train_data, paths.schema])
     return f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
+
+
+def _private_preprocessing(cfg: Config, dataset: str, paths: StagePaths, train_settings):
+    """What the transformer's private fit spends and knows (``private_stats.Privacy``: the budget's
+    preprocessing part, the seed, the declared bounds), or None when differential privacy is off.
+    Refuses, before any row is read, what would read the real rows outside the budget."""
+    from pipeline.artifacts import prepared_rows
+    from pipeline.models.private_stats import Privacy
+    from pipeline.training.private import budget
+
+    if train_settings.privacy.epsilon is None:
+        return None
+    if cfg.model.name == AUTO:  # its candidates are scored on real validation rows, outside any budget
+        raise ConfigError(f"{dataset}: model.name auto chooses on real validation rows, which train.privacy.epsilon "
+                          "does not cover; name one model (e.g. model.name: diffusion)")
+    rows = prepared_rows(paths)  # the count alone (the file's footer): public under the guarantee
+    dp = budget(train_settings.privacy, min(rows, cfg.train.max_rows or rows))
+    return Privacy(dp.preprocessing_epsilon, dp.preprocessing_delta, cfg.seed, dict(cfg.dataset(dataset).bounds),
+                   dataset)

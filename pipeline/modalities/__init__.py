@@ -14,7 +14,8 @@ A handler is a module of this package (``table``, ``image``) that registers itse
   rows) and ``TIMED_ESTIMATE`` (whether it times the model);
 - train: ``training_data(paths, model_cfg, seed, device, max_rows, rank_slice)``: the prepared training
   data as the tensor the models train on, with its codec (the fitted transformer, or the image
-  spec) and what ``model.json`` records of it;
+  spec) and what ``model.json`` records of it; ``privacy=`` (only passed with ``train.privacy.epsilon``
+  set): fit from private estimates, or refuse in one line;
 - generate: ``plan_generation(g, seed, loaded, paths)`` (a ``GenerationPlan``, with every check
   of the settings done before any worker starts), ``shard_table(loaded, job, g, stats)`` (one
   shard's rows as an Arrow table: the shard executor's only modality-specific step),

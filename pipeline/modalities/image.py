@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from pipeline.artifacts import StagePaths, load_prepared_images, read_synthetic
 from pipeline.config import Config, DatasetConfig, GenerateConfig, ScoreConfig
-from pipeline.errors import ConditionError, InputDataError
+from pipeline.errors import ConditionError, ConfigError, InputDataError
 from pipeline.files import sha256_file
 from pipeline.modalities.base import GenerationPlan, SourceRows, TrainingData, bounded
 from pipeline.modalities.registry import register_modality
@@ -127,10 +127,15 @@ class ImageEvidence:
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None) -> TrainingData:
+                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None,
+                  privacy=None) -> TrainingData:
     """The training images (at most ``max_rows``, a seeded sample) as ``[label, pixels...]`` rows
     on ``device``, with their spec. Every torchrun rank holds all of them (``rank_slice`` is not taken:
-    the loop trains each rank on its stride)."""
+    the loop trains each rank on its stride). ``privacy`` is refused: the spec's labels are read
+    from the images, outside any budget."""
+    if privacy is not None:
+        raise ConfigError("train.privacy.epsilon: differential privacy covers tables only; set "
+                          "train.privacy.epsilon: null for images")
     from pipeline.training.setup import image_tensor
 
     train_df, _, meta = load_prepared_images(paths)

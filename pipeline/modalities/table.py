@@ -164,9 +164,14 @@ def ingest_summary(train: pd.DataFrame, holdout: pd.DataFrame, first: SourceRows
 
 
 def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device,
-                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None) -> TrainingData:
+                  max_rows: int | None = None, rank_slice: tuple[int, int] | None = None,
+                  privacy=None) -> TrainingData:
     """The training split (at most ``max_rows`` of it, a seeded sample) through the fitted
     transformer, on ``device``.
+
+    ``privacy`` (a ``pipeline.models.private_stats.Privacy``; ``train.privacy.epsilon`` set): the
+    transformer is fitted from private estimates, and model.json's schema carries no exact statistic
+    of the rows. Refused (ConfigError) before any row is read when ingest found value links.
 
     ``rank_slice`` = (rank, world), under torchrun: this rank's block of those rows only. Rank 0 fits the
     transformer on all of them and sends it to the other ranks (as JSON); every rank reads (only the
@@ -174,11 +179,15 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     training tensor."""
     from pipeline.training.setup import fit_transformer, to_tensor, transform_table
 
+    if privacy is not None:
+        from pipeline.models.private_stats import check_private
+
+        check_private(prepared_table_meta(paths)[0], privacy, rank_slice)  # schema.json alone: no row read yet
     if rank_slice is None:
         train_df, _, schema, meta = load_prepared(paths)
         total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows
         train_df = bounded(train_df, max_rows, seed)
-        transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device)
+        transformer, tensor = transform_table(train_df, schema, model_cfg, seed, device, privacy)
         rows = len(train_df)
     else:
         from pipeline.models.transformer import TableTransformer
@@ -201,6 +210,13 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
             train_df = read_rows_at([paths.train_data], keep[rank * n:(rank + 1) * n])
         transformer = TableTransformer.from_state(schema, distributed.broadcast_json(state, device))
         tensor = to_tensor(transformer, train_df, np.random.default_rng([seed, rank]), device)
+    if privacy is not None:
+        from pipeline.models.private_stats import inferred_kinds, public_schema
+
+        # Ingest typed the columns from the values where column_types did not declare them: said, not refused.
+        declared = ((meta.get("params") or {}).get("dataset") or {}).get("column_types") or {}
+        transformer.private["inferred_kinds"] = inferred_kinds(schema, declared)
+        schema = public_schema(schema)
     described = {"schema": schema.to_dict(), "transformer": transformer.state(),
                  **({"sampled_from_rows": total} if rows < total else {})}
     return TrainingData(transformer, tensor, described, meta["source_hash"], rows, train_df, schema,

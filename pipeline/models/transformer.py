@@ -18,6 +18,10 @@ what value protection (``pipeline.protection``) reads at generate, so that gener
 rows: the rows fitted on, each category's training count, and each numeric column's ``TAIL_ROWS``
 lowest and highest training values (as value, count runs). A state saved before these has none
 of them; it decodes as before.
+
+With ``privacy`` (``train.privacy.epsilon`` set) every statistic is a differentially private
+estimate instead (``pipeline.models.private_stats``): the state then records ``private`` (what was
+spent) and each numeric column's ``clip`` bounds, and no tails.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from pipeline.models.private_stats import Privacy, fit_columns
 from pipeline.schema import (
     DISCRETE_KINDS,
     NUMERIC_KINDS,
@@ -96,11 +101,17 @@ class TableTransformer:
         self.max_categories = max_categories
         self.columns: list[dict[str, Any]] = []
         self.rows: int | None = None  # rows fitted on (None: a state saved before it was kept)
+        self.private: dict[str, Any] | None = None  # what a private fit spent (None: an exact fit)
 
     # -- fitting -----------------------------------------------------------------------------
 
-    def fit(self, df: pd.DataFrame) -> "TableTransformer":
+    def fit(self, df: pd.DataFrame, privacy: Privacy | None = None) -> "TableTransformer":
+        """Fit to ``df``: its exact statistics, or with ``privacy`` private estimates of them."""
         self.columns, self.rows = [], len(df)
+        if privacy is not None:
+            self.columns, self.private = fit_columns(self.schema, df, self.n_knots, self.max_categories, privacy)
+            self._build_spans()
+            return self
         for col in self.schema.modeled:
             s = df[col.name]
             if col.kind in NUMERIC_KINDS:
@@ -174,6 +185,8 @@ class TableTransformer:
                 span = next(span_iter)
                 x = self._to_float(s, c["kind"])
                 miss = np.isnan(x)
+                if "clip" in c:  # a private fit: values beyond its bounds are clipped to them
+                    x = np.clip(x, *c["clip"])
                 knots = np.asarray(c["knots"])
                 levels = np.linspace(0.0, 1.0, len(knots))
                 p = self._quantile_level(np.where(miss, knots[0], x), knots, levels, rng)
@@ -186,7 +199,7 @@ class TableTransformer:
                     out[np.arange(n), span.start + miss.astype(np.int64)] = 1.0
             else:
                 span = next(span_iter)
-                out[np.arange(n), span.start + self._codes(s, c)] = 1.0
+                out[np.arange(n), span.start + self._codes(s, c, self.private is not None)] = 1.0
         return out
 
     @staticmethod
@@ -207,10 +220,12 @@ class TableTransformer:
         return np.where(tied, p_tied, p_between)
 
     @staticmethod
-    def _codes(s: pd.Series, c: dict[str, Any]) -> np.ndarray:
+    def _codes(s: pd.Series, c: dict[str, Any], private: bool = False) -> np.ndarray:
         lookup = {v: i for i, v in enumerate(c["categories"])}
         other = len(c["categories"])
         missing = other + bool(c["other"])
+        if private and not c["has_missing"]:  # its noisy count missed the few there are: the most common category
+            missing = 0
         vals = s.astype(object).where(s.notna(), None).to_numpy()
         return np.fromiter(
             (missing if v is None else lookup.get(_json_value(v), other) for v in vals), dtype=np.int64, count=len(vals)
@@ -306,11 +321,12 @@ class TableTransformer:
 
     def state(self) -> dict[str, Any]:
         return {"knots": self.n_knots, "max_categories": self.max_categories, "columns": self.columns,
-                **({"rows": self.rows} if self.rows is not None else {})}
+                **({"rows": self.rows} if self.rows is not None else {}),
+                **({"private": self.private} if self.private is not None else {})}
 
     @classmethod
     def from_state(cls, schema: TableSchema, state: dict[str, Any]) -> "TableTransformer":
         t = cls(schema, state["knots"], state["max_categories"])
-        t.columns, t.rows = state["columns"], state.get("rows")
+        t.columns, t.rows, t.private = state["columns"], state.get("rows"), state.get("private")
         t._build_spans()
         return t

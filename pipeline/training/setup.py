@@ -10,15 +10,18 @@ import torch
 
 from pipeline.models.base import GenerativeModel
 from pipeline.models.image import ImageSpec, images_to_tensor
+from pipeline.models.private_stats import Privacy
 from pipeline.models.registry import model_class
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema
 from pipeline.settings import ModelSettings, TrainSettings
 
 
-def fit_transformer(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings) -> TableTransformer:
-    """The per-column transform (quantile knots, category lists) fitted to ``df``."""
-    return TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df)
+def fit_transformer(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings,
+                    privacy: Privacy | None = None) -> TableTransformer:
+    """The per-column transform (quantile knots, category lists) fitted to ``df``; from private
+    estimates with ``privacy``."""
+    return TableTransformer(schema, model_cfg.quantile_knots, model_cfg.max_categories).fit(df, privacy)
 
 
 def to_tensor(transformer: TableTransformer, df: pd.DataFrame, rng: np.random.Generator,
@@ -29,9 +32,10 @@ def to_tensor(transformer: TableTransformer, df: pd.DataFrame, rng: np.random.Ge
 
 
 def transform_table(df: pd.DataFrame, schema: TableSchema, model_cfg: ModelSettings, seed: int,
-                    device: torch.device) -> tuple[TableTransformer, torch.Tensor]:
-    """Fit the per-column transform and move the whole transformed table to ``device``."""
-    transformer = fit_transformer(df, schema, model_cfg)
+                    device: torch.device, privacy: Privacy | None = None) -> tuple[TableTransformer, torch.Tensor]:
+    """Fit the per-column transform (private with ``privacy``) and move the whole transformed table
+    to ``device``."""
+    transformer = fit_transformer(df, schema, model_cfg, privacy)
     return transformer, to_tensor(transformer, df, np.random.default_rng(seed), device)
 
 

@@ -1,0 +1,348 @@
+"""The transformer's statistics as differentially private estimates (``train.privacy.epsilon`` set).
+
+Every statistic of the training rows that ``TableTransformer`` keeps is a noisy count, so the
+fitted state is (epsilon, delta)-DP with respect to the rows (add/remove one row; the number of rows
+is public, as in Opacus and MOSTLY AI's engine). The budget is split evenly over the modelled
+columns (sequential composition); inside a column each row falls in exactly one bin of a histogram
+(a value, or missing), so one histogram costs its epsilon once (sensitivity 1), whatever its bins.
+Every mechanism adds Laplace noise of scale 1 / epsilon.
+
+* Numeric columns (continuous, integer, datetime): bounds ``datasets.<name>.bounds`` when declared,
+  else estimated with half the column's epsilon from a noisy histogram over signed powers of two
+  (the outer edges of the outermost buckets whose noisy count passes a threshold that an empty
+  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``). Then a noisy histogram of
+  cells inside the bounds, with a missing bin: its counts clipped at zero, the empty-looking cells
+  at either end (below the same kind of threshold) dropped, the knots the quantiles of its
+  normalised CDF. The cells:
+  - integers and dates whose range allows one cell per value: one per value, and the knots are
+    those values, repeated where one holds more than a knot's share, so a spike (hours-per-week's
+    40) is spread over its levels as the exact fit spreads it;
+  - else equal cells (about n x epsilon / 10 of them, 8 to ``MAX_CELLS``, so the noise of a cell
+    stays near a tenth of its rows; for integers and dates none narrower than one unit), the mass
+    uniform within each, so knots do not repeat; zero, when inside the range of an integer or
+    continuous column, has a cell of no width of its own (a choice made without the data), so an
+    amount's zeros (capital-gain) are repeated knots and spread too. Any other spike inside a cell
+    is one point of the model space: where it lies in its cell the budget would have to pay for.
+  Transform clips values to the bounds first, so nothing beyond them reaches the model, and the
+  inverse gives only values between the first and last knot. A continuous column's synthetic
+  values are not rounded (``decimals`` None): the decimals the real values are written with are a
+  statistic of them.
+* Missing values: the missing bin's noisy count; ``has_missing`` when it passes the known-bin
+  threshold. A missing value in a column found without any is a random quantile (numbers) or the
+  column's most common category.
+* Categorical columns: the stability-based histogram, (epsilon, delta)-DP for an unknown domain: a
+  value is listed when its noisy count passes ``1 + ln(1 / (2 delta)) / epsilon``. The rarest beyond
+  ``max_categories - 1`` share the "other" slot by noisy counts; the values never listed are one
+  more entry of it: the marker ``_RARE_`` where the column holds text, else missing. A boolean's
+  domain is known: both values are listed, no threshold.
+* Value protection's tails (``low``/``high``, ``finite_rows``) are not recorded; category counts are
+  the noisy ones.
+
+The noise comes from numpy's ``Generator`` seeded by the run's seed: not a cryptographically secure
+source (as Opacus' default, non-secure mode), so an attacker who knows the seed and the code could
+subtract it. Keep the seed secret, or treat the guarantee as holding against attackers who do not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigError
+from pipeline.schema import DISCRETE_KINDS, NUMERIC_KINDS, ColumnSchema, TableSchema, datetime_ns
+
+MECHANISM = "laplace"
+MARKER = "_RARE_"  # pipeline.protection's marker: a category too rare to be listed privately
+MAX_CELLS = 1000  # most cells a numeric column's noisy histogram has
+MIN_CELLS = 8
+# A bucket sets a bound only past this noisy count too, at any budget: at a large epsilon a few rows far
+# out would otherwise stretch the range to themselves (post-processing: any threshold is private).
+MIN_BOUND_ROWS = 5
+BOUNDS_SHARE = 0.5  # of a numeric column's epsilon, when its bounds are estimated
+FAILURE = 0.01  # chance that any empty bin of a known domain passes its threshold
+# Powers of two the bounds are estimated over: 2^-32 .. 2^500 either side of zero (numbers are at most
+# 1e150 < 2^499 in size, schema.MAX_MAGNITUDE; dates in nanoseconds about 2^61).
+_MIN_EXP, _MAX_EXP = -32, 500
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """What the private fit spends and knows: the preprocessing part of the budget
+    (``pipeline.training.private.Budget``), the run's seed and the declared bounds
+    (``datasets.<name>.bounds``: column -> [low, high], dates as ISO text)."""
+
+    epsilon: float
+    delta: float
+    seed: int
+    bounds: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "<name>"  # for the refusals' settings
+
+
+def category_threshold(epsilon: float, delta: float) -> float:
+    """The noisy count a value of an unknown domain must pass to be listed: with Laplace noise of
+    scale 1 / epsilon, a value one row has passes with probability delta (add/remove)."""
+    return 1.0 + math.log(1.0 / (2.0 * delta)) / epsilon
+
+
+def known_threshold(epsilon: float, bins: int = 1) -> float:
+    """The noisy count a bin of a known domain must pass: an empty one of ``bins`` passes with
+    probability at most ``FAILURE`` in all. Any threshold is private here; this one keeps noise out."""
+    return math.log(bins / (2.0 * FAILURE)) / epsilon
+
+
+def fit_columns(schema: TableSchema, df: pd.DataFrame, knots: int, max_categories: int,
+                privacy: Privacy) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The transformer's columns fitted from private estimates, and the record of what they spent."""
+    modeled = schema.modeled
+    eps, delta = privacy.epsilon / len(modeled), privacy.delta / len(modeled)
+    rng = np.random.default_rng([privacy.seed, 29])
+    unknown = sorted(set(privacy.bounds) - {c.name for c in modeled})
+    if unknown:
+        raise ConfigError(f"datasets.{privacy.dataset}.bounds names '{unknown[0]}', which is not a modelled column; "
+                          "remove it or fix the name")
+    for name in privacy.bounds:
+        if schema[name].kind not in NUMERIC_KINDS:
+            raise ConfigError(f"datasets.{privacy.dataset}.bounds.{name}: the column is {schema[name].kind}; bounds "
+                              "are for continuous, integer and datetime columns: remove it")
+    columns, how = [], {}
+    for col in modeled:
+        if col.kind in NUMERIC_KINDS:
+            c, how[col.name] = _numeric(col, df[col.name], knots, eps, rng, privacy, len(df))
+        elif col.kind in DISCRETE_KINDS:
+            c = _discrete(col, df[col.name], max_categories, eps, delta, rng, privacy.dataset)
+        else:
+            continue
+        columns.append(c)
+    record = {"epsilon": privacy.epsilon, "delta": privacy.delta, "mechanism": MECHANISM, "bounds": how,
+              "epsilon_per_column": eps, "delta_per_column": delta}
+    return columns, record
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+
+def _as_float(s: pd.Series, kind: str) -> np.ndarray:
+    if kind == "datetime":
+        return datetime_ns(s)
+    return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def declared_bounds(col: ColumnSchema, value: Any, dataset: str) -> tuple[float, float]:
+    """``datasets.<name>.bounds.<column>`` as floats of the transformer (dates in nanoseconds)."""
+    key = f"datasets.{dataset}.bounds.{col.name}"
+    try:
+        low, high = value
+        if col.kind == "datetime":  # in UTC, as the transformer learns dates
+            stamps = [pd.Timestamp(v) for v in (low, high)]
+            stamps = [t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t for t in stamps]
+            low, high = (float(t.value) for t in stamps)
+        else:
+            low, high = float(low), float(high)
+    except (TypeError, ValueError):
+        what = "two dates" if col.kind == "datetime" else "two numbers"
+        raise ConfigError(f"{key}: {value!r} is not [low, high] ({what}); write e.g. [0, 120]") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(f"{key}: {value!r} needs low < high, both finite; write e.g. [0, 120]")
+    return low, high
+
+
+def _bucket_edges() -> np.ndarray:
+    """Edges of the signed power-of-two buckets: [-2^MAX, ..., -2^MIN, 2^MIN, ..., 2^MAX], with one
+    bucket around zero."""
+    pos = 2.0 ** np.arange(_MIN_EXP, _MAX_EXP + 1)
+    return np.concatenate([-pos[::-1], pos])
+
+
+def estimate_bounds(x: np.ndarray, eps: float, rng: np.random.Generator) -> tuple[float, float] | None:
+    """Bounds of the finite values ``x`` from a noisy histogram over signed powers of two: the outer
+    edges of the outermost buckets whose noisy count passes ``known_threshold``; None when none does."""
+    edges = _bucket_edges()
+    counts = np.bincount(np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2),
+                         minlength=len(edges) - 1).astype(np.float64)
+    noisy = counts + rng.laplace(0.0, 1.0 / eps, len(counts))
+    passed = np.flatnonzero(noisy > max(known_threshold(eps, len(counts)), MIN_BOUND_ROWS))
+    if not len(passed):
+        return None
+    return float(edges[passed[0]]), float(edges[passed[-1] + 1])
+
+
+def cell_edges(low: float, high: float, kind: str, unit_ns: int, cells: int) -> np.ndarray:
+    """Edges of at most ``cells`` equal cells over ``[low, high]``; for integers and dates the
+    range is widened by just under half a unit each side (so a value at a bound is inside its cell,
+    and a value drawn there rounds back into the bounds), and no cell is narrower than one unit."""
+    if kind in ("integer", "datetime"):
+        unit = 1.0 if kind == "integer" else float(unit_ns)
+        cells = min(cells, int((high - low) / unit) + 1)
+        low, high = low - 0.499 * unit, high + 0.499 * unit
+    return np.linspace(low, high, max(cells, 1) + 1)
+
+
+def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.random.Generator,
+             privacy: Privacy, rows: int) -> tuple[dict[str, Any], str]:
+    x = _as_float(s, col.kind)
+    miss = np.isnan(x)
+    if col.name in privacy.bounds:
+        (low, high), how, eps_hist = declared_bounds(col, privacy.bounds[col.name], privacy.dataset), "declared", eps
+    else:
+        how, eps_hist = "estimated", eps * (1 - BOUNDS_SHARE)
+        found = estimate_bounds(x[~miss], eps * BOUNDS_SHARE, rng)
+        if found is None:
+            raise ConfigError(f"column '{col.name}': too few rows for a private estimate of its range at this budget; "
+                              f"declare datasets.{privacy.dataset}.bounds.{col.name}: [low, high], raise "
+                              "train.privacy.epsilon or train.privacy.preprocessing_share, or drop the column")
+        low, high = found
+    unit_ns = int(pd.Timedelta(1, unit=col.datetime_unit or "ns").value) if col.kind == "datetime" else 1
+    # Fewer cells at a small budget: the noise of a cell (about 1 / epsilon rows) stays near a tenth of its rows.
+    cells = int(np.clip(rows * eps_hist / 10.0, MIN_CELLS, MAX_CELLS))
+    unit = {"integer": 1.0, "datetime": float(unit_ns)}.get(col.kind)
+    # Integers and dates whose range the budget can give one cell per value (within twice the cells):
+    # each cell holds one value, and the knots are those values, repeated where one holds more than a
+    # knot's share, so a spike (hours-per-week's 40) is spread over its levels as the exact fit does.
+    points = None
+    if unit is not None and (high - low) / unit + 1 <= 2 * cells:
+        points = np.arange(math.ceil(low / unit), math.floor(high / unit) + 1) * unit
+        edges = np.append(points - unit / 2, points[-1] + unit / 2)
+    else:
+        edges = cell_edges(low, high, col.kind, unit_ns, cells)
+    zero = None  # the index of zero's own cell, when it has one
+    if points is None and col.kind != "datetime" and edges[0] <= 0 <= edges[-1]:
+        # Zero gets a cell of its own, of no width (a choice made without the data): the zeros of an
+        # amount (capital-gain) are then knots, repeated, and spread over their levels as ties.
+        zero = int((edges < 0).sum())
+        edges = np.concatenate([edges[edges < 0], [0.0, 0.0], edges[edges > 0]])
+    clipped = np.clip(x[~miss], edges[0], edges[-1])
+    cell = np.clip(np.searchsorted(edges, clipped, side="right") - 1, 0, len(edges) - 2)
+    if zero is not None:
+        cell[clipped == 0] = zero
+    counts = np.append(np.bincount(cell, minlength=len(edges) - 1), miss.sum()).astype(np.float64)
+    noisy = counts + rng.laplace(0.0, 1.0 / eps_hist, len(counts))  # one histogram: each row in one bin
+    present, missing = np.maximum(noisy[:-1], 0.0), float(noisy[-1])
+    # The knots span the cells from the first to the last that passes the known-bin threshold: the
+    # noise of the empty cells at either end would otherwise stretch them to the bounds.
+    passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
+    if len(passed):
+        present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
+    return {
+        "name": col.name, "kind": col.kind,
+        "knots": (quantile_knots(edges, present, knots) if points is None
+                  else value_knots(points, present, knots)).tolist(),
+        "has_missing": missing > known_threshold(eps_hist), "unit": col.datetime_unit,
+        **({"decimals": None} if col.kind == "continuous" else {}),
+        # What transform clips a real value to first.
+        "clip": [float(edges[0]), float(edges[-1])] if points is None else [float(points[0]), float(points[-1])],
+    }, how
+
+
+def quantile_knots(edges: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarray:
+    """``knots`` quantiles (levels 0 .. 1) of the distribution with ``weights`` on the cells between
+    ``edges``, uniform within each cell (a piecewise-linear CDF). Monotone; a knot repeats only in a
+    cell of no width (an atom: zero's own cell) holding more than a knot's share; an empty cell is
+    jumped over. Uniform when every weight is 0."""
+    if not weights.sum() > 0:
+        weights = np.ones_like(weights)
+    cdf = np.concatenate([[0.0], np.cumsum(weights)])
+    cdf /= cdf[-1]
+    w = np.diff(cdf)
+    levels = np.linspace(0.0, 1.0, knots)
+    j = np.clip(np.searchsorted(cdf[1:], levels, side="left"), 0, len(w) - 1)  # the cell each level falls in
+    j[0] = int(np.flatnonzero(w > 0)[0])  # level 0: where the first cell with weight starts
+    frac = np.clip(np.divide(levels - cdf[j], w[j], out=np.zeros_like(levels), where=w[j] > 0), 0.0, 1.0)
+    return np.maximum.accumulate(edges[j] + frac * (edges[j + 1] - edges[j]))
+
+
+def value_knots(points: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarray:
+    """``knots`` quantiles (levels 0 .. 1) of the distribution with ``weights`` on ``points``: the
+    first point whose CDF reaches each level (level 0: the first point with weight). Monotone; a
+    point repeats only where its weight exceeds the levels' spacing. Uniform when every weight is 0."""
+    if not weights.sum() > 0:
+        weights = np.ones_like(weights)
+    cdf = np.cumsum(weights) / weights.sum()
+    idx = np.searchsorted(cdf, np.linspace(0.0, 1.0, knots), side="left")
+    idx[0] = int(np.flatnonzero(weights > 0)[0])
+    return points[np.minimum(idx, len(points) - 1)]
+
+
+# -- categories --------------------------------------------------------------------------------
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _discrete(col: ColumnSchema, s: pd.Series, max_categories: int, eps: float, delta: float,
+              rng: np.random.Generator, dataset: str) -> dict[str, Any]:
+    values = s.astype(object).where(s.notna(), None)
+    counts = values.value_counts(dropna=True)
+    n_missing = int(s.isna().sum())
+    missing = n_missing + rng.laplace(0.0, 1.0 / eps)
+    if col.kind == "boolean":  # a known domain: both values listed, no threshold
+        domain = [True, False]
+        exact = np.array([int(counts.get(v, 0)) for v in domain], dtype=np.float64)
+        noisy = exact + rng.laplace(0.0, 1.0 / eps, 2)
+        listed, listed_noisy = domain, noisy
+    else:
+        # Only the values that occur get noise: the threshold makes that (epsilon, delta)-DP.
+        noisy = counts.to_numpy(dtype=np.float64) + rng.laplace(0.0, 1.0 / eps, len(counts))
+        keep = noisy > category_threshold(eps, delta)
+        listed = [_plain(v) for v, k in zip(counts.index, keep) if k]
+        listed_noisy = noisy[keep]
+        if not listed:
+            raise ConfigError(f"column '{col.name}': no category has enough rows to be listed privately at this "
+                              "budget; raise train.privacy.epsilon or train.privacy.preprocessing_share, or drop the "
+                              f"column (datasets.{dataset}.drop_columns)")
+    order = np.argsort(-listed_noisy, kind="stable")  # by noisy count, as the exact fit orders by count
+    listed, listed_noisy = [listed[i] for i in order], np.maximum(listed_noisy[order], 0.0)
+    cut = len(listed) if len(listed) <= max_categories else max_categories - 1
+    keep, tail, tail_noisy = listed[:cut], listed[cut:], listed_noisy[cut:]
+    other, other_w = list(tail), list(tail_noisy)
+    if col.kind != "boolean":  # the values never listed: one more entry of the other slot
+        text = col.dtype == "object"
+        rest = max(len(s) - listed_noisy.sum() - max(missing, 0.0), 0.0)
+        other.append(MARKER if text else None)
+        other_w.append(rest)
+    w = np.asarray(other_w, dtype=np.float64)
+    p = (w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / max(len(w), 1))).tolist()
+    return {
+        "name": col.name, "kind": col.kind, "categories": keep, "other": other, "other_p": p if other else [],
+        "has_missing": bool(missing > known_threshold(eps)),
+        "counts": [int(round(v)) for v in (*listed_noisy[:cut], *w)],  # noisy: of categories then other
+    }
+
+
+# -- what a private fit refuses ----------------------------------------------------------------
+
+
+def check_private(schema: TableSchema, privacy: Privacy, rank_slice: Any = None) -> None:
+    """Refuse (ConfigError, one line) what a private fit cannot cover, from ``schema.json`` alone:
+    value links (the value pairs ingest found by searching the real rows, kept as they are) and a
+    fit split over torchrun ranks."""
+    key = f"datasets.{privacy.dataset}.keep_links"
+    if schema.links:
+        pairs = ", ".join(f"{link['from']} -> {link['to']}" for link in schema.links)
+        raise ConfigError(f"train.privacy.epsilon: ingest found value links ({pairs}), exact value pairs of the real "
+                          f"rows that no budget covers; set {key}: false and ingest again, or train.privacy.epsilon: "
+                          "null")
+    if rank_slice is not None:
+        raise ConfigError("train.privacy.epsilon: a private fit runs in one process; set train.distributed."
+                          "nproc_per_node and nnodes to 1, or train.privacy.epsilon: null")
+
+
+# -- the schema model.json carries -------------------------------------------------------------
+
+
+def public_schema(schema: TableSchema) -> TableSchema:
+    """``schema`` without the exact statistics ingest recorded of the rows (null rates, distinct
+    counts, min/max/mean, top values, an ID's format and largest value): a private model carries
+    none. Fresh IDs are then ``syn-<n>`` text (or 1, 2, ... for integers), one per row, never missing."""
+    cols = [ColumnSchema(c.name, c.kind, c.dtype, None, None, c.datetime_unit, {}) for c in schema.columns]
+    return TableSchema(cols, schema.target, schema.arrow_schema, schema.release_schema, list(schema.links),
+                       list(schema.constraints))
+
+
+def inferred_kinds(schema: TableSchema, declared: dict[str, str]) -> list[str]:
+    """The columns whose kind ingest inferred from the values (not in ``column_types``)."""
+    return [c.name for c in schema.columns if c.name not in declared]

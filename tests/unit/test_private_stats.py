@@ -1,0 +1,227 @@
+"""The transformer's private fit (train.privacy.epsilon): no exact statistic of the rows in its state."""
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import generate, ingest, train
+from pipeline.artifacts import StagePaths
+from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.models.private_stats import MARKER, Privacy, check_private, public_schema, quantile_knots
+from pipeline.models.transformer import TableTransformer
+from pipeline.protection import protection_for
+from pipeline.schema import TableSchema, describe, infer_kind
+from pipeline.settings import PrivacySettings
+from pipeline.training.private import budget
+from tests.conftest import tiny_config, tiny_frame
+
+EXTREME = 10**6
+
+
+def _schema(df: pd.DataFrame, kinds: dict | None = None) -> TableSchema:
+    kinds = kinds or {}
+    return TableSchema([describe(df[c], kinds.get(c) or infer_kind(df[c])) for c in df.columns])
+
+
+def _planted(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Ages 18..89 and jobs, with one unique extreme age and one unique job."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"age": rng.integers(18, 90, n).astype("int64"),
+                       "job": rng.choice(["clerk", "nurse", "baker"], n, p=[0.5, 0.3, 0.2]).astype(object),
+                       "member": rng.random(n) < 0.3})
+    df.loc[7, "age"], df.loc[11, "job"] = EXTREME, "astronaut-zz"
+    return df
+
+
+def _fit(df, epsilon, delta=1e-6, seed=42, bounds=None, knots=101, max_categories=500, kinds=None):
+    return TableTransformer(_schema(df, kinds), knots, max_categories).fit(df, Privacy(epsilon, delta, seed,
+                                                                                        bounds or {}))
+
+
+@pytest.mark.parametrize("bounds", [None, {"age": [0, 120]}])
+def test_a_planted_unique_extreme_value_is_nowhere_in_the_state_and_never_generated(bounds):
+    df = _planted()
+    tf = _fit(df, 1.0, bounds=bounds)
+    text = json.dumps(tf.state())
+    age = tf.state()["columns"][0]
+    assert max(age["knots"]) < 200 and age["clip"][1] < 200  # neither a knot nor a bound
+    assert str(EXTREME) not in text and "1000000" not in text and "astronaut-zz" not in text
+    assert not {"low", "high", "finite_rows"} & set(age)  # no tails for value protection
+    assert tf.state()["private"]["bounds"] == {"age": "declared" if bounds else "estimated"}
+    # whatever the model space holds (the real rows' codes, or anything in [-1, 1]) decodes inside the bounds
+    rng = np.random.default_rng(1)
+    codes = np.concatenate([tf.transform(df, rng), rng.uniform(-1, 1, (5000, tf.width)).astype(np.float32)])
+    codes[:, 0] = np.concatenate([codes[:len(df), 0], np.linspace(-1, 1, 5000)])
+    back = tf.inverse_transform(codes, rng)
+    assert back["age"].max() < 200 and "astronaut-zz" not in set(back["job"])
+
+
+def test_a_planted_unique_category_is_not_listed_at_small_epsilon():
+    tf = _fit(_planted(), 1.0)
+    job = next(c for c in tf.columns if c["name"] == "job")
+    assert set(job["categories"]) == {"clerk", "nurse", "baker"} and job["other"] == [MARKER]
+    member = next(c for c in tf.columns if c["name"] == "member")
+    assert sorted(member["categories"]) == [False, True]  # a known domain: both, no threshold
+    # the unique value goes to the other slot, and comes back as the marker
+    code = tf.transform(_planted(), np.random.default_rng(0))
+    span = next(s for s in tf.spans if s.column == "job")
+    assert code[11, span.start + 3] == 1.0
+
+
+def test_knots_are_monotone_and_close_to_the_true_quantiles_at_large_epsilon():
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"x": rng.normal(50.0, 10.0, 20_000)})
+    tf = _fit(df, 1000.0, bounds={"x": [0, 100]}, knots=1001)
+    knots = np.asarray(tf.columns[0]["knots"])
+    assert np.all(np.diff(knots) > 0)  # strictly increasing: no repeated knot here
+    levels = np.linspace(0, 1, 1001)[10:-10]
+    truth = np.quantile(df["x"], levels)
+    assert np.abs(knots[10:-10] - truth).max() < 0.5  # cells of 0.1 wide; fixed seed, a margin of 5 cells
+    assert tf.columns[0]["decimals"] is None  # not read from the values
+
+
+def test_spikes_are_repeated_knots_spread_over_their_levels():
+    rng = np.random.default_rng(4)
+    n = 5000
+    hours = np.where(rng.random(n) < 0.5, 40, rng.integers(1, 99, n))  # one cell per value: 40 is a knot
+    gain = np.where(rng.random(n) < 0.8, 0.0, rng.lognormal(8, 1, n))  # wide cells: zero has its own
+    df = pd.DataFrame({"hours": hours.astype("int64"), "gain": gain})
+    tf = _fit(df, 200.0, bounds={"hours": [0, 100], "gain": [0, 100_000]})
+    hours_knots, gain_knots = (np.asarray(c["knots"]) for c in tf.columns)
+    assert (hours_knots == 40).sum() > 40 and (gain_knots == 0).sum() > 70  # of 101 knots
+    z = tf.transform(df, rng)
+    assert np.unique(z[hours == 40, 0]).size > 2000 and np.unique(z[gain == 0, 1]).size > 3000
+    back = tf.inverse_transform(z, rng)
+    assert (back["hours"] == 40).mean() > 0.45 and (back["gain"] == 0).mean() > 0.75
+
+
+def test_quantile_knots_jump_empty_cells_and_repeat_nothing():
+    knots = quantile_knots(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 0.0, 1.0]), 5)
+    assert knots.tolist() == [0.0, 0.5, 1.0, 2.5, 3.0]  # the empty cell (1, 2) holds no knot
+
+
+def test_no_privacy_gives_todays_state_byte_for_byte():
+    df = tiny_frame(500)
+    schema = _schema(df)
+    state = TableTransformer(schema, knots=101, max_categories=3).fit(df, None).state()
+    # the sha256 of this state made by the code before private fits existed (commit ec17fae)
+    assert hashlib.sha256(json.dumps(state).encode()).hexdigest() == (
+        "4204e97021a8b01b1aaaa8bc7e958725a90ed9f968fd9715d251a9ca5854f08d")
+    assert "private" not in state
+
+
+def test_the_epsilon_recorded_is_the_budgets_share():
+    df = tiny_frame(500)
+    dp = budget(PrivacySettings(epsilon=30.0, preprocessing_share=0.2), len(df))
+    bounds = {"age": [0, 100], "joined": ["2019-12-01", "2023-01-01"]}
+    tf = TableTransformer(_schema(df), knots=51).fit(df, Privacy(dp.preprocessing_epsilon, dp.preprocessing_delta, 7,
+                                                               bounds))
+    rec = tf.state()["private"]
+    assert rec["epsilon"] == pytest.approx(6.0) and rec["delta"] == pytest.approx(0.2 / 5000)
+    modeled = len(_schema(df).modeled)
+    assert rec["epsilon_per_column"] * modeled == pytest.approx(rec["epsilon"])
+    assert rec["delta_per_column"] * modeled == pytest.approx(rec["delta"])
+    assert rec["mechanism"] == "laplace" and rec["bounds"]["joined"] == "declared"
+    back = TableTransformer.from_state(_schema(df), json.loads(json.dumps(tf.state())))
+    assert back.private == rec and back.width == tf.width
+
+
+def test_private_fit_is_seeded_and_round_trips_every_kind():
+    df = tiny_frame(2000)
+    a, b = (_fit(df, 50.0, seed=5).state() for _ in range(2))
+    assert a == b and a != _fit(df, 50.0, seed=6).state()
+    tf = _fit(df, 50.0, seed=5)
+    back = tf.inverse_transform(tf.transform(df, np.random.default_rng(0)), np.random.default_rng(0))
+    assert list(back.columns) == [c.name for c in _schema(df).modeled]
+    assert back["joined"].dtype == df["joined"].dtype and back["age"].between(0, 200).all()
+
+
+def test_value_protection_skips_what_a_private_state_does_not_know():
+    tf = _fit(tiny_frame(2000), 20.0)
+    prot = protection_for(tf)
+    assert set(prot.skipped) == {"age", "score", "gain", "joined"}
+    assert not any(r.action == "clip" for r in prot.rules)
+    assert set(prot.record({})["skipped"]) == set(prot.skipped)
+
+
+def test_public_schema_keeps_no_statistic_of_the_rows():
+    df = tiny_frame(300)
+    schema = _schema(df, {"user_id": "id"})
+    assert schema["user_id"].stats and schema["age"].stats
+    public = public_schema(schema).to_dict()
+    for col in public["columns"]:
+        assert col["null_rate"] is None and col["n_unique"] is None and col["stats"] == {}
+
+
+def test_refusals_are_one_line_naming_the_key_and_the_fix():
+    df = _planted()
+    schema = _schema(df)
+    schema.links = [{"from": "job", "to": "member", "pairs": [["clerk", True]]}]
+    with pytest.raises(ConfigError, match=r"datasets\.adult\.keep_links: false") as err:
+        check_private(schema, Privacy(1.0, 1e-6, 0, dataset="adult"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"column 'job'.*preprocessing_share.*drop_columns"):
+        _fit(pd.DataFrame({"job": [f"v{i}" for i in range(300)]}), 0.5, kinds={"job": "categorical"})
+    with pytest.raises(ConfigError, match=r"column 'age'.*datasets\.<name>\.bounds\.age"):
+        _fit(pd.DataFrame({"age": np.arange(20)}), 0.01, kinds={"age": "integer"})
+    with pytest.raises(ConfigError, match=r"bounds names 'height'"):
+        _fit(df, 1.0, bounds={"height": [0, 3]})
+    with pytest.raises(ConfigError, match=r"bounds\.job: the column is categorical"):
+        _fit(df, 1.0, bounds={"job": [0, 3]})
+    with pytest.raises(ConfigError, match=r"bounds\.age: .*low < high"):
+        _fit(df, 1.0, bounds={"age": [5, 5]})
+
+
+def _private_cfg(tmp_path, **sets) -> Config:
+    df = _planted(600)
+    df["when"] = pd.to_datetime("2021-01-01") + pd.to_timedelta(np.arange(600) % 300, unit="D")
+    df["user_id"] = np.arange(5000, 5600)
+    source = tmp_path / "planted.parquet"
+    df.to_parquet(source, index=False)
+    return tiny_config(tmp_path, source, target=None, **{
+        "model.name": "tvae", "train.epochs": 1, "train.privacy.epsilon": 500.0,
+        "datasets.tiny.column_types": {"job": "categorical", "user_id": "id"},
+        "datasets.tiny.bounds": {"age": [0, 120]}, **sets})
+
+
+@pytest.mark.slow
+def test_a_private_run_writes_no_exact_statistic_into_model_json_and_generates(tmp_path):
+    cfg = _private_cfg(tmp_path)
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    paths = StagePaths.of(cfg.work_dir, "tiny")
+    text = (paths.model / "model.json").read_text()
+    info = json.loads(text)
+    private = info["transformer"]["private"]
+    assert private["bounds"] == {"age": "declared", "when": "estimated"}
+    assert private["inferred_kinds"] == ["age", "member", "when"]  # job was declared
+    assert "astronaut-zz" not in text and str(EXTREME) not in text
+    assert all(c["stats"] == {} and c["null_rate"] is None for c in info["schema"]["columns"])
+    generate.run(cfg, "tiny")
+    rows = pd.read_parquet(paths.synthetic)
+    assert len(rows) == info["rows"] and rows["age"].max() <= 120
+    assert rows["user_id"].is_unique and rows["user_id"].notna().all()  # fresh: no format or maximum was kept
+    generated = json.loads((paths.synthetic / "_generated.json").read_text())
+    assert set(generated["value_protection"]["skipped"]) == {"age", "when"}
+
+
+def test_a_private_run_refuses_model_auto_before_reading_rows(tmp_path):
+    cfg = _private_cfg(tmp_path, **{"model.name": "auto"})
+    ingest.run(cfg, "tiny")
+    with pytest.raises(ConfigError, match=r"model\.name auto chooses on real validation rows"):
+        train.run(cfg, "tiny")
+
+
+def test_images_are_refused_and_unset_bounds_leave_schema_json_as_before(tmp_path):
+    from pipeline.modalities import image
+
+    with pytest.raises(ConfigError, match=r"covers tables only; set train\.privacy\.epsilon: null"):
+        image.training_data(StagePaths.of(tmp_path, "x"), None, 0, "cpu", privacy=Privacy(1.0, 1e-6, 0))
+    cfg = _private_cfg(tmp_path)
+    assert ingest.ingest_params(cfg, "tiny")["dataset"]["bounds"] == {"age": [0.0, 120.0]}
+    plain = tiny_config(tmp_path, tmp_path / "x.parquet")
+    assert "bounds" not in ingest.ingest_params(plain, "tiny")["dataset"]
