@@ -176,3 +176,48 @@ def test_auto_distributed_and_resume_refuse_in_one_line(tiny_cfg):
     tiny_cfg.train.distributed.nproc_per_node = 2
     with pytest.raises(ConfigError, match="DP-SGD trains in one process"):
         train.run(tiny_cfg, "tiny")
+
+
+@pytest.mark.slow
+def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp_path, tiny_source):
+    """Through the five stages: the manifest's privacy.dp (what each part spent, adding up to at
+    most the budget), dp.epsilon for the gate, the data card's statement, no real-vs-synthetic
+    report in the release; a gate asking for less epsilon refuses, and a model trained without
+    differential privacy fails a dp.epsilon gate as not computed."""
+    import json
+
+    from pipeline import generate, ingest, publish, score, train
+    from pipeline.artifacts import StagePaths
+    from pipeline.release.layout import DATACARD, MANIFEST
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_source, **{
+        "model.name": "diffusion", "model.diffusion.hidden_dims": [32, 32], "train.epochs": 2,
+        "train.privacy.epsilon": 200.0, "datasets.tiny.keep_links": False, "score.report": True,
+        "score.thresholds": {"dp": {"epsilon": {"max": 200}}}})
+    for stage in (ingest, train, generate, score):
+        stage.run(cfg, "tiny")
+    res = publish.run(cfg, "tiny", version="v1")
+    manifest = json.loads((res.path / MANIFEST).read_text())
+    dp = manifest["privacy"]["dp"]
+    assert dp["epsilon"] == pytest.approx(dp["preprocessing"]["epsilon"] + dp["dp_sgd"]["epsilon"])
+    assert 200.0 * 0.9 <= dp["epsilon"] <= 200.0 and dp["budget"]["epsilon"] == 200.0
+    assert dp["dp_sgd"]["steps"] == dp["dp_sgd"]["planned_steps"] > 0
+    assert manifest["metrics"]["dp.epsilon"] == dp["epsilon"] and manifest["gate"]["passed"]
+    assert manifest["reports"] == [DATACARD] and not list(res.path.glob("_report*"))
+    assert (StagePaths.of(cfg.work_dir, "tiny").score / "report.html").exists()  # kept in the work folder
+    card = (res.path / DATACARD).read_text()
+    assert "## Differential privacy" in card and "-differentially private with respect to the" in card
+    assert "The full report stays in the work folder" in card
+
+    cfg.generate.drop_training_copies = True
+    with pytest.raises(ConfigError, match="^generate.drop_training_copies compares each generated row"):
+        generate.run(cfg, "tiny")
+    cfg.generate.drop_training_copies = False
+    cfg.score.thresholds = {"dp.epsilon": {"max": 5}}
+    assert any(f.startswith("dp.epsilon: ") and "> max 5" in f for f in score.run(cfg, "tiny").failures)
+
+    cfg.train.privacy.epsilon = None  # the same gate on a model trained without differential privacy
+    train.run(cfg, "tiny")
+    generate.run(cfg, "tiny")
+    assert "dp.epsilon: not computed" in score.run(cfg, "tiny").failures

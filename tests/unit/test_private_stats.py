@@ -183,7 +183,8 @@ def _private_cfg(tmp_path, **sets) -> Config:
     source = tmp_path / "planted.parquet"
     df.to_parquet(source, index=False)
     return tiny_config(tmp_path, source, target=None, **{
-        "model.name": "tvae", "train.epochs": 1, "train.privacy.epsilon": 500.0,
+        "model.name": "diffusion", "model.diffusion.hidden_dims": [32, 32], "train.epochs": 1,
+        "train.privacy.epsilon": 500.0,
         "datasets.tiny.column_types": {"job": "categorical", "user_id": "id"},
         "datasets.tiny.bounds": {"age": [0, 120]}, **sets})
 
