@@ -32,7 +32,7 @@ from pipeline.settings import epochs_for
 from pipeline.training import distributed
 from pipeline.training.auto import choose
 from pipeline.training.loop import TrainState, batch_plan, checkpoint_info, fit, pick_device
-from pipeline.training.private import Budget, budget
+from pipeline.training.private import Budget, budget, secret_seed
 from pipeline.training.resume import Resume
 from pipeline.training.setup import build_model
 
@@ -110,7 +110,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     # draws from all of them (ctgan's training-by-sampling).
     ranked = rank is not None and not model_class(cfg.model.name).needs_whole_table
     rank_slice = (rank.rank, rank.world) if ranked else None
-    privacy = _private_preprocessing(cfg, dataset, paths, train_settings)  # None unless train.privacy.epsilon
+    noise_seed = secret_seed() if train_settings.privacy.epsilon is not None else None  # DP: never published
+    privacy = _private_preprocessing(cfg, dataset, paths, train_settings, noise_seed)  # None unless DP
     data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice,
                                  **({"privacy": privacy} if privacy is not None else {}))
     if data.rank_share:
@@ -127,7 +128,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
-        dp_budget = _private_budget(cfg, data)
+        dp_budget = _private_budget(cfg, data, noise_seed)
         state = _fit(cfg, model, data.tensor, train_settings, paths, Resume.NO if dp_budget else resume,
                      rank_share=data.rank_share, budget=dp_budget)
     seconds = time.perf_counter() - t0
@@ -154,7 +155,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         "modality": model.modality,
         **({"auto": chosen} if auto else {}),
         **data.described,
-        **({"privacy": _privacy_record(dp_budget, data.described, state)} if dp_budget else {}),
+        **({"privacy": _privacy_record(dp_budget, data.described, state),
+            "privacy_noise_seed": noise_seed} if dp_budget else {}),  # the secret stays in the work folder
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
@@ -207,10 +209,10 @@ def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
                     "the plain modules)")
 
 
-def _private_budget(cfg: Config, data) -> Budget | None:
+def _private_budget(cfg: Config, data, noise_seed: int | None) -> Budget | None:
     """The DP budget of this run, once the transformer is fitted: refused unless that fit was itself
     private (its state records what it spent), so that no release claims a guarantee it lacks."""
-    b = budget(cfg.train.privacy, data.rows)
+    b = budget(cfg.train.privacy, data.rows, noise_seed or 0)
     if b is not None and "private" not in data.described.get("transformer", {}):
         raise ConfigError("train.privacy: the transformer was fitted from exact statistics of the real rows, "
                           "outside the budget; this build cannot train privately, set train.privacy.epsilon: null")
@@ -292,7 +294,7 @@ def _fingerprint(cfg: Config, paths: StagePaths) -> str:
     return f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
 
 
-def _private_preprocessing(cfg: Config, dataset: str, paths: StagePaths, train_settings):
+def _private_preprocessing(cfg: Config, dataset: str, paths: StagePaths, train_settings, noise_seed: int | None):
     """What the transformer's private fit spends and knows (``private_stats.Privacy``: the budget's
     preprocessing part, the seed, the declared bounds), or None when differential privacy is off.
     Refuses, before any row is read, what would read the real rows outside the budget."""
@@ -307,5 +309,5 @@ def _private_preprocessing(cfg: Config, dataset: str, paths: StagePaths, train_s
                           "does not cover; name one model (e.g. model.name: diffusion)")
     rows = prepared_rows(paths)  # the count alone (the file's footer): public under the guarantee
     dp = budget(train_settings.privacy, min(rows, cfg.train.max_rows or rows))
-    return Privacy(dp.preprocessing_epsilon, dp.preprocessing_delta, cfg.seed, dict(cfg.dataset(dataset).bounds),
+    return Privacy(dp.preprocessing_epsilon, dp.preprocessing_delta, noise_seed, dict(cfg.dataset(dataset).bounds),
                    dataset)

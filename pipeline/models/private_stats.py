@@ -38,9 +38,9 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
 * Value protection's tails (``low``/``high``, ``finite_rows``) are not recorded; category counts are
   the noisy ones.
 
-The noise comes from numpy's ``Generator`` seeded by the run's seed: not a cryptographically secure
-source (as Opacus' default, non-secure mode), so an attacker who knows the seed and the code could
-subtract it. Keep the seed secret, or treat the guarantee as holding against attackers who do not.
+The noise comes from numpy's ``Generator`` seeded by the run's secret noise seed
+(``pipeline.training.private.secret_seed``: drawn from the operating system's secure source, kept
+in the work folder, never released), not by the published ``seed``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ _MIN_EXP, _MAX_EXP = -32, 500
 @dataclass(frozen=True)
 class Privacy:
     """What the private fit spends and knows: the preprocessing part of the budget
-    (``pipeline.training.private.Budget``), the run's seed and the declared bounds
+    (``pipeline.training.private.Budget``), the run's secret noise seed and the declared bounds
     (``datasets.<name>.bounds``: column -> [low, high], dates as ISO text)."""
 
     epsilon: float

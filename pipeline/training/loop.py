@@ -177,7 +177,7 @@ def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], 
     model's loss figures over the steps, still on the device. Under DP-SGD (``dp``) the batches are
     Poisson samples instead (``steps`` of them, each row in each with probability batch / rows)."""
     if dp is not None:
-        return _private_epoch(model, opts, data, batch_gen, steps, amp, bar, dp)
+        return _private_epoch(model, opts, data, steps, amp, bar, dp)
     sums: dict[str, torch.Tensor] = {}
     # Batches are drawn on the device: no host round trip per step.
     order = torch.randperm(data.shape[0], device=data.device, generator=batch_gen)
@@ -201,9 +201,8 @@ def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], 
     return sums
 
 
-def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor,
-                   batch_gen: torch.Generator, steps: int, amp: contextlib.AbstractContextManager, bar: Progress,
-                   dp: DPSGD) -> dict[str, torch.Tensor]:
+def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor, steps: int,
+                   amp: contextlib.AbstractContextManager, bar: Progress, dp: DPSGD) -> dict[str, torch.Tensor]:
     """``train_epoch`` under DP-SGD: one phase, Poisson batches, each step counted by the accountant."""
     sums: dict[str, torch.Tensor] = {}
     (name, opt), = opts.items()
@@ -211,7 +210,7 @@ def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer
     for step in range(steps):
         if step and cancel.requested() is not None and not _ends_soon(step, steps, started, 1):
             cancel.check()
-        real = dp.batch_of(data, batch_gen)
+        real = dp.batch_of(data)
         opt.zero_grad(set_to_none=True)
         if real.shape[0]:
             with amp:
@@ -323,8 +322,7 @@ def fit(
            else contextlib.nullcontext())
     dp = None
     if budget is not None:
-        dp = DPSGD(model.private_module(), opts, budget, cfg.privacy, data.shape[0], batch, asked * steps, seed,
-                   device)
+        dp = DPSGD(model.private_module(), opts, budget, cfg.privacy, data.shape[0], batch, asked * steps, device)
         log.info("DP-SGD: noise multiplier %.4f for %d steps at sampling rate %.4g (epsilon %.3g, delta %.3g; "
                  "%s accountant)", dp.noise, dp.planned, dp.rate, budget.sgd_epsilon, budget.sgd_delta, dp.kind)
     if cfg.compile and dp is None:  # (Opacus' hooks need the plain modules)

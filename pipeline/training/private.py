@@ -11,10 +11,17 @@ training rows is treated as public, as Opacus and MOSTLY AI's engine do):
   multiplier Opacus' accountant finds for the planned steps; the accountant counts what was spent;
 * the two add up (sequential composition); the weight average, the sampler and value protection
   only post-process the private model.
+
+The noise and the Poisson batches come from a secret seed (``Budget.noise_seed``), drawn from the
+operating system's secure source for every run (``secret_seed``) and kept only in the work folder
+(model.json's ``privacy_noise_seed``), never in the release: the run's ``seed`` is published with
+its lineage, and noise anyone can regenerate from it protects nothing. So a DP run is not
+reproducible from params and seed alone, by design; with the secret it is (the same bytes).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,7 +29,7 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.settings import PrivacySettings, dp_delta
 
-NOISE_SEED = 7_919  # the DP noise's generator is seeded with seed + this (apart from the batches' draws)
+SAMPLING_SEED = 7_919  # the Poisson batches' generator: noise_seed + this (the noise's: noise_seed)
 
 
 @dataclass(frozen=True)
@@ -35,18 +42,26 @@ class Budget:
     preprocessing_delta: float
     sgd_epsilon: float
     sgd_delta: float
+    noise_seed: int = 0  # secret: seeds the noise and the batches (never in a release)
 
     def record(self) -> dict[str, float]:
-        return asdict(self)
+        """The budget as the release may show it (without the secret seed)."""
+        return {k: v for k, v in asdict(self).items() if k != "noise_seed"}
 
 
-def budget(privacy: PrivacySettings, rows: int) -> Budget | None:
+def secret_seed() -> int:
+    """A seed for a DP run's noise from the operating system's secure source (``secrets``)."""
+    return secrets.randbits(62)
+
+
+def budget(privacy: PrivacySettings, rows: int, noise_seed: int = 0) -> Budget | None:
     """The budget ``train.privacy`` sets for ``rows`` training rows, split between the transformer's
-    statistics (``preprocessing_share``) and DP-SGD; None when differential privacy is off."""
+    statistics (``preprocessing_share``) and DP-SGD, its noise from ``noise_seed`` (a secret:
+    ``secret_seed``); None when differential privacy is off."""
     if privacy.epsilon is None:
         return None
     eps, delta, share = float(privacy.epsilon), dp_delta(privacy.delta, rows), privacy.preprocessing_share
-    return Budget(eps, delta, eps * share, delta * share, eps * (1 - share), delta * (1 - share))
+    return Budget(eps, delta, eps * share, delta * share, eps * (1 - share), delta * (1 - share), noise_seed)
 
 
 class DPSGD:
@@ -63,8 +78,7 @@ class DPSGD:
     ``optimizer`` is replaced by the private one in ``opts``."""
 
     def __init__(self, module: torch.nn.Module, opts: dict[str, torch.optim.Optimizer], budget: Budget,
-                 privacy: PrivacySettings, rows: int, batch: int, planned_steps: int, seed: int,
-                 device: torch.device):
+                 privacy: PrivacySettings, rows: int, batch: int, planned_steps: int, device: torch.device):
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
         from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleHooksFastGradientClipping
@@ -85,8 +99,9 @@ class DPSGD:
         self.hooks = GradSampleHooksFastGradientClipping(module, batch_first=True, loss_reduction="mean",
                                                          max_grad_norm=self.clip, use_ghost_clipping=True)
         (name, plain), = opts.items()
-        # Noise from its own seeded generator: the same params and seed give the same model.
-        noise_gen = torch.Generator(device=device).manual_seed(seed + NOISE_SEED)
+        # Noise and batches from the budget's secret seed (the same secret gives the same model).
+        noise_gen = torch.Generator(device=device).manual_seed(budget.noise_seed)
+        self.sampler = torch.Generator(device=device).manual_seed(budget.noise_seed + SAMPLING_SEED)
         self.optimizer = opts[name] = DPOptimizerFastGradientClipping(
             plain, noise_multiplier=self.noise, max_grad_norm=self.clip, expected_batch_size=batch,
             loss_reduction="mean", generator=noise_gen)
@@ -94,10 +109,10 @@ class DPSGD:
         self.accountant = create_accountant(mechanism=self.kind)
         self.steps = 0
 
-    def batch_of(self, data: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def batch_of(self, data: torch.Tensor) -> torch.Tensor:
         """A Poisson batch: each row of ``data`` in it with probability ``rate``, independently
         (the sampling the accountant assumes; the batch size varies, and may be zero)."""
-        keep = torch.rand(data.shape[0], device=data.device, generator=generator) < self.rate
+        keep = torch.rand(data.shape[0], device=data.device, generator=self.sampler) < self.rate
         return data[keep]
 
     def backward(self, row_loss: torch.Tensor) -> None:

@@ -89,7 +89,7 @@ def test_ghost_clipping_sums_each_rows_gradient_clipped():
     opts = {"denoiser": torch.optim.Adam(params)}
     b = budget(PrivacySettings(epsilon=3.0, max_grad_norm=clip), rows=600)
     dp = DPSGD(model.generator, opts, b, PrivacySettings(epsilon=3.0, max_grad_norm=clip), rows=600, batch=16,
-               planned_steps=10, seed=0, device=torch.device("cpu"))
+               planned_steps=10, device=torch.device("cpu"))
     torch.manual_seed(5)
     row_loss, figures = model.row_loss("denoiser", batch)
     dp.backward(row_loss)
@@ -205,6 +205,10 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
     assert dp["dp_sgd"]["steps"] == dp["dp_sgd"]["planned_steps"] > 0
     assert manifest["metrics"]["dp.epsilon"] == dp["epsilon"] and manifest["gate"]["passed"]
     assert manifest["reports"] == [DATACARD] and not list(res.path.glob("_report*"))
+    secret = json.loads((StagePaths.of(cfg.work_dir, "tiny").model / "model.json").read_text())["privacy_noise_seed"]
+    assert isinstance(secret, int) and all(str(secret) not in f.read_text(errors="replace")
+                                           for f in res.path.iterdir() if f.suffix in (".json", ".md"))
+    assert str(secret).encode() not in b"".join(f.read_bytes() for f in res.path.glob("*.parquet"))
     assert (StagePaths.of(cfg.work_dir, "tiny").score / "report.html").exists()  # kept in the work folder
     card = (res.path / DATACARD).read_text()
     assert "## Differential privacy" in card and "-differentially private with respect to the" in card
