@@ -198,6 +198,12 @@ def release_summary(manifest: dict, latest: bool = False, ref: str | None = None
     if run.get("flow_run_id"):
         lines.append(f"run      {_plain(run.get('orchestrator'))} flow {_plain(run.get('flow'))}, "
                      f"run {_plain(run.get('flow_run_id'))}")
+    dp = _dict(_dict(m.get("privacy")).get("dp"))
+    if dp:
+        sgd = _dict(dp.get("dp_sgd"))
+        lines.append(f"privacy  ({_sig(dp.get('epsilon'))}, {_sig(dp.get('delta'))})-differentially private "
+                     f"(DP-SGD, {_plain(sgd.get('accountant'))} accountant, noise multiplier "
+                     f"{_sig(sgd.get('noise_multiplier'))}; the data card says what it covers)")
     thresholds = _dict(gate.get("thresholds"))
     headline = headline_keys()
     keys = [k for k in headline if k in metrics] + [k for k in thresholds if k not in headline]

@@ -213,6 +213,9 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
     card = (res.path / DATACARD).read_text()
     assert "## Differential privacy" in card and "-differentially private with respect to the" in card
     assert "The full report stays in the work folder" in card
+    from pipeline.datacard import release_summary
+
+    assert "-differentially private (DP-SGD, rdp accountant" in release_summary(manifest)
 
     cfg.generate.drop_training_copies = True
     with pytest.raises(ConfigError, match="^generate.drop_training_copies compares each generated row"):
