@@ -69,7 +69,8 @@ def test_every_side_gets_the_same_epsilon_and_delta():
     assert "--max-epsilon" not in plain and "--value-protection-epsilon" not in plain
     quick = dp_frontier.parse_args(["--quick", "--dpmm-python", "/d/python"])
     q = dp_frontier.peer_command("aim", 1.0, quick, files, 100, 0, 2)
-    assert q[q.index("--max-model-size") + 1] == "1.0" and q[q.index("--iters") + 1] == "20"
+    assert q[q.index("--max-model-size") + 1] == "1.0" and q[q.index("--iters") + 1] == "20" and "--public-bounds" in q
+    assert "--public-bounds" not in aim  # dpmm estimates the bounds privately unless told
 
 
 def test_summary_gives_mean_and_sd_per_epsilon_and_side_in_order():
