@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from model_frontier import DATASETS, summary  # noqa: E402
-from vs_mostly import score_rows  # noqa: E402
+from vs_mostly import cell, score_rows  # noqa: E402
 
 from pipeline.artifacts import StagePaths, load_prepared  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
@@ -224,11 +224,7 @@ def table_lines(result: dict) -> list[str]:
     lines = [f"{'epsilon':8} {'side':7} " + " ".join(f"{heads[c]:>{width}}" for c in COLUMNS)]
     for label, sides in result.items():
         for side, row in sides.items():
-            cells = []
-            for c in COLUMNS:
-                mean, sd = row[c]
-                digits = 1 if c == "train_s" else 2 if c == "epsilon_spent" else 3
-                cells.append("n/a" if mean is None else f"{mean:,.{digits}f} ± {sd:,.{digits}f}")
+            cells = [cell(row[c], 1 if c == "train_s" else 2 if c == "epsilon_spent" else 3) for c in COLUMNS]
             lines.append(f"{label:8} {side:7} " + " ".join(f"{cell:>{width}}" for cell in cells))
     return lines
 

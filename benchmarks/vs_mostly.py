@@ -223,17 +223,19 @@ def summarize(runs: dict[str, list[dict[str, dict]]]) -> dict:
     return result
 
 
+def cell(figure: list, digits: int) -> str:
+    """A [mean, sd] pair as printed: ``mean ± sd`` to ``digits`` decimals, n/a without a mean."""
+    mean, sd = figure
+    return "n/a" if mean is None else f"{mean:,.{digits}f} ± {sd:,.{digits}f}"
+
+
 def table_lines(result: dict) -> list[str]:
     """The printed table: a row per table and side, each column ``mean ± sd``."""
     widths = {c: 19 for c in COLUMNS}
     lines = [f"{'table':9} {'side':12} " + " ".join(f"{c:>{widths[c]}}" for c in COLUMNS)]
     for table, sides in result.items():
         for side, row in sides.items():
-            cells = []
-            for c in COLUMNS:
-                mean, sd = row[c]
-                digits = 1 if c in ("train_s", "rows_per_s", "epochs") else 3
-                cells.append("n/a" if mean is None else f"{mean:,.{digits}f} ± {sd:,.{digits}f}")
+            cells = [cell(row[c], 1 if c in ("train_s", "rows_per_s", "epochs") else 3) for c in COLUMNS]
             lines.append(f"{table:9} {side:12} " + " ".join(f"{cell:>{widths[c]}}" for c, cell in zip(COLUMNS, cells)))
     return lines
 
