@@ -137,11 +137,6 @@ def ours(cfg, table: str) -> dict:
 
 def peer(cfg, table: str, rows: int, seed: int, args, folder: Path) -> dict:
     """MOSTLY AI's engine on our prepared training rows, its rows scored by our score stage."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.typed import conform
-
     paths = StagePaths.of(cfg.work_dir, table)
     train, _, schema, _ = load_prepared(paths)
     ids = [c.name for c in schema.columns if c.kind == "id"]
@@ -160,21 +155,30 @@ def peer(cfg, table: str, rows: int, seed: int, args, folder: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{table} seed {seed}: the peer runner failed (exit {done.returncode}; its output is above)")
     timing = json.loads(done.stdout.strip().splitlines()[-1])
+    metrics = score_rows(cfg, table, out_file, seed, "mostlyai-engine TabularARGN")
+    return {"train_s": timing["fit_s"], "rows_per_s": timing["rows"] / timing["generate_s"],
+            "epochs": timing["epochs"], "peer": timing, **{k: metrics.get(key) for k, key in METRICS.items()}}
 
-    # Its rows in our prepared schema, released where our generate stage puts its shards.
+
+def score_rows(cfg, table: str, syn_file: Path, seed: int, model: str) -> dict:
+    """A peer's rows (Parquet) cast to our prepared schema, released where our generate stage puts
+    its shards (``<work>/<table>/synthetic/``), and scored by our score stage: its metrics."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    syn = conform(pd.read_parquet(out_file), out_file, schema, cfg.dataset(table))
+    from pipeline.typed import conform
+
+    paths = StagePaths.of(cfg.work_dir, table)
+    schema = load_prepared(paths)[2]
+    syn = conform(pd.read_parquet(syn_file), syn_file, schema, cfg.dataset(table))
     with atomic_dir(paths.synthetic) as tmp:
         shard = tmp / shard_name(0)
         pq.write_table(schema.to_release(pa.Table.from_pandas(syn, schema=schema.arrow(), preserve_index=False)),
                        shard)
-        write_json(tmp / paths.generated.name, {
-            "dataset": table, "rows": len(syn), "shards": 1, "seed": seed, "model": "mostlyai-engine TabularARGN",
-            "data_hash": sha256_files([shard])})
-    metrics = run_stage("score", cfg, table).metrics
-    return {"train_s": timing["fit_s"], "rows_per_s": timing["rows"] / timing["generate_s"],
-            "epochs": timing["epochs"], "peer": timing, **{k: metrics.get(key) for k, key in METRICS.items()}}
+        write_json(tmp / paths.generated.name, {"dataset": table, "rows": len(syn), "shards": 1, "seed": seed,
+                                                "model": model, "data_hash": sha256_files([shard])})
+    return run_stage("score", cfg, table).metrics
 
 
 def run_table(table: str, seed: int, args, overrides: dict) -> dict[str, dict]:
@@ -219,17 +223,19 @@ def summarize(runs: dict[str, list[dict[str, dict]]]) -> dict:
     return result
 
 
+def cell(figure: list, digits: int) -> str:
+    """A [mean, sd] pair as printed: ``mean ± sd`` to ``digits`` decimals, n/a without a mean."""
+    mean, sd = figure
+    return "n/a" if mean is None else f"{mean:,.{digits}f} ± {sd:,.{digits}f}"
+
+
 def table_lines(result: dict) -> list[str]:
     """The printed table: a row per table and side, each column ``mean ± sd``."""
     widths = {c: 19 for c in COLUMNS}
     lines = [f"{'table':9} {'side':12} " + " ".join(f"{c:>{widths[c]}}" for c in COLUMNS)]
     for table, sides in result.items():
         for side, row in sides.items():
-            cells = []
-            for c in COLUMNS:
-                mean, sd = row[c]
-                digits = 1 if c in ("train_s", "rows_per_s", "epochs") else 3
-                cells.append("n/a" if mean is None else f"{mean:,.{digits}f} ± {sd:,.{digits}f}")
+            cells = [cell(row[c], 1 if c in ("train_s", "rows_per_s", "epochs") else 3) for c in COLUMNS]
             lines.append(f"{table:9} {side:12} " + " ".join(f"{cell:>{widths[c]}}" for c, cell in zip(COLUMNS, cells)))
     return lines
 

@@ -61,6 +61,11 @@ def features(frames: list[pd.DataFrame], schema: TableSchema, exclude: tuple[str
 
 
 def _fit_score(task: str, metric: str, X, y, Xt, yt, is_cat, classes) -> float:
+    empty = X.columns[X.isna().all()]
+    if len(empty):
+        # A column with no value on the training side (a DP release may hold none of a rare number)
+        # carries nothing to learn; scikit-learn cannot bin it, so it becomes one constant.
+        X = X.assign(**{c: 0.0 for c in empty})
     if task == "regression":
         model = HistGradientBoostingRegressor(random_state=0, categorical_features=is_cat or None)
         model.fit(X, y)

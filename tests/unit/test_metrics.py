@@ -11,7 +11,7 @@ from pipeline.metrics import evaluate_gate
 from pipeline.metrics.fidelity import score_fidelity
 from pipeline.metrics.privacy import exact_match_rate
 from pipeline.metrics.utility import score_utility
-from pipeline.schema import TableSchema, describe, infer_kind
+from pipeline.schema import DISCRETE_KINDS, TableSchema, describe, infer_kind
 from tests.conftest import ADULT, tiny_frame
 
 SDTYPE = {"continuous": "numerical", "integer": "numerical", "datetime": "datetime",
@@ -103,6 +103,18 @@ def test_utility_tstr_close_to_trtr_when_synthetic_is_real():
     assert score_utility(train, hold, noise, schema, "income").tstr < copy.trtr - 0.1
     reg = score_utility(train, hold, train, schema, "score")
     assert reg.metric == "r2"
+
+
+def test_utility_scores_a_release_with_a_numeric_column_left_empty():
+    df = tiny_frame(1200)
+    schema = _schema(df)
+    train, hold = df.iloc[:800], df.iloc[800:]
+    num = next(c.name for c in schema.modeled if c.kind not in DISCRETE_KINDS and c.name != "income")
+    syn = train.copy()
+    syn[num] = np.nan  # e.g. a DP peer's release that kept no value of a column
+    without = score_utility(train, hold, train.drop(columns=[num]).assign(**{num: 0}), schema, "income")
+    got = score_utility(train, hold, syn, schema, "income")
+    assert got.tstr == pytest.approx(without.tstr) and got.trtr == without.trtr
 
 
 def test_gate_checks_min_max_and_missing_keys():
