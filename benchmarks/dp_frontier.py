@@ -27,7 +27,7 @@ wall time; the engine's split + analyze + encode + train; dpmm's binning + AIM f
 
 ``--quick``: a smoke test, not a result: 2,000 training and 2,000 held-out rows (a seeded sample of
 Adult's files), our model 2 epochs, the engine 1 epoch, AIM with max_model_size 1, 20 iterations
-and public bounds (too few rows for dpmm's private bounds at epsilon 1).
+and public bounds for every side (too few rows for private bounds at epsilon 1).
 
 Prints a line per run, then a table (mean ± sample sd over the seeds, per epsilon and side; ``spent``
 is the epsilon each side reports it spent) and, last, one JSON line ``{"table": "adult", "rows": N,
@@ -176,6 +176,9 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
     with tempfile.TemporaryDirectory(prefix="dp-frontier-") as tmp:
         folder = Path(tmp)
         entry = quick_entry(folder / "data") if args.quick else dict(DATASETS[TABLE])
+        # Value links are exact value pairs of the real rows, outside any budget: a DP run refuses them,
+        # so every side here (the "off" run too) trains on the same prepared rows without them.
+        entry["keep_links"] = False
         sets = {"seed": seed, "work_dir": str(folder / "work"), "metrics_dir": str(folder / "metrics"),
                 "publish.release_root": str(folder / "releases"), "datasets": {TABLE: entry},
                 "score.report": False, "score.thresholds": {}, "train.budget_seconds": args.budget_seconds,
@@ -185,6 +188,10 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
         run_stage("ingest", cfg, TABLE)
         train, _, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, TABLE))
         sets["generate.rows"] = len(train)
+        if args.quick:  # 2,000 rows are too few to estimate ranges privately: public bounds, as AIM's in --quick
+            numeric = [c.name for c in schema.modeled if c.kind in ("continuous", "integer")]
+            sets["datasets"] = {TABLE: {**entry, "bounds": {c: [float(train[c].min()), float(train[c].max())]
+                                                            for c in numeric}}}
         train[schema.names].to_parquet(folder / "peer_train.parquet", index=False)
         args.rows = len(train)
         for label in args.epsilons:
