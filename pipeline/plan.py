@@ -96,10 +96,31 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     out["model"].update(epochs=epochs, decay_epochs=cfg.train.lr_decay * epochs)
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
+    if cfg.train.privacy.epsilon is not None:
+        out["dp"] = _dp_plan(cfg, trains_on, epochs)
     if estimate and handler.TIMED_ESTIMATE:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"], epochs)
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
     return out
+
+
+def _dp_plan(cfg: Config, rows: int, epochs: int) -> dict[str, Any]:
+    """What a DP run will spend and how (``train.privacy``): the budget's parts, the DP-SGD steps
+    and the noise multiplier Opacus' accountant finds for them (None when the budget is too small)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from pipeline.training.private import budget
+
+    b = budget(cfg.train.privacy, rows)
+    batch = min(cfg.train.batch_size, rows)
+    steps, rate = epochs * max(1, rows // batch), batch / rows
+    try:
+        noise = get_noise_multiplier(target_epsilon=b.sgd_epsilon, target_delta=b.sgd_delta, sample_rate=rate,
+                                     steps=steps, accountant=cfg.train.privacy.accountant)
+    except ValueError:
+        noise = None
+    return {**b.record(), "steps": steps, "sample_rate": rate, "noise_multiplier": noise,
+            "accountant": cfg.train.privacy.accountant, "max_grad_norm": cfg.train.privacy.max_grad_norm}
 
 
 def _leading(parts: list, source, ds, dataset: str, rows: int, folder: Path):
@@ -278,6 +299,13 @@ def render(p: dict[str, Any]) -> str:
                     "leaves" if m.get("budget_seconds") else
                     f", learning rates falling to zero over the last {m['decay_epochs']:g} epochs")
                  + (f", budget {m['budget_seconds']:.0f}s" if m.get("budget_seconds") else ""))
+    if p.get("dp"):
+        d = p["dp"]
+        lines.append(f"  differential privacy: epsilon {d['epsilon']:g}, delta {d['delta']:.3g} (preprocessing "
+                     f"{d['preprocessing_epsilon']:.3g}, DP-SGD {d['sgd_epsilon']:.3g}); DP-SGD {d['steps']:,} steps "
+                     f"at sampling rate {d['sample_rate']:.4g}, rows clipped to {d['max_grad_norm']:g}, " +
+                     (f"noise multiplier {d['noise_multiplier']:.3f} ({d['accountant']} accountant)"
+                      if d["noise_multiplier"] is not None else "budget too small for these steps: train refuses"))
     gen = p["generate"]
     lines.append(f"  generate: {gen['rows']:,} rows in {gen['shards']} shard(s), {gen['workers']} worker(s)"
                  + (f", conditions {gen['conditions']}" if gen["conditions"] else ""))

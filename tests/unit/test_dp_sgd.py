@@ -228,3 +228,25 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
     train.run(cfg, "tiny")
     generate.run(cfg, "tiny")
     assert "dp.epsilon: not computed" in score.run(cfg, "tiny").failures
+
+
+@pytest.mark.slow
+def test_validate_says_what_a_dp_run_will_spend(tiny_cfg):
+    """validate's plan: the budget's parts, the DP-SGD steps and the noise multiplier Opacus'
+    accountant finds for them, as train will find it."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from pipeline.plan import plan, render
+
+    tiny_cfg.train.privacy.epsilon = 4.0
+    tiny_cfg.train.epochs = 5
+    p = plan(tiny_cfg, "tiny", estimate=False)
+    d = p["dp"]
+    rows = p["rows"]["train"]
+    assert (d["preprocessing_epsilon"], d["sgd_epsilon"]) == pytest.approx((0.4, 3.6))
+    assert d["steps"] == 5 * (rows // 40) and d["sample_rate"] == pytest.approx(40 / rows)
+    assert d["noise_multiplier"] == get_noise_multiplier(target_epsilon=3.6, target_delta=d["sgd_delta"],
+                                                         sample_rate=40 / rows, steps=d["steps"])
+    assert f"differential privacy: epsilon 4, delta {1 / (10 * rows):.3g}" in render(p)
+    tiny_cfg.train.privacy.epsilon = 1e-4
+    assert "budget too small for these steps: train refuses" in render(plan(tiny_cfg, "tiny", estimate=False))
