@@ -21,8 +21,9 @@ METRICS = [
 
 
 def guarantee(evidence) -> SuiteResult:
-    model = evidence.paths.model / "model.json"
-    dp = ((read_json(model) if model.is_file() else {}).get("privacy") or {}).get("dp") or {}
+    paths = getattr(evidence, "paths", None)  # (evidence built without a work folder: no train record)
+    model = paths.model / "model.json" if paths is not None else None
+    dp = ((read_json(model) if model is not None and model.is_file() else {}).get("privacy") or {}).get("dp") or {}
     if "epsilon" not in dp:
         return SuiteResult({})
     return SuiteResult({"dp.epsilon": float(dp["epsilon"]), "dp.delta": float(dp["delta"])},

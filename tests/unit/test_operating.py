@@ -123,7 +123,7 @@ def test_train_generate_and_score_report_progress_with_their_figures(tiny_cfg, c
     families = [r.fields["family"] for r in caplog.records if r.name == "pipeline.score" and "family" in
                 getattr(r, "fields", {})]
     assert families == ["fidelity", "precision_recall", "coverage", "detection", "utility", "privacy", "membership",
-                        "anonymity"]
+                        "anonymity", "dp"]
     done = [r.getMessage() for r in caplog.records if r.name == "pipeline" and r.getMessage().endswith("s")
             and " done in " in r.getMessage()]
     assert [m.split()[0] for m in done] == ["ingest", "train", "generate", "score"]
