@@ -109,11 +109,12 @@ def _dp_plan(cfg: Config, rows: int, epochs: int) -> dict[str, Any]:
     and the noise multiplier Opacus' accountant finds for them (None when the budget is too small)."""
     from opacus.accountants.utils import get_noise_multiplier
 
+    from pipeline.training.loop import batch_plan
     from pipeline.training.private import budget
 
     b = budget(cfg.train.privacy, rows)
-    batch = min(cfg.train.batch_size, rows)
-    steps, rate = epochs * max(1, rows // batch), batch / rows
+    batch, per_epoch = batch_plan(cfg.train.batch_size, 1, 1, rows)  # as the loop plans it
+    steps, rate = epochs * per_epoch, batch / rows
     try:
         noise = get_noise_multiplier(target_epsilon=b.sgd_epsilon, target_delta=b.sgd_delta, sample_rate=rate,
                                      steps=steps, accountant=cfg.train.privacy.accountant)

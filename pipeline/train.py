@@ -110,10 +110,12 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     # draws from all of them (ctgan's training-by-sampling).
     ranked = rank is not None and not model_class(cfg.model.name).needs_whole_table
     rank_slice = (rank.rank, rank.world) if ranked else None
-    noise_seed = secret_seed() if train_settings.privacy.epsilon is not None else None  # DP: never published
-    privacy = _private_preprocessing(cfg, dataset, paths, train_settings, noise_seed)  # None unless DP
+    dp_budget = _private_budget(cfg, paths)  # None unless train.privacy.epsilon
     data = handler.training_data(paths, model_settings, cfg.seed, device, cfg.train.max_rows, rank_slice,
-                                 **({"privacy": privacy} if privacy is not None else {}))
+                                 **({"privacy": _private_fit(cfg, dataset, dp_budget)} if dp_budget else {}))
+    if dp_budget is not None and "private" not in data.described["transformer"]:  # no guarantee it lacks
+        raise ConfigError("train.privacy: the transformer was fitted from exact statistics of the real rows, "
+                          "outside the budget; this build cannot train privately, set train.privacy.epsilon: null")
     if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
                  data.rows)
@@ -121,14 +123,12 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     log.info("transform: %d rows -> %d features in %.2fs", *data.tensor.shape, t_transform)
 
     torch.manual_seed(cfg.seed)
-    dp_budget = None
     if auto:  # every candidate trained and scored on a validation part of the training rows; the best kept
         model, state, chosen = choose(data.frame, data.tensor, data.codec, data.schema, model_settings,
                                       train_settings, cfg.seed, device)
         _write_log(paths, state.history)
     else:
         model = build_model(model_settings, train_settings, data.codec).to(device)
-        dp_budget = _private_budget(cfg, data, noise_seed)
         state = _fit(cfg, model, data.tensor, train_settings, paths, Resume.NO if dp_budget else resume,
                      rank_share=data.rank_share, budget=dp_budget)
     seconds = time.perf_counter() - t0
@@ -156,7 +156,7 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
         **({"auto": chosen} if auto else {}),
         **data.described,
         **({"privacy": _privacy_record(dp_budget, data.described, state),
-            "privacy_noise_seed": noise_seed} if dp_budget else {}),  # the secret stays in the work folder
+            "privacy_noise_seed": dp_budget.noise_seed} if dp_budget else {}),  # the secret stays in the work folder
     }
     with atomic_dir(paths.model) as tmp:
         torch.save(model.inference_state(), tmp / "model.pt")
@@ -209,24 +209,24 @@ def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
                     "the plain modules)")
 
 
-def _private_budget(cfg: Config, data, noise_seed: int | None) -> Budget | None:
-    """The DP budget of this run, once the transformer is fitted: refused unless that fit was itself
-    private (its state records what it spent), so that no release claims a guarantee it lacks."""
-    b = budget(cfg.train.privacy, data.rows, noise_seed or 0)
-    if b is not None and "private" not in data.described.get("transformer", {}):
-        raise ConfigError("train.privacy: the transformer was fitted from exact statistics of the real rows, "
-                          "outside the budget; this build cannot train privately, set train.privacy.epsilon: null")
-    return b
+def _private_budget(cfg: Config, paths: StagePaths) -> Budget | None:
+    """This run's DP budget (None when differential privacy is off), for the rows it trains on (the
+    count alone, from the file's footer: public under the guarantee), its noise from a fresh secret
+    seed (``secret_seed``: never published)."""
+    if cfg.train.privacy.epsilon is None:
+        return None
+    from pipeline.artifacts import prepared_rows
+
+    rows = prepared_rows(paths)
+    return budget(cfg.train.privacy, min(rows, cfg.train.max_rows or rows), secret_seed())
 
 
 def _privacy_record(b: Budget, described: dict, state: TrainState) -> dict:
     """model.json's ``privacy``: the (epsilon, delta) guarantee, the budget as set, and what each
     part spent (sequential composition: the parts add up)."""
-    pre = described["transformer"]["private"]
-    sgd = state.privacy or {}
-    spent_eps = float(pre.get("epsilon", b.preprocessing_epsilon)) + float(sgd.get("epsilon", 0.0))
-    spent_delta = float(pre.get("delta", b.preprocessing_delta)) + float(sgd.get("delta", 0.0))
-    return {"dp": {"epsilon": spent_eps, "delta": spent_delta, "budget": b.record(),
+    pre, sgd = described["transformer"]["private"], state.privacy
+    return {"dp": {"epsilon": pre["epsilon"] + sgd["epsilon"], "delta": pre["delta"] + sgd["delta"],
+                   "budget": b.record(),
                    "neighbouring": "add or remove one training row (the row count is public)",
                    "preprocessing": pre, "dp_sgd": sgd}}
 
@@ -294,20 +294,10 @@ def _fingerprint(cfg: Config, paths: StagePaths) -> str:
     return f"{cfg.fingerprint('model')}-{data_hash[:12]}-{recipe_hash}"
 
 
-def _private_preprocessing(cfg: Config, dataset: str, paths: StagePaths, train_settings, noise_seed: int | None):
-    """What the transformer's private fit spends and knows (``private_stats.Privacy``: the budget's
-    preprocessing part, the seed, the declared bounds), or None when differential privacy is off.
-    Refuses, before any row is read, what would read the real rows outside the budget."""
-    from pipeline.artifacts import prepared_rows
+def _private_fit(cfg: Config, dataset: str, b: Budget):
+    """What the transformer's private fit spends and knows (``private_stats.Privacy``): the budget's
+    preprocessing part, its secret seed, the declared bounds."""
     from pipeline.models.private_stats import Privacy
-    from pipeline.training.private import budget
 
-    if train_settings.privacy.epsilon is None:
-        return None
-    if cfg.model.name == AUTO:  # its candidates are scored on real validation rows, outside any budget
-        raise ConfigError(f"{dataset}: model.name auto chooses on real validation rows, which train.privacy.epsilon "
-                          "does not cover; name one model (e.g. model.name: diffusion)")
-    rows = prepared_rows(paths)  # the count alone (the file's footer): public under the guarantee
-    dp = budget(train_settings.privacy, min(rows, cfg.train.max_rows or rows))
-    return Privacy(dp.preprocessing_epsilon, dp.preprocessing_delta, noise_seed, dict(cfg.dataset(dataset).bounds),
+    return Privacy(b.preprocessing_epsilon, b.preprocessing_delta, b.noise_seed, dict(cfg.dataset(dataset).bounds),
                    dataset)

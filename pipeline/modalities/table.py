@@ -182,7 +182,7 @@ def training_data(paths: StagePaths, model_cfg: ModelSettings, seed: int, device
     if privacy is not None:
         from pipeline.models.private_stats import check_private
 
-        check_private(prepared_table_meta(paths)[0], privacy, rank_slice)  # schema.json alone: no row read yet
+        check_private(prepared_table_meta(paths)[0], privacy)  # schema.json alone: no row read yet
     if rank_slice is None:
         train_df, _, schema, meta = load_prepared(paths)
         total = int(meta.get("rows", len(train_df)))  # a streamed source's prepared rows are a sample of its rows

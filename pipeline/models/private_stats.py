@@ -316,19 +316,16 @@ def _discrete(col: ColumnSchema, s: pd.Series, max_categories: int, eps: float, 
 # -- what a private fit refuses ----------------------------------------------------------------
 
 
-def check_private(schema: TableSchema, privacy: Privacy, rank_slice: Any = None) -> None:
+def check_private(schema: TableSchema, privacy: Privacy) -> None:
     """Refuse (ConfigError, one line) what a private fit cannot cover, from ``schema.json`` alone:
-    value links (the value pairs ingest found by searching the real rows, kept as they are) and a
-    fit split over torchrun ranks."""
+    value links (the value pairs ingest found by searching the real rows, kept as they are). (A fit
+    over torchrun ranks, ``model.name: auto`` and other models are refused by the train stage.)"""
     key = f"datasets.{privacy.dataset}.keep_links"
     if schema.links:
         pairs = ", ".join(f"{link['from']} -> {link['to']}" for link in schema.links)
         raise ConfigError(f"train.privacy.epsilon: ingest found value links ({pairs}), exact value pairs of the real "
                           f"rows that no budget covers; set {key}: false and ingest again, or train.privacy.epsilon: "
                           "null")
-    if rank_slice is not None:
-        raise ConfigError("train.privacy.epsilon: a private fit runs in one process; set train.distributed."
-                          "nproc_per_node and nnodes to 1, or train.privacy.epsilon: null")
 
 
 # -- the schema model.json carries -------------------------------------------------------------

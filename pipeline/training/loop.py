@@ -207,25 +207,25 @@ def _private_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer
     sums: dict[str, torch.Tensor] = {}
     (name, opt), = opts.items()
     started = time.perf_counter()
-    for step in range(steps):
-        if step and cancel.requested() is not None and not _ends_soon(step, steps, started, 1):
-            cancel.check()
-        real = dp.batch_of(data)
-        opt.zero_grad(set_to_none=True)
-        if real.shape[0]:
-            with amp:
-                row_loss, figures = model.row_loss(name, real)
-            with warnings.catch_warnings():  # torch's note that the rows (inputs) need no gradient
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    with warnings.catch_warnings():  # torch's note, every step, that the rows (inputs) need no gradient
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for step in range(steps):
+            if step and cancel.requested() is not None and not _ends_soon(step, steps, started, 1):
+                cancel.check()
+            real = dp.batch_of(data)
+            opt.zero_grad(set_to_none=True)
+            if real.shape[0]:
+                with amp:
+                    row_loss, figures = model.row_loss(name, real)
                 dp.backward(row_loss)
-            for k, v in figures.items():
-                sums[k] = sums.get(k, 0) + v.detach().float()
-        else:
-            dp.no_rows()
-        opt.step()  # clips each row's gradient, adds the noise, then Adam's step
-        dp.stepped()
-        model.after_step(name)
-        bar.within(step + 1, steps, "step")
+                for k, v in figures.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+            else:
+                dp.no_rows()
+            opt.step()  # clips each row's gradient, adds the noise, then Adam's step
+            dp.stepped()
+            model.after_step(name)
+            bar.within(step + 1, steps, "step")
     return sums
 
 
