@@ -9,6 +9,7 @@ pickled by name) and load the model once each.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -130,6 +131,20 @@ def _dask_done(pending: set) -> list:
     return done
 
 
+@contextlib.contextmanager
+def _dask_logs_as_others():
+    """Dask's loggers at the level the command line gives other libraries (the root logger's, at
+    least WARNING). Importing ``distributed`` sets them to INFO: a line per cancelled shard
+    (thousands on a signal) and the tracebacks of the connections a shutdown closes."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    logger.setLevel(max(logging.getLogger().level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: LoadedModel) -> dict[str, int]:
     """Write every job's shard: in this process (``generate.workers: 1``), or on that many worker
     processes (``generate.backend: processes``) or Dask workers (``dask``). Returns summed counts."""
@@ -164,28 +179,29 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
         else:
             from distributed import Client, LocalCluster
 
-            # Workers write straight into the output folder: on a remote cluster it must be shared storage.
-            cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
-                                                               processes=True, dashboard_address=None)
-            try:
-                with Client(g.dask_address or cluster) as client:
-                    if cluster is not None:  # a remote cluster's workers are not this run's to end
-                        client.run(_die_with_parent, os.getpid())
-                    futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
-                    rows = {f.key: job.rows for f, job in zip(futures, jobs)}
-                    pending = set(futures)
-                    try:
-                        while pending:
-                            for future in _finished(pending, _dask_done):
-                                pending.discard(future)
-                                results.append(future.result())
-                                bar.advance(1, rows=rows[future.key])
-                    except BaseException:
-                        client.cancel(list(pending))  # a remote cluster's shards not begun are dropped
-                        raise
-            finally:
-                if cluster is not None:  # this run's workers end with it (cancelled or not)
-                    cluster.close()
+            with _dask_logs_as_others():
+                # Workers write straight into the output folder: on a remote cluster it must be shared storage.
+                cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
+                                                                   processes=True, dashboard_address=None)
+                try:
+                    with Client(g.dask_address or cluster) as client:
+                        if cluster is not None:  # a remote cluster's workers are not this run's to end
+                            client.run(_die_with_parent, os.getpid())
+                        futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
+                        rows = {f.key: job.rows for f, job in zip(futures, jobs)}
+                        pending = set(futures)
+                        try:
+                            while pending:
+                                for future in _finished(pending, _dask_done):
+                                    pending.discard(future)
+                                    results.append(future.result())
+                                    bar.advance(1, rows=rows[future.key])
+                        except BaseException:
+                            client.cancel(list(pending))  # a remote cluster's shards not begun are dropped
+                            raise
+                finally:
+                    if cluster is not None:  # this run's workers end with it (cancelled or not)
+                        cluster.close()
     total: dict[str, int] = {}
     for r in results:
         for k, v in r.items():
