@@ -16,7 +16,7 @@ from pipeline import generate, ingest, publish, score, train
 from pipeline.catalog import Catalog
 from pipeline.errors import ReleaseError
 from pipeline.release.layout import DATACARD, MANIFEST
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_config, tiny_frame
 
 
 def _make(cfg, rows: int, version: str):
@@ -26,14 +26,26 @@ def _make(cfg, rows: int, version: str):
     return publish.run(cfg, "tiny", version=version)
 
 
+@pytest.fixture(scope="module")
+def _released_template(tmp_path_factory) -> Path:
+    """Made once for this module: tiny trained, then released as v1 (150 rows) and v2 (220)."""
+    root = tmp_path_factory.mktemp("released")
+    tiny_frame().to_parquet(root / "tiny.parquet", index=False)
+    cfg = tiny_config(root, root / "tiny.parquet")
+    ingest.run(cfg, "tiny")
+    train.run(cfg, "tiny")
+    _make(cfg, 150, "v1")
+    _make(cfg, 220, "v2")
+    return root
+
+
 @pytest.fixture
-def released(tiny_cfg):
-    tiny_cfg.score.report = False
-    ingest.run(tiny_cfg, "tiny")
-    train.run(tiny_cfg, "tiny")
-    _make(tiny_cfg, 150, "v1")
-    _make(tiny_cfg, 220, "v2")
-    return tiny_cfg, Catalog(tiny_cfg.publish.release_root)
+def released(_released_template, tmp_path):
+    """A fresh copy of those releases and their work for one test, and its config (at 220 rows)."""
+    shutil.copytree(_released_template, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_config(tmp_path, tmp_path / "tiny.parquet")
+    cfg.generate.rows = 220
+    return cfg, Catalog(cfg.publish.release_root)
 
 
 def test_list_show_and_load_pinned_or_latest(released):
@@ -257,7 +269,7 @@ def test_diff_of_two_datasets_is_refused_unless_forced(shown, capsys):
     assert d["params"]["datasets.tiny.source"][1] is None and d["params"]["datasets.other.source"][0] is None
 
 
-def test_two_publishes_in_one_second_keep_their_order(tiny_cfg, monkeypatch):
+def test_two_publishes_in_one_second_keep_their_order(scored_tiny, monkeypatch):
     """Versions are ordered by their manifests' creation time: two publishes in the same second
     (a retry, a pinned version right after) must still be told apart, or a prune deletes the wrong
     one (this once failed CI now and then on the object store)."""
@@ -275,11 +287,9 @@ def test_two_publishes_in_one_second_keep_their_order(tiny_cfg, monkeypatch):
             return next(ticks)
 
     monkeypatch.setattr(contents, "datetime", SameSecond)
-    tiny_cfg.score.report = False
-    ingest.run(tiny_cfg, "tiny")
-    train.run(tiny_cfg, "tiny")
-    _make(tiny_cfg, 150, "v20261204T154311Z")
-    _make(tiny_cfg, 150, "v2")  # sorts first by name, was made last
+    tiny_cfg = scored_tiny
+    publish.run(tiny_cfg, "tiny", version="v20261204T154311Z")
+    publish.run(tiny_cfg, "tiny", version="v2")  # sorts first by name, was made last
     cat = Catalog(tiny_cfg.publish.release_root)
     assert cat.versions("tiny") == ["v20261204T154311Z", "v2"] and cat.latest("tiny") == "v2"
     assert release_store(tiny_cfg.publish.release_root, "tiny").prune(keep=1) == ["v20261204T154311Z"]
