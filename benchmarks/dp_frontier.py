@@ -5,7 +5,7 @@
     python benchmarks/dp_frontier.py [--epsilons 1 3 10 off] [--seeds 0 1 2] [--delta 1e-5]
         [--sides ours mostly aim] [--budget-seconds 600] [--quick] [--mostly-python PATH]
         [--dpmm-python PATH] [--peer-preprocessing-share 0.1] [--aim-max-model-size 80] [--aim-iters 1000]
-        [--aim-bounds private|public]
+        [--aim-bounds private|public] [--our-categories declared|private]
         [--set key=value ...]
 
 Each seed runs in a temporary folder: our ingest of Adult once (its official train/test files), then
@@ -13,6 +13,8 @@ for each epsilon (``off``: no differential privacy) and side:
 - ``ours``: train -> generate -> score with params.yaml's defaults plus ``train.privacy.epsilon``
   (null at ``off``), ``train.privacy.delta`` (``--delta``) and ``train.budget_seconds``
   (``--budget-seconds``), then any --set. The epsilon spent is model.json's ``privacy.dp.epsilon``.
+  The categorical columns' values are declared (``datasets.adult.categories``): the same public
+  domain AIM is given (``--our-categories private``: listed privately from the rows instead).
 - ``mostly``: MOSTLY AI's engine (``_mostly_runner.py``, in its own virtual environment) on our
   prepared training rows with its ``DifferentialPrivacyConfig``: ``max_epsilon`` = epsilon, ``delta``,
   ``value_protection_epsilon`` = ``--peer-preprocessing-share`` x epsilon (the engine's default, 1.0,
@@ -190,8 +192,10 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
         sets["generate.rows"] = len(train)
         if args.quick:  # 2,000 rows are too few to estimate ranges privately: public bounds, as AIM's in --quick
             numeric = [c.name for c in schema.modeled if c.kind in ("continuous", "integer")]
-            sets["datasets"] = {TABLE: {**entry, "bounds": {c: [float(train[c].min()), float(train[c].max())]
-                                                            for c in numeric}}}
+            entry = {**entry, "bounds": {c: [float(train[c].min()), float(train[c].max())] for c in numeric}}
+        if args.our_categories == "declared":  # the public domain AIM is given, given to ours too
+            entry = {**entry, "categories": public_categories(train, schema)}
+        sets["datasets"] = {TABLE: entry}
         train[schema.names].to_parquet(folder / "peer_train.parquet", index=False)
         args.rows = len(train)
         for label in args.epsilons:
@@ -204,6 +208,13 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
                 out.setdefault(label, {})[side] = got
                 report(label, seed, side, got)
     return out
+
+
+def public_categories(train, schema) -> dict[str, list]:
+    """Each categorical column's values as the training rows hold them: the domain ``_dpmm_runner.py``
+    hands AIM, as ``datasets.adult.categories`` for ours (a boolean's two values are known already)."""
+    return {c.name: sorted(train[c.name].dropna().unique().tolist()) for c in schema.modeled
+            if c.kind == "categorical"}
 
 
 def report(label: str, seed: int, side: str, r: dict) -> None:
@@ -269,6 +280,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--aim-bounds", choices=["private", "public"], default="private",
                     help="numeric bounds for dpmm's binning: estimated privately from the rows (default), or the "
                          "rows' min and max given as public (an advantage to AIM; --quick uses it)")
+    ap.add_argument("--our-categories", choices=["declared", "private"], default="declared",
+                    help="ours: the categorical columns' values declared as the public domain AIM is given "
+                         "(datasets.adult.categories, the default), or listed privately from the rows")
     ap.add_argument("--aim-iters", type=int, default=1000, help="AIM's n_iters (default: %(default)s, dpmm's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of our side, as the CLI's --set")

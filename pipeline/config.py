@@ -121,6 +121,11 @@ class DatasetConfig(_Section):
         default_factory=dict, description="train.privacy.epsilon set: a numeric column's [low, high] (dates as ISO "
                                           "text), public knowledge that saves the budget of estimating its range; "
                                           "values outside are clipped. Unset columns' ranges are estimated privately")
+    categories: dict[str, Annotated[list[str | int | float], Field(min_length=1)]] = Field(
+        default_factory=dict, description="train.privacy.epsilon set: a categorical column's values as public "
+                                          "knowledge (a known domain, e.g. country codes): every one is listed "
+                                          "without a noisy threshold, so rare ones are kept; values outside share "
+                                          "the other slot. Unset columns' values are listed privately")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="settings this dataset runs with instead of the shared sections, as dotted keys "

@@ -48,8 +48,10 @@ class IngestResult:
 def ingest_params(cfg: Config, dataset: str) -> dict:
     """The settings ingest ran with: the dataset's entry, the ``ingest`` section and the seed."""
     ds = cfg.dataset(dataset)
-    # bounds are train's (train.privacy); unset, they are left out so schema.json is as before they existed.
-    return {"seed": cfg.seed, "dataset": ds.model_dump(mode="json", exclude=None if ds.bounds else {"bounds"}),
+    # bounds and categories are train's (train.privacy); unset, they are left out so schema.json is as
+    # before they existed.
+    unset = {key for key in ("bounds", "categories") if not getattr(ds, key)}
+    return {"seed": cfg.seed, "dataset": ds.model_dump(mode="json", exclude=unset or None),
             "ingest": cfg.ingest.model_dump(mode="json")}
 
 

@@ -296,8 +296,9 @@ def _fingerprint(cfg: Config, paths: StagePaths) -> str:
 
 def _private_fit(cfg: Config, dataset: str, b: Budget):
     """What the transformer's private fit spends and knows (``private_stats.Privacy``): the budget's
-    preprocessing part, its secret seed, the declared bounds."""
+    preprocessing part, its secret seed, the declared bounds and categories."""
     from pipeline.models.private_stats import Privacy
 
-    return Privacy(b.preprocessing_epsilon, b.preprocessing_delta, b.noise_seed, dict(cfg.dataset(dataset).bounds),
-                   dataset)
+    ds = cfg.dataset(dataset)
+    return Privacy(b.preprocessing_epsilon, b.preprocessing_delta, b.noise_seed, dict(ds.bounds), dataset,
+                   dict(ds.categories))

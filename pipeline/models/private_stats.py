@@ -34,7 +34,10 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
   value is listed when its noisy count passes ``1 + ln(1 / (2 delta)) / epsilon``. The rarest beyond
   ``max_categories - 1`` share the "other" slot by noisy counts; the values never listed are one
   more entry of it: the marker ``_RARE_`` where the column holds text, else missing. A boolean's
-  domain is known: both values are listed, no threshold.
+  domain is known: both values are listed, no threshold; so is a domain the user declares
+  (``datasets.<name>.categories``, public knowledge such as a list of country codes): each of its
+  values gets a noisy count (pure epsilon-DP, every row in one bin) and all are listed, however
+  rare, and values outside it share the other slot.
 * Value protection's tails (``low``/``high``, ``finite_rows``) are not recorded; category counts are
   the noisy ones.
 
@@ -72,14 +75,16 @@ _MIN_EXP, _MAX_EXP = -32, 500
 @dataclass(frozen=True)
 class Privacy:
     """What the private fit spends and knows: the preprocessing part of the budget
-    (``pipeline.training.private.Budget``), the run's secret noise seed and the declared bounds
-    (``datasets.<name>.bounds``: column -> [low, high], dates as ISO text)."""
+    (``pipeline.training.private.Budget``), the run's secret noise seed, the declared bounds
+    (``datasets.<name>.bounds``: column -> [low, high], dates as ISO text) and the declared
+    categories (``datasets.<name>.categories``: column -> its public list of values)."""
 
     epsilon: float
     delta: float
     seed: int
     bounds: dict[str, Any] = field(default_factory=dict)
     dataset: str = "<name>"  # for the refusals' settings
+    categories: dict[str, list] = field(default_factory=dict)
 
 
 def category_threshold(epsilon: float, delta: float) -> float:
@@ -108,18 +113,43 @@ def fit_columns(schema: TableSchema, df: pd.DataFrame, knots: int, max_categorie
         if schema[name].kind not in NUMERIC_KINDS:
             raise ConfigError(f"datasets.{privacy.dataset}.bounds.{name}: the column is {schema[name].kind}; bounds "
                               "are for continuous, integer and datetime columns: remove it")
+    _check_categories(schema, privacy)
     columns, how = [], {}
     for col in modeled:
         if col.kind in NUMERIC_KINDS:
             c, how[col.name] = _numeric(col, df[col.name], knots, eps, rng, privacy, len(df))
         elif col.kind in DISCRETE_KINDS:
-            c = _discrete(col, df[col.name], max_categories, eps, delta, rng, privacy.dataset)
+            c = _discrete(col, df[col.name], max_categories, eps, delta, rng, privacy.dataset,
+                          privacy.categories.get(col.name))
         else:
             continue
         columns.append(c)
     record = {"epsilon": privacy.epsilon, "delta": privacy.delta, "mechanism": MECHANISM, "bounds": how,
               "epsilon_per_column": eps, "delta_per_column": delta}
+    if privacy.categories:  # left out unset: the record of before they existed
+        record["categories"] = {name: "declared" for name in privacy.categories}
     return columns, record
+
+
+def _check_categories(schema: TableSchema, privacy: Privacy) -> None:
+    """``datasets.<name>.categories`` names modelled categorical columns, with values of their type
+    (text for a text column, numbers for a number-coded one): from the schema, not the rows."""
+    key = f"datasets.{privacy.dataset}.categories"
+    names = {c.name for c in schema.modeled}
+    for name, values in privacy.categories.items():
+        if name not in names:
+            raise ConfigError(f"{key} names '{name}', which is not a modelled column; remove it or fix the name")
+        col = schema[name]
+        if col.kind not in DISCRETE_KINDS or col.kind == "boolean":
+            raise ConfigError(f"{key}.{name}: the column is {col.kind}; declared categories are for categorical "
+                              "columns (a boolean's two values are known already): remove it")
+        text = col.dtype == "object"
+        wrong = [v for v in values if isinstance(v, str) != text or isinstance(v, bool)]
+        if wrong:
+            raise ConfigError(f"{key}.{name}: {wrong[0]!r} is not a value of this {'text' if text else 'number-coded'} "
+                              f"column; list its values as {'text' if text else 'numbers'}")
+        if len(set(map(repr, values))) < len(values):
+            raise ConfigError(f"{key}.{name} lists a value twice; list each value once")
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -274,15 +304,15 @@ def _plain(v: Any) -> Any:
 
 
 def _discrete(col: ColumnSchema, s: pd.Series, max_categories: int, eps: float, delta: float,
-              rng: np.random.Generator, dataset: str) -> dict[str, Any]:
+              rng: np.random.Generator, dataset: str, declared: list | None = None) -> dict[str, Any]:
     values = s.astype(object).where(s.notna(), None)
     counts = values.value_counts(dropna=True)
     n_missing = int(s.isna().sum())
     missing = n_missing + rng.laplace(0.0, 1.0 / eps)
-    if col.kind == "boolean":  # a known domain: both values listed, no threshold
-        domain = [True, False]
+    if col.kind == "boolean" or declared:  # a known domain: every value listed, no threshold
+        domain = [True, False] if col.kind == "boolean" else list(declared)
         exact = np.array([int(counts.get(v, 0)) for v in domain], dtype=np.float64)
-        noisy = exact + rng.laplace(0.0, 1.0 / eps, 2)
+        noisy = exact + rng.laplace(0.0, 1.0 / eps, len(domain))
         listed, listed_noisy = domain, noisy
     else:
         # Only the values that occur get noise: the threshold makes that (epsilon, delta)-DP.
@@ -292,8 +322,9 @@ def _discrete(col: ColumnSchema, s: pd.Series, max_categories: int, eps: float, 
         listed_noisy = noisy[keep]
         if not listed:
             raise ConfigError(f"column '{col.name}': no category has enough rows to be listed privately at this "
-                              "budget; raise train.privacy.epsilon or train.privacy.preprocessing_share, or drop the "
-                              f"column (datasets.{dataset}.drop_columns)")
+                              "budget; raise train.privacy.epsilon or train.privacy.preprocessing_share, declare its "
+                              f"values (datasets.{dataset}.categories.{col.name}) or drop the column "
+                              f"(datasets.{dataset}.drop_columns)")
     order = np.argsort(-listed_noisy, kind="stable")  # by noisy count, as the exact fit orders by count
     listed, listed_noisy = [listed[i] for i in order], np.maximum(listed_noisy[order], 0.0)
     cut = len(listed) if len(listed) <= max_categories else max_categories - 1

@@ -114,3 +114,16 @@ def test_aims_side_runs_at_quick_size_and_ends_with_its_json_line(tmp_path):
     assert aim["epsilon_spent"][0] == pytest.approx(3.0)
     for key in ("shapes", "trends", "tstr", "detection_auc", "mia_auc"):
         assert 0 <= aim[key][0] <= 1, key
+
+
+def test_ours_is_given_the_categorical_domain_aim_is_given():
+    import pandas as pd
+
+    from pipeline.schema import TableSchema, describe, infer_kind
+
+    train = pd.DataFrame({"job": ["clerk", "nurse", None, "clerk"], "age": [30, 40, 50, 60],
+                          "member": [True, False, True, True]})
+    schema = TableSchema([describe(train[c], infer_kind(train[c])) for c in train.columns])
+    assert dp_frontier.public_categories(train, schema) == {"job": ["clerk", "nurse"]}  # no number, no boolean
+    assert dp_frontier.parse_args([]).our_categories == "declared"
+    assert dp_frontier.parse_args(["--our-categories", "private"]).our_categories == "private"

@@ -37,9 +37,9 @@ def _planted(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def _fit(df, epsilon, delta=1e-6, seed=42, bounds=None, knots=101, max_categories=500, kinds=None):
-    return TableTransformer(_schema(df, kinds), knots, max_categories).fit(df, Privacy(epsilon, delta, seed,
-                                                                                        bounds or {}))
+def _fit(df, epsilon, delta=1e-6, seed=42, bounds=None, knots=101, max_categories=500, kinds=None, categories=None):
+    return TableTransformer(_schema(df, kinds), knots, max_categories).fit(
+        df, Privacy(epsilon, delta, seed, bounds or {}, categories=categories or {}))
 
 
 @pytest.mark.parametrize("bounds", [None, {"age": [0, 120]}])
@@ -70,6 +70,36 @@ def test_a_planted_unique_category_is_not_listed_at_small_epsilon():
     code = tf.transform(_planted(), np.random.default_rng(0))
     span = next(s for s in tf.spans if s.column == "job")
     assert code[11, span.start + 3] == 1.0
+
+
+def test_a_declared_domain_lists_every_value_however_rare_and_spends_the_same():
+    df = _planted()
+    df.loc[20:23, "job"] = "pilot"  # 4 rows: far below the threshold at epsilon 1
+    declared = ["clerk", "nurse", "baker", "pilot", "miner"]  # miner: public, in no row
+    tf = _fit(df, 1.0, categories={"job": declared})
+    job = next(c for c in tf.columns if c["name"] == "job")
+    assert set(job["categories"]) == set(declared) and job["other"] == [MARKER]  # outside it: the other slot
+    assert tf.state()["private"]["categories"] == {"job": "declared"}
+    assert tf.state()["private"]["epsilon_per_column"] == _fit(df, 1.0).state()["private"]["epsilon_per_column"]
+    assert "astronaut-zz" not in json.dumps(tf.state())  # a value outside the domain is still nowhere
+    code = tf.transform(df, np.random.default_rng(0))
+    span = next(s for s in tf.spans if s.column == "job")
+    assert code[11, span.start + len(declared)] == 1.0  # ... it is the other slot
+    back = tf.inverse_transform(code, np.random.default_rng(0))
+    assert (back.loc[20:23, "job"] == "pilot").all()
+    assert "categories" not in _fit(df, 1.0).state()["private"]  # unset: the record of before
+
+
+def test_declared_categories_are_checked_against_the_schema_in_one_line():
+    df = _planted()
+    for categories, message in [({"height": ["a"]}, r"categories names 'height', which is not a modelled column"),
+                                ({"age": [1, 2]}, r"categories\.age: the column is integer"),
+                                ({"member": [True]}, r"categories\.member: the column is boolean"),
+                                ({"job": ["clerk", 3]}, r"categories\.job: 3 is not a value of this text column"),
+                                ({"job": ["clerk", "clerk"]}, r"categories\.job lists a value twice")]:
+        with pytest.raises(ConfigError, match=message) as err:
+            _fit(df, 1.0, categories=categories)
+        assert "\n" not in str(err.value)
 
 
 def test_knots_are_monotone_and_close_to_the_true_quantiles_at_large_epsilon():
@@ -225,4 +255,4 @@ def test_images_are_refused_and_unset_bounds_leave_schema_json_as_before(tmp_pat
     cfg = _private_cfg(tmp_path)
     assert ingest.ingest_params(cfg, "tiny")["dataset"]["bounds"] == {"age": [0.0, 120.0]}
     plain = tiny_config(tmp_path, tmp_path / "x.parquet")
-    assert "bounds" not in ingest.ingest_params(plain, "tiny")["dataset"]
+    assert not {"bounds", "categories"} & set(ingest.ingest_params(plain, "tiny")["dataset"])
