@@ -186,8 +186,8 @@ def _unset_privacy(cfg: Config) -> set[str]:
 
 
 def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
-    """A DP run (``train.privacy.epsilon``) trains one named diffusion model in one process, afresh:
-    one line otherwise, before any real row is read."""
+    """A DP run (``train.privacy.epsilon``) trains one named model that can (diffusion, tvae), in one
+    process, afresh: one line otherwise, before any real row is read."""
     if cfg.train.privacy.epsilon is None:
         return
     fix = "or set train.privacy.epsilon: null"
@@ -196,8 +196,8 @@ def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
         raise ConfigError(f"{dataset}: train.privacy: model.name auto chooses on real validation rows, outside any "
                           f"privacy budget; name the model (model.name: diffusion), {fix}")
     if not getattr(model_class(cfg.model.name), "private", False):
-        raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains the diffusion model only, not "
-                          f"'{cfg.model.name}'; set model.name: diffusion, {fix}")
+        raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains the diffusion and tvae models only, not "
+                          f"'{cfg.model.name}'; set model.name: diffusion or tvae, {fix}")
     if dcfg.nproc_per_node * dcfg.nnodes > 1:
         raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains in one process; set "
                           f"train.distributed.nproc_per_node and nnodes to 1, {fix}")

@@ -118,8 +118,8 @@ class GenerativeModel(nn.Module):
         depending on that row alone. Models that cannot train so refuse in one line."""
         from pipeline.errors import ConfigError
 
-        raise ConfigError(f"train.privacy: DP-SGD trains the diffusion model only, not '{self.name}'; set "
-                          "model.name: diffusion, or train.privacy.epsilon: null")
+        raise ConfigError(f"train.privacy: DP-SGD trains the diffusion and tvae models only, not '{self.name}'; set "
+                          "model.name: diffusion or tvae, or train.privacy.epsilon: null")
 
     def prepare(self, data: torch.Tensor) -> None:
         """Called once with the whole training tensor (on the device) before training."""

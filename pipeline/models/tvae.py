@@ -21,6 +21,7 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 @register_model("tvae")
 class TabularVAE(TabularModel):
+    private = True  # DP-SGD (train.privacy): private_module
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.tvae
@@ -39,22 +40,52 @@ class TabularVAE(TabularModel):
         with torch.no_grad():
             self.sigma.clamp_(0.01, 1.0)
 
-    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        lay, n = self.layout, real.shape[0]
+    def private_module(self) -> nn.Module:
+        # Under DP-SGD the output scale stays at its start (0.1): a parameter of no layer has no
+        # per-row gradient Opacus' hooks can clip. The encoder and decoder train; each row's loss
+        # is its own (its own latent draw).
+        self.sigma.requires_grad_(False)
+        return self
+
+    def _forward(self, real: torch.Tensor):
+        """The encoder's mean and log-variance, the decoded rows, the scalars' scale and errors."""
+        lay = self.layout
         h = self.encoder(real)
         mu, logvar = self.mu(h), self.logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         rec = self.decoder(z)
         sig = self.sigma[lay.tanh_idx]
         err = real[:, lay.tanh_idx] - torch.tanh(rec[:, lay.tanh_idx])
+        return mu, logvar, rec, sig, err
+
+    def _logits_target(self, real: torch.Tensor, rec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lay = self.layout
+        logits = rec[:, lay.group_index].masked_fill(~lay.group_mask, float("-inf"))
+        target = real[:, lay.group_index].masked_fill(~lay.group_mask, -1.0).argmax(-1)
+        return logits, target
+
+    def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = real.shape[0]
+        mu, logvar, rec, sig, err = self._forward(real)
         loss = ((err ** 2) / (2 * sig ** 2)).sum() + torch.log(sig).sum() * n
-        if lay.flat_index.numel():
-            logits = rec[:, lay.group_index].masked_fill(~lay.group_mask, float("-inf"))
-            target = real[:, lay.group_index].masked_fill(~lay.group_mask, -1.0).argmax(-1)
+        if self.layout.flat_index.numel():
+            logits, target = self._logits_target(real, rec)
             loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum")
         kld = -0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp())
         total = (self.cfg.loss_factor * loss + kld) / n
         return total, {"reconstruction_loss": loss / n, "kl_divergence": kld / n}
+
+    def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Each row's loss ([n]; its mean is ``loss``'s), and the batch's loss figures: DP-SGD
+        clips each row's gradient of it."""
+        mu, logvar, rec, sig, err = self._forward(real)
+        loss = ((err ** 2) / (2 * sig ** 2)).sum(1) + torch.log(sig).sum()
+        if self.layout.flat_index.numel():
+            logits, target = self._logits_target(real, rec)
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            loss = loss + ce.reshape(target.shape).sum(1)
+        kld = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)
+        return self.cfg.loss_factor * loss + kld, {"reconstruction_loss": loss.mean(), "kl_divergence": kld.mean()}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, condition: tuple[int, int] | None = None) -> torch.Tensor:
