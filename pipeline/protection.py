@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConditionError, ConfigError
-from pipeline.models.transformer import TAIL_ROWS, TableTransformer, _json_value
+from pipeline.models.transformer import TAIL_ROWS, TableTransformer, json_value
 from pipeline.schema import NUMERIC_KINDS
 
 MARKER = "_RARE_"  # MOSTLY AI's token for a protected category
@@ -190,7 +190,7 @@ def _is_rare(s: pd.Series, rare: frozenset) -> np.ndarray:
     codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
     if not len(uniques):
         return np.zeros(len(s), dtype=bool)
-    found = np.array([_json_value(v) in rare for v in uniques], dtype=bool)
+    found = np.array([json_value(v) in rare for v in uniques], dtype=bool)
     return (codes >= 0) & found[np.maximum(codes, 0)]
 
 

@@ -63,7 +63,7 @@ def missing_value_similarity(real: pd.Series, syn: pd.Series) -> float:
     return float(1.0 - abs(real.isna().mean() - syn.isna().mean()))
 
 
-def _mean(values: list[float]) -> float:
+def mean_of(values: list[float]) -> float:
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 
@@ -77,7 +77,7 @@ def score_coverage(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
         elif c.kind in _NUMERIC:
             entry["range_coverage"] = range_coverage(numeric_values(real[c.name]), numeric_values(syn[c.name]))
         columns[c.name] = entry
-    pick = lambda key: _mean([e[key] for e in columns.values() if key in e])  # noqa: E731
+    pick = lambda key: mean_of([e[key] for e in columns.values() if key in e])  # noqa: E731
     return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"), columns)
 
 

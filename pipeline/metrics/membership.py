@@ -44,7 +44,7 @@ import torch
 
 from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.privacy import AttackRows, attack_rows
-from pipeline.models.transformer import _SCALE, TableTransformer
+from pipeline.models.transformer import NORMAL_SCALE, TableTransformer
 from pipeline.schema import DISCRETE_KINDS, TableSchema
 
 ATTACKS = ("distance", "density_ratio", "dcr_difference")
@@ -87,8 +87,8 @@ def attack_space(rows: AttackRows, schema: TableSchema) -> dict[str, torch.Tenso
     transformer = TableTransformer.from_state(schema, state)
     scale = np.ones(transformer.width)
     for span in transformer.spans:
-        if span.activation == "tanh":  # the transform's z / _SCALE, back to a standard normal score
-            scale[span.start] = _SCALE
+        if span.activation == "tanh":  # the transform's z / NORMAL_SCALE, back to a standard normal score
+            scale[span.start] = NORMAL_SCALE
     return {role: torch.from_numpy(transformer.transform(f, _Midpoint()).astype(np.float64) * scale)
             for role, f in frames.items()}
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics.coverage import CoverageResult, _mean, range_from_bounds
+from pipeline.metrics.coverage import CoverageResult, mean_of, range_from_bounds
 from pipeline.metrics.fidelity import (
     _SHAPE,
     MAX_CONTINGENCY_CELLS,
@@ -229,7 +229,7 @@ class StreamingScorer:
                 entry["range_coverage"] = (float("nan") if no_range
                                            else range_from_bounds(r.min(), r.max(), col.syn_min, col.syn_max))
             columns[name] = entry
-        pick = lambda key: _mean([e[key] for e in columns.values() if key in e])  # noqa: E731
+        pick = lambda key: mean_of([e[key] for e in columns.values() if key in e])  # noqa: E731
         return CoverageResult(pick("category_coverage"), pick("range_coverage"), pick("missing_value_similarity"),
                               columns)
 

@@ -27,10 +27,10 @@ from torch import nn
 
 from pipeline.models.base import AveragedGenerator, OutputLayout, Phase, TabularModel
 from pipeline.models.registry import register_model
+from pipeline.models.transformer import NORMAL_SCALE as _SCALE  # scalars are normal scores / 5
 from pipeline.progress import within
 from pipeline.settings import ModelSettings, TrainSettings
 
-_SCALE = 5.0  # the transformer's scalars are normal scores / 5 (pipeline.models.transformer._SCALE)
 # Rows denoised at once when sampling (bounds memory for any n). On a CPU a chunk whose activations
 # stay in cache runs the matrix products near the machine's peak: 4,096 rows of the default
 # 4 x 512 net sampled 1,171 rows/s at 50 steps, 32,768 rows 794 (benchmarks/sampler.py). A GPU

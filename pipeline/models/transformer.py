@@ -42,7 +42,7 @@ from pipeline.schema import (
     nullable_dtype,
 )
 
-_SCALE = 5.0  # z-scores are divided by this before tanh; ndtri(1e-6) = -4.75
+NORMAL_SCALE = 5.0  # z-scores are divided by this before tanh; ndtri(1e-6) = -4.75
 _P_EPS = 1e-6
 # A continuous column written with at most this many decimals gets its synthetic values rounded to
 # them; one that needs more (measurements at full float precision) keeps them: rounding those to a
@@ -68,7 +68,8 @@ class Span:
     role: str = "value"
 
 
-def _json_value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
+    """``v`` as JSON holds it: NumPy scalars as Python ones (how categories are stored and looked up)."""
     if isinstance(v, (np.generic,)):
         return v.item()
     return v
@@ -137,7 +138,7 @@ class TableTransformer:
                 })
             elif col.kind in DISCRETE_KINDS:
                 counts = s.astype(object).where(s.notna(), None).value_counts(dropna=True)
-                values = [_json_value(v) for v in counts.index]
+                values = [json_value(v) for v in counts.index]
                 keep, tail = values[: self.max_categories - 1], values[self.max_categories - 1:]
                 tail_counts = counts.to_numpy()[self.max_categories - 1:]
                 if len(values) <= self.max_categories:
@@ -193,7 +194,7 @@ class TableTransformer:
                 # A missing value's scalar is noise: it carries nothing, and keeps the marginal normal.
                 p = np.where(miss, rng.random(n), p)
                 p = np.clip(p, _P_EPS, 1 - _P_EPS)
-                out[:, span.start] = ndtri(p) / _SCALE
+                out[:, span.start] = ndtri(p) / NORMAL_SCALE
                 if c["has_missing"]:
                     span = next(span_iter)
                     out[np.arange(n), span.start + miss.astype(np.int64)] = 1.0
@@ -228,7 +229,7 @@ class TableTransformer:
             missing = 0
         vals = s.astype(object).where(s.notna(), None).to_numpy()
         return np.fromiter(
-            (missing if v is None else lookup.get(_json_value(v), other) for v in vals), dtype=np.int64, count=len(vals)
+            (missing if v is None else lookup.get(json_value(v), other) for v in vals), dtype=np.int64, count=len(vals)
         )
 
     # -- inverse -----------------------------------------------------------------------------
@@ -243,7 +244,7 @@ class TableTransformer:
                 span = next(span_iter)
                 knots = np.asarray(c["knots"])
                 levels = np.linspace(0.0, 1.0, len(knots))
-                p = ndtr(np.clip(data[:, span.start].astype(np.float64), -0.99999, 0.99999) * _SCALE)
+                p = ndtr(np.clip(data[:, span.start].astype(np.float64), -0.99999, 0.99999) * NORMAL_SCALE)
                 x = np.interp(p, levels, knots)
                 miss = np.zeros(len(x), dtype=bool)
                 if c["has_missing"]:
