@@ -187,7 +187,8 @@ def test_manifest_describes_the_settings_that_made_the_rows(scored_tiny, tmp_pat
     # train.privacy off is recorded by its absence (model.json, the lineage: the bytes of before it existed)
     assert "privacy" not in m["params"]["train"] and made_by["train"]["privacy"]["epsilon"] is None
     made_by["train"].pop("privacy")
-    assert made_by["datasets"]["tiny"].pop("bounds") == {}  # likewise unset bounds (ingest's record as before)
+    for key in ("bounds", "categories"):  # likewise unset bounds and categories (ingest's record as before)
+        assert made_by["datasets"]["tiny"].pop(key) == {}
     assert m["params"]["train"] == made_by["train"] and m["params"]["train"]["epochs"] == 2
     assert m["params"]["generate"] == made_by["generate"] and m["params"]["model"]["name"] == "ctgan"
     assert m["params"]["score"] == made_by["score"] and m["params"]["datasets"] == {"tiny": made_by["datasets"]["tiny"]}
