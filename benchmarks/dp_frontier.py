@@ -5,7 +5,7 @@
     python benchmarks/dp_frontier.py [--epsilons 1 3 10 off] [--seeds 0 1 2] [--delta 1e-5]
         [--sides ours mostly aim] [--budget-seconds 600] [--quick] [--mostly-python PATH]
         [--dpmm-python PATH] [--peer-preprocessing-share 0.1] [--aim-max-model-size 80] [--aim-iters 1000]
-        [--aim-bounds private|public] [--our-categories declared|private]
+        [--aim-bounds private|public] [--our-categories declared|private] [--keep-work DIR]
         [--set key=value ...]
 
 Each seed runs in a temporary folder: our ingest of Adult once (its official train/test files), then
@@ -40,6 +40,7 @@ is the epsilon each side reports it spent) and, last, one JSON line ``{"table": 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -172,10 +173,22 @@ def peer(side: str, cfg, epsilon: float | None, rows: int, seed: int, args, fold
             **{k: metrics.get(key) for k, key in METRICS.items()}}
 
 
+def seed_folder(seed: int, keep: str | None):
+    """The folder one seed runs in: a temporary one, or ``KEEP/seed-<seed>`` (``--keep-work``), which
+    stays for a look at the last run's work (model, rows, scores); one line if it is not empty."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix="dp-frontier-")
+    path = Path(keep) / f"seed-{seed}"
+    if path.exists() and any(path.iterdir()):
+        raise SystemExit(f"--keep-work {keep}: {path} is not empty; name another folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(path))
+
+
 def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
-    """Every epsilon and side on one seed, in a temporary folder: {epsilon label: {side: figures}}."""
+    """Every epsilon and side on one seed, in its folder: {epsilon label: {side: figures}}."""
     out: dict[str, dict[str, dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="dp-frontier-") as tmp:
+    with seed_folder(seed, args.keep_work) as tmp:
         folder = Path(tmp)
         entry = quick_entry(folder / "data") if args.quick else dict(DATASETS[TABLE])
         # Value links are exact value pairs of the real rows, outside any budget: a DP run refuses them,
@@ -269,6 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--budget-seconds", type=float, default=600.0,
                     help="our train.budget_seconds (default: %(default)s)")
     ap.add_argument("--quick", action="store_true", help="a smoke test: 2,000 rows, a few epochs, a small AIM")
+    ap.add_argument("--keep-work", metavar="DIR", help="run each seed in DIR/seed-<seed> and keep it (the last "
+                                                       "run's model, rows and scores), not in a temporary folder")
     for side, spec in PEERS.items():
         ap.add_argument(spec["flag"], default=os.environ.get(spec["env"]) or spec["default"],
                         help=f"the Python with {spec['module']} (default: ${spec['env']}, else {spec['default']})")

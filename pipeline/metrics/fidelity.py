@@ -78,8 +78,13 @@ def tv_from_counts(r: np.ndarray, s: np.ndarray, na: int | None) -> float:
 
 def _bins(values: np.ndarray) -> np.ndarray:
     """np.digitize against 10 histogram bins of the column's own values (NaN -> 11)."""
-    finite = values[~np.isnan(values)]
-    edges = np.histogram_bin_edges(finite) if len(finite) else np.array([0.0, 1.0])
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return np.digitize(values, np.array([0.0, 1.0]))
+    try:
+        edges = np.histogram_bin_edges(finite)
+    except ValueError:  # a range too narrow at its magnitude for 10 distinct edges (1e17 and 1e17 + 8)
+        edges = np.unique(np.linspace(finite.min(), finite.max(), 11))
     return np.digitize(values, edges)
 
 

@@ -127,3 +127,15 @@ def test_ours_is_given_the_categorical_domain_aim_is_given():
     assert dp_frontier.public_categories(train, schema) == {"job": ["clerk", "nurse"]}  # no number, no boolean
     assert dp_frontier.parse_args([]).our_categories == "declared"
     assert dp_frontier.parse_args(["--our-categories", "private"]).our_categories == "private"
+
+
+def test_keep_work_runs_a_seed_in_a_kept_folder_and_refuses_a_used_one(tmp_path):
+    with dp_frontier.seed_folder(3, str(tmp_path / "keep")) as folder:
+        assert Path(folder) == tmp_path / "keep" / "seed-3"
+        (Path(folder) / "work").mkdir()
+    assert (tmp_path / "keep" / "seed-3" / "work").is_dir()  # kept
+    with pytest.raises(SystemExit, match=r"--keep-work .*seed-3 is not empty; name another folder"):
+        dp_frontier.seed_folder(3, str(tmp_path / "keep"))
+    with dp_frontier.seed_folder(3, None) as folder:
+        assert Path(folder).is_dir()
+    assert not Path(folder).exists()  # a temporary one goes
