@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,14 @@ import pytest
 from pipeline.config import Config, build_config
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config) -> None:
+    """Ctrl-C as a terminal gives it: pytest started as a shell's background job (``nohup pytest &``)
+    inherits an ignored SIGINT, which the pipeline rightly leaves ignored, and the signal tests would
+    then test the shell rather than the code."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 ADULT = REPO / "data" / "adult" / "train.parquet"
 
 
