@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_dir, atomic_path, read_json, sha256_files, write_json
 from pipeline.modalities import modality_of
-from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model, model_class
+from pipeline.models.registry import AUTO, AUTO_MODALITY, check_model, model_class, private_models
 from pipeline.models.saved import model_hash
 from pipeline.options import Option
 from pipeline.settings import epochs_for
@@ -186,7 +186,7 @@ def _unset_privacy(cfg: Config) -> set[str]:
 
 
 def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
-    """A DP run (``train.privacy.epsilon``) trains one named model that can (diffusion, tvae), in one
+    """A DP run (``train.privacy.epsilon``) trains one named model that can (``private``), in one
     process, afresh: one line otherwise, before any real row is read."""
     if cfg.train.privacy.epsilon is None:
         return
@@ -196,8 +196,8 @@ def _check_private(cfg: Config, dataset: str, resume: Resume) -> None:
         raise ConfigError(f"{dataset}: train.privacy: model.name auto chooses on real validation rows, outside any "
                           f"privacy budget; name the model (model.name: diffusion), {fix}")
     if not getattr(model_class(cfg.model.name), "private", False):
-        raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains the diffusion and tvae models only, not "
-                          f"'{cfg.model.name}'; set model.name: diffusion or tvae, {fix}")
+        raise ConfigError(f"{dataset}: train.privacy: DP-SGD does not train '{cfg.model.name}'; set model.name: "
+                          f"{private_models()}, {fix}")
     if dcfg.nproc_per_node * dcfg.nnodes > 1:
         raise ConfigError(f"{dataset}: train.privacy: DP-SGD trains in one process; set "
                           f"train.distributed.nproc_per_node and nnodes to 1, {fix}")

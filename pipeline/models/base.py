@@ -117,9 +117,10 @@ class GenerativeModel(nn.Module):
         """The network DP-SGD trains (``train.privacy``): the one phase's parameters, each row's loss
         depending on that row alone. Models that cannot train so refuse in one line."""
         from pipeline.errors import ConfigError
+        from pipeline.models.registry import private_models
 
-        raise ConfigError(f"train.privacy: DP-SGD trains the diffusion and tvae models only, not '{self.name}'; set "
-                          "model.name: diffusion or tvae, or train.privacy.epsilon: null")
+        raise ConfigError(f"train.privacy: DP-SGD does not train '{self.name}'; set model.name: {private_models()}, "
+                          "or train.privacy.epsilon: null")
 
     def prepare(self, data: torch.Tensor) -> None:
         """Called once with the whole training tensor (on the device) before training."""

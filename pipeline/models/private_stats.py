@@ -309,8 +309,8 @@ def _discrete(col: ColumnSchema, s: pd.Series, max_categories: int, eps: float, 
     counts = values.value_counts(dropna=True)
     n_missing = int(s.isna().sum())
     missing = n_missing + rng.laplace(0.0, 1.0 / eps)
-    if col.kind == "boolean" or declared:  # a known domain: every value listed, no threshold
-        domain = [True, False] if col.kind == "boolean" else list(declared)
+    domain = [True, False] if col.kind == "boolean" else declared
+    if domain:  # a known domain: every value listed, no threshold
         exact = np.array([int(counts.get(v, 0)) for v in domain], dtype=np.float64)
         noisy = exact + rng.laplace(0.0, 1.0 / eps, len(domain))
         listed, listed_noisy = domain, noisy

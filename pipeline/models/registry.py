@@ -36,6 +36,11 @@ def models() -> dict[str, type]:
     return _MODELS
 
 
+def private_models() -> str:
+    """The models that train with DP-SGD (``private``), for a refusal: "diffusion or tvae"."""
+    return " or ".join(sorted(name for name, cls in models().items() if getattr(cls, "private", False)))
+
+
 def model_class(name: str) -> type:
     """The model class registered as ``name`` (a KeyError if none is)."""
     return models()[name]

@@ -22,6 +22,7 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 @register_model("tvae")
 class TabularVAE(TabularModel):
     private = True  # DP-SGD (train.privacy): private_module
+
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.tvae
@@ -65,6 +66,7 @@ class TabularVAE(TabularModel):
         return logits, target
 
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # Summed over the batch as before row_loss existed (its mean equals this; the sums keep the bytes).
         n = real.shape[0]
         mu, logvar, rec, sig, err = self._forward(real)
         loss = ((err ** 2) / (2 * sig ** 2)).sum() + torch.log(sig).sum() * n
