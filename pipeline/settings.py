@@ -70,7 +70,7 @@ class DiffusionSettings:
     """The diffusion-class table model (``diffusion``): flow matching on the numeric scalars, masked
     diffusion on the categories, an MLP denoiser; rows from an average of its weights."""
 
-    hidden_dims: list[int] = setting(factory=lambda: [512, 512, 512, 512], each=WIDTH, min_length=1)
+    hidden_dims: list[int] = setting(factory=lambda: [256, 256, 256, 256], each=WIDTH, min_length=1)
     lr: float = setting(1e-3, gt=0)
     weight_decay: float = setting(0.0, ge=0)
     ema_decay: float = setting(0.999, ge=0.0, lt=1.0,

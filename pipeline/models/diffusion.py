@@ -247,7 +247,9 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
             codes[:, condition[0]], hidden[:, condition[0]] = condition[1], False
             shown[:, int(start[0, condition[0]]) + condition[1]] = 1.0
             flags[:, condition[0]] = 0.0
-        padded = torch.full((n, *lay.group_mask.shape), float("-inf"), device=device)
+        # Where each block's slots sit in the net's categorical output (padding points at slot 0, masked).
+        slot = torch.zeros_like(lay.group_mask, dtype=torch.long)
+        slot[lay.group_mask] = torch.arange(self.n_cat, device=device)
         velocity = None
         for step, (t, s) in enumerate(zip(times[:-1], times[1:])):
             within(chunk[0] * steps + step, chunk[1] * steps, "denoising step")
@@ -271,11 +273,15 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
                 reveal = hidden & (order < (left - keep)[:, None])
             else:
                 reveal = hidden & (u < (t - s) / t)
-            padded[:, lay.group_mask] = out[:, self.n_num:]
-            g = torch.rand(padded.shape, device=device, generator=generator).clamp_min_(1e-20)
-            drawn = (padded - torch.log(-torch.log(g))).argmax(-1)
-            codes = torch.where(reveal, drawn, codes)
-            shown.scatter_add_(1, start + drawn, reveal.float())
+            # Only the revealed (row, column) pairs draw: each column once per row over all the
+            # steps, not every column at every step.
+            rows, groups = reveal.nonzero(as_tuple=True)
+            logits = out[:, self.n_num:][rows[:, None], slot[groups]].masked_fill_(~lay.group_mask[groups],
+                                                                                    float("-inf"))
+            g = torch.rand(logits.shape, device=device, generator=generator).clamp_min_(1e-20)
+            drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
+            codes[rows, groups] = drawn
+            shown[rows, start[0, groups] + drawn] = 1.0
             hidden &= ~reveal
             flags.copy_(hidden)
         return self._rows(z, codes)

@@ -192,7 +192,8 @@ def test_on_a_small_table_generated_values_do_not_pile_up_at_the_real_bounds(tmp
 
 def _reference_rows(model: TabularDiffusion, n: int, generator: torch.Generator) -> torch.Tensor:
     """The masked sampler as first written: the net's input rebuilt from the codes at every step
-    (padded one-hot blocks), a plain Euler step. The in-place sampler must draw the same rows."""
+    (padded one-hot blocks), a plain Euler step, each revealed column drawn from its padded block. The
+    in-place sampler must draw the same rows."""
     steps, device = model.steps, model.layout.tanh_idx.device
     times = torch.linspace(1.0, 0.0, steps + 1)
     z = torch.randn(n, model.n_num, generator=generator)
@@ -203,10 +204,10 @@ def _reference_rows(model: TabularDiffusion, n: int, generator: torch.Generator)
         z = z + (s - t) * out[:, :model.n_num]
         u = torch.rand(n, model.n_groups, device=device, generator=generator)
         reveal = hidden & (u < (t - s) / t)
-        logits = model._logits(out[:, model.n_num:])
+        logits = model._logits(out[:, model.n_num:])[reveal]  # the revealed (row, column) pairs, row by row
         g = torch.rand(logits.shape, device=device, generator=generator).clamp_min(1e-20)
-        drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
-        codes, hidden = torch.where(reveal, drawn, codes), hidden & ~reveal
+        codes[reveal] = (logits - torch.log(-torch.log(g))).argmax(-1)
+        hidden = hidden & ~reveal
     return model._rows(z, codes)
 
 
