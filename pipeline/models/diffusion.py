@@ -32,9 +32,9 @@ from pipeline.progress import within
 from pipeline.settings import ModelSettings, TrainSettings
 
 # Rows denoised at once when sampling (bounds memory for any n). On a CPU a chunk whose activations
-# stay in cache runs the matrix products near the machine's peak: 4,096 rows of the default
-# 4 x 512 net sampled 1,171 rows/s at 50 steps, 32,768 rows 794 (benchmarks/sampler.py). A GPU
-# needs far more rows at once to be busy.
+# stay in cache runs the matrix products near the machine's peak: the default 4 x 256 net made
+# 183,000 row-evaluations a second in chunks of 4,096 rows, 131,000 in chunks of 16,384 (2 threads,
+# docs/models.md#the-denoisers-width). A GPU needs far more rows at once to be busy.
 _CHUNK, _CHUNK_CUDA = 4_096, 65_536
 _MIN_T = 0.05  # the 1/t weight of the category loss is capped at 1/_MIN_T (its variance grows as t -> 0)
 
