@@ -13,6 +13,7 @@ import pytest
 from pipeline.config import Config, build_config
 
 REPO = Path(__file__).resolve().parent.parent
+ADULT = REPO / "data" / "adult" / "train.parquet"
 
 
 def pytest_configure(config) -> None:
@@ -21,7 +22,6 @@ def pytest_configure(config) -> None:
     then test the shell rather than the code."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-ADULT = REPO / "data" / "adult" / "train.parquet"
 
 
 def tiny_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:

@@ -93,8 +93,12 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         # Masked diffusion also tells the net which columns are hidden (one flag per column).
         in_dim = self.n_num + self.n_cat + (self.n_groups if self.masked else 0)
         self.generator = Denoiser(in_dim, self.n_num + self.n_cat, c.hidden_dims)
-        # The column (block) of every flat one-hot slot, to zero the slots of hidden columns.
+        # The column (block) of every flat one-hot slot, to zero the slots of hidden columns; and its
+        # inverse, the flat slot of each block's k-th category ([groups, width]; padding points at 0).
         self.register_buffer("slot_group", layout.group_mask.nonzero()[:, 0], persistent=False)
+        group_slot = torch.zeros_like(layout.group_mask, dtype=torch.long)
+        group_slot[layout.group_mask] = torch.arange(self.n_cat)
+        self.register_buffer("group_slot", group_slot, persistent=False)
         self.init_average(c.ema_decay)  # rows come from the denoiser's weight average
         self.steps = c.sample_steps  # the generate section may ask for another count (use_sampling)
 
@@ -242,14 +246,10 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         x = torch.zeros(n, self.n_num + self.n_cat + self.n_groups, device=device)
         shown, flags = x[:, self.n_num:self.n_num + self.n_cat], x[:, self.n_num + self.n_cat:]
         flags.fill_(1.0)
-        start = (lay.group_mask.sum(1).cumsum(0) - lay.group_mask.sum(1))[None]  # [1, groups] first flat slot
         if condition is not None:  # inpainting: the conditioned column is known from the start
             codes[:, condition[0]], hidden[:, condition[0]] = condition[1], False
-            shown[:, int(start[0, condition[0]]) + condition[1]] = 1.0
+            shown[:, int(self.group_slot[condition[0], condition[1]])] = 1.0
             flags[:, condition[0]] = 0.0
-        # Where each block's slots sit in the net's categorical output (padding points at slot 0, masked).
-        slot = torch.zeros_like(lay.group_mask, dtype=torch.long)
-        slot[lay.group_mask] = torch.arange(self.n_cat, device=device)
         velocity = None
         for step, (t, s) in enumerate(zip(times[:-1], times[1:])):
             within(chunk[0] * steps + step, chunk[1] * steps, "denoising step")
@@ -276,12 +276,12 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
             # Only the revealed (row, column) pairs draw: each column once per row over all the
             # steps, not every column at every step.
             rows, groups = reveal.nonzero(as_tuple=True)
-            logits = out[:, self.n_num:][rows[:, None], slot[groups]].masked_fill_(~lay.group_mask[groups],
-                                                                                    float("-inf"))
+            logits = out[:, self.n_num:][rows[:, None], self.group_slot[groups]].masked_fill_(
+                ~lay.group_mask[groups], float("-inf"))
             g = torch.rand(logits.shape, device=device, generator=generator).clamp_min_(1e-20)
             drawn = (logits - torch.log(-torch.log(g))).argmax(-1)
             codes[rows, groups] = drawn
-            shown[rows, start[0, groups] + drawn] = 1.0
+            shown[rows, self.group_slot[groups, drawn]] = 1.0
             hidden &= ~reveal
             flags.copy_(hidden)
         return self._rows(z, codes)
@@ -291,10 +291,7 @@ class TabularDiffusion(AveragedGenerator, TabularModel):
         device, net = times.device, self.sampler
         x = torch.randn(n, self.n_num + self.n_cat, device=device, generator=generator)
         if condition is not None:  # inpainting: the conditioned block follows its known path
-            lay = self.layout
-            group_pos = torch.zeros_like(lay.group_mask, dtype=torch.long)
-            group_pos[lay.group_mask] = torch.arange(self.n_cat, device=device)
-            cols = self.n_num + group_pos[condition[0], lay.group_mask[condition[0]]]
+            cols = self.n_num + self.group_slot[condition[0], self.layout.group_mask[condition[0]]]
             known = -torch.ones(cols.numel(), device=device)
             known[condition[1]] = 1.0
             start = x[:, cols].clone()
