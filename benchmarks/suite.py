@@ -4,7 +4,7 @@ TabSyn, TabDiff and TabPC publish for the same tables (issue 28, item 1).
 
     python benchmarks/suite.py [--tables adult default shoppers magic] [--models diffusion ...]
                                [--seeds 0 1 2] [--budget-seconds 600] [--data ../shared/data]
-                               [--set key=value ...]
+                               [--protection both|default] [--set key=value ...]
 
 Data (``--data``, default ``../shared/data`` beside the repo): ``suite/`` holds Default, Shoppers
 and Magic as UCI ships them and a README whose table of published figures is read here at run time
@@ -22,7 +22,12 @@ temporary folder, with params.yaml's settings plus: the seed, ``model.name`` and
 (``model_frontier.RECIPES``), ``train.budget_seconds`` (``--budget-seconds``), no report and no
 gate, no membership or anonymeter attacks unless ``--attacks`` (the papers report none;
 ``score.privacy_min_holdout`` above any holdout skips them, the DCR share is still scored), then any
---set. Generate makes as many rows as the training split (params.yaml's default).
+--set. Generate makes as many rows as the training split (params.yaml's default). Then (``--protection
+both``, the default) generate and score run again from the same model with
+``generate.value_protection=false``: a second row, ``<model> unprotected``. The papers release every
+value as drawn, and SDMetrics' pair trends cut each side's numbers into 10 bins of that side's own
+range, so clipping the extremes (value protection) moves every bin edge of the synthetic side:
+the unprotected row is the like-for-like comparison, the protected one what a release holds.
 
 Prints a line per run, then per table our mean ± sample sd over the seeds next to the three
 published rows: shape and trend error % (100 x (1 - score)); the trend error over every pair,
@@ -105,6 +110,7 @@ COLUMNS = [("shape err %", "shapes"), ("trend err %", "trends"), ("all-pair err 
            ("detect AUC", "detection_auc"), ("alpha-prec", "alpha_precision"), ("beta-rec", "beta_recall"),
            ("DCR share", "dcr_share"), ("train s", "train_s")]
 ERROR_PCT = {"shapes", "trends", "trends_all"}
+UNPROTECTED = " unprotected"  # the name of a model's rows scored again without value protection
 
 
 def published(readme: Path) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -179,8 +185,10 @@ def dataset_entry(table: str, data: Path, folder: Path) -> dict:
     return entry
 
 
-def run_one(table: str, model: str, seed: int, args, overrides: dict) -> dict:
-    """ingest -> train -> generate -> score through the CLI in a temporary folder; our figures."""
+def run_one(table: str, model: str, seed: int, args, overrides: dict, unprotected: bool = False) -> dict:
+    """ingest -> train -> generate -> score through the CLI in a temporary folder: {model: our figures};
+    ``unprotected``: then generate and score again from the same model with value protection off,
+    under ``model + UNPROTECTED``."""
     with tempfile.TemporaryDirectory(prefix=f"suite-{table}-") as tmp:
         folder = Path(tmp)
         params = yaml.safe_load(PARAMS.read_text())
@@ -196,21 +204,32 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict) -> dict:
         load_config(folder / "params.yaml", sets)  # a bad --set fails here in one line, before any stage
         cli = [f"--set={k}={json.dumps(v)}" for k, v in sets.items()]
         log = folder / "stages.log"
-        for stage in ("ingest", "train", "generate", "score"):
+
+        def stage(name: str, *more: str) -> None:
             with open(log, "a") as out:
-                done = subprocess.run([sys.executable, "-m", "pipeline", stage, "--dataset", table, "--params",
-                                       str(folder / "params.yaml"), *cli], cwd=REPO, stdout=out, stderr=out)
+                done = subprocess.run([sys.executable, "-m", "pipeline", name, "--dataset", table, "--params",
+                                       str(folder / "params.yaml"), *cli, *more], cwd=REPO, stdout=out, stderr=out)
             if done.returncode != 0:
                 tail = log.read_text().strip().splitlines()[-15:]
                 print("\n".join(tail), file=sys.stderr)
-                raise SystemExit(f"{table} {model} seed {seed}: `pipeline {stage}` failed (exit {done.returncode}; "
+                raise SystemExit(f"{table} {model} seed {seed}: `pipeline {name}` failed (exit {done.returncode}; "
                                  "its last lines are above)")
+
+        def figures() -> dict:
+            metrics = json.loads((folder / "metrics" / f"{table}.json").read_text())
+            return {k: metrics.get(key) for k, key in METRICS.items()}
+
+        for name in ("ingest", "train", "generate", "score"):
+            stage(name)
         work = folder / "work" / table
-        metrics = json.loads((folder / "metrics" / f"{table}.json").read_text())
         epochs = json.loads((work / "model" / "model.json").read_text()).get("epochs")
         stages = json.loads((work / "stage_seconds.json").read_text())
-    return {**{k: metrics.get(key) for k, key in METRICS.items()}, "train_s": stages["train"], "epochs": epochs,
-            "stage_s": stages}
+        runs = {model: {**figures(), "train_s": stages["train"], "epochs": epochs, "stage_s": stages}}
+        if unprotected:  # the same model's rows as drawn, every value released: what the papers score
+            for name in ("generate", "score"):
+                stage(name, "--set=generate.value_protection=false")
+            runs[model + UNPROTECTED] = {**figures(), "train_s": stages["train"], "epochs": epochs, "stage_s": {}}
+    return runs
 
 
 def shown(figure: str, value: float | None) -> str:
@@ -232,13 +251,13 @@ def ours_cell(figure: str, mean: float | None, sd: float | None) -> str:
 def table_lines(result: dict, papers: dict) -> list[str]:
     """Per table: a row per model of ours (mean ± sd), then the published rows."""
     width = 16
-    lines = [f"{'table':9} {'model':14} " + " ".join(f"{h:>{width}}" for h, _ in COLUMNS)]
+    lines = [f"{'table':9} {'model':26} " + " ".join(f"{h:>{width}}" for h, _ in COLUMNS)]
     for table, models in result.items():
         for model, row in models.items():
             cells = [ours_cell(fig, *row[fig]) for _, fig in COLUMNS]
-            lines.append(f"{table:9} {'ours ' + model:14} " + " ".join(f"{c:>{width}}" for c in cells))
+            lines.append(f"{table:9} {'ours ' + model:26} " + " ".join(f"{c:>{width}}" for c in cells))
         for name, row in papers.get(TABLES[table]["title"], {}).items():
-            lines.append(f"{table:9} {name + ' (pub.)':14} "
+            lines.append(f"{table:9} {name + ' (pub.)':26} "
                          + " ".join(f"{shown(fig, row.get(fig)):>{width}}" for _, fig in COLUMNS))
     return lines
 
@@ -255,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="the folder holding suite/ (default: ../shared/data beside the repo)")
     ap.add_argument("--attacks", action="store_true",
                     help="also run the membership and anonymeter attacks (params.yaml's score section)")
+    ap.add_argument("--protection", choices=["both", "default"], default="both",
+                    help="both (default): each run's model also scored with generate.value_protection=false, a row "
+                         "'<model> unprotected' (the papers release every value as drawn); default: params.yaml's "
+                         "setting only")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of every run, as the CLI's --set")
     args = ap.parse_args(argv)
@@ -272,14 +295,17 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {}
     for table in args.tables:
         for model in models:
-            runs = []
+            runs: dict[str, list[dict]] = {}
             for seed in args.seeds:
-                r = run_one(table, model, seed, args, overrides)
-                runs.append(r)
-                figures = ", ".join(f"{k} {r[k]:.4g}" for k in [*KEYS, "epochs"] if isinstance(r.get(k), (int, float)))
-                stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_s"].items())
-                print(f"{table} {model} seed {seed}: {figures} (stage seconds: {stages})", flush=True)
-            result.setdefault(table, {})[model] = {k: summary([r.get(k) for r in runs]) for k in KEYS}
+                for name, r in run_one(table, model, seed, args, overrides, args.protection == "both").items():
+                    runs.setdefault(name, []).append(r)
+                    figures = ", ".join(f"{k} {r[k]:.4g}" for k in [*KEYS, "epochs"]
+                                        if isinstance(r.get(k), (int, float)))
+                    stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_s"].items())
+                    print(f"{table} {name} seed {seed}: {figures}" + (f" (stage seconds: {stages})" if stages else ""),
+                          flush=True)
+            for name, rs in runs.items():
+                result.setdefault(table, {})[name] = {k: summary([r.get(k) for r in rs]) for k in KEYS}
     print("\n".join(table_lines(result, papers)))
     print(f"(seeds {args.seeds}; ours: mean ± sample sd, train.budget_seconds {args.budget_seconds:g}, train s on "
           f"this machine; pub.: TabPC's five-seed figures from {readme}, train s on a GPU; "

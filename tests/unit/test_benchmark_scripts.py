@@ -199,12 +199,15 @@ def test_suite_runs_a_small_magic_through_the_cli_and_ends_with_its_json_line(tm
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    magic = result["magic"]["tvae"]
-    assert set(magic) == {"shapes", "trends", "trends_all", "tstr", "detection_auc", "alpha_precision", "beta_recall",
-                          "dcr_share", "train_s"}
-    for key in ("shapes", "trends", "trends_all", "tstr", "detection_auc", "dcr_share", "train_s"):
-        mean, spread = magic[key]
-        assert mean is not None and spread >= 0, key
+    assert set(result["magic"]) == {"tvae", "tvae unprotected"}  # the same models' rows, value protection off
+    for magic in result["magic"].values():
+        assert set(magic) == {"shapes", "trends", "trends_all", "tstr", "detection_auc", "alpha_precision",
+                              "beta_recall", "dcr_share", "train_s"}
+        for key in ("shapes", "trends", "trends_all", "tstr", "detection_auc", "dcr_share", "train_s"):
+            mean, spread = magic[key]
+            assert mean is not None and spread >= 0, key
+    assert result["magic"]["tvae"]["train_s"] == result["magic"]["tvae unprotected"]["train_s"]  # trained once
+    assert "ours tvae unprotected" in out.stdout
     assert "magic     TabPC (pub.)" in out.stdout and "0.570" in out.stdout  # C2ST .860 as AUC
 
 
