@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="also run the membership and anonymeter attacks (params.yaml's score section)")
     ap.add_argument("--protection", choices=["both", "default"], default="both",
                     help="both (default): each run's model also scored with generate.value_protection=false, a row "
-                         "'<model> unprotected' (the papers release every value as drawn); default: params.yaml's "
+                         "'<model> unprotected' (the papers release every value as drawn), unless --set "
+                         "generate.value_protection=false makes every run unprotected; default: params.yaml's "
                          "setting only")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of every run, as the CLI's --set")
@@ -291,13 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     papers = published(readme)
     overrides = parse_overrides(args.overrides)
     models = args.models or [load_config(PARAMS).model.name]
+    # A second, unprotected pass, unless every run is unprotected already.
+    unprotected = args.protection == "both" and overrides.get("generate.value_protection") is not False
     t0 = time.perf_counter()
     result: dict = {}
     for table in args.tables:
         for model in models:
             runs: dict[str, list[dict]] = {}
             for seed in args.seeds:
-                for name, r in run_one(table, model, seed, args, overrides, args.protection == "both").items():
+                for name, r in run_one(table, model, seed, args, overrides, unprotected).items():
                     runs.setdefault(name, []).append(r)
                     figures = ", ".join(f"{k} {r[k]:.4g}" for k in [*KEYS, "epochs"]
                                         if isinstance(r.get(k), (int, float)))

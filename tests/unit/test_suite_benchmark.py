@@ -71,3 +71,23 @@ def test_a_missing_data_folder_is_one_line(tmp_path):
     (tmp_path / "suite" / "README.md").write_text(README)
     with pytest.raises(SystemExit, match="suite/magic04.data not found"):
         suite.main(["--tables", "magic", "--data", str(tmp_path)])
+
+
+def test_the_unprotected_pass_runs_unless_protection_is_off_already(tmp_path, monkeypatch, capsys):
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "README.md").write_text(README)
+    (tmp_path / "suite" / "magic04.data").write_text("1,g\n")
+    asked = []
+
+    def run_one(table, model, seed, args, overrides, unprotected=False):
+        asked.append(unprotected)
+        figures = {k: 0.5 for k in suite.METRICS} | {"train_s": 1.0, "epochs": 1, "stage_s": {"train": 1.0}}
+        return {model: figures, **({model + suite.UNPROTECTED: {**figures, "stage_s": {}}} if unprotected else {})}
+
+    monkeypatch.setattr(suite, "run_one", run_one)
+    base = ["--tables", "magic", "--models", "tvae", "--seeds", "0", "--data", str(tmp_path)]
+    suite.main(base)
+    assert asked == [True] and "ours tvae unprotected" in capsys.readouterr().out
+    suite.main([*base, "--set", "generate.value_protection=false"])  # every run unprotected: no second pass
+    suite.main([*base, "--protection", "default"])
+    assert asked == [True, False, False]
