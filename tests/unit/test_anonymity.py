@@ -139,6 +139,7 @@ def test_unseen_real_rows_released_are_at_no_risk_the_intervals_hold_zero(real):
     assert r.details["inference"]["target"] == "income" and r.details["rows"]["targets"] == 600
 
 
+@pytest.mark.slow  # near a second: the fast tier stays under a minute
 def test_the_risks_are_seeded(real):
     train = real[0]
     syn = _noised(train, seed=1)

@@ -347,6 +347,7 @@ def test_hostile_input(tmp_path, monkeypatch, name):
     assert not (data / "pwned").exists()
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_typed_parquet_end_to_end_keeps_types_and_scores(tmp_path):
     """Decimal, dictionary, int8 ... survive train and generate into the released shards, the score
     stage reads them, and a label coded 1/2 is scored as classification."""

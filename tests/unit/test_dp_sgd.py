@@ -63,6 +63,7 @@ def test_each_rows_gradient_is_its_own():
     net.to_standard_module()
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_ghost_clipping_sums_each_rows_gradient_clipped():
     """What DP-SGD steps with (before the noise): Opacus' ghost clipping gives the sum over rows of
     each row's gradient scaled to norm <= max_grad_norm, the same as clipping the per-row gradients
@@ -100,6 +101,7 @@ def test_ghost_clipping_sums_each_rows_gradient_clipped():
     dp.close()
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_training_spends_the_dp_sgd_part_and_opacus_agrees():
     from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
@@ -162,6 +164,7 @@ def test_other_models_refuse_in_one_line(tiny_cfg):
         train.run(tiny_cfg, "tiny")
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_tvae_clips_each_rows_gradient_and_trains_within_the_budget():
     """TVAE under DP-SGD: its row losses average to its loss, ghost clipping sums each row's gradient
     clipped (as Opacus' materialised per-row gradients say), and a fit spends the DP-SGD part with

@@ -25,6 +25,7 @@ def _stage(name: str) -> dict:
     return _dvc_yaml()["stages"][name]["do"]
 
 
+@pytest.mark.slow  # near a second: the fast tier stays under a minute
 def test_dvc_yaml_is_what_the_generator_writes():
     """A dataset, its model or a stage's imports changed without ``python -m pipeline dvc-yaml``."""
     assert (REPO / "dvc.yaml").read_text() == dvcgen.render(REPO / "params.yaml"), \

@@ -251,6 +251,7 @@ def test_dcgan_critic_sees_real_and_fake_in_one_pass_and_the_generator_reuses_th
     assert calls == [32, 32]
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_generated_figures_are_the_mean_over_disjoint_sets_the_size_of_the_holdout():
     df = pd.read_parquet(REPO / "data/mnist/digits.parquet").iloc[:1300]
     data = images_to_tensor(pixels_of(df), df["label"].to_numpy())

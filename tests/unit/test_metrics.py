@@ -104,6 +104,7 @@ def test_exact_match_rate_counts_copied_rows_with_nulls_and_dtypes():
     assert exact_match_rate(real, syn, cols) == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_utility_tstr_close_to_trtr_when_synthetic_is_real():
     df = tiny_frame(1200)
     schema = _schema(df)
@@ -117,6 +118,7 @@ def test_utility_tstr_close_to_trtr_when_synthetic_is_real():
     assert reg.metric == "r2"
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_utility_scores_a_release_with_a_numeric_column_left_empty():
     df = tiny_frame(1200)
     schema = _schema(df)

@@ -31,6 +31,7 @@ def _lines(caplog, stage: str | None = None) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "pipeline.progress" and (stage is None or r.stage == stage)]
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_off_a_terminal_a_line_comes_at_the_cadence_not_at_every_step(caplog, cadence):
     caplog.set_level(logging.INFO, logger="pipeline")
     cadence(0.2)

@@ -47,6 +47,7 @@ def measurements():
     return _measurements(3000, 1), _measurements(2000, 2), _measurements(2000, 3)
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_a_table_whose_real_rows_repeat_themselves_passes_the_default_gate(measurements):
     train, holdout, fresh = measurements  # fresh: new draws of the same population, a perfect generator
     m = _privacy(train, holdout, fresh)
@@ -61,6 +62,7 @@ def test_a_table_whose_real_rows_repeat_themselves_passes_the_default_gate(measu
         f"(unseen real rows: {m['privacy.exact_match_rate_holdout']:.4f})"]
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_a_copier_fails_through_the_excess(measurements):
     train, holdout, _ = measurements
     m = _privacy(train, holdout, train.sample(2000, random_state=0).reset_index(drop=True))

@@ -310,6 +310,7 @@ def _code_lines(path: Path) -> list[tuple[int, str]]:
     return sorted(lines.items())
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_no_modality_or_model_name_branches_outside_the_registries():
     found = []
     for path in sorted((REPO / "pipeline").rglob("*.py")):

@@ -80,6 +80,7 @@ def test_coverage_matches_sdmetrics_per_column():
     assert ours.columns["age"]["missing_value_similarity"] < 1
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_dcr_distances_match_sdmetrics_including_nulls():
     from sdmetrics.single_table.privacy.dcr_utils import calculate_dcr
 

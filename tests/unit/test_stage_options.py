@@ -61,6 +61,7 @@ def test_a_new_option_declared_in_the_stage_module_reaches_the_cli_and_the_flow(
     assert stage("train").flow_kwargs() == {"resume": Resume.IF_COMPATIBLE, "toy_level": 7}
 
 
+@pytest.mark.slow  # near a second: the fast tier stays under a minute
 def test_help_imports_no_stage_module():
     code = ("import sys, contextlib, io, pipeline.__main__ as m\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
