@@ -224,11 +224,12 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict, unprotecte
         work = folder / "work" / table
         epochs = json.loads((work / "model" / "model.json").read_text()).get("epochs")
         stages = json.loads((work / "stage_seconds.json").read_text())
-        runs = {model: {**figures(), "train_s": stages["train"], "epochs": epochs, "stage_s": stages}}
+        trained = {"train_s": stages["train"], "epochs": epochs}  # one training for both rows
+        runs = {model: {**figures(), **trained, "stage_s": stages}}
         if unprotected:  # the same model's rows as drawn, every value released: what the papers score
             for name in ("generate", "score"):
                 stage(name, "--set=generate.value_protection=false")
-            runs[model + UNPROTECTED] = {**figures(), "train_s": stages["train"], "epochs": epochs, "stage_s": {}}
+            runs[model + UNPROTECTED] = {**figures(), **trained, "stage_s": {}}
     return runs
 
 
