@@ -145,7 +145,7 @@ class Progress:
             self.inner = (done, total, unit)  # one tuple, swapped whole: read without the lock
 
     def set_total(self, total: int) -> None:
-        """The loop turned out shorter (``train.budget_seconds`` cut the epochs)."""
+        """The loop turned out shorter or longer (``train.budget_seconds`` planned the epochs again)."""
         self.total = total
         if self.bar is not None:
             self.bar.total = total

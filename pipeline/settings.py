@@ -217,8 +217,9 @@ class TrainSettings:
                                                           "constant). A share, so fewer epochs decay over their "
                                                           "own last part")
     budget_seconds: float | None = setting(
-        None, gt=0, description="stop training within about this many seconds: after the first epoch the epochs are "
-                                "cut to what fits (the decay follows); with model.name auto, shared by the candidates. "
+        None, gt=0, description="stop training within about this many seconds: after each epoch the epochs are "
+                                "planned to what fits at the pace so far (the decay follows; the plan grows back only "
+                                "before the rate falls); with model.name auto, shared by the candidates. "
                                 "The epochs then depend on the machine's speed; model.json records them")
     distributed: DistributedSettings = setting(factory=DistributedSettings)
     privacy: PrivacySettings = setting(factory=PrivacySettings)

@@ -252,14 +252,18 @@ def mean_over_ranks(model: GenerativeModel, sums: dict[str, torch.Tensor], world
     return {k: v / world for k, v in zip(keys, together)}
 
 
-def cut_to_budget(budget_seconds: float, epochs: int, done: int, first: int, elapsed: float) -> int:
-    """The epochs that fit ``budget_seconds`` at the pace of the ``done - first`` epochs this run
-    made in ``elapsed`` seconds (never fewer than are done), or ``epochs`` if they all fit."""
+def cut_to_budget(budget_seconds: float, asked: int, epochs: int, done: int, first: int, elapsed: float,
+                  decay: float) -> int:
+    """The epochs to make: those that fit ``budget_seconds`` at the pace of the ``done - first``
+    epochs this run made in ``elapsed`` seconds, never fewer than are done nor more than ``asked``.
+    The plan is made again after every epoch, from the pace of all of them, so a slow first epoch
+    (warming up, or a machine busy for a while) does not fix it: a plan already cut to ``epochs``
+    grows back while its learning rate has not begun to fall (``lr_decay``), so the rate never
+    rises again; once it falls, the plan can only shrink."""
     per_epoch = elapsed / (done - first)
-    fits = max(done, first + int(budget_seconds / max(per_epoch, 1e-9)))
-    if fits >= epochs:
+    fits = min(asked, max(done, first + int(budget_seconds / max(per_epoch, 1e-9))))
+    if fits > epochs and lr_scale(done, epochs, decay) < 1.0:
         return epochs
-    log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each)", budget_seconds, fits, epochs, per_epoch)
     return fits
 
 
@@ -361,8 +365,11 @@ def fit(
             state.epoch, state.history = epoch + 1, state.history + [row]
             bar.advance(1, rows=steps * batch * world, **{k: row[k] for k in sums})
             if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
-                fits = cut_to_budget(cfg.budget_seconds, epochs, state.epoch, first, time.perf_counter() - started)
-                if fits < epochs:
+                elapsed = time.perf_counter() - started
+                fits = cut_to_budget(cfg.budget_seconds, asked, epochs, state.epoch, first, elapsed, cfg.lr_decay)
+                if fits != epochs:
+                    log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each so far)", cfg.budget_seconds,
+                             fits, asked, elapsed / (state.epoch - first))
                     epochs = fits
                     bar.set_total(epochs)
             if writer and checkpoint is not None and checkpoint_due(state.epoch, cfg.checkpoint_every, epochs):
