@@ -131,6 +131,24 @@ def test_utility_scores_a_release_with_a_numeric_column_left_empty():
     assert got.tstr == pytest.approx(without.tstr) and got.trtr == without.trtr
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
+def test_utility_leaves_out_a_synthetic_class_of_one_row():
+    """A DP release emitted one target label of the "other" slot (``_RARE_``) among 32,560 rows,
+    and the score stage failed: HistGradientBoosting's early stopping (over 10,000 rows) splits its
+    validation part by class and a class of one row cannot be split. That row is left out."""
+    rng = np.random.default_rng(0)
+    n = 11_000
+    x = rng.normal(0, 1, n)
+    df = pd.DataFrame({"x": x, "z": rng.normal(0, 1, n), "y": np.where(x + rng.normal(0, 0.5, n) > 0, "hi", "lo")})
+    schema = _schema(df)
+    train, hold = df.iloc[:10_500], df.iloc[10_500:]
+    syn = df.iloc[:10_500].copy()
+    syn.loc[0, "y"] = "_RARE_"
+    got = score_utility(train, hold, syn, schema, "y")
+    assert got.tstr == pytest.approx(score_utility(train, hold, syn.iloc[1:], schema, "y").tstr)
+    assert got.tstr > 0.8
+
+
 def test_gate_checks_min_max_and_missing_keys():
     th = {"quality.overall": Threshold(min=0.8), "privacy.exact_match_rate": Threshold(max=0.01),
           "utility.tstr_score": Threshold(min=0.5)}
