@@ -146,6 +146,43 @@ def test_a_budget_plans_the_epochs_again_after_every_epoch():
     assert cut_to_budget(600, 250, 250, 12, 10, 20.0, 0.5) == 70  # a resumed run: its own epochs' pace
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
+def test_a_slow_first_epoch_no_longer_fixes_the_budgets_cut(monkeypatch):
+    """Through the loop, on a clock the test moves: a 20 s first epoch leaves 5 of 20 epochs in a
+    100 s budget; the next ones take 1 s, and the plan grows back to all 20 (it stayed at 5)."""
+    import types
+
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.config import ModelConfig, TrainConfig
+    from pipeline.models.base import OutputLayout
+    from pipeline.models.diffusion import TabularDiffusion
+    from pipeline.models.transformer import TableTransformer
+    from pipeline.schema import TableSchema, describe, infer_kind
+    from pipeline.training import loop
+
+    df = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 200), "c": ["a", "b"] * 100})
+    tf = TableTransformer(TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns]), knots=51).fit(df)
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(0)))
+    model = TabularDiffusion(OutputLayout(tf.spans, tf.width), ModelConfig(diffusion={"hidden_dims": [8]}),
+                             TrainConfig())
+    clock = {"now": 0.0, "epochs": 0}
+    real_epoch = loop.train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        sums = real_epoch(*args, **kwargs)
+        clock["epochs"] += 1
+        clock["now"] += 20.0 if clock["epochs"] == 1 else 1.0
+        return sums
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setattr(loop, "train_epoch", timed_epoch)
+    cfg = TrainConfig(epochs=20, batch_size=100, device="cpu", lr_decay=0.5, budget_seconds=100).settings()
+    state = loop.fit(model, data, cfg, seed=0)
+    assert state.epoch == 20 and clock["epochs"] == 20
+
+
 def test_a_resumed_run_keeps_the_epochs_a_budget_cut_it_to(tiny_cfg):
     """The schedule follows the epochs a run makes (a budget's cut); a checkpoint records them, so a
     resume continues that schedule and stops where the run would have, not at train.epochs."""
