@@ -11,9 +11,13 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
   else estimated with half the column's epsilon from a noisy histogram over signed powers of two
   (the outer edges of the outermost buckets whose noisy count passes a threshold that an empty
   bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``). Then a noisy histogram of
-  cells inside the bounds, with a missing bin: its counts clipped at zero, the empty-looking cells
-  at either end (below the same kind of threshold) dropped, the knots the quantiles of its
-  normalised CDF. The cells:
+  cells inside the bounds, with a missing bin: its counts clipped at zero, the knots the quantiles
+  of its normalised CDF. Where the bounds were estimated, the empty-looking cells at either end
+  (below the same kind of threshold) are dropped first: a power of two overshoots the range (an
+  age of at most 90 gets 128), and the noise of the cells beyond would stretch the knots there.
+  Declared bounds are the range as given, and no cell is dropped: at a small budget the threshold
+  is hundreds of rows a cell, and dropping cut real tails (Adult at epsilon 3: no age above 61).
+  The cells:
   - integers and dates whose range allows one cell per value: one per value, and the knots are
     those values, repeated where one holds more than a knot's share, so a spike (hours-per-week's
     40) is spread over its levels as the exact fit spreads it;
@@ -251,10 +255,11 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     counts = np.append(np.bincount(cell, minlength=len(edges) - 1), miss.sum()).astype(np.float64)
     noisy = counts + rng.laplace(0.0, 1.0 / eps_hist, len(counts))  # one histogram: each row in one bin
     present, missing = np.maximum(noisy[:-1], 0.0), float(noisy[-1])
-    # The knots span the cells from the first to the last that passes the known-bin threshold: the
-    # noise of the empty cells at either end would otherwise stretch them to the bounds.
+    # Estimated bounds: the knots span the cells from the first to the last that passes the
+    # known-bin threshold (the noise of the empty cells between the range and its power of two
+    # would otherwise stretch them there). Declared ones: every cell, the range as the user gave it.
     passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
-    if len(passed):
+    if len(passed) and how == "estimated":
         present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
     return {
         "name": col.name, "kind": col.kind,
