@@ -258,9 +258,10 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     # Estimated bounds: the knots span the cells from the first to the last that passes the
     # known-bin threshold (the noise of the empty cells between the range and its power of two
     # would otherwise stretch them there). Declared ones: every cell, the range as the user gave it.
-    passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
-    if len(passed) and how == "estimated":
-        present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
+    if how == "estimated":
+        passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
+        if len(passed):
+            present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
     return {
         "name": col.name, "kind": col.kind,
         "knots": (quantile_knots(edges, present, knots) if points is None

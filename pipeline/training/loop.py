@@ -252,7 +252,7 @@ def mean_over_ranks(model: GenerativeModel, sums: dict[str, torch.Tensor], world
     return {k: v / world for k, v in zip(keys, together)}
 
 
-def cut_to_budget(budget_seconds: float, asked: int, epochs: int, done: int, first: int, elapsed: float,
+def plan_to_budget(budget_seconds: float, asked: int, epochs: int, done: int, first: int, elapsed: float,
                   decay: float) -> int:
     """The epochs to make: those that fit ``budget_seconds`` at the pace of the ``done - first``
     epochs this run made in ``elapsed`` seconds, never fewer than are done nor more than ``asked``.
@@ -366,7 +366,7 @@ def fit(
             bar.advance(1, rows=steps * batch * world, **{k: row[k] for k in sums})
             if cfg.budget_seconds and not ddp:  # (under torchrun the ranks could cut differently)
                 elapsed = time.perf_counter() - started
-                fits = cut_to_budget(cfg.budget_seconds, asked, epochs, state.epoch, first, elapsed, cfg.lr_decay)
+                fits = plan_to_budget(cfg.budget_seconds, asked, epochs, state.epoch, first, elapsed, cfg.lr_decay)
                 if fits != epochs:
                     log.info("train.budget_seconds %.0f: %d of %d epochs fit (%.2fs each so far)", cfg.budget_seconds,
                              fits, asked, elapsed / (state.epoch - first))

@@ -132,18 +132,18 @@ def test_a_budget_plans_the_epochs_again_after_every_epoch():
     """``train.budget_seconds`` plans from the pace of every epoch so far: a slow first epoch (a busy
     machine) cuts the plan, which grows back once the pace recovers, but only while the learning
     rate has not begun to fall; it never exceeds the epochs asked, nor falls below those done."""
-    from pipeline.training.loop import cut_to_budget, lr_scale
+    from pipeline.training.loop import lr_scale, plan_to_budget
 
     # 250 asked, a 600 s budget: a 60 s first epoch leaves 10; four more at 2 s (68 s in 5) fit 44.
-    assert cut_to_budget(600, 250, 250, 1, 0, 60.0, 0.5) == 10
-    assert cut_to_budget(600, 250, 10, 5, 0, 68.0, 0.5) == 44
+    assert plan_to_budget(600, 250, 250, 1, 0, 60.0, 0.5) == 10
+    assert plan_to_budget(600, 250, 10, 5, 0, 68.0, 0.5) == 44
     # ... but not at epoch 6 of a 10-epoch plan: its rate is falling (decay over the last half).
-    assert lr_scale(6, 10, 0.5) < 1.0 and cut_to_budget(600, 250, 10, 6, 0, 70.0, 0.5) == 10
-    assert cut_to_budget(600, 250, 10, 6, 0, 70.0, 0.0) == 51  # no decay: it may grow at any time
-    assert cut_to_budget(600, 250, 40, 30, 0, 500.0, 0.5) == 36  # slower: it shrinks, decay or not
-    assert cut_to_budget(600, 250, 40, 30, 0, 900.0, 0.5) == 30  # never below the epochs done
-    assert cut_to_budget(600, 250, 250, 3, 0, 0.3, 0.5) == 250  # never beyond the epochs asked
-    assert cut_to_budget(600, 250, 250, 12, 10, 20.0, 0.5) == 70  # a resumed run: its own epochs' pace
+    assert lr_scale(6, 10, 0.5) < 1.0 and plan_to_budget(600, 250, 10, 6, 0, 70.0, 0.5) == 10
+    assert plan_to_budget(600, 250, 10, 6, 0, 70.0, 0.0) == 51  # no decay: it may grow at any time
+    assert plan_to_budget(600, 250, 40, 30, 0, 500.0, 0.5) == 36  # slower: it shrinks, decay or not
+    assert plan_to_budget(600, 250, 40, 30, 0, 900.0, 0.5) == 30  # never below the epochs done
+    assert plan_to_budget(600, 250, 250, 3, 0, 0.3, 0.5) == 250  # never beyond the epochs asked
+    assert plan_to_budget(600, 250, 250, 12, 10, 20.0, 0.5) == 70  # a resumed run: its own epochs' pace
 
 
 @pytest.mark.slow  # over a second: the fast tier stays under a minute
