@@ -71,12 +71,12 @@ def _fit_score(task: str, metric: str, X, y, Xt, yt, is_cat, classes) -> float:
         model.fit(X, y)
         return float(r2_score(yt, model.predict(Xt)))
     labels, counts = np.unique(y, return_counts=True)
-    if (counts < 2).any() and (counts >= 2).sum() >= 2:
+    if (counts < 2).any() and (counts >= 2).any():
         # A class of one row (a DP release's one "other" label) cannot be learned, and breaks the
         # stratified split of HistGradientBoosting's early stopping: its row is left out.
         keep = np.isin(y, labels[counts >= 2])
-        X, y = X[keep], y[keep]
-    if len(np.unique(y)) < 2:
+        X, y, labels = X[keep], y[keep], labels[counts >= 2]
+    if len(labels) < 2:
         # A synthetic target with one class predicts nothing: chance level.
         return 0.5 if metric == "roc_auc" else float(f1_score(yt, np.full(len(yt), y[0]), average="macro"))
     model = HistGradientBoostingClassifier(random_state=0, categorical_features=is_cat or None)

@@ -147,6 +147,9 @@ def test_utility_leaves_out_a_synthetic_class_of_one_row():
     got = score_utility(train, hold, syn, schema, "y")
     assert got.tstr == pytest.approx(score_utility(train, hold, syn.iloc[1:], schema, "y").tstr)
     assert got.tstr > 0.8
+    syn["y"] = "hi"  # one class beside the lone row: chance level, as for one class alone
+    syn.loc[0, "y"] = "_RARE_"
+    assert score_utility(train, hold, syn, schema, "y").tstr == 0.5
 
 
 def test_gate_checks_min_max_and_missing_keys():
