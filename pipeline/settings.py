@@ -83,6 +83,18 @@ class DiffusionSettings:
 
 
 @dataclass
+class AutoregressiveSettings:
+    """The autoregressive table model (``autoregressive``): each column a categorical draw given the
+    columns before it, a small MLP a column; numeric columns as equal-mass bins."""
+
+    hidden_dims: list[int] = setting(factory=lambda: [128], each=WIDTH, min_length=1)
+    bins: int = setting(32, ge=2, le=4096, description="equal-mass bins of a numeric column (values are drawn "
+                                                      "uniformly inside a bin)")
+    lr: float = setting(1e-3, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+
+
+@dataclass
 class DcganSettings:
     """The class-conditional image GAN (``dcgan``)."""
 
@@ -137,6 +149,7 @@ class ModelSettings:
     gan: GanSettings = setting(factory=GanSettings, models=("gan", "ctgan"))
     tvae: TvaeSettings = setting(factory=TvaeSettings)
     diffusion: DiffusionSettings = setting(factory=DiffusionSettings)
+    autoregressive: AutoregressiveSettings = setting(factory=AutoregressiveSettings)
     dcgan: DcganSettings = setting(factory=DcganSettings)
     conv_vae: ConvVaeSettings = setting(factory=ConvVaeSettings)
     auto: AutoSettings = setting(factory=AutoSettings)
@@ -168,6 +181,9 @@ class PrivacySettings:
                                                                    "counts the spent epsilon (rdp: Renyi DP; prv: "
                                                                    "privacy random variables, tighter)")
     max_grad_norm: float = setting(1.0, gt=0, description="each row's gradient is clipped to this L2 norm")
+    model: str | None = setting(
+        "autoregressive", description="the table model a DP run trains, in place of model.name (measured best under "
+                                      "DP-SGD: benchmarks/README.md); null: model.name")
     preprocessing_share: float = setting(
         0.1, gt=0, lt=1, description="the share of epsilon (and of delta) the transformer's private statistics "
                                      "spend (quantile knots, category lists, missing rates); DP-SGD spends the rest")

@@ -111,11 +111,24 @@ def check_config(cfg: Config, datasets: list[str] | None = None) -> None:
         if resolved.dataset(name).modality not in modalities():
             raise ConfigError(f"datasets.{name}.modality '{resolved.dataset(name).modality}' is not one of "
                               f"{sorted(modalities())}")
+        private = resolved.train.privacy.model if resolved.train.privacy.epsilon is not None else None
+        if private and resolved.model.name == private:  # it stands in for model.name: its own key in an error
+            check_private_model(private)
         check_model(resolved.model.name, resolved.dataset(name).modality, name)
         for candidate in resolved.model.auto.candidates if resolved.model.name == AUTO else ():
             check_model(candidate, AUTO_MODALITY, name)
         check_thresholds(resolved.score.thresholds)
         check_machine(resolved)
+
+
+def check_private_model(name: str) -> None:
+    """A ConfigError unless ``name`` (``train.privacy.model``) is a table model DP-SGD trains."""
+    from pipeline.errors import ConfigError
+    from pipeline.models.registry import models, private_models
+
+    if not getattr(models().get(name), "private", False):
+        raise ConfigError(f"train.privacy.model '{name}' is not a model DP-SGD trains; set it to {private_models()}, "
+                          "or null to train model.name")
 
 
 def check_machine(cfg: Config) -> None:

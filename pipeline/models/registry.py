@@ -37,7 +37,7 @@ def models() -> dict[str, type]:
 
 
 def private_models() -> str:
-    """The models that train with DP-SGD (``private``), for a refusal: "diffusion or tvae"."""
+    """The models that train with DP-SGD (``private``), for a refusal: "autoregressive or diffusion or tvae"."""
     return " or ".join(sorted(name for name, cls in models().items() if getattr(cls, "private", False)))
 
 

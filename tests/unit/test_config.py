@@ -389,3 +389,25 @@ def test_a_value_that_fits_no_member_of_a_union_is_one_line():
         with pytest.raises(ConfigError) as err:
             load_config(REPO / "params.yaml", {"train.epochs": value})
         assert str(err.value) == f"--set: train.epochs: Input should be {words}"
+
+
+def test_a_dp_run_of_a_table_trains_the_private_model_in_place_of_model_name():
+    """train.privacy.model stands in for model.name when epsilon is set, for tables only (an image
+    dataset keeps its own model, which DP-SGD then refuses); null keeps model.name; a model DP-SGD
+    cannot train is refused in one line naming the key."""
+    plain = load_config(REPO / "params.yaml")
+    assert plain.for_dataset("adult").model.name == "diffusion"  # no epsilon: model.name
+    dp = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3})
+    adult = dp.for_dataset("adult")
+    assert adult.model.name == "autoregressive" and adult.for_dataset("adult") is adult  # resolved once
+    assert dp.model.name == "diffusion"  # the shared sections are not edited
+    assert dp.for_dataset("mnist").model.name == "dcgan"
+    kept = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": None})
+    assert kept.for_dataset("adult").model.name == "diffusion"
+    chosen = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": "tvae"})
+    assert chosen.for_dataset("adult").model.name == "tvae"
+    check_config(chosen, ["adult"])
+    bad = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": "ctgan"})
+    with pytest.raises(ConfigError, match=r"^train.privacy.model 'ctgan' is not a model DP-SGD trains; set it to "
+                                          r"autoregressive or diffusion or tvae, or null to train model.name$"):
+        check_config(bad, ["adult"])

@@ -158,9 +158,10 @@ def test_other_models_refuse_in_one_line(tiny_cfg):
 
     tiny_cfg.model.name = "ctgan"  # a critic's loss mixes real and generated rows: no row's own gradient
     tiny_cfg.train.privacy.epsilon = 3.0
+    tiny_cfg.train.privacy.model = None  # model.name, not the DP default (train.privacy.model)
     ingest.run(tiny_cfg, "tiny")
     with pytest.raises(ConfigError, match=r"train.privacy: DP-SGD does not train 'ctgan'; set model.name: "
-                                          r"diffusion or tvae, or set train.privacy.epsilon: null$"):
+                                          r"autoregressive or diffusion or tvae, or set train.privacy.epsilon: null$"):
         train.run(tiny_cfg, "tiny")
 
 
@@ -222,6 +223,7 @@ def test_auto_distributed_and_resume_refuse_in_one_line(tiny_cfg):
     from pipeline import ingest, train
 
     tiny_cfg.train.privacy.epsilon = 3.0
+    tiny_cfg.train.privacy.model = None  # model.name as given (the DP default would stand in for auto)
     ingest.run(tiny_cfg, "tiny")
     tiny_cfg.model.name = "auto"
     with pytest.raises(ConfigError, match="model.name auto chooses on real validation rows"):

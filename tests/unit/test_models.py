@@ -1,4 +1,4 @@
-"""The three tabular models: they train, sample reproducibly, learn rare categories (ctgan) and
+"""The tabular models: they train, sample reproducibly, learn rare categories (ctgan) and
 honour conditions."""
 
 import numpy as np
@@ -16,7 +16,7 @@ from pipeline.models.transformer import TableTransformer
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("model", ["gan", "ctgan", "tvae"])
+@pytest.mark.parametrize("model", ["gan", "ctgan", "tvae", "autoregressive"])
 def test_each_model_trains_and_samples_the_same_rows_from_the_same_seed(tmp_path, tiny_source, model):
     cfg = tiny_config(tmp_path, tiny_source, **{"model.name": model})
     ingest.run(cfg, "tiny")
@@ -73,7 +73,7 @@ def test_ctgan_learns_a_rare_category(tmp_path):
     assert (syn["c"] == "rare").sum() >= 5  # 0.5% in the source: 25 expected
 
 
-@pytest.mark.parametrize("model", ["ctgan", "tvae"])
+@pytest.mark.parametrize("model", ["ctgan", "tvae", "autoregressive"])
 def test_conditional_sampling_honours_every_condition(tmp_path, tiny_source, model):
     cfg = tiny_config(tmp_path, tiny_source, **{"model.name": model})
     ingest.run(cfg, "tiny")

@@ -1,0 +1,130 @@
+"""The autoregressive table model: numeric bins that decode inside themselves, a dependence between
+columns learnt from the order, each row's loss its own under DP-SGD (Opacus' per-row gradients,
+clipped as ghost clipping sums them), and a private fit within its budget."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.models.autoregressive import TabularAutoregressive
+from pipeline.models.base import OutputLayout
+from pipeline.models.transformer import TableTransformer
+from pipeline.schema import TableSchema, describe, infer_kind
+from pipeline.settings import PrivacySettings
+from pipeline.training.loop import fit
+from pipeline.training.private import DPSGD, budget
+
+
+def _table(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """``band`` decides ``x``'s range and ``label``; ``y`` follows ``x``."""
+    rng = np.random.default_rng(seed)
+    band = rng.choice(["low", "mid", "high"], n, p=[0.5, 0.3, 0.2])
+    x = np.select([band == "low", band == "mid"], [rng.uniform(0, 10, n), rng.uniform(20, 30, n)],
+                  rng.uniform(50, 60, n))
+    label = np.where(band == "high", "yes", "no")
+    return pd.DataFrame({"band": band, "x": x, "y": x + rng.normal(0, 1, n), "label": label})
+
+
+def _model(df: pd.DataFrame, **settings) -> tuple[TabularAutoregressive, TableTransformer, torch.Tensor]:
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+    tf = TableTransformer(schema, knots=101).fit(df)
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(0)))
+    torch.manual_seed(0)
+    model = TabularAutoregressive(OutputLayout(tf.spans, tf.width),
+                                  ModelConfig(autoregressive={"hidden_dims": [32], **settings}), TrainConfig())
+    return model, tf, data
+
+
+def test_a_drawn_bin_decodes_to_a_value_inside_it():
+    """Rows sampled from any weights encode back to tokens whose numeric bins are the drawn ones:
+    the value is drawn inside its bin, and every bin is reachable."""
+    model, _, _ = _model(_table(), bins=16)
+    with torch.no_grad():
+        for net in model.nets:  # flat logits: every bin equally likely
+            net[-1].weight.zero_()
+            net[-1].bias.zero_()
+    rows = model.sample(20_000, torch.Generator().manual_seed(1))
+    codes = model._codes(rows)
+    numeric = [j for j, (is_num, _, _) in enumerate(model.tokens) if is_num]
+    assert len(numeric) == 2
+    for j in numeric:
+        counts = torch.bincount(codes[:, j], minlength=16).float()
+        assert counts.min() > 0.8 * 20_000 / 16 and counts.max() < 1.2 * 20_000 / 16  # uniform over the bins
+    # Re-encoding a decoded row gives the same tokens: drawn once more from one-hot logits.
+    with torch.no_grad():
+        for net in model.nets:
+            net[-1].bias.fill_(-30.0)
+            net[-1].bias[3 if net[-1].bias.numel() == 16 else 0] = 30.0
+    again = model._codes(model.sample(500, torch.Generator().manual_seed(2)))
+    assert torch.all(again[:, numeric] == 3)
+
+
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
+def test_it_learns_what_a_column_says_of_the_next():
+    df = _table()
+    model, tf, data = _model(df)
+    cfg = TrainConfig(epochs=30, batch_size=100, device="cpu", lr_decay=0.0).settings()
+    fit(model, data, cfg, seed=3)
+    syn = tf.inverse_transform(model.sample(3000, torch.Generator().manual_seed(4)).numpy(), np.random.default_rng(0))
+    ranges = {"low": (0, 10), "mid": (20, 30), "high": (50, 60)}
+    inside = np.mean([ranges[b][0] - 1 <= x <= ranges[b][1] + 1 for b, x in zip(syn["band"], syn["x"])])
+    assert inside > 0.9
+    assert np.mean((syn["band"] == "high") == (syn["label"] == "yes")) > 0.97
+    # y follows x through their bins (32 of each); inside a bin a value is drawn on its own: 0.999 -> above 0.9
+    assert np.corrcoef(syn["x"], syn["y"])[0, 1] > 0.9
+    for band, share in df["band"].value_counts(normalize=True).items():
+        assert abs((syn["band"] == band).mean() - share) < 0.04
+
+
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
+def test_each_rows_gradient_is_its_own_and_ghost_clipping_clips_it():
+    """Each row's gradient of the loss does not change with the other rows of its batch, and what
+    DP-SGD steps with (before its noise) is the sum of the per-row gradients clipped one by one."""
+    from opacus import GradSampleModule
+
+    model, _, data = _model(_table(600))
+    params = list(model.parameters())
+    net = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    grads = []
+    for batch in (data[:8], torch.cat([data[:1], data[100:107]])):
+        model.zero_grad(set_to_none=True)
+        model.loss("autoregressive", batch)[0].backward()
+        grads.append([p.grad_sample.clone() for p in params])
+        for p in params:
+            torch.testing.assert_close(p.grad_sample.mean(0), p.grad, rtol=1e-4, atol=1e-6)
+            p.grad_sample = None
+    for first, second in zip(*grads):
+        torch.testing.assert_close(first[0], second[0], rtol=1e-4, atol=1e-6)
+    batch, clip = data[:16], 0.5
+    model.zero_grad(set_to_none=True)
+    model.loss("autoregressive", batch)[0].backward()
+    per_row = [p.grad_sample.clone() for p in params]
+    net.to_standard_module()
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_row))
+    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+    assert (scale < 1).sum() >= 8  # most rows are clipped at this norm
+    expected = [torch.einsum("i,i...->...", scale, g) for g in per_row]
+    for p in params:
+        p.grad = None
+        for attr in ("grad_sample", "_forward_counter"):
+            if hasattr(p, attr):
+                delattr(p, attr)
+    settings = PrivacySettings(epsilon=3.0, max_grad_norm=clip)
+    dp = DPSGD(model.private_module(), {"autoregressive": torch.optim.Adam(params)}, budget(settings, rows=600),
+               settings, rows=600, batch=16, planned_steps=10, device=torch.device("cpu"))
+    dp.backward(model.row_loss("autoregressive", batch)[0])
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-6)
+    dp.close()
+
+
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
+def test_a_private_fit_spends_its_budget_and_samples():
+    model, _, data = _model(_table(600))
+    cfg = TrainConfig(epochs=3, batch_size=100, device="cpu", privacy={"epsilon": 2.0, "delta": 1e-4}).settings()
+    b = budget(cfg.privacy, data.shape[0])
+    state = fit(model, data, cfg, seed=3, budget=b)
+    assert state.privacy["steps"] == 3 * 6 and b.sgd_epsilon - 0.05 <= state.privacy["epsilon"] <= b.sgd_epsilon
+    assert torch.isfinite(model.sample(50, torch.Generator().manual_seed(0))).all()
