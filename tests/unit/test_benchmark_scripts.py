@@ -219,3 +219,20 @@ def test_detectors_runs_on_a_sample_and_ends_with_its_json_line(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(result) == {"holdout", "noisy holdout"} and set(result["holdout"]) == {"current", "default"}
     assert 0.4 < result["holdout"]["default"]["auc"] < 0.6
+
+
+def test_dp_transformer_scores_the_private_transforms_round_trip_and_ends_with_its_json_line(tmp_path):
+    """The private transformer's ceiling on a sample of Adult: a large budget with the codebook's
+    ranges loses almost nothing (every range the real one), a small one with estimated ranges
+    loses more."""
+    def run(*args: str) -> dict:
+        out = subprocess.run([sys.executable, str(REPO / "benchmarks/dp_transformer.py"), "--rows", "4000",
+                              "--fits", "2", *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    wide = run("--epsilon", "500", "--declared-bounds")
+    assert wide["rows"] == 4000 and len(wide["fits"]) == 2 and wide["declared_bounds"]
+    assert wide["shapes"][0] > 0.97 and wide["trends"][0] > 0.95
+    tight = run("--epsilon", "30")
+    assert tight["shapes"][0] < wide["shapes"][0] and not tight["declared_bounds"]
