@@ -257,10 +257,13 @@ def test_a_private_run_writes_no_exact_statistic_into_model_json_and_generates(t
 
 
 def test_a_private_run_refuses_model_auto_before_reading_rows(tmp_path):
-    cfg = _private_cfg(tmp_path, **{"model.name": "auto"})
+    # model.name as given (train.privacy.model, the DP default, would stand in for auto)
+    cfg = _private_cfg(tmp_path, **{"model.name": "auto", "train.privacy.model": None})
     ingest.run(cfg, "tiny")
     with pytest.raises(ConfigError, match=r"model\.name auto chooses on real validation rows"):
         train.run(cfg, "tiny")
+    cfg = _private_cfg(tmp_path, **{"model.name": "auto"})  # the default: the private model trains instead
+    assert cfg.for_dataset("tiny").model.name == "autoregressive"
 
 
 def test_images_are_refused_and_unset_bounds_leave_schema_json_as_before(tmp_path):
