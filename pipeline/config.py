@@ -412,16 +412,17 @@ class Config(_Section):
         wins, and the command line over everything). The result has only this dataset, with no
         overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
-        if not ds.overrides and not self._threshold_edits and self._private_model(ds) is None:
+        privacy = self.train.privacy
+        if not ds.overrides and not self._threshold_edits and \
+                _private_model(privacy.epsilon, privacy.model, self.model.name, ds.modality) is None:
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
             set_dotted(tree, key, copy.deepcopy(value))  # a copy: the edits below must not reach params
         # A DP run of a table trains train.privacy.model (when set) in place of model.name.
-        resolved_privacy = tree["train"]["privacy"]
-        if resolved_privacy["epsilon"] is not None and resolved_privacy["model"] and \
-                tree["datasets"][name].get("modality", "table") == "table":
-            tree["model"]["name"] = resolved_privacy["model"]
+        resolved = tree["train"]["privacy"]
+        stand_in = _private_model(resolved["epsilon"], resolved["model"], tree["model"]["name"], ds.modality)
+        tree["model"]["name"] = stand_in or tree["model"]["name"]
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
         # --threshold last: it wins over the dataset's own thresholds too, one bound at a time.
@@ -432,14 +433,6 @@ class Config(_Section):
             raise ConfigError(_format_validation_error(exc, f"datasets.{name}.overrides")) from None
         resolved._threshold_overrides = changed
         return resolved
-
-    def _private_model(self, ds: DatasetConfig) -> str | None:
-        """The model ``train.privacy.model`` puts in place of ``model.name`` for a DP run of a table
-        (None: none, or it is model.name already); a dataset's overrides are weighed by for_dataset."""
-        privacy = self.train.privacy
-        if privacy.epsilon is None or not privacy.model or ds.modality != "table" or privacy.model == self.model.name:
-            return None
-        return privacy.model
 
     def threshold_overrides(self, name: str) -> list[dict[str, Any]]:
         """The bounds ``--threshold`` changed for dataset ``name``: ``[{metric, bound, params, used}]``,
@@ -456,6 +449,14 @@ class Config(_Section):
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _private_model(epsilon: float | None, model: str | None, name: str, modality: str) -> str | None:
+    """The model ``train.privacy.model`` puts in place of ``model.name`` (``name``) for a DP run of a
+    table; None when none does, or it is ``name`` already."""
+    if epsilon is None or not model or modality != "table" or model == name:
+        return None
+    return model
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -102,3 +102,14 @@ def scored_tiny(tmp_path: Path, _scored_tiny_template) -> Config:
     cfg = tiny_config(tmp_path, source)
     cfg.generate.rows = 250
     return cfg
+
+
+def clipped_sum(per_row: list, clip: float) -> tuple:
+    """Each row's scale to norm <= ``clip`` (from Opacus' materialised per-row gradients, [rows, ...]
+    a parameter), and what DP-SGD steps with before its noise: the sum of the rows' scaled gradients."""
+    import torch  # here: the fast tier's other helpers need no torch
+
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_row))
+    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+    return scale, [torch.einsum("i,i...->...", scale, g) for g in per_row]
+

@@ -107,15 +107,16 @@ class TabularAutoregressive(TabularModel):
     def _sample(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         onehot = torch.zeros(n, self.offsets[-1], device=device)
         out = torch.zeros(n, self.layout.width, device=device)
-        for j, ((numeric, start, width), net) in enumerate(zip(self.tokens, self.nets)):
+        rows = torch.arange(n, device=device)
+        for j, ((numeric, start, _), net) in enumerate(zip(self.tokens, self.nets)):
             logits = net(self._context(onehot, j)).float()
             g = torch.rand(logits.shape, device=device, generator=generator).clamp_min_(1e-20)
             drawn = (logits - torch.log(-torch.log(g))).argmax(1)
-            onehot[torch.arange(n, device=device), self.offsets[j] + drawn] = 1.0
+            onehot[rows, self.offsets[j] + drawn] = 1.0
             if numeric:  # uniform inside the bin, in probability; back to the normal score
                 u = (drawn.float() + torch.rand(n, device=device, generator=generator)) / self.bins
                 z = torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6))
                 out[:, start] = (z / _SCALE).clamp(-1.0, 1.0)
             else:
-                out[torch.arange(n, device=device), start + drawn] = 1.0
+                out[rows, start + drawn] = 1.0
         return out

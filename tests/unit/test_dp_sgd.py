@@ -17,6 +17,7 @@ from pipeline.schema import TableSchema, describe, infer_kind
 from pipeline.settings import PrivacySettings
 from pipeline.training.loop import fit
 from pipeline.training.private import budget
+from tests.conftest import clipped_sum
 
 
 def _model(n: int = 600, seed: int = 0) -> tuple[TabularDiffusion, torch.Tensor]:
@@ -80,10 +81,8 @@ def test_ghost_clipping_sums_each_rows_gradient_clipped():
     params = list(model.generator.parameters())
     per_row = [p.grad_sample.clone() for p in params]
     net.to_standard_module()
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_row))
-    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+    scale, expected = clipped_sum(per_row, clip)
     assert (scale < 1).sum() >= 8  # most rows are clipped at this norm
-    expected = [torch.einsum("i,i...->...", scale, g) for g in per_row]
     for p in params:
         p.grad = None
 
@@ -193,9 +192,7 @@ def test_tvae_clips_each_rows_gradient_and_trains_within_the_budget():
     assert all(p is not model.sigma for p in params) and len(params) == 10  # 5 layers: weights and biases
     per_row = [p.grad_sample.clone() for p in params]
     net.to_standard_module()
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_row))
-    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
-    expected = [torch.einsum("i,i...->...", scale, g) for g in per_row]
+    _, expected = clipped_sum(per_row, clip)
     for p in model.parameters():
         p.grad = None
         for attr in ("grad_sample", "_forward_counter"):
