@@ -47,6 +47,7 @@ RECIPES = {
     "gan": {"train.epochs": 100, "train.lr_decay": 0},
     "tvae": {"train.epochs": 100, "train.lr_decay": 0},
     "diffusion": {},  # params.yaml's train section is its recipe
+    "autoregressive": {},  # so too (train.epochs auto: its own 60 epochs, or more on a small table)
     "auto": {},  # every candidate with the train section's recipe
 }
 METRICS = {"shapes": "quality.column_shapes", "trends": "quality.column_pair_trends", "tstr": "utility.tstr_score",

@@ -92,7 +92,8 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
                            "sample_rows": cfg.ingest.sample_rows,
                            "kinds_from": f"the first {len(first.frame):,} rows here (ingest: a seeded sample of "
                                          f"{cfg.ingest.sample_rows:,} rows)"}
-    epochs = epochs_for(cfg.train.epochs, cfg.train.min_steps, max(1, trains_on // cfg.train.batch_size))
+    epochs = epochs_for(cfg.train.epochs, cfg.train.min_steps, max(1, trains_on // cfg.train.batch_size),
+                        _recipe(cfg))
     out["model"].update(epochs=epochs, decay_epochs=cfg.train.lr_decay * epochs)
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
@@ -102,6 +103,15 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"], epochs)
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
     return out
+
+
+def _recipe(cfg: Config) -> tuple[int, int] | None:
+    """``model.name``'s own ``train.epochs: auto`` recipe, if it has one (``auto``: its candidates', each)."""
+    from pipeline.models.registry import AUTO, model_class
+
+    if cfg.model.name == AUTO:
+        return None
+    return model_class(cfg.model.name).auto_recipe(cfg.model.settings(), cfg.train.settings())
 
 
 def _dp_plan(cfg: Config, rows: int, epochs: int) -> dict[str, Any]:

@@ -82,6 +82,21 @@ class DiffusionSettings:
                               "vectors, argmax at the end")
 
 
+# ``train.epochs: auto``'s epochs on a table big enough to make ``min_steps`` optimiser steps in
+# them, unless the model has its own recipe (``auto_recipe``: the autoregressive model's settings):
+# the diffusion model's recipe, measured on Adult (docs/models.md).
+AUTO_EPOCHS = 250
+
+
+@dataclass
+class AutoregressiveRecipe:
+    """The autoregressive model's parts that differ under DP-SGD (``model.autoregressive.private``)."""
+
+    fine_bins: int = setting(1, ge=1, le=4096)
+    epochs: int = setting(AUTO_EPOCHS, ge=1, le=1_000_000)
+    min_steps: int = setting(3000, ge=1)
+
+
 @dataclass
 class AutoregressiveSettings:
     """The autoregressive table model (``autoregressive``): each column a categorical draw given the
@@ -90,6 +105,15 @@ class AutoregressiveSettings:
     hidden_dims: list[int] = setting(factory=lambda: [128], each=WIDTH, min_length=1)
     bins: int = setting(32, ge=2, le=4096, description="equal-mass bins of a numeric column (values are drawn "
                                                       "uniformly inside a bin)")
+    fine_bins: int = setting(16, ge=1, le=4096, description="a numeric value's place inside its bin: a second "
+                                                           "token among this many equal parts (1: none)")
+    epochs: int = setting(60, ge=1, le=1_000_000, description="train.epochs auto for this model: its epochs on a "
+                                                             "table big enough to make min_steps steps in them")
+    min_steps: int = setting(300, ge=1, description="train.epochs auto for this model: the fewest optimiser steps "
+                                                    "(its train.min_steps; more overfit a small table)")
+    private: AutoregressiveRecipe = setting(factory=AutoregressiveRecipe,
+                                            description="fine_bins, epochs and min_steps under DP-SGD "
+                                                        "(train.privacy.epsilon set)")
     lr: float = setting(1e-3, gt=0)
     weight_decay: float = setting(0.0, ge=0)
 
@@ -194,18 +218,16 @@ def dp_delta(delta: float | str, rows: int) -> float:
     return 1.0 / (10.0 * max(rows, 1)) if delta == "auto" else float(delta)
 
 
-# ``train.epochs: auto``'s epochs on a table big enough to make ``min_steps`` optimiser steps in
-# them (the diffusion model's recipe, measured on Adult: docs/models.md).
-AUTO_EPOCHS = 250
-
-
-def epochs_for(epochs: int | str, min_steps: int, steps_per_epoch: int) -> int:
+def epochs_for(epochs: int | str, min_steps: int, steps_per_epoch: int,
+               recipe: tuple[int, int] | None = None) -> int:
     """The epochs a run asks for: ``epochs``, or for ``auto`` ``AUTO_EPOCHS`` raised so that
     ``steps_per_epoch``-step epochs make at least ``min_steps`` steps (a small table: tips' 195
-    rows are one step an epoch)."""
+    rows are one step an epoch); a model's own ``recipe`` (its epochs, its fewest steps) in place
+    of both."""
     if epochs != "auto":
         return int(epochs)
-    return max(AUTO_EPOCHS, -(-min_steps // max(1, steps_per_epoch)))
+    auto, fewest = recipe or (AUTO_EPOCHS, min_steps)
+    return max(auto, -(-fewest // max(1, steps_per_epoch)))
 
 
 @dataclass
@@ -213,8 +235,9 @@ class TrainSettings:
     """The training recipe the loop (``pipeline.training.loop.fit``) runs."""
 
     epochs: int | Literal["auto"] = setting(
-        "auto", ge=1, le=1_000_000, description=f"auto: {AUTO_EPOCHS}, or more on a small table, so that training "
-                                                "makes at least min_steps optimiser steps; a number: exactly that many")
+        "auto", ge=1, le=1_000_000, description="auto: the model's recipe (autoregressive 60, the others 250), or "
+                                                "more on a small table, so that training makes at least min_steps "
+                                                "optimiser steps; a number: exactly that many")
     min_steps: int = setting(3000, ge=1, description="epochs auto: the fewest optimiser steps (a table of under about "
                                                      "6,000 rows at batch 500 gets more than 250 epochs)")
     batch_size: int = setting(500, ge=2)

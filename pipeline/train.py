@@ -241,7 +241,8 @@ def _fit(cfg: Config, model, tensor: torch.Tensor, train_settings, paths: StageP
         # Same data and recipe, and not past the epochs asked for (that run would train nothing).
         found, done = checkpoint_info(ckpt) if ckpt.exists() else (None, 0)
         steps = batch_plan(train_settings.batch_size, 1, model.batch_multiple, tensor.shape[0])[1]
-        resume_now = found == fingerprint and done <= epochs_for(cfg.train.epochs, cfg.train.min_steps, steps)
+        resume_now = found == fingerprint and done <= epochs_for(cfg.train.epochs, cfg.train.min_steps, steps,
+                                                                     model.recipe)
     # The loss log is rewritten whole: after the first epoch, then at most every LOG_SECONDS (a small
     # table's 3,000 short epochs would otherwise rewrite it 3,000 times), and when training ends or stops.
     last: dict[str, object] = {"written": -float("inf"), "history": None}

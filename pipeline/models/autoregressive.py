@@ -4,11 +4,14 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
 * Each column is a token: a categorical (or missing-flag) block its category, a numeric scalar its
   bin among ``bins`` equal-mass bins of the transformer's normal scores (the transformer makes
   every numeric column a standard normal, so the bins are the normal's quantiles: the training
-  rows' quantiles, with ties spread over their bins). A sampled bin becomes a value drawn
-  uniformly inside it in probability, so a column's values keep its marginal within each bin.
-* Column ``j``'s distribution given columns ``< j`` (the layout's order) is a small MLP of their
-  one-hot tokens; every row trains every column's conditional at every step (teacher forcing), a
-  loss of one cross-entropy a column. Rows come column by column: one pass of one small net each.
+  rows' quantiles, with ties spread over their bins), then a second token, its place inside that
+  bin among ``fine_bins`` equal parts in probability (``bins x fine_bins`` levels in all, each drawn
+  given everything before it, as MOSTLY AI's engine draws a number digit by digit). A drawn part
+  becomes a value drawn uniformly inside it in probability, so a column keeps its marginal there.
+* Token ``j``'s distribution given tokens ``< j`` (the layout's order) is a small MLP of their
+  one-hot codes; every row trains every token's conditional at every step (teacher forcing), a
+  loss of one cross-entropy a token. Rows come token by token: one pass of one small net each,
+  whose first layer over one-hot codes is a sum of one weight column per token before it.
 
 Why it exists: under DP-SGD each row's gradient is clipped to a fixed norm, and a loss that asks for
 every column given the others (rather than a few hidden ones, as masked diffusion does) spends
@@ -31,6 +34,11 @@ from pipeline.settings import ModelSettings, TrainSettings
 _CHUNK = 65_536  # rows drawn at once (bounds memory for any n)
 
 
+def _recipe(settings, train: TrainSettings):
+    """fine_bins, epochs and min_steps as this run trains: ``private``'s under DP-SGD."""
+    return settings.private if train.privacy.epsilon is not None else settings
+
+
 def _mlp(in_dim: int, dims: list[int], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, o in zip([in_dim, *dims[:-1]], dims):
@@ -42,13 +50,28 @@ def _mlp(in_dim: int, dims: list[int], out_dim: int) -> nn.Sequential:
 class TabularAutoregressive(TabularModel):
     private = True  # DP-SGD (train.privacy): private_module
 
+    @classmethod
+    def auto_recipe(cls, model: ModelSettings, train: TrainSettings) -> tuple[int, int]:
+        """Its own epochs and fewest steps (``model.autoregressive``; ``private`` under DP-SGD)."""
+        r = _recipe(model.autoregressive, train)
+        return r.epochs, r.min_steps
+
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
         super().__init__(layout)
         c = self.cfg = cfg.autoregressive
         self.bins = c.bins
-        # The tokens in the layout's order: (is numeric, the span's start, the token's width).
-        self.tokens = [(s.activation == "tanh", s.start, c.bins if s.activation == "tanh" else s.width)
-                       for s in layout.spans]
+        self.fine = _recipe(c, train).fine_bins
+        self.recipe = self.auto_recipe(cfg, train)
+        # The tokens in the layout's order: (kind, the span's start, the token's width); a numeric
+        # span is a bin ("bin") and, with fine_bins > 1, its part inside the bin ("part").
+        self.tokens: list[tuple[str, int, int]] = []
+        for s in layout.spans:
+            if s.activation != "tanh":
+                self.tokens.append(("category", s.start, s.width))
+                continue
+            self.tokens.append(("bin", s.start, c.bins))
+            if self.fine > 1:
+                self.tokens.append(("part", s.start, self.fine))
         widths = [w for _, _, w in self.tokens]
         self.offsets = [sum(widths[:j]) for j in range(len(widths) + 1)]
         # Column j reads the one-hot tokens of columns < j (the first column a constant 1).
@@ -64,14 +87,15 @@ class TabularAutoregressive(TabularModel):
     # -- tokens ----------------------------------------------------------------------------------
 
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
-        """[n, columns] every column's token: a numeric scalar's bin, a block's category."""
+        """[n, tokens] every token: a block's category, a numeric scalar's bin (and its part of it)."""
         out = []
-        for numeric, start, width in self.tokens:
-            if numeric:
-                p = torch.special.ndtr(rows[:, start].float() * _SCALE)
-                out.append((p * self.bins).long().clamp_(0, self.bins - 1))
-            else:
+        for kind, start, width in self.tokens:
+            if kind == "category":
                 out.append(rows[:, start:start + width].argmax(1))
+                continue
+            level = torch.special.ndtr(rows[:, start].float() * _SCALE) * self.bins
+            drawn = level.long().clamp_(0, self.bins - 1)
+            out.append(drawn if kind == "bin" else ((level - drawn) * self.fine).long().clamp_(0, self.fine - 1))
         return torch.stack(out, 1)
 
     def _context(self, onehot: torch.Tensor, j: int) -> torch.Tensor:
@@ -80,7 +104,7 @@ class TabularAutoregressive(TabularModel):
     # -- training --------------------------------------------------------------------------------
 
     def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Each row's loss ([n]): the sum of its columns' cross-entropies given the columns before."""
+        """Each row's loss ([n]): the sum of its tokens' cross-entropies given the tokens before."""
         codes = self._codes(real)
         onehot = torch.cat([F.one_hot(codes[:, j], w).float() for j, (_, _, w) in enumerate(self.tokens)], 1)
         ce = torch.stack([F.cross_entropy(net(self._context(onehot, j)), codes[:, j], reduction="none")
@@ -104,19 +128,37 @@ class TabularAutoregressive(TabularModel):
         parts = [self._sample(min(_CHUNK, n - i), generator, device) for i in range(0, n, _CHUNK)]
         return torch.cat(parts) if parts else torch.zeros(0, self.layout.width, device=device)
 
+    def _first_layer(self, j: int, index: torch.Tensor) -> torch.Tensor:
+        """Token ``j``'s net's first layer over the one-hot codes of the tokens before it, given as
+        their columns of the one-hot input (``index``, [n, >= j]): a sum of those weight columns."""
+        first = self.nets[j][0]
+        if not j:  # the constant 1
+            return (first.weight[:, 0] + first.bias).expand(index.shape[0], -1)
+        return F.embedding_bag(index[:, :j], first.weight.t().contiguous(), mode="sum") + first.bias
+
     def _sample(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        onehot = torch.zeros(n, self.offsets[-1], device=device)
         out = torch.zeros(n, self.layout.width, device=device)
         rows = torch.arange(n, device=device)
-        for j, ((numeric, start, _), net) in enumerate(zip(self.tokens, self.nets)):
-            logits = net(self._context(onehot, j)).float()
+        # Each drawn token as its column in the one-hot input (its offset + its code): a net's first
+        # layer over the one-hot codes is the sum of those columns of its weight (and its bias).
+        index = torch.zeros(n, len(self.tokens), dtype=torch.long, device=device)
+        level = None
+        for j, ((kind, start, _), net) in enumerate(zip(self.tokens, self.nets)):
+            logits = net[1:](self._first_layer(j, index)).float()
             g = torch.rand(logits.shape, device=device, generator=generator).clamp_min_(1e-20)
             drawn = (logits - torch.log(-torch.log(g))).argmax(1)
-            onehot[rows, self.offsets[j] + drawn] = 1.0
-            if numeric:  # uniform inside the bin, in probability; back to the normal score
-                u = (drawn.float() + torch.rand(n, device=device, generator=generator)) / self.bins
-                z = torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6))
-                out[:, start] = (z / _SCALE).clamp(-1.0, 1.0)
-            else:
+            index[:, j] = self.offsets[j] + drawn
+            if kind == "category":
                 out[rows, start + drawn] = 1.0
+                continue
+            if kind == "bin":
+                level = drawn.float()
+                if self.fine > 1:
+                    continue  # the part inside the bin comes next
+            else:
+                level = level + drawn.float() / self.fine
+            # uniform inside the bin (or its part), in probability; back to the normal score
+            u = (level + torch.rand(n, device=device, generator=generator) / (self.fine if kind == "part" else 1))
+            z = torch.special.ndtri((u / self.bins).clamp(1e-6, 1 - 1e-6))
+            out[:, start] = (z / _SCALE).clamp(-1.0, 1.0)
         return out

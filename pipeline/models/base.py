@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -88,6 +88,14 @@ class GenerativeModel(nn.Module):
     needs_whole_table: ClassVar[bool] = False
     # Whether it can train with DP-SGD (``private_module``; train.privacy).
     private: ClassVar[bool] = False
+    # ``train.epochs: auto``'s (epochs on a big table, fewest optimiser steps) when the model has its
+    # own recipe (``auto_recipe``); None: AUTO_EPOCHS and train.min_steps (pipeline.settings.epochs_for).
+    recipe: tuple[int, int] | None = None
+
+    @classmethod
+    def auto_recipe(cls, model: Any, train: Any) -> tuple[int, int] | None:
+        """``recipe`` for the model and train settings (``ModelSettings``, ``TrainSettings``) it is built with."""
+        return None
 
     @classmethod
     def over(cls, codec, model_cfg, train_cfg) -> "GenerativeModel":

@@ -320,7 +320,7 @@ def fit(
     if ddp:
         distributed.broadcast_state(model)  # one starting point, whatever each rank built or loaded
     batch, steps = batch_plan(cfg.batch_size, world, model.batch_multiple, data.shape[0])
-    asked = epochs_for(cfg.epochs, cfg.min_steps, steps)  # train.epochs auto: more on a small table
+    asked = epochs_for(cfg.epochs, cfg.min_steps, steps, model.recipe)  # auto: more on a small table
     # bf16 autocast on CUDA: tensor-core matmuls, no loss scaling needed (unlike fp16).
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
            else contextlib.nullcontext())

@@ -38,28 +38,62 @@ def _model(df: pd.DataFrame, **settings) -> tuple[TabularAutoregressive, TableTr
     return model, tf, data
 
 
-def test_a_drawn_bin_decodes_to_a_value_inside_it():
-    """Rows sampled from any weights encode back to tokens whose numeric bins are the drawn ones:
-    the value is drawn inside its bin, and every bin is reachable."""
-    model, _, _ = _model(_table(), bins=16)
+@pytest.mark.parametrize("fine", [1, 4])
+def test_a_drawn_bin_decodes_to_a_value_inside_it(fine):
+    """Rows sampled from any weights encode back to tokens whose numeric bins (and parts of bins)
+    are the drawn ones: the value is drawn inside its bin, and every bin is reachable."""
+    model, _, _ = _model(_table(), bins=16, fine_bins=fine)
     with torch.no_grad():
         for net in model.nets:  # flat logits: every bin equally likely
             net[-1].weight.zero_()
             net[-1].bias.zero_()
     rows = model.sample(20_000, torch.Generator().manual_seed(1))
     codes = model._codes(rows)
-    numeric = [j for j, (is_num, _, _) in enumerate(model.tokens) if is_num]
-    assert len(numeric) == 2
+    numeric = [j for j, (kind, _, _) in enumerate(model.tokens) if kind != "category"]
+    assert len(numeric) == 2 * (2 if fine > 1 else 1)
     for j in numeric:
-        counts = torch.bincount(codes[:, j], minlength=16).float()
-        assert counts.min() > 0.8 * 20_000 / 16 and counts.max() < 1.2 * 20_000 / 16  # uniform over the bins
+        k = model.tokens[j][2]
+        counts = torch.bincount(codes[:, j], minlength=k).float()
+        assert counts.min() > 0.8 * 20_000 / k and counts.max() < 1.2 * 20_000 / k  # uniform over the bins
     # Re-encoding a decoded row gives the same tokens: drawn once more from one-hot logits.
+    want = {"bin": 3, "part": 2}
     with torch.no_grad():
-        for net in model.nets:
+        for (kind, _, _), net in zip(model.tokens, model.nets):
             net[-1].bias.fill_(-30.0)
-            net[-1].bias[3 if net[-1].bias.numel() == 16 else 0] = 30.0
+            net[-1].bias[want.get(kind, 0)] = 30.0
     again = model._codes(model.sample(500, torch.Generator().manual_seed(2)))
-    assert torch.all(again[:, numeric] == 3)
+    for j in numeric:
+        assert torch.all(again[:, j] == want[model.tokens[j][0]])
+
+
+def test_the_sampler_reads_the_nets_the_loss_trains():
+    """The sampler's first layer (a sum of one weight column per token drawn) is the net's own
+    layer over the one-hot codes: its logits for drawn rows are the ones the loss scores."""
+    model, _, data = _model(_table(300), bins=8, fine_bins=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    rows = model.sample(200, torch.Generator().manual_seed(5))
+    codes = model._codes(rows)
+    onehot = torch.cat([torch.nn.functional.one_hot(codes[:, j], w).float()
+                        for j, (_, _, w) in enumerate(model.tokens)], 1)
+    index = torch.stack([model.offsets[j] + codes[:, j] for j in range(len(model.tokens))], 1)
+    for j, net in enumerate(model.nets):
+        torch.testing.assert_close(net[1:](model._first_layer(j, index)), net(model._context(onehot, j)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_a_dp_run_trains_the_private_recipe():
+    """Without DP: fine_bins parts and its own 60 epochs / 300 steps; under DP-SGD the settings'
+    ``private`` ones (one part, 250 epochs / 3,000 steps: the recipe measured there)."""
+    model, _, _ = _model(_table(50))
+    assert model.fine == 16 and model.recipe == (60, 300)
+    assert [k for k, _, _ in model.tokens].count("part") == 2
+    schema_cfg = ModelConfig(autoregressive={"hidden_dims": [32]})
+    private = TabularAutoregressive(model.layout, schema_cfg, TrainConfig(privacy={"epsilon": 1.0}))
+    assert private.fine == 1 and private.recipe == (250, 3000)
+    assert [k for k, _, _ in private.tokens].count("part") == 0
+    assert TabularAutoregressive.auto_recipe(schema_cfg.settings(), TrainConfig().settings()) == (60, 300)
 
 
 @pytest.mark.slow  # seconds: the fast tier stays under a minute

@@ -8,6 +8,7 @@ import torch
 from pipeline import generate, ingest, train
 from pipeline.artifacts import StagePaths
 from pipeline.errors import CheckpointError
+from pipeline.plan import plan
 
 
 @pytest.fixture
@@ -196,19 +197,26 @@ def test_a_resumed_run_keeps_the_epochs_a_budget_cut_it_to(tiny_cfg):
 
 
 def test_epochs_auto_makes_at_least_min_steps_steps_on_a_small_table(tiny_cfg):
-    """``train.epochs: auto``: 250 epochs, or more when a table is so small that 250 epochs make fewer
-    than ``min_steps`` optimiser steps; a number is exactly that many."""
+    """``train.epochs: auto``: the model's epochs (250, the autoregressive model's 60), or more when a
+    table is so small that they make fewer than ``min_steps`` optimiser steps; a number is exactly
+    that many."""
     from pipeline.settings import AUTO_EPOCHS, epochs_for
 
     assert epochs_for("auto", 3000, 65) == AUTO_EPOCHS  # Adult: 65 steps an epoch, 16,250 steps
     assert epochs_for("auto", 3000, 1) == 3000 and epochs_for("auto", 3000, 7) == 429  # tips; ceil(3000 / 7)
     assert epochs_for(5, 3000, 1) == 5  # asked for: exactly that
+    assert epochs_for("auto", 3000, 65, (60, 300)) == 60 and epochs_for("auto", 3000, 1, (60, 300)) == 300
     cfg = tiny_cfg  # 192 training rows in batches of 40: 4 steps an epoch
     cfg.train.epochs, cfg.train.min_steps, cfg.train.budget_seconds = "auto", 1004, 1e-6  # 251 epochs, cut to 1
     ingest.run(cfg, "tiny")
     assert train.run(cfg, "tiny").epochs == 1
     blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
     assert blob["epochs_planned"] == [251, 1]
+    cfg.model.name = "autoregressive"  # its own recipe: 60 epochs, or 300 steps (75 epochs here; cut to 1)
+    train.run(cfg, "tiny")
+    blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
+    assert blob["epochs_planned"] == [75, 1]
+    assert plan(cfg, "tiny", estimate=False)["model"]["epochs"] == 75  # validate's plan says so too
 
 
 _GAN_LOG = [{"epoch": e, "critic_loss": -0.5 / e, "gradient_penalty": 0.1, "generator_loss": 0.3 * e, "seconds": 0.2}
