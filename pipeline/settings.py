@@ -146,7 +146,7 @@ class AutoSettings:
     """``model.name: auto``: train each candidate on the training split less a validation part,
     score each on that part, keep the best (``pipeline/training/auto.py``)."""
 
-    candidates: list[str] = setting(factory=lambda: ["diffusion", "ctgan", "tvae"], min_length=1,
+    candidates: list[str] = setting(factory=lambda: ["autoregressive", "diffusion", "ctgan", "tvae"], min_length=1,
                                     description="table models to try, each with the train section's recipe")
     validation_fraction: float = setting(0.2, gt=0, lt=1, description="share of the training rows held out to "
                                                                        "score the candidates (never the holdout)")
@@ -166,7 +166,7 @@ class ModelSettings:
     """What to train: the model's name and the settings of each model, a section each (a model reads
     the section of its name, or the one that lists it in ``models``: ``model_section``)."""
 
-    name: str = setting("diffusion", description="the model to train (names checked against the registry: "
+    name: str = setting("autoregressive", description="the model to train (names checked against the registry: "
                                                  "pipeline.stages.check_config), or auto")
     quantile_knots: int = setting(1001, ge=3, description="knots of the per-column quantile transform")
     max_categories: int = setting(500, ge=2, description="rarer categories share one slot in the model")

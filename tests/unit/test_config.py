@@ -9,7 +9,7 @@ from tests.conftest import REPO
 def test_default_params_load():
     cfg = load_config(REPO / "params.yaml")
     assert "adult" in cfg.datasets and cfg.datasets["adult"].target == "income"
-    assert cfg.model.name == "diffusion"
+    assert cfg.model.name == "autoregressive"
 
 
 def test_override_any_key_parsed_as_yaml():
@@ -121,7 +121,7 @@ def test_unknown_dataset_is_named():
 def test_dataset_overrides_resolve_and_the_command_line_wins():
     cfg = load_config(REPO / "params.yaml")
     mnist = cfg.for_dataset("mnist")
-    assert mnist.model.name == "dcgan" and cfg.model.name == "diffusion"
+    assert mnist.model.name == "dcgan" and cfg.model.name == "autoregressive"
     assert "image.label_accuracy" in mnist.score.thresholds and "quality.overall" not in mnist.score.thresholds
     assert cfg.for_dataset("adult") is cfg  # no overrides: the shared sections as they are
     cli = load_config(REPO / "params.yaml", {"train.epochs": 2})
@@ -150,7 +150,7 @@ def test_a_set_model_applies_to_the_dataset_that_runs_and_params_errors_fail_at_
     text = text.replace("      train.batch_size: 32", "      train.batch_size: 50")  # (a multiple of ctgan's pac)
     assert text != (REPO / "params.yaml").read_text()
     (tmp_path / "params.yaml").write_text(text)
-    with pytest.raises(ConfigError, match="model 'diffusion' is for tables but mnist is an image dataset"):
+    with pytest.raises(ConfigError, match="model 'autoregressive' is for tables but mnist is an image dataset"):
         check_config(load_config(tmp_path / "params.yaml"))  # every dataset of the file
 
 
@@ -217,7 +217,7 @@ def test_the_codes_defaults_are_params_yaml_key_for_key():
     params, defaults = load_config(REPO / "params.yaml").to_dict(), Config(datasets={}).to_dict()
     differ = {k: (_value(params, k), _value(defaults, k)) for k in in_code if _value(params, k) != _value(defaults, k)}
     assert differ == {}, f"params.yaml's value, the code's default: {differ}"
-    assert load_config(REPO / "params.yaml").model.name == Config(datasets={}).model.name == "diffusion"
+    assert load_config(REPO / "params.yaml").model.name == Config(datasets={}).model.name == "autoregressive"
 
 
 def test_the_parity_check_sees_a_key_on_one_side_only():
@@ -395,14 +395,15 @@ def test_a_dp_run_of_a_table_trains_the_private_model_in_place_of_model_name():
     """train.privacy.model stands in for model.name when epsilon is set, for tables only (an image
     dataset keeps its own model, which DP-SGD then refuses); null keeps model.name; a model DP-SGD
     cannot train is refused in one line naming the key."""
-    plain = load_config(REPO / "params.yaml")
+    plain = load_config(REPO / "params.yaml", {"model.name": "diffusion"})
     assert plain.for_dataset("adult").model.name == "diffusion"  # no epsilon: model.name
-    dp = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3})
+    dp = load_config(REPO / "params.yaml", {"model.name": "diffusion", "train.privacy.epsilon": 3})
     adult = dp.for_dataset("adult")
     assert adult.model.name == "autoregressive" and adult.for_dataset("adult") is adult  # resolved once
     assert dp.model.name == "diffusion"  # the shared sections are not edited
-    assert dp.for_dataset("mnist").model.name == "dcgan"
-    kept = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": None})
+    assert load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3}).for_dataset("mnist").model.name == "dcgan"
+    kept = load_config(REPO / "params.yaml", {"model.name": "diffusion", "train.privacy.epsilon": 3,
+                                              "train.privacy.model": None})
     assert kept.for_dataset("adult").model.name == "diffusion"
     chosen = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": "tvae"})
     assert chosen.for_dataset("adult").model.name == "tvae"

@@ -121,12 +121,12 @@ def _params(stage: str, dataset: str) -> list[str]:
 
 
 def test_train_lists_the_section_of_its_own_model_alone():
-    """Editing model.dcgan does not retrain Adult (diffusion), nor model.diffusion MNIST (dcgan)."""
+    """Editing model.dcgan does not retrain Adult (autoregressive), nor model.autoregressive MNIST (dcgan)."""
     adult, mnist = _params("train", "adult"), _params("train", "mnist")
-    assert {"seed", "train", "model.name", "datasets.adult", "model.diffusion"} <= set(adult)
+    assert {"seed", "train", "model.name", "datasets.adult", "model.autoregressive"} <= set(adult)
     assert {"seed", "train", "model.name", "datasets.mnist", "model.dcgan"} <= set(mnist)
-    sections = [f"model.{s}" for s in ("gan", "tvae", "diffusion", "dcgan", "conv_vae", "auto")]
-    assert not (set(adult) & (set(sections) - {"model.diffusion"})) and "model" not in adult
+    sections = [f"model.{s}" for s in ("gan", "tvae", "diffusion", "autoregressive", "dcgan", "conv_vae", "auto")]
+    assert not (set(adult) & (set(sections) - {"model.autoregressive"})) and "model" not in adult
     assert not (set(mnist) & (set(sections) - {"model.dcgan"})) and "model" not in mnist
     for stage in ("ingest", "generate", "score", "publish"):  # no other stage reads the model settings
         assert not any(k.startswith("model") for k in _params(stage, "adult")), stage
