@@ -15,7 +15,7 @@ temporary folder). Releases, each judged against those rows:
   that learns rows reads *below* 0.5 here (a copy's sign; SDMetrics' score clips it to 1.0);
 - ``noisy holdout``: the held-out real rows changed the same way: a subtle difference without twins
   (a stronger detector reads further above 0.5);
-- ``model``: the default diffusion model's release: the synthetic rows in ``--model-work`` (a work
+- ``model``: a model's release: the synthetic rows in ``--model-work`` (a work
   folder where `pipeline run --dataset adult` ran), or, with ``--epochs E``, a model trained here for
   E epochs in a temporary folder (``python -m pipeline run --dataset adult --set train.epochs=E``);
 - each ``--release PATH`` (a Parquet file or folder of shards with Adult's columns).

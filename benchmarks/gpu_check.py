@@ -111,7 +111,7 @@ def device_refusal(script: str, device: torch.device, used: set[str], allow_cpu:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="diffusion", choices=sorted(models()))
+    ap.add_argument("--model", default=ModelSettings().name, choices=sorted(models()))  # params.yaml's default
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--cpu-epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=500)

@@ -121,7 +121,8 @@ def plot(result: dict, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["adult", "tips", "gapminder"], choices=sorted(DATASETS))
-    ap.add_argument("--models", nargs="+", default=["ctgan", "tvae", "diffusion", "auto"], choices=sorted(RECIPES))
+    ap.add_argument("--models", nargs="+", default=["ctgan", "tvae", "diffusion", "autoregressive", "auto"],
+                    choices=sorted(RECIPES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--png", default="model_frontier.png")
