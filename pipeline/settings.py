@@ -107,7 +107,7 @@ class AutoregressiveSettings:
                                                       "uniformly inside a bin)")
     fine_bins: int = setting(16, ge=1, le=4096, description="a numeric value's place inside its bin: a second "
                                                            "token among this many equal parts (1: none)")
-    epochs: int = setting(60, ge=1, le=1_000_000, description="train.epochs auto for this model: its epochs on a "
+    epochs: int = setting(90, ge=1, le=1_000_000, description="train.epochs auto for this model: its epochs on a "
                                                              "table big enough to make min_steps steps in them")
     min_steps: int = setting(300, ge=1, description="train.epochs auto for this model: the fewest optimiser steps "
                                                     "(its train.min_steps; more overfit a small table)")
@@ -235,7 +235,7 @@ class TrainSettings:
     """The training recipe the loop (``pipeline.training.loop.fit``) runs."""
 
     epochs: int | Literal["auto"] = setting(
-        "auto", ge=1, le=1_000_000, description="auto: the model's recipe (autoregressive 60, the others 250), or "
+        "auto", ge=1, le=1_000_000, description="auto: the model's recipe (autoregressive 90, the others 250), or "
                                                 "more on a small table, so that training makes at least min_steps "
                                                 "optimiser steps; a number: exactly that many")
     min_steps: int = setting(3000, ge=1, description="epochs auto: the fewest optimiser steps (a table of under about "

@@ -84,16 +84,16 @@ def test_the_sampler_reads_the_nets_the_loss_trains():
 
 
 def test_a_dp_run_trains_the_private_recipe():
-    """Without DP: fine_bins parts and its own 60 epochs / 300 steps; under DP-SGD the settings'
+    """Without DP: fine_bins parts and its own 90 epochs / 300 steps; under DP-SGD the settings'
     ``private`` ones (one part, 250 epochs / 3,000 steps: the recipe measured there)."""
     model, _, _ = _model(_table(50))
-    assert model.fine == 16 and model.recipe == (60, 300)
+    assert model.fine == 16 and model.recipe == (90, 300)
     assert [k for k, _, _ in model.tokens].count("part") == 2
     schema_cfg = ModelConfig(autoregressive={"hidden_dims": [32]})
     private = TabularAutoregressive(model.layout, schema_cfg, TrainConfig(privacy={"epsilon": 1.0}))
     assert private.fine == 1 and private.recipe == (250, 3000)
     assert [k for k, _, _ in private.tokens].count("part") == 0
-    assert TabularAutoregressive.auto_recipe(schema_cfg.settings(), TrainConfig().settings()) == (60, 300)
+    assert TabularAutoregressive.auto_recipe(schema_cfg.settings(), TrainConfig().settings()) == (90, 300)
 
 
 @pytest.mark.slow  # seconds: the fast tier stays under a minute

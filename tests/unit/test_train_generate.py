@@ -205,18 +205,18 @@ def test_epochs_auto_makes_at_least_min_steps_steps_on_a_small_table(tiny_cfg):
     assert epochs_for("auto", 3000, 65) == AUTO_EPOCHS  # Adult: 65 steps an epoch, 16,250 steps
     assert epochs_for("auto", 3000, 1) == 3000 and epochs_for("auto", 3000, 7) == 429  # tips; ceil(3000 / 7)
     assert epochs_for(5, 3000, 1) == 5  # asked for: exactly that
-    assert epochs_for("auto", 3000, 65, (60, 300)) == 60 and epochs_for("auto", 3000, 1, (60, 300)) == 300
+    assert epochs_for("auto", 3000, 65, (90, 300)) == 90 and epochs_for("auto", 3000, 1, (90, 300)) == 300
     cfg = tiny_cfg  # 192 training rows in batches of 40: 4 steps an epoch
     cfg.train.epochs, cfg.train.min_steps, cfg.train.budget_seconds = "auto", 1004, 1e-6  # 251 epochs, cut to 1
     ingest.run(cfg, "tiny")
     assert train.run(cfg, "tiny").epochs == 1
     blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
     assert blob["epochs_planned"] == [251, 1]
-    cfg.model.name = "autoregressive"  # its own recipe: 60 epochs, or 300 steps (75 epochs here; cut to 1)
+    cfg.model.name, cfg.model.autoregressive.min_steps = "autoregressive", 400  # 90 epochs, or 400 steps (100 here)
     train.run(cfg, "tiny")
     blob = torch.load(StagePaths.of(cfg.work_dir, "tiny").checkpoints / "last.pt", weights_only=True)
-    assert blob["epochs_planned"] == [75, 1]
-    assert plan(cfg, "tiny", estimate=False)["model"]["epochs"] == 75  # validate's plan says so too
+    assert blob["epochs_planned"] == [100, 1]
+    assert plan(cfg, "tiny", estimate=False)["model"]["epochs"] == 100  # validate's plan says so too
 
 
 _GAN_LOG = [{"epoch": e, "critic_loss": -0.5 / e, "gradient_penalty": 0.1, "generator_loss": 0.3 * e, "seconds": 0.2}
