@@ -114,6 +114,9 @@ class AutoregressiveSettings:
     private: AutoregressiveRecipe = setting(factory=AutoregressiveRecipe,
                                             description="fine_bins, epochs and min_steps under DP-SGD "
                                                         "(train.privacy.epsilon set)")
+    part_noise: float = setting(0.5, ge=0, le=1, description="in training, each earlier number's place inside its "
+                                                            "bin is redrawn at random in this share of the rows "
+                                                            "a categorical column learns from (0: off)")
     lr: float = setting(1e-3, gt=0)
     weight_decay: float = setting(0.0, ge=0)
 

@@ -12,6 +12,11 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
   one-hot codes; every row trains every token's conditional at every step (teacher forcing), a
   loss of one cross-entropy a token. Rows come token by token: one pass of one small net each,
   whose first layer over one-hot codes is a sum of one weight column per token before it.
+* In training, a categorical token reads each earlier part token redrawn at random in a
+  ``part_noise`` share of the rows: a value's place inside its bin says little about a category but
+  makes every row's context unique, and a net that learns each training row's answer drifts towards
+  its majority category on the new contexts of sampling (``_noisy_parts``). Numeric tokens read
+  the parts as they are (a bill follows the last one's exact place).
 
 Why it exists: under DP-SGD each row's gradient is clipped to a fixed norm, and a loss that asks for
 every column given the others (rather than a few hidden ones, as masked diffusion does) spends
@@ -106,11 +111,32 @@ class TabularAutoregressive(TabularModel):
     def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Each row's loss ([n]): the sum of its tokens' cross-entropies given the tokens before."""
         codes = self._codes(real)
-        onehot = torch.cat([F.one_hot(codes[:, j], w).float() for j, (_, _, w) in enumerate(self.tokens)], 1)
-        ce = torch.stack([F.cross_entropy(net(self._context(onehot, j)), codes[:, j], reduction="none")
-                          for j, net in enumerate(self.nets)], 1)
+        onehot = self._onehot(codes)
+        # A category's net reads the parts redrawn in a part_noise share of the rows (a bin's and a
+        # part's nets read them as they are: a number follows another one's exact place).
+        noisy = self._onehot(self._noisy_parts(codes)) if self.training and self.cfg.part_noise > 0 else onehot
+        ce = torch.stack([F.cross_entropy(net(self._context(noisy if kind == "category" else onehot, j)), codes[:, j],
+                                          reduction="none")
+                          for j, ((kind, _, _), net) in enumerate(zip(self.tokens, self.nets))], 1)
         loss = ce.sum(1)
         return loss, {"nll": loss.mean()}
+
+    def _onehot(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.one_hot(codes[:, j], w).float() for j, (_, _, w) in enumerate(self.tokens)], 1)
+
+    def _noisy_parts(self, codes: torch.Tensor) -> torch.Tensor:
+        """The tokens as a category's net reads them in training: each part token redrawn uniformly
+        in a ``part_noise`` share of the rows (the targets keep the true parts). A place inside a
+        bin adds little about a category but makes a row's context unique: without this a late
+        category's net learns each training row's answer and, on the new contexts of sampling,
+        drifts towards its majority category (Shoppers, 90 epochs: `Weekend` 0.234 -> 0.182)."""
+        context = codes.clone()
+        n = codes.shape[0]
+        for j, (kind, _, width) in enumerate(self.tokens):
+            if kind == "part":
+                hit = torch.rand(n, device=codes.device) < self.cfg.part_noise
+                context[:, j] = torch.where(hit, torch.randint(0, width, (n,), device=codes.device), codes[:, j])
+        return context
 
     def loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, figures = self.row_loss(phase, real)

@@ -96,6 +96,40 @@ def test_a_dp_run_trains_the_private_recipe():
     assert TabularAutoregressive.auto_recipe(schema_cfg.settings(), TrainConfig().settings()) == (90, 300)
 
 
+def test_part_noise_redraws_only_the_parts_a_category_reads():
+    """In training, a ``part_noise`` share of each part token is redrawn in the context a category
+    reads (uniformly: a redrawn part keeps its value a quarter of the time with 4 parts);
+    categories, bins and every target stay; numeric tokens, sampling and a model without noise read
+    the true tokens."""
+    model, _, data = _model(_table(4000), bins=8, fine_bins=4, part_noise=0.5)
+    codes = model._codes(data)
+    torch.manual_seed(1)
+    context = model._noisy_parts(codes)
+    parts = [j for j, (kind, _, _) in enumerate(model.tokens) if kind == "part"]
+    others = [j for j in range(len(model.tokens)) if j not in parts]
+    assert len(parts) == 2 and torch.equal(context[:, others], codes[:, others])
+    for j in parts:
+        changed = (context[:, j] != codes[:, j]).float().mean().item()
+        assert abs(changed - 0.5 * 3 / 4) < 0.03
+        assert torch.bincount(context[:, j], minlength=4).min() > 0.15 * len(data)
+    model.train()
+    torch.manual_seed(2)
+    noisy = model.row_loss("autoregressive", data[:64])[0]
+    model.eval()
+    clean = model.row_loss("autoregressive", data[:64])[0]
+    assert not torch.allclose(noisy, clean)
+    torch.testing.assert_close(model.row_loss("autoregressive", data[:64])[0], clean)
+    off, _, _ = _model(_table(4000), bins=8, fine_bins=4, part_noise=0.0)
+    off.train()
+    torch.testing.assert_close(off.row_loss("autoregressive", data[:64])[0],
+                               off.eval().row_loss("autoregressive", data[:64])[0])
+    # No category after a number: nothing reads a noisy part.
+    numeric_last, _, rows = _model(_table(400)[["band", "x", "y"]], bins=8, fine_bins=4, part_noise=1.0)
+    numeric_last.train()
+    torch.testing.assert_close(numeric_last.row_loss("autoregressive", rows[:64])[0],
+                               numeric_last.eval().row_loss("autoregressive", rows[:64])[0])
+
+
 @pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_it_learns_what_a_column_says_of_the_next():
     df = _table()
@@ -119,7 +153,8 @@ def test_each_rows_gradient_is_its_own_and_ghost_clipping_clips_it():
     DP-SGD steps with (before its noise) is the sum of the per-row gradients clipped one by one."""
     from opacus import GradSampleModule
 
-    model, _, data = _model(_table(600))
+    # No part noise: it is drawn per batch, and the test compares one row's gradient in two batches.
+    model, _, data = _model(_table(600), part_noise=0.0)
     params = list(model.parameters())
     net = GradSampleModule(model, batch_first=True, loss_reduction="mean")
     grads = []
