@@ -133,7 +133,12 @@ def main() -> None:
     print(f"{'dataset':10} {'model':10} " + " ".join(f"{c:>17}" for c in cols))
     for dataset in args.datasets:
         for model in args.models:
-            runs = [run_one(dataset, model, seed, overrides) for seed in args.seeds]
+            runs = []
+            for seed in args.seeds:  # a line per run on stderr as it ends: a long run stopped keeps what it made
+                runs.append(run_one(dataset, model, seed, overrides))
+                print(f"{dataset} {model} seed {seed}: " + ", ".join(
+                    f"{c} {runs[-1][c]:.4g}" for c in cols if isinstance(runs[-1][c], (int, float)))
+                    + (f", kept {runs[-1]['chosen']}" if model == "auto" else ""), file=sys.stderr, flush=True)
             result.setdefault(dataset, {})[model] = {c: summary([r[c] for r in runs]) for c in cols}
             row = result[dataset][model]
             if model == "auto":

@@ -99,6 +99,7 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     tips = result["tips"]
     assert set(tips) == {"tvae", "auto"} and set(tips["auto"]["chosen"]) <= {"tvae", "gan"}
+    assert "tips tvae seed 1: shapes" in out.stderr and "tips auto seed 0: shapes" in out.stderr  # a line a run
     for key in ("shapes", "trends", "tstr", "detection_auc", "dcr_share", "train_s", "rows_per_s"):
         mean, spread = tips["tvae"][key]
         assert mean is not None and spread >= 0, key
