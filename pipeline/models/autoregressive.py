@@ -77,6 +77,9 @@ class TabularAutoregressive(TabularModel):
             self.tokens.append(("bin", s.start, c.bins))
             if self.fine > 1:
                 self.tokens.append(("part", s.start, self.fine))
+        # Part noise is drawn only where a category's net reads a part: a category after a number.
+        kinds = [kind for kind, _, _ in self.tokens]
+        self.noise_read = "part" in kinds and "category" in kinds[kinds.index("part"):]
         widths = [w for _, _, w in self.tokens]
         self.offsets = [sum(widths[:j]) for j in range(len(widths) + 1)]
         # Column j reads the one-hot tokens of columns < j (the first column a constant 1).
@@ -114,7 +117,8 @@ class TabularAutoregressive(TabularModel):
         onehot = self._onehot(codes)
         # A category's net reads the parts redrawn in a part_noise share of the rows (a bin's and a
         # part's nets read them as they are: a number follows another one's exact place).
-        noisy = self._onehot(self._noisy_parts(codes)) if self.training and self.cfg.part_noise > 0 else onehot
+        noise = self.training and self.cfg.part_noise > 0 and self.noise_read
+        noisy = self._onehot(self._noisy_parts(codes)) if noise else onehot
         ce = torch.stack([F.cross_entropy(net(self._context(noisy if kind == "category" else onehot, j)), codes[:, j],
                                           reduction="none")
                           for j, ((kind, _, _), net) in enumerate(zip(self.tokens, self.nets))], 1)

@@ -75,8 +75,7 @@ def test_the_sampler_reads_the_nets_the_loss_trains():
             p.normal_(0, 0.5)
     rows = model.sample(200, torch.Generator().manual_seed(5))
     codes = model._codes(rows)
-    onehot = torch.cat([torch.nn.functional.one_hot(codes[:, j], w).float()
-                        for j, (_, _, w) in enumerate(model.tokens)], 1)
+    onehot = model._onehot(codes)
     index = torch.stack([model.offsets[j] + codes[:, j] for j in range(len(model.tokens))], 1)
     for j, net in enumerate(model.nets):
         torch.testing.assert_close(net[1:](model._first_layer(j, index)), net(model._context(onehot, j)),
@@ -125,6 +124,7 @@ def test_part_noise_redraws_only_the_parts_a_category_reads():
                                off.eval().row_loss("autoregressive", data[:64])[0])
     # No category after a number: nothing reads a noisy part.
     numeric_last, _, rows = _model(_table(400)[["band", "x", "y"]], bins=8, fine_bins=4, part_noise=1.0)
+    assert model.noise_read and not numeric_last.noise_read
     numeric_last.train()
     torch.testing.assert_close(numeric_last.row_loss("autoregressive", rows[:64])[0],
                                numeric_last.eval().row_loss("autoregressive", rows[:64])[0])
