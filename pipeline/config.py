@@ -117,10 +117,11 @@ class DatasetConfig(_Section):
         default_factory=list, description="inequalities between two numeric or two datetime columns kept in every "
                                           "generated row: 'A >= B', 'A > B', 'A <= B' or 'A < B' (e.g. "
                                           "'ship_date >= order_date'); ingest refuses one the real rows break")
-    bounds: dict[str, Annotated[list[float | str], Field(min_length=2, max_length=2)]] = Field(
+    bounds: dict[str, Annotated[list[float | str | None], Field(min_length=2, max_length=2)]] = Field(
         default_factory=dict, description="train.privacy.epsilon set: a numeric column's [low, high] (dates as ISO "
                                           "text), public knowledge that saves the budget of estimating its range; "
-                                          "values outside are clipped. Unset columns' ranges are estimated privately")
+                                          "values outside are clipped. A side given as null ([0, null]) and unset "
+                                          "columns' ranges are estimated privately")
     categories: dict[str, Annotated[list[str | int | float], Field(min_length=1)]] = Field(
         default_factory=dict, description="train.privacy.epsilon set: a categorical column's values as public "
                                           "knowledge (a known domain, e.g. country codes): every one is listed "

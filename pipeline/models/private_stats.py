@@ -10,9 +10,10 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
 * Numeric columns (continuous, integer, datetime): bounds ``datasets.<name>.bounds`` when declared,
   else estimated with half the column's epsilon from a noisy histogram over signed powers of two
   (the outer edges of the outermost buckets whose noisy count passes a threshold that an empty
-  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``). Then a noisy histogram of
+  bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``); a side declared null
+  (``[0, null]``) is estimated so, from the values clipped to the declared side. Then a noisy histogram of
   cells inside the bounds, with a missing bin: its counts clipped at zero, the knots the quantiles
-  of its normalised CDF. Where the bounds were estimated, the empty-looking cells at either end
+  of its normalised CDF. Where a bound was estimated, the empty-looking cells at its end
   (below the same kind of threshold) are dropped first: a power of two overshoots the range (an
   age of at most 90 gets 128), and the noise of the cells beyond would stretch the knots there.
   Declared bounds are the range as given, and no cell is dropped: at a small budget the threshold
@@ -165,21 +166,29 @@ def _as_float(s: pd.Series, kind: str) -> np.ndarray:
     return s.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def declared_bounds(col: ColumnSchema, value: Any, dataset: str) -> tuple[float, float]:
-    """``datasets.<name>.bounds.<column>`` as floats of the transformer (dates in nanoseconds)."""
+def declared_bounds(col: ColumnSchema, value: Any, dataset: str) -> tuple[float | None, float | None]:
+    """``datasets.<name>.bounds.<column>`` as floats of the transformer (dates in nanoseconds); a
+    side given as null (``[0, null]``: a known low, an unknown high) is None, to be estimated."""
     key = f"datasets.{dataset}.bounds.{col.name}"
-    try:
-        low, high = value
+
+    def number(v: Any) -> float | None:
+        if v is None:
+            return None
         if col.kind == "datetime":  # in UTC, as the transformer learns dates
-            stamps = [pd.Timestamp(v) for v in (low, high)]
-            stamps = [t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t for t in stamps]
-            low, high = (float(t.value) for t in stamps)
-        else:
-            low, high = float(low), float(high)
+            t = pd.Timestamp(v)
+            return float((t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t).value)
+        return float(v)
+
+    try:
+        low, high = (number(v) for v in value)
     except (TypeError, ValueError):
         what = "two dates" if col.kind == "datetime" else "two numbers"
-        raise ConfigError(f"{key}: {value!r} is not [low, high] ({what}); write e.g. [0, 120]") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(f"{key}: {value!r} is not [low, high] ({what}, or null for a side to estimate); write e.g. "
+                          "[0, 120] or [0, null]") from None
+    if low is None and high is None:
+        raise ConfigError(f"{key}: {value!r} declares neither side; give at least one (e.g. [0, null]) or remove it")
+    if not all(math.isfinite(v) for v in (low, high) if v is not None) or (
+            low is not None and high is not None and not low < high):
         raise ConfigError(f"{key}: {value!r} needs low < high, both finite; write e.g. [0, 120]")
     return low, high
 
@@ -219,16 +228,26 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
              privacy: Privacy, rows: int) -> tuple[dict[str, Any], str]:
     x = _as_float(s, col.kind)
     miss = np.isnan(x)
-    if col.name in privacy.bounds:
-        (low, high), how, eps_hist = declared_bounds(col, privacy.bounds[col.name], privacy.dataset), "declared", eps
-    else:
-        how, eps_hist = "estimated", eps * (1 - BOUNDS_SHARE)
-        found = estimate_bounds(x[~miss], eps * BOUNDS_SHARE, rng)
+    low, high = (declared_bounds(col, privacy.bounds[col.name], privacy.dataset) if col.name in privacy.bounds
+                 else (None, None))
+    # Which ends are estimated: a side declared as null is, with half the column's epsilon, as a
+    # column without bounds (the declared side then clips the values before the estimate).
+    estimated = (low is None, high is None)
+    how = {(False, False): "declared", (True, True): "estimated", (True, False): "high declared",
+           (False, True): "low declared"}[estimated]
+    eps_hist = eps if how == "declared" else eps * (1 - BOUNDS_SHARE)
+    if how != "declared":
+        finite = x[~miss]
+        finite = np.clip(finite, low if low is not None else -np.inf, high if high is not None else np.inf)
+        found = estimate_bounds(finite, eps * BOUNDS_SHARE, rng)
         if found is None:
             raise ConfigError(f"column '{col.name}': too few rows for a private estimate of its range at this budget; "
                               f"declare datasets.{privacy.dataset}.bounds.{col.name}: [low, high], raise "
                               "train.privacy.epsilon or train.privacy.preprocessing_share, or drop the column")
-        low, high = found
+        low = found[0] if low is None else low
+        high = found[1] if high is None else high
+        if not low < high:  # a declared side beyond the estimated other: the range is the declared value's unit
+            low, high = (low, low + max(abs(low), 1.0)) if estimated[1] else (high - max(abs(high), 1.0), high)
     unit_ns = int(pd.Timedelta(1, unit=col.datetime_unit or "ns").value) if col.kind == "datetime" else 1
     # Fewer cells at a small budget: the noise of a cell (about 1 / epsilon rows) stays near a tenth of its rows.
     cells = int(np.clip(rows * eps_hist / 10.0, MIN_CELLS, MAX_CELLS))
@@ -258,10 +277,13 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     # Estimated bounds: the knots span the cells from the first to the last that passes the
     # known-bin threshold (the noise of the empty cells between the range and its power of two
     # would otherwise stretch them there). Declared ones: every cell, the range as the user gave it.
-    if how == "estimated":
+    if how != "declared":  # only at an estimated end
         passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
         if len(passed):
-            present[:passed[0]], present[passed[-1] + 1:] = 0.0, 0.0
+            if estimated[0]:
+                present[:passed[0]] = 0.0
+            if estimated[1]:
+                present[passed[-1] + 1:] = 0.0
     return {
         "name": col.name, "kind": col.kind,
         "knots": (quantile_knots(edges, present, knots) if points is None

@@ -145,6 +145,30 @@ def test_declared_bounds_keep_a_thin_tail_that_estimated_ones_drop():
     assert (back["age"] > 60).mean() == pytest.approx((df["age"] > 60).mean(), abs=0.005)
 
 
+def test_a_side_declared_null_is_estimated_and_only_its_end_dropped():
+    """``[18, null]``: the low end as declared (its thin tail kept, as with both sides declared), the
+    high end estimated and dropped where its cells look empty (as with no bounds); the record says
+    which side was declared. ``[null, 90]`` the mirror image. The estimate sees the values clipped
+    to the declared side."""
+    rng = np.random.default_rng(5)
+    n = 10_000
+    u = rng.random(n)
+    age = np.where(u < 0.02, rng.integers(18, 30, n), np.where(u < 0.98, rng.integers(30, 61, n),
+                                                            rng.integers(61, 91, n))).astype("int64")
+    df = pd.DataFrame({"age": age})
+    low = _fit(df, 0.3, bounds={"age": [18, None]})
+    high = _fit(df, 0.3, bounds={"age": [None, 90]})
+    none = _fit(df, 0.3)
+    lo_knots, hi_knots, none_knots = (np.asarray(t.columns[0]["knots"]) for t in (low, high, none))
+    assert none_knots.min() >= 28 and none_knots.max() <= 62  # both thin tails dropped
+    assert lo_knots.min() <= 19 and lo_knots.max() <= 62
+    assert hi_knots.min() >= 28 and hi_knots.max() >= 85
+    assert low.state()["private"]["bounds"] == {"age": "low declared"}
+    assert high.state()["private"]["bounds"] == {"age": "high declared"}
+    # the declared side clips: nothing below it is ever decoded
+    assert low.inverse_transform(low.transform(df.assign(age=df["age"] - 10), rng), rng)["age"].min() >= 18
+
+
 def test_quantile_knots_jump_empty_cells_and_repeat_nothing():
     knots = quantile_knots(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 0.0, 1.0]), 5)
     assert knots.tolist() == [0.0, 0.5, 1.0, 2.5, 3.0]  # the empty cell (1, 2) holds no knot
@@ -220,6 +244,10 @@ def test_refusals_are_one_line_naming_the_key_and_the_fix():
         _fit(df, 1.0, bounds={"job": [0, 3]})
     with pytest.raises(ConfigError, match=r"bounds\.age: .*low < high"):
         _fit(df, 1.0, bounds={"age": [5, 5]})
+    with pytest.raises(ConfigError, match=r"bounds\.age: .*declares neither side.*\[0, null\]"):
+        _fit(df, 1.0, bounds={"age": [None, None]})
+    with pytest.raises(ConfigError, match=r"bounds\.age: 'old' is not \[low, high\]"):
+        _fit(df, 1.0, bounds={"age": "old"})
 
 
 def _private_cfg(tmp_path, **sets) -> Config:
