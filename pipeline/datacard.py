@@ -158,12 +158,24 @@ def dp_statement(manifest: dict) -> list[str]:
         f"each row's gradient clipped to {_sig(sgd.get('max_grad_norm'))}, Poisson sampling rate "
         f"{_sig(sgd.get('sample_rate'))}, {_value(sgd.get('steps'))} steps",
         "- assumed: the number of training rows is public; the parts add up (sequential composition); noise "
-        "from PyTorch's and NumPy's seeded generators, not a cryptographically secure source",
+        "from PyTorch's and NumPy's seeded generators, not a cryptographically secure source" + _declared(pre),
         "- not covered: the scores below and the gate's verdict (computed on real rows: aggregate figures, not "
         "rows)" + (f"; the column kinds ingest inferred from the values ({', '.join(map(str, inferred))}): "
                    "declare them in `column_types` so that they do not depend on the values" if inferred else ""),
     ]
     return lines
+
+
+def _declared(pre: dict) -> str:
+    """What the run took as public knowledge (``datasets.<name>.bounds`` and ``categories``): true of
+    the population whatever the rows, or the guarantee does not hold as stated."""
+    how = _dict(pre.get("bounds"))
+    ranges = [f"{name}{'' if h == 'declared' else ' (' + h.split()[0] + ' end)'}" for name, h in how.items()
+              if h in ("declared", "low declared", "high declared")]
+    lists = list(_dict(pre.get("categories")))
+    parts = ([f"the ranges of {', '.join(map(str, ranges))}"] if ranges else []) + (
+        [f"the values of {', '.join(map(str, lists))}"] if lists else [])
+    return ("; declared as public knowledge, not read from the rows: " + " and ".join(parts)) if parts else ""
 
 
 def _value_protection(manifest: dict) -> list[str]:

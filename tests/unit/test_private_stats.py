@@ -303,3 +303,22 @@ def test_images_are_refused_and_unset_bounds_leave_schema_json_as_before(tmp_pat
     assert ingest.ingest_params(cfg, "tiny")["dataset"]["bounds"] == {"age": [0.0, 120.0]}
     plain = tiny_config(tmp_path, tmp_path / "x.parquet")
     assert not {"bounds", "categories"} & set(ingest.ingest_params(plain, "tiny")["dataset"])
+
+
+def test_the_data_card_names_what_a_run_took_as_public_knowledge():
+    """The card's "assumed" line lists the declared ranges (a half-declared one by its side) and
+    category lists from model.json's record, and says nothing of them where none was declared."""
+    from pipeline.datacard import dp_statement
+
+    pre = {"epsilon": 0.3, "delta": 1e-6, "mechanism": "laplace",
+           "bounds": {"age": "declared", "fnlwgt": "low declared", "hours": "estimated"},
+           "categories": {"sex": "declared"}}
+    manifest = {"source_rows": 1000, "privacy": {"dp": {"epsilon": 3.0, "delta": 1e-5, "preprocessing": pre,
+                                                         "dp_sgd": {}, "budget": {"epsilon": 3.0}}}}
+    assumed = next(line for line in dp_statement(manifest) if line.startswith("- assumed"))
+    assert assumed.endswith("declared as public knowledge, not read from the rows: the ranges of age, "
+                            "fnlwgt (low end) and the values of sex")
+    bare = {**pre, "bounds": {"hours": "estimated"}, "categories": {}}
+    manifest["privacy"]["dp"]["preprocessing"] = bare
+    assumed = next(line for line in dp_statement(manifest) if line.startswith("- assumed"))
+    assert "public knowledge" not in assumed and assumed.endswith("not a cryptographically secure source")
