@@ -5,7 +5,8 @@
     python benchmarks/dp_frontier.py [--epsilons 1 3 10 off] [--seeds 0 1 2] [--delta 1e-5]
         [--sides ours mostly aim] [--budget-seconds 600] [--quick] [--mostly-python PATH]
         [--dpmm-python PATH] [--peer-preprocessing-share 0.1] [--aim-max-model-size 80] [--aim-iters 1000]
-        [--aim-bounds private|public] [--our-categories declared|private] [--keep-work DIR]
+        [--aim-bounds private|public] [--our-bounds params|estimated] [--our-categories declared|private]
+        [--keep-work DIR]
         [--set key=value ...]
 
 Each seed runs in a temporary folder: our ingest of Adult once (its official train/test files), then
@@ -13,8 +14,10 @@ for each epsilon (``off``: no differential privacy) and side:
 - ``ours``: train -> generate -> score with params.yaml's defaults plus ``train.privacy.epsilon``
   (null at ``off``), ``train.privacy.delta`` (``--delta``) and ``train.budget_seconds``
   (``--budget-seconds``), then any --set. The epsilon spent is model.json's ``privacy.dp.epsilon``.
-  The categorical columns' values are declared (``datasets.adult.categories``): the same public
-  domain AIM is given (``--our-categories private``: listed privately from the rows instead).
+  What params.yaml's Adult entry declares as public knowledge is declared here too, as in the
+  default DP run: the documented ranges (``datasets.adult.bounds``; ``--our-bounds estimated``: every
+  range estimated privately instead) and category lists (``datasets.adult.categories``: the values
+  the rows hold, the domain AIM is given; ``--our-categories private``: listed privately instead).
 - ``mostly``: MOSTLY AI's engine (``_mostly_runner.py``, in its own virtual environment) on our
   prepared training rows with its ``DifferentialPrivacyConfig``: ``max_epsilon`` = epsilon, ``delta``,
   ``value_protection_epsilon`` = ``--peer-preprocessing-share`` x epsilon (the engine's default, 1.0,
@@ -206,8 +209,7 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
         if args.quick:  # 2,000 rows are too few to estimate ranges privately: public bounds, as AIM's in --quick
             numeric = [c.name for c in schema.modeled if c.kind in ("continuous", "integer")]
             entry = {**entry, "bounds": {c: [float(train[c].min()), float(train[c].max())] for c in numeric}}
-        if args.our_categories == "declared":  # the public domain AIM is given, given to ours too
-            entry = {**entry, "categories": public_categories(train, schema)}
+        entry = {**entry, **our_public(args)}
         sets["datasets"] = {TABLE: entry}
         train[schema.names].to_parquet(folder / "peer_train.parquet", index=False)
         args.rows = len(train)
@@ -223,11 +225,17 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
     return out
 
 
-def public_categories(train, schema) -> dict[str, list]:
-    """Each categorical column's values as the training rows hold them: the domain ``_dpmm_runner.py``
-    hands AIM, as ``datasets.adult.categories`` for ours (a boolean's two values are known already)."""
-    return {c.name: sorted(train[c.name].dropna().unique().tolist()) for c in schema.modeled
-            if c.kind == "categorical"}
+def our_public(args) -> dict:
+    """What ours declares as public knowledge: params.yaml's ``datasets.adult.bounds`` and
+    ``categories`` (the default DP run's), less what ``--our-bounds estimated`` and
+    ``--our-categories private`` leave to be estimated. --quick's sample keeps its own bounds."""
+    declared = load_config(PARAMS).dataset(TABLE)
+    out = {}
+    if args.our_bounds == "params" and not args.quick:
+        out["bounds"] = {name: list(value) for name, value in declared.bounds.items()}
+    if args.our_categories == "declared":
+        out["categories"] = {name: list(values) for name, values in declared.categories.items()}
+    return out
 
 
 def report(label: str, seed: int, side: str, r: dict) -> None:
@@ -295,9 +303,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--aim-bounds", choices=["private", "public"], default="private",
                     help="numeric bounds for dpmm's binning: estimated privately from the rows (default), or the "
                          "rows' min and max given as public (an advantage to AIM; --quick uses it)")
+    ap.add_argument("--our-bounds", choices=["params", "estimated"], default="params",
+                    help="ours: the numeric ranges params.yaml's Adult entry declares (datasets.adult.bounds, the "
+                         "default DP run's), or every range estimated privately from the rows")
     ap.add_argument("--our-categories", choices=["declared", "private"], default="declared",
-                    help="ours: the categorical columns' values declared as the public domain AIM is given "
-                         "(datasets.adult.categories, the default), or listed privately from the rows")
+                    help="ours: the categorical columns' values declared as params.yaml's Adult entry lists them "
+                         "(datasets.adult.categories: the domain AIM is given, the default), or listed privately "
+                         "from the rows")
     ap.add_argument("--aim-iters", type=int, default=1000, help="AIM's n_iters (default: %(default)s, dpmm's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of our side, as the CLI's --set")

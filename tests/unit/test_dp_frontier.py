@@ -116,17 +116,21 @@ def test_aims_side_runs_at_quick_size_and_ends_with_its_json_line(tmp_path):
         assert 0 <= aim[key][0] <= 1, key
 
 
-def test_ours_is_given_the_categorical_domain_aim_is_given():
+def test_ours_declares_what_params_declares_and_the_categories_are_the_domain_aim_is_given():
+    """By default ours is the default DP run: params.yaml's Adult bounds and categories; the lists
+    are the values Adult's training rows hold (the domain ``_dpmm_runner.py`` hands AIM from them).
+    ``--our-bounds estimated`` / ``--our-categories private`` leave each out; --quick keeps its own bounds."""
     import pandas as pd
 
-    from pipeline.schema import TableSchema, describe, infer_kind
-
-    train = pd.DataFrame({"job": ["clerk", "nurse", None, "clerk"], "age": [30, 40, 50, 60],
-                          "member": [True, False, True, True]})
-    schema = TableSchema([describe(train[c], infer_kind(train[c])) for c in train.columns])
-    assert dp_frontier.public_categories(train, schema) == {"job": ["clerk", "nurse"]}  # no number, no boolean
-    assert dp_frontier.parse_args([]).our_categories == "declared"
-    assert dp_frontier.parse_args(["--our-categories", "private"]).our_categories == "private"
+    got = dp_frontier.our_public(dp_frontier.parse_args([]))
+    assert got["bounds"]["age"] == [17, 90] and got["bounds"]["fnlwgt"] == [1, None]
+    train = pd.read_parquet(dp_frontier.DATASETS["adult"]["source"])
+    text = [c for c in train.columns if train[c].dtype == object]
+    assert sorted(got["categories"]) == sorted(text)
+    assert all(set(got["categories"][c]) == set(train[c].dropna()) for c in text)
+    assert dp_frontier.our_public(dp_frontier.parse_args(["--our-bounds", "estimated", "--our-categories",
+                                                          "private"])) == {}
+    assert "bounds" not in dp_frontier.our_public(dp_frontier.parse_args(["--quick"]))
 
 
 def test_keep_work_runs_a_seed_in_a_kept_folder_and_refuses_a_used_one(tmp_path):
