@@ -17,7 +17,8 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
   (below the same kind of threshold) are dropped first: a power of two overshoots the range (an
   age of at most 90 gets 128), and the noise of the cells beyond would stretch the knots there.
   Declared bounds are the range as given, and no cell is dropped: at a small budget the threshold
-  is hundreds of rows a cell, and dropping cut real tails (Adult at epsilon 3: no age above 61).
+  is hundreds of rows a cell, and dropping cut real tails (Adult at epsilon 3: no age above 61);
+  a declared end is the first (last) knot whatever the noise of its cell.
   The cells:
   - integers and dates whose range allows one cell per value: one per value, and the knots are
     those values, repeated where one holds more than a knot's share, so a spike (hours-per-week's
@@ -284,14 +285,20 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
                 present[:passed[0]] = 0.0
             if estimated[1]:
                 present[passed[-1] + 1:] = 0.0
+    clip = [float(edges[0]), float(edges[-1])] if points is None else [float(points[0]), float(points[-1])]
+    q = quantile_knots(edges, present, knots) if points is None else value_knots(points, present, knots)
+    # A declared end is the first (last) knot: the range is the user's, and whether the rarest values
+    # at it come out should not turn on the noise of its cell (Adult's education-num 1, 51 rows).
+    if not estimated[0]:
+        q[0] = clip[0]
+    if not estimated[1]:
+        q[-1] = clip[1]
     return {
         "name": col.name, "kind": col.kind,
-        "knots": (quantile_knots(edges, present, knots) if points is None
-                  else value_knots(points, present, knots)).tolist(),
+        "knots": q.tolist(),
         "has_missing": missing > known_threshold(eps_hist), "unit": col.datetime_unit,
         **({"decimals": None} if col.kind == "continuous" else {}),
-        # What transform clips a real value to first.
-        "clip": [float(edges[0]), float(edges[-1])] if points is None else [float(points[0]), float(points[-1])],
+        "clip": clip,  # what transform clips a real value to first
     }, how
 
 

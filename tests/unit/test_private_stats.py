@@ -141,6 +141,8 @@ def test_declared_bounds_keep_a_thin_tail_that_estimated_ones_drop():
     declared = _fit(df, 0.3, bounds={"age": [18, 90]})
     estimated = _fit(df, 0.3)
     assert max(declared.columns[0]["knots"]) >= 85 and max(estimated.columns[0]["knots"]) <= 62
+    # the declared ends are the first and last knots (no row is 18 or 19; few are 90)
+    assert declared.columns[0]["knots"][0] == 18 and declared.columns[0]["knots"][-1] == 90
     back = declared.inverse_transform(declared.transform(df, rng), rng)
     assert (back["age"] > 60).mean() == pytest.approx((df["age"] > 60).mean(), abs=0.005)
 
@@ -163,6 +165,7 @@ def test_a_side_declared_null_is_estimated_and_only_its_end_dropped():
     assert none_knots.min() >= 28 and none_knots.max() <= 62  # both thin tails dropped
     assert lo_knots.min() <= 19 and lo_knots.max() <= 62
     assert hi_knots.min() >= 28 and hi_knots.max() >= 85
+    assert lo_knots.min() == 18 and hi_knots.max() == 90  # a declared end is a knot, however few rows it has
     assert low.state()["private"]["bounds"] == {"age": "low declared"}
     assert high.state()["private"]["bounds"] == {"age": "high declared"}
     # the declared side clips: nothing below it is ever decoded
