@@ -234,10 +234,10 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     # Which ends are estimated: a side declared as null is, with half the column's epsilon, as a
     # column without bounds (the declared side then clips the values before the estimate).
     estimated = (low is None, high is None)
-    how = {(False, False): "declared", (True, True): "estimated", (True, False): "high declared",
-           (False, True): "low declared"}[estimated]
-    eps_hist = eps if how == "declared" else eps * (1 - BOUNDS_SHARE)
-    if how != "declared":
+    how = {(False, False): "declared", (False, True): "low declared", (True, False): "high declared",
+           (True, True): "estimated"}[estimated]  # for the record: the code below reads ``estimated``
+    eps_hist = eps * (1 - BOUNDS_SHARE) if any(estimated) else eps
+    if any(estimated):
         finite = x[~miss]
         finite = np.clip(finite, low if low is not None else -np.inf, high if high is not None else np.inf)
         found = estimate_bounds(finite, eps * BOUNDS_SHARE, rng)
@@ -278,7 +278,7 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     # Estimated bounds: the knots span the cells from the first to the last that passes the
     # known-bin threshold (the noise of the empty cells between the range and its power of two
     # would otherwise stretch them there). Declared ones: every cell, the range as the user gave it.
-    if how != "declared":  # only at an estimated end
+    if any(estimated):  # only at an estimated end
         passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
         if len(passed):
             if estimated[0]:
