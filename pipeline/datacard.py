@@ -13,7 +13,7 @@ from pipeline.metrics import headline_keys, known_metrics, not_judged_reason
 from pipeline.modalities.registry import modality_named
 from pipeline.models.registry import models
 from pipeline.report import (
-    ATTACKS_NOT_A_GUARANTEE,
+    attacks_caveat,
     auto_summary,
     privacy_paragraphs,
     threshold_change_text,
@@ -110,8 +110,8 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
             lines.append(f"- `{_cell(o['metric'])}`: {threshold_change_text(change)}")
         lines.append("")
     handler = modality_named(manifest.get("modality"))
-    lines += privacy_statement(m, handler.UNIT)
-    lines += handler.CARD_USE
+    lines += privacy_statement(m, handler.UNIT, _dict(dp) or None)
+    lines += [DP_LIMIT if dp and line.startswith("- Privacy:") else line for line in handler.CARD_USE]
     changes = manifest.get("schema_changes") or {}
     if changes.get("compatible") or changes.get("breaking"):
         lines += ["", "## Schema changes since the previous release"]
@@ -119,10 +119,18 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def privacy_statement(metrics: dict, unit: str) -> list[str]:
+# The known limit on privacy of a release whose model was trained under differential privacy (in place
+# of the modality's "- Privacy:" line, which says the figures are all there is).
+DP_LIMIT = ("- Privacy: the differential privacy stated above, for what it covers (its \"not covered\" line); the "
+            "attack figures are empirical checks of it, on seeded samples of this release.")
+
+
+def privacy_statement(metrics: dict, unit: str, dp: dict | None = None) -> list[str]:
     """The card's privacy section: what was measured and by which attacks (the privacy families whose
     keys the release holds, each in plain words with its figures and real baseline), and that this
-    is empirical evidence, not a guarantee. Nothing when no privacy figure was measured."""
+    is empirical evidence, beside the guarantee where the model was trained under differential
+    privacy (``dp``, the manifest's ``privacy.dp``: then the report with the rows each figure used is
+    not released). Nothing when no privacy figure was measured."""
     paragraphs = privacy_paragraphs(metrics, unit=unit)
     if not paragraphs:
         return []
@@ -130,8 +138,10 @@ def privacy_statement(metrics: dict, unit: str) -> list[str]:
              "Measured by attacks on this release: " + ", ".join(title.lower() for title, _ in paragraphs) + ".", ""]
     for title, text in paragraphs:
         lines += [f"**{title}.** {html.escape(text, quote=False)}", ""]
-    return lines + [f"{ATTACKS_NOT_A_GUARANTEE} The report (`_report.html`) gives the rows each figure used and "
-                    "the attacks' intervals.", ""]
+    where = ("The report with the rows each figure used and the attacks' intervals stays in the work folder."
+             if dp else "The report (`_report.html`) gives the rows each figure used and the attacks' intervals.")
+    guarantee = {"dp.epsilon": dp.get("epsilon"), "dp.delta": dp.get("delta")} if dp else {}
+    return lines + [f"{attacks_caveat(metrics | guarantee)} {where}", ""]
 
 
 def dp_statement(manifest: dict) -> list[str]:

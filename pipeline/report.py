@@ -169,6 +169,21 @@ ATTACKS_NOT_A_GUARANTEE = (
     "not a formal guarantee. The model is not trained with differential privacy, so a stronger or better "
     "informed attacker may do better, and the most exposed records (rare combinations, outliers) can leak "
     "even when the averages look like the real baseline.")
+ATTACKS_UNDER_DP = (
+    "These figures are empirical evidence: what the attacks above achieved on seeded samples of this release. "
+    "The guarantee is the model's differential privacy (epsilon {epsilon:.3g}, delta {delta:.3g}), for what it "
+    "covers: whatever an attacker, however informed, concludes about one training row, it would conclude with "
+    "about the same probability (within a factor e^{epsilon:.3g}, except with probability {delta:.3g}) had that row "
+    "not been trained on; the attacks check it, they do not make it.")
+
+
+def attacks_caveat(metrics: dict) -> str:
+    """What the attack figures are: empirical evidence only, or evidence beside the DP guarantee
+    the metrics hold (``dp.epsilon``, ``dp.delta``: the model was trained under one)."""
+    eps, delta = metrics.get("dp.epsilon"), metrics.get("dp.delta")
+    if _finite(eps) and _finite(delta):
+        return ATTACKS_UNDER_DP.format(epsilon=float(eps), delta=float(delta))
+    return ATTACKS_NOT_A_GUARANTEE
 
 
 def _interval(entry: object) -> tuple[float, float] | None:
@@ -556,7 +571,7 @@ def render_html(inp: ReportInput) -> str:
     if privacy:
         parts.append("<h2>Privacy</h2>")
         parts += [f"<h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>" for title, text in privacy]
-        parts.append(f"<p class='muted'>{html.escape(ATTACKS_NOT_A_GUARANTEE)}</p>")
+        parts.append(f"<p class='muted'>{html.escape(attacks_caveat(inp.metrics))}</p>")
     _figures(parts, [("Privacy: distance to closest record", plot_privacy(inp.privacy_distances)),
                      ("Training", plot_training(inp.train_log))])
     parts.append("</body></html>")
@@ -610,7 +625,7 @@ def render_markdown(inp: ReportInput) -> str:
     privacy = privacy_paragraphs(inp.metrics, inp.details)
     if privacy:
         lines += ["", "### Privacy"] + [f"\n**{title}.** {html.escape(text, quote=False)}" for title, text in privacy]
-        lines += ["", f"_{html.escape(ATTACKS_NOT_A_GUARANTEE, quote=False)}_"]
+        lines += ["", f"_{html.escape(attacks_caveat(inp.metrics), quote=False)}_"]
     if inp.notes:
         lines += [""] + [f"_{_md(n)}_" for n in inp.notes]
     protected = value_protection_text(inp.value_protection)

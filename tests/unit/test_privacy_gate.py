@@ -177,6 +177,28 @@ def test_the_data_card_states_what_was_measured_by_which_attacks_and_that_it_is_
     assert "## Privacy" not in render_datacard({"dataset": "d", "modality": "table", "metrics": {}}, {})
 
 
+def test_a_dp_release_says_its_attack_figures_sit_beside_the_guarantee_not_that_it_has_none():
+    """A model trained under differential privacy: the card's privacy section and known limits, and
+    the work folder's report, name the guarantee and never say the model has none; the card does
+    not point at a report the release does not ship."""
+    from pipeline.datacard import DP_LIMIT, render_datacard
+
+    dp = {"epsilon": 2.999, "delta": 3.07e-06, "budget": {"epsilon": 3.0, "delta": 3.07e-06}}
+    metrics = {**COPIES, **ATTACKS, "dp.epsilon": 2.999, "dp.delta": 3.07e-06}
+    card = render_datacard({"dataset": "d", "modality": "table", "metrics": metrics, "privacy": {"dp": dp}}, {})
+    assert "not trained with differential privacy" not in card and "_report.html" not in card
+    privacy = card[card.index("## Privacy"):card.index("## Intended use")]
+    assert "The guarantee is the model's differential privacy (epsilon 3, delta 3.07e-06)" in privacy
+    assert "stays in the work folder" in privacy
+    limits = card[card.index("## Known limits"):]
+    assert DP_LIMIT in limits and "not a formal guarantee" not in limits
+    for text in _report(metrics, DETAILS):
+        assert "differential privacy (epsilon 3, delta 3.07e-06)" in text
+        assert "not trained with differential privacy" not in text
+    for text in _report({**COPIES, **ATTACKS}, DETAILS):  # without one, as before
+        assert "not trained with differential privacy" in text
+
+
 # -- validate names the attacks ---------------------------------------------------------------------
 
 
