@@ -226,11 +226,11 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
 
 
 def our_public(args) -> dict:
-    """What ours declares as public knowledge: params.yaml's ``datasets.adult.bounds`` and
-    ``categories`` (the default DP run's), less what ``--our-bounds estimated`` and
+    """What ours declares as public knowledge: params.yaml's ``datasets.adult.column_types``,
+    ``bounds`` and ``categories`` (the default DP run's), less what ``--our-bounds estimated`` and
     ``--our-categories private`` leave to be estimated. --quick's sample keeps its own bounds."""
     declared = load_config(PARAMS).dataset(TABLE)
-    out = {}
+    out: dict = {"column_types": dict(declared.column_types)}
     if args.our_bounds == "params" and not args.quick:
         out["bounds"] = {name: list(value) for name, value in declared.bounds.items()}
     if args.our_categories == "declared":

@@ -117,7 +117,7 @@ def test_aims_side_runs_at_quick_size_and_ends_with_its_json_line(tmp_path):
 
 
 def test_ours_declares_what_params_declares_and_the_categories_are_the_domain_aim_is_given():
-    """By default ours is the default DP run: params.yaml's Adult bounds and categories; the lists
+    """By default ours is the default DP run: params.yaml's Adult column kinds, bounds and categories; the lists
     are the values Adult's training rows hold (the domain ``_dpmm_runner.py`` hands AIM from them).
     ``--our-bounds estimated`` / ``--our-categories private`` leave each out; --quick keeps its own bounds."""
     import pandas as pd
@@ -128,8 +128,13 @@ def test_ours_declares_what_params_declares_and_the_categories_are_the_domain_ai
     text = [c for c in train.columns if train[c].dtype == object]
     assert sorted(got["categories"]) == sorted(text)
     assert all(set(got["categories"][c]) == set(train[c].dropna()) for c in text)
+    # The kinds params declares are the ones ingest infers from the rows (so declaring them left the
+    # default run's bytes as they were), and ours declares them.
+    from pipeline.schema import infer_kind
+
+    assert got["column_types"] == {c: infer_kind(train[c]) for c in train.columns}
     assert dp_frontier.our_public(dp_frontier.parse_args(["--our-bounds", "estimated", "--our-categories",
-                                                          "private"])) == {}
+                                                          "private"])) == {"column_types": got["column_types"]}
     assert "bounds" not in dp_frontier.our_public(dp_frontier.parse_args(["--quick"]))
 
 
