@@ -192,6 +192,7 @@ def test_a_dp_release_says_its_attack_figures_sit_beside_the_guarantee_not_that_
     assert "stays in the work folder" in privacy
     limits = card[card.index("## Known limits"):]
     assert DP_LIMIT in limits and "not a formal guarantee" not in limits
+    assert "before relying on one (the report that names them holds exact statistics of the real rows" in card
     for text in _report(metrics, DETAILS):
         assert "differential privacy (epsilon 3, delta 3.07e-06)" in text
         assert "not trained with differential privacy" not in text
