@@ -111,32 +111,12 @@ def render_datacard(manifest: dict, thresholds: dict[str, dict]) -> str:
         lines.append("")
     handler = modality_named(manifest.get("modality"))
     lines += privacy_statement(m, handler.UNIT, _dict(dp) or None)
-    lines += [_under_dp(line) if dp else line for line in handler.CARD_USE]
+    lines += handler.CARD_USE_DP if dp else handler.CARD_USE  # only tables train under DP
     changes = manifest.get("schema_changes") or {}
     if changes.get("compatible") or changes.get("breaking"):
         lines += ["", "## Schema changes since the previous release"]
         lines += [f"- {_cell(c)}" for c in changes.get("breaking", []) + changes.get("compatible", [])]
     return "\n".join(lines) + "\n"
-
-
-# The known limit on privacy of a release whose model was trained under differential privacy (in place
-# of the modality's "- Privacy:" line, which says the figures are all there is).
-DP_LIMIT = ("- Privacy: the differential privacy stated above, for what it covers (its \"not covered\" line); the "
-            "attack figures are empirical checks of it, on seeded samples of this release.")
-
-
-DP_REPORT_NOTE = (" (the report that names them holds exact statistics of the real rows, so it stays in the "
-                  "work folder, outside the release)")
-
-
-def _under_dp(line: str) -> str:
-    """A card's intended-use or known-limits line as it reads for a DP release: the privacy limit
-    names the guarantee, and a pointer to the report says the report was not released."""
-    if line.startswith("- Privacy:"):
-        return DP_LIMIT
-    if line.endswith("check the report's worst columns and pairs before relying on one."):
-        return line[:-1] + DP_REPORT_NOTE + "."
-    return line
 
 
 def privacy_statement(metrics: dict, unit: str, dp: dict | None = None) -> list[str]:

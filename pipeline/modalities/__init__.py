@@ -25,7 +25,8 @@ A handler is a module of this package (``table``, ``image``) that registers itse
   settings ``g``, or why not);
 - score: ``evidence(cfg, dataset, paths)`` (what its metric suites read: the prepared data, the
   synthetic rows, the settings) and ``report(evidence, metrics, details, drawn)`` (the report files);
-- publish and the command line: ``CARD_USE`` (the data card's intended use and known limits),
+- publish and the command line: ``CARD_USE`` (the data card's intended use and known limits;
+  tables also ``CARD_USE_DP``, for a release trained under differential privacy),
   ``DEFAULT_MODEL`` (what an ad-hoc source trains; None: params' ``model.name``) and ``UNSCORED``
   (prefixes of the threshold keys it has no scores for: an ad-hoc source drops those thresholds).
 

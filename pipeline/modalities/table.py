@@ -48,23 +48,34 @@ REPORT_ROWS = 200_000  # rows of each side the report's plots draw from
 DEFAULT_MODEL = None  # an ad-hoc source (``run --source``) trains params' model.name
 UNSCORED: tuple[str, ...] = ()  # every table threshold applies to a table
 TIMED_ESTIMATE = True  # validate times a few steps of the model on a sample of the rows
-# The data card's intended use and known limits of a table release.
-CARD_USE = [
-    "## Intended use",
-    "- Development, testing, analytics and model prototyping where the real rows may not be shared.",
-    "- Statistics of single columns and of associated pairs of columns follow the real data to the "
-    "degree the scores above say; check the report's worst columns and pairs before relying on one.",
-    "",
+# The data card's intended use and known limits of a table release (CARD_USE_DP: of one whose model
+# was trained under differential privacy, which ships no report and has a guarantee).
+_CARD_STATISTICS = ("- Statistics of single columns and of associated pairs of columns follow the real data to the "
+                    "degree the scores above say; check the report's worst columns and pairs before relying on one")
+_CARD_LIMITS = [
     "## Known limits",
     "- Not the real data: rare combinations, extreme values and exact totals are not reproduced "
     "(see `coverage.range` for how much of each numeric range is covered).",
     "- Relationships weaker than the model learned, and ones through columns it did not see, are lost; "
     "deterministic links between columns (e.g. one column encoding another) may be broken.",
+]
+_CARD_USE = "- Development, testing, analytics and model prototyping where the real rows may not be shared."
+_CARD_IDS = "- IDs are fresh values that do not link to real records."
+CARD_USE = [
+    "## Intended use", _CARD_USE, _CARD_STATISTICS + ".", "", *_CARD_LIMITS,
     "- Privacy: the figures above are empirical evidence from the attacks named there, on seeded samples of "
     "this release, against real rows the model never saw; not a formal guarantee. The model is not trained "
     "with differential privacy: an attacker with more knowledge or a stronger attack may learn more, most of "
     "all about rare records.",
-    "- IDs are fresh values that do not link to real records.",
+    _CARD_IDS,
+]
+CARD_USE_DP = [
+    "## Intended use", _CARD_USE,
+    _CARD_STATISTICS + " (the report that names them holds exact statistics of the real rows, so it stays in "
+    "the work folder, outside the release).", "", *_CARD_LIMITS,
+    "- Privacy: the differential privacy stated above, for what it covers (its \"not covered\" line); the "
+    "attack figures are empirical checks of it, on seeded samples of this release.",
+    _CARD_IDS,
 ]
 
 

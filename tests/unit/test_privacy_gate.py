@@ -181,7 +181,8 @@ def test_a_dp_release_says_its_attack_figures_sit_beside_the_guarantee_not_that_
     """A model trained under differential privacy: the card's privacy section and known limits, and
     the work folder's report, name the guarantee and never say the model has none; the card does
     not point at a report the release does not ship."""
-    from pipeline.datacard import DP_LIMIT, render_datacard
+    from pipeline.datacard import render_datacard
+    from pipeline.modalities.table import CARD_USE_DP
 
     dp = {"epsilon": 2.999, "delta": 3.07e-06, "budget": {"epsilon": 3.0, "delta": 3.07e-06}}
     metrics = {**COPIES, **ATTACKS, "dp.epsilon": 2.999, "dp.delta": 3.07e-06}
@@ -191,7 +192,8 @@ def test_a_dp_release_says_its_attack_figures_sit_beside_the_guarantee_not_that_
     assert "The guarantee is the model's differential privacy (epsilon 3, delta 3.07e-06)" in privacy
     assert "stays in the work folder" in privacy
     limits = card[card.index("## Known limits"):]
-    assert DP_LIMIT in limits and "not a formal guarantee" not in limits
+    assert CARD_USE_DP[-2] in limits and "the differential privacy stated above" in limits
+    assert "not a formal guarantee" not in limits
     assert "before relying on one (the report that names them holds exact statistics of the real rows" in card
     for text in _report(metrics, DETAILS):
         assert "differential privacy (epsilon 3, delta 3.07e-06)" in text
