@@ -415,7 +415,8 @@ class Config(_Section):
         ds = self.dataset(name)
         privacy = self.train.privacy
         if not ds.overrides and not self._threshold_edits and \
-                _private_model(privacy.epsilon, privacy.model, self.model.name, ds.modality) is None:
+                _private_model(privacy.epsilon, privacy.model, self.model.name, ds.modality) is None and \
+                _private_batch(privacy.epsilon, privacy.batch_size, self.train.batch_size, ds.modality) is None:
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
@@ -424,6 +425,9 @@ class Config(_Section):
         resolved = tree["train"]["privacy"]
         stand_in = _private_model(resolved["epsilon"], resolved["model"], tree["model"]["name"], ds.modality)
         tree["model"]["name"] = stand_in or tree["model"]["name"]
+        # ... with DP-SGD's batch (train.privacy.batch_size, when set) as its train.batch_size.
+        batch = _private_batch(resolved["epsilon"], resolved["batch_size"], tree["train"]["batch_size"], ds.modality)
+        tree["train"]["batch_size"] = batch or tree["train"]["batch_size"]
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
         # --threshold last: it wins over the dataset's own thresholds too, one bound at a time.
@@ -458,6 +462,14 @@ def _private_model(epsilon: float | None, model: str | None, name: str, modality
     if epsilon is None or not model or modality != "table" or model == name:
         return None
     return model
+
+
+def _private_batch(epsilon: float | None, batch: int | None, size: int, modality: str) -> int | None:
+    """The batch ``train.privacy.batch_size`` puts in place of ``train.batch_size`` (``size``) for a
+    DP run of a table; None when none does, or it is ``size`` already."""
+    if epsilon is None or batch is None or modality != "table" or batch == size:
+        return None
+    return batch
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

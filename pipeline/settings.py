@@ -95,6 +95,8 @@ class AutoregressiveRecipe:
     fine_bins: int = setting(1, ge=1, le=4096)
     epochs: int = setting(AUTO_EPOCHS, ge=1, le=1_000_000)
     min_steps: int = setting(3000, ge=1)
+    value_tokens: bool = setting(True)
+    lr: float | None = setting(0.004, gt=0, description="its learning rate under DP-SGD; null = the model's lr")
 
 
 @dataclass
@@ -111,9 +113,12 @@ class AutoregressiveSettings:
                                                              "table big enough to make min_steps steps in them")
     min_steps: int = setting(300, ge=1, description="train.epochs auto for this model: the fewest optimiser steps "
                                                     "(its train.min_steps; more overfit a small table)")
+    value_tokens: bool = setting(False, description="a tied numeric value (a spike such as capital-gain's zeros, "
+                                                    "each level of a column of a few values) is one token, "
+                                                    "not spread over the equal-mass bins it covers")
     private: AutoregressiveRecipe = setting(factory=AutoregressiveRecipe,
-                                            description="fine_bins, epochs and min_steps under DP-SGD "
-                                                        "(train.privacy.epsilon set)")
+                                            description="fine_bins, epochs, min_steps and value_tokens under "
+                                                        "DP-SGD (train.privacy.epsilon set)")
     part_noise: float = setting(0.5, ge=0, le=1, description="in training, each earlier number's place inside its "
                                                             "bin is redrawn at random in this share of the rows "
                                                             "a categorical column learns from (0: off)")
@@ -208,6 +213,9 @@ class PrivacySettings:
                                                                    "counts the spent epsilon (rdp: Renyi DP; prv: "
                                                                    "privacy random variables, tighter)")
     max_grad_norm: float = setting(1.0, gt=0, description="each row's gradient is clipped to this L2 norm")
+    batch_size: int | None = setting(
+        2000, ge=1, description="DP-SGD's expected batch (each row in a step with probability batch / rows): "
+                                "train.batch_size in a DP run of a table; null = train.batch_size")
     model: str | None = setting(
         "autoregressive", description="the table model a DP run trains, in place of model.name (measured best under "
                                       "DP-SGD: benchmarks/README.md); null: model.name")

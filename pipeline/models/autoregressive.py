@@ -17,6 +17,13 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
   makes every row's context unique, and a net that learns each training row's answer drifts towards
   its majority category on the new contexts of sampling (``_noisy_parts``). Numeric tokens read
   the parts as they are (a bill follows the last one's exact place).
+* With ``value_tokens`` (the DP recipe's) a numeric column's bins follow its tied values
+  (``value_edges``): a column of at most ``bins`` values has one token a value, and a spike
+  (capital-gain's zeros, hours-per-week's 40) is one token instead of the bins it covers. The
+  transformer spreads a tied value uniformly over its probability interval, so over equal-mass
+  bins a row's bin token is a random one of those the value covers: a target no context predicts,
+  whose cross-entropy the clipped gradient of DP-SGD pays for, and a column of levels
+  (education-num) whose level a category decides sees that decision split over several bins.
 
 Why it exists: under DP-SGD each row's gradient is clipped to a fixed norm, and a loss that asks for
 every column given the others (rather than a few hidden ones, as masked diffusion does) spends
@@ -27,6 +34,7 @@ Only nn.Linear layers, so Opacus' ghost clipping sees every parameter.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +50,27 @@ _CHUNK = 65_536  # rows drawn at once (bounds memory for any n)
 def _recipe(settings, train: TrainSettings):
     """fine_bins, epochs and min_steps as this run trains: ``private``'s under DP-SGD."""
     return settings.private if train.privacy.epsilon is not None else settings
+
+
+def value_edges(knots: np.ndarray, bins: int) -> list[float]:
+    """A numeric column's token edges in probability (0 to 1, the transformer's levels) from its
+    knots: a value repeated over knots ``a..b`` holds levels ``[a, b] / (knots - 1)`` (the
+    transformer spreads its rows uniformly there). A column of at most ``bins`` values: one token a
+    value, split halfway between neighbours. Else ``bins`` equal-mass bins, except that a value
+    holding a bin's mass or more is one token of its own interval (the bins' edges inside it, or
+    within half a bin of it, dropped)."""
+    knots = np.asarray(knots, dtype=np.float64)
+    m = len(knots)
+    levels = np.linspace(0.0, 1.0, m)
+    new = np.flatnonzero(np.diff(knots) != 0) + 1  # where a value after the first starts
+    starts, ends = np.r_[0, new], np.r_[new - 1, m - 1]
+    if len(starts) <= bins:
+        return [0.0, *((levels[ends[:-1]] + levels[starts[1:]]) / 2).tolist(), 1.0]
+    spikes = [(levels[a], levels[b]) for a, b in zip(starts, ends) if levels[b] - levels[a] >= 1.0 / bins]
+    margin = 0.5 / bins
+    grid = [e for e in np.linspace(0.0, 1.0, bins + 1).tolist()
+            if not any(lo - margin < e < hi + margin for lo, hi in spikes)]
+    return sorted({0.0, 1.0, *grid, *(float(e) for spike in spikes for e in spike)})
 
 
 def _mlp(in_dim: int, dims: list[int], out_dim: int) -> nn.Sequential:
@@ -61,12 +90,28 @@ class TabularAutoregressive(TabularModel):
         r = _recipe(model.autoregressive, train)
         return r.epochs, r.min_steps
 
-    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings):
+    @classmethod
+    def over(cls, codec, model_cfg: ModelSettings, train_cfg: TrainSettings) -> "TabularAutoregressive":
+        """Over the fitted transformer: with ``value_tokens``, each numeric column's bins from its
+        knots (``value_edges``; under DP the knots are the private ones)."""
+        edges = None
+        if _recipe(model_cfg.autoregressive, train_cfg).value_tokens:
+            knots = {c["name"]: c["knots"] for c in codec.columns if "knots" in c}
+            edges = {s.start: value_edges(knots[s.column], model_cfg.autoregressive.bins)
+                     for s in codec.spans if s.activation == "tanh"}
+        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges)
+
+    def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings,
+                 edges: dict[int, list[float]] | None = None):
         super().__init__(layout)
         c = self.cfg = cfg.autoregressive
         self.bins = c.bins
         self.fine = _recipe(c, train).fine_bins
         self.recipe = self.auto_recipe(cfg, train)
+        # value_tokens: each numeric span's bin edges in probability (by the span's start); None:
+        # ``bins`` equal-mass bins each.
+        self.edges = edges
+        self._edge_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
         # The tokens in the layout's order: (kind, the span's start, the token's width); a numeric
         # span is a bin ("bin") and, with fine_bins > 1, its part inside the bin ("part").
         self.tokens: list[tuple[str, int, int]] = []
@@ -74,7 +119,7 @@ class TabularAutoregressive(TabularModel):
             if s.activation != "tanh":
                 self.tokens.append(("category", s.start, s.width))
                 continue
-            self.tokens.append(("bin", s.start, c.bins))
+            self.tokens.append(("bin", s.start, c.bins if edges is None else len(edges[s.start]) - 1))
             if self.fine > 1:
                 self.tokens.append(("part", s.start, self.fine))
         # Part noise is drawn only where a category's net reads a part: a category after a number.
@@ -86,7 +131,8 @@ class TabularAutoregressive(TabularModel):
         self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1), c.hidden_dims, w) for j, w in enumerate(widths))
 
     def phases(self, t: TrainSettings) -> list[Phase]:
-        return [Phase("autoregressive", list(self.parameters()), self.cfg.lr, betas=(0.9, 0.999),
+        lr = (self.cfg.private.lr or self.cfg.lr) if t.privacy.epsilon is not None else self.cfg.lr
+        return [Phase("autoregressive", list(self.parameters()), lr, betas=(0.9, 0.999),
                       weight_decay=self.cfg.weight_decay)]
 
     def private_module(self) -> nn.Module:
@@ -94,12 +140,29 @@ class TabularAutoregressive(TabularModel):
 
     # -- tokens ----------------------------------------------------------------------------------
 
+    def _edges(self, start: int, device: torch.device) -> torch.Tensor:
+        """The bin edges of the numeric span at ``start`` (value_tokens), float64 on ``device``."""
+        key = (start, device)
+        if key not in self._edge_cache:
+            self._edge_cache[key] = torch.tensor(self.edges[start], dtype=torch.float64, device=device)
+        return self._edge_cache[key]
+
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
         """[n, tokens] every token: a block's category, a numeric scalar's bin (and its part of it)."""
         out = []
         for kind, start, width in self.tokens:
             if kind == "category":
                 out.append(rows[:, start:start + width].argmax(1))
+                continue
+            if self.edges is not None:
+                p = torch.special.ndtr(rows[:, start].double() * _SCALE)
+                e = self._edges(start, rows.device)
+                drawn = torch.bucketize(p, e[1:-1], right=True).clamp_(0, len(e) - 2)
+                if kind == "bin":
+                    out.append(drawn)
+                else:
+                    place = (p - e[drawn]) / (e[drawn + 1] - e[drawn]).clamp_min(1e-300)
+                    out.append((place * self.fine).long().clamp_(0, self.fine - 1))
                 continue
             level = torch.special.ndtr(rows[:, start].float() * _SCALE) * self.bins
             drawn = level.long().clamp_(0, self.bins - 1)
@@ -183,10 +246,20 @@ class TabularAutoregressive(TabularModel):
                 continue
             if kind == "bin":
                 level = drawn.float()
+                if self.edges is not None:
+                    bin_of = drawn
                 if self.fine > 1:
                     continue  # the part inside the bin comes next
             else:
                 level = level + drawn.float() / self.fine
+            if self.edges is not None:  # uniform inside the drawn bin (or its part) of its edges
+                e = self._edges(start, device)
+                place = (level - bin_of.float()
+                         + torch.rand(n, device=device, generator=generator) / (self.fine if kind == "part" else 1))
+                p = e[bin_of] + place.double() * (e[bin_of + 1] - e[bin_of])
+                z = torch.special.ndtri(p.clamp(1e-6, 1 - 1e-6)).float()
+                out[:, start] = (z / _SCALE).clamp(-1.0, 1.0)
+                continue
             # uniform inside the bin (or its part), in probability; back to the normal score
             u = (level + torch.rand(n, device=device, generator=generator) / (self.fine if kind == "part" else 1))
             z = torch.special.ndtri((u / self.bins).clamp(1e-6, 1 - 1e-6))

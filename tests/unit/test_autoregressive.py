@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.models.autoregressive import TabularAutoregressive
+from pipeline.models.autoregressive import TabularAutoregressive, value_edges
 from pipeline.models.base import OutputLayout
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema, describe, infer_kind
@@ -91,6 +91,11 @@ def test_a_dp_run_trains_the_private_recipe():
     schema_cfg = ModelConfig(autoregressive={"hidden_dims": [32]})
     private = TabularAutoregressive(model.layout, schema_cfg, TrainConfig(privacy={"epsilon": 1.0}))
     assert private.fine == 1 and private.recipe == (250, 3000)
+    # its learning rate: the model's without DP, the private recipe's (null: the model's) under DP-SGD
+    dp_train = TrainConfig(privacy={"epsilon": 1.0}).settings()
+    assert model.phases(TrainConfig().settings())[0].lr == 1e-3 and private.phases(dp_train)[0].lr == 0.004
+    unset = ModelConfig(autoregressive={"hidden_dims": [32], "private": {"lr": None}})
+    assert TabularAutoregressive(model.layout, unset, TrainConfig()).phases(dp_train)[0].lr == 1e-3
     assert [k for k, _, _ in private.tokens].count("part") == 0
     assert TabularAutoregressive.auto_recipe(schema_cfg.settings(), TrainConfig().settings()) == (90, 300)
 
@@ -196,3 +201,56 @@ def test_a_private_fit_spends_its_budget_and_samples():
     state = fit(model, data, cfg, seed=3, budget=b)
     assert state.privacy["steps"] == 3 * 6 and b.sgd_epsilon - 0.05 <= state.privacy["epsilon"] <= b.sgd_epsilon
     assert torch.isfinite(model.sample(50, torch.Generator().manual_seed(0))).all()
+
+
+def test_value_edges_give_a_level_a_token_and_a_spike_one_token():
+    """A column of few values: one token a value, split halfway between neighbours' intervals; a
+    spike in a column of many values: one token over its interval, the other bins equal-mass; no
+    tied value: the equal-mass bins."""
+    levels = np.linspace(0.0, 1.0, 101)
+    few = np.repeat([1.0, 2.0, 5.0], [31, 60, 10])  # three values over 101 knots
+    edges = value_edges(few, 8)
+    assert len(edges) == 4 and edges[0] == 0.0 and edges[-1] == 1.0
+    assert edges[1] == pytest.approx((levels[30] + levels[31]) / 2)
+    assert edges[2] == pytest.approx((levels[90] + levels[91]) / 2)
+    spike = np.r_[np.zeros(41), np.linspace(1.0, 100.0, 60)]  # zeros over levels 0 .. 0.4, then all distinct
+    edges = value_edges(spike, 10)
+    assert edges[:2] == [0.0, pytest.approx(0.4)]  # the zeros' one token
+    assert all(w == pytest.approx(0.1) for w in np.diff(edges[2:]))  # the rest: tenths
+    assert edges[2] == pytest.approx(0.5)
+    assert value_edges(np.linspace(0.0, 1.0, 101), 10) == pytest.approx(np.linspace(0.0, 1.0, 11).tolist())
+
+
+def test_value_tokens_make_each_level_one_token_that_decodes_to_it():
+    """With ``value_tokens`` (the DP recipe's), an integer column of 5 levels (one a spike) is 5
+    tokens: every training row of a level encodes to its token, and a drawn token decodes to that
+    level (before: a level's rows were spread over the bins it covered)."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"grade": rng.choice([1, 2, 3, 4, 9], 3000, p=[0.6, 0.1, 0.1, 0.1, 0.1]),
+                       "band": rng.choice(["a", "b"], 3000)})
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+    tf = TableTransformer(schema, knots=101).fit(df)
+    cfg = ModelConfig(autoregressive={"hidden_dims": [16], "value_tokens": True})
+    model = TabularAutoregressive.over(tf, cfg.settings(), TrainConfig().settings())
+    plain = TabularAutoregressive.over(tf, ModelConfig(autoregressive={"hidden_dims": [16]}).settings(),
+                                       TrainConfig().settings())
+    j = next(i for i, (kind, _, _) in enumerate(model.tokens) if kind == "bin")
+    assert model.tokens[j][2] == 5 and plain.tokens[j][2] == 32 and plain.edges is None
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(1)))
+    codes = model._codes(data)[:, j]
+    levels = {1: 0, 2: 1, 3: 2, 4: 3, 9: 4}
+    assert codes.tolist() == [levels[v] for v in df["grade"]]
+    with torch.no_grad():
+        for (kind, _, _), net in zip(model.tokens, model.nets):
+            net[-1].weight.zero_()
+            net[-1].bias.fill_(-30.0)
+            net[-1].bias[3 if kind == "bin" else 0] = 30.0  # always the fourth level
+    rows = tf.inverse_transform(model.sample(400, torch.Generator().manual_seed(3)).numpy(), np.random.default_rng(2))
+    assert set(rows["grade"]) == {4}
+
+
+def test_the_dp_recipe_turns_value_tokens_on_and_the_default_keeps_equal_bins():
+    from pipeline.config import load_config
+
+    cfg = load_config()
+    assert cfg.model.autoregressive.value_tokens is False and cfg.model.autoregressive.private.value_tokens is True

@@ -391,6 +391,19 @@ def test_a_value_that_fits_no_member_of_a_union_is_one_line():
         assert str(err.value) == f"--set: train.epochs: Input should be {words}"
 
 
+def test_a_dp_run_of_a_table_takes_dp_sgds_batch_as_its_batch_size():
+    """train.privacy.batch_size is train.batch_size in a DP run of a table; without epsilon, for
+    images, or null: train.batch_size."""
+    assert load_config(REPO / "params.yaml").for_dataset("adult").train.batch_size == 500
+    dp = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.batch_size": 1500})
+    adult = dp.for_dataset("adult")
+    assert adult.train.batch_size == 1500 and dp.train.batch_size == 500  # the shared sections are not edited
+    assert adult.for_dataset("adult") is adult
+    assert dp.for_dataset("mnist").train.batch_size == 32  # the image dataset's own
+    kept = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.batch_size": None})
+    assert kept.for_dataset("adult").train.batch_size == 500
+
+
 def test_a_dp_run_of_a_table_trains_the_private_model_in_place_of_model_name():
     """train.privacy.model stands in for model.name when epsilon is set, for tables only (an image
     dataset keeps its own model, which DP-SGD then refuses); null keeps model.name; a model DP-SGD
