@@ -295,14 +295,15 @@ def test_validate_says_what_a_dp_run_will_spend(tiny_cfg):
     from pipeline.plan import plan, render
 
     tiny_cfg.train.privacy.epsilon = 4.0
+    tiny_cfg.train.privacy.batch_size = 48  # DP-SGD's batch, in place of train.batch_size
     tiny_cfg.train.epochs = 5
     p = plan(tiny_cfg, "tiny", estimate=False)
     d = p["dp"]
     rows = p["rows"]["train"]
     assert (d["preprocessing_epsilon"], d["sgd_epsilon"]) == pytest.approx((0.4, 3.6))
-    assert d["steps"] == 5 * (rows // 40) and d["sample_rate"] == pytest.approx(40 / rows)
+    assert d["steps"] == 5 * (rows // 48) and d["sample_rate"] == pytest.approx(48 / rows)
     assert d["noise_multiplier"] == get_noise_multiplier(target_epsilon=3.6, target_delta=d["sgd_delta"],
-                                                         sample_rate=40 / rows, steps=d["steps"])
+                                                         sample_rate=48 / rows, steps=d["steps"])
     assert f"differential privacy: epsilon 4, delta {1 / (10 * rows):.3g}" in render(p)
     tiny_cfg.train.privacy.epsilon = 1e-4
     assert "budget too small for these steps: train refuses" in render(plan(tiny_cfg, "tiny", estimate=False))
