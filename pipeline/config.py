@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
@@ -413,21 +414,17 @@ class Config(_Section):
         wins, and the command line over everything). The result has only this dataset, with no
         overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
-        privacy = self.train.privacy
         if not ds.overrides and not self._threshold_edits and \
-                _private_model(privacy.epsilon, privacy.model, self.model.name, ds.modality) is None and \
-                _private_batch(privacy.epsilon, privacy.batch_size, self.train.batch_size, ds.modality) is None:
+                not _dp_stand_ins(self.train.privacy.model_dump(), lambda s, k: getattr(getattr(self, s), k),
+                                  ds.modality):
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
             set_dotted(tree, key, copy.deepcopy(value))  # a copy: the edits below must not reach params
-        # A DP run of a table trains train.privacy.model (when set) in place of model.name.
-        resolved = tree["train"]["privacy"]
-        stand_in = _private_model(resolved["epsilon"], resolved["model"], tree["model"]["name"], ds.modality)
-        tree["model"]["name"] = stand_in or tree["model"]["name"]
-        # ... with DP-SGD's batch (train.privacy.batch_size, when set) as its train.batch_size.
-        batch = _private_batch(resolved["epsilon"], resolved["batch_size"], tree["train"]["batch_size"], ds.modality)
-        tree["train"]["batch_size"] = batch or tree["train"]["batch_size"]
+        # A DP run of a table takes train.privacy's model and batch_size (when set) in place of the shared ones.
+        for (section, key), value in _dp_stand_ins(tree["train"]["privacy"], lambda s, k: tree[s][k],
+                                                   ds.modality).items():
+            tree[section][key] = value
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
         # --threshold last: it wins over the dataset's own thresholds too, one bound at a time.
@@ -456,20 +453,18 @@ class Config(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _private_model(epsilon: float | None, model: str | None, name: str, modality: str) -> str | None:
-    """The model ``train.privacy.model`` puts in place of ``model.name`` (``name``) for a DP run of a
-    table; None when none does, or it is ``name`` already."""
-    if epsilon is None or not model or modality != "table" or model == name:
-        return None
-    return model
+# What a DP run of a table takes from train.privacy (its key) in place of a shared setting (section, key).
+_DP_STAND_INS = {"model": ("model", "name"), "batch_size": ("train", "batch_size")}
 
 
-def _private_batch(epsilon: float | None, batch: int | None, size: int, modality: str) -> int | None:
-    """The batch ``train.privacy.batch_size`` puts in place of ``train.batch_size`` (``size``) for a
-    DP run of a table; None when none does, or it is ``size`` already."""
-    if epsilon is None or batch is None or modality != "table" or batch == size:
-        return None
-    return batch
+def _dp_stand_ins(privacy: dict[str, Any], current: Callable[[str, str], Any], modality: str) -> dict[tuple, Any]:
+    """{(section, key): value} that ``train.privacy`` (``privacy``, as a dict) puts in place of the
+    shared settings (``current(section, key)``) for a DP run of a table: each of ``_DP_STAND_INS`` that
+    is set (not null) and differs; empty without epsilon or for another modality."""
+    if privacy["epsilon"] is None or modality != "table":
+        return {}
+    return {place: privacy[own] for own, place in _DP_STAND_INS.items()
+            if privacy[own] and privacy[own] != current(*place)}
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -131,7 +131,7 @@ class TabularAutoregressive(TabularModel):
         self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1), c.hidden_dims, w) for j, w in enumerate(widths))
 
     def phases(self, t: TrainSettings) -> list[Phase]:
-        lr = (self.cfg.private.lr or self.cfg.lr) if t.privacy.epsilon is not None else self.cfg.lr
+        lr = _recipe(self.cfg, t).lr or self.cfg.lr  # the private recipe's under DP-SGD (null: the model's)
         return [Phase("autoregressive", list(self.parameters()), lr, betas=(0.9, 0.999),
                       weight_decay=self.cfg.weight_decay)]
 
@@ -247,9 +247,7 @@ class TabularAutoregressive(TabularModel):
                 out[rows, start + drawn] = 1.0
                 continue
             if kind == "bin":
-                level = drawn.float()
-                if self.edges is not None:
-                    bin_of = drawn
+                level, bin_of = drawn.float(), drawn
                 if self.fine > 1:
                     continue  # the part inside the bin comes next
             else:
