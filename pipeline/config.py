@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
@@ -35,7 +34,7 @@ from pydantic import (
 
 from pipeline.errors import ConfigError
 from pipeline.names import name_problem
-from pipeline.settings import CHECKS, ModelSettings, TrainSettings, from_dict, model_section
+from pipeline.settings import CHECKS, DEFAULT_CLIP, ModelSettings, TrainSettings, from_dict, model_section
 
 # Sections a dataset's ``overrides`` may set (the others are about the whole run, not one dataset).
 OVERRIDABLE = ("model", "train", "generate", "score")
@@ -414,17 +413,15 @@ class Config(_Section):
         wins, and the command line over everything). The result has only this dataset, with no
         overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
-        if not ds.overrides and not self._threshold_edits and \
-                not _dp_stand_ins(self.train.privacy.model_dump(), lambda s, k: getattr(getattr(self, s), k),
-                                  ds.modality):
+        if not ds.overrides and not self._threshold_edits and not _dp_stand_ins(self.to_dict(), ds.modality):
             return self
         tree = self.to_dict()
         for key, value in ds.overrides.items():
             set_dotted(tree, key, copy.deepcopy(value))  # a copy: the edits below must not reach params
-        # A DP run of a table takes train.privacy's model and batch_size (when set) in place of the shared ones.
-        for (section, key), value in _dp_stand_ins(tree["train"]["privacy"], lambda s, k: tree[s][k],
-                                                   ds.modality).items():
-            tree[section][key] = value
+        # A DP run of a table takes train.privacy's model and batch_size (when set) in place of the shared
+        # ones; a DP run's clip `auto` becomes its model's.
+        for key, value in _dp_stand_ins(tree, ds.modality).items():
+            set_dotted(tree, key, value)
         # The resolved config is this dataset's alone (the shared sections now fit it, not the others).
         tree["datasets"] = {name: {**tree["datasets"][name], "overrides": {}}}
         # --threshold last: it wins over the dataset's own thresholds too, one bound at a time.
@@ -453,18 +450,33 @@ class Config(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# What a DP run of a table takes from train.privacy (its key) in place of a shared setting (section, key).
-_DP_STAND_INS = {"model": ("model", "name"), "batch_size": ("train", "batch_size")}
+# What a DP run of a table takes from train.privacy (its key) in place of a shared setting (a dotted key).
+_DP_STAND_INS = {"model": "model.name", "batch_size": "train.batch_size"}
 
 
-def _dp_stand_ins(privacy: dict[str, Any], current: Callable[[str, str], Any], modality: str) -> dict[tuple, Any]:
-    """{(section, key): value} that ``train.privacy`` (``privacy``, as a dict) puts in place of the
-    shared settings (``current(section, key)``) for a DP run of a table: each of ``_DP_STAND_INS`` that
-    is set (not null) and differs; empty without epsilon or for another modality."""
-    if privacy["epsilon"] is None or modality != "table":
+def _dp_stand_ins(tree: dict[str, Any], modality: str) -> dict[str, Any]:
+    """{dotted key: value} that ``train.privacy`` puts in place of the settings of ``tree`` (the
+    config as a dict) for a DP run: of a table, each of ``_DP_STAND_INS`` that is set (not null) and
+    differs; of any, a ``max_grad_norm`` of ``auto`` as the number of the model the run trains
+    (``model.<name>.private.max_grad_norm``, ``DEFAULT_CLIP`` for a model without one). Empty without
+    epsilon."""
+    privacy = tree["train"]["privacy"]
+    if privacy["epsilon"] is None:
         return {}
-    return {place: privacy[own] for own, place in _DP_STAND_INS.items()
-            if privacy[own] and privacy[own] != current(*place)}
+    out = {}
+    if modality == "table":
+        out = {place: privacy[own] for own, place in _DP_STAND_INS.items()
+               if privacy[own] and privacy[own] != _get_dotted(tree, place)}
+    if privacy["max_grad_norm"] == "auto":
+        own = (tree["model"].get(out.get("model.name", tree["model"]["name"])) or {}).get("private") or {}
+        out["train.privacy.max_grad_norm"] = own.get("max_grad_norm", DEFAULT_CLIP)
+    return out
+
+
+def _get_dotted(tree: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -86,6 +86,7 @@ class DiffusionSettings:
 # them, unless the model has its own recipe (``auto_recipe``: the autoregressive model's settings):
 # the diffusion model's recipe, measured on Adult (docs/models.md).
 AUTO_EPOCHS = 250
+DEFAULT_CLIP = 1.0  # train.privacy.max_grad_norm auto for a DP model without its own (diffusion, tvae)
 
 
 @dataclass
@@ -97,6 +98,9 @@ class AutoregressiveRecipe:
     min_steps: int = setting(3000, ge=1)
     value_tokens: bool = setting(True)
     lr: float | None = setting(0.004, gt=0, description="its learning rate under DP-SGD; null = the model's lr")
+    max_grad_norm: float = setting(20.0, gt=0, description="DP-SGD's clip for this model (train.privacy.max_grad_norm "
+                                                          "auto): about its rows' gradient norms, so that clipping "
+                                                          "does not reweigh the rows")
 
 
 @dataclass
@@ -212,7 +216,9 @@ class PrivacySettings:
     accountant: Literal["rdp", "prv"] = setting("rdp", description="Opacus' accountant that sets the noise and "
                                                                    "counts the spent epsilon (rdp: Renyi DP; prv: "
                                                                    "privacy random variables, tighter)")
-    max_grad_norm: float = setting(1.0, gt=0, description="each row's gradient is clipped to this L2 norm")
+    max_grad_norm: float | Literal["auto"] = setting(
+        "auto", gt=0, description="each row's gradient is clipped to this L2 norm; auto = the DP model's own "
+                                  "(model.autoregressive.private.max_grad_norm), 1.0 for diffusion and tvae")
     batch_size: int | None = setting(
         2000, ge=1, description="DP-SGD's expected batch (each row in a step with probability batch / rows): "
                                 "train.batch_size in a DP run of a table; null = train.batch_size")

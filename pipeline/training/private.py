@@ -84,9 +84,12 @@ class DPSGD:
         from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleHooksFastGradientClipping
         from opacus.optimizers import DPOptimizerFastGradientClipping
 
+        if privacy.max_grad_norm == "auto":  # Config.for_dataset gives a DP run its model's clip
+            raise ConfigError("train.privacy.max_grad_norm: auto is resolved by the run's config "
+                              "(Config.for_dataset); give DP-SGD a number")
         if len(opts) != 1:
             raise ConfigError(f"train.privacy: DP-SGD needs a model trained in one phase, not {len(opts)}")
-        self.budget, self.kind, self.clip = budget, privacy.accountant, privacy.max_grad_norm
+        self.budget, self.kind, self.clip = budget, privacy.accountant, float(privacy.max_grad_norm)
         self.rows, self.batch, self.rate = rows, batch, batch / rows
         self.planned = planned_steps
         try:

@@ -196,7 +196,8 @@ def test_each_rows_gradient_is_its_own_and_ghost_clipping_clips_it():
 @pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_a_private_fit_spends_its_budget_and_samples():
     model, _, data = _model(_table(600))
-    cfg = TrainConfig(epochs=3, batch_size=100, device="cpu", privacy={"epsilon": 2.0, "delta": 1e-4}).settings()
+    cfg = TrainConfig(epochs=3, batch_size=100, device="cpu",  # the clip a DP run's config gives it (auto)
+                      privacy={"epsilon": 2.0, "delta": 1e-4, "max_grad_norm": 20.0}).settings()
     b = budget(cfg.privacy, data.shape[0])
     state = fit(model, data, cfg, seed=3, budget=b)
     assert state.privacy["steps"] == 3 * 6 and b.sgd_epsilon - 0.05 <= state.privacy["epsilon"] <= b.sgd_epsilon

@@ -404,6 +404,33 @@ def test_a_dp_run_of_a_table_takes_dp_sgds_batch_as_its_batch_size():
     assert kept.for_dataset("adult").train.batch_size == 500
 
 
+def test_a_dp_runs_clip_auto_is_its_models_own():
+    """train.privacy.max_grad_norm auto is the clip of the model a DP run trains: the autoregressive
+    model's private recipe, 1.0 for a model without one; a number is kept; without epsilon it stays
+    auto (nothing reads it) and DP-SGD refuses an unresolved auto in one line."""
+    import torch
+
+    from pipeline.training.private import DPSGD
+
+    assert load_config(REPO / "params.yaml").for_dataset("adult").train.privacy.max_grad_norm == "auto"
+    dp = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3})
+    adult = dp.for_dataset("adult")
+    assert adult.train.privacy.max_grad_norm == 20.0 == adult.model.autoregressive.private.max_grad_norm
+    assert dp.train.privacy.max_grad_norm == "auto" and adult.for_dataset("adult") is adult
+    own = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3,
+                                             "model.autoregressive.private.max_grad_norm": 7})
+    assert own.for_dataset("adult").train.privacy.max_grad_norm == 7.0
+    for model in ("diffusion", "tvae"):
+        other = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.model": model})
+        assert other.for_dataset("adult").train.privacy.max_grad_norm == 1.0
+    assert dp.for_dataset("mnist").train.privacy.max_grad_norm == 1.0  # its dcgan has none (DP-SGD refuses it)
+    given = load_config(REPO / "params.yaml", {"train.privacy.epsilon": 3, "train.privacy.max_grad_norm": 5})
+    assert given.for_dataset("adult").train.privacy.max_grad_norm == 5.0
+    with pytest.raises(ConfigError, match=r"^train.privacy.max_grad_norm: auto is resolved by the run's config"):
+        DPSGD(torch.nn.Linear(2, 1), {}, None, dp.train.privacy, rows=10, batch=2, planned_steps=1,
+              device=torch.device("cpu"))
+
+
 def test_a_dp_run_of_a_table_trains_the_private_model_in_place_of_model_name():
     """train.privacy.model stands in for model.name when epsilon is set, for tables only (an image
     dataset keeps its own model, which DP-SGD then refuses); null keeps model.name; a model DP-SGD

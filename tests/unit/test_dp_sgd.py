@@ -35,7 +35,7 @@ def _model(n: int = 600, seed: int = 0) -> tuple[TabularDiffusion, torch.Tensor]
 def _train(epsilon: float = 2.0, epochs: int = 4, **privacy):
     model, data = _model()
     cfg = TrainConfig(epochs=epochs, batch_size=100, device="cpu",
-                      privacy={"epsilon": epsilon, "delta": 1e-4, **privacy}).settings()
+                      privacy={"epsilon": epsilon, "delta": 1e-4, "max_grad_norm": 1.0, **privacy}).settings()
     b = budget(cfg.privacy, data.shape[0])
     return model, fit(model, data, cfg, seed=3, budget=b), b
 
@@ -209,7 +209,8 @@ def test_tvae_clips_each_rows_gradient_and_trains_within_the_budget():
 
     torch.manual_seed(0)
     model = TabularVAE(layout, mcfg, TrainConfig())
-    cfg = TrainConfig(epochs=3, batch_size=100, device="cpu", privacy={"epsilon": 2.0, "delta": 1e-4}).settings()
+    cfg = TrainConfig(epochs=3, batch_size=100, device="cpu",  # the clip a DP run's config gives it (auto)
+                      privacy={"epsilon": 2.0, "delta": 1e-4, "max_grad_norm": 1.0}).settings()
     b = budget(cfg.privacy, data.shape[0])
     state = fit(model, data, cfg, seed=3, budget=b)
     assert state.privacy["steps"] == 3 * 6 and b.sgd_epsilon - 0.05 <= state.privacy["epsilon"] <= b.sgd_epsilon
