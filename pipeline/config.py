@@ -413,9 +413,9 @@ class Config(_Section):
         wins, and the command line over everything). The result has only this dataset, with no
         overrides left, so resolving it again gives itself."""
         ds = self.dataset(name)
-        if not ds.overrides and not self._threshold_edits and not _dp_stand_ins(self.to_dict(), ds.modality):
-            return self
         tree = self.to_dict()
+        if not ds.overrides and not self._threshold_edits and not _dp_stand_ins(tree, ds.modality):
+            return self
         for key, value in ds.overrides.items():
             set_dotted(tree, key, copy.deepcopy(value))  # a copy: the edits below must not reach params
         # A DP run of a table takes train.privacy's model and batch_size (when set) in place of the shared
@@ -458,7 +458,7 @@ def _dp_stand_ins(tree: dict[str, Any], modality: str) -> dict[str, Any]:
     """{dotted key: value} that ``train.privacy`` puts in place of the settings of ``tree`` (the
     config as a dict) for a DP run: of a table, each of ``_DP_STAND_INS`` that is set (not null) and
     differs; of any, a ``max_grad_norm`` of ``auto`` as the number of the model the run trains
-    (``model.<name>.private.max_grad_norm``, ``DEFAULT_CLIP`` for a model without one). Empty without
+    (its section's ``private.max_grad_norm``, ``DEFAULT_CLIP`` for a model without one). Empty without
     epsilon."""
     privacy = tree["train"]["privacy"]
     if privacy["epsilon"] is None:
@@ -468,8 +468,9 @@ def _dp_stand_ins(tree: dict[str, Any], modality: str) -> dict[str, Any]:
         out = {place: privacy[own] for own, place in _DP_STAND_INS.items()
                if privacy[own] and privacy[own] != _get_dotted(tree, place)}
     if privacy["max_grad_norm"] == "auto":
-        own = (tree["model"].get(out.get("model.name", tree["model"]["name"])) or {}).get("private") or {}
-        out["train.privacy.max_grad_norm"] = own.get("max_grad_norm", DEFAULT_CLIP)
+        section = model_section(out.get("model.name", tree["model"]["name"]))
+        recipe = tree["model"][section].get("private", {}) if section else {}
+        out["train.privacy.max_grad_norm"] = recipe.get("max_grad_norm", DEFAULT_CLIP)
     return out
 
 
