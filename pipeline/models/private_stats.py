@@ -13,9 +13,13 @@ Every mechanism adds Laplace noise of scale 1 / epsilon.
   bucket passes with 1% chance in all, and at least ``MIN_BOUND_ROWS``); a side declared null
   (``[0, null]``) is estimated so, from the values clipped to the declared side. Then a noisy histogram of
   cells inside the bounds, with a missing bin: its counts clipped at zero, the knots the quantiles
-  of its normalised CDF. Where a bound was estimated, the empty-looking cells at its end
-  (below the same kind of threshold) are dropped first: a power of two overshoots the range (an
-  age of at most 90 gets 128), and the noise of the cells beyond would stretch the knots there.
+  of its normalised CDF. Where a bound was estimated, the empty-looking cells at its end are
+  dropped first: a power of two overshoots the range (an age of at most 90 gets 128), and the
+  noise of the cells beyond would stretch the knots there. The cut stays inside the bucket that set
+  the bound (its rows are there): after its outermost cell past the same kind of threshold, or,
+  where none passes, where its noisy counts less half the noise's scale (an empty cell's expected
+  share of noise once clipped at zero), summed from its inner edge, add up most; unless its cells
+  add up to no more than their noise's spread (an empty bucket the estimate's noise passed).
   Declared bounds are the range as given, and no cell is dropped: at a small budget the threshold
   is hundreds of rows a cell, and dropping cut real tails (Adult at epsilon 3: no age above 61);
   a declared end is the first (last) knot whatever the noise of its cell.
@@ -71,6 +75,7 @@ MIN_CELLS = 8
 # A bucket sets a bound only past this noisy count too, at any budget: at a large epsilon a few rows far
 # out would otherwise stretch the range to themselves (post-processing: any threshold is private).
 MIN_BOUND_ROWS = 5
+CUT_SCALE = 0.5  # of the noise's scale: what a cell must add on average to be kept at an estimated end (_cut)
 BOUNDS_SHARE = 0.5  # of a numeric column's epsilon, when its bounds are estimated
 FAILURE = 0.01  # chance that any empty bin of a known domain passes its threshold
 # Powers of two the bounds are estimated over: 2^-32 .. 2^500 either side of zero (numbers are at most
@@ -201,9 +206,11 @@ def _bucket_edges() -> np.ndarray:
     return np.concatenate([-pos[::-1], pos])
 
 
-def estimate_bounds(x: np.ndarray, eps: float, rng: np.random.Generator) -> tuple[float, float] | None:
-    """Bounds of the finite values ``x`` from a noisy histogram over signed powers of two: the outer
-    edges of the outermost buckets whose noisy count passes ``known_threshold``; None when none does."""
+def estimate_bounds(x: np.ndarray, eps: float,
+                    rng: np.random.Generator) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The outermost buckets (start, end) of a noisy histogram of the finite values ``x`` over signed
+    powers of two whose noisy count passes ``known_threshold``: the lowest and the highest; the bounds
+    are the first's start and the second's end. None when none passes."""
     edges = _bucket_edges()
     counts = np.bincount(np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2),
                          minlength=len(edges) - 1).astype(np.float64)
@@ -211,7 +218,8 @@ def estimate_bounds(x: np.ndarray, eps: float, rng: np.random.Generator) -> tupl
     passed = np.flatnonzero(noisy > max(known_threshold(eps, len(counts)), MIN_BOUND_ROWS))
     if not len(passed):
         return None
-    return float(edges[passed[0]]), float(edges[passed[-1] + 1])
+    first, last = passed[0], passed[-1]
+    return (float(edges[first]), float(edges[first + 1])), (float(edges[last]), float(edges[last + 1]))
 
 
 def cell_edges(low: float, high: float, kind: str, unit_ns: int, cells: int) -> np.ndarray:
@@ -245,8 +253,9 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
             raise ConfigError(f"column '{col.name}': too few rows for a private estimate of its range at this budget; "
                               f"declare datasets.{privacy.dataset}.bounds.{col.name}: [low, high], raise "
                               "train.privacy.epsilon or train.privacy.preprocessing_share, or drop the column")
-        low = found[0] if low is None else low
-        high = found[1] if high is None else high
+        low_bucket, high_bucket = found
+        low = low_bucket[0] if low is None else low
+        high = high_bucket[1] if high is None else high
         if not low < high:  # a declared side beyond the estimated other: the range is the declared value's unit
             low, high = (low, low + max(abs(low), 1.0)) if estimated[1] else (high - max(abs(high), 1.0), high)
     unit_ns = int(pd.Timedelta(1, unit=col.datetime_unit or "ns").value) if col.kind == "datetime" else 1
@@ -277,14 +286,19 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
     present, missing = np.maximum(noisy[:-1], 0.0), float(noisy[-1])
     # Estimated bounds: the knots span the cells from the first to the last that passes the
     # known-bin threshold (the noise of the empty cells between the range and its power of two
-    # would otherwise stretch them there). Declared ones: every cell, the range as the user gave it.
+    # would otherwise stretch them there). That cut stays inside the bucket that set the end, which
+    # passed a threshold of its own, so rows are in it: where none of its cells passes (its rows
+    # spread thin at a small budget) the cut is where its cells' noisy counts less half the noise's scale,
+    # summed from its inner edge outwards, are largest (``_cut``), rather than at
+    # the last passing cell below it, which cut its rows away (Adult's capital-loss at epsilon 3:
+    # 1,480 rows in 1,024-2,048 over ten cells of 64, none past the threshold, made a column of
+    # zeros). Declared ends: every cell, the range as the user gave it.
     if any(estimated):  # only at an estimated end
-        passed = np.flatnonzero(present > known_threshold(eps_hist, len(present)))
-        if len(passed):
-            if estimated[0]:
-                present[:passed[0]] = 0.0
-            if estimated[1]:
-                present[passed[-1] + 1:] = 0.0
+        passed = present > known_threshold(eps_hist, len(present))
+        if estimated[0]:
+            present[:_cut(noisy[:-1], passed, edges[1:] <= low_bucket[1], 1.0 / eps_hist, low=True)] = 0.0
+        if estimated[1]:
+            present[_cut(noisy[:-1], passed, edges[:-1] >= high_bucket[0], 1.0 / eps_hist, low=False) + 1:] = 0.0
     clip = [float(edges[0]), float(edges[-1])] if points is None else [float(points[0]), float(points[-1])]
     q = quantile_knots(edges, present, knots) if points is None else value_knots(points, present, knots)
     # A declared end is the first (last) knot: the range is the user's, and whether the rarest values
@@ -300,6 +314,29 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
         **({"decimals": None} if col.kind == "continuous" else {}),
         "clip": clip,  # what transform clips a real value to first
     }, how
+
+
+def _cut(noisy: np.ndarray, passed: np.ndarray, bucket: np.ndarray, noise: float, low: bool) -> int:
+    """The first (``low``) or last cell a histogram keeps at an estimated end (``noisy``: the cells'
+    noisy counts, Laplace of scale ``noise``; ``passed``: which pass a cell's threshold; ``bucket``:
+    which lie in the power of two that set the end). Inside that bucket, its outermost passing
+    cell; where none passes, the cell at which the bucket's noisy counts less ``CUT_SCALE`` x
+    ``noise`` each (what an empty cell adds on average once clipped at zero), summed from its inner
+    edge outwards, are largest: beyond the rows that sum falls on average, so it stops near them.
+    Unless the bucket's cells add up to no more than their noise's spread (an empty bucket whose
+    noise passed the bounds' threshold, that estimate's 1 % failure): then, as for a range without
+    such a bucket, the outermost passing cell, or every cell when none passes. Post-processing only."""
+    cells = np.flatnonzero(bucket)
+    inside = cells[passed[cells]]
+    if len(inside):
+        return int(inside[0] if low else inside[-1])
+    if len(cells) and noisy[cells].sum() > noise * math.sqrt(2.0 * len(cells)):
+        order = cells[::-1] if low else cells  # from the bucket's inner edge outwards
+        return int(order[int(np.argmax(np.cumsum(noisy[order] - CUT_SCALE * noise)))])
+    anywhere = np.flatnonzero(passed)
+    if len(anywhere):
+        return int(anywhere[0] if low else anywhere[-1])
+    return 0 if low else len(noisy) - 1
 
 
 def quantile_knots(edges: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarray:
@@ -325,7 +362,8 @@ def value_knots(points: np.ndarray, weights: np.ndarray, knots: int) -> np.ndarr
     point repeats only where its weight exceeds the levels' spacing. Uniform when every weight is 0."""
     if not weights.sum() > 0:
         weights = np.ones_like(weights)
-    cdf = np.cumsum(weights) / weights.sum()
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]  # not weights.sum(): its rounding can leave the CDF under 1 after the last weight
     idx = np.searchsorted(cdf, np.linspace(0.0, 1.0, knots), side="left")
     idx[0] = int(np.flatnonzero(weights > 0)[0])
     return points[np.minimum(idx, len(points) - 1)]
