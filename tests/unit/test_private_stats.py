@@ -11,7 +11,7 @@ from pipeline import generate, ingest, train
 from pipeline.artifacts import StagePaths
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.models.private_stats import MARKER, Privacy, check_private, public_schema, quantile_knots
+from pipeline.models.private_stats import MARKER, Privacy, check_private, public_schema, quantile_knots, value_knots
 from pipeline.models.transformer import TableTransformer
 from pipeline.protection import protection_for
 from pipeline.schema import TableSchema, describe, infer_kind
@@ -215,8 +215,6 @@ def test_value_knots_reach_the_last_weighted_point_exactly():
     """Trailing empty points (an estimated end cut) leave the last knot at the last point with
     weight, whatever the rounding of the weights' sum (a CDF normalised by ``sum`` rather than by its
     own last entry stayed under 1 and sent the last knot to the range's end)."""
-    from pipeline.models.private_stats import value_knots
-
     rng = np.random.default_rng(0)
     for _ in range(200):
         weights = np.concatenate([rng.random(60) * 7.3, np.zeros(40)])
