@@ -126,7 +126,10 @@ class AutoregressiveSettings:
     part_noise: float = setting(0.5, ge=0, le=1, description="in training, each earlier number's place inside its "
                                                             "bin is redrawn at random in this share of the rows "
                                                             "a categorical column learns from (0: off)")
-    lr: float = setting(1e-3, gt=0)
+    lr: float = setting(1e-3, gt=0, description="a categorical column's net's learning rate")
+    numeric_lr: float = setting(2e-3, gt=0, description="a numeric column's nets' learning rate (its bin's and its "
+                                                       "place's): at lr they under-fit a table of many numbers, "
+                                                       "while a categorical net drifts at twice lr")
     weight_decay: float = setting(0.0, ge=0)
 
 

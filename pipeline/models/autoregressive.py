@@ -42,7 +42,7 @@ from torch import nn
 from pipeline.models.base import OutputLayout, Phase, TabularModel
 from pipeline.models.registry import register_model
 from pipeline.models.transformer import NORMAL_SCALE as _SCALE
-from pipeline.settings import ModelSettings, TrainSettings
+from pipeline.settings import ModelSettings, TrainSettings, epochs_for
 
 _CHUNK = 65_536  # rows drawn at once (bounds memory for any n)
 
@@ -93,17 +93,19 @@ class TabularAutoregressive(TabularModel):
     @classmethod
     def over(cls, codec, model_cfg: ModelSettings, train_cfg: TrainSettings) -> "TabularAutoregressive":
         """Over the fitted transformer: with ``value_tokens``, each numeric column's bins from its
-        knots (``value_edges``; under DP the knots are the private ones)."""
+        knots (``value_edges``; under DP the knots are the private ones); the rows it was fitted on
+        (``phases``: whether the table is small)."""
         edges = None
         if _recipe(model_cfg.autoregressive, train_cfg).value_tokens:
             knots = {c["name"]: c["knots"] for c in codec.columns if "knots" in c}
             edges = {s.start: value_edges(knots[s.column], model_cfg.autoregressive.bins)
                      for s in codec.spans if s.activation == "tanh"}
-        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges)
+        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges, rows=codec.rows)
 
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings,
-                 edges: dict[int, list[float]] | None = None):
+                 edges: dict[int, list[float]] | None = None, rows: int | None = None):
         super().__init__(layout)
+        self.rows = rows  # the training rows (None: unknown, a table big enough for numeric_lr)
         c = self.cfg = cfg.autoregressive
         self.bins = c.bins
         self.fine = _recipe(c, train).fine_bins
@@ -131,9 +133,22 @@ class TabularAutoregressive(TabularModel):
         self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1), c.hidden_dims, w) for j, w in enumerate(widths))
 
     def phases(self, t: TrainSettings) -> list[Phase]:
-        lr = _recipe(self.cfg, t).lr or self.cfg.lr  # the private recipe's under DP-SGD (null: the model's)
+        """One phase; without DP a numeric column's nets (its bin's and its place's) learn at
+        ``numeric_lr``, a categorical column's at ``lr``, except on a small table: one whose
+        recipe epochs make fewer than its ``min_steps`` steps, so that ``train.epochs: auto``
+        raises them (a few thousand rows at batch 500), where the numbers' nets already train more
+        passes and a faster rate memorises (gapminder: DCR share 0.546 -> 0.594). Under DP-SGD every
+        net at the private recipe's rate."""
+        recipe = _recipe(self.cfg, t)
+        lr = recipe.lr or self.cfg.lr  # the private recipe's under DP-SGD (null: the model's)
+        numeric = [p for (kind, _, _), net in zip(self.tokens, self.nets) if kind != "category"
+                   for p in net.parameters()]
+        steps = max(1, self.rows // max(1, min(t.batch_size, self.rows))) if self.rows is not None else None
+        small = steps is not None and epochs_for("auto", t.min_steps, steps, self.recipe) > self.recipe[0]
+        faster = recipe is self.cfg and self.cfg.numeric_lr != lr and not small
+        rates = ((numeric, self.cfg.numeric_lr),) if faster else ()
         return [Phase("autoregressive", list(self.parameters()), lr, betas=(0.9, 0.999),
-                      weight_decay=self.cfg.weight_decay)]
+                      weight_decay=self.cfg.weight_decay, rates=rates)]
 
     def private_module(self) -> nn.Module:
         return self  # each row's loss is its own tokens' cross-entropies

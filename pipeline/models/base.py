@@ -21,6 +21,16 @@ class Phase:
     lr: float
     betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
+    # Parts of ``params`` at a learning rate of their own: (those parameters, their rate).
+    rates: tuple[tuple[list[nn.Parameter], float], ...] = ()
+
+    def groups(self) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """The optimiser's parameter groups: ``params`` at ``lr``, each part of ``rates`` at its rate."""
+        if not self.rates:
+            return self.params
+        own = {id(q) for part, _ in self.rates for q in part}
+        return [{"params": [q for q in self.params if id(q) not in own]},
+                *({"params": part, "lr": lr} for part, lr in self.rates)]
 
 
 class OutputLayout:

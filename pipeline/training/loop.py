@@ -62,7 +62,7 @@ def lr_scale(epoch: int, epochs: int, decay: float) -> float:
 
 def make_optimizers(model: GenerativeModel, cfg: TrainSettings) -> dict[str, torch.optim.Optimizer]:
     return {
-        p.name: torch.optim.Adam(p.params, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
+        p.name: torch.optim.Adam(p.groups(), lr=p.lr, betas=p.betas, weight_decay=p.weight_decay)
         for p in model.phases(cfg)
     }
 
@@ -161,11 +161,11 @@ def planned_epochs(epochs: int, planned: tuple[int, int] | None) -> int:
     return min(epochs, planned[1]) if planned and planned[0] == epochs else epochs
 
 
-def set_learning_rates(opts: dict[str, torch.optim.Optimizer], base_lr: dict[str, float], scale: float) -> None:
-    """Each phase's optimiser at its base rate times ``scale`` (``lr_scale``)."""
+def set_learning_rates(opts: dict[str, torch.optim.Optimizer], base_lr: dict[str, list[float]], scale: float) -> None:
+    """Each phase's optimiser's groups at their base rates times ``scale`` (``lr_scale``)."""
     for name, opt in opts.items():
-        for group in opt.param_groups:
-            group["lr"] = base_lr[name] * scale
+        for group, lr in zip(opt.param_groups, base_lr[name]):
+            group["lr"] = lr * scale
 
 
 def train_epoch(model: GenerativeModel, opts: dict[str, torch.optim.Optimizer], data: torch.Tensor,
@@ -302,6 +302,7 @@ def fit(
     torch.manual_seed(seed)
     batch_gen = torch.Generator(device=device).manual_seed(seed)
     opts = make_optimizers(model, cfg)
+    base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in opts.items()}  # before a resume's rates
     phase_params = {p.name: p.params for p in model.phases(cfg)}
     state = TrainState()
     if budget is not None and (ddp or resume):
@@ -335,7 +336,6 @@ def fit(
 
     # The epochs: each at its learning rate, checkpointed, and cut when a budget's time runs out.
     writer = rank == 0
-    base_lr = {p.name: p.lr for p in model.phases(cfg)}
     epochs = planned_epochs(asked, state.planned)  # cut to what fits budget_seconds, if one is set
     bar = Progress("train", epochs, "epoch", initial=state.epoch, enabled=writer)
     started, first = time.perf_counter(), state.epoch

@@ -136,6 +136,40 @@ def test_part_noise_redraws_only_the_parts_a_category_reads():
 
 
 @pytest.mark.slow  # seconds: the fast tier stays under a minute
+def test_numeric_nets_learn_at_their_own_rate_and_the_schedule_scales_both():
+    """Without DP a numeric column's nets (bin and place) are one optimiser group at ``numeric_lr``,
+    the categorical ones at ``lr``; the decay scales each group from its own rate, a resume's saved
+    rates included. Under DP-SGD one rate for every net (the private recipe's)."""
+    from pipeline.training.loop import make_optimizers, set_learning_rates
+
+    model, _, _ = _model(_table(50), numeric_lr=0.003)
+    phase, = model.phases(TrainConfig().settings())
+    numeric = {id(p) for (kind, _, _), net in zip(model.tokens, model.nets) if kind != "category"
+               for p in net.parameters()}
+    opt = make_optimizers(model, TrainConfig().settings())["autoregressive"]
+    groups = [({id(p) for p in g["params"]}, g["lr"]) for g in opt.param_groups]
+    assert groups == [(set(map(id, model.parameters())) - numeric, 1e-3), (numeric, 0.003)]
+    assert len(phase.params) == len(list(model.parameters()))  # every parameter still the phase's
+    set_learning_rates({"autoregressive": opt}, {"autoregressive": [1e-3, 0.003]}, 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [5e-4, 0.0015]
+    dp_train = TrainConfig(privacy={"epsilon": 1.0}).settings()
+    private_cfg = ModelConfig(autoregressive={"hidden_dims": [32], "numeric_lr": 0.003})
+    dp_phase, = TabularAutoregressive(model.layout, private_cfg, dp_train).phases(dp_train)
+    assert dp_phase.rates == () and dp_phase.groups() == dp_phase.params
+    # numeric_lr equal to lr: one group, as before the setting (the same bytes)
+    same, _, _ = _model(_table(50), numeric_lr=1e-3)
+    assert same.phases(TrainConfig().settings())[0].rates == ()
+    # A small table (its 90 epochs make under 300 steps at batch 500, so epochs auto raises them):
+    # one rate. 2,000 rows make 4 steps an epoch, 360 in 90; 1,999 make 3, 270.
+    cfg, train = ModelConfig(autoregressive={"hidden_dims": [32]}), TrainConfig().settings()
+    for rows, rated in [(1_999, False), (2_000, True), (50, False), (None, True)]:
+        sized = TabularAutoregressive(model.layout, cfg, TrainConfig(), rows=rows)
+        assert bool(sized.phases(train)[0].rates) is rated, rows
+    tf = TableTransformer(TableSchema([describe(_table(50)[c], infer_kind(_table(50)[c])) for c in _table(50)]),
+                          knots=11).fit(_table(50))
+    assert TabularAutoregressive.over(tf, cfg.settings(), train).rows == 50  # the rows the transform was fitted on
+
+
 def test_it_learns_what_a_column_says_of_the_next():
     df = _table()
     model, tf, data = _model(df)
