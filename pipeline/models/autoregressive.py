@@ -43,6 +43,7 @@ from pipeline.models.base import OutputLayout, Phase, TabularModel
 from pipeline.models.registry import register_model
 from pipeline.models.transformer import NORMAL_SCALE as _SCALE
 from pipeline.settings import ModelSettings, TrainSettings, epochs_for
+from pipeline.training.loop import batch_plan
 
 _CHUNK = 65_536  # rows drawn at once (bounds memory for any n)
 
@@ -143,8 +144,9 @@ class TabularAutoregressive(TabularModel):
         lr = recipe.lr or self.cfg.lr  # the private recipe's under DP-SGD (null: the model's)
         numeric = [p for (kind, _, _), net in zip(self.tokens, self.nets) if kind != "category"
                    for p in net.parameters()]
-        steps = max(1, self.rows // max(1, min(t.batch_size, self.rows))) if self.rows is not None else None
-        small = steps is not None and epochs_for("auto", t.min_steps, steps, self.recipe) > self.recipe[0]
+        small = self.rows is not None and epochs_for(
+            "auto", t.min_steps, batch_plan(t.batch_size, 1, self.batch_multiple, self.rows)[1], self.recipe,
+        ) > self.recipe[0]
         faster = recipe is self.cfg and self.cfg.numeric_lr != lr and not small
         rates = ((numeric, self.cfg.numeric_lr),) if faster else ()
         return [Phase("autoregressive", list(self.parameters()), lr, betas=(0.9, 0.999),

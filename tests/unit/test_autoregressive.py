@@ -135,11 +135,10 @@ def test_part_noise_redraws_only_the_parts_a_category_reads():
                                numeric_last.eval().row_loss("autoregressive", rows[:64])[0])
 
 
-@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_numeric_nets_learn_at_their_own_rate_and_the_schedule_scales_both():
     """Without DP a numeric column's nets (bin and place) are one optimiser group at ``numeric_lr``,
-    the categorical ones at ``lr``; the decay scales each group from its own rate, a resume's saved
-    rates included. Under DP-SGD one rate for every net (the private recipe's)."""
+    the categorical ones at ``lr``; the decay scales each group from its own rate. Under DP-SGD one
+    rate for every net (the private recipe's), and on a small table too."""
     from pipeline.training.loop import make_optimizers, set_learning_rates
 
     model, _, _ = _model(_table(50), numeric_lr=0.003)
@@ -165,11 +164,12 @@ def test_numeric_nets_learn_at_their_own_rate_and_the_schedule_scales_both():
     for rows, rated in [(1_999, False), (2_000, True), (50, False), (None, True)]:
         sized = TabularAutoregressive(model.layout, cfg, TrainConfig(), rows=rows)
         assert bool(sized.phases(train)[0].rates) is rated, rows
-    tf = TableTransformer(TableSchema([describe(_table(50)[c], infer_kind(_table(50)[c])) for c in _table(50)]),
-                          knots=11).fit(_table(50))
+    df = _table(50)
+    tf = TableTransformer(TableSchema([describe(df[c], infer_kind(df[c])) for c in df]), knots=11).fit(df)
     assert TabularAutoregressive.over(tf, cfg.settings(), train).rows == 50  # the rows the transform was fitted on
 
 
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
 def test_it_learns_what_a_column_says_of_the_next():
     df = _table()
     model, tf, data = _model(df)
