@@ -120,9 +120,13 @@ class DistanceEncoding:
     n_columns: int
 
 
+def _numeric_distance_columns(schema: TableSchema) -> list[str]:
+    return [c.name for c in schema.modeled if c.kind in NUMERIC_KINDS]
+
+
 def encode_for_distance(frames: list[pd.DataFrame], schema: TableSchema) -> list[DistanceEncoding]:
     cols = [c for c in schema.modeled if c.kind in _DISTANCE_KINDS]
-    num = [c.name for c in cols if c.kind in NUMERIC_KINDS]
+    num = _numeric_distance_columns(schema)
     cat = [c.name for c in cols if c.kind in DISCRETE_KINDS]
     codes = {name: joint_codes(*(f[name] for f in frames))[0] for name in cat}
     out = []
@@ -152,6 +156,18 @@ class NumericScale:
         lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
         return cls(lo, torch.where(constant, torch.ones_like(span), span), constant)
 
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame, schema: TableSchema) -> "NumericScale":
+        """``of`` the rows of ``frame`` in ``encode_for_distance``'s numeric columns, one column at a
+        time (no copy of the whole frame)."""
+        names = _numeric_distance_columns(schema)
+        lo, hi = torch.zeros(len(names), dtype=torch.float64), torch.zeros(len(names), dtype=torch.float64)
+        for j, name in enumerate(names):
+            x = numeric_values(frame[name])
+            x = x[~np.isnan(x)]
+            lo[j], hi[j] = (float(x.min()), float(x.max())) if len(x) else (np.nan, np.nan)
+        return cls.of(torch.stack([lo, hi])) if names else cls.of(torch.zeros((1, 0), dtype=torch.float64))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Offset and scaled in float64, then compared in float32 (distances are sums of at most a
         # few dozen terms in [0, 1]). Clamping changes nothing: a difference counts at most 1.
@@ -173,10 +189,11 @@ def numeric_difference(x: torch.Tensor, x_nan: torch.Tensor, ref: torch.Tensor, 
 
 
 def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: int = 1,
-                      chunk: int = 256) -> np.ndarray:
+                      chunk: int = 256, scale: NumericScale | None = None) -> np.ndarray:
     """[len(data), k]: each data row's k smallest distances to the reference rows (ascending).
 
-    Numeric ranges come from the reference, as in SDMetrics' ``calculate_dcr``. Chunked over data
+    Numeric ranges come from the reference, as in SDMetrics' ``calculate_dcr``, unless ``scale``
+    gives them (distances to two reference sets compared with each other need one scale). Chunked over data
     rows, so memory is ``chunk x len(reference)``; categorical mismatches are one matrix product
     (columns of very many categories: one comparison each, ``one_hot_columns``).
     """
@@ -186,7 +203,7 @@ def nearest_distances(data: DistanceEncoding, reference: DistanceEncoding, k: in
         raise ValueError("no column to measure distances on")
     if reference.numeric.shape[0] < k:
         raise ValueError(f"need at least {k} reference rows, got {reference.numeric.shape[0]}")
-    scaled = NumericScale.of(reference.numeric)
+    scaled = NumericScale.of(reference.numeric) if scale is None else scale
     ref_scaled, ref_nan = scaled(reference.numeric), reference.numeric.isnan()
     # One-hot of the categorical codes (column j's codes offset by the counts before it), so
     # "same category" counts are one matrix product; the columns left out compare codes directly.
@@ -240,7 +257,7 @@ def one_hot_columns(data_codes: torch.Tensor, reference_codes: torch.Tensor) -> 
 @dataclass
 class PrivacyResult:
     dcr_share: float  # share of synthetic rows closer to train than to holdout (0.5 ideal)
-    dcr_protection: float  # SDMetrics DCROverfittingProtection: min((1 - share) * 2, 1)
+    dcr_protection: float  # SDMetrics DCROverfittingProtection's formula: min((1 - share) * 2, 1)
     dcr_median: float  # synthetic -> train
     dcr_holdout_median: float  # holdout -> train: the distance a fresh real row has
     nndr_median: float  # synthetic rows' nearest / second-nearest training distance
@@ -250,7 +267,8 @@ class PrivacyResult:
 
 
 def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema,
-              rows: int = 5_000, seed: int = 0, reference_rows: int = 100_000) -> PrivacyResult:
+              rows: int = 5_000, seed: int = 0, reference_rows: int = 100_000,
+              scale: str = "train") -> PrivacyResult:
     """DCR on seeded samples of ``rows`` synthetic rows.
 
     The share: each synthetic row against a holdout sample and a training sample of the same size
@@ -260,8 +278,15 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     most in all). Which few thousand reference rows happen to be drawn moves the share far more than
     the synthetic rows do:
     on one Adult release, 5,000-row reference samples gave 0.50 to 0.58 over six seeds, the whole
-    holdout against two halves of the training rows 0.49 to 0.51. With one part of the holdout's
-    size this is SDMetrics' DCROverfittingProtection.
+    holdout against two halves of the training rows 0.49 to 0.51.
+
+    Every distance here is on one scale: each numeric column's range over all the training rows
+    (TabSyn's DCR scales alike). SDMetrics' DCROverfittingProtection divides by each reference
+    set's own range instead, so a holdout whose sample missed a column's extremes reads as farther
+    from everything: real rows the model never saw, scored as a release, gave a share of 0.555 on
+    Default's suite split and 0.69 on sklearn's wine table (36 holdout rows) that way, 0.50 on one
+    scale (``benchmarks/README.md``, "The DCR share's one scale"). ``scale="reference"`` measures
+    SDMetrics' way, for that comparison (``benchmarks/dcr_scale.py``).
 
     The medians and NNDR: the same synthetic rows against up to ``reference_rows`` training rows
     (all of them for most tables), so that a near-copy of any training row is seen. Quadratic,
@@ -279,10 +304,13 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
         nan = float("nan")
         return PrivacyResult(nan, nan, nan, nan, nan, {}, {"synthetic": len(sy), "train": n_ref, "holdout": n_ref,
                                                           "train_parts": parts, "train_reference": len(tr_all)}, seed)
-    syn_hold = nearest_distances(e_sy, e_ho, k=1)[:, 0]
-    share = float(np.mean([(nearest_distances(e_sy, e, k=1)[:, 0] < syn_hold).mean() for e in e_parts]))
-    syn_train = nearest_distances(e_sy, e_all, k=min(2, len(tr_all)))
-    hold_train = nearest_distances(e_hq, e_all, k=1)[:, 0]
+    if scale not in ("train", "reference"):
+        raise ValueError(f"score_dcr: scale must be 'train' or 'reference', not {scale!r}")
+    common = NumericScale.of_frame(train, schema) if scale == "train" else None
+    syn_hold = nearest_distances(e_sy, e_ho, k=1, scale=common)[:, 0]
+    share = float(np.mean([(nearest_distances(e_sy, e, k=1, scale=common)[:, 0] < syn_hold).mean() for e in e_parts]))
+    syn_train = nearest_distances(e_sy, e_all, k=min(2, len(tr_all)), scale=common)
+    hold_train = nearest_distances(e_hq, e_all, k=1, scale=common)[:, 0]
     d1 = syn_train[:, 0]
     if syn_train.shape[1] > 1:
         d2 = syn_train[:, 1]
@@ -331,7 +359,8 @@ UNSEEN = "unseen real rows"
            "rows are no closer to train than to other unseen rows; near 1: copies)", headline=3,
            baseline=0.5, baseline_words=UNSEEN),
     metric("privacy.dcr_protection", 0, 1,
-           "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection (real baseline 1)",
+           "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection's formula, on one scale for both "
+           "sides (real baseline 1)",
            baseline=1.0, baseline_words=UNSEEN),
     metric("privacy.dcr_median", 0, 1,
            "median distance of a synthetic row to its closest training row (SDMetrics DCR distance; real baseline: "

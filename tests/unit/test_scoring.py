@@ -97,43 +97,76 @@ def test_dcr_distances_match_sdmetrics_including_nulls():
     assert (got[:, 1] >= got[:, 0]).all()
 
 
-@pytest.mark.slow  # seconds: the fast tier stays under a minute
-def test_dcr_share_and_protection_match_sdmetrics_and_flag_copies():
-    from sdmetrics.single_table import DCROverfittingProtection
+def _nearest_on_one_scale(data: pd.DataFrame, ref: pd.DataFrame, scale_rows: pd.DataFrame, schema) -> np.ndarray:
+    """Each data row's distance to its closest ref row, written out cell by cell: SDMetrics' DCR
+    distance (a numeric difference over the column's range, capped at 1; a category 0 or 1; nulls
+    equal each other and differ from any value), every range taken from ``scale_rows``."""
+    total = np.zeros((len(data), len(ref)))
+    for c in schema.modeled:
+        a, b = data[c.name].to_numpy(), ref[c.name].to_numpy()
+        a_nan, b_nan = pd.isna(a)[:, None], pd.isna(b)[None, :]
+        if c.kind in ("continuous", "integer"):
+            r = scale_rows[c.name].astype(float)
+            span = r.max() - r.min()
+            diff = np.minimum(np.abs(a.astype(float)[:, None] - b.astype(float)[None, :]) / span, 1.0)
+        else:
+            diff = (a[:, None] != b[None, :]).astype(float)
+        total += np.where(a_nan & b_nan, 0.0, np.where(a_nan | b_nan, 1.0, diff))
+    return total.min(axis=1) / len(schema.modeled)
 
+
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
+def test_dcr_share_is_sdmetrics_distance_on_the_training_rows_scale_and_flags_copies():
     pool = _adult(1500, 7)
     schema = _schema(pool)
     train_rows, holdout, fresh = pool.iloc[:500], pool.iloc[500:1000], pool.iloc[1000:]
-    md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.modeled}}
     res = score_dcr(train_rows, holdout, fresh, schema, rows=500, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = DCROverfittingProtection.compute_breakdown(train_rows, fresh, holdout, md, None)
-    assert res.dcr_share == pytest.approx(ref["synthetic_data_percentages"]["closer_to_training"], abs=1e-9)
-    assert res.dcr_protection == pytest.approx(ref["score"], abs=1e-9)
+    shuffled = train_rows.sample(n=500, random_state=0)  # one part: every training row
+    expected = np.mean(_nearest_on_one_scale(fresh, shuffled, train_rows, schema)
+                       < _nearest_on_one_scale(fresh, holdout, train_rows, schema))
+    assert res.dcr_share == pytest.approx(expected, abs=1e-9)
+    assert res.dcr_protection == pytest.approx(min((1 - expected) * 2, 1), abs=1e-9)
     assert 0.35 < res.dcr_share < 0.65  # unseen real rows: about as close to train as to holdout
     copies = score_dcr(train_rows, holdout, train_rows, schema, rows=500, seed=0)
     assert copies.dcr_share > 0.95 and copies.dcr_median == 0 and copies.nndr_median < 0.05
 
 
-@pytest.mark.slow  # seconds: SDMetrics once per training part
-def test_dcr_share_with_more_training_rows_averages_sdmetrics_over_disjoint_training_parts():
-    from sdmetrics.single_table import DCROverfittingProtection
-
+@pytest.mark.slow  # seconds: one reference computation per training part
+def test_dcr_share_with_more_training_rows_averages_over_disjoint_training_parts():
     pool = _adult(1400, 11)
     schema = _schema(pool)
     train_rows, holdout, fresh = pool.iloc[:800], pool.iloc[800:1000], pool.iloc[1000:]
     res = score_dcr(train_rows, holdout, fresh, schema, rows=400, seed=3)
     assert res.rows["train_parts"] == 4 and res.rows["train"] == 200 and res.rows["holdout"] == 200
     shuffled = train_rows.sample(n=800, random_state=3)  # the parts: disjoint, together every training row
+    to_holdout = _nearest_on_one_scale(fresh, holdout, train_rows, schema)
+    shares = [np.mean(_nearest_on_one_scale(fresh, shuffled.iloc[i * 200:(i + 1) * 200], train_rows, schema)
+                      < to_holdout) for i in range(4)]
+    assert res.dcr_share == pytest.approx(np.mean(shares), abs=1e-9)
+    assert len(set(shares)) > 1  # the parts differ: averaging them is what is checked
+
+
+@pytest.mark.slow  # seconds: SDMetrics' DCR on a few hundred rows
+def test_dcr_share_of_unseen_rows_stays_near_half_where_the_holdout_misses_an_extreme():
+    """A training set that holds one extreme value (a legitimate tail) and a holdout that does not:
+    SDMetrics scales each side by its own range, so every other training distance shrinks and
+    unseen real rows read as copies; on the training rows' one scale they score as without it."""
+    from sdmetrics.single_table import DCROverfittingProtection
+
+    pool = _adult(900, 13)
+    pool["capital-gain"] = pool["capital-gain"].astype(float)
+    schema = _schema(pool)
+    train_rows, holdout, fresh = pool.iloc[:300].copy(), pool.iloc[300:600], pool.iloc[600:]
+    before = score_dcr(train_rows, holdout, fresh, schema, rows=300, seed=0).dcr_share
+    for name in ("age", "hours-per-week", "education-num"):  # one row far past the others in each
+        train_rows.loc[train_rows.index[0], name] = 10 * pool[name].max()
     md = {"columns": {c.name: {"sdtype": SDTYPE[c.kind]} for c in schema.modeled}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        shares = [DCROverfittingProtection.compute_breakdown(shuffled.iloc[i * 200:(i + 1) * 200], fresh, holdout, md,
-                                                             None)["synthetic_data_percentages"]["closer_to_training"]
-                  for i in range(4)]
-    assert res.dcr_share == pytest.approx(np.mean(shares), abs=1e-9)
-    assert len(set(shares)) > 1  # the parts differ: averaging them is what is checked
+        sdm = DCROverfittingProtection.compute_breakdown(train_rows, fresh, holdout, md, None)
+    ours = score_dcr(train_rows, holdout, fresh, schema, rows=300, seed=0)
+    assert sdm["synthetic_data_percentages"]["closer_to_training"] > before + 0.15  # the bias this avoids
+    assert abs(ours.dcr_share - before) < 0.05 and 0.4 < before < 0.6
 
 
 @pytest.mark.slow  # ~2 s: detection fits
