@@ -237,3 +237,17 @@ def test_dp_transformer_scores_the_private_transforms_round_trip_and_ends_with_i
     assert wide["shapes"][0] > 0.97 and wide["trends"][0] > 0.95
     tight = run("--epsilon", "30")
     assert tight["shapes"][0] < wide["shapes"][0] and not tight["declared_bounds"]
+
+
+def test_dcr_scale_reads_unseen_real_rows_on_both_scales_and_ends_with_its_json_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/dcr_scale.py"), "--tables", "tips", "wine",
+                          "--splits", "0", "1", "--rows", "500"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result) == {"tips", "wine"}
+    for table in result.values():
+        assert set(table) == {"train", "reference"}
+        assert 0 < table["train"][0] < 1 and table["train"][1] >= 0
+    # wine's 36-row holdout: on its own range it reads as far from unseen rows, on one scale not
+    assert result["wine"]["reference"][0] > 0.6 and abs(result["wine"]["train"][0] - 0.5) < 0.06
