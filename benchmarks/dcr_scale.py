@@ -11,7 +11,10 @@ holdout). Its training rows are then cut at random into two halves, A and B (one
 ``--splits`` seed), and B is scored as if it were a release made from A: against A (the
 training rows) and the holdout. B's rows are real rows drawn like A's, so a share that measures
 copying reads 0.5 on them, whatever the table; what it reads instead is the measurement's bias.
-Prints a table and, last, one JSON line ``{"<table>": {"train": [mean, sd], "reference": [mean, sd]}}``.
+Last, ``marginals``: on one scale, the share of rows that know only each column's distribution in
+the whole training set (``privacy.marginal_rows``; the score stage's ``privacy.dcr_share_marginals``),
+one draw per seed. Prints a table and, last, one JSON line
+``{"<table>": {"train": [mean, sd], "reference": [mean, sd], "marginals": [mean, sd]}}``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from suite import TABLES, dataset_entry  # noqa: E402
 
 from pipeline.artifacts import StagePaths, load_prepared  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.metrics.privacy import score_dcr  # noqa: E402
+from pipeline.metrics.privacy import marginal_rows, score_dcr  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
 
 NAMES = list(dict.fromkeys([*TABLES, *DATASETS]))  # Adult once: the suite's (its official files)
 SCALES = {"train": "one scale (training rows' ranges)", "reference": "each side's own range (SDMetrics)"}
+COLUMNS = {**SCALES, "marginals": "marginals' rows, one scale"}
 
 
 def prepared(table: str, data: Path, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, object]:
@@ -63,20 +67,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=int, default=5_000, help="B's rows scored (score.privacy_rows)")
     args = ap.parse_args(argv)
     out: dict[str, dict[str, list[float]]] = {}
-    print(f"{'table':14s} {'train':>7s} {'holdout':>8s}  " + "  ".join(f"{v:>36s}" for v in SCALES.values()))
+    print(f"{'table':14s} {'train':>7s} {'holdout':>8s}  " + "  ".join(f"{v:>36s}" for v in COLUMNS.values()))
     for table in args.tables:
         with tempfile.TemporaryDirectory(prefix=f"dcr-scale-{table}-") as tmp:
             train, holdout, schema = prepared(table, args.data, Path(tmp))
-        shares: dict[str, list[float]] = {s: [] for s in SCALES}
+        shares: dict[str, list[float]] = {s: [] for s in COLUMNS}
         for split in args.splits:
             order = np.random.default_rng(split).permutation(len(train))
             a, b = train.iloc[order[: len(train) // 2]], train.iloc[order[len(train) // 2:]]
             for scale in SCALES:
                 shares[scale].append(score_dcr(a, holdout, b, schema, rows=args.rows, seed=split,
                                                scale=scale).dcr_share)
+            marg = marginal_rows(train, schema, args.rows, seed=split)
+            shares["marginals"].append(score_dcr(train, holdout, marg, schema, rows=args.rows, seed=split).dcr_share)
         out[table] = {s: [round(float(np.mean(v)), 4), round(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 4)]
                       for s, v in shares.items()}
-        cells = "  ".join(f"{out[table][s][0]:>28.3f} ± {out[table][s][1]:.3f}" for s in SCALES)
+        cells = "  ".join(f"{out[table][s][0]:>28.3f} ± {out[table][s][1]:.3f}" for s in COLUMNS)
         print(f"{table:14s} {len(train) // 2:>7,d} {len(holdout):>8,d}  {cells}", flush=True)
     print(json.dumps(out))
 

@@ -246,6 +246,9 @@ def _copies_words(metrics: dict, details: dict, unit: str) -> str | None:
         text += (f" Distance to closest record: {_fmt(metrics.get('privacy.dcr_share'))} of the synthetic {unit} "
                  f"are nearer a training {one} than any holdout {one} (real baseline 0.5: no nearer the training "
                  "data than other real data; near 1: copies and near-copies).")
+        if "privacy.dcr_share_marginals" in metrics:
+            text += (f" {_fmt(metrics.get('privacy.dcr_share_marginals'))} is what {unit} that know only each column's "
+                     "training values score: the part of the share a small training sample's own marginals explain.")
     if "privacy.real_id_rate" in metrics:
         text += (f" {_fmt(metrics.get('privacy.real_id_rate'))} of the ID values released are real ones "
                  "(real baseline 0: fresh IDs).")

@@ -264,6 +264,34 @@ class PrivacyResult:
     distances: dict[str, np.ndarray]
     rows: dict[str, int]
     seed: int
+    # The share of rows that know only each column's training values (``marginal_rows``): what the
+    # training sample's own marginals put on dcr_share, whatever the model.
+    dcr_share_marginals: float = float("nan")
+
+
+def marginal_rows(train: pd.DataFrame, schema: TableSchema, n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows whose every column is drawn from the training rows' distribution of that column on
+    its own (seeded): a release that learned each column's distribution in the training sample and
+    nothing of its rows. A category is a training row's; a number comes from the training values'
+    quantile function, linear between them (as the transform draws), missing at their rate, since a
+    training row's exact value would make every such row a partial copy of one training row."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, object] = {}
+    for c in schema.modeled:
+        if c.kind not in _DISTANCE_KINDS:
+            continue
+        if c.kind in NUMERIC_KINDS:
+            x = numeric_values(train[c.name])
+            finite = np.sort(x[~np.isnan(x)])
+            values = np.full(n, np.nan)
+            if len(finite):
+                present = rng.random(n) >= 1.0 - len(finite) / len(x)
+                values[present] = np.interp(rng.random(int(present.sum())), np.linspace(0.0, 1.0, len(finite)),
+                                            finite)
+            out[c.name] = values
+        else:
+            out[c.name] = train[c.name].iloc[rng.integers(0, len(train), n)].reset_index(drop=True)
+    return pd.DataFrame(out)
 
 
 def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema,
@@ -289,6 +317,10 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     "The DCR share's one scale"). ``scale="reference"`` measures
     SDMetrics' way, for that comparison (``benchmarks/dcr_scale.py``).
 
+    The marginals' share: the same share for as many ``marginal_rows`` as synthetic rows. A small
+    training sample's class mix and ranges differ from its holdout's by chance, and any model that
+    learns the sample shares them.
+
     The medians and NNDR: the same synthetic rows against up to ``reference_rows`` training rows
     (all of them for most tables), so that a near-copy of any training row is seen. Quadratic,
     hence sampled."""
@@ -300,7 +332,9 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     tr_parts = [shuffled.iloc[i * n_ref:(i + 1) * n_ref] for i in range(parts)]
     ho, sy = pick(holdout, n_ref), pick(syn, rows)
     ho_query, tr_all = pick(holdout, rows), pick(train, reference_rows)
-    e_ho, e_sy, e_hq, e_all, *e_parts = encode_for_distance([ho, sy, ho_query, tr_all, *tr_parts], schema)
+    marg = marginal_rows(train, schema, len(sy) if len(train) else 0, seed)
+    e_ho, e_sy, e_hq, e_all, e_mg, *e_parts = encode_for_distance([ho, sy, ho_query, tr_all, marg, *tr_parts],
+                                                                  schema)
     if n_ref == 0 or not len(sy) or not e_sy.n_columns:
         nan = float("nan")
         return PrivacyResult(nan, nan, nan, nan, nan, {}, {"synthetic": len(sy), "train": n_ref, "holdout": n_ref,
@@ -308,8 +342,12 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     if scale not in ("train", "reference"):
         raise ValueError(f"score_dcr: scale must be 'train' or 'reference', not {scale!r}")
     common = NumericScale.of_frame(train, schema) if scale == "train" else None
-    syn_hold = nearest_distances(e_sy, e_ho, k=1, scale=common)[:, 0]
-    share = float(np.mean([(nearest_distances(e_sy, e, k=1, scale=common)[:, 0] < syn_hold).mean() for e in e_parts]))
+    def share_of(rows: DistanceEncoding) -> float:
+        to_holdout = nearest_distances(rows, e_ho, k=1, scale=common)[:, 0]
+        return float(np.mean([(nearest_distances(rows, e, k=1, scale=common)[:, 0] < to_holdout).mean()
+                              for e in e_parts]))
+
+    share = share_of(e_sy)
     syn_train = nearest_distances(e_sy, e_all, k=min(2, len(tr_all)), scale=common)
     hold_train = nearest_distances(e_hq, e_all, k=1, scale=common)[:, 0]
     d1 = syn_train[:, 0]
@@ -332,6 +370,7 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
         rows={"synthetic": len(sy), "train": n_ref, "holdout": len(ho), "train_parts": parts,
               "train_reference": len(tr_all)},
         seed=seed,
+        dcr_share_marginals=share_of(e_mg),
     )
 
 
@@ -359,6 +398,10 @@ UNSEEN = "unseen real rows"
            "share of synthetic rows closer to a training row than to any holdout row (real baseline 0.5: unseen real "
            "rows are no closer to train than to other unseen rows; near 1: copies)", headline=3,
            baseline=0.5, baseline_words=UNSEEN),
+    metric("privacy.dcr_share_marginals", 0, 1,
+           "dcr_share of rows that know only each column's training values (every column drawn from the training "
+           "rows on its own): how much of dcr_share the training sample's own marginals explain, whatever the model "
+           "(about 0.5 on a large table; above it on a small one, whose sample differs from its holdout by chance)"),
     metric("privacy.dcr_protection", 0, 1,
            "min((1 - dcr_share) * 2, 1): SDMetrics DCROverfittingProtection's formula, on one scale for both "
            "sides (real baseline 1)",
@@ -397,7 +440,8 @@ def privacy_suite(ev) -> SuiteResult:
     metrics["privacy.exact_match_rate_holdout"] = holdout_rate
     metrics["privacy.exact_match_excess"] = metrics["privacy.exact_match_rate"] - holdout_rate
     p = score_dcr(ev.train, ev.holdout, ev.syn, ev.schema, rows=ev.settings.privacy_rows, seed=ev.seed)
-    metrics.update({"privacy.dcr_share": p.dcr_share, "privacy.dcr_protection": p.dcr_protection,
+    metrics.update({"privacy.dcr_share": p.dcr_share, "privacy.dcr_share_marginals": p.dcr_share_marginals,
+                    "privacy.dcr_protection": p.dcr_protection,
                     "privacy.dcr_median": p.dcr_median, "privacy.dcr_holdout_median": p.dcr_holdout_median,
                     "privacy.nndr_median": p.nndr_median})
     return SuiteResult(metrics, {"samples": {"privacy_dcr": p.rows}, **details},

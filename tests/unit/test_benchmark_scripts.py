@@ -247,7 +247,7 @@ def test_dcr_scale_reads_unseen_real_rows_on_both_scales_and_ends_with_its_json_
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(result) == {"tips", "wine"}
     for table in result.values():
-        assert set(table) == {"train", "reference"}
+        assert set(table) == {"train", "reference", "marginals"}
         assert 0 < table["train"][0] < 1 and table["train"][1] >= 0
     # wine's 36-row holdout: on its own range it reads as far from unseen rows, on one scale not
     assert result["wine"]["reference"][0] > 0.6 and abs(result["wine"]["train"][0] - 0.5) < 0.06

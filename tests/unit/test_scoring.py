@@ -19,6 +19,7 @@ from pipeline.metrics.coverage import score_coverage
 from pipeline.metrics.detection import score_detection
 from pipeline.metrics.privacy import (
     encode_for_distance,
+    marginal_rows,
     nearest_distances,
     row_hashes,
     score_dcr,
@@ -324,3 +325,25 @@ def test_nndr_counts_a_copy_of_a_duplicated_training_row_as_a_near_copy():
     train_rows = pd.concat([pool.iloc[:300], pool.iloc[:50]], ignore_index=True)  # 50 rows occur twice
     res = score_dcr(train_rows, pool.iloc[300:], pool.iloc[:50], schema, rows=300, seed=0)
     assert res.dcr_median == 0 and res.nndr_median == 0
+
+
+@pytest.mark.slow  # seconds: two DCR shares
+def test_dcr_share_marginals_reads_what_the_training_samples_own_marginals_put_on_the_share():
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, share_a: float) -> pd.DataFrame:
+        return pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n),
+                             "kind": np.where(rng.random(n) < share_a, "a", "b")})
+
+    schema = _schema(rows(10, 0.5))
+    # Large, and train and holdout alike: rows of the training marginals are no nearer the training rows.
+    big = score_dcr(rows(3000, 0.5), rows(3000, 0.5), rows(3000, 0.5), schema, rows=2000, seed=0)
+    assert abs(big.dcr_share_marginals - 0.5) < 0.04
+    # A training sample whose class mix differs from its holdout's: any model of its marginals sits nearer it.
+    train_rows, holdout = rows(300, 0.8), rows(300, 0.2)
+    skewed = score_dcr(train_rows, holdout, rows(2000, 0.5), schema, rows=2000, seed=0)
+    assert skewed.dcr_share_marginals > 0.6 and skewed.dcr_share_marginals > skewed.dcr_share + 0.1
+    marg = marginal_rows(train_rows, schema, 500, seed=1)
+    assert len(marg) == 500 and marg["x"].between(train_rows["x"].min(), train_rows["x"].max()).all()
+    assert not marg["x"].isin(train_rows["x"]).any()  # drawn between training values, never one of them
+    assert marg["kind"].eq("a").mean() == pytest.approx(0.8, abs=0.06)
