@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
             order = np.random.default_rng(split).permutation(len(train))
             a, b = train.iloc[order[: len(train) // 2]], train.iloc[order[len(train) // 2:]]
             for scale in SCALES:
-                shares[scale].append(score_dcr(a, holdout, b, schema, rows=args.rows, seed=split,
-                                               scale=scale).dcr_share)
+                shares[scale].append(score_dcr(a, holdout, b, schema, rows=args.rows, seed=split, scale=scale,
+                                               marginals=False).dcr_share)
             marg = marginal_rows(train, schema, args.rows, seed=split)
-            shares["marginals"].append(score_dcr(train, holdout, marg, schema, rows=args.rows, seed=split).dcr_share)
+            shares["marginals"].append(score_dcr(train, holdout, marg, schema, rows=args.rows, seed=split,
+                                                 marginals=False).dcr_share)
         out[table] = {s: [round(float(np.mean(v)), 4), round(float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 4)]
                       for s, v in shares.items()}
         cells = "  ".join(f"{out[table][s][0]:>28.3f} ± {out[table][s][1]:.3f}" for s in COLUMNS)

@@ -166,7 +166,7 @@ class NumericScale:
             x = numeric_values(frame[name])
             x = x[~np.isnan(x)]
             lo[j], hi[j] = (float(x.min()), float(x.max())) if len(x) else (np.nan, np.nan)
-        return cls.of(torch.stack([lo, hi])) if names else cls.of(torch.zeros((1, 0), dtype=torch.float64))
+        return cls.of(torch.stack([lo, hi]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Offset and scaled in float64, then compared in float32 (distances are sums of at most a
@@ -296,7 +296,7 @@ def marginal_rows(train: pd.DataFrame, schema: TableSchema, n: int, seed: int) -
 
 def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema,
               rows: int = 5_000, seed: int = 0, reference_rows: int = 100_000,
-              scale: str = "train") -> PrivacyResult:
+              scale: str = "train", marginals: bool = True) -> PrivacyResult:
     """DCR on seeded samples of ``rows`` synthetic rows.
 
     The share: each synthetic row against a holdout sample and a training sample of the same size
@@ -319,11 +319,13 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
 
     The marginals' share: the same share for as many ``marginal_rows`` as synthetic rows. A small
     training sample's class mix and ranges differ from its holdout's by chance, and any model that
-    learns the sample shares them.
+    learns the sample shares them (``marginals=False``: not measured, NaN).
 
     The medians and NNDR: the same synthetic rows against up to ``reference_rows`` training rows
     (all of them for most tables), so that a near-copy of any training row is seen. Quadratic,
     hence sampled."""
+    if scale not in ("train", "reference"):
+        raise ValueError(f"score_dcr: scale must be 'train' or 'reference', not {scale!r}")
     n_ref = min(len(train), len(holdout), reference_rows)
     parts = max(1, min(MAX_TRAIN_PARTS, round(len(train) / n_ref))) if n_ref else 1
     n_ref = min(n_ref, len(train) // parts, reference_rows // parts)  # at most reference_rows training rows in all
@@ -332,16 +334,15 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
     tr_parts = [shuffled.iloc[i * n_ref:(i + 1) * n_ref] for i in range(parts)]
     ho, sy = pick(holdout, n_ref), pick(syn, rows)
     ho_query, tr_all = pick(holdout, rows), pick(train, reference_rows)
-    marg = marginal_rows(train, schema, len(sy) if len(train) else 0, seed)
-    e_ho, e_sy, e_hq, e_all, e_mg, *e_parts = encode_for_distance([ho, sy, ho_query, tr_all, marg, *tr_parts],
-                                                                  schema)
+    marg = [marginal_rows(train, schema, len(sy) if len(train) else 0, seed)] if marginals else []
+    e_ho, e_sy, e_hq, e_all, *e_parts = encode_for_distance([ho, sy, ho_query, tr_all, *tr_parts, *marg], schema)
+    e_mg = e_parts.pop() if marginals else None
     if n_ref == 0 or not len(sy) or not e_sy.n_columns:
         nan = float("nan")
         return PrivacyResult(nan, nan, nan, nan, nan, {}, {"synthetic": len(sy), "train": n_ref, "holdout": n_ref,
                                                           "train_parts": parts, "train_reference": len(tr_all)}, seed)
-    if scale not in ("train", "reference"):
-        raise ValueError(f"score_dcr: scale must be 'train' or 'reference', not {scale!r}")
     common = NumericScale.of_frame(train, schema) if scale == "train" else None
+
     def share_of(rows: DistanceEncoding) -> float:
         to_holdout = nearest_distances(rows, e_ho, k=1, scale=common)[:, 0]
         return float(np.mean([(nearest_distances(rows, e, k=1, scale=common)[:, 0] < to_holdout).mean()
@@ -370,7 +371,7 @@ def score_dcr(train: pd.DataFrame, holdout: pd.DataFrame, syn: pd.DataFrame, sch
         rows={"synthetic": len(sy), "train": n_ref, "holdout": len(ho), "train_parts": parts,
               "train_reference": len(tr_all)},
         seed=seed,
-        dcr_share_marginals=share_of(e_mg),
+        dcr_share_marginals=share_of(e_mg) if e_mg is not None else float("nan"),
     )
 
 
