@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,27 @@ def tiny_cfg(tmp_path: Path, tiny_source: Path) -> Config:
     return tiny_config(tmp_path, tiny_source)
 
 
+@contextmanager
+def light_detector(trees: int = 20):
+    """Score runs inside it fit a detector of ``trees`` trees instead of production's 200 (its other
+    settings as they are). For the shared fixtures of tests about the pipeline's mechanics
+    (publishing, the catalog, lineage, faults), which read that a detection AUC is there, never
+    how strong it is: 5 folds of 200 trees are about a second of each tiny score run. The tests
+    of detection itself, and every score run outside these fixtures, fit production's."""
+    from pipeline.metrics import detection
+
+    production = detection.CLASSIFIER
+    detection.CLASSIFIER = {**production, "max_iter": trees}
+    try:
+        yield
+    finally:
+        detection.CLASSIFIER = production
+
+
 @pytest.fixture(scope="session")
 def _scored_tiny_template(tmp_path_factory) -> tuple[Path, Path]:
-    """Made once per test session: the tiny table ingested, trained, 250 rows generated and scored."""
+    """Made once per test session: the tiny table ingested, trained, 250 rows generated and scored
+    (a light detector: ``light_detector``)."""
     from pipeline import generate, ingest, score, train
 
     root = tmp_path_factory.mktemp("scored-tiny")
@@ -87,8 +106,9 @@ def _scored_tiny_template(tmp_path_factory) -> tuple[Path, Path]:
     tiny_frame().to_parquet(source, index=False)
     cfg = tiny_config(root, source)
     cfg.generate.rows = 250
-    for stage in (ingest, train, generate, score):
-        stage.run(cfg, "tiny")
+    with light_detector():
+        for stage in (ingest, train, generate, score):
+            stage.run(cfg, "tiny")
     return root, source
 
 

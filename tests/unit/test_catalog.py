@@ -16,7 +16,7 @@ from pipeline import generate, ingest, publish, score, train
 from pipeline.catalog import Catalog
 from pipeline.errors import ReleaseError
 from pipeline.release.layout import DATACARD, MANIFEST
-from tests.conftest import REPO, tiny_config, tiny_frame
+from tests.conftest import REPO, light_detector, tiny_config, tiny_frame
 
 
 def _make(cfg, rows: int, version: str):
@@ -34,8 +34,9 @@ def _released_template(tmp_path_factory) -> Path:
     cfg = tiny_config(root, root / "tiny.parquet")
     ingest.run(cfg, "tiny")
     train.run(cfg, "tiny")
-    _make(cfg, 150, "v1")
-    _make(cfg, 220, "v2")
+    with light_detector():
+        _make(cfg, 150, "v1")
+        _make(cfg, 220, "v2")
     return root
 
 

@@ -16,7 +16,7 @@ from pipeline import generate, ingest, publish, score, train
 from pipeline.files import sha256_file
 from pipeline.release import contents, store
 from pipeline.release.layout import MANIFEST
-from tests.conftest import REPO, tiny_config, tiny_frame
+from tests.conftest import REPO, light_detector, tiny_config, tiny_frame
 
 # Where publish can be interrupted, as (name, the module or class and its attribute to wrap, when
 # to strike).
@@ -39,12 +39,13 @@ def _prepared(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("faults")
     source = base / "tiny.parquet"
     tiny_frame().to_parquet(source, index=False)
-    cfg = _cfg(base, source, 7)
-    for stage in (ingest, train, generate, score, publish):
-        stage.run(cfg, "tiny")
-    cfg = _cfg(base, source, 8)
-    for stage in (generate, score):
-        stage.run(cfg, "tiny")
+    with light_detector():
+        cfg = _cfg(base, source, 7)
+        for stage in (ingest, train, generate, score, publish):
+            stage.run(cfg, "tiny")
+        cfg = _cfg(base, source, 8)
+        for stage in (generate, score):
+            stage.run(cfg, "tiny")
     return base
 
 
