@@ -25,15 +25,18 @@ WIDTH = {"ge": 1, "le": MAX_WIDTH}
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, each: dict[str, Any] | None = None,
-            models: tuple[str, ...] = (), **checks: Any) -> Any:
+            models: tuple[str, ...] = (), absent: Any = MISSING, **checks: Any) -> Any:
     """A settings field: its ``default`` (or ``factory`` for a list or a section), and what the
     config checks of a value params gives it: ``ge``, ``gt``, ``le``, ``lt``, ``min_length``, a
     ``description``; ``each``: the same bounds for every item of a list. ``models``: on a section of
-    ``ModelSettings``, the models that read it besides the one of its name."""
+    ``ModelSettings``, the models that read it besides the one of its name. ``absent``: what a
+    recorded mapping without this key means (``from_dict``: a ``model.json`` written before the
+    setting existed was made the way ``absent`` says, whatever today's default)."""
     unknown = set(checks) - set(CHECKS)
     if unknown:
         raise TypeError(f"setting(): unknown check(s) {sorted(unknown)}; known: {', '.join(CHECKS)}")
-    meta = {**checks, **({"each": each} if each else {}), **({"models": models} if models else {})}
+    meta = {**checks, **({"each": each} if each else {}), **({"models": models} if models else {}),
+            **({"absent": absent} if absent is not MISSING else {})}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -117,6 +120,9 @@ class AutoregressiveSettings:
                                                              "table big enough to make min_steps steps in them")
     min_steps: int = setting(300, ge=1, description="train.epochs auto for this model: the fewest optimiser steps "
                                                     "(its train.min_steps; more overfit a small table)")
+    target_first: bool = setting(True, absent=False,
+                                 description="the dataset's target column is drawn first and every other column given "
+                                             "it (false, or no target: the table's column order)")
     value_tokens: bool = setting(False, description="a tied numeric value (a spike such as capital-gain's zeros, "
                                                     "each level of a column of a few values) is one token, "
                                                     "not spread over the equal-mass bins it covers")
@@ -297,11 +303,14 @@ def model_section(name: str) -> str | None:
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """``cls`` from a mapping (as ``model.json`` stores it), nested sections included; keys that
-    ``cls`` does not have are left out, missing ones take the defaults."""
+    ``cls`` does not have are left out, missing ones take the defaults (or the value a setting
+    declares ``absent``: how a record from before the setting was made)."""
     hints = get_type_hints(cls)
     kwargs = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name in data:
             value, kind = data[f.name], hints[f.name]
             kwargs[f.name] = from_dict(kind, value) if is_dataclass(kind) and isinstance(value, dict) else value
+        elif "absent" in f.metadata:
+            kwargs[f.name] = f.metadata["absent"]
     return cls(**kwargs)

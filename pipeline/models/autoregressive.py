@@ -8,7 +8,11 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
   bin among ``fine_bins`` equal parts in probability (``bins x fine_bins`` levels in all, each drawn
   given everything before it, as MOSTLY AI's engine draws a number digit by digit). A drawn part
   becomes a value drawn uniformly inside it in probability, so a column keeps its marginal there.
-* Token ``j``'s distribution given tokens ``< j`` (the layout's order) is a small MLP of their
+* The order: the dataset's target column first (``target_first``), then the others in the table's
+  order. Every other column's net then reads the target, so the rows hold each column's dependence
+  on it directly rather than only through the last net of the chain (Magic, ten numbers then its
+  class: TSTR 0.922 -> 0.933).
+* Token ``j``'s distribution given tokens ``< j`` (that order) is a small MLP of their
   one-hot codes; every row trains every token's conditional at every step (teacher forcing), a
   loss of one cross-entropy a token. Rows come token by token: one pass of one small net each,
   whose first layer over one-hot codes is a sum of one weight column per token before it.
@@ -101,10 +105,11 @@ class TabularAutoregressive(TabularModel):
             knots = {c["name"]: c["knots"] for c in codec.columns if "knots" in c}
             edges = {s.start: value_edges(knots[s.column], model_cfg.autoregressive.bins)
                      for s in codec.spans if s.activation == "tanh"}
-        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges, rows=codec.rows)
+        first = codec.schema.target if model_cfg.autoregressive.target_first else None
+        return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges, rows=codec.rows, first=first)
 
     def __init__(self, layout: OutputLayout, cfg: ModelSettings, train: TrainSettings,
-                 edges: dict[int, list[float]] | None = None, rows: int | None = None):
+                 edges: dict[int, list[float]] | None = None, rows: int | None = None, first: str | None = None):
         super().__init__(layout)
         self.rows = rows  # the training rows (None: unknown, a table big enough for numeric_lr)
         c = self.cfg = cfg.autoregressive
@@ -115,10 +120,11 @@ class TabularAutoregressive(TabularModel):
         # ``bins`` equal-mass bins each.
         self.edges = edges
         self._edge_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
-        # The tokens in the layout's order: (kind, the span's start, the token's width); a numeric
-        # span is a bin ("bin") and, with fine_bins > 1, its part inside the bin ("part").
+        # The tokens in the layout's order, the column ``first`` (the target) moved ahead of the others:
+        # (kind, the span's start, the token's width); a numeric span is a bin ("bin") and, with
+        # fine_bins > 1, its part inside the bin ("part").
         self.tokens: list[tuple[str, int, int]] = []
-        for s in layout.spans:
+        for s in sorted(layout.spans, key=lambda span: span.column != first):  # stable: the rest keep their order
             if s.activation != "tanh":
                 self.tokens.append(("category", s.start, s.width))
                 continue

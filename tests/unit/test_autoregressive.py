@@ -12,7 +12,7 @@ from pipeline.models.autoregressive import TabularAutoregressive, value_edges
 from pipeline.models.base import OutputLayout
 from pipeline.models.transformer import TableTransformer
 from pipeline.schema import TableSchema, describe, infer_kind
-from pipeline.settings import PrivacySettings
+from pipeline.settings import ModelSettings, PrivacySettings, from_dict
 from pipeline.training.loop import fit
 from pipeline.training.private import DPSGD, budget
 from tests.conftest import clipped_sum
@@ -289,3 +289,45 @@ def test_the_dp_recipe_turns_value_tokens_on_and_the_default_keeps_equal_bins():
 
     cfg = load_config()
     assert cfg.model.autoregressive.value_tokens is False and cfg.model.autoregressive.private.value_tokens is True
+
+
+def _target_first(epochs: int = 30):
+    df = _table()
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns], target="label")
+    tf = TableTransformer(schema, knots=101).fit(df)
+    train_cfg = TrainConfig(epochs=epochs, batch_size=100, device="cpu", lr_decay=0.0).settings()
+    torch.manual_seed(0)
+    model = TabularAutoregressive.over(tf, ModelConfig(autoregressive={"hidden_dims": [32]}).settings(), train_cfg)
+    return df, tf, model, train_cfg
+
+
+def test_the_target_is_drawn_first_and_every_other_column_given_it():
+    """``target_first``: the target's token comes first (its net reads only the constant 1), the
+    other columns after it in the table's order; without a target or with the setting off, the
+    table's order. A ``model.json`` from before the setting (no key) was made in the table's order
+    and is rebuilt so."""
+    df, tf, model, train_cfg = _target_first()
+    label = next(s for s in tf.spans if s.column == "label")
+    assert model.tokens[0] == ("category", label.start, label.width) and model.nets[0][0].in_features == 1
+    rest = [start for _, start, _ in model.tokens[1:]]
+    assert rest == sorted(rest) and label.start not in rest
+    in_order = [start for _, start, _ in TabularAutoregressive.over(
+        tf, ModelConfig(autoregressive={"hidden_dims": [32], "target_first": False}).settings(), train_cfg).tokens]
+    assert in_order == sorted(in_order)
+    untargeted = TableTransformer(TableSchema(tf.schema.columns), knots=101).fit(df)
+    default = ModelConfig().settings()
+    assert [t[1] for t in TabularAutoregressive.over(untargeted, default, train_cfg).tokens] == in_order
+    assert default.autoregressive.target_first
+    assert not from_dict(ModelSettings, {"autoregressive": {"hidden_dims": [32]}}).autoregressive.target_first
+
+
+@pytest.mark.slow  # seconds: the fast tier stays under a minute
+def test_target_first_rows_decode_each_token_into_its_column_and_keep_the_dependence():
+    df, tf, model, train_cfg = _target_first()
+    fit(model, torch.from_numpy(tf.transform(df, np.random.default_rng(0))), train_cfg, seed=3)
+    syn = tf.inverse_transform(model.sample(3000, torch.Generator().manual_seed(4)).numpy(), np.random.default_rng(0))
+    assert np.mean((syn["band"] == "high") == (syn["label"] == "yes")) > 0.97  # band now follows the label
+    assert abs((syn["label"] == "yes").mean() - (df["label"] == "yes").mean()) < 0.03
+    ranges = {"low": (0, 10), "mid": (20, 30), "high": (50, 60)}
+    assert np.mean([ranges[b][0] - 1 <= x <= ranges[b][1] + 1 for b, x in zip(syn["band"], syn["x"])]) > 0.9
+    assert np.corrcoef(syn["x"], syn["y"])[0, 1] > 0.9
