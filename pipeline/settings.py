@@ -122,7 +122,8 @@ class AutoregressiveSettings:
                                                     "(its train.min_steps; more overfit a small table)")
     target_first: bool = setting(True, absent=False,
                                  description="the dataset's target column is drawn first and every other column given "
-                                             "it (false, or no target: the table's column order)")
+                                             "it (false, no target, or a small table, one where train.epochs auto "
+                                             "raises the recipe's epochs: the table's column order)")
     value_tokens: bool = setting(False, description="a tied numeric value (a spike such as capital-gain's zeros, "
                                                     "each level of a column of a few values) is one token, "
                                                     "not spread over the equal-mass bins it covers")

@@ -303,8 +303,8 @@ def _target_first(epochs: int = 30):
 
 def test_the_target_is_drawn_first_and_every_other_column_given_it():
     """``target_first``: the target's token comes first (its net reads only the constant 1), the
-    other columns after it in the table's order; without a target or with the setting off, the
-    table's order. A ``model.json`` from before the setting (no key) was made in the table's order
+    other columns after it in the table's order; without a target, with the setting off or on a
+    small table, the table's order. A ``model.json`` from before the setting (no key) was made in the table's order
     and is rebuilt so."""
     df, tf, model, train_cfg = _target_first()
     label = next(s for s in tf.spans if s.column == "label")
@@ -318,6 +318,13 @@ def test_the_target_is_drawn_first_and_every_other_column_given_it():
     default = ModelConfig().settings()
     assert [t[1] for t in TabularAutoregressive.over(untargeted, default, train_cfg).tokens] == in_order
     assert default.autoregressive.target_first
+    # A small table (50 rows: 90 epochs at batch 500 are 90 steps, and epochs auto raises them): the table's order.
+    small = _table(50)
+    small_tf = TableTransformer(TableSchema([describe(small[c], infer_kind(small[c])) for c in small.columns],
+                                            target="label"), knots=11).fit(small)
+    small_model = TabularAutoregressive.over(small_tf, default, TrainConfig().settings())
+    starts = [start for _, start, _ in small_model.tokens]
+    assert small_model._small(TrainConfig().settings()) and starts == sorted(starts)
     assert not from_dict(ModelSettings, {"autoregressive": {"hidden_dims": [32]}}).autoregressive.target_first
 
 
