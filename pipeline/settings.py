@@ -104,6 +104,10 @@ class AutoregressiveRecipe:
     max_grad_norm: float = setting(20.0, gt=0, description="DP-SGD's clip for this model (train.privacy.max_grad_norm "
                                                           "auto): about its rows' gradient norms, so that clipping "
                                                           "does not reweigh the rows")
+    ema_decay: float = setting(0.999, ge=0, lt=1, absent=0.0,
+                               description="the rows come from an exponential moving average of the weights over "
+                                           "DP-SGD's steps (post-processing of the private weights: no budget); "
+                                           "0: the last step's weights")
 
 
 @dataclass

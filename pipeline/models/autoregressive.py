@@ -143,6 +143,31 @@ class TabularAutoregressive(TabularModel):
         self.offsets = [sum(widths[:j]) for j in range(len(widths) + 1)]
         # Column j reads the one-hot tokens of columns < j (the first column a constant 1).
         self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1), c.hidden_dims, w) for j, w in enumerate(widths))
+        # Under DP-SGD the rows come from a moving average of the weights over the steps (``finish``
+        # puts it in place): post-processing of the private weights, so it spends no budget, and it
+        # averages out part of the noise each step adds. Plain tensors, not in the state dict: a DP run
+        # is never resumed, and the saved weights are the average itself.
+        self.ema_decay = c.private.ema_decay if train.privacy.epsilon is not None else 0.0
+        self._ema: list[torch.Tensor] | None = None
+        self._ema_steps = 0
+
+    @torch.no_grad()
+    def after_step(self, phase: str) -> None:
+        if not self.ema_decay:
+            return
+        weights = [p.detach() for p in self.nets.parameters()]
+        if self._ema is None:  # from the first step's weights
+            self._ema = [w.clone() for w in weights]
+        self._ema_steps += 1
+        # Warm-up as the GANs' average (AveragedGenerator): early on it follows the weights closely.
+        decay = min(self.ema_decay, (1 + self._ema_steps) / (10 + self._ema_steps))
+        torch._foreach_lerp_(self._ema, weights, 1 - decay)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        if self._ema is not None:
+            torch._foreach_copy_([p.detach() for p in self.nets.parameters()], self._ema)
+            self._ema = None
 
     def phases(self, t: TrainSettings) -> list[Phase]:
         """One phase; without DP a numeric column's nets (its bin's and its place's) learn at

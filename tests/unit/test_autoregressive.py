@@ -338,3 +338,32 @@ def test_target_first_rows_decode_each_token_into_its_column_and_keep_the_depend
     ranges = {"low": (0, 10), "mid": (20, 30), "high": (50, 60)}
     assert np.mean([ranges[b][0] - 1 <= x <= ranges[b][1] + 1 for b, x in zip(syn["band"], syn["x"])]) > 0.9
     assert np.corrcoef(syn["x"], syn["y"])[0, 1] > 0.9
+
+
+def test_a_dp_run_samples_from_the_moving_average_of_its_weights():
+    """Under DP-SGD, ``finish`` puts the moving average of the weights over the steps in place (the
+    GANs' warm-up: decay min(ema_decay, (1 + n) / (10 + n)) at step n, from the first step's weights);
+    without DP the last weights stay. A model.json from before the setting had no average."""
+    model, _, _ = _model(_table(50))
+    cfg = ModelConfig(autoregressive={"hidden_dims": [32], "private": {"ema_decay": 0.5}})
+    private = TabularAutoregressive(model.layout, cfg, TrainConfig(privacy={"epsilon": 1.0}))
+    plain = TabularAutoregressive(model.layout, cfg, TrainConfig())
+    assert private.ema_decay == 0.5 and plain.ema_decay == 0.0
+    for m in (private, plain):
+        for value in (1.0, 2.0, 3.0):
+            with torch.no_grad():
+                for p in m.nets.parameters():
+                    p.fill_(value)
+            m.after_step("autoregressive")
+        m.finish()
+    average = 1.0
+    for n, value in enumerate((1.0, 2.0, 3.0), start=1):
+        average += (1 - min(0.5, (1 + n) / (10 + n))) * (value - average)
+    assert average == pytest.approx(1.0 + 0.75 * 1.0 + (1 - 4 / 13) * (3.0 - 1.75))
+    for p in private.nets.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, average))
+    for p in plain.nets.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, 3.0))
+    assert ModelConfig().settings().autoregressive.private.ema_decay == 0.999
+    recorded = from_dict(ModelSettings, {"autoregressive": {"private": {"lr": 0.004}}})
+    assert recorded.autoregressive.private.ema_decay == 0
