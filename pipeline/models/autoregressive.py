@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.base import OutputLayout, Phase, TabularModel
+from pipeline.models.base import OutputLayout, Phase, TabularModel, average_decay
 from pipeline.models.registry import register_model
 from pipeline.models.transformer import NORMAL_SCALE as _SCALE
 from pipeline.settings import ModelSettings, TrainSettings, epochs_for
@@ -148,25 +148,24 @@ class TabularAutoregressive(TabularModel):
         # averages out part of the noise each step adds. Plain tensors, not in the state dict: a DP run
         # is never resumed, and the saved weights are the average itself.
         self.ema_decay = c.private.ema_decay if train.privacy.epsilon is not None else 0.0
-        self._ema: list[torch.Tensor] | None = None
+        self._ema: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (the average, the weights)
         self._ema_steps = 0
 
     @torch.no_grad()
     def after_step(self, phase: str) -> None:
         if not self.ema_decay:
             return
-        weights = [p.detach() for p in self.nets.parameters()]
-        if self._ema is None:  # from the first step's weights
-            self._ema = [w.clone() for w in weights]
+        if self._ema is None:  # from the first step's weights; the weights listed once, not per step
+            weights = [p.detach() for p in self.nets.parameters()]
+            self._ema = ([w.clone() for w in weights], weights)
         self._ema_steps += 1
-        # Warm-up as the GANs' average (AveragedGenerator): early on it follows the weights closely.
-        decay = min(self.ema_decay, (1 + self._ema_steps) / (10 + self._ema_steps))
-        torch._foreach_lerp_(self._ema, weights, 1 - decay)
+        torch._foreach_lerp_(*self._ema, 1 - average_decay(self.ema_decay, self._ema_steps))
 
     @torch.no_grad()
     def finish(self) -> None:
         if self._ema is not None:
-            torch._foreach_copy_([p.detach() for p in self.nets.parameters()], self._ema)
+            average, weights = self._ema
+            torch._foreach_copy_(weights, average)
             self._ema = None
 
     def phases(self, t: TrainSettings) -> list[Phase]:

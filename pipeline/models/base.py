@@ -172,6 +172,12 @@ class GenerativeModel(nn.Module):
         self.load_state_dict(state)
 
 
+def average_decay(decay: float, steps: int) -> float:
+    """A weight average's decay at its ``steps``-th update: a warm-up, so that early on the average
+    follows the weights closely (the decay grows to ``decay``)."""
+    return min(decay, (1 + steps) / (10 + steps))
+
+
 class AveragedGenerator:
     """Mixin for GANs: an exponential moving average of ``self.generator``'s weights makes the
     samples. It smooths the step-to-step wander of adversarial training (samples are better, and
@@ -204,9 +210,7 @@ class AveragedGenerator:
             return
         self._ema_n += 1
         self.ema_steps += 1
-        # Warm-up: early on the average follows the weights closely (decay grows to ema_decay).
-        decay = min(self.ema_decay, (1 + self._ema_n) / (10 + self._ema_n))
-        torch._foreach_lerp_(*self._ema_params, 1 - decay)
+        torch._foreach_lerp_(*self._ema_params, 1 - average_decay(self.ema_decay, self._ema_n))
         for avg, cur in self._ema_buffers:
             avg.copy_(cur)
 
