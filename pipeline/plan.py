@@ -117,17 +117,14 @@ def _recipe(cfg: Config) -> tuple[int, int] | None:
 def _dp_plan(cfg: Config, rows: int, epochs: int) -> dict[str, Any]:
     """What a DP run will spend and how (``train.privacy``): the budget's parts, the DP-SGD steps
     and the noise multiplier Opacus' accountant finds for them (None when the budget is too small)."""
-    from opacus.accountants.utils import get_noise_multiplier
-
     from pipeline.training.loop import batch_plan
-    from pipeline.training.private import budget
+    from pipeline.training.private import budget, noise_multiplier
 
     b = budget(cfg.train.privacy, rows)
     batch, per_epoch = batch_plan(cfg.train.batch_size, 1, 1, rows)  # as the loop plans it
     steps, rate = epochs * per_epoch, batch / rows
     try:
-        noise = get_noise_multiplier(target_epsilon=b.sgd_epsilon, target_delta=b.sgd_delta, sample_rate=rate,
-                                     steps=steps, accountant=cfg.train.privacy.accountant)
+        noise = noise_multiplier(b, rate, steps, cfg.train.privacy.accountant)
     except ValueError:
         noise = None
     return {**b.record(), "steps": steps, "sample_rate": rate, "noise_multiplier": noise,
