@@ -76,16 +76,29 @@ def tv_from_counts(r: np.ndarray, s: np.ndarray, na: int | None) -> float:
     return float(1.0 - 0.5 * np.abs(s / s.sum() - r / r.sum()).sum())
 
 
-def _bins(values: np.ndarray) -> np.ndarray:
-    """np.digitize against 10 histogram bins of the column's own values (NaN -> 11)."""
+def _edges(values: np.ndarray) -> np.ndarray:
+    """The edges of 10 histogram bins of a column's finite values (two edges when it has none)."""
     finite = values[np.isfinite(values)]
     if not len(finite):
-        return np.digitize(values, np.array([0.0, 1.0]))
+        return np.array([0.0, 1.0])
     try:
-        edges = np.histogram_bin_edges(finite)
+        return np.histogram_bin_edges(finite)
     except ValueError:  # a range too narrow at its magnitude for 10 distinct edges (1e17 and 1e17 + 8)
-        edges = np.unique(np.linspace(finite.min(), finite.max(), 11))
-    return np.digitize(values, edges)
+        return np.unique(np.linspace(finite.min(), finite.max(), 11))
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    """np.digitize against 10 histogram bins of the column's own values (NaN -> 11)."""
+    return np.digitize(values, _edges(values))
+
+
+def _bins_on_real(real: np.ndarray, syn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides cut on the real side's 10 bins, the outer edges open (SDMetrics 0.32's
+    ``discretize_column``, which its ContingencySimilarity metric uses): a synthetic value past the
+    real range falls in the end bin."""
+    edges = _edges(real).astype(float)
+    edges[0], edges[-1] = -np.inf, np.inf
+    return np.digitize(real, edges), np.digitize(syn, edges)
 
 
 def joint_codes(*series: pd.Series) -> tuple[list[np.ndarray], int, int | None]:
@@ -149,7 +162,13 @@ def _pearson_matrix(cols: dict[str, np.ndarray]) -> dict[tuple[str, str], float]
     return out
 
 
-def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -> FidelityResult:
+def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema,
+                   bins: str = "own") -> FidelityResult:
+    """Shapes and pair trends. ``bins``: how a number is cut for a mixed pair: ``own`` (the
+    QualityReport, the score stage and the published figures), each side on its own range, so the
+    synthetic side's edges move with its extremes; ``real`` (benchmarks), both on the real side's."""
+    if bins not in ("own", "real"):
+        raise ValueError(f"bins: {bins!r} is not 'own' or 'real'")
     cols = [c for c in schema.columns if c.kind in _SHAPE]
     shape_scores: dict[str, dict] = {}
     num_r, num_s, code_r, code_s, n_codes = {}, {}, {}, {}, {}
@@ -158,8 +177,10 @@ def score_fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: TableSchema) -
             num_r[c.name], num_s[c.name] = numeric_values(real[c.name]), numeric_values(syn[c.name])
             score = ks_complement(num_r[c.name], num_s[c.name])
             shape_scores[c.name] = {"metric": "KSComplement", "score": score}
-            # Discretised copies for mixed pairs; each side binned on its own values (as SDMetrics).
-            code_r[c.name], code_s[c.name], n_codes[c.name] = _bins(num_r[c.name]), _bins(num_s[c.name]), 12
+            # Discretised copies for mixed pairs: each side on its own values (the QualityReport) or on the real's.
+            code_r[c.name], code_s[c.name] = ((_bins(num_r[c.name]), _bins(num_s[c.name])) if bins == "own"
+                                              else _bins_on_real(num_r[c.name], num_s[c.name]))
+            n_codes[c.name] = 12
         else:
             (cr, cs), k, na = joint_codes(real[c.name], syn[c.name])
             shape_scores[c.name] = {"metric": "TVComplement", "score": tv_from_codes(cr, cs, k, na)}

@@ -95,6 +95,29 @@ def test_a_synthetic_column_of_huge_close_values_or_infinities_is_scored_not_an_
         assert 0.0 <= res.column_pair_trends <= 1.0 and res.column_shapes < 1.0
 
 
+def test_real_bins_cut_both_sides_on_the_real_range_as_sdmetrics_contingency_similarity_does():
+    """``bins="real"`` scores a mixed pair as SDMetrics' ContingencySimilarity metric does (the real
+    values' 10 bins, outer edges open); the default cuts each side on its own range, as the
+    QualityReport does. Synthetic rows equal to the real ones but for their extremes (the outer 0.1 %
+    pulled in) lose most of the pair's score on their own range and almost none on the real one."""
+    from sdmetrics.column_pairs import ContingencySimilarity
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_t(3, 4000)  # heavy tails: the extremes set the width of every bin
+    real = pd.DataFrame({"x": x, "band": np.where(x + rng.normal(0, 1, 4000) > 0, "hi", "lo")})
+    syn = real.assign(x=np.clip(x, np.quantile(x, 0.001), np.quantile(x, 0.999)))
+    schema = _schema(real)
+    own, on_real = score_fidelity(real, syn, schema), score_fidelity(real, syn, schema, bins="real")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ContingencySimilarity.compute(real, syn, continuous_column_names=["x"])
+    assert on_real.pairs[0]["score"] == pytest.approx(ref, abs=1e-9) and ref > 0.99
+    assert own.pairs[0]["score"] < 0.5
+    assert score_fidelity(real, syn, schema, bins="own").pairs == own.pairs
+    with pytest.raises(ValueError, match="bins: 'edges' is not"):
+        score_fidelity(real, syn, schema, bins="edges")
+
+
 def test_exact_match_rate_counts_copied_rows_with_nulls_and_dtypes():
     real = tiny_frame(200)
     cols = [c for c in real.columns if c != "user_id"]
