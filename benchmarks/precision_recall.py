@@ -6,14 +6,21 @@ sizes, with the seconds each took.
     python -m pipeline ingest --dataset adult
     python benchmarks/precision_recall.py --dataset adult --rows 5000 10000
 
-Prints a table and, last, one JSON line.
+``--tables adult default shoppers magic`` (the suite's tables, ingested as ``suite.py`` ingests them,
+in a temporary folder; ``--data`` holds ``suite/``) scores instead, per table, its holdout and
+``halves``: the training rows cut at random into halves A and B (``--splits`` seeds), B scored as if
+it were a release made from A, so both sides are real rows of the same size, as a release and its
+training sample are in the suite. Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,13 +29,50 @@ from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.config import load_config
 from pipeline.metrics.precision_recall import score_precision_recall
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def suite_tables(args, cfg) -> None:
+    """Per suite table: its holdout and the halves of its training rows scored against them."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from dcr_scale import prepared
+    from suite import TABLES
+
+    n = (args.rows or [cfg.score.precision_recall_rows])[0]
+    out: dict = {}
+    print(f"{'table':9} {'case':<8} {'rows':>7} {'alpha-prec':>10} {'beta-rec':>9} {'authentic':>9}")
+    for table in args.tables:
+        with tempfile.TemporaryDirectory(prefix="precision-recall-") as tmp:
+            train, holdout, schema = prepared(table, args.data, Path(tmp))
+        target = TABLES[table]["entry"].get("target")
+        runs = [("holdout", train, holdout)]
+        for split in args.splits:
+            order = np.random.default_rng([split, 23]).permutation(len(train))
+            half = len(train) // 2
+            runs.append(("halves", train.iloc[order[:half]], train.iloc[order[half:2 * half]]))
+        for case, real, other in runs:
+            r = score_precision_recall(real, other, schema, target, rows=n, seed=cfg.seed)
+            row = {"rows": r.rows_per_side, "alpha_precision": round(r.alpha_precision, 4),
+                   "beta_recall": round(r.beta_recall, 4), "authenticity": round(r.authenticity, 4)}
+            out.setdefault(table, {}).setdefault(case, []).append(row)
+            print(f"{table:9} {case:<8} {row['rows']:>7,} {row['alpha_precision']:>10.4f} {row['beta_recall']:>9.4f} "
+                  f"{row['authenticity']:>9.4f}", flush=True)
+    print(json.dumps({"seed": cfg.seed, "splits": args.splits, "results": out}))
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="adult")
     ap.add_argument("--rows", type=int, nargs="+", default=None, help="rows per side (default: the setting)")
+    ap.add_argument("--tables", nargs="+", default=None, choices=["adult", "default", "shoppers", "magic"],
+                    help="the suite's tables, ingested here (in place of --dataset)")
+    ap.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2], help="--tables: the halves' seeds")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
+                    help="--tables: the folder holding suite/ (default: ../shared/data beside the repo)")
     args = ap.parse_args()
-    cfg = load_config("params.yaml")
+    cfg = load_config(REPO / "params.yaml")
+    if args.tables:
+        return suite_tables(args, cfg)
     train, holdout, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, args.dataset))
     target = cfg.dataset(args.dataset).target
     rng = np.random.default_rng(cfg.seed)

@@ -213,6 +213,27 @@ def test_suite_runs_a_small_magic_through_the_cli_and_ends_with_its_json_line(tm
     assert "magic     TabPC (pub.)" in out.stdout and "0.570" in out.stdout  # C2ST .860 as AUC
 
 
+def test_precision_recall_scores_a_suite_tables_halves_and_holdout(tmp_path):
+    """``--tables``: the suite's Magic ingested as the suite ingests it, its holdout and two halves of
+    its training rows scored as real rows no model saw (both sides real: about 0.5 beta-recall)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "suite").mkdir()
+    x = rng.normal(size=(1200, 10))
+    rows = [",".join(f"{v:.4f}" for v in row) + ("," + "gh"[i % 2]) for i, row in enumerate(x)]
+    (tmp_path / "suite" / "magic04.data").write_text("\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/precision_recall.py"), "--tables", "magic",
+                          "--splits", "0", "1", "--data", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])["results"]["magic"]
+    assert len(result["holdout"]) == 1 and len(result["halves"]) == 2
+    assert result["holdout"][0]["rows"] == 120  # the suite's 90/10 split of 1,200 rows
+    for run in result["halves"]:
+        assert run["rows"] == 540 and 0.35 < run["beta_recall"] < 0.65 and run["alpha_precision"] > 0.8
+
+
 def test_detectors_runs_on_a_sample_and_ends_with_its_json_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks/detectors.py"), "--rows", "1000", "--releases",
                           "holdout", "noisy holdout", "--candidates", "current", "default", "--skip-xgb"],
