@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dcr_scale import prepared  # the suite's tables, ingested as the benchmarks ingest them
+from suite import DATA, TABLES
 
 from pipeline.artifacts import StagePaths, load_prepared
 from pipeline.config import load_config
@@ -34,10 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def suite_tables(args, cfg) -> None:
     """Per suite table: its holdout and the halves of its training rows scored against them."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from dcr_scale import prepared
-    from suite import TABLES
-
     n = (args.rows or [cfg.score.precision_recall_rows])[0]
     out: dict = {}
     print(f"{'table':9} {'case':<8} {'rows':>7} {'alpha-prec':>10} {'beta-rec':>9} {'authentic':>9}")
@@ -64,10 +61,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="adult")
     ap.add_argument("--rows", type=int, nargs="+", default=None, help="rows per side (default: the setting)")
-    ap.add_argument("--tables", nargs="+", default=None, choices=["adult", "default", "shoppers", "magic"],
+    ap.add_argument("--tables", nargs="+", default=None, choices=list(TABLES),
                     help="the suite's tables, ingested here (in place of --dataset)")
     ap.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2], help="--tables: the halves' seeds")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
+    ap.add_argument("--data", type=Path, default=DATA,
                     help="--tables: the folder holding suite/ (default: ../shared/data beside the repo)")
     args = ap.parse_args()
     cfg = load_config(REPO / "params.yaml")

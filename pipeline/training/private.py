@@ -30,12 +30,11 @@ from pipeline.errors import ConfigError
 from pipeline.settings import PrivacySettings, dp_delta
 
 SAMPLING_SEED = 7_919  # the Poisson batches' generator: noise_seed + this (the noise's: noise_seed)
-# The RDP accountant's orders: Opacus' own (1.1 to 63) and larger ones. Early in a run, or at a small
-# epsilon, the best order passes 63: Opacus' bound is then looser than it need be and it warns at every
-# count (the noise search's probes included). The larger orders only tighten such bounds; where the best
-# order is at most 63 (every budget's final count on Adult at epsilon 0.3 to 10) the figures are Opacus'.
-RDP_ORDERS = ([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-              + [64, 80, 96, 128, 160, 192, 256, 384, 512, 768, 1024])
+# RDP orders past Opacus' own (1.1 to 63). Early in a run, or at a small epsilon, the best order passes
+# 63: Opacus' bound is then looser than it need be and it warns at every count (the noise search's
+# probes included). The larger orders only tighten such bounds; where the best order is at most 63
+# (every budget's final count on Adult at epsilon 0.3 to 10) the figures are Opacus'.
+LARGER_RDP_ORDERS = [64, 80, 96, 128, 160, 192, 256, 384, 512, 768, 1024]
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,16 @@ class Budget:
         return {k: v for k, v in asdict(self).items() if k != "noise_seed"}
 
 
+def rdp_orders() -> list[float]:
+    """The RDP accountant's orders: Opacus' default ones, then ``LARGER_RDP_ORDERS``."""
+    from opacus.accountants import RDPAccountant
+
+    return [*RDPAccountant.DEFAULT_ALPHAS, *LARGER_RDP_ORDERS]
+
+
 def _orders(accountant: str) -> dict:
     """The orders an accountant's epsilon is taken over (RDP's; PRV has none)."""
-    return {"alphas": RDP_ORDERS} if accountant == "rdp" else {}
+    return {"alphas": rdp_orders()} if accountant == "rdp" else {}
 
 
 def noise_multiplier(budget: Budget, rate: float, steps: int, accountant: str) -> float:
