@@ -5,7 +5,7 @@
     python benchmarks/dp_frontier.py [--epsilons 1 3 10 off] [--seeds 0 1 2] [--delta 1e-5]
         [--sides ours mostly aim] [--budget-seconds 600] [--quick] [--mostly-python PATH]
         [--dpmm-python PATH] [--peer-preprocessing-share 0.1] [--aim-max-model-size 80] [--aim-iters 1000]
-        [--aim-bounds private|public] [--our-bounds params|estimated] [--our-categories declared|private]
+        [--aim-bounds private|public] [--our-bounds params|estimated|rows] [--our-categories declared|private]
         [--keep-work DIR]
         [--set key=value ...]
 
@@ -16,8 +16,10 @@ for each epsilon (``off``: no differential privacy) and side:
   (``--budget-seconds``), then any --set. The epsilon spent is model.json's ``privacy.dp.epsilon``.
   What params.yaml's Adult entry declares as public knowledge is declared here too, as in the
   default DP run: the documented ranges (``datasets.adult.bounds``; ``--our-bounds estimated``: every
-  range estimated privately instead) and category lists (``datasets.adult.categories``: the values
-  the rows hold, the domain AIM is given; ``--our-categories private``: listed privately instead).
+  range estimated privately instead; ``--our-bounds rows``: every numeric column's min and max from the
+  rows, the knowledge ``--aim-bounds public`` gives AIM, for a like-for-like look) and category lists
+  (``datasets.adult.categories``: the values the rows hold, the domain AIM is given;
+  ``--our-categories private``: listed privately instead).
 - ``mostly``: MOSTLY AI's engine (``_mostly_runner.py``, in its own virtual environment) on our
   prepared training rows with its ``DifferentialPrivacyConfig``: ``max_epsilon`` = epsilon, ``delta``,
   ``value_protection_epsilon`` = ``--peer-preprocessing-share`` x epsilon (the engine's default, 1.0,
@@ -206,10 +208,12 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
         run_stage("ingest", cfg, TABLE)
         train, _, schema, _ = load_prepared(StagePaths.of(cfg.work_dir, TABLE))
         sets["generate.rows"] = len(train)
-        if args.quick:  # 2,000 rows are too few to estimate ranges privately: public bounds, as AIM's in --quick
-            numeric = [c.name for c in schema.modeled if c.kind in ("continuous", "integer")]
-            entry = {**entry, "bounds": {c: [float(train[c].min()), float(train[c].max())] for c in numeric}}
-        entry = {**entry, **our_public(args)}
+        # --quick: 2,000 rows are too few to estimate ranges privately: public bounds, as AIM's in --quick.
+        rows_bounds = {c.name: [float(train[c.name].min()), float(train[c.name].max())]
+                       for c in schema.modeled if c.kind in ("continuous", "integer")}
+        if args.quick:
+            entry = {**entry, "bounds": rows_bounds}
+        entry = {**entry, **our_public(args, rows_bounds)}
         sets["datasets"] = {TABLE: entry}
         train[schema.names].to_parquet(folder / "peer_train.parquet", index=False)
         args.rows = len(train)
@@ -225,14 +229,17 @@ def run_seed(seed: int, args, overrides: dict) -> dict[str, dict[str, dict]]:
     return out
 
 
-def our_public(args) -> dict:
+def our_public(args, rows_bounds: dict[str, list[float]]) -> dict:
     """What ours declares as public knowledge: params.yaml's ``datasets.adult.column_types``,
     ``bounds`` and ``categories`` (the default DP run's), less what ``--our-bounds estimated`` and
-    ``--our-categories private`` leave to be estimated. --quick's sample keeps its own bounds."""
+    ``--our-categories private`` leave to be estimated; ``--our-bounds rows``: ``rows_bounds`` (each
+    numeric column's min and max in the rows, as AIM's public bounds). --quick's sample keeps its own."""
     declared = load_config(PARAMS).dataset(TABLE)
     out: dict = {"column_types": dict(declared.column_types)}
     if args.our_bounds == "params" and not args.quick:
         out["bounds"] = {name: list(value) for name, value in declared.bounds.items()}
+    elif args.our_bounds == "rows" and not args.quick:
+        out["bounds"] = dict(rows_bounds)
     if args.our_categories == "declared":
         out["categories"] = {name: list(values) for name, values in declared.categories.items()}
     return out
@@ -303,9 +310,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--aim-bounds", choices=["private", "public"], default="private",
                     help="numeric bounds for dpmm's binning: estimated privately from the rows (default), or the "
                          "rows' min and max given as public (an advantage to AIM; --quick uses it)")
-    ap.add_argument("--our-bounds", choices=["params", "estimated"], default="params",
+    ap.add_argument("--our-bounds", choices=["params", "estimated", "rows"], default="params",
                     help="ours: the numeric ranges params.yaml's Adult entry declares (datasets.adult.bounds, the "
-                         "default DP run's), or every range estimated privately from the rows")
+                         "default DP run's), every range estimated privately from the rows, or (rows) each "
+                         "numeric column's min and max in the rows, given as public as --aim-bounds public gives "
+                         "them to AIM (like for like; not the default DP run)")
     ap.add_argument("--our-categories", choices=["declared", "private"], default="declared",
                     help="ours: the categorical columns' values declared as params.yaml's Adult entry lists them "
                          "(datasets.adult.categories: the domain AIM is given, the default), or listed privately "

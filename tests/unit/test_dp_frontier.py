@@ -119,10 +119,12 @@ def test_aims_side_runs_at_quick_size_and_ends_with_its_json_line(tmp_path):
 def test_ours_declares_what_params_declares_and_the_categories_are_the_domain_aim_is_given():
     """By default ours is the default DP run: params.yaml's Adult column kinds, bounds and categories; the lists
     are the values Adult's training rows hold (the domain ``_dpmm_runner.py`` hands AIM from them).
-    ``--our-bounds estimated`` / ``--our-categories private`` leave each out; --quick keeps its own bounds."""
+    ``--our-bounds estimated`` / ``--our-categories private`` leave each out; ``--our-bounds rows`` declares the
+    rows' min and max it is handed (AIM's public bounds); --quick keeps its own bounds."""
     import pandas as pd
 
-    got = dp_frontier.our_public(dp_frontier.parse_args([]))
+    rows = {"age": [17.0, 90.0], "capital-loss": [0.0, 4356.0]}
+    got = dp_frontier.our_public(dp_frontier.parse_args([]), rows)
     assert got["bounds"]["age"] == [17, 90] and got["bounds"]["fnlwgt"] == [1, None]
     train = pd.read_parquet(dp_frontier.DATASETS["adult"]["source"])
     text = [c for c in train.columns if train[c].dtype == object]
@@ -134,8 +136,9 @@ def test_ours_declares_what_params_declares_and_the_categories_are_the_domain_ai
 
     assert got["column_types"] == {c: infer_kind(train[c]) for c in train.columns}
     assert dp_frontier.our_public(dp_frontier.parse_args(["--our-bounds", "estimated", "--our-categories",
-                                                          "private"])) == {"column_types": got["column_types"]}
-    assert "bounds" not in dp_frontier.our_public(dp_frontier.parse_args(["--quick"]))
+                                                          "private"]), rows) == {"column_types": got["column_types"]}
+    assert dp_frontier.our_public(dp_frontier.parse_args(["--our-bounds", "rows"]), rows)["bounds"] == rows
+    assert "bounds" not in dp_frontier.our_public(dp_frontier.parse_args(["--quick"]), rows)
 
 
 def test_keep_work_runs_a_seed_in_a_kept_folder_and_refuses_a_used_one(tmp_path):
