@@ -173,7 +173,9 @@ class AutoSettings:
     score each on that part, keep the best (``pipeline/training/auto.py``)."""
 
     candidates: list[str] = setting(factory=lambda: ["autoregressive", "diffusion", "ctgan", "tvae"], min_length=1,
-                                    description="table models to try, each with the train section's recipe")
+                                    description="table models to try, each with the train section's recipe; "
+                                                "cross-validated (a small table), the first is kept unless another "
+                                                "beats it by more than one standard error of the folds")
     validation_fraction: float = setting(0.2, gt=0, lt=1, description="share of the training rows held out to "
                                                                        "score the candidates (never the holdout)")
     validation_rows: int = setting(5000, ge=20, description="at most this many validation rows")

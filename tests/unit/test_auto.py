@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.models import models, register_model
 from pipeline.models.base import Phase, TabularModel, activate
 from pipeline.stages import check_config
-from pipeline.training.auto import split_folds, split_validation
+from pipeline.training.auto import one_se_choice, split_folds, split_validation
 from tests.conftest import tiny_config
 
 
@@ -108,6 +108,23 @@ def test_a_small_table_cross_validates_the_candidates(tmp_path, tiny_source, noi
     assert record["refit"]["rows"] == 192  # the winner trained on every row
     assert record["candidates"]["diffusion"]["score"] > record["candidates"][noise_model]["score"] + 0.1
     assert len(pd.read_parquet(paths.synthetic)) == 100
+
+
+def test_after_cross_validation_the_first_candidate_stays_unless_another_beats_it_by_one_standard_error():
+    first = {"score": 0.90, "fold_scores": [0.90, 0.88, 0.92, 0.89, 0.91]}
+    # Ahead on the pool, but on the folds by less than its noise (gain 0.002, se 0.0097): not a switch.
+    close = {"score": 0.905, "fold_scores": [0.93, 0.86, 0.94, 0.88, 0.90]}
+    # Ahead on every fold (gain 0.022, se 0.0037): it replaces the first.
+    clear = {"score": 0.918, "fold_scores": [0.92, 0.91, 0.93, 0.91, 0.94]}
+    worse = {"score": 0.80, "fold_scores": [0.80, 0.79, 0.81, 0.78, 0.82]}
+    name, margins = one_se_choice({"ar": first, "close": close, "worse": worse}, "ar")
+    assert name == "ar" and margins["close"] == {"gain": 0.002, "se": 0.0097, "beats_first": False}
+    assert not margins["worse"]["beats_first"]
+    name, margins = one_se_choice({"ar": first, "close": close, "clear": clear}, "ar")
+    assert name == "clear" and margins["clear"]["beats_first"] and margins["clear"]["gain"] == 0.022
+    # One that beats the first on the folds but not on the pool does not win: the best pooled score does.
+    odd = {"score": 0.899, "fold_scores": [0.95, 0.93, 0.97, 0.94, 0.96]}
+    assert one_se_choice({"ar": first, "odd": odd}, "ar")[0] == "ar"
 
 
 def test_the_folds_hold_out_every_row_once():
