@@ -86,12 +86,15 @@ def run_one(dataset: str, model: str, seed: int, overrides: dict) -> dict:
             run_stage(stage, cfg, dataset)
         model_info = json.loads((folder / "work" / dataset / "model" / "model.json").read_text())
         chosen = model_info.get("auto", {}).get("chosen")
+        # After cross-validation (a small table): each candidate's pooled score and its gain over the first.
+        tried = {name: {"score": got["score"], **model_info["auto"].get("margins", {}).get(name, {})}
+                 for name, got in model_info.get("auto", {}).get("candidates", {}).items()}
         t = time.perf_counter()
         rows = run_stage("generate", cfg, dataset).rows
         rows_per_s = rows / (time.perf_counter() - t)
         metrics = run_stage("score", cfg, dataset).metrics
     out = {k: metrics.get(key) for k, key in METRICS.items()}
-    return {**out, "train_s": model_info["seconds"], "rows_per_s": rows_per_s, "chosen": chosen}
+    return {**out, "train_s": model_info["seconds"], "rows_per_s": rows_per_s, "chosen": chosen, "tried": tried}
 
 
 def summary(values: list[float | None]) -> list[float | None]:
@@ -138,7 +141,8 @@ def main() -> None:
                 runs.append(run_one(dataset, model, seed, overrides))
                 print(f"{dataset} {model} seed {seed}: " + ", ".join(
                     f"{c} {runs[-1][c]:.4g}" for c in cols if isinstance(runs[-1][c], (int, float)))
-                    + (f", kept {runs[-1]['chosen']}" if model == "auto" else ""), file=sys.stderr, flush=True)
+                    + (f", kept {runs[-1]['chosen']} of {json.dumps(runs[-1]['tried'])}" if model == "auto" else ""),
+                    file=sys.stderr, flush=True)
             result.setdefault(dataset, {})[model] = {c: summary([r[c] for r in runs]) for c in cols}
             row = result[dataset][model]
             if model == "auto":
