@@ -77,8 +77,11 @@ def auto_summary(record: dict | None) -> str | None:
     """One line on a ``model.name: auto`` choice: the kept model and every candidate's figures."""
     if not record:
         return None
+    margins = record.get("margins") or {}  # after cross-validation: each other candidate against the first
     parts = [f"{name} {c['score']:.3f} (shapes {c['shapes']:.3f}, trends {c['trends']:.3f}, detection AUC "
-             f"{c['detection_auc']:.3f}; {_epochs(c['epochs'])} epochs, {c['train_seconds']:.0f} s)"
+             f"{c['detection_auc']:.3f}; {_epochs(c['epochs'])} epochs, {c['train_seconds']:.0f} s"
+             + (f"; {margins[name]['gain']:+.3f} ± {margins[name]['se']:.3f} a fold over the first"
+                if name in margins else "") + ")"
              for name, c in record["candidates"].items()]
     rows = (f"{record['validation_rows']:,} training rows, each held out once" if record.get("folds")
             else f"{record['validation_rows']:,} rows carved from the training rows")

@@ -13,6 +13,7 @@ from pipeline.artifacts import StagePaths
 from pipeline.errors import ConfigError
 from pipeline.models import models, register_model
 from pipeline.models.base import Phase, TabularModel, activate
+from pipeline.report import auto_summary
 from pipeline.stages import check_config
 from pipeline.training.auto import one_se_choice, split_folds, split_validation
 from tests.conftest import tiny_config
@@ -107,6 +108,11 @@ def test_a_small_table_cross_validates_the_candidates(tmp_path, tiny_source, noi
     assert record["candidates"]["diffusion"]["epochs"] == [10, 10, 10]
     assert record["refit"]["rows"] == 192  # the winner trained on every row
     assert record["candidates"]["diffusion"]["score"] > record["candidates"][noise_model]["score"] + 0.1
+    # The noise model is first (the incumbent): diffusion replaces it by more than the folds' noise.
+    margin = record["margins"]["diffusion"]
+    assert margin["beats_first"] and margin["gain"] > margin["se"] > 0
+    assert len(record["candidates"]["diffusion"]["fold_scores"]) == 3
+    assert f"{margin['gain']:+.3f} ± {margin['se']:.3f} a fold over the first" in auto_summary(record)
     assert len(pd.read_parquet(paths.synthetic)) == 100
 
 
