@@ -85,10 +85,12 @@ def run_one(dataset: str, model: str, seed: int, overrides: dict) -> dict:
         for stage in ("ingest", "train"):
             run_stage(stage, cfg, dataset)
         model_info = json.loads((folder / "work" / dataset / "model" / "model.json").read_text())
-        chosen = model_info.get("auto", {}).get("chosen")
-        # After cross-validation (a small table): each candidate's pooled score and its gain over the first.
-        tried = {name: {"score": got["score"], **model_info["auto"].get("margins", {}).get(name, {})}
-                 for name, got in model_info.get("auto", {}).get("candidates", {}).items()}
+        auto = model_info.get("auto", {})
+        chosen = auto.get("chosen")
+        # Each candidate's pooled score and, after cross-validation (a small table), its gain over the first.
+        margins = auto.get("margins") or {}
+        tried = {name: {"score": got["score"], **margins.get(name, {})}
+                 for name, got in auto.get("candidates", {}).items()}
         t = time.perf_counter()
         rows = run_stage("generate", cfg, dataset).rows
         rows_per_s = rows / (time.perf_counter() - t)

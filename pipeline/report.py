@@ -80,13 +80,17 @@ def auto_summary(record: dict | None) -> str | None:
     margins = record.get("margins") or {}  # after cross-validation: each other candidate against the first
     parts = [f"{name} {c['score']:.3f} (shapes {c['shapes']:.3f}, trends {c['trends']:.3f}, detection AUC "
              f"{c['detection_auc']:.3f}; {_epochs(c['epochs'])} epochs, {c['train_seconds']:.0f} s"
-             + (f"; {margins[name]['gain']:+.3f} ± {margins[name]['se']:.3f} a fold over the first"
-                if name in margins else "") + ")"
+             f"{_margin(margins.get(name))})"
              for name, c in record["candidates"].items()]
     rows = (f"{record['validation_rows']:,} training rows, each held out once" if record.get("folds")
             else f"{record['validation_rows']:,} rows carved from the training rows")
     return (f"model.name auto kept {record['chosen']}, by the {record['by']} ({rows}, not the holdout): "
             + "; ".join(parts) + ".")
+
+
+def _margin(margin: dict | None) -> str:
+    """``; +0.015 ± 0.013 a fold over the first`` for a candidate's ``auto.margins`` entry, else nothing."""
+    return f"; {margin['gain']:+.3f} ± {margin['se']:.3f} a fold over the first" if margin else ""
 
 
 def _epochs(epochs: int | list[int]) -> str:
