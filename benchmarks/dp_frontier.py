@@ -304,7 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"the Python with {spec['module']} (default: ${spec['env']}, else {spec['default']})")
     ap.add_argument("--peer-preprocessing-share", type=float, default=0.1,
                     help="the share of epsilon the peers' preprocessing spends: the engine's value protection, "
-                         "dpmm's binning (default: %(default)s, as our train.privacy.preprocessing_share)")
+                         "dpmm's binning (default: %(default)s; they add it up with the rest, "
+                         "sequential composition)")
     ap.add_argument("--aim-max-model-size", type=float, default=80.0,
                     help="AIM's max_model_size in MB (default: %(default)s, the AIM paper's)")
     ap.add_argument("--aim-bounds", choices=["private", "public"], default="private",

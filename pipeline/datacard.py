@@ -145,6 +145,7 @@ def dp_statement(manifest: dict) -> list[str]:
     if "epsilon" not in dp:
         return []
     pre, sgd, budget = _dict(dp.get("preprocessing")), _dict(dp.get("dp_sgd")), _dict(dp.get("budget"))
+    joint = dp.get("composition") == "renyi"
     inferred = pre.get("inferred_kinds") or []
     lines = [
         "", "## Differential privacy", "",
@@ -154,15 +155,20 @@ def dp_statement(manifest: dict) -> list[str]:
         f"e^{_sig(dp.get('epsilon'))}, except with probability {_sig(dp.get('delta'))} (budget: epsilon "
         f"{_sig(budget.get('epsilon'))}).",
         "",
-        f"- preprocessing spent epsilon {_sig(pre.get('epsilon'))}, delta {_sig(pre.get('delta'))}: the "
-        "transformer's quantile knots, category lists and missing rates are noisy estimates "
-        f"({_cell(pre.get('mechanism') or 'private estimates')})",
-        f"- DP-SGD spent epsilon {_sig(sgd.get('epsilon'))}, delta {_sig(sgd.get('delta'))} (Opacus, "
-        f"{_cell(sgd.get('accountant'))} accountant): noise multiplier {_sig(sgd.get('noise_multiplier'))}, "
+        f"- preprocessing {'on its own' if joint else 'spent'} epsilon {_sig(pre.get('epsilon'))}, delta "
+        f"{_sig(pre.get('delta'))}: the transformer's quantile knots, category lists and missing rates are noisy "
+        f"estimates ({_cell(pre.get('mechanism') or 'private estimates')})",
+        f"- DP-SGD {'on its own' if joint else 'spent'} epsilon "
+        f"{_sig(sgd.get('sgd_alone_epsilon') if joint else sgd.get('epsilon'))}, delta {_sig(sgd.get('delta'))} "
+        f"(Opacus, {_cell(sgd.get('accountant'))} accountant): noise multiplier {_sig(sgd.get('noise_multiplier'))}, "
         f"each row's gradient clipped to {_sig(sgd.get('max_grad_norm'))}, Poisson sampling rate "
         f"{_sig(sgd.get('sample_rate'))}, {_value(sgd.get('steps'))} steps",
-        "- assumed: the number of training rows is public; the parts add up (sequential composition); noise "
-        "from PyTorch's and NumPy's seeded generators, not a cryptographically secure source" + _declared(pre),
+        "- assumed: the number of training rows is public; "
+        + ("the two parts are one Renyi-DP account (their RDP curves add up at every order, Mironov 2017, and the "
+           "sum is converted to the guarantee above; the thresholds that list categories add their delta)"
+           if joint else "the parts add up (sequential composition)")
+        + "; noise from PyTorch's and NumPy's seeded generators, not a cryptographically secure source"
+        + _declared(pre),
         "- not covered: the scores below and the gate's verdict (computed on real rows: aggregate figures, not "
         "rows)" + (f"; the column kinds ingest inferred from the values ({', '.join(map(str, inferred))}): "
                    "declare them in `column_types` so that they do not depend on the values" if inferred else ""),

@@ -98,7 +98,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if cfg.train.privacy.epsilon is not None:
-        out["dp"] = _dp_plan(cfg, trains_on, epochs)
+        out["dp"] = _dp_plan(cfg, trains_on, epochs, first.schema if ds.modality == "table" else None, dataset)
     if estimate and handler.TIMED_ESTIMATE:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"], epochs)
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
@@ -114,13 +114,20 @@ def _recipe(cfg: Config) -> tuple[int, int] | None:
     return model_class(cfg.model.name).auto_recipe(cfg.model.settings(), cfg.train.settings())
 
 
-def _dp_plan(cfg: Config, rows: int, epochs: int) -> dict[str, Any]:
+def _dp_plan(cfg: Config, rows: int, epochs: int, schema, dataset: str) -> dict[str, Any]:
     """What a DP run will spend and how (``train.privacy``): the budget's parts, the DP-SGD steps
-    and the noise multiplier Opacus' accountant finds for them (None when the budget is too small)."""
+    and the noise multiplier the accountant finds for them (None when the budget is too small),
+    with the histograms the transformer's private fit will make of ``schema``'s columns."""
+    from pipeline.models.private_stats import Privacy, statistics_plan
     from pipeline.training.loop import batch_plan
     from pipeline.training.private import budget, noise_multiplier
 
     b = budget(cfg.train.privacy, rows)
+    if schema is not None:
+        ds = cfg.dataset(dataset)
+        stats = statistics_plan(schema, Privacy(b.preprocessing_epsilon, b.preprocessing_delta, 0, dict(ds.bounds),
+                                                dataset, dict(ds.categories)))
+        b = b.with_statistics({"laplace_epsilons": stats.laplace_epsilons, "threshold_delta": stats.threshold_delta})
     batch, per_epoch = batch_plan(cfg.train.batch_size, 1, 1, rows)  # as the loop plans it
     steps, rate = epochs * per_epoch, batch / rows
     try:
@@ -309,8 +316,11 @@ def render(p: dict[str, Any]) -> str:
                  + (f", budget {m['budget_seconds']:.0f}s" if m.get("budget_seconds") else ""))
     if p.get("dp"):
         d = p["dp"]
-        lines.append(f"  differential privacy: epsilon {d['epsilon']:g}, delta {d['delta']:.3g} (preprocessing "
-                     f"{d['preprocessing_epsilon']:.3g}, DP-SGD {d['sgd_epsilon']:.3g}); DP-SGD {d['steps']:,} steps "
+        parts = (f"the histograms {d['preprocessing_epsilon']:.3g} on their own, one Renyi-DP account with DP-SGD"
+                 if d.get("joint") else
+                 f"preprocessing {d['preprocessing_epsilon']:.3g}, DP-SGD {d['sgd_epsilon']:.3g}")
+        lines.append(f"  differential privacy: epsilon {d['epsilon']:g}, delta {d['delta']:.3g} ({parts}); "
+                     f"DP-SGD {d['steps']:,} steps "
                      f"at sampling rate {d['sample_rate']:.4g}, rows clipped to {d['max_grad_norm']:g}, " +
                      (f"noise multiplier {d['noise_multiplier']:.3f} ({d['accountant']} accountant)"
                       if d["noise_multiplier"] is not None else "budget too small for these steps: train refuses"))

@@ -242,8 +242,11 @@ class PrivacySettings:
         "autoregressive", description="the table model a DP run trains, in place of model.name (measured best under "
                                       "DP-SGD: benchmarks/README.md); null: model.name")
     preprocessing_share: float = setting(
-        0.1, gt=0, lt=1, description="the share of epsilon (and of delta) the transformer's private statistics "
-                                     "spend (quantile knots, category lists, missing rates); DP-SGD spends the rest")
+        0.3, gt=0, lt=1, description="the share of epsilon (and of delta) the transformer's private statistics "
+                                     "would spend on their own (quantile knots, category lists, missing rates); "
+                                     "with the rdp accountant they and DP-SGD are one account (DP-SGD's noise "
+                                     "makes the whole budget, at far less cost than this share), with prv "
+                                     "DP-SGD spends the rest")
 
 
 def dp_delta(delta: float | str, rows: int) -> float:

@@ -116,6 +116,8 @@ def run(cfg: Config, dataset: str, resume: Resume | bool | str = Resume.NO) -> T
     if dp_budget is not None and "private" not in data.described["transformer"]:  # no guarantee it lacks
         raise ConfigError("train.privacy: the transformer was fitted from exact statistics of the real rows, "
                           "outside the budget; this build cannot train privately, set train.privacy.epsilon: null")
+    if dp_budget is not None:  # what the histograms spent: the RDP accountant adds it to DP-SGD's
+        dp_budget = dp_budget.with_statistics(data.described["transformer"]["private"])
     if data.rank_share:
         log.info("rank %d of %d: holds %d of the %d training rows", rank.rank, rank.world, data.tensor.shape[0],
                  data.rows)
@@ -223,9 +225,14 @@ def _private_budget(cfg: Config, paths: StagePaths) -> Budget | None:
 
 def _privacy_record(b: Budget, described: dict, state: TrainState) -> dict:
     """model.json's ``privacy``: the (epsilon, delta) guarantee, the budget as set, and what each
-    part spent (sequential composition: the parts add up)."""
+    part spent: with the RDP accountant one account (DP-SGD's record holds the whole run's epsilon,
+    the histograms' thresholds add their delta), else sequential composition (the parts add up)."""
     pre, sgd = described["transformer"]["private"], state.privacy
-    return {"dp": {"epsilon": pre["epsilon"] + sgd["epsilon"], "delta": pre["delta"] + sgd["delta"],
+    if b.joint:
+        eps, delta = sgd["epsilon"], sgd["delta"] + b.threshold_delta
+    else:
+        eps, delta = pre["epsilon"] + sgd["epsilon"], pre["delta"] + sgd["delta"]
+    return {"dp": {"epsilon": eps, "delta": delta, "composition": "renyi" if b.joint else "sequential",
                    "budget": b.record(),
                    "neighbouring": "add or remove one training row (the row count is public)",
                    "preprocessing": pre, "dp_sgd": sgd}}

@@ -328,8 +328,9 @@ def fit(
     dp = None
     if budget is not None:
         dp = DPSGD(model.private_module(), opts, budget, cfg.privacy, data.shape[0], batch, asked * steps, device)
-        log.info("DP-SGD: noise multiplier %.4f for %d steps at sampling rate %.4g (epsilon %.3g, delta %.3g; "
-                 "%s accountant)", dp.noise, dp.planned, dp.rate, budget.sgd_epsilon, budget.sgd_delta, dp.kind)
+        log.info("DP-SGD: noise multiplier %.4f for %d steps at sampling rate %.4g (epsilon %.3g, delta %.3g%s; "
+                 "%s accountant)", dp.noise, dp.planned, dp.rate, budget.sgd_epsilon, budget.sgd_delta,
+                 " with the transformer's histograms" if budget.joint else "", dp.kind)
     if cfg.compile and dp is None:  # (Opacus' hooks need the plain modules)
         model.compile_modules()
     model.train()

@@ -4,13 +4,17 @@ With ``train.privacy.epsilon`` set, the model and every row generated from it ar
 delta)-differentially private with respect to the training rows (add/remove one row; the number of
 training rows is treated as public, as Opacus and MOSTLY AI's engine do):
 
-* the transformer's statistics (quantile knots, category lists, missing rates) are private estimates
-  that spend ``preprocessing_share`` of epsilon and of delta (``pipeline.models.private_stats``);
-* the network trains with DP-SGD on the rest: Poisson-sampled batches (each row in a step with
-  probability batch / rows), each row's gradient clipped to ``max_grad_norm``, Gaussian noise of the
-  multiplier Opacus' accountant finds for the planned steps; the accountant counts what was spent;
-* the two add up (sequential composition); the weight average, the sampler and value protection
-  only post-process the private model.
+* the transformer's statistics (quantile knots, category lists, missing rates) are noisy
+  histograms whose noise would make them, on their own, (``preprocessing_share`` x epsilon,
+  ``preprocessing_share`` x delta)-DP (``pipeline.models.private_stats``);
+* the network trains with DP-SGD: Poisson-sampled batches (each row in a step with probability
+  batch / rows), each row's gradient clipped to ``max_grad_norm``, Gaussian noise of the multiplier
+  the accountant finds for the planned steps; the accountant counts what was spent;
+* with the RDP accountant (the default) the two are one account (``pipeline.training.accounting``):
+  the histograms' Rényi-DP curve is added to DP-SGD's and the noise multiplier is the one that
+  makes the whole (epsilon, delta)-DP, which costs DP-SGD far less than the histograms' own share;
+  with ``prv`` they add up (sequential composition) and DP-SGD spends the rest. The weight
+  average, the sampler and value protection only post-process the private model.
 
 The noise and the Poisson batches come from a secret seed (``Budget.noise_seed``), drawn from the
 operating system's secure source for every run (``secret_seed``) and kept only in the work folder
@@ -22,24 +26,28 @@ reproducible from params and seed alone, by design; with the secret it is (the s
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from pipeline.errors import ConfigError
 from pipeline.settings import PrivacySettings, dp_delta
+from pipeline.training import accounting
 
 SAMPLING_SEED = 7_919  # the Poisson batches' generator: noise_seed + this (the noise's: noise_seed)
-# RDP orders past Opacus' own (1.1 to 63). Early in a run, or at a small epsilon, the best order passes
-# 63: Opacus' bound is then looser than it need be and it warns at every count (the noise search's
-# probes included). The larger orders only tighten such bounds; where the best order is at most 63
-# (every budget's final count on Adult at epsilon 0.3 to 10) the figures are Opacus'.
-LARGER_RDP_ORDERS = [64, 80, 96, 128, 160, 192, 256, 384, 512, 768, 1024]
 
 
 @dataclass(frozen=True)
 class Budget:
-    """An (epsilon, delta) budget and its two parts: preprocessing, then DP-SGD."""
+    """An (epsilon, delta) budget and its two parts: preprocessing, then DP-SGD.
+
+    ``preprocessing_epsilon`` and ``preprocessing_delta`` bound the transformer's histograms on their
+    own. With the RDP accountant (``joint``) the histograms and DP-SGD's steps are one account: their
+    RDP curves add up (``statistics``: the histograms' pure epsilons, known once the transformer is
+    fitted; ``threshold_delta``: its thresholds' deltas) and DP-SGD's noise is what makes the whole
+    (epsilon, delta)-DP; ``sgd_epsilon`` and ``sgd_delta`` are then the whole budget less the
+    thresholds' delta. With ``prv`` the two parts add up (sequential composition) and DP-SGD gets the
+    rest: ``sgd_epsilon = epsilon - preprocessing_epsilon``."""
 
     epsilon: float
     delta: float
@@ -48,17 +56,30 @@ class Budget:
     sgd_epsilon: float
     sgd_delta: float
     noise_seed: int = 0  # secret: seeds the noise and the batches (never in a release)
+    joint: bool = False
+    statistics: tuple[float, ...] = ()
+    threshold_delta: float = 0.0
 
     def record(self) -> dict[str, float]:
         """The budget as the release may show it (without the secret seed)."""
-        return {k: v for k, v in asdict(self).items() if k != "noise_seed"}
+        return {k: v for k, v in asdict(self).items() if k not in ("noise_seed", "statistics")}
+
+    def with_statistics(self, record: dict) -> Budget:
+        """This budget once the transformer's private fit has recorded what its histograms spend
+        (``laplace_epsilons``, ``threshold_delta``): the joint account's DP-SGD delta leaves the
+        thresholds'."""
+        stats, threshold = tuple(record.get("laplace_epsilons", ())), float(record.get("threshold_delta", 0.0))
+        if not self.joint:
+            return replace(self, statistics=stats, threshold_delta=threshold)
+        return replace(self, statistics=stats, threshold_delta=threshold, sgd_delta=self.delta - threshold)
+
+    def statistics_rdp(self):
+        from pipeline.training.accounting import statistics_rdp
+
+        return statistics_rdp(self.statistics)
 
 
-def rdp_orders() -> list[float]:
-    """The RDP accountant's orders: Opacus' default ones, then ``LARGER_RDP_ORDERS``."""
-    from opacus.accountants import RDPAccountant
-
-    return [*RDPAccountant.DEFAULT_ALPHAS, *LARGER_RDP_ORDERS]
+rdp_orders = accounting.rdp_orders
 
 
 def _orders(accountant: str) -> dict:
@@ -68,7 +89,10 @@ def _orders(accountant: str) -> dict:
 
 def noise_multiplier(budget: Budget, rate: float, steps: int, accountant: str) -> float:
     """The noise multiplier with which ``steps`` DP-SGD steps at sampling ``rate`` spend the budget's
-    DP-SGD part (Opacus' search, to within 0.01 of its epsilon); ValueError when none does."""
+    DP-SGD part (Opacus' search, to within 0.01 of its epsilon), or with the RDP accountant the whole
+    budget together with the histograms' (``Budget.joint``); ValueError when none does."""
+    if budget.joint:
+        return accounting.joint_noise(budget.sgd_epsilon, budget.sgd_delta, rate, steps, budget.statistics_rdp())
     from opacus.accountants.utils import get_noise_multiplier
 
     return get_noise_multiplier(target_epsilon=budget.sgd_epsilon, target_delta=budget.sgd_delta, sample_rate=rate,
@@ -87,6 +111,8 @@ def budget(privacy: PrivacySettings, rows: int, noise_seed: int = 0) -> Budget |
     if privacy.epsilon is None:
         return None
     eps, delta, share = float(privacy.epsilon), dp_delta(privacy.delta, rows), privacy.preprocessing_share
+    if privacy.accountant == "rdp":  # one account: DP-SGD's noise makes the whole budget with the histograms'
+        return Budget(eps, delta, eps * share, delta * share, eps, delta, noise_seed, joint=True)
     return Budget(eps, delta, eps * share, delta * share, eps * (1 - share), delta * (1 - share), noise_seed)
 
 
@@ -159,7 +185,15 @@ class DPSGD:
         self.steps += 1
 
     def spent(self) -> float:
-        """The epsilon DP-SGD has spent so far (at its share of delta)."""
+        """The epsilon spent so far at the budget's DP-SGD delta: with the RDP accountant the whole
+        run's (the transformer's histograms and the steps so far, one account), else DP-SGD's own."""
+        if self.budget.joint:
+            return accounting.rdp_epsilon(accounting.sgd_rdp(self.rate, self.noise, self.steps)
+                                          + self.budget.statistics_rdp(), self.budget.sgd_delta)
+        return self.sgd_spent()
+
+    def sgd_spent(self) -> float:
+        """The epsilon DP-SGD's steps alone have spent so far (at the budget's DP-SGD delta)."""
         if not self.steps:
             return 0.0
         return float(self.accountant.get_epsilon(delta=self.budget.sgd_delta, **_orders(self.kind)))
@@ -168,7 +202,9 @@ class DPSGD:
         """Removes Opacus' hooks from the network; returns the record of the run."""
         self.hooks.cleanup()
         spent = self.spent()
+        joint = {"composition": "one Renyi-DP account with the transformer's histograms",
+                 "sgd_alone_epsilon": self.sgd_spent()} if self.budget.joint else {}
         return {"accountant": self.kind, "clipping": "per row (Opacus ghost clipping)",
                 "noise_multiplier": self.noise, "max_grad_norm": self.clip,
                 "sample_rate": self.rate, "expected_batch_size": self.batch, "steps": self.steps,
-                "planned_steps": self.planned, "epsilon": spent, "delta": self.budget.sgd_delta}
+                "planned_steps": self.planned, "epsilon": spent, "delta": self.budget.sgd_delta, **joint}

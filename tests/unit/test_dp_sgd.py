@@ -113,10 +113,41 @@ def test_training_spends_the_dp_sgd_part_and_opacus_agrees():
     rdp = compute_rdp(q=rec["sample_rate"], noise_multiplier=rec["noise_multiplier"], steps=rec["steps"],
                       orders=orders)
     eps, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=b.sgd_delta)
-    assert rec["epsilon"] == pytest.approx(eps, rel=1e-9)
-    assert b.sgd_epsilon - 0.02 <= rec["epsilon"] <= b.sgd_epsilon  # the whole DP-SGD part, never more
+    assert rec["epsilon"] == pytest.approx(eps, rel=1e-9) == pytest.approx(rec["sgd_alone_epsilon"], rel=1e-9)
+    assert b.sgd_epsilon - 0.02 <= rec["epsilon"] <= b.sgd_epsilon  # the whole account, never more
     assert [row["epsilon"] for row in state.history] == sorted(row["epsilon"] for row in state.history)
-    assert b.sgd_epsilon == pytest.approx(2.0 * 0.9) and rec["delta"] == pytest.approx(1e-4 * 0.9)
+    # One account (RDP): no histograms here, so DP-SGD may spend all of it.
+    assert b.joint and b.sgd_epsilon == pytest.approx(2.0) and rec["delta"] == pytest.approx(1e-4)
+
+
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
+def test_one_account_adds_the_histograms_rdp_and_spends_the_whole_budget():
+    """With the transformer's histograms on the account, the run's epsilon is Opacus' RDP of its
+    steps plus the histograms' Laplace RDP converted at the budget's delta: within 0.02 of the
+    budget and never over; DP-SGD's noise is less than under sequential composition's split at the
+    same histograms' noise (0.9 of epsilon and delta left to DP-SGD), and more than with no histograms."""
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from pipeline.training.accounting import laplace_rdp, rdp_orders
+
+    stats = {"laplace_epsilons": [0.2 / 15] * 15, "threshold_delta": 1e-5}  # 0.2 of epsilon 2 by sequential split
+    model, data = _model()
+    cfg = TrainConfig(epochs=4, batch_size=100, device="cpu",
+                      privacy={"epsilon": 2.0, "delta": 1e-4, "max_grad_norm": 1.0}).settings()
+    b = budget(cfg.privacy, data.shape[0]).with_statistics(stats)
+    assert b.sgd_delta == pytest.approx(1e-4 - 1e-5)
+    rec = fit(model, data, cfg, seed=3, budget=b).privacy
+    orders = rdp_orders()
+    rdp = compute_rdp(q=rec["sample_rate"], noise_multiplier=rec["noise_multiplier"], steps=rec["steps"],
+                      orders=orders) + sum(laplace_rdp(e, orders) for e in stats["laplace_epsilons"])
+    assert rec["epsilon"] == pytest.approx(get_privacy_spent(orders=orders, rdp=rdp, delta=1e-4 - 1e-5)[0], rel=1e-9)
+    assert 2.0 - 0.02 <= rec["epsilon"] <= 2.0 and rec["sgd_alone_epsilon"] < rec["epsilon"]
+    sequential = get_noise_multiplier(target_epsilon=1.8, target_delta=0.9e-4, sample_rate=rec["sample_rate"],
+                                      steps=rec["steps"], accountant="rdp", alphas=orders)
+    alone = get_noise_multiplier(target_epsilon=2.0, target_delta=1e-4 - 1e-5, sample_rate=rec["sample_rate"],
+                                 steps=rec["steps"], accountant="rdp", alphas=orders)
+    assert alone < rec["noise_multiplier"] < sequential
 
 
 def test_rdp_orders_past_opacus_tighten_only_the_bounds_its_last_order_cuts_short():
@@ -150,10 +181,15 @@ def test_rdp_orders_past_opacus_tighten_only_the_bounds_its_last_order_cuts_shor
 
 @pytest.mark.slow
 def test_prv_accountant_and_a_larger_budget_add_less_noise():
+    from opacus.accountants.utils import get_noise_multiplier
+
     _, rdp_state, _ = _train(epsilon=2.0)
     _, prv_state, b = _train(epsilon=2.0, accountant="prv")
     assert prv_state.privacy["accountant"] == "prv" and prv_state.privacy["epsilon"] <= b.sgd_epsilon
-    assert prv_state.privacy["noise_multiplier"] < rdp_state.privacy["noise_multiplier"]  # prv is tighter
+    assert not b.joint and b.sgd_epsilon == pytest.approx(2.0 * 0.9)  # prv: the parts add up
+    rdp_split = get_noise_multiplier(target_epsilon=b.sgd_epsilon, target_delta=b.sgd_delta, steps=24,
+                                     sample_rate=1 / 6, accountant="rdp")
+    assert prv_state.privacy["noise_multiplier"] < rdp_split  # prv is tighter than RDP for the same part
     _, loose, _ = _train(epsilon=8.0)
     assert loose.privacy["noise_multiplier"] < rdp_state.privacy["noise_multiplier"]
 
@@ -170,9 +206,13 @@ def test_a_private_run_is_reproducible_and_noisy():
 
 
 def test_the_budget_is_split_and_delta_auto_follows_the_rows():
-    b = budget(PrivacySettings(epsilon=3.0, preprocessing_share=0.2), rows=32_561)
+    b = budget(PrivacySettings(epsilon=3.0, preprocessing_share=0.2, accountant="prv"), rows=32_561)
     assert (b.preprocessing_epsilon, b.sgd_epsilon) == pytest.approx((0.6, 2.4))
     assert b.delta == pytest.approx(1 / 325_610) and b.preprocessing_delta + b.sgd_delta == pytest.approx(b.delta)
+    joint = budget(PrivacySettings(epsilon=3.0, preprocessing_share=0.2), rows=32_561)  # rdp: one account
+    assert joint.joint and (joint.preprocessing_epsilon, joint.sgd_epsilon) == pytest.approx((0.6, 3.0))
+    assert joint.with_statistics({"laplace_epsilons": [0.1], "threshold_delta": 1e-7}).sgd_delta == pytest.approx(
+        joint.delta - 1e-7)
     assert budget(PrivacySettings(), rows=100) is None
 
 
@@ -265,7 +305,7 @@ def test_auto_distributed_and_resume_refuse_in_one_line(tiny_cfg):
 
 @pytest.mark.slow
 def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp_path, tiny_source):
-    """Through the five stages: the manifest's privacy.dp (what each part spent, adding up to at
+    """Through the five stages: the manifest's privacy.dp (what each part spent, one account of at
     most the budget), dp.epsilon for the gate, the data card's statement, no real-vs-synthetic
     report in the release; a gate asking for less epsilon refuses, and a model trained without
     differential privacy fails a dp.epsilon gate as not computed."""
@@ -285,8 +325,11 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
     res = publish.run(cfg, "tiny", version="v1")
     manifest = json.loads((res.path / MANIFEST).read_text())
     dp = manifest["privacy"]["dp"]
-    assert dp["epsilon"] == pytest.approx(dp["preprocessing"]["epsilon"] + dp["dp_sgd"]["epsilon"])
-    assert 200.0 * 0.9 <= dp["epsilon"] <= 200.0 and dp["budget"]["epsilon"] == 200.0
+    # One RDP account: DP-SGD's record holds the whole run's epsilon, the thresholds add their delta.
+    assert dp["composition"] == "renyi" and dp["epsilon"] == dp["dp_sgd"]["epsilon"] > dp["dp_sgd"]["sgd_alone_epsilon"]
+    assert dp["delta"] == pytest.approx(dp["dp_sgd"]["delta"] + dp["budget"]["threshold_delta"])
+    assert dp["delta"] <= dp["budget"]["delta"] * (1 + 1e-12) and dp["preprocessing"]["laplace_epsilons"]
+    assert 200.0 - 0.01 <= dp["epsilon"] <= 200.0 and dp["budget"]["epsilon"] == 200.0
     assert dp["dp_sgd"]["steps"] == dp["dp_sgd"]["planned_steps"] > 0
     assert manifest["metrics"]["dp.epsilon"] == dp["epsilon"] and manifest["gate"]["passed"]
     assert manifest["reports"] == [DATACARD] and not list(res.path.glob("_report*"))
@@ -318,22 +361,37 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
 
 @pytest.mark.slow
 def test_validate_says_what_a_dp_run_will_spend(tiny_cfg):
-    """validate's plan: the budget's parts, the DP-SGD steps and the noise multiplier Opacus'
-    accountant finds for them, as train will find it."""
+    """validate's plan: the budget's parts, the DP-SGD steps and the noise multiplier the accountant
+    finds for them with the histograms the transformer will make, as train finds it."""
+    import json
+
     from opacus.accountants.utils import get_noise_multiplier
 
+    from pipeline import ingest, train
+    from pipeline.artifacts import StagePaths
     from pipeline.plan import plan, render
 
-    tiny_cfg.train.privacy.epsilon = 4.0
+    tiny_cfg.train.privacy.epsilon = 40.0
     tiny_cfg.train.privacy.batch_size = 48  # DP-SGD's batch, in place of train.batch_size
     tiny_cfg.train.epochs = 5
+    tiny_cfg.datasets["tiny"].keep_links = False
     p = plan(tiny_cfg, "tiny", estimate=False)
     d = p["dp"]
     rows = p["rows"]["train"]
-    assert (d["preprocessing_epsilon"], d["sgd_epsilon"]) == pytest.approx((0.4, 3.6))
+    share = tiny_cfg.train.privacy.preprocessing_share
+    assert (d["preprocessing_epsilon"], d["sgd_epsilon"]) == pytest.approx((40.0 * share, 40.0)) and d["joint"]
     assert d["steps"] == 5 * (rows // 48) and d["sample_rate"] == pytest.approx(48 / rows)
-    assert d["noise_multiplier"] == get_noise_multiplier(target_epsilon=3.6, target_delta=d["sgd_delta"],
-                                                         sample_rate=48 / rows, steps=d["steps"])
-    assert f"differential privacy: epsilon 4, delta {1 / (10 * rows):.3g}" in render(p)
+    alone = get_noise_multiplier(target_epsilon=40.0, target_delta=d["sgd_delta"], sample_rate=48 / rows,
+                                 steps=d["steps"])
+    assert d["noise_multiplier"] > alone  # the histograms are on the account too
+    assert f"differential privacy: epsilon 40, delta {1 / (10 * rows):.3g}" in render(p)
+    ingest.run(tiny_cfg, "tiny")
+    train.run(tiny_cfg, "tiny")
+    model = json.loads((StagePaths.of(tiny_cfg.work_dir, "tiny").model / "model.json").read_text())
+    assert model["privacy"]["dp"]["dp_sgd"]["noise_multiplier"] == d["noise_multiplier"]
+    tiny_cfg.train.privacy.epsilon, tiny_cfg.train.privacy.accountant = 4.0, "prv"  # the parts add up
+    d = plan(tiny_cfg, "tiny", estimate=False)["dp"]
+    assert (d["preprocessing_epsilon"], d["sgd_epsilon"]) == pytest.approx((4.0 * share, 4.0 * (1 - share)))
+    tiny_cfg.train.privacy.accountant = "rdp"
     tiny_cfg.train.privacy.epsilon, tiny_cfg.train.privacy.delta = 1e-4, 1e-6
     assert "budget too small for these steps: train refuses" in render(plan(tiny_cfg, "tiny", estimate=False))
