@@ -61,7 +61,8 @@ def ceiling(real: pd.DataFrame, schema: TableSchema, epsilon: float, share: floa
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epsilon", type=float, default=3.0)
-    ap.add_argument("--share", type=float, default=0.1, help="train.privacy.preprocessing_share")
+    ap.add_argument("--share", type=float, default=0.3,
+                    help="train.privacy.preprocessing_share (default: %(default)s, as params.yaml)")
     ap.add_argument("--fits", type=int, default=3)
     ap.add_argument("--declared-bounds", action="store_true", help="Adult's codebook ranges declared")
     ap.add_argument("--rows", type=int, help="a seeded sample of this many training rows")
