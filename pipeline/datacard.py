@@ -155,10 +155,10 @@ def dp_statement(manifest: dict) -> list[str]:
         f"e^{_sig(dp.get('epsilon'))}, except with probability {_sig(dp.get('delta'))} (budget: epsilon "
         f"{_sig(budget.get('epsilon'))}).",
         "",
-        f"- preprocessing {'on its own' if joint else 'spent'} epsilon {_sig(pre.get('epsilon'))}, delta "
+        f"- preprocessing{', on its own,' if joint else ' spent'} epsilon {_sig(pre.get('epsilon'))}, delta "
         f"{_sig(pre.get('delta'))}: the transformer's quantile knots, category lists and missing rates are noisy "
         f"estimates ({_cell(pre.get('mechanism') or 'private estimates')})",
-        f"- DP-SGD {'on its own' if joint else 'spent'} epsilon "
+        f"- DP-SGD{', on its own,' if joint else ' spent'} epsilon "
         f"{_sig(sgd.get('sgd_alone_epsilon') if joint else sgd.get('epsilon'))}, delta {_sig(sgd.get('delta'))} "
         f"(Opacus, {_cell(sgd.get('accountant'))} accountant): noise multiplier {_sig(sgd.get('noise_multiplier'))}, "
         f"each row's gradient clipped to {_sig(sgd.get('max_grad_norm'))}, Poisson sampling rate "

@@ -341,6 +341,7 @@ def test_a_private_release_states_its_guarantee_and_ships_no_real_statistics(tmp
     assert (StagePaths.of(cfg.work_dir, "tiny").score / "report.html").exists()  # kept in the work folder
     card = (res.path / DATACARD).read_text()
     assert "## Differential privacy" in card and "-differentially private with respect to the" in card
+    assert "the two parts are one Renyi-DP account" in card and "DP-SGD, on its own, epsilon" in card
     assert "The full report stays in the work folder" in card
     assert "not trained with differential privacy" not in card and "_report.html" not in card
     from pipeline.datacard import release_summary
