@@ -123,18 +123,20 @@ def _dp_plan(cfg: Config, rows: int, epochs: int, schema, dataset: str) -> dict[
     from pipeline.training.private import budget, noise_multiplier
 
     b = budget(cfg.train.privacy, rows)
+    column = {}
     if schema is not None:
         ds = cfg.dataset(dataset)
         stats = statistics_plan(schema, Privacy(b.preprocessing_epsilon, b.preprocessing_delta, 0, dict(ds.bounds),
                                                 dataset, dict(ds.categories)))
         b = b.with_statistics({"laplace_epsilons": stats.laplace_epsilons, "threshold_delta": stats.threshold_delta})
+        column = {"column_epsilon": stats.column_epsilon}
     batch, per_epoch = batch_plan(cfg.train.batch_size, 1, 1, rows)  # as the loop plans it
     steps, rate = epochs * per_epoch, batch / rows
     try:
         noise = noise_multiplier(b, rate, steps, cfg.train.privacy.accountant)
     except ValueError:
         noise = None
-    return {**b.record(), "steps": steps, "sample_rate": rate, "noise_multiplier": noise,
+    return {**b.record(), **column, "steps": steps, "sample_rate": rate, "noise_multiplier": noise,
             "accountant": cfg.train.privacy.accountant, "max_grad_norm": cfg.train.privacy.max_grad_norm}
 
 
@@ -316,9 +318,10 @@ def render(p: dict[str, Any]) -> str:
                  + (f", budget {m['budget_seconds']:.0f}s" if m.get("budget_seconds") else ""))
     if p.get("dp"):
         d = p["dp"]
-        parts = (f"the histograms {d['preprocessing_epsilon']:.3g} on their own, one Renyi-DP account with DP-SGD"
-                 if d.get("joint") else
-                 f"preprocessing {d['preprocessing_epsilon']:.3g}, DP-SGD {d['sgd_epsilon']:.3g}")
+        each = f", {d['column_epsilon']:.3g} a column" if d.get("column_epsilon") else ""
+        parts = (f"the histograms {d['preprocessing_epsilon']:.3g} on their own{each}, one Renyi-DP account with "
+                 "DP-SGD" if d.get("joint") else
+                 f"preprocessing {d['preprocessing_epsilon']:.3g}{each}, DP-SGD {d['sgd_epsilon']:.3g}")
         lines.append(f"  differential privacy: epsilon {d['epsilon']:g}, delta {d['delta']:.3g} ({parts}); "
                      f"DP-SGD {d['steps']:,} steps "
                      f"at sampling rate {d['sample_rate']:.4g}, rows clipped to {d['max_grad_norm']:g}, " +

@@ -387,6 +387,7 @@ def test_validate_says_what_a_dp_run_will_spend(tiny_cfg):
                                  steps=d["steps"])
     assert d["noise_multiplier"] > alone  # the histograms are on the account too
     assert f"differential privacy: epsilon 40, delta {1 / (10 * rows):.3g}" in render(p)
+    assert f"on their own, {d['column_epsilon']:.3g} a column, one Renyi-DP account with DP-SGD" in render(p)
     ingest.run(tiny_cfg, "tiny")
     train.run(tiny_cfg, "tiny")
     model = json.loads((StagePaths.of(tiny_cfg.work_dir, "tiny").model / "model.json").read_text())
