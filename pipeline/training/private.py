@@ -68,15 +68,17 @@ class Budget:
         """This budget once the transformer's private fit has recorded what its histograms spend
         (``laplace_epsilons``, ``threshold_delta``): the joint account's DP-SGD delta leaves the
         thresholds'."""
+        if self.joint and "laplace_epsilons" not in record:  # else DP-SGD would spend the histograms' part again
+            raise ConfigError("train.privacy: the transformer's private fit did not record what its histograms spent; "
+                              "this build cannot account for them, set train.privacy.accountant: prv")
         stats, threshold = tuple(record.get("laplace_epsilons", ())), float(record.get("threshold_delta", 0.0))
         if not self.joint:
             return replace(self, statistics=stats, threshold_delta=threshold)
         return replace(self, statistics=stats, threshold_delta=threshold, sgd_delta=self.delta - threshold)
 
     def statistics_rdp(self):
-        from pipeline.training.accounting import statistics_rdp
-
-        return statistics_rdp(self.statistics)
+        """The histograms' RDP curve over ``accounting.rdp_orders()``."""
+        return accounting.statistics_rdp(self.statistics)
 
 
 rdp_orders = accounting.rdp_orders

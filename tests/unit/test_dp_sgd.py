@@ -214,6 +214,8 @@ def test_the_budget_is_split_and_delta_auto_follows_the_rows():
     assert joint.joint and (joint.preprocessing_epsilon, joint.sgd_epsilon) == pytest.approx((0.6, 3.0))
     assert joint.with_statistics({"laplace_epsilons": [0.1], "threshold_delta": 1e-7}).sgd_delta == pytest.approx(
         joint.delta - 1e-7)
+    with pytest.raises(ConfigError, match=r"^train.privacy: the transformer's private fit did not record"):
+        joint.with_statistics({"epsilon": 0.9})  # a record without the histograms' epsilons: never DP-SGD's all
     assert budget(PrivacySettings(), rows=100) is None
 
 
