@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.files import free_mb
 from pipeline.modalities import modality_named
+from pipeline.schema import TableSchema
 from pipeline.settings import epochs_for
 from pipeline.sources import total_rows
 from pipeline.stores import is_url, local_copy, location
@@ -98,7 +99,7 @@ def plan(cfg: Config, dataset: str, estimate: bool = True) -> dict[str, Any]:
     if trains_on < train_rows:
         out["model"]["trains_on_rows"] = trains_on  # a seeded sample (train.max_rows, ingest.sample_rows)
     if cfg.train.privacy.epsilon is not None:
-        out["dp"] = _dp_plan(cfg, trains_on, epochs, first.schema if ds.modality == "table" else None, dataset)
+        out["dp"] = _dp_plan(cfg, trains_on, epochs, getattr(first, "schema", None), dataset)
     if estimate and handler.TIMED_ESTIMATE:
         out["estimate"] = _estimate(cfg, first, trains_on, out["generate"]["rows"], epochs)
         out["estimate"]["disk_free_mb"] = None if is_url(cfg.work_dir) else free_mb(cfg.work_dir)
@@ -124,7 +125,7 @@ def _dp_plan(cfg: Config, rows: int, epochs: int, schema, dataset: str) -> dict[
 
     b = budget(cfg.train.privacy, rows)
     column = {}
-    if schema is not None:
+    if isinstance(schema, TableSchema):  # the columns the private fit will make histograms of
         ds = cfg.dataset(dataset)
         stats = statistics_plan(schema, Privacy(b.preprocessing_epsilon, b.preprocessing_delta, 0, dict(ds.bounds),
                                                 dataset, dict(ds.categories)))
