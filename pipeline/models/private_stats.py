@@ -172,28 +172,25 @@ def statistics_plan(schema: TableSchema, privacy: Privacy) -> StatisticsPlan:
     from pipeline.training.accounting import statistics_epsilon
 
     modeled = [c for c in schema.modeled if c.kind in NUMERIC_KINDS or c.kind in DISCRETE_KINDS]
-    weights, unknown = [], 0
+    flat, unknown = [], 0
     for col in modeled:
-        if col.kind in NUMERIC_KINDS:
-            est = any(_estimated_ends(col, privacy))
-            weights.append([BOUNDS_SHARE, 1.0 - BOUNDS_SHARE] if est else [1.0])
+        if col.kind in NUMERIC_KINDS and None in _declared_ends(col, privacy):
+            flat += [BOUNDS_SHARE, 1.0 - BOUNDS_SHARE]
         else:
-            weights.append([1.0])
-            unknown += col.kind != "boolean" and not privacy.categories.get(col.name)
-    flat = [w for ws in weights for w in ws]
+            flat.append(1.0)
+            unknown += col.kind in DISCRETE_KINDS and col.kind != "boolean" and not privacy.categories.get(col.name)
     col_delta = privacy.delta / (2.0 * max(len(schema.modeled), 1))
     threshold = unknown * col_delta
     eps = statistics_epsilon(flat, privacy.epsilon, privacy.delta - threshold)
     return StatisticsPlan(eps, col_delta, tuple(eps * w for w in flat), threshold)
 
 
-def _estimated_ends(col: ColumnSchema, privacy: Privacy) -> tuple[bool, bool]:
-    """Which ends of a numeric column's range the fit estimates: those not declared
-    (``datasets.<name>.bounds``: both when the column has no entry, a side given as null)."""
+def _declared_ends(col: ColumnSchema, privacy: Privacy) -> tuple[float | None, float | None]:
+    """A numeric column's declared ends (``datasets.<name>.bounds``), None for each the fit estimates
+    (both when the column has no entry, a side given as null)."""
     if col.name not in privacy.bounds:
-        return True, True
-    low, high = declared_bounds(col, privacy.bounds[col.name], privacy.dataset)
-    return low is None, high is None
+        return None, None
+    return declared_bounds(col, privacy.bounds[col.name], privacy.dataset)
 
 
 def _check_categories(schema: TableSchema, privacy: Privacy) -> None:
@@ -291,8 +288,7 @@ def _numeric(col: ColumnSchema, s: pd.Series, knots: int, eps: float, rng: np.ra
              privacy: Privacy, rows: int) -> tuple[dict[str, Any], str]:
     x = _as_float(s, col.kind)
     miss = np.isnan(x)
-    low, high = (declared_bounds(col, privacy.bounds[col.name], privacy.dataset) if col.name in privacy.bounds
-                 else (None, None))
+    low, high = _declared_ends(col, privacy)
     # Which ends are estimated: a side declared as null is, with half the column's epsilon, as a
     # column without bounds (the declared side then clips the values before the estimate).
     estimated = (low is None, high is None)

@@ -81,12 +81,9 @@ class Budget:
         return accounting.statistics_rdp(self.statistics)
 
 
-rdp_orders = accounting.rdp_orders
-
-
 def _orders(accountant: str) -> dict:
     """The orders an accountant's epsilon is taken over (RDP's; PRV has none)."""
-    return {"alphas": rdp_orders()} if accountant == "rdp" else {}
+    return {"alphas": accounting.rdp_orders()} if accountant == "rdp" else {}
 
 
 def noise_multiplier(budget: Budget, rate: float, steps: int, accountant: str) -> float:

@@ -161,7 +161,8 @@ def test_rdp_orders_past_opacus_tighten_only_the_bounds_its_last_order_cuts_shor
     from opacus.accountants import RDPAccountant
     from opacus.accountants.utils import get_noise_multiplier
 
-    from pipeline.training.private import Budget, noise_multiplier, rdp_orders
+    from pipeline.training.accounting import rdp_orders
+    from pipeline.training.private import Budget, noise_multiplier
 
     rows, delta = 32_561, 0.9 / (10 * 32_561)
     rate, steps = 2_000 / rows, 4_071
