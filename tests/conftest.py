@@ -23,6 +23,12 @@ def pytest_configure(config) -> None:
     then test the shell rather than the code."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # One intra-op thread: the tests' tensors are tiny, so a second thread costs more in handing work
+    # over than it saves (the fast tier ran 13 % faster on one than on two idle cores), and on a
+    # machine whose other core is busy two threads wait on each other (twice as slow).
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def tiny_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
@@ -62,6 +68,7 @@ def tiny_config(tmp_path: Path, source: Path, *, target: str | None = "income", 
         "score": {"thresholds": {}, "report": False,  # reports cost ~2 s a score: tests that read them ask
                   "utility_min_holdout": 10},  # tiny holdouts (48 rows) are judged here
         "publish": {"release_root": str(tmp_path / "releases")},
+        "runtime": {"threads": 1},  # as pytest_configure: tiny tensors, one thread
     }
     return build_config(raw, overrides)
 

@@ -34,6 +34,7 @@ def _renyi_laplace(epsilon: float, alpha: float) -> float:
     return math.log(total) / (alpha - 1)
 
 
+@pytest.mark.slow  # quadrature, over a second: the fast tier stays under a minute
 @pytest.mark.parametrize("epsilon", [0.01, 0.3, 2.0])
 def test_laplace_rdp_is_the_renyi_divergence_and_at_most_epsilon(epsilon):
     orders = [1.5, 2.0, 8.0, 32.0]
@@ -56,6 +57,7 @@ def test_the_column_epsilon_is_the_largest_within_the_part():
     assert statistics_epsilon([1.0], 0.3, delta) == pytest.approx(0.3)
 
 
+@pytest.mark.slow  # over a second: Opacus' own search: the fast tier stays under a minute
 def test_with_no_histograms_the_joint_noise_is_opacus():
     from opacus.accountants.utils import get_noise_multiplier
 

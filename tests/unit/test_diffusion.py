@@ -45,6 +45,7 @@ def trained() -> tuple[pd.DataFrame, TableTransformer, TabularDiffusion]:
     return df, tf, model
 
 
+@pytest.mark.slow  # over a second of training: the fast tier stays under a minute
 def test_ten_epochs_at_the_default_decay_learn():  # under a second of training
     """Issue 31: ``--set train.epochs=10`` with the decay a fixed 125 epochs trained at <= 8% of the
     rate, and the loss stayed where it started (here 4.1 -> 3.9). The decay a share of the run, the
@@ -89,6 +90,7 @@ def _frame(tf: TableTransformer, rows: torch.Tensor) -> pd.DataFrame:
     return tf.inverse_transform(rows.numpy(), np.random.default_rng(0))
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 def test_it_learns_the_dependence_between_columns_far_better_than_independent_marginals(trained):
     df, tf, model = trained
     fake = _frame(tf, model.sample(3000, torch.Generator().manual_seed(1)))
@@ -122,6 +124,7 @@ def test_samples_are_exact_rows_that_depend_only_on_the_generator(categorical):
     assert model.sample(0, torch.Generator().manual_seed(3)).shape == (0, tf.width)
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 def test_saved_weights_load_into_a_fresh_model_and_give_the_same_rows(trained):
     df, tf, model = trained
     _, fresh, _ = _model(df, ema_decay=0.99, lr=3e-3)
@@ -135,6 +138,7 @@ def test_saved_weights_load_into_a_fresh_model_and_give_the_same_rows(trained):
         fresh.load_inference_state({**state, "stray": torch.zeros(1)})
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 @pytest.mark.parametrize("value", ["high", "low"])
 def test_a_condition_makes_its_category_dominant(trained, value):
     df, tf, model = trained
@@ -211,6 +215,7 @@ def _reference_rows(model: TabularDiffusion, n: int, generator: torch.Generator)
     return model._rows(z, codes)
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 def test_the_in_place_sampler_draws_the_rows_of_the_plain_one(trained):
     """The sampler keeps the net's input between steps instead of rebuilding it: same rows, bit for bit."""
     _, _, model = trained
@@ -223,6 +228,7 @@ def test_the_in_place_sampler_draws_the_rows_of_the_plain_one(trained):
         del model.sample_chunk, model.solver, model.reveal
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 def test_the_generate_sections_steps_replace_the_trained_count_and_are_reported(trained):
     _, _, model = trained
     try:
@@ -244,6 +250,7 @@ def test_auto_precision_is_bf16_only_where_the_device_multiplies_it_natively(mon
     assert sampling_precision("auto", cpu) == "float32"
 
 
+@pytest.mark.slow  # the module's trained model (~5 s): the fast tier stays under a minute
 @pytest.mark.parametrize("option", [{"solver": "euler", "reveal": "random"}, {"precision": "bfloat16"}])
 def test_the_other_sampling_options_also_learn_the_dependence(trained, option):
     df, tf, model = trained

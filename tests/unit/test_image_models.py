@@ -194,6 +194,7 @@ def _tiny_dcgan(ema_decay: float = 0.9):
     return ConditionalDCGAN(ImageSpec(8, 8, [0, 1, 2, 3]), Cfg(), None)
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_finish_gives_the_averaged_generator_its_own_batchnorm_statistics():
     pixels, labels = quadrant_images(64)
     data = images_to_tensor(pixels, labels)

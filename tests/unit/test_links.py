@@ -60,6 +60,7 @@ def test_apply_links_sets_the_determined_column_in_its_dtype_and_leaves_unseen_v
     assert (rest["code"] == rest["country"].str[1:].astype(int) + 100).all()
 
 
+@pytest.mark.slow  # about a second each: the fast tier stays under a minute
 @pytest.mark.parametrize("keep", [True, False])
 def test_every_generated_row_keeps_the_links_found_at_ingest(tmp_path, keep):
     source = tmp_path / "linked.parquet"

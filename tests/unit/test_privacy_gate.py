@@ -268,6 +268,7 @@ def _noisy(frame: pd.DataFrame, scale: float, seed: int) -> pd.DataFrame:
     return out
 
 
+@pytest.mark.slow  # about a second each: the fast tier stays under a minute
 @pytest.mark.parametrize("release", ["copies", "noisy copies"])
 def test_a_copier_fails_the_default_gate_through_the_attacks(adult_roles, release):
     train, holdout, _ = adult_roles
@@ -285,6 +286,7 @@ def test_a_copier_fails_the_default_gate_through_the_attacks(adult_roles, releas
     assert m["privacy.inference_risk"] > 0.3
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_real_rows_the_model_never_saw_pass_the_default_gate(adult_roles):
     train, holdout, unseen = adult_roles
     m = _privacy(train, holdout, unseen)

@@ -50,6 +50,7 @@ def test_failing_gate_publishes_nothing_and_keeps_latest(scored):
     assert publish.latest_version(_root(scored)) == first.version
 
 
+@pytest.mark.slow  # over a second: the fast tier stays under a minute
 def test_versions_are_never_overwritten(scored):
     a = publish.run(scored, "tiny", version="v1")
     before = sha256_file(a.path / "part-00000.parquet")

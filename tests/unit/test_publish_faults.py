@@ -85,6 +85,7 @@ def _inject(monkeypatch, step: str, exc: BaseException) -> None:
     monkeypatch.setattr(owner, attr, faulty)
 
 
+@pytest.mark.slow  # the module's published and scored runs (~4 s): the fast tier stays under a minute
 @pytest.mark.parametrize("step", list(STEPS))
 def test_an_exception_at_each_step_leaves_a_consistent_release_line(two_scored, monkeypatch, step):
     cfg = two_scored

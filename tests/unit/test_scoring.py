@@ -216,6 +216,7 @@ def scored_with_report(scored_tiny):
     return scored_tiny
 
 
+@pytest.mark.slow  # ~2 s: a score with its report: the fast tier stays under a minute
 def test_score_writes_every_metric_family_and_a_self_contained_report(scored_with_report):
     cfg = scored_with_report
     metrics = json.loads((Path(cfg.metrics_dir) / "tiny.json").read_text())

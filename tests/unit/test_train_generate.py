@@ -57,6 +57,7 @@ def test_same_seed_same_rows_other_seed_other_rows(trained):
     assert not first.equals(pd.read_parquet(paths.synthetic))
 
 
+@pytest.mark.slow  # ~2 s: three trainings: the fast tier stays under a minute
 def test_training_is_reproducible_and_resume_continues_exactly(tiny_cfg, tmp_path):
     ingest.run(tiny_cfg, "tiny")
     paths = StagePaths.of(tiny_cfg.work_dir, "tiny")
@@ -87,6 +88,7 @@ def test_resume_refuses_a_checkpoint_from_other_params(tiny_cfg):
         train.run(tiny_cfg, "tiny", resume=True)
 
 
+@pytest.mark.slow  # over a second: several trainings: the fast tier stays under a minute
 def test_if_compatible_resume_continues_a_matching_checkpoint_and_ignores_others(tiny_cfg):
     ingest.run(tiny_cfg, "tiny")
     train.run(tiny_cfg, "tiny")  # 2 epochs, checkpointed
@@ -284,6 +286,7 @@ def test_max_rows_trains_on_a_seeded_sample_and_generates_as_many_rows_as_the_so
     assert len(read_synthetic(StagePaths.of(cfg.work_dir, "tiny").synthetic)) == 192
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_the_loss_log_is_written_after_the_first_epoch_then_at_most_every_few_seconds(tiny_cfg, monkeypatch):
     from pipeline import train as train_stage
 

@@ -75,6 +75,7 @@ def test_a_10000_character_column_name_is_cut_in_every_figure(monkeypatch):
 # -- DCR -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about a second: the fast tier stays under a minute
 def test_dcr_of_a_50000_value_categorical_has_a_bounded_encoding():
     rng = np.random.default_rng(0)
     n = 50_000
