@@ -100,6 +100,8 @@ class AutoregressiveRecipe:
     epochs: int = setting(AUTO_EPOCHS, ge=1, le=1_000_000)
     min_steps: int = setting(3000, ge=1)
     value_tokens: bool = setting(True)
+    ordinal_inputs: bool = setting(False, absent=False, description="model.autoregressive.ordinal_inputs under "
+                                                                    "DP-SGD (off: not measured there)")
     lr: float | None = setting(0.004, gt=0, description="its learning rate under DP-SGD; null = the model's lr")
     max_grad_norm: float = setting(20.0, gt=0, description="DP-SGD's clip for this model (train.privacy.max_grad_norm "
                                                           "auto): about its rows' gradient norms, so that clipping "
@@ -128,6 +130,10 @@ class AutoregressiveSettings:
                                  description="the dataset's target column is drawn first and every other column given "
                                              "it (false, no target, or a small table, one where train.epochs auto "
                                              "raises the recipe's epochs: the table's column order)")
+    ordinal_inputs: bool = setting(True, absent=False,
+                                   description="each later column's net also reads every earlier numeric token (a "
+                                               "bin, its part) as one number, its place among its width's, beside "
+                                               "its one-hot code (false: the one-hot codes only)")
     value_tokens: bool = setting(False, description="a tied numeric value (a spike such as capital-gain's zeros, "
                                                     "each level of a column of a few values) is one token, "
                                                     "not spread over the equal-mass bins it covers")

@@ -54,7 +54,8 @@ _CHUNK = 65_536  # rows drawn at once (bounds memory for any n)
 
 
 def _recipe(settings, train: TrainSettings):
-    """fine_bins, epochs and min_steps as this run trains: ``private``'s under DP-SGD."""
+    """fine_bins, epochs, min_steps, value_tokens and ordinal_inputs as this run trains: ``private``'s
+    under DP-SGD."""
     return settings.private if train.privacy.epsilon is not None else settings
 
 
@@ -124,7 +125,7 @@ class TabularAutoregressive(TabularModel):
         # value_tokens: each numeric span's bin edges in probability (by the span's start); None:
         # ``bins`` equal-mass bins each.
         self.edges = edges
-        self._edge_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._edge_cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = {}  # and the places
         # The tokens in the layout's order, the column ``first`` (the target) moved ahead of the others:
         # (kind, the span's start, the token's width); a numeric span is a bin ("bin") and, with
         # fine_bins > 1, its part inside the bin ("part").
@@ -141,8 +142,17 @@ class TabularAutoregressive(TabularModel):
         self.noise_read = "part" in kinds and "category" in kinds[kinds.index("part"):]
         widths = [w for _, _, w in self.tokens]
         self.offsets = [sum(widths[:j]) for j in range(len(widths) + 1)]
+        # With ordinal_inputs, each numeric token (a bin, a part) is also one number for the nets after
+        # it, its code's place among its width's in [-0.5, 0.5]: next to the one-hot codes, which say
+        # nothing of which bins are neighbours. ``self.ordinal[j]``: how many of those token j reads
+        # (they come after its one-hot inputs); ``self.ordinal_of[j]``: token j's index among them.
+        ordinal = _recipe(c, train).ordinal_inputs  # the private recipe's under DP-SGD
+        numeric = [kind != "category" and ordinal for kind, _, _ in self.tokens]
+        self.ordinal = [sum(numeric[:j]) for j in range(len(widths) + 1)]
+        self.ordinal_of = [self.ordinal[j] if numeric[j] else None for j in range(len(widths))]
         # Column j reads the one-hot tokens of columns < j (the first column a constant 1).
-        self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1), c.hidden_dims, w) for j, w in enumerate(widths))
+        self.nets = nn.ModuleList(_mlp(max(self.offsets[j], 1) + self.ordinal[j], c.hidden_dims, w)
+                                  for j, w in enumerate(widths))
         # Under DP-SGD the rows come from a moving average of the weights over the steps (``finish``
         # puts it in place): post-processing of the private weights, so it spends no budget, and it
         # averages out part of the noise each step adds. Plain tensors, not in the state dict: a DP run
@@ -228,21 +238,33 @@ class TabularAutoregressive(TabularModel):
             out.append(drawn if kind == "bin" else ((level - drawn) * self.fine).long().clamp_(0, self.fine - 1))
         return torch.stack(out, 1)
 
-    def _context(self, onehot: torch.Tensor, j: int) -> torch.Tensor:
-        return onehot[:, :self.offsets[j]] if j else onehot.new_ones(onehot.shape[0], 1)
+    def _context(self, onehot: torch.Tensor, places: torch.Tensor, j: int) -> torch.Tensor:
+        if not j:
+            return onehot.new_ones(onehot.shape[0], 1)
+        if not self.ordinal[j]:
+            return onehot[:, :self.offsets[j]]
+        return torch.cat([onehot[:, :self.offsets[j]], places[:, :self.ordinal[j]]], 1)
+
+    def _places(self, codes: torch.Tensor) -> torch.Tensor:
+        """[n, ordinal tokens] each numeric token's code as its place among its width's, in [-0.5,
+        0.5] (``ordinal_inputs``; [n, 0] without)."""
+        cols = [(codes[:, j].float() + 0.5) / w - 0.5 for j, (_, _, w) in enumerate(self.tokens)
+                if self.ordinal_of[j] is not None]
+        return torch.stack(cols, 1) if cols else codes.new_zeros(codes.shape[0], 0, dtype=torch.float32)
 
     # -- training --------------------------------------------------------------------------------
 
     def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Each row's loss ([n]): the sum of its tokens' cross-entropies given the tokens before."""
         codes = self._codes(real)
-        onehot = self._onehot(codes)
+        onehot, places = self._onehot(codes), self._places(codes)
         # A category's net reads the parts redrawn in a part_noise share of the rows (a bin's and a
         # part's nets read them as they are: a number follows another one's exact place).
         noise = self.training and self.cfg.part_noise > 0 and self.noise_read
-        noisy = self._onehot(self._noisy_parts(codes)) if noise else onehot
-        ce = torch.stack([F.cross_entropy(net(self._context(noisy if kind == "category" else onehot, j)), codes[:, j],
-                                          reduction="none")
+        noisy_codes = self._noisy_parts(codes) if noise else None
+        noisy = (self._onehot(noisy_codes), self._places(noisy_codes)) if noise else (onehot, places)
+        ce = torch.stack([F.cross_entropy(net(self._context(*(noisy if kind == "category" else (onehot, places)), j)),
+                                          codes[:, j], reduction="none")
                           for j, ((kind, _, _), net) in enumerate(zip(self.tokens, self.nets))], 1)
         loss = ce.sum(1)
         return loss, {"nll": loss.mean()}
@@ -282,11 +304,32 @@ class TabularAutoregressive(TabularModel):
 
     def _first_layer(self, j: int, index: torch.Tensor) -> torch.Tensor:
         """Token ``j``'s net's first layer over the one-hot codes of the tokens before it, given as
-        their columns of the one-hot input (``index``, [n, >= j]): a sum of those weight columns."""
+        their columns of the one-hot input (``index``, [n, >= j]): a sum of those weight columns.
+        With ``ordinal_inputs`` a numeric code's place is a function of the code, so its weight
+        times that place is added to the code's column first: still one sum a row."""
         first = self.nets[j][0]
         if not j:  # the constant 1
             return (first.weight[:, 0] + first.bias).expand(index.shape[0], -1)
-        return F.embedding_bag(index[:, :j], first.weight.t().contiguous(), mode="sum") + first.bias
+        k, o = self.offsets[j], self.ordinal[j]
+        table = first.weight[:, :k]
+        if o:
+            place, which = self._column_places(first.weight.device)
+            table = table + first.weight[:, k:k + o][:, which[:k]] * place[:k]
+        return F.embedding_bag(index[:, :j], table.t().contiguous(), mode="sum") + first.bias
+
+    def _column_places(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each column of the one-hot input: its code's place (``_places``; 0 for a category's
+        column) and its token's index among the ordinal ones (0 for a category's: times a 0 place)."""
+        key = ("places", device)
+        if key not in self._edge_cache:
+            place, which = [], []
+            for j, (_, _, w) in enumerate(self.tokens):
+                i = self.ordinal_of[j]
+                place += [(c + 0.5) / w - 0.5 for c in range(w)] if i is not None else [0.0] * w
+                which += [i if i is not None else 0] * w
+            with torch.inference_mode(False):  # made while sampling, read by training too (the tests)
+                self._edge_cache[key] = (torch.tensor(place, device=device), torch.tensor(which, device=device))
+        return self._edge_cache[key]
 
     def _sample(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         out = torch.zeros(n, self.layout.width, device=device)
