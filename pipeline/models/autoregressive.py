@@ -17,6 +17,12 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
   one-hot codes; every row trains every token's conditional at every step (teacher forcing), a
   loss of one cross-entropy a token. Rows come token by token: one pass of one small net each,
   whose first layer over one-hot codes is a sum of one weight column per token before it.
+* With ``ordinal_inputs`` (the default; not under DP-SGD) a net also reads each earlier numeric
+  token as one number, its code's place among its width's: a one-hot code says nothing of which bins
+  are neighbours, so from one-hot codes alone each bin's effect on a later column is learnt from that
+  bin's rows only (Magic's detection AUC 0.522 -> 0.508, its every-pair trend error 0.91 -> 0.81 %).
+  The sampler adds that number's weight, times the code's place, to the code's weight column: still
+  one sum a row.
 * In training, a categorical token reads each earlier part token redrawn at random in a
   ``part_noise`` share of the rows: a value's place inside its bin says little about a category but
   makes every row's context unique, and a net that learns each training row's answer drifts towards
