@@ -86,6 +86,12 @@ def value_edges(knots: np.ndarray, bins: int) -> list[float]:
     return sorted({0.0, 1.0, *grid, *(float(e) for spike in spikes for e in spike)})
 
 
+def _place(code, width: int):
+    """A numeric token's code as the number a later net reads (``ordinal_inputs``): its place among
+    ``width`` codes, in [-0.5, 0.5]; of an int or a tensor of codes."""
+    return (code + 0.5) / width - 0.5
+
+
 def _mlp(in_dim: int, dims: list[int], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, o in zip([in_dim, *dims[:-1]], dims):
@@ -131,7 +137,8 @@ class TabularAutoregressive(TabularModel):
         # value_tokens: each numeric span's bin edges in probability (by the span's start); None:
         # ``bins`` equal-mass bins each.
         self.edges = edges
-        self._edge_cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, torch.Tensor]] = {}  # and the places
+        self._edge_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._place_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # _column_places
         # The tokens in the layout's order, the column ``first`` (the target) moved ahead of the others:
         # (kind, the span's start, the token's width); a numeric span is a bin ("bin") and, with
         # fine_bins > 1, its part inside the bin ("part").
@@ -254,7 +261,7 @@ class TabularAutoregressive(TabularModel):
     def _places(self, codes: torch.Tensor) -> torch.Tensor:
         """[n, ordinal tokens] each numeric token's code as its place among its width's, in [-0.5,
         0.5] (``ordinal_inputs``; [n, 0] without)."""
-        cols = [(codes[:, j].float() + 0.5) / w - 0.5 for j, (_, _, w) in enumerate(self.tokens)
+        cols = [_place(codes[:, j].float(), w) for j, (_, _, w) in enumerate(self.tokens)
                 if self.ordinal_of[j] is not None]
         return torch.stack(cols, 1) if cols else codes.new_zeros(codes.shape[0], 0, dtype=torch.float32)
 
@@ -326,16 +333,15 @@ class TabularAutoregressive(TabularModel):
     def _column_places(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """For each column of the one-hot input: its code's place (``_places``; 0 for a category's
         column) and its token's index among the ordinal ones (0 for a category's: times a 0 place)."""
-        key = ("places", device)
-        if key not in self._edge_cache:
+        if device not in self._place_cache:
             place, which = [], []
             for j, (_, _, w) in enumerate(self.tokens):
                 i = self.ordinal_of[j]
-                place += [(c + 0.5) / w - 0.5 for c in range(w)] if i is not None else [0.0] * w
+                place += [_place(c, w) for c in range(w)] if i is not None else [0.0] * w
                 which += [i if i is not None else 0] * w
             with torch.inference_mode(False):  # made while sampling, read by training too (the tests)
-                self._edge_cache[key] = (torch.tensor(place, device=device), torch.tensor(which, device=device))
-        return self._edge_cache[key]
+                self._place_cache[device] = (torch.tensor(place, device=device), torch.tensor(which, device=device))
+        return self._place_cache[device]
 
     def _sample(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         out = torch.zeros(n, self.layout.width, device=device)
