@@ -5,6 +5,7 @@ TabSyn, TabDiff and TabPC publish for the same tables (issue 28, item 1).
     python benchmarks/suite.py [--tables adult default shoppers magic] [--models diffusion ...]
                                [--seeds 0 1 2] [--budget-seconds 600] [--data ../shared/data]
                                [--protection both|default] [--set key=value ...]
+                               [--papers-mle [--xgb-python PATH]]
 
 Data (``--data``, default ``../shared/data`` beside the repo): ``suite/`` holds Default, Shoppers
 and Magic as UCI ships them and a README whose table of published figures is read here at run time
@@ -12,9 +13,12 @@ and Magic as UCI ships them and a README whose table of published figures is rea
 Parquet pair: the official adult.data / adult.test split. Ingest reads the suite files as they are
 (Shoppers' semicolons and TRUE/FALSE, Magic's headerless file); what the papers assume about them
 is declared in ``TABLES`` below as dataset entries (Default's coded integers categorical, Magic's
-column names), never in the pipeline. The papers split the three 90/10 at random: their data lines
-are split here once, with the fixed ``SPLIT_SEED`` (the same split for every run seed, as Adult's
-files are), into a training and a test file of the source's own bytes (header and line endings
+column names), never in the pipeline. The papers split the three 90/10 at random; ``--split papers``
+(the default) makes their very split, TabSyn's ``process_dataset.py`` (seed 1234, reshuffled until
+every category is among the training rows; Magic without its first line, which their pandas read as
+a header), so our rows are scored on the test rows the published figures were; ``--split seeded``
+is a permutation seeded ``SPLIT_SEED`` (the split before). Either is made once, the same for every
+run seed (as Adult's files are), as a training and a test file of the source's own bytes (header and line endings
 kept), declared as ``source`` and ``holdout_source``.
 
 Each (table, model, seed) runs ``python -m pipeline`` ingest, train, generate and score in a
@@ -45,16 +49,23 @@ gradient boosting, the papers with XGBoost, and our shapes and trends are our fi
 (``vs_sdmetrics.py`` compares it with SDMetrics'). A metric our score stage does not write shows
 n/a. A line per run also gives its epochs and each stage's seconds.
 
+``--papers-mle`` scores TSTR the papers' way too ("MLE xgb"): ``_mle_runner.py``, run by a Python
+with xgboost (``--xgb-python``; default $XGB_PYTHON, else /work/venvs/xgb/bin/python), fits XGBoost
+over TabSyn's grid of 36 settings on eight ninths of the rows, keeps the one with the best ROC AUC on
+the other ninth and reports its ROC AUC on the real test split; the same on the real training split
+("TRTR xgb"), which should read as the papers' own train-on-real figures if the protocol is theirs.
+
 Last, one JSON line like ``model_frontier.py``'s, scores as the score stage writes them (``shapes``
 and ``trends`` are scores, not error %): ``{"<table>": {"<model>": {"shapes": [mean, sd], "trends":
-.., "trends_all": .., "trends_real_bins": .., "tstr": .., "detection_auc": .., "alpha_precision": .., "beta_recall": ..,
-"dcr_share": .., "train_s": ..}}}``, null where absent.
+.., "trends_all": .., "trends_real_bins": .., "tstr": .., "tstr_xgb": .., "trtr_xgb": .., "detection_auc": ..,
+"alpha_precision": .., "beta_recall": .., "dcr_share": .., "train_s": ..}}}``, null where absent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -75,8 +86,14 @@ from pipeline.config import load_config, parse_overrides  # noqa: E402
 
 PARAMS = REPO / "params.yaml"
 DATA = REPO.parent / "shared" / "data"
-SPLIT_SEED = 0  # one fixed 90/10 split per table, as the papers use one (the rows vs_mostly.py splits off too)
+SPLIT_SEED = 0  # --split seeded: one fixed 90/10 split per table (the rows vs_mostly.py splits off too)
 TEST_SHARE = 0.1
+# --split papers (the default): TabSyn's process_dataset.py, whose splits TabDiff's and TabPC's evaluations
+# use: numpy's legacy shuffle from seed 1234, the first 90 % of the rows to train (int(0.9 n)) and the rest
+# to test, shuffled again with the next seed until every category of the table's categorical columns
+# (their data/Info/<table>.json; the target not among them) is among the training rows.
+PAPERS_SEED = 1234
+PAPERS_TRIES = 1000
 NO_ATTACKS = 10**12  # score.privacy_min_holdout above any holdout: the privacy attacks are skipped, not DCR
 MAGIC_NAMES = ["fLength", "fWidth", "fSize", "fConc", "fConc1", "fAsym", "fM3Long", "fM3Trans", "fAlpha", "fDist",
                "class"]
@@ -87,16 +104,22 @@ TABLES = {
     "adult": {"title": "Adult", "entry": {"source": str(REPO / "data/adult/train.parquet"),
                                           "holdout_source": str(REPO / "data/adult/test.parquet"),
                                           "target": "income"}},
-    "default": {"title": "Default", "file": "suite/default.csv", "entry": {
+    "default": {"title": "Default", "file": "suite/default.csv",
+                "papers": {"categorical": ["SEX", "EDUCATION", "MARRIAGE", *PAY]}, "entry": {
         "target": "default.payment.next.month",
         "drop_columns": ["ID"],  # a row id: the papers leave it out
         # coded integers (sex, schooling, marriage, months of delay) and the 0/1 target: categories in the papers
         "column_types": {c: "categorical" for c in ["SEX", "EDUCATION", "MARRIAGE", *PAY,
                                                     "default.payment.next.month"]}}},
-    "shoppers": {"title": "Shoppers", "file": "suite/shoppers.csv", "entry": {
+    "shoppers": {"title": "Shoppers", "file": "suite/shoppers.csv",
+                 "papers": {"categorical": ["Month", "OperatingSystems", "Browser", "Region", "TrafficType",
+                                            "VisitorType", "Weekend"]}, "entry": {
         "target": "Revenue",
         "column_types": {c: "categorical" for c in ["OperatingSystems", "Browser", "Region", "TrafficType"]}}},
-    "magic": {"title": "Magic", "file": "suite/magic04.data", "entry": {
+    # The papers read the headerless file with pandas' header="infer": its first line became column
+    # names, so their Magic has 19,019 rows; --split papers leaves that line out too.
+    "magic": {"title": "Magic", "file": "suite/magic04.data", "papers": {"categorical": [], "drop_first_line": True},
+              "entry": {
         "target": "class", "csv": {"names": MAGIC_NAMES}}},  # UCI's magic04.names, in its order
 }
 # Our figure -> the metric key the score stage writes.
@@ -106,17 +129,24 @@ METRICS = {"shapes": "quality.column_shapes", "trends": "quality.column_pair_tre
            "beta_recall": "quality.beta_recall", "dcr_share": "privacy.dcr_share"}
 # Ours only: every-pair trends with the synthetic numbers cut on the real side's bins (real_bin_trends).
 REAL_BINS = "trends_real_bins"
-KEYS = [*METRICS, REAL_BINS, "train_s"]
+# With --papers-mle: TSTR by the papers' own protocol (``_mle_runner.py``: XGBoost over their grid of 36
+# settings) on each row set, and train-on-real by it (the real training split in place of the rows).
+PAPERS_MLE = ["tstr_xgb", "trtr_xgb"]
+KEYS = [*METRICS, REAL_BINS, *PAPERS_MLE, "train_s"]
 # The README's column headers (lower case, a word each holds) -> our figure.
 PUBLISHED_COLUMNS = {"shape": "shapes", "trend": "trends_all", "mle": "tstr", "c2st": "detection_auc",
                      "alpha": "alpha_precision", "beta": "beta_recall", "dcr": "dcr_share"}
 # The printed columns: header, figure, how ours is shown from its score.
 COLUMNS = [("shape err %", "shapes"), ("trend err %", "trends"), ("all-pair err %", "trends_all"),
-           ("real-bin err %", REAL_BINS), ("TSTR AUC", "tstr"),
+           ("real-bin err %", REAL_BINS), ("TSTR AUC", "tstr"), ("MLE xgb", "tstr_xgb"), ("TRTR xgb", "trtr_xgb"),
            ("detect AUC", "detection_auc"), ("alpha-prec", "alpha_precision"), ("beta-rec", "beta_recall"),
            ("DCR share", "dcr_share"), ("train s", "train_s")]
 ERROR_PCT = {"shapes", "trends", "trends_all", REAL_BINS}
 UNPROTECTED = " unprotected"  # the name of a model's rows scored again without value protection
+MLE_RUNNER = REPO / "benchmarks" / "_mle_runner.py"
+DEFAULT_XGB = "/work/venvs/xgb/bin/python"
+XGB_INSTALL = ("python3.11 -m venv /work/venvs/xgb && /work/venvs/xgb/bin/pip install xgboost-cpu scikit-learn "
+               "pandas pyarrow")
 
 
 def published(readme: Path) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -152,7 +182,13 @@ def published(readme: Path) -> dict[str, dict[str, dict[str, float | None]]]:
                 row[fig] = None
         if row["detection_auc"] is not None:
             row["detection_auc"] = 1 - row["detection_auc"] / 2  # C2ST = 2 - 2 AUC for an AUC >= 0.5
-        rows.setdefault(cells[0], {})[cells[1]] = {**row, "train_s": None}
+        row["tstr_xgb"] = row["tstr"]  # the papers' MLE is their XGBoost protocol's TSTR
+        rows.setdefault(cells[0], {})[cells[1]] = {**row, "trtr_xgb": None, "train_s": None}
+    # "Train-on-real MLE in the papers: Adult .927, Default .770, ..." (the same protocol on real rows)
+    said = re.search(r"Train-on-real MLE in the papers:([^\n]*)", text)
+    for table, value in re.findall(r"(\w+) (\d*\.\d+|\d+)", said.group(1) if said else ""):
+        for model in rows.get(table, {}).values():
+            model["trtr_xgb"] = float(value)
     # "TabPC also reports training seconds on a GPU (Adult: TabDiff 11,605 s, TabSyn 3,083 s, ...)"
     for table, models in rows.items():
         said = re.search(rf"training seconds[^(]*\({re.escape(table)}:([^)]*)\)", text)
@@ -162,31 +198,66 @@ def published(readme: Path) -> dict[str, dict[str, dict[str, float | None]]]:
     return rows
 
 
-def split_lines(source: Path, folder: Path, header: bool) -> tuple[Path, Path]:
-    """The source's data lines split 90/10 with SPLIT_SEED into ``train`` and ``test`` files of its
-    own bytes (the header line, if any, atop both); blank lines are left out."""
+def papers_split(body: list[bytes], positions: list[int], sep: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """TabSyn's ``train_val_test_split`` on a file's data lines: (training, test) line numbers. One index
+    array shuffled in place by numpy's legacy generator seeded ``PAPERS_SEED``, then ``+ 1``, ... until
+    the first ``int(0.9 n)`` of it hold every value of each column at ``positions`` (the fields of a
+    line split on ``sep``, compared as written: pandas would parse them alike); the test rows are the
+    last ``n - int(0.9 n)``."""
+    n = len(body)
+    n_train = int(n * 0.9)  # theirs, as written
+    fields = [line.rstrip(b"\r\n").split(sep) for line in body]
+    columns = [[f[p] for f in fields] for p in positions]
+    every = [set(c) for c in columns]
+    idx = np.arange(n)
+    for seed in range(PAPERS_SEED, PAPERS_SEED + PAPERS_TRIES):
+        np.random.RandomState(seed).shuffle(idx)  # np.random.seed(seed); np.random.shuffle(idx), as theirs
+        train = idx[:n_train]
+        if all({c[i] for i in train} == values for c, values in zip(columns, every)):
+            return train.copy(), idx[n_train:].copy()
+    raise SystemExit(f"no split in {PAPERS_TRIES} shuffles holds every category among the training rows; "
+                     "pass --split seeded")
+
+
+def split_lines(source: Path, folder: Path, header: bool, papers: dict | None = None) -> tuple[Path, Path]:
+    """The source's data lines split 90/10 into ``train`` and ``test`` files of its own bytes (the
+    header line, if any, atop both; each side's lines in the file's order); blank lines are left out.
+    ``papers`` (a table's ``TABLES`` entry ``papers``): TabSyn's split (``papers_split``) of the lines,
+    its first data line left out if ``drop_first_line``; else a permutation seeded ``SPLIT_SEED``."""
     lines = source.read_bytes().splitlines(keepends=True)
     head, body = (lines[:1], lines[1:]) if header else ([], lines)
     body = [line for line in body if line.strip()]
     ending = b"\r\n" if lines[0].endswith(b"\r\n") else b"\n"
     body[-1] = body[-1] if body[-1].endswith((b"\n", b"\r")) else body[-1] + ending
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(body))
-    cut = int(len(body) * TEST_SHARE)
+    if papers is not None:
+        if papers.get("drop_first_line"):
+            body = body[1:]
+        sep = b";" if head and head[0].count(b";") > head[0].count(b",") else b","
+        names = [c.strip().strip(b'"').decode() for c in head[0].rstrip(b"\r\n").split(sep)] if head else []
+        missing = [c for c in papers["categorical"] if c not in names]
+        if missing:
+            raise SystemExit(f"{source}: no column {missing[0]!r} in its header line; the papers' split checks it")
+        train_at, test_at = papers_split(body, [names.index(c) for c in papers["categorical"]], sep)
+    else:
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(body))
+        cut = int(len(body) * TEST_SHARE)
+        train_at, test_at = order[cut:], order[:cut]
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, picked in (("train", order[cut:]), ("test", order[:cut])):
+    for name, picked in (("train", train_at), ("test", test_at)):
         path = folder / f"{name}{source.suffix}"
         path.write_bytes(b"".join(head + [body[i] for i in np.sort(picked)]))
         out.append(path)
     return out[0], out[1]
 
 
-def dataset_entry(table: str, data: Path, folder: Path) -> dict:
-    """The table's dataset entry, its suite file split into ``folder``."""
+def dataset_entry(table: str, data: Path, folder: Path, split: str = "papers") -> dict:
+    """The table's dataset entry, its suite file split into ``folder`` (``split``: papers or seeded)."""
     spec = TABLES[table]
     entry = json.loads(json.dumps(spec["entry"]))
     if "file" in spec:
-        train, test = split_lines(data / spec["file"], folder / table, header="names" not in entry.get("csv", {}))
+        train, test = split_lines(data / spec["file"], folder / table, header="names" not in entry.get("csv", {}),
+                                  papers=spec["papers"] if split == "papers" else None)
         entry.update(source=str(train), holdout_source=str(test))
     return entry
 
@@ -199,7 +270,7 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict, unprotecte
         folder = Path(tmp)
         params = yaml.safe_load(PARAMS.read_text())
         params.update(seed=seed, work_dir=str(folder / "work"), metrics_dir=str(folder / "metrics"),
-                      datasets={table: dataset_entry(table, args.data, folder / "data")})
+                      datasets={table: dataset_entry(table, args.data, folder / "data", args.split)})
         params["publish"]["release_root"] = str(folder / "releases")
         params["score"].update(report=False, thresholds={})
         if not args.attacks:
@@ -224,20 +295,61 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict, unprotecte
         def figures() -> dict:
             metrics = json.loads((folder / "metrics" / f"{table}.json").read_text())
             return {**{k: metrics.get(key) for k, key in METRICS.items()},
-                    REAL_BINS: real_bin_trends(folder / "work", table)}
+                    REAL_BINS: real_bin_trends(folder / "work", table),
+                    "tstr_xgb": papers_mle(mle.rows(), mle.test, table, seed, args, overrides) if mle else None}
 
         for name in ("ingest", "train", "generate", "score"):
             stage(name)
+        mle = MleFiles(folder / "work", table, folder / "mle") if args.papers_mle else None
         work = folder / "work" / table
         epochs = json.loads((work / "model" / "model.json").read_text()).get("epochs")
         stages = json.loads((work / "stage_seconds.json").read_text())
-        trained = {"train_s": stages["train"], "epochs": epochs}  # one training for both rows
+        trained = {"train_s": stages["train"], "epochs": epochs,  # one training for both rows
+                   "trtr_xgb": papers_mle(mle.train, mle.test, table, seed, args, overrides) if mle else None}
         runs = {model: {**figures(), **trained, "stage_s": stages}}
         if unprotected:  # the same model's rows as drawn, every value released: what the papers score
             for name in ("generate", "score"):
                 stage(name, "--set=generate.value_protection=false")
             runs[model + UNPROTECTED] = {**figures(), **trained, "stage_s": {}}
     return runs
+
+
+class MleFiles:
+    """The Parquet files ``_mle_runner.py`` reads for a run: the prepared real training and test rows
+    (written at once, after ingest) and the generated rows (``rows()``: written anew from the
+    synthetic rows each time it is called, after a generate)."""
+
+    def __init__(self, work: Path, table: str, folder: Path):
+        from pipeline.artifacts import StagePaths, load_prepared
+
+        self.paths = StagePaths.of(work, table)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.train, self.test = folder / "real_train.parquet", folder / "real_test.parquet"
+        self._rows = folder / "rows.parquet"
+        train, test, _, _ = load_prepared(self.paths)
+        train.to_parquet(self.train)
+        test.to_parquet(self.test)
+
+    def rows(self) -> Path:
+        from pipeline.artifacts import read_synthetic
+
+        read_synthetic(self.paths.synthetic).to_parquet(self._rows)
+        return self._rows
+
+
+def papers_mle(train: Path, test: Path, table: str, seed: int, args, overrides: dict) -> float:
+    """The papers' MLE (``_mle_runner.py`` in xgboost's environment, ``--xgb-python``): XGBoost over
+    their grid, chosen on a ninth of ``train``, its ROC AUC on the real ``test`` rows. Threads:
+    ``--set runtime.threads`` if given, else xgboost's own."""
+    cmd = [str(args.xgb_python), str(MLE_RUNNER), "--train", str(train), "--test", str(test),
+           "--target", TABLES[table]["entry"]["target"], "--seed", str(seed)]
+    if overrides.get("runtime.threads"):
+        cmd += ["--threads", str(overrides["runtime.threads"])]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"{table} seed {seed}: _mle_runner.py failed (exit {done.returncode}): {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["auc"]
 
 
 def real_bin_trends(work: Path, table: str) -> float:
@@ -303,6 +415,16 @@ def main(argv: list[str] | None = None) -> None:
                          "setting only")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting of every run, as the CLI's --set")
+    ap.add_argument("--split", choices=["papers", "seeded"], default="papers",
+                    help="papers (default): TabSyn's 90/10 split of Default, Shoppers and Magic, the test rows the "
+                         "published figures were scored on; seeded: a 90/10 permutation seeded 0 (this script's "
+                         "split before 2026-12-07)")
+    ap.add_argument("--papers-mle", action="store_true",
+                    help="also score TSTR by the papers' protocol (XGBoost over their grid, _mle_runner.py) on every "
+                         "row set, and train-on-real by it: columns 'MLE xgb' and 'TRTR xgb'")
+    ap.add_argument("--xgb-python", default=os.environ.get("XGB_PYTHON", DEFAULT_XGB),
+                    help="a Python with xgboost, scikit-learn, pandas and pyarrow, for --papers-mle "
+                         "(default: $XGB_PYTHON, else %(default)s)")
     args = ap.parse_args(argv)
     readme = args.data / "suite" / "README.md"
     if not readme.is_file():
@@ -311,6 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     for table in args.tables:
         if "file" in TABLES[table] and not (args.data / TABLES[table]["file"]).is_file():
             raise SystemExit(f"--data {args.data}: {TABLES[table]['file']} not found")
+    if args.papers_mle and not Path(args.xgb_python).is_file():
+        raise SystemExit(f"--xgb-python {args.xgb_python}: not found; make it with `{XGB_INSTALL}`, pass "
+                         "--xgb-python, or leave out --papers-mle")
     papers = published(readme)
     overrides = parse_overrides(args.overrides)
     models = args.models or [load_config(PARAMS).model.name]

@@ -91,3 +91,83 @@ def test_the_unprotected_pass_runs_unless_protection_is_off_already(tmp_path, mo
     suite.main([*base, "--set", "generate.value_protection=false"])  # every run unprotected: no second pass
     suite.main([*base, "--protection", "default"])
     assert asked == [True, False, False]
+
+
+def test_the_papers_train_on_real_line_is_read_beside_their_mle(tmp_path):
+    (tmp_path / "README.md").write_text(README + "\nTrain-on-real MLE in the papers: Adult .927, Magic .946.\n")
+    rows = suite.published(tmp_path / "README.md")
+    assert rows["Adult"]["TabSyn"]["tstr_xgb"] == 0.91  # their MLE is their XGBoost protocol's TSTR
+    assert rows["Adult"]["TabSyn"]["trtr_xgb"] == 0.927 and rows["Magic"]["TabPC"]["trtr_xgb"] == 0.946
+    (tmp_path / "README.md").write_text(README)
+    assert suite.published(tmp_path / "README.md")["Adult"]["TabSyn"]["trtr_xgb"] is None
+
+
+def test_papers_mle_without_its_python_is_one_line_before_anything_runs(tmp_path, monkeypatch):
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "README.md").write_text(README)
+    (tmp_path / "suite" / "magic04.data").write_text("1,g\n")
+    monkeypatch.setattr(suite, "run_one", lambda *a, **k: pytest.fail("ran without the xgboost Python"))
+    with pytest.raises(SystemExit, match=r"--xgb-python .*nope: not found; make it with `python3.11 -m venv"):
+        suite.main(["--tables", "magic", "--seeds", "0", "--data", str(tmp_path), "--papers-mle",
+                    "--xgb-python", str(tmp_path / "nope")])
+
+
+def test_papers_mle_passes_the_target_seed_and_threads_and_reads_the_auc(tmp_path):
+    fake = tmp_path / "runner.py"
+    fake.write_text("import json, sys\nprint('fitting')\nprint(json.dumps({'auc': 0.75, 'argv': sys.argv[1:]}))\n")
+    args = type("Args", (), {"xgb_python": sys.executable})()
+    saved = suite.MLE_RUNNER
+    try:
+        suite.MLE_RUNNER = fake
+        assert suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args,
+                                {"runtime.threads": 1}) == 0.75
+        fake.write_text("import sys\nsys.exit('boom: no xgboost here')\n")
+        with pytest.raises(SystemExit, match=r"magic seed 2: _mle_runner.py failed \(exit 1\): boom: no xgboost here"):
+            suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args, {})
+    finally:
+        suite.MLE_RUNNER = saved
+
+
+def _tabsyn_split(frame, categorical):
+    """TabSyn's train_val_test_split as its process_dataset.py writes it (the reference)."""
+    import numpy as np
+
+    total = len(frame)
+    n_train = int(total * 0.9)
+    n_test = total - n_train
+    idx = np.arange(total)
+    seed = 1234
+    while True:
+        np.random.seed(seed)
+        np.random.shuffle(idx)
+        train, test = frame.loc[idx[:n_train]], frame.loc[idx[-n_test:]]
+        if all(len(set(train[c])) == len(set(frame[c])) for c in categorical):
+            return train, test, seed
+        seed += 1
+
+
+def test_the_papers_split_is_tabsyns_reshuffles_included_and_can_drop_the_first_line(tmp_path):
+    import pandas as pd
+
+    rows = [f"{i};{'rare' if i == 12 else 'c' + str(i % 3)};{i % 2}\n" for i in range(60)]  # one 'rare' row
+    src = tmp_path / "s.csv"
+    src.write_text("n;cat;y\n" + "".join(rows))
+    frame = pd.read_csv(src, sep=";")
+    ref_train, ref_test, seed = _tabsyn_split(frame, ["cat"])
+    assert seed > 1234  # the rare row fell among the test rows at first: reshuffled at least once
+    train, test = suite.split_lines(src, tmp_path / "p", header=True, papers={"categorical": ["cat"]})
+    got_train, got_test = pd.read_csv(train, sep=";"), pd.read_csv(test, sep=";")
+    assert sorted(got_train["n"]) == sorted(ref_train["n"]) and sorted(got_test["n"]) == sorted(ref_test["n"])
+    assert len(got_train) == 54 and "rare" in set(got_train["cat"])
+    assert train.read_text().splitlines()[0] == "n;cat;y"  # the header atop both, the lines as written
+    headerless = tmp_path / "h.data"
+    headerless.write_text("".join(line.replace(";", ",") for line in rows))
+    frame = pd.read_csv(headerless, header="infer")  # as the papers read Magic: line 1 becomes the names
+    ref_train, ref_test, _ = _tabsyn_split(frame, [])
+    train, test = suite.split_lines(headerless, tmp_path / "h", header=False,
+                                    papers={"categorical": [], "drop_first_line": True})
+    first = [int(line.split(",")[0]) for line in train.read_text().splitlines()]
+    assert sorted(first) == sorted(ref_train.iloc[:, 0]) and 0 not in first
+    assert sorted(int(line.split(",")[0]) for line in test.read_text().splitlines()) == sorted(ref_test.iloc[:, 0])
+    with pytest.raises(SystemExit, match=r"s.csv: no column 'kind' in its header line"):
+        suite.split_lines(src, tmp_path / "q", header=True, papers={"categorical": ["kind"]})
