@@ -202,8 +202,9 @@ def test_suite_runs_a_small_magic_through_the_cli_and_ends_with_its_json_line(tm
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(result["magic"]) == {"tvae", "tvae unprotected"}  # the same models' rows, value protection off
     for magic in result["magic"].values():
-        assert set(magic) == {"shapes", "trends", "trends_all", "trends_real_bins", "tstr", "detection_auc",
-                              "alpha_precision", "beta_recall", "dcr_share", "train_s"}
+        assert set(magic) == {"shapes", "trends", "trends_all", "trends_real_bins", "tstr", "tstr_xgb", "trtr_xgb",
+                              "detection_auc", "alpha_precision", "beta_recall", "dcr_share", "train_s"}
+        assert magic["tstr_xgb"] == magic["trtr_xgb"] == [None, None]  # the papers' protocol only with --papers-mle
         for key in ("shapes", "trends", "trends_all", "trends_real_bins", "tstr", "detection_auc", "dcr_share",
                     "train_s"):
             mean, spread = magic[key]
