@@ -6,7 +6,7 @@ stage's: every numeric column over its range in the training rows) and on each s
                                    [--splits 0 1 2] [--data ../shared/data]
 
 Each table is ingested as the benchmarks ingest it (the suite's splits for Adult, Default, Shoppers
-and Magic: ``suite.py``; plotly's and scikit-learn's bundled tables: ``model_frontier.py``, a seeded
+and Magic: ``suite.py --split seeded``; plotly's and scikit-learn's bundled tables: ``model_frontier.py``, a seeded
 holdout). Its training rows are then cut at random into two halves, A and B (one cut a
 ``--splits`` seed), and B is scored as if it were a release made from A: against A (the
 training rows) and the holdout. B's rows are real rows drawn like A's, so a share that measures

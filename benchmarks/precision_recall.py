@@ -6,7 +6,7 @@ sizes, with the seconds each took.
     python -m pipeline ingest --dataset adult
     python benchmarks/precision_recall.py --dataset adult --rows 5000 10000
 
-``--tables adult default shoppers magic`` (the suite's tables, ingested as ``suite.py`` ingests them,
+``--tables adult default shoppers magic`` (the suite's tables, ingested as ``suite.py --split seeded`` ingests them,
 in a temporary folder; ``--data`` holds ``suite/``) scores instead, per table, its holdout and
 ``halves``: the training rows cut at random into halves A and B (``--splits`` seeds), B scored as if
 it were a release made from A, so both sides are real rows of the same size, as a release and its
