@@ -5,7 +5,7 @@ TabSyn, TabDiff and TabPC publish for the same tables (issue 28, item 1).
     python benchmarks/suite.py [--tables adult default shoppers magic] [--models diffusion ...]
                                [--seeds 0 1 2] [--budget-seconds 600] [--data ../shared/data]
                                [--protection both|default] [--set key=value ...]
-                               [--papers-mle [--xgb-python PATH]]
+                               [--split papers|seeded] [--papers-mle [--xgb-python PATH]]
 
 Data (``--data``, default ``../shared/data`` beside the repo): ``suite/`` holds Default, Shoppers
 and Magic as UCI ships them and a README whose table of published figures is read here at run time
