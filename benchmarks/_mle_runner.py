@@ -70,8 +70,8 @@ def design(train, test, target: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", required=True, help="rows to learn from (Parquet): a release's or real ones")
-    ap.add_argument("--test", required=True, help="the real test rows (Parquet), the same columns")
+    ap.add_argument("--train", required=True, help="rows to learn from (Parquet, a file or a folder of shards)")
+    ap.add_argument("--test", required=True, help="the real test rows (Parquet, a file or a folder), the same columns")
     ap.add_argument("--target", required=True, help="the binary target column")
     ap.add_argument("--seed", type=int, default=0, help="the validation split's shuffle and xgboost's seed")
     ap.add_argument("--threads", type=int, default=None, help="xgboost's n_jobs (default: xgboost's)")

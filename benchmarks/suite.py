@@ -82,16 +82,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from model_frontier import RECIPES, summary  # noqa: E402
 
+from pipeline.artifacts import StagePaths  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 
 PARAMS = REPO / "params.yaml"
 DATA = REPO.parent / "shared" / "data"
 SPLIT_SEED = 0  # --split seeded: one fixed 90/10 split per table (the rows vs_mostly.py splits off too)
 TEST_SHARE = 0.1
-# --split papers (the default): TabSyn's process_dataset.py, whose splits TabDiff's and TabPC's evaluations
-# use: numpy's legacy shuffle from seed 1234, the first 90 % of the rows to train (int(0.9 n)) and the rest
-# to test, shuffled again with the next seed until every category of the table's categorical columns
-# (their data/Info/<table>.json; the target not among them) is among the training rows.
+# --split papers (the default): TabSyn's process_dataset.py split (papers_split); each table's categorical
+# columns it checks are those of their data/Info/<table>.json (the target not among them).
 PAPERS_SEED = 1234
 PAPERS_TRIES = 1000
 NO_ATTACKS = 10**12  # score.privacy_min_holdout above any holdout: the privacy attacks are skipped, not DCR
@@ -292,49 +291,30 @@ def run_one(table: str, model: str, seed: int, args, overrides: dict, unprotecte
                 raise SystemExit(f"{table} {model} seed {seed}: `pipeline {name}` failed (exit {done.returncode}; "
                                  "its last lines are above)")
 
+        paths = StagePaths.of(folder / "work", table)
+
+        def mle(rows: Path) -> float | None:
+            """The papers' MLE of ``rows`` (the stage's own Parquet) against the prepared holdout."""
+            return papers_mle(rows, paths.holdout_data, table, seed, args, overrides) if args.papers_mle else None
+
         def figures() -> dict:
             metrics = json.loads((folder / "metrics" / f"{table}.json").read_text())
             return {**{k: metrics.get(key) for k, key in METRICS.items()},
-                    REAL_BINS: real_bin_trends(folder / "work", table),
-                    "tstr_xgb": papers_mle(mle.rows(), mle.test, table, seed, args, overrides) if mle else None}
+                    REAL_BINS: real_bin_trends(folder / "work", table), "tstr_xgb": mle(paths.synthetic)}
 
         for name in ("ingest", "train", "generate", "score"):
             stage(name)
-        mle = MleFiles(folder / "work", table, folder / "mle") if args.papers_mle else None
         work = folder / "work" / table
         epochs = json.loads((work / "model" / "model.json").read_text()).get("epochs")
         stages = json.loads((work / "stage_seconds.json").read_text())
         trained = {"train_s": stages["train"], "epochs": epochs,  # one training for both rows
-                   "trtr_xgb": papers_mle(mle.train, mle.test, table, seed, args, overrides) if mle else None}
+                   "trtr_xgb": mle(paths.train_data)}
         runs = {model: {**figures(), **trained, "stage_s": stages}}
         if unprotected:  # the same model's rows as drawn, every value released: what the papers score
             for name in ("generate", "score"):
                 stage(name, "--set=generate.value_protection=false")
             runs[model + UNPROTECTED] = {**figures(), **trained, "stage_s": {}}
     return runs
-
-
-class MleFiles:
-    """The Parquet files ``_mle_runner.py`` reads for a run: the prepared real training and test rows
-    (written at once, after ingest) and the generated rows (``rows()``: written anew from the
-    synthetic rows each time it is called, after a generate)."""
-
-    def __init__(self, work: Path, table: str, folder: Path):
-        from pipeline.artifacts import StagePaths, load_prepared
-
-        self.paths = StagePaths.of(work, table)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.train, self.test = folder / "real_train.parquet", folder / "real_test.parquet"
-        self._rows = folder / "rows.parquet"
-        train, test, _, _ = load_prepared(self.paths)
-        train.to_parquet(self.train)
-        test.to_parquet(self.test)
-
-    def rows(self) -> Path:
-        from pipeline.artifacts import read_synthetic
-
-        read_synthetic(self.paths.synthetic).to_parquet(self._rows)
-        return self._rows
 
 
 def papers_mle(train: Path, test: Path, table: str, seed: int, args, overrides: dict) -> float:
@@ -358,7 +338,7 @@ def real_bin_trends(work: Path, table: str) -> float:
     published figure (the QualityReport's, ``trends_all``) cuts each side on its own range: there a
     synthetic minimum or maximum a little off the real one moves every edge, and with them rows
     between bins in a column's dense middle. The gap between the two is that effect of the extremes."""
-    from pipeline.artifacts import StagePaths, load_prepared, read_synthetic
+    from pipeline.artifacts import load_prepared, read_synthetic
     from pipeline.metrics.fidelity import score_fidelity
 
     paths = StagePaths.of(work, table)

@@ -77,17 +77,19 @@ def test_the_same_run_again_is_the_same_model_and_publishes_no_second_version(sc
     from pipeline.models.saved import model_hash
 
     paths = StagePaths.of(scored.work_dir, "tiny")
+
+    def the_command() -> None:  # start to end
+        with light_detector():
+            for stage in (ingest, train, generate, score):
+                stage.run(scored, "tiny")
+
     # Both runs made here, in this test's process state: the shared template's model was trained in
     # whichever earlier test first asked for it (one full run under heavy load found its hash other
     # than a rerun's; not reproduced alone or after its likely neighbours: see the session's note).
-    with light_detector():
-        for stage in (ingest, train, generate, score):
-            stage.run(scored, "tiny")
+    the_command()
     first, made = publish.run(scored, "tiny"), model_hash(paths.model)
     seconds = json.loads((paths.model / "model.json").read_text())["seconds"]
-    with light_detector():
-        for stage in (ingest, train, generate, score):  # the same command again, start to end
-            stage.run(scored, "tiny")
+    the_command()  # the same command again
     assert model_hash(paths.model) == made
     # Timings differ from run to run (to the millisecond they can agree by chance: made explicit here)...
     info = json.loads((paths.model / "model.json").read_text())

@@ -112,20 +112,16 @@ def test_papers_mle_without_its_python_is_one_line_before_anything_runs(tmp_path
                     "--xgb-python", str(tmp_path / "nope")])
 
 
-def test_papers_mle_passes_the_target_seed_and_threads_and_reads_the_auc(tmp_path):
+def test_papers_mle_passes_the_target_seed_and_threads_and_reads_the_auc(tmp_path, monkeypatch):
     fake = tmp_path / "runner.py"
     fake.write_text("import json, sys\nprint('fitting')\nprint(json.dumps({'auc': 0.75, 'argv': sys.argv[1:]}))\n")
     args = type("Args", (), {"xgb_python": sys.executable})()
-    saved = suite.MLE_RUNNER
-    try:
-        suite.MLE_RUNNER = fake
-        assert suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args,
-                                {"runtime.threads": 1}) == 0.75
-        fake.write_text("import sys\nsys.exit('boom: no xgboost here')\n")
-        with pytest.raises(SystemExit, match=r"magic seed 2: _mle_runner.py failed \(exit 1\): boom: no xgboost here"):
-            suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args, {})
-    finally:
-        suite.MLE_RUNNER = saved
+    monkeypatch.setattr(suite, "MLE_RUNNER", fake)
+    assert suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args,
+                            {"runtime.threads": 1}) == 0.75
+    fake.write_text("import sys\nsys.exit('boom: no xgboost here')\n")
+    with pytest.raises(SystemExit, match=r"magic seed 2: _mle_runner.py failed \(exit 1\): boom: no xgboost here"):
+        suite.papers_mle(tmp_path / "a.parquet", tmp_path / "b.parquet", "magic", 2, args, {})
 
 
 def _tabsyn_split(frame, categorical):
