@@ -134,15 +134,17 @@ class AutoregressiveSettings:
                                    description="each later column's net also reads every earlier numeric token (a "
                                                "bin, its part) as one number, its place among its width's, beside "
                                                "its one-hot code (false: the one-hot codes only)")
-    value_tokens: bool = setting(False, description="a tied numeric value (a spike such as capital-gain's zeros, "
-                                                    "each level of a column of a few values) is one token, "
-                                                    "not spread over the equal-mass bins it covers")
+    value_tokens: bool = setting(True, absent=False,
+                                 description="a tied numeric value (a spike such as capital-gain's zeros, each level "
+                                             "of a column of at most bins values) is one token, not spread over the "
+                                             "equal-mass bins it covers (false: bins equal-mass bins each)")
     private: AutoregressiveRecipe = setting(factory=AutoregressiveRecipe,
                                             description="fine_bins, epochs, min_steps and value_tokens under "
                                                         "DP-SGD (train.privacy.epsilon set)")
     part_noise: float = setting(0.5, ge=0, le=1, description="in training, each earlier number's place inside its "
                                                             "bin is redrawn at random in this share of the rows "
-                                                            "a categorical column learns from (0: off)")
+                                                            "a categorical column (or, with value_tokens, a column "
+                                                            "of at most bins values) learns from (0: off)")
     lr: float = setting(1e-3, gt=0, description="a categorical column's net's learning rate")
     numeric_lr: float = setting(2e-3, gt=0, description="a numeric column's nets' learning rate (its bin's and its "
                                                        "place's): at lr they under-fit a table of many numbers, "

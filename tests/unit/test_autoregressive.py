@@ -283,7 +283,7 @@ def test_value_edges_give_a_level_a_token_and_a_spike_one_token():
 
 
 def test_value_tokens_make_each_level_one_token_that_decodes_to_it():
-    """With ``value_tokens`` (the DP recipe's), an integer column of 5 levels (one a spike) is 5
+    """With ``value_tokens`` (the default), an integer column of 5 levels (one a spike) is 5
     tokens: every training row of a level encodes to its token, and a drawn token decodes to that
     level (before: a level's rows were spread over the bins it covered)."""
     rng = np.random.default_rng(0)
@@ -293,8 +293,8 @@ def test_value_tokens_make_each_level_one_token_that_decodes_to_it():
     tf = TableTransformer(schema, knots=101).fit(df)
     cfg = ModelConfig(autoregressive={"hidden_dims": [16], "value_tokens": True})
     model = TabularAutoregressive.over(tf, cfg.settings(), TrainConfig().settings())
-    plain = TabularAutoregressive.over(tf, ModelConfig(autoregressive={"hidden_dims": [16]}).settings(),
-                                       TrainConfig().settings())
+    bins = ModelConfig(autoregressive={"hidden_dims": [16], "value_tokens": False})
+    plain = TabularAutoregressive.over(tf, bins.settings(), TrainConfig().settings())
     j = next(i for i, (kind, _, _) in enumerate(model.tokens) if kind == "bin")
     assert model.tokens[j][2] == 5 and plain.tokens[j][2] == 32 and plain.edges is None
     data = torch.from_numpy(tf.transform(df, np.random.default_rng(1)))
@@ -310,11 +310,43 @@ def test_value_tokens_make_each_level_one_token_that_decodes_to_it():
     assert set(rows["grade"]) == {4}
 
 
-def test_the_dp_recipe_turns_value_tokens_on_and_the_default_keeps_equal_bins():
+def test_with_value_tokens_a_column_of_levels_reads_the_parts_redrawn_as_a_category_does():
+    """With ``value_tokens`` a column of at most ``bins`` values is one token a value, a category in
+    all but name: its bin's net reads the earlier parts redrawn in training as a category's does
+    (``grade`` after ``x``); a column of many values (``y``) reads them as they are. With equal-mass
+    bins no numeric net does, and this table, no category after a number, draws no part noise."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 2000)
+    df = pd.DataFrame({"x": x, "y": x + rng.normal(0, 1, 2000), "grade": np.minimum(x // 2, 4).astype(int)})
+    schema = TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+    tf = TableTransformer(schema, knots=101).fit(df)
+    data = torch.from_numpy(tf.transform(df, np.random.default_rng(1)))[:64]
+
+    def model(**settings):
+        torch.manual_seed(0)
+        cfg = ModelConfig(autoregressive={"hidden_dims": [16], "bins": 8, "fine_bins": 4, **settings})
+        return TabularAutoregressive.over(tf, cfg.settings(), TrainConfig().settings())
+
+    plain, tokens = model(part_noise=1.0, value_tokens=False), model(part_noise=1.0, value_tokens=True)
+    kinds = [(kind, tf.spans[[s.start for s in tf.spans].index(start)].column) for kind, start, _ in tokens.tokens]
+    assert kinds == [("bin", "x"), ("part", "x"), ("bin", "y"), ("part", "y"), ("bin", "grade"), ("part", "grade")]
+    assert tokens.noisy == [False, False, False, False, True, False] and tokens.noise_read
+    assert not any(plain.noisy) and not plain.noise_read
+    torch.manual_seed(2)
+    noisy = tokens.train().row_loss("autoregressive", data)[0]
+    assert not torch.allclose(noisy, tokens.eval().row_loss("autoregressive", data)[0])
+    off = model(part_noise=0.0, value_tokens=True)
+    torch.testing.assert_close(off.train().row_loss("autoregressive", data)[0],
+                               off.eval().row_loss("autoregressive", data)[0])
+
+
+def test_value_tokens_are_on_by_default_and_in_the_dp_recipe_and_an_older_model_reads_them_off():
     from pipeline.config import load_config
+    from pipeline.settings import AutoregressiveSettings, from_dict
 
     cfg = load_config()
-    assert cfg.model.autoregressive.value_tokens is False and cfg.model.autoregressive.private.value_tokens is True
+    assert cfg.model.autoregressive.value_tokens is True and cfg.model.autoregressive.private.value_tokens is True
+    assert from_dict(AutoregressiveSettings, {}).value_tokens is False  # a model.json from before: bins
 
 
 @pytest.mark.parametrize("epsilon", [None, 3.0])
