@@ -115,7 +115,7 @@ class AutoregressiveRecipe:
 @dataclass
 class AutoregressiveSettings:
     """The autoregressive table model (``autoregressive``): each column a categorical draw given the
-    columns before it, a small MLP a column; numeric columns as equal-mass bins."""
+    columns before it, a small MLP a column; numeric columns as equal-mass bins, a tied value one token."""
 
     hidden_dims: list[int] = setting(factory=lambda: [128], each=WIDTH, min_length=1)
     bins: int = setting(32, ge=2, le=4096, description="equal-mass bins of a numeric column (values are drawn "

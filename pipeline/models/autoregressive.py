@@ -30,13 +30,15 @@ TabularARGN family, Tiwald et al. 2025, which MOSTLY AI's engine trains).
   the parts as they are (a bill follows the last one's exact place), except the bin of a column of
   at most ``bins`` values under ``value_tokens``: one token a value, a category in all but name,
   which drifts as one (Shoppers' ``SpecialDay``, 90 % zeros: 94 % zeros drawn).
-* With ``value_tokens`` (the DP recipe's) a numeric column's bins follow its tied values
+* With ``value_tokens`` (on by default, and in the DP recipe) a numeric column's bins follow its tied values
   (``value_edges``): a column of at most ``bins`` values has one token a value, and a spike
   (capital-gain's zeros, hours-per-week's 40) is one token instead of the bins it covers. The
   transformer spreads a tied value uniformly over its probability interval, so over equal-mass
   bins a row's bin token is a random one of those the value covers: a target no context predicts,
   whose cross-entropy the clipped gradient of DP-SGD pays for, and a column of levels
   (education-num) whose level a category decides sees that decision split over several bins.
+  Without DP, on the suite (3 seeds): Shoppers' TSTR by the papers' protocol 0.905 -> 0.914,
+  Default's detection AUC 0.650 -> 0.622.
 
 Why it exists: under DP-SGD each row's gradient is clipped to a fixed norm, and a loss that asks for
 every column given the others (rather than a few hidden ones, as masked diffusion does) spends
