@@ -69,6 +69,12 @@ def _recipe(settings, train: TrainSettings):
     return settings.private if train.privacy.epsilon is not None else settings
 
 
+def of_levels(knots, bins: int) -> bool:
+    """Whether a numeric column of these (sorted) knots has at most ``bins`` values: under
+    ``value_tokens`` one token a value (``value_edges``), a category in all but name."""
+    return int(np.count_nonzero(np.diff(np.asarray(knots, dtype=np.float64)))) + 1 <= bins
+
+
 def value_edges(knots: np.ndarray, bins: int) -> list[float]:
     """A numeric column's token edges in probability (0 to 1, the transformer's levels) from its
     knots: a value repeated over knots ``a..b`` holds levels ``[a, b] / (knots - 1)`` (the
@@ -81,7 +87,7 @@ def value_edges(knots: np.ndarray, bins: int) -> list[float]:
     levels = np.linspace(0.0, 1.0, m)
     new = np.flatnonzero(np.diff(knots) != 0) + 1  # where a value after the first starts
     starts, ends = np.r_[0, new], np.r_[new - 1, m - 1]
-    if len(starts) <= bins:
+    if of_levels(knots, bins):
         return [0.0, *((levels[ends[:-1]] + levels[starts[1:]]) / 2).tolist(), 1.0]
     spikes = [(levels[a], levels[b]) for a, b in zip(starts, ends) if levels[b] - levels[a] >= 1.0 / bins]
     margin = 0.5 / bins
@@ -123,7 +129,7 @@ class TabularAutoregressive(TabularModel):
             knots = {c["name"]: c["knots"] for c in codec.columns if "knots" in c}
             numeric = [s for s in codec.spans if s.activation == "tanh"]
             edges = {s.start: value_edges(knots[s.column], model_cfg.autoregressive.bins) for s in numeric}
-            levels = {s.start for s in numeric if len(np.unique(knots[s.column])) <= model_cfg.autoregressive.bins}
+            levels = {s.start for s in numeric if of_levels(knots[s.column], model_cfg.autoregressive.bins)}
         first = codec.schema.target if model_cfg.autoregressive.target_first else None
         return cls(OutputLayout(codec.spans, codec.width), model_cfg, train_cfg, edges, rows=codec.rows, first=first,
                    levels=levels)
