@@ -103,6 +103,16 @@ def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)  # workers share the cores instead of each taking them all
 
 
+def _dask_worker_init(parent: int) -> None:
+    """A Dask worker of this run's own cluster: it ends with the run, and keeps quiet. Its logs are
+    never the run's message: a shard's failure comes back to the run as that shard's exception, a
+    worker that dies is reported by its nanny in the run's process, and what a worker says while the
+    run closes it (a cancelled shard, the tracebacks of the connections the close cuts) is noise."""
+    _die_with_parent(parent)
+    for name in ("distributed", ""):  # "": the root logger, which asyncio's and tornado's reach
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _abandon(pool) -> None:
     """End a process pool's workers at once: their shards go with the run's temporary folder.
     (``shutdown`` alone waits for the shards they are writing.)"""
@@ -186,7 +196,7 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
                 try:
                     with Client(g.dask_address or cluster) as client:
                         if cluster is not None:  # a remote cluster's workers are not this run's to end
-                            client.run(_die_with_parent, os.getpid())
+                            client.run(_dask_worker_init, os.getpid())
                         futures = client.map(write_shard, jobs, cfg=cfg, paths=paths, pure=False)
                         rows = {f.key: job.rows for f, job in zip(futures, jobs)}
                         pending = set(futures)
@@ -197,6 +207,8 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
                                     results.append(future.result())
                                     bar.advance(1, rows=rows[future.key])
                         except BaseException:
+                            # Stopped: what Dask says while it closes (the connections cut) is not the run's message.
+                            logging.getLogger("distributed").setLevel(logging.CRITICAL)
                             client.cancel(list(pending))  # a remote cluster's shards not begun are dropped
                             raise
                 finally:
