@@ -345,7 +345,26 @@ def task_runner(cfg: Config):
         return DaskTaskRunner(address=nc.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": nc.max_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": None,
+                                          "env": {"PREFECT_API_URL": _flow_api_url()}})
+
+
+def _flow_api_url() -> str:
+    """The Prefect API this flow run reports to, for the Dask workers it starts. A worker without it
+    would start an ephemeral API server of its own (and its database, not the run's), left running
+    after the cluster ends its worker: two stray servers a nightly run. With no PREFECT_API_URL the
+    run's own ephemeral server is Prefect's one instance a process (running already: the flow
+    reports to it); a URL set only in this process's settings (a profile's, a test harness's)
+    reaches the workers too."""
+    from prefect.settings import PREFECT_API_URL
+
+    if api := PREFECT_API_URL.value():
+        return api
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()  # the flow's own: started when the flow run began
+    return server.api_url
 
 
 def build_deployment(cfg: Config, params: str = "params.yaml", overrides: dict | None = None,

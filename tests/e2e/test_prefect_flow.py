@@ -1,10 +1,12 @@
 """The real Prefect flows (ephemeral API, no server) on tiny tables: one dataset, the nightly run
 over several, failures that stay contained, retries, the lock, retention, the schedule, Dask."""
 
+import contextlib
 import json
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -173,11 +175,38 @@ def test_the_dask_task_runner_runs_two_datasets(tmp_path, harness, monkeypatch):
 
     monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "warning")
     monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path / "dask"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # a worker's own server would write here
     params = _params(tmp_path, names=("one", "two"), nightly={"task_runner": "dask", "max_workers": 2})
     results = nightly(params=str(params))  # the runner comes from params, as in a deployment
     assert set(results) == {"one", "two"}
     for name in results:
         assert _latest(tmp_path, name)["rows"] > 0
+    # The workers' task runs reached the flow's API (the harness's): a worker without its URL starts
+    # an ephemeral server of its own, on its own database, which outlives it when the cluster kills it.
+    strays = _api_servers_of(tmp_path / "dask")
+    for p in strays:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    assert not strays, [p.cmdline() for p in strays]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    names = [f"{stage}-{name}" for stage in ("ingest", "train", "generate", "score", "publish") for name in results]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names)))
+    assert sorted(r.name for r in runs if r.state.is_completed()) == sorted(names)
+
+
+def _api_servers_of(dask_dir: Path) -> list:
+    """The Prefect API server processes started under this test's Dask folder (its environment's
+    DASK_TEMPORARY_DIRECTORY, which the workers and what they start inherit)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if "prefect.server.api.server:create_app" in " ".join(p.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                if p.environ().get("DASK_TEMPORARY_DIRECTORY") == str(dask_dir):
+                    found.append(p)
+    return found
 
 
 def test_stage_logs_reach_their_datasets_task_run_logger_once():
