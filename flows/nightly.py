@@ -341,12 +341,12 @@ def task_runner(cfg: Config):
         return ThreadPoolTaskRunner(max_workers=nc.max_workers)
     from prefect_dask import DaskTaskRunner
 
+    from pipeline.shards import local_cluster
+
     if nc.dask_address:  # workers must see the same work and release folders (a shared filesystem)
         return DaskTaskRunner(address=nc.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": nc.max_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None,
-                                          "env": {"PREFECT_API_URL": _flow_api_url()}})
+                          cluster_kwargs={**local_cluster(nc.max_workers), "env": {"PREFECT_API_URL": _flow_api_url()}})
 
 
 def _flow_api_url() -> str:

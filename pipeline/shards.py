@@ -155,6 +155,14 @@ def _dask_logs_as_others():
         logger.setLevel(before)
 
 
+def local_cluster(workers: int) -> dict:
+    """A local Dask cluster's arguments: ``workers`` processes of one thread each, no dashboard, and
+    the scheduler's HTTP routes on a free port of this host only (by default they take port 8787,
+    and a second cluster on the machine, another run's, prints a warning as it moves elsewhere)."""
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
+            "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}}
+
+
 def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: LoadedModel) -> dict[str, int]:
     """Write every job's shard: in this process (``generate.workers: 1``), or on that many worker
     processes (``generate.backend: processes``) or Dask workers (``dask``). Returns summed counts."""
@@ -191,8 +199,7 @@ def make_shards(cfg: Config, paths: StagePaths, jobs: list[ShardJob], loaded: Lo
 
             with _dask_logs_as_others():
                 # Workers write straight into the output folder: on a remote cluster it must be shared storage.
-                cluster = None if g.dask_address else LocalCluster(n_workers=g.workers, threads_per_worker=1,
-                                                                   processes=True, dashboard_address=None)
+                cluster = None if g.dask_address else LocalCluster(**local_cluster(g.workers))
                 try:
                     with Client(g.dask_address or cluster) as client:
                         if cluster is not None:  # a remote cluster's workers are not this run's to end

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,14 +191,30 @@ def _all_end(processes: list[psutil.Process], seconds: float = 10) -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def _port_taken(port: int):
+    """``port`` on 127.0.0.1 in use while inside: bound here, or already by something else."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(OSError):  # in use already: as good
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        yield
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("backend, signum", [("processes", signal.SIGINT), ("dask", signal.SIGTERM)])
 def test_a_signal_stops_generation_and_its_workers(tmp_path, scored_tiny, backend, signum):
     cfg = scored_tiny
     cfg.generate.rows, cfg.generate.workers, cfg.generate.backend = 400_000, 2, backend
     params, paths = _params(tmp_path, cfg), StagePaths.of(cfg.work_dir, "tiny")
     before = {p.name: p.read_bytes() for p in paths.synthetic.iterdir()}
-    proc = _start(tmp_path, ["generate", "--dataset", "tiny", "--params", str(params), "-q"])
-    _wait_for(lambda: list(paths.root.glob(".synthetic.*.tmp/part-*.parquet")), proc)  # workers are writing
+    with contextlib.ExitStack() as held:
+        if backend == "dask":  # Dask's default port for its scheduler's routes, taken (another run's cluster)
+            held.enter_context(_port_taken(8787))
+        proc = _start(tmp_path, ["generate", "--dataset", "tiny", "--params", str(params), "-q"])
+        _wait_for(lambda: list(paths.root.glob(".synthetic.*.tmp/part-*.parquet")), proc)  # workers are writing
     workers = _workers(proc)
     assert len(workers) >= 2
     try:
