@@ -352,7 +352,7 @@ def task_runner(cfg: Config):
 def _flow_api_url() -> str:
     """The Prefect API this flow run reports to, for the Dask workers it starts. A worker without it
     would start an ephemeral API server of its own (and its database, not the run's), left running
-    after the cluster ends its worker: two stray servers a nightly run. With no PREFECT_API_URL the
+    after the cluster ends the worker: a stray server a worker, each nightly run. With no PREFECT_API_URL the
     run's own ephemeral server is Prefect's one instance a process (running already: the flow
     reports to it); a URL set only in this process's settings (a profile's, a test harness's)
     reaches the workers too."""
