@@ -91,9 +91,9 @@ def test_the_image_checks_png_decoder_matches_pillow():
 def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks/model_frontier.py"), "--datasets", "tips",
                           "--models", "tvae", "auto", "--seeds", "0", "1", "--png", str(tmp_path / "f.png"),
-                          "--set", "train.epochs=2", "--set", "model.auto.candidates=[tvae, gan]", "--set", "model.auto.folds=2",
-                          "--set", "model.gan.pac=1", "--set", "model.gan.generator_dims=[32]",
-                          "--set", "model.gan.discriminator_dims=[32]"],
+                          "--set", "train.epochs=2", "--set", "model.auto.candidates=[tvae, gan]",
+                          "--set", "model.auto.folds=2", "--set", "model.gan.pac=1",
+                          "--set", "model.gan.generator_dims=[32]", "--set", "model.gan.discriminator_dims=[32]"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
