@@ -210,9 +210,8 @@ def test_a_signal_stops_generation_and_its_workers(tmp_path, scored_tiny, backen
     cfg.generate.rows, cfg.generate.workers, cfg.generate.backend = 400_000, 2, backend
     params, paths = _params(tmp_path, cfg), StagePaths.of(cfg.work_dir, "tiny")
     before = {p.name: p.read_bytes() for p in paths.synthetic.iterdir()}
-    with contextlib.ExitStack() as held:
-        if backend == "dask":  # Dask's default port for its scheduler's routes, taken (another run's cluster)
-            held.enter_context(_port_taken(8787))
+    # Dask's default port for its scheduler's routes, taken (another run's cluster).
+    with _port_taken(8787) if backend == "dask" else contextlib.nullcontext():
         proc = _start(tmp_path, ["generate", "--dataset", "tiny", "--params", str(params), "-q"])
         _wait_for(lambda: list(paths.root.glob(".synthetic.*.tmp/part-*.parquet")), proc)  # workers are writing
     workers = _workers(proc)
