@@ -300,6 +300,20 @@ class TabularAutoregressive(TabularModel):
         loss = ce.sum(1)
         return loss, {"nll": loss.mean()}
 
+    @torch.no_grad()
+    def token_losses(self, rows: torch.Tensor) -> torch.Tensor:
+        """Each token's mean cross-entropy (nats) over ``rows``, given the tokens before it as sampling
+        reads them (no part noise): [tokens], in ``self.tokens``' order. Their sum is the mean of
+        ``row_loss`` out of training (``benchmarks/heldout_curve.py`` reads held-out rows with it)."""
+        was = self.training
+        self.eval()
+        codes = self._codes(rows)
+        onehot, places = self._onehot(codes), self._places(codes)
+        losses = torch.stack([F.cross_entropy(net(self._context(onehot, places, j)).float(), codes[:, j])
+                              for j, net in enumerate(self.nets)])
+        self.train(was)
+        return losses
+
     def _onehot(self, codes: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.one_hot(codes[:, j], w).float() for j, (_, _, w) in enumerate(self.tokens)], 1)
 

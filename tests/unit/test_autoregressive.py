@@ -142,6 +142,20 @@ def test_part_noise_redraws_only_the_parts_a_category_reads():
                                numeric_last.eval().row_loss("autoregressive", rows[:64])[0])
 
 
+def test_token_losses_are_each_tokens_share_of_the_row_loss_without_part_noise():
+    """Per token, in the tokens' order: they sum to the mean row loss out of training (no part noise,
+    even called in training mode, which they leave as it was), and a token its net predicts well
+    from the one before (``label`` given ``band``) costs less than its uniform draw."""
+    model, _, data = _model(_table(600), bins=8, fine_bins=4, part_noise=0.5)
+    fit(model, data, TrainConfig(epochs=40, batch_size=200, lr_decay=0).settings(), seed=0)
+    model.train()
+    losses = model.token_losses(data[:300])
+    assert model.training and losses.shape == (len(model.tokens),)
+    torch.testing.assert_close(losses.sum(), model.eval().row_loss("autoregressive", data[:300])[0].mean())
+    label = [j for j, (kind, start, _) in enumerate(model.tokens) if kind == "category"][-1]
+    assert losses[label] < 0.5 * np.log(2)
+
+
 def test_numeric_nets_learn_at_their_own_rate_and_the_schedule_scales_both():
     """Without DP a numeric column's nets (bin and place) are one optimiser group at ``numeric_lr``,
     the categorical ones at ``lr``; the decay scales each group from its own rate. Under DP-SGD one

@@ -106,6 +106,30 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_heldout_curve_reads_every_tokens_loss_after_every_epoch(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
+                          "--set", "train.epochs=3", "--set", "runtime.threads=1"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (got["rows"], got["held_out"], got["epochs"]) == (156, 39, 3)  # tips' 195 training rows, a fifth out
+    # tips' columns in order, a number a bin and its place in the bin (table order: tips is small)
+    assert [(t["kind"], t["column"]) for t in got["tokens"]][:5] == [
+        ("bin", "total_bill"), ("part", "total_bill"), ("bin", "tip"), ("part", "tip"), ("category", "sex")]
+    for t in got["tokens"]:
+        assert 1 <= t["best_epoch"] <= 3 and t["best"] <= min(t["first"], t["last"])
+    assert abs(sum(t["last"] for t in got["tokens"]) - got["last"]) < 1e-3
+    assert "held-out nats a row" in out.stdout
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
+                            "--set", "train.epochs=3", "--set", "runtime.threads=1"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == got  # the same seed, the same figures
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
+                          "--set", "model.name=tvae", "--set", "train.epochs=1"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert bad.returncode != 0 and "set model.name=autoregressive" in bad.stderr.strip().splitlines()[-1]
+
+
 def test_big_table_streams_a_small_table_through_every_stage_and_ends_with_its_json_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks/big_table.py"), "--rows", "3000", "--file-rows",
                           "1000", "--folder", str(tmp_path), "--set", "ingest.stream_rows=1000", "--set",
