@@ -1,10 +1,11 @@
 """The default model's held-out cross-entropy, token by token and epoch by epoch: when each column's
 net stops learning what holds beyond its training rows (issue 28, item 5: small tables).
 
-    python benchmarks/heldout_curve.py [--dataset tips] [--seed 0] [--share 0.2] [--every 20]
-                                       [--set key=value ...]
+    python benchmarks/heldout_curve.py [--dataset tips | --source FILE [--target COLUMN]] [--seed 0]
+                                       [--share 0.2] [--every 20] [--set key=value ...]
 
-The dataset (``model_frontier.py``'s: adult, tips, gapminder, breast_cancer, wine) is ingested in a
+The dataset (``model_frontier.py``'s: adult, tips, gapminder, breast_cancer, wine; or your own file,
+``--source``, as ``python -m pipeline run --source`` reads it, named ``source``) is ingested in a
 temporary folder with params.yaml's defaults plus any --set; a seeded ``--share`` of its prepared
 training rows is held out and the rest is what the train stage reads (its transformer is fitted on
 them alone, so no held-out value is a knot). The autoregressive model (the default; another model
@@ -34,7 +35,9 @@ from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.stages import run_stage  # noqa: E402
 
 
-def curve(dataset: str, seed: int, share: float, overrides: dict) -> dict:
+def curve(dataset: str, seed: int, share: float, overrides: dict, spec: dict | None = None) -> dict:
+    """The held-out curve of ``dataset`` (``spec``: its ``datasets.<name>`` entry, for a file of
+    your own; else ``model_frontier.py``'s)."""
     import pandas as pd
     import torch
 
@@ -49,7 +52,7 @@ def curve(dataset: str, seed: int, share: float, overrides: dict) -> dict:
         folder = Path(tmp)
         sets = {"seed": seed, "work_dir": str(folder / "work"), "metrics_dir": str(folder / "metrics"),
                 "publish.release_root": str(folder / "releases"),
-                "datasets": {dataset: source_of(dataset, folder)}, **overrides}
+                "datasets": {dataset: spec or source_of(dataset, folder)}, **overrides}
         cfg = load_config(REPO / "params.yaml", sets)
         run_stage("ingest", cfg, dataset)
         cfg = cfg.for_dataset(dataset)
@@ -91,14 +94,21 @@ def curve(dataset: str, seed: int, share: float, overrides: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="tips", choices=sorted(DATASETS))
+    ap.add_argument("--source", help="a file (or folder, glob, URL) of your own instead of --dataset")
+    ap.add_argument("--target", help="with --source: the column the table's target is (optional)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--share", type=float, default=0.2, help="share of the training rows held out")
     ap.add_argument("--every", type=int, default=20, help="print the whole chain's loss every this many epochs")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    got = curve(args.dataset, args.seed, args.share, parse_overrides(args.set))
+    if args.target and not args.source:
+        ap.error("--target: only with --source (a bundled dataset has its own)")
+    spec = {"source": str(Path(args.source).resolve()) if "://" not in args.source else args.source,
+            **({"target": args.target} if args.target else {})} if args.source else None
+    name = "source" if spec else args.dataset
+    got = curve(name, args.seed, args.share, parse_overrides(args.set), spec)
     chain = got.pop("chain")
-    print(f"{args.dataset} seed {args.seed}: {got['rows']} rows trained, {got['held_out']} held out, "
+    print(f"{name} seed {args.seed}: {got['rows']} rows trained, {got['held_out']} held out, "
           f"{got['epochs']} epochs; held-out nats a row (the whole chain): first {got['first']:.3f}, "
           f"best {got['best']:.3f} at epoch {got['best_epoch']}, last {got['last']:.3f}")
     print(f"{'token':>5} {'kind':<9} {'column':<24} {'first':>8} {'best':>8} {'at epoch':>9} {'last':>8}")

@@ -107,6 +107,8 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
 
 
 def test_heldout_curve_reads_every_tokens_loss_after_every_epoch(tmp_path):
+    import numpy as np
+
     out = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
                           "--set", "train.epochs=3", "--set", "runtime.threads=1"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -128,6 +130,18 @@ def test_heldout_curve_reads_every_tokens_loss_after_every_epoch(tmp_path):
                           "--set", "model.name=tvae", "--set", "train.epochs=1"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0 and "set model.name=autoregressive" in bad.stderr.strip().splitlines()[-1]
+    # A file of one's own: read as `pipeline run --source` reads it (a fifth of it the ingest holdout).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=250)
+    (tmp_path / "mine.csv").write_text("x,y,label\n" + "".join(
+        f"{a:.3f},{2 * a + rng.normal():.3f},{'ab'[int(a > 0)]}\n" for a in x))
+    own = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--source", "mine.csv",
+                          "--target", "label", "--set", "train.epochs=2", "--set", "runtime.threads=1"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert own.returncode == 0, own.stderr[-2000:]
+    mine = json.loads(own.stdout.strip().splitlines()[-1])
+    assert (mine["dataset"], mine["rows"] + mine["held_out"], mine["epochs"]) == ("source", 200, 2)
+    assert {t["column"] for t in mine["tokens"]} == {"x", "y", "label"}
 
 
 def test_big_table_streams_a_small_table_through_every_stage_and_ends_with_its_json_line(tmp_path):
