@@ -103,7 +103,8 @@ def test_dvc_repro_runs_every_stage_and_releases_parquet(repo):
 def test_nothing_changed_reruns_nothing_and_a_model_param_reruns_that_datasets_train_onwards(repo):
     """A key of Adult's model's section (``model.gan``: ctgan's, here) reruns Adult's train onwards and
     nothing else: not its ingest, not one MNIST stage. (A ``train`` key would rerun MNIST's chain too:
-    its model.json records the train section, so its model's hash changes.)"""
+    train@mnist reads the train section, and a model folder trained again is new bytes, its model.json
+    recording the seconds it took, so MNIST's generate, score and publish follow.)"""
     root, env = repo
     before = _versions(root)
     out = _repro(root, env)
