@@ -149,6 +149,21 @@ def test_the_report_says_each_privacy_family_present_in_plain_words_with_baselin
     assert "<h2>Privacy</h2>" in page and "### Privacy" in md
 
 
+def test_a_detection_auc_far_under_chance_is_called_memorisation_and_one_within_its_noise_is_not():
+    """195 rows a side: the noise of an AUC is taken as 1 / (2 sqrt(195)) = 0.0358, so 0.31 (tips'
+    default release) is under 0.5 by more than three times it and 0.415 (the lowest of 12 draws of
+    Adult's held-out rows against its training rows) is not; without the rows a side (no detection
+    details) nothing is said."""
+    samples = {"samples": {**DETAILS["samples"], "detection": {"rows_per_side": 195, "folds": 5}}}
+    said = "is under chance (0.5) by more than three times its noise on 195 rows a side (0.0358)"
+    for text in _report({**COPIES, "detection.auc": 0.31}, {**DETAILS, **samples}):
+        section = text[text.index("Copies and distances"):]
+        assert said in section and "a sign of memorisation" in section
+    for auc, details in ((0.415, {**DETAILS, **samples}), (0.31, DETAILS), (0.62, {**DETAILS, **samples})):
+        for text in _report({**COPIES, "detection.auc": auc}, details):
+            assert "under chance" not in text and "a sign of memorisation" not in text, (auc, details)
+
+
 def test_families_not_measured_are_not_mentioned_and_one_not_judged_says_why():
     not_judged = {"privacy.mia_auc": float("nan"), "privacy.mia_tpr_at_fpr_1pct": float("nan"),
                   "gate.not_judged": {"privacy.mia_auc": "48 holdout rows, fewer than score.privacy_min_holdout (200)",
