@@ -287,17 +287,7 @@ class TabularAutoregressive(TabularModel):
 
     def row_loss(self, phase: str, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Each row's loss ([n]): the sum of its tokens' cross-entropies given the tokens before."""
-        codes = self._codes(real)
-        onehot, places = self._onehot(codes), self._places(codes)
-        # A category's net (and a column of levels' bin's) reads the parts redrawn in a part_noise share
-        # of the rows (the other numeric nets read them as they are: a number follows another one's exact place).
-        noise = self.training and self.cfg.part_noise > 0 and self.noise_read
-        noisy_codes = self._noisy_parts(codes) if noise else None
-        noisy = (self._onehot(noisy_codes), self._places(noisy_codes)) if noise else (onehot, places)
-        ce = torch.stack([F.cross_entropy(net(self._context(*(noisy if self.noisy[j] else (onehot, places)), j)),
-                                          codes[:, j], reduction="none")
-                          for j, net in enumerate(self.nets)], 1)
-        loss = ce.sum(1)
+        loss = self._cross_entropies(real).sum(1)
         return loss, {"nll": loss.mean()}
 
     @torch.no_grad()
@@ -307,12 +297,22 @@ class TabularAutoregressive(TabularModel):
         ``row_loss`` out of training (``benchmarks/heldout_curve.py`` reads held-out rows with it)."""
         was = self.training
         self.eval()
-        codes = self._codes(rows)
-        onehot, places = self._onehot(codes), self._places(codes)
-        losses = torch.stack([F.cross_entropy(net(self._context(onehot, places, j)).float(), codes[:, j])
-                              for j, net in enumerate(self.nets)])
+        losses = self._cross_entropies(rows).mean(0)
         self.train(was)
         return losses
+
+    def _cross_entropies(self, real: torch.Tensor) -> torch.Tensor:
+        """[n, tokens]: each row's cross-entropy of each token given the tokens before it."""
+        codes = self._codes(real)
+        onehot, places = self._onehot(codes), self._places(codes)
+        # A category's net (and a column of levels' bin's) reads the parts redrawn in a part_noise share
+        # of the rows (the other numeric nets read them as they are: a number follows another one's exact place).
+        noise = self.training and self.cfg.part_noise > 0 and self.noise_read
+        noisy_codes = self._noisy_parts(codes) if noise else None
+        noisy = (self._onehot(noisy_codes), self._places(noisy_codes)) if noise else (onehot, places)
+        return torch.stack([F.cross_entropy(net(self._context(*(noisy if self.noisy[j] else (onehot, places)), j)),
+                                            codes[:, j], reduction="none")
+                            for j, net in enumerate(self.nets)], 1)
 
     def _onehot(self, codes: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.one_hot(codes[:, j], w).float() for j, (_, _, w) in enumerate(self.tokens)], 1)

@@ -109,9 +109,11 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
 def test_heldout_curve_reads_every_tokens_loss_after_every_epoch(tmp_path):
     import numpy as np
 
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
-                          "--set", "train.epochs=3", "--set", "runtime.threads=1"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    def curve(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), *args,
+                               "--set", "runtime.threads=1"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    out = curve("--dataset", "tips", "--set", "train.epochs=3")
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert (got["rows"], got["held_out"], got["epochs"]) == (156, 39, 3)  # tips' 195 training rows, a fifth out
@@ -122,22 +124,16 @@ def test_heldout_curve_reads_every_tokens_loss_after_every_epoch(tmp_path):
         assert 1 <= t["best_epoch"] <= 3 and t["best"] <= min(t["first"], t["last"])
     assert abs(sum(t["last"] for t in got["tokens"]) - got["last"]) < 1e-3
     assert "held-out nats a row" in out.stdout
-    again = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
-                            "--set", "train.epochs=3", "--set", "runtime.threads=1"],
-                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    again = curve("--dataset", "tips", "--set", "train.epochs=3")
     assert json.loads(again.stdout.strip().splitlines()[-1]) == got  # the same seed, the same figures
-    bad = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--dataset", "tips",
-                          "--set", "model.name=tvae", "--set", "train.epochs=1"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    bad = curve("--dataset", "tips", "--set", "model.name=tvae", "--set", "train.epochs=1")
     assert bad.returncode != 0 and "set model.name=autoregressive" in bad.stderr.strip().splitlines()[-1]
     # A file of one's own: read as `pipeline run --source` reads it (a fifth of it the ingest holdout).
     rng = np.random.default_rng(0)
     x = rng.normal(size=250)
     (tmp_path / "mine.csv").write_text("x,y,label\n" + "".join(
         f"{a:.3f},{2 * a + rng.normal():.3f},{'ab'[int(a > 0)]}\n" for a in x))
-    own = subprocess.run([sys.executable, str(REPO / "benchmarks/heldout_curve.py"), "--source", "mine.csv",
-                          "--target", "label", "--set", "train.epochs=2", "--set", "runtime.threads=1"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    own = curve("--source", "mine.csv", "--target", "label", "--set", "train.epochs=2")
     assert own.returncode == 0, own.stderr[-2000:]
     mine = json.loads(own.stdout.strip().splitlines()[-1])
     assert (mine["dataset"], mine["rows"] + mine["held_out"], mine["epochs"]) == ("source", 200, 2)
