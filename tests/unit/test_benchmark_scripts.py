@@ -100,9 +100,13 @@ def test_model_frontier_runs_and_ends_with_its_json_line(tmp_path):
     tips = result["tips"]
     assert set(tips) == {"tvae", "auto"} and set(tips["auto"]["chosen"]) <= {"tvae", "gan"}
     assert "tips tvae seed 1: shapes" in out.stderr and "tips auto seed 0: shapes" in out.stderr  # a line a run
-    for key in ("shapes", "trends", "tstr", "detection_auc", "dcr_share", "train_s", "rows_per_s"):
+    for key in ("shapes", "trends", "tstr", "detection_auc", "dcr_share", "trends_ho", "trends_ho_real", "shapes_ho",
+                "shapes_ho_real", "train_s", "rows_per_s"):
         mean, spread = tips["tvae"][key]
         assert mean is not None and spread >= 0, key
+    # the training rows against the held-out ones: the same split (seed) whatever the model
+    assert tips["tvae"]["trends_ho_real"] == tips["auto"]["trends_ho_real"]
+    assert tips["tvae"]["shapes_ho_real"] == tips["auto"]["shapes_ho_real"]
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 

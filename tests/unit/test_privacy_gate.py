@@ -159,6 +159,13 @@ def test_a_detection_auc_far_under_chance_is_called_memorisation_and_one_within_
     for text in _report({**COPIES, "detection.auc": 0.31}, {**DETAILS, **samples}):
         section = text[text.index("Copies and distances"):]
         assert said in section and "a sign of memorisation" in section
+        assert "Against unseen real rows" not in section  # held-out fidelity not measured here
+    # with the held-out fidelity measured, the sentence points to it
+    heldout = {"quality.column_pair_trends_holdout": 0.588, "quality.column_pair_trends_holdout_real": 0.751}
+    for text in _report({**COPIES, **heldout, "detection.auc": 0.31}, {**DETAILS, **samples}):
+        section = text[text.index("Copies and distances"):]
+        assert "pair trends are 0.5880 and the training rows" in section  # the HTML escapes the apostrophes
+        assert "own 0.7510 (quality.column_pair_trends_holdout)" in section
     for auc, details in ((0.415, {**DETAILS, **samples}), (0.31, DETAILS), (0.62, {**DETAILS, **samples})):
         for text in _report({**COPIES, "detection.auc": auc}, details):
             assert "under chance" not in text and "a sign of memorisation" not in text, (auc, details)

@@ -340,8 +340,8 @@ def test_the_registries_are_found_without_a_second_list():
 
     assert {"conv_vae", "ctgan", "dcgan", "diffusion", "gan", "tvae"} <= set(models())
     assert {"image", "table"} <= set(modalities())
-    assert [s.name for s in suites_for("table")][:6] == ["fidelity", "precision_recall", "coverage", "detection",
-                                                         "utility", "privacy"]
+    assert [s.name for s in suites_for("table")][:7] == ["fidelity", "heldout", "precision_recall", "coverage",
+                                                         "detection", "utility", "privacy"]
     assert "image.fid" in known_metrics() and "pipeline.metrics" in sys.modules
 
 

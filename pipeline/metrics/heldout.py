@@ -1,0 +1,65 @@
+"""Fidelity against unseen rows: the synthetic rows' shapes and pair trends scored against the
+held-out real rows, beside the training rows' own scores against the same rows.
+
+``quality.column_shapes`` and ``quality.column_pair_trends`` compare the synthetic rows with the
+training rows, so a model that copies its training rows scores best there. Against the holdout a copy
+scores exactly what the training rows score (the baseline); a model that learnt the table scores
+about the same, and one that learnt only its training sample's accidents less. On a large table the
+two readings agree; on a small one (a few hundred rows) they part, and this one is the reading that
+does not reward memorisation. The same SDMetrics definitions as the fidelity family
+(``score_fidelity``), with the held-out rows as the real side: the pairs counted are those associated
+in the holdout, for both sides alike. Both sides are compared on equal numbers of rows (a seeded
+sample of the larger, at most ``MAX_ROWS``), so that neither reads better for being bigger.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import SuiteResult, metric, register_suite
+from pipeline.metrics.fidelity import score_fidelity
+
+MAX_ROWS = 100_000  # rows a side: the holdout bounds the precision anyway
+MIN_HOLDOUT = 2  # fewer held-out rows: nothing to compare with
+TRAINING_ROWS = "the training rows"
+
+
+def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``frame`` itself when it has ``n`` rows, else a seeded sample of ``n`` of them (in their order)."""
+    if len(frame) <= n:
+        return frame
+    pick = np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False))
+    return frame.iloc[pick]
+
+
+@register_suite("heldout", "table", order=12, log=False, metrics=[
+    metric("quality.column_pair_trends_holdout", 0, 1,
+           "column pair trends of the synthetic rows against the held-out real rows (pairs associated in the "
+           "holdout); real baseline: the training rows' own, which a copy of them scores exactly",
+           baseline="quality.column_pair_trends_holdout_real", baseline_words=TRAINING_ROWS),
+    metric("quality.column_pair_trends_holdout_real", 0, 1,
+           "column pair trends of the training rows against the held-out rows: the baseline of "
+           "column_pair_trends_holdout"),
+    metric("quality.column_shapes_holdout", 0, 1,
+           "column shapes of the synthetic rows against the held-out real rows; real baseline: the training rows' own",
+           baseline="quality.column_shapes_holdout_real", baseline_words=TRAINING_ROWS),
+    metric("quality.column_shapes_holdout_real", 0, 1,
+           "column shapes of the training rows against the held-out rows: the baseline of column_shapes_holdout"),
+])
+def heldout_suite(ev) -> SuiteResult:
+    """Shapes and pair trends against the holdout, of the synthetic rows and of the training rows, on
+    equal seeded samples; not judged without held-out rows."""
+    keys = ("quality.column_pair_trends_holdout", "quality.column_pair_trends_holdout_real",
+            "quality.column_shapes_holdout", "quality.column_shapes_holdout_real")
+    if len(ev.holdout) < MIN_HOLDOUT:
+        reason = f"{len(ev.holdout)} holdout rows: no unseen real rows to compare with"
+        return SuiteResult({k: float("nan") for k in keys}, not_judged={k: reason for k in keys})
+    n = min(len(ev.syn), len(ev.train), MAX_ROWS)
+    syn, train = _sample(ev.syn, n, ev.seed), _sample(ev.train, n, ev.seed + 1)
+    holdout = _sample(ev.holdout, MAX_ROWS, ev.seed + 2)
+    fid_syn = score_fidelity(holdout, syn, ev.schema)
+    fid_real = score_fidelity(holdout, train, ev.schema)
+    metrics = dict(zip(keys, (fid_syn.column_pair_trends, fid_real.column_pair_trends, fid_syn.column_shapes,
+                              fid_real.column_shapes)))
+    return SuiteResult(metrics, {"samples": {"heldout_fidelity": {"holdout": len(holdout), "rows_per_side": n}}})

@@ -1,0 +1,76 @@
+"""Fidelity against the held-out rows: a copy of the training rows scores the baseline exactly, rows
+that know only each column's values score lower pair trends, equal rows a side, and no holdout is
+not judged."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline.config import ScoreConfig
+from pipeline.metrics.fidelity import score_fidelity
+from pipeline.metrics.heldout import heldout_suite
+from pipeline.schema import TableSchema, describe, infer_kind
+from tests.conftest import tiny_frame
+
+KEYS = ("quality.column_pair_trends_holdout", "quality.column_pair_trends_holdout_real",
+        "quality.column_shapes_holdout", "quality.column_shapes_holdout_real")
+
+
+def _schema(df):
+    return TableSchema([describe(df[c], infer_kind(df[c])) for c in df.columns])
+
+
+def _evidence(train, holdout, syn, seed=0):
+    return SimpleNamespace(train=train, holdout=holdout, syn=syn, schema=_schema(train), seed=seed,
+                           settings=ScoreConfig())
+
+
+def _split(n=1200):
+    frame = tiny_frame(n, seed=3)
+    return frame.iloc[: n * 3 // 4].reset_index(drop=True), frame.iloc[n * 3 // 4:].reset_index(drop=True)
+
+
+def test_a_copy_of_the_training_rows_scores_its_baseline_exactly():
+    train, holdout = _split()
+    out = heldout_suite(_evidence(train, holdout, train.copy()))
+    m = out.metrics
+    assert m["quality.column_pair_trends_holdout"] == m["quality.column_pair_trends_holdout_real"]
+    assert m["quality.column_shapes_holdout"] == m["quality.column_shapes_holdout_real"]
+    # the same figures as the fidelity family's with the holdout as the real side
+    fid = score_fidelity(holdout, train, _schema(train))
+    assert m["quality.column_pair_trends_holdout_real"] == pytest.approx(fid.column_pair_trends)
+    assert m["quality.column_shapes_holdout_real"] == pytest.approx(fid.column_shapes)
+    assert out.details["samples"]["heldout_fidelity"] == {"holdout": len(holdout), "rows_per_side": len(train)}
+    assert not out.not_judged
+
+
+def test_rows_that_know_only_each_columns_values_score_lower_pair_trends():
+    train, holdout = _split()
+    rng = np.random.default_rng(1)
+    marginals = train.apply(lambda col: col.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).to_numpy())
+    m = heldout_suite(_evidence(train, holdout, marginals)).metrics
+    assert m["quality.column_pair_trends_holdout"] < m["quality.column_pair_trends_holdout_real"] - 0.05
+    # each column's values unchanged: its shape is the training rows' own
+    assert m["quality.column_shapes_holdout"] == pytest.approx(m["quality.column_shapes_holdout_real"])
+
+
+def test_both_sides_are_compared_on_as_many_rows():
+    train, holdout = _split()
+    bigger = train.sample(n=len(train) * 3, replace=True, random_state=0).reset_index(drop=True)
+    out = heldout_suite(_evidence(train, holdout, bigger))
+    assert out.details["samples"]["heldout_fidelity"]["rows_per_side"] == len(train)
+    smaller = train.iloc[:200]
+    out = heldout_suite(_evidence(train, holdout, smaller))
+    assert out.details["samples"]["heldout_fidelity"]["rows_per_side"] == 200
+    # the training side sampled to 200 rows too: its baseline is not the full training rows' figure
+    full = score_fidelity(holdout, train, _schema(train)).column_shapes
+    assert out.metrics["quality.column_shapes_holdout_real"] != pytest.approx(full)
+
+
+def test_no_holdout_is_not_judged():
+    train, holdout = _split()
+    out = heldout_suite(_evidence(train, holdout.iloc[:1], train))
+    assert all(math.isnan(out.metrics[k]) for k in KEYS)
+    assert set(out.not_judged) == set(KEYS) and "1 holdout rows" in out.not_judged[KEYS[0]]
