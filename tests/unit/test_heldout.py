@@ -39,7 +39,7 @@ def test_a_copy_of_the_training_rows_scores_its_baseline_exactly():
     assert m["quality.column_pair_trends_holdout"] == m["quality.column_pair_trends_holdout_real"]
     assert m["quality.column_shapes_holdout"] == m["quality.column_shapes_holdout_real"]
     # the same figures as the fidelity family's with the holdout as the real side
-    fid = score_fidelity(holdout, train, _schema(train))
+    fid = score_fidelity(holdout, train, _schema(train), bins="real")
     assert m["quality.column_pair_trends_holdout_real"] == pytest.approx(fid.column_pair_trends)
     assert m["quality.column_shapes_holdout_real"] == pytest.approx(fid.column_shapes)
     assert out.details["samples"]["heldout_fidelity"] == {"holdout": len(holdout), "rows_per_side": len(train)}
@@ -65,7 +65,7 @@ def test_both_sides_are_compared_on_as_many_rows():
     out = heldout_suite(_evidence(train, holdout, smaller))
     assert out.details["samples"]["heldout_fidelity"]["rows_per_side"] == 200
     # the training side sampled to 200 rows too: its baseline is not the full training rows' figure
-    full = score_fidelity(holdout, train, _schema(train)).column_shapes
+    full = score_fidelity(holdout, train, _schema(train), bins="real").column_shapes
     assert out.metrics["quality.column_shapes_holdout_real"] != pytest.approx(full)
 
 
@@ -74,3 +74,26 @@ def test_no_holdout_is_not_judged():
     out = heldout_suite(_evidence(train, holdout.iloc[:1], train))
     assert all(math.isnan(out.metrics[k]) for k in KEYS)
     assert set(out.not_judged) == set(KEYS) and "1 holdout rows" in out.not_judged[KEYS[0]]
+
+
+def test_a_number_is_cut_on_the_held_out_rows_bins_so_clipped_extremes_do_not_empty_a_pair():
+    """Value protection clips a small table's rarest values (tips' party sizes 1 and 6 become 2 and 5):
+    cut on its own range, every clipped value lands in another bin than the held-out rows' same value,
+    and a pair with it scored about 0.04 on tips. On the held-out rows' bins it scores near the
+    training rows' own."""
+    rng = np.random.default_rng(0)
+    n = 800
+    kind = rng.choice(["a", "b"], n)
+    size = np.where(kind == "a", rng.choice([1, 2, 3], n, p=[0.03, 0.67, 0.30]),
+                    rng.choice([3, 4, 5, 6], n, p=[0.30, 0.40, 0.27, 0.03]))  # 1 and 6 rare
+    import pandas as pd
+
+    frame = pd.DataFrame({"kind": kind, "size": size})
+    train, holdout = frame.iloc[:600].reset_index(drop=True), frame.iloc[600:].reset_index(drop=True)
+    clipped = train.assign(size=train["size"].clip(2, 5))
+    m = heldout_suite(_evidence(train, holdout, clipped)).metrics
+    assert m["quality.column_pair_trends_holdout_real"] > 0.8
+    assert m["quality.column_pair_trends_holdout"] > m["quality.column_pair_trends_holdout_real"] - 0.05
+    # each side on its own range (the QualityReport's cut) the same rows score far lower
+    own = score_fidelity(holdout, clipped, _schema(train)).column_pair_trends
+    assert own < m["quality.column_pair_trends_holdout"] - 0.3
