@@ -296,8 +296,9 @@ def _heldout_words(metrics: dict) -> str:
                                           "quality.column_pair_trends_holdout_real"))
     if not (_finite(syn) and _finite(real)):
         return ""
-    return (f" Against unseen real rows (the holdout), which a copy does not fit better, the synthetic rows' pair "
-            f"trends are {_fmt(syn)} and the training rows' own {_fmt(real)} (quality.column_pair_trends_holdout).")
+    return (f" Against unseen real rows (the holdout), where a copy of the training rows scores only what they do, "
+            f"the synthetic rows' pair trends are {_fmt(syn)} and the training rows' own {_fmt(real)} "
+            "(quality.column_pair_trends_holdout).")
 
 
 MEMBERSHIP = ("The attacker holds the released rows, a real person's record and a sample of real records of the "
