@@ -123,8 +123,8 @@ def test_train_generate_and_score_report_progress_with_their_figures(tiny_cfg, c
     assert generate[-1].fields["rows_per_s"] > 0
     families = [r.fields["family"] for r in caplog.records if r.name == "pipeline.score" and "family" in
                 getattr(r, "fields", {})]
-    assert families == ["fidelity", "precision_recall", "coverage", "detection", "utility", "privacy", "membership",
-                        "anonymity", "dp"]
+    assert families == ["fidelity", "heldout", "precision_recall", "coverage", "detection", "utility", "privacy",
+                        "membership", "anonymity", "dp"]
     done = [r.getMessage() for r in caplog.records if r.name == "pipeline" and r.getMessage().endswith("s")
             and " done in " in r.getMessage()]
     assert [m.split()[0] for m in done] == ["ingest", "train", "generate", "score"]
