@@ -9,17 +9,15 @@ two readings agree; on a small one (a few hundred rows) they part, and this one 
 does not reward memorisation. The same SDMetrics definitions as the fidelity family
 (``score_fidelity``), with the held-out rows as the real side: the pairs counted are those associated
 in the holdout, for both sides alike. Both sides are compared on equal numbers of rows (a seeded
-sample of the larger, at most ``MAX_ROWS``), so that neither reads better for being bigger. A number
-in a mixed pair is cut on the held-out rows' bins for both sides (``bins="real"``), not each side on
-its own range as the QualityReport does: there a side whose extremes differ (value protection
-clips a small table's rarest values; a 49-row holdout lacks them) has every value in other bins, and
-a pair scores near 0 however well its rows agree (tips' ``size`` with each category: 0.04).
+sample of the larger, at most ``MAX_ROWS``, as the other families sample), so that neither reads
+better for being bigger. A number in a mixed pair is cut on the held-out rows' bins for both sides
+(``bins="real"``), not each side on its own range as the QualityReport does: there a side whose
+extremes differ (value protection clips a small table's rarest values; a 49-row holdout lacks them)
+has every value in other bins, and a pair scores near 0 however well its rows agree (tips' ``size``
+with each category: 0.04).
 """
 
 from __future__ import annotations
-
-import numpy as np
-import pandas as pd
 
 from pipeline.metrics import SuiteResult, metric, register_suite
 from pipeline.metrics.fidelity import score_fidelity
@@ -28,16 +26,7 @@ MAX_ROWS = 100_000  # rows a side: the holdout bounds the precision anyway
 MIN_HOLDOUT = 2  # fewer held-out rows: nothing to compare with
 TRAINING_ROWS = "the training rows"
 
-
-def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """``frame`` itself when it has ``n`` rows, else a seeded sample of ``n`` of them (in their order)."""
-    if len(frame) <= n:
-        return frame
-    pick = np.sort(np.random.default_rng(seed).choice(len(frame), size=n, replace=False))
-    return frame.iloc[pick]
-
-
-@register_suite("heldout", "table", order=12, log=False, metrics=[
+FAMILY = [
     metric("quality.column_pair_trends_holdout", 0, 1,
            "column pair trends of the synthetic rows against the held-out real rows (pairs associated in the "
            "holdout); real baseline: the training rows' own, which a copy of them scores exactly",
@@ -50,20 +39,24 @@ def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
            baseline="quality.column_shapes_holdout_real", baseline_words=TRAINING_ROWS),
     metric("quality.column_shapes_holdout_real", 0, 1,
            "column shapes of the training rows against the held-out rows: the baseline of column_shapes_holdout"),
-])
+]
+
+
+@register_suite("heldout", "table", order=12, log=False, metrics=FAMILY)
 def heldout_suite(ev) -> SuiteResult:
     """Shapes and pair trends against the holdout, of the synthetic rows and of the training rows, on
     equal seeded samples; not judged without held-out rows."""
-    keys = ("quality.column_pair_trends_holdout", "quality.column_pair_trends_holdout_real",
-            "quality.column_shapes_holdout", "quality.column_shapes_holdout_real")
     if len(ev.holdout) < MIN_HOLDOUT:
         reason = f"{len(ev.holdout)} holdout rows: no unseen real rows to compare with"
-        return SuiteResult({k: float("nan") for k in keys}, not_judged={k: reason for k in keys})
+        return SuiteResult({m.key: float("nan") for m in FAMILY}, not_judged={m.key: reason for m in FAMILY})
     n = min(len(ev.syn), len(ev.train), MAX_ROWS)
-    syn, train = _sample(ev.syn, n, ev.seed), _sample(ev.train, n, ev.seed + 1)
-    holdout = _sample(ev.holdout, MAX_ROWS, ev.seed + 2)
+    pick = lambda df, rows, seed: df.sample(n=rows, random_state=seed) if len(df) > rows else df  # noqa: E731
+    syn, train = pick(ev.syn, n, ev.seed), pick(ev.train, n, ev.seed + 1)
+    holdout = pick(ev.holdout, MAX_ROWS, ev.seed + 2)
     fid_syn = score_fidelity(holdout, syn, ev.schema, bins="real")
     fid_real = score_fidelity(holdout, train, ev.schema, bins="real")
-    metrics = dict(zip(keys, (fid_syn.column_pair_trends, fid_real.column_pair_trends, fid_syn.column_shapes,
-                              fid_real.column_shapes)))
+    metrics = {"quality.column_pair_trends_holdout": fid_syn.column_pair_trends,
+               "quality.column_pair_trends_holdout_real": fid_real.column_pair_trends,
+               "quality.column_shapes_holdout": fid_syn.column_shapes,
+               "quality.column_shapes_holdout_real": fid_real.column_shapes}
     return SuiteResult(metrics, {"samples": {"heldout_fidelity": {"holdout": len(holdout), "rows_per_side": n}}})
