@@ -286,17 +286,20 @@ def _detection_below_chance(metrics: dict, details: dict, unit: str) -> str | No
             f"noise on {int(n):,} {unit} a side ({noise:.4f}): it calls training {unit} synthetic where near-copies "
             f"of them were among the synthetic {unit} it learnt from, so the release holds more near-copies of its "
             f"training {unit} than unseen real {unit} would: a sign of memorisation (read it with the distances above "
-            "and the membership attacks), not of a fidelity better than real data's." + _heldout_words(metrics))
+            "and the membership attacks), not of a fidelity better than real data's."
+            + _heldout_words(metrics, details))
 
 
-def _heldout_words(metrics: dict) -> str:
+def _heldout_words(metrics: dict, details: dict) -> str:
     """Pair trends against the held-out rows beside the training rows' own (pipeline/metrics/heldout.py):
     the fidelity reading a copy of the training rows does not win; empty when not measured."""
     syn, real = (metrics.get(k) for k in ("quality.column_pair_trends_holdout",
                                           "quality.column_pair_trends_holdout_real"))
     if not (_finite(syn) and _finite(real)):
         return ""
-    return (f" Against unseen real rows (the holdout), where a copy of the training rows scores only what they do, "
+    rows = _dict(_samples(details, "heldout_fidelity")).get("holdout")
+    on = f", {int(rows):,} rows" if _finite(rows) else ""
+    return (f" Against unseen real rows (the holdout{on}), where a copy of the training rows scores only what they do, "
             f"the synthetic rows' pair trends are {_fmt(syn)} and the training rows' own {_fmt(real)} "
             "(quality.column_pair_trends_holdout).")
 

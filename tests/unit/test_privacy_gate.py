@@ -166,6 +166,11 @@ def test_a_detection_auc_far_under_chance_is_called_memorisation_and_one_within_
         section = text[text.index("Copies and distances"):]
         assert "pair trends are 0.5880 and the training rows" in section  # the HTML escapes the apostrophes
         assert "own 0.7510 (quality.column_pair_trends_holdout)" in section
+        assert "(the holdout)," in section  # no held-out details: no row count
+    # with the family's details, the held-out rows are counted
+    counted = {"samples": {**samples["samples"], "heldout_fidelity": {"holdout": 49, "rows_per_side": 195}}}
+    for text in _report({**COPIES, **heldout, "detection.auc": 0.31}, {**DETAILS, **counted}):
+        assert "Against unseen real rows (the holdout, 49 rows)," in text[text.index("Copies and distances"):]
     for auc, details in ((0.415, {**DETAILS, **samples}), (0.31, DETAILS), (0.62, {**DETAILS, **samples})):
         for text in _report({**COPIES, "detection.auc": auc}, details):
             assert "under chance" not in text and "a sign of memorisation" not in text, (auc, details)
