@@ -7,6 +7,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.config import ScoreConfig
@@ -68,8 +69,6 @@ def test_the_pairs_counted_are_those_associated_in_the_training_rows_not_in_a_sm
     """Cramér's V is biased upwards on few rows: on 40 held-out rows an independent 10-category column
     reads well over the 0.3 threshold against a number, so counting the holdout's associated pairs
     would count nearly every mixed pair. Counted on the training rows, only the associated pair is."""
-    import pandas as pd
-
     rng = np.random.default_rng(2)
     n = 1040
     x = rng.normal(size=n)
@@ -135,8 +134,6 @@ def test_a_number_is_cut_on_the_held_out_rows_bins_so_clipped_extremes_do_not_em
     kind = rng.choice(["a", "b"], n)
     size = np.where(kind == "a", rng.choice([1, 2, 3], n, p=[0.03, 0.67, 0.30]),
                     rng.choice([3, 4, 5, 6], n, p=[0.30, 0.40, 0.27, 0.03]))  # 1 and 6 rare
-    import pandas as pd
-
     frame = pd.DataFrame({"kind": kind, "size": size})
     train, holdout = frame.iloc[:600].reset_index(drop=True), frame.iloc[600:].reset_index(drop=True)
     clipped = train.assign(size=train["size"].clip(2, 5))
